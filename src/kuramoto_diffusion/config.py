@@ -69,6 +69,9 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
     if annotation is Any:
         return value
     if origin in (Union, types.UnionType):
+        tagged = _tagged_dataclass(get_args(annotation), value, where)
+        if tagged is not None:
+            return config_from_dict(tagged, value, where=where)
         errors = []
         for option in get_args(annotation):
             try:
@@ -115,6 +118,22 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
             return value
         raise UserError(f"{where}: expected a string, got {value!r}")
     raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+
+
+def _tagged_dataclass(options: tuple[Any, ...], value: Any, where: str) -> type | None:
+    """For a union of dataclasses told apart by their ``kind`` default, the one ``value["kind"]`` names."""
+    classes = [o for o in options if dataclasses.is_dataclass(o)]
+    if not classes or not isinstance(value, dict):
+        return None
+    kinds = {}
+    for cls in classes:
+        kind_field = {f.name: f for f in dataclasses.fields(cls)}.get("kind")
+        if kind_field is None or kind_field.default is dataclasses.MISSING:
+            return None
+        kinds[kind_field.default] = cls
+    if value.get("kind") not in kinds:
+        raise UserError(f"{where}.kind: {value.get('kind')!r} is not one of {', '.join(map(repr, kinds))}")
+    return kinds[value["kind"]]
 
 
 def _type_name(annotation: Any) -> str:

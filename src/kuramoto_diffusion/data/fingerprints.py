@@ -1,0 +1,184 @@
+"""Synthetic fingerprints: the embedded "fingerprints" data set.
+
+A print is made in three steps (the SFinGe recipe, much simplified):
+
+1. Orientation field: the zero-pole model of Sherlock and Monro. Each core adds
+   +1/2 arg(z - core) and each delta -1/2 arg(z - delta) to the ridge angle, so the
+   angle turns by +pi around a core and by -pi around a delta, which is what makes
+   loops (1 core + 1 delta), whorls (2 cores + 2 deltas) and arches (a core-delta
+   pair directly below the print or far below it). A random global rotation and a
+   weak smooth random warp make the prints less ideal.
+2. Ridges: white noise is filtered again and again with an oriented band-pass
+   (Gabor-like) filter bank tuned to the ridge period; every pixel keeps the
+   response of the filters nearest to its local orientation, and a tanh squashes
+   the result. After a few rounds the noise has turned into continuous ridges that
+   follow the orientation field and split or end where they must.
+3. Rendering: dark ridges on a light background inside an elliptical finger mask
+   that fades to the background at the border, with smoothly varying contrast
+   (finger pressure) and a little pixel noise.
+
+Everything is deterministic given the seed and takes a few milliseconds per
+96-pixel print.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .images import InMemoryImageSource, check_image_size, check_split, resize_uint8, split_counts
+
+# Bump when the synthesizer changes, so that stale disk caches are not reused.
+SYNTHESIZER_VERSION = 1
+
+NATIVE_PRINT_SIZE = 96
+"""Side of the prints FingerprintSource synthesizes before resizing to image_size."""
+
+_NUM_ORIENTATIONS = 16  # filter bank size; 180/16 = 11.25 degrees between neighbours
+_NUM_ITERATIONS = 5  # rounds of filtering; 3 leave blotches, more than 6 changes nothing visible
+_RIDGE_PERIOD_AT_96 = 9.0  # pixels per ridge + valley at 96 px, like a 500 dpi scan at ~1/2 scale
+
+_filter_bank_cache: dict[tuple[int, float], np.ndarray] = {}
+
+
+def _filter_bank(size: int, period: float) -> np.ndarray:
+    """Frequency responses (orientations, size, size//2+1) of an oriented band-pass bank.
+
+    Filter k passes the wave vectors normal to ridge angle k*pi/16 with wavelength ``period``:
+    a Gaussian bump at radial frequency 1/period (narrow, to fix the period) that is wider
+    across (so curved ridges still pass).
+    """
+    key = (size, round(period, 3))
+    cached = _filter_bank_cache.get(key)
+    if cached is not None:
+        return cached
+    freq_y = np.fft.fftfreq(size)[:, None]
+    freq_x = np.fft.rfftfreq(size)[None, :]
+    center = 1.0 / period
+    radial_sigma = 0.20 * center
+    tangential_sigma = 0.30 * center
+    bank = np.empty((_NUM_ORIENTATIONS, size, size // 2 + 1))
+    for k in range(_NUM_ORIENTATIONS):
+        angle = k * np.pi / _NUM_ORIENTATIONS
+        # Ridges run along (cos, sin); the intensity oscillates along the normal (-sin, cos).
+        along_normal = np.abs(-np.sin(angle) * freq_x + np.cos(angle) * freq_y)
+        along_ridge = np.cos(angle) * freq_x + np.sin(angle) * freq_y
+        bank[k] = np.exp(
+            -((along_normal - center) ** 2) / (2 * radial_sigma**2) - along_ridge**2 / (2 * tangential_sigma**2)
+        )
+    if len(_filter_bank_cache) > 64:  # periods vary per print; keep the cache bounded
+        _filter_bank_cache.clear()
+    _filter_bank_cache[key] = bank
+    return bank
+
+
+def _singular_points(rng: np.random.Generator) -> tuple[list[complex], list[complex]]:
+    """Cores and deltas in normalized coordinates (x right, y down, the print spans [-1, 1]).
+
+    Class frequencies roughly follow real fingers: loops ~60 %, whorls ~30 %, arches ~10 %.
+    """
+    kind = rng.choice(["left_loop", "right_loop", "whorl", "tented_arch", "arch"], p=[0.3, 0.3, 0.3, 0.05, 0.05])
+    jitter = lambda scale: complex(rng.normal(0, scale), rng.normal(0, scale))  # noqa: E731
+    if kind in ("left_loop", "right_loop"):
+        side = -1.0 if kind == "left_loop" else 1.0
+        core = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.35, -0.05))
+        delta = core + complex(side * rng.uniform(0.35, 0.75), rng.uniform(0.55, 0.9))
+        return [core], [delta]
+    if kind == "whorl":
+        center = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.25, 0.05))
+        # Two cores close together: a small offset gives a concentric whorl, a larger one a spiral / double loop.
+        half_gap = complex(rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.18))
+        cores = [center - half_gap, center + half_gap]
+        deltas = [
+            center + complex(-rng.uniform(0.55, 0.85), rng.uniform(0.55, 0.85)),
+            center + complex(rng.uniform(0.55, 0.85), rng.uniform(0.55, 0.85)),
+        ]
+        return cores, deltas
+    if kind == "tented_arch":
+        core = complex(rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.15))
+        return [core], [core + complex(0, rng.uniform(0.25, 0.45)) + jitter(0.03)]
+    # Plain arch: a core-delta pair below the print bends the ridges into arches without a visible singularity.
+    core = complex(rng.uniform(-0.1, 0.1), rng.uniform(0.9, 1.2))
+    return [core], [core + complex(0, rng.uniform(0.3, 0.6))]
+
+
+def _orientation_field(size: int, rng: np.random.Generator) -> np.ndarray:
+    """Ridge angle in radians, (size, size), in [0, pi); 0 = horizontal ridges."""
+    cores, deltas = _singular_points(rng)
+    rotation = rng.normal(0.0, 0.2)  # global finger rotation, radians (~11 degrees std)
+    turn = complex(np.cos(rotation), np.sin(rotation))
+    coords = (np.arange(size) - (size - 1) / 2) / (size / 2)
+    z = coords[None, :] + 1j * coords[:, None]
+    angle = np.full((size, size), rotation)
+    for core in cores:
+        angle += 0.5 * np.angle(z - core * turn)
+    for delta in deltas:
+        angle -= 0.5 * np.angle(z - delta * turn)
+    # A weak smooth warp (a few random low-frequency waves) so the fields are not textbook-perfect.
+    for _ in range(3):
+        wave = rng.normal(0, 1.2, size=2)
+        angle += rng.normal(0, 0.08) * np.cos(wave[0] * z.real + wave[1] * z.imag + rng.uniform(0, 2 * np.pi))
+    return np.mod(angle, np.pi)
+
+
+def _smooth_field(size: int, rng: np.random.Generator, num_waves: int = 4) -> np.ndarray:
+    """A smooth random field with values in about [-1, 1] (sum of low-frequency cosines)."""
+    coords = np.linspace(-1, 1, size)
+    field = np.zeros((size, size))
+    for _ in range(num_waves):
+        fx, fy = rng.normal(0, 1.5, size=2)
+        field += np.cos(fx * coords[None, :] + fy * coords[:, None] + rng.uniform(0, 2 * np.pi))
+    return field / np.sqrt(num_waves)
+
+
+def synthesize_fingerprint(size: int = 96, seed: int = 0) -> np.ndarray:
+    """One synthetic fingerprint, float32 (size, size) in [0, 1]: dark ridges (~0.1) on light paper (~0.95).
+
+    The ridge period is about 9 px at size 96 and scales with ``size``, with +-10 % variation
+    between prints. Deterministic: the same (size, seed) always gives the same array.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
+        raise UserError(f"fingerprint size must be an integer >= 16, got {size!r}")
+    rng = np.random.default_rng(seed)
+    period = _RIDGE_PERIOD_AT_96 * size / NATIVE_PRINT_SIZE * rng.uniform(0.9, 1.1)
+    orientation = _orientation_field(size, rng)
+
+    # Each pixel blends the two filters whose angles bracket its orientation.
+    position = orientation / (np.pi / _NUM_ORIENTATIONS)
+    lower = np.floor(position).astype(np.intp) % _NUM_ORIENTATIONS
+    upper = (lower + 1) % _NUM_ORIENTATIONS
+    upper_weight = position - np.floor(position)
+    lower_weight = 1.0 - upper_weight
+
+    bank = _filter_bank(size, period)
+    ridges = rng.standard_normal((size, size))
+    for _ in range(_NUM_ITERATIONS):
+        responses = np.fft.irfft2(np.fft.rfft2(ridges)[None] * bank, s=(size, size))
+        local = (
+            lower_weight * np.take_along_axis(responses, lower[None], axis=0)[0]
+            + upper_weight * np.take_along_axis(responses, upper[None], axis=0)[0]
+        )
+        # Normalise and squash: the tanh equalises the ridge contrast and sharpens the edges,
+        # which is what lets the next round grow the pattern into continuous ridges.
+        ridges = np.tanh(2.0 * local / (local.std() + 1e-12))
+
+    # Soft threshold to near-binary ridges: +1 ridge, -1 valley.
+    ridge_profile = np.tanh(1.5 * ridges)
+    pressure = 0.8 + 0.2 * _smooth_field(size, rng)  # contrast varies like finger pressure
+    ridge_dark, valley_light, paper = 0.12, 0.9, 0.95
+    finger = 0.5 * (valley_light + ridge_dark) - 0.5 * (valley_light - ridge_dark) * ridge_profile * np.clip(pressure, 0.3, 1.0)
+
+    # Elliptical fingertip mask (taller than wide), fading over the outer ~15 % of the radius.
+    coords = (np.arange(size) - (size - 1) / 2) / (size / 2)
+    center_x, center_y = rng.normal(0, 0.03, size=2)
+    half_width, half_height = rng.uniform(0.78, 0.9), rng.uniform(0.9, 1.0)
+    radius = np.sqrt(((coords[None, :] - center_x) / half_width) ** 2 + ((coords[:, None] - center_y) / half_height) ** 2)
+    fade = np.clip((1.0 - radius) / 0.15, 0.0, 1.0)
+    mask = fade * fade * (3 - 2 * fade)  # smoothstep: no visible edge
+
+    image = paper + mask * (finger - paper) + rng.normal(0, 0.02, size=(size, size))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)

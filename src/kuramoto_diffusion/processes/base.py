@@ -1,0 +1,167 @@
+"""The one interface every forward process implements.
+
+A process has T discrete steps t = 0 … T−1 taking x_t to x_{t+1}. One step (or a
+stride of ``stride`` steps merged into one, summing the schedule over the stride) is
+
+    x_{t+stride} = project( x_t + drift(x_t, t, stride) + scale(t, stride) · z ),   z ~ N(0, I)
+
+so the transition kernel is a (wrapped) normal around ``transition_mean`` with
+``transition_scale``. Training, the samplers and the schedulers use only this
+interface; Kuramoto (on the torus) and Euclidean VP (on ℝ) differ in ``project``,
+``drift``, the kernel's score and the prior.
+
+``t`` is an int (the same step for the whole batch) or a long tensor of shape (B,)
+(one step per example, as in the chain pool).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+Step = int | Tensor
+
+
+class ForwardProcess(ABC):
+    """A discrete-time forward (noising) process with Gaussian-type one-step kernels."""
+
+    config: Any
+    steps: int
+    periodic: bool
+
+    def __init__(self, cumulative_noise_var: Tensor) -> None:
+        # Tables are float64 on the CPU; _table() caches copies per device and dtype.
+        self._cumulative_noise_var = cumulative_noise_var
+        self._table_cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+
+    # ----- schedule lookup -------------------------------------------------------------
+    def _table(self, name: str, like: Tensor) -> Tensor:
+        key = (name, like.device, like.dtype)
+        if key not in self._table_cache:
+            self._table_cache[key] = getattr(self, f"_{name}").to(device=like.device, dtype=like.dtype)
+        return self._table_cache[key]
+
+    def _check_step(self, t: Step, stride: int) -> None:
+        if stride < 1:
+            raise UserError(f"stride must be ≥ 1, got {stride}")
+        low, high = (int(t.min()), int(t.max())) if isinstance(t, Tensor) else (t, t)
+        if low < 0 or high + stride > self.steps:
+            raise UserError(f"step t={low}…{high} with stride {stride} is outside 0…{self.steps} of this process")
+
+    def _at(self, name: str, t: Step, like: Tensor) -> Tensor:
+        """Entry t of a table, shaped to broadcast against ``like`` when t is per example."""
+        table = self._table(name, like)
+        if isinstance(t, Tensor):
+            return table[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
+        return table[t]
+
+    def _interval_sum(self, name: str, t: Step, stride: int, like: Tensor) -> Tensor:
+        """Σ of a per-step schedule over steps t … t+stride−1, from its cumulative table."""
+        self._check_step(t, stride)
+        return self._at(name, t + stride, like) - self._at(name, t, like)
+
+    def noise_variance(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+        """σ² summed over the stride (float64 scalar, or shaped like ``like`` for per-example t)."""
+        like = like if like is not None else torch.zeros((), dtype=torch.float64)
+        return self._interval_sum("cumulative_noise_var", t, stride, like)
+
+    def transition_scale(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+        """Standard deviation of the one-step (or merged-stride) kernel."""
+        return self.noise_variance(t, stride, like=like).sqrt()
+
+    # ----- geometry and the kernel ------------------------------------------------------
+    @abstractmethod
+    def project(self, x: Tensor) -> Tensor:
+        """Return a state to the domain (wrap to [-π, π) on the torus, identity on ℝ)."""
+
+    @abstractmethod
+    def drift(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+        """Deterministic displacement of one step (or a merged stride) from state x at step t."""
+
+    @abstractmethod
+    def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """Elementwise log density of the kernel (wrapped normal or normal) at x."""
+
+    @abstractmethod
+    def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """∂/∂x of ``kernel_log_prob``: the denoising score-matching target."""
+
+    def check_state(self, x: Tensor) -> None:
+        """Raise a UserError for non-finite values or a tensor without a batch axis."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise UserError(f"states must be a floating-point tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise UserError(f"states need a batch axis and at least one data axis, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise UserError("states contain NaN or infinite values; check the input data")
+
+    def transition_mean(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+        """Deterministic part of a step: project(x + drift)."""
+        self.check_state(x)
+        return self.project(x + self.drift(x, t, stride))
+
+    def transition_score(self, x_next: Tensor, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+        """∂/∂x_next log p(x_next | x) for one step (or merged stride) from step t."""
+        mean = self.transition_mean(x, t, stride)
+        return self.kernel_score(x_next, mean, self.transition_scale(t, stride, like=x))
+
+    def step(self, x: Tensor, t: Step, stride: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Draw x_{t+stride} given x_t."""
+        mean = self.transition_mean(x, t, stride)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return self.project(mean + self.transition_scale(t, stride, like=x) * noise)
+
+    def simulate(
+        self,
+        x0: Tensor,
+        t_end: int,
+        generator: torch.Generator | None = None,
+        return_trajectory: bool = False,
+        t_start: int = 0,
+    ) -> Tensor:
+        """Run the chain from step ``t_start`` to ``t_end`` one step at a time.
+
+        Returns x at t_end, or the trajectory (t_end − t_start + 1, *x.shape) if asked.
+        """
+        self.check_state(x0)
+        if not 0 <= t_start <= t_end <= self.steps:
+            raise UserError(f"need 0 ≤ t_start ≤ t_end ≤ {self.steps}, got {t_start} and {t_end}")
+        x = x0
+        trajectory = [x0] if return_trajectory else None
+        for t in range(t_start, t_end):
+            x = self.step(x, t, generator=generator)
+            if trajectory is not None:
+                trajectory.append(x)
+        return torch.stack(trajectory) if trajectory is not None else x
+
+    # ----- data encoding, network preconditioning, prior --------------------------------
+    @abstractmethod
+    def encode(self, data: Tensor) -> Tensor:
+        """Data values (images in [-1, 1], or native angles) to process states."""
+
+    @abstractmethod
+    def decode(self, x: Tensor) -> tuple[Tensor, int]:
+        """States to data values, and how many values had to be clipped."""
+
+    @abstractmethod
+    def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
+        """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning)."""
+
+    @abstractmethod
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Samples from the terminal distribution at t = T."""
+
+    @abstractmethod
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """Elementwise log density of the prior."""

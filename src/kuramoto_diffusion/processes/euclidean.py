@@ -1,0 +1,97 @@
+"""Euclidean variance-preserving diffusion (DDPM / VP-SDE), the paper's "SGM" baseline (SPEC §6).
+
+    x_{t+1} = √α_t · x_t + √(1 − α_t) · z,   α_t = exp(−∫_{t/T}^{(t+1)/T} β(τ) dτ)
+
+with β linear in τ (β_min = 0.1, β_max = 20 is DDPM's 1e-4 … 0.02 per step at T = 1000).
+Strides are exact: a stride of h steps multiplies the means and accumulates the variance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .base import ForwardProcess, Step
+from .schedules import vp_cumulative_beta
+
+
+@dataclass(frozen=True)
+class EuclideanConfig:
+    """Settings of the VP baseline; states are pixel values in [-1, 1] at t = 0."""
+
+    kind: Literal["euclidean"] = "euclidean"
+    steps: int = 100
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise UserError(f"steps must be ≥ 1, got {self.steps}")
+        if not 0 < self.beta_min <= self.beta_max:
+            raise UserError(f"need 0 < beta_min ≤ beta_max, got {self.beta_min} and {self.beta_max}")
+
+
+class EuclideanVPProcess(ForwardProcess):
+    """Isotropic Gaussian diffusion on ℝⁿ with a standard normal prior."""
+
+    periodic = False
+
+    def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
+        if config is not None and settings:
+            raise TypeError("pass either a EuclideanConfig or keyword settings, not both")
+        self.config = config if config is not None else EuclideanConfig(**settings)  # type: ignore[arg-type]
+        self.steps = self.config.steps
+        self._cumulative_beta = vp_cumulative_beta(self.config.beta_min, self.config.beta_max, self.steps)
+        super().__init__(self._cumulative_beta)
+
+    def log_signal(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+        """log of the mean factor over the stride: −½ ∫ β."""
+        like = like if like is not None else torch.zeros((), dtype=torch.float64)
+        return -0.5 * self._interval_sum("cumulative_beta", t, stride, like)
+
+    def noise_variance(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+        return -torch.expm1(2.0 * self.log_signal(t, stride, like=like))
+
+    def project(self, x: Tensor) -> Tensor:
+        return x
+
+    def drift(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+        return torch.expm1(self.log_signal(t, stride, like=x)) * x
+
+    def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        return -0.5 * ((x - mean) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
+
+    def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        return -(x - mean) / scale**2
+
+    def marginal_variance(self, t: int, data_variance: float) -> float:
+        """Var(x_t) for x_0 with variance ``data_variance``: ᾱ_t·Var(x_0) + 1 − ᾱ_t."""
+        signal = math.exp(2.0 * float(self.log_signal(0, t))) if t > 0 else 1.0
+        return signal * data_variance + 1.0 - signal
+
+    def encode(self, data: Tensor) -> Tensor:
+        return data
+
+    def decode(self, x: Tensor) -> tuple[Tensor, int]:
+        return x.clamp(-1.0, 1.0), int((x.abs() > 1.0).sum())
+
+    def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
+        # ε-prediction: score = −ε / √(1 − ᾱ_t), so the network output ε is −√(1 − ᾱ_t)·score.
+        return -(-torch.expm1(-self._at("cumulative_beta", t_query, like))).sqrt()
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        return torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        return -0.5 * x**2 - 0.5 * math.log(2 * math.pi)
