@@ -30,7 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .images import InMemoryImageSource, check_image_size, check_split, resize_uint8, split_counts
+from .images import (
+    InMemoryImageSource,
+    check_channels,
+    check_image_size,
+    check_split,
+    check_val_fraction,
+    resize_uint8,
+    split_counts,
+)
 
 # Bump when the synthesizer changes, so that stale disk caches are not reused.
 SYNTHESIZER_VERSION = 1
@@ -76,8 +84,8 @@ def _filter_bank(size: int, period: float) -> np.ndarray:
     return bank
 
 
-def _singular_points(rng: np.random.Generator) -> tuple[list[complex], list[complex]]:
-    """Cores and deltas in normalized coordinates (x right, y down, the print spans [-1, 1]).
+def _singular_points(rng: np.random.Generator) -> tuple[str, list[complex], list[complex]]:
+    """Pattern class, cores and deltas in normalized coordinates (x right, y down, the print spans [-1, 1]).
 
     Class frequencies roughly follow real fingers: loops ~60 %, whorls ~30 %, arches ~10 %.
     """
@@ -85,30 +93,31 @@ def _singular_points(rng: np.random.Generator) -> tuple[list[complex], list[comp
     jitter = lambda scale: complex(rng.normal(0, scale), rng.normal(0, scale))  # noqa: E731
     if kind in ("left_loop", "right_loop"):
         side = -1.0 if kind == "left_loop" else 1.0
-        core = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.35, -0.05))
-        delta = core + complex(side * rng.uniform(0.35, 0.75), rng.uniform(0.55, 0.9))
-        return [core], [delta]
+        core = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.25, 0.05))
+        delta = core + complex(side * rng.uniform(0.3, 0.6), rng.uniform(0.4, 0.7))
+        return str(kind), [core], [delta]
     if kind == "whorl":
         center = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.25, 0.05))
         # Two cores close together: a small offset gives a concentric whorl, a larger one a spiral / double loop.
         half_gap = complex(rng.uniform(-0.15, 0.15), rng.uniform(0.03, 0.18))
         cores = [center - half_gap, center + half_gap]
         deltas = [
-            center + complex(-rng.uniform(0.55, 0.85), rng.uniform(0.55, 0.85)),
-            center + complex(rng.uniform(0.55, 0.85), rng.uniform(0.55, 0.85)),
+            center + complex(-rng.uniform(0.4, 0.7), rng.uniform(0.4, 0.7)),
+            center + complex(rng.uniform(0.4, 0.7), rng.uniform(0.4, 0.7)),
         ]
-        return cores, deltas
+        return str(kind), cores, deltas
     if kind == "tented_arch":
         core = complex(rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.15))
-        return [core], [core + complex(0, rng.uniform(0.25, 0.45)) + jitter(0.03)]
-    # Plain arch: a core-delta pair below the print bends the ridges into arches without a visible singularity.
-    core = complex(rng.uniform(-0.1, 0.1), rng.uniform(0.9, 1.2))
-    return [core], [core + complex(0, rng.uniform(0.3, 0.6))]
+        return str(kind), [core], [core + complex(0, rng.uniform(0.25, 0.45)) + jitter(0.03)]
+    # Plain arch: a core-delta pair at the bottom edge (faded out by the mask) tilts the lower ridges;
+    # _orientation_field adds the arch bend, which the zero-pole model alone makes too flat.
+    core = complex(rng.uniform(-0.1, 0.1), rng.uniform(0.8, 1.0))
+    return str(kind), [core], [core + complex(0, rng.uniform(0.25, 0.45))]
 
 
 def _orientation_field(size: int, rng: np.random.Generator) -> np.ndarray:
     """Ridge angle in radians, (size, size), in [0, pi); 0 = horizontal ridges."""
-    cores, deltas = _singular_points(rng)
+    kind, cores, deltas = _singular_points(rng)
     rotation = rng.normal(0.0, 0.2)  # global finger rotation, radians (~11 degrees std)
     turn = complex(np.cos(rotation), np.sin(rotation))
     coords = (np.arange(size) - (size - 1) / 2) / (size / 2)
@@ -118,6 +127,11 @@ def _orientation_field(size: int, rng: np.random.Generator) -> np.ndarray:
         angle += 0.5 * np.angle(z - core * turn)
     for delta in deltas:
         angle -= 0.5 * np.angle(z - delta * turn)
+    if kind == "arch":
+        # Ridges y = y0 - height * exp(-x^2 / (2 width^2)) rise in the middle, more so lower down.
+        height = rng.uniform(0.3, 0.5) * np.clip((z.imag + 1.3) / 2.3, 0.0, 1.0)
+        width = rng.uniform(0.35, 0.5)
+        angle += np.arctan(height * z.real / width**2 * np.exp(-(z.real**2) / (2 * width**2)))
     # A weak smooth warp (a few random low-frequency waves) so the fields are not textbook-perfect.
     for _ in range(3):
         wave = rng.normal(0, 1.2, size=2)
@@ -182,3 +196,112 @@ def synthesize_fingerprint(size: int = 96, seed: int = 0) -> np.ndarray:
 
     image = paper + mask * (finger - paper) + rng.normal(0, 0.02, size=(size, size))
     return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def default_cache_dir() -> Path:
+    """Where derived data is cached: $XDG_CACHE_HOME/kuramoto-diffusion, else ~/.cache/kuramoto-diffusion."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kuramoto-diffusion"
+
+
+def print_seed(seed: int, index: int) -> int:
+    """The synthesizer seed of print ``index`` of the set made from ``seed`` (distinct for distinct pairs)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def synthesize_print_set(num_prints: int, seed: int, size: int = NATIVE_PRINT_SIZE) -> np.ndarray:
+    """uint8 (num_prints, size, size): prints 0..num_prints-1 of the set made from ``seed``, 0 = black."""
+    prints = np.empty((num_prints, size, size), dtype=np.uint8)
+    for index in range(num_prints):
+        prints[index] = np.rint(synthesize_fingerprint(size, print_seed(seed, index)) * 255.0)
+    return prints
+
+
+class FingerprintSource(InMemoryImageSource):
+    """Synthetic fingerprints: a fixed set of ``num_prints`` prints of 96 px, resized to image_size.
+
+    Print i of the set comes from seed ``print_seed(seed, i)``; the validation split is the last
+    ``val_fraction`` of the set (at least one print), so train and val use disjoint seeds. Each
+    sample is a whole print (no crop), horizontally flipped with probability 1/2 if ``flip``.
+
+    The prints are synthesized on first use (~10 ms each, ~5 s for 512) and kept in memory; with
+    ``disk_cache`` they are also stored in ``cache_dir`` (default ``default_cache_dir()``) as
+    ``fingerprints-v<version>-96px-n<num_prints>-seed<seed>.npz`` and reused by later runs.
+    Above 96 px the prints are upsampled and so look soft.
+    """
+
+    def __init__(
+        self,
+        image_size: int = NATIVE_PRINT_SIZE,
+        *,
+        channels: int | None = None,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        flip: bool = True,
+        num_prints: int = 512,
+        disk_cache: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        image_size = check_image_size(image_size)
+        split = check_split(split)
+        val_fraction = check_val_fraction(val_fraction)
+        channels = check_channels(channels)
+        if isinstance(num_prints, bool) or not isinstance(num_prints, int) or num_prints < 1:
+            raise UserError(f"num_prints must be a positive integer, got {num_prints!r}")
+        num_train, num_val = split_counts(num_prints, val_fraction)
+        if split == "val" and num_val == 0:
+            raise UserError(
+                f"fingerprints: {num_prints} print(s) with val_fraction {val_fraction} leave nothing for validation; "
+                "raise num_prints or val_fraction, or use split 'all'"
+            )
+        self.indices = {"train": range(num_train), "val": range(num_train, num_prints), "all": range(num_prints)}[split]
+        self.seed = int(seed)
+        self.num_prints = num_prints
+        self.disk_cache = disk_cache
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        super().__init__(None, image_size, name="fingerprints", channels=channels or 1, flip=flip)
+
+    def __len__(self) -> int:
+        return len(self.indices)  # known without synthesizing anything
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir / (
+            f"fingerprints-v{SYNTHESIZER_VERSION}-{NATIVE_PRINT_SIZE}px-n{self.num_prints}-seed{self.seed}.npz"
+        )
+
+    def _read_cache(self) -> np.ndarray | None:
+        expected = (self.num_prints, NATIVE_PRINT_SIZE, NATIVE_PRINT_SIZE)
+        try:
+            with np.load(self.cache_path, allow_pickle=False) as stored:  # never unpickle
+                prints = stored["prints"]
+        except Exception:  # missing, partial or foreign file: it is only a cache, so synthesize again
+            return None
+        return prints if prints.shape == expected and prints.dtype == np.uint8 else None
+
+    def _write_cache(self, prints: np.ndarray) -> None:
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            # Write to a temporary file and rename, so a crash or a concurrent run never leaves half a file.
+            handle, temporary = tempfile.mkstemp(dir=self.cache_dir, prefix=".fingerprints-", suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    np.savez_compressed(file, prints=prints)
+                os.replace(temporary, self.cache_path)
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+        except OSError:
+            pass  # a read-only or full disk only costs the time to synthesize again next run
+
+    def _load_images(self) -> np.ndarray:
+        prints = self._read_cache() if self.disk_cache else None
+        if prints is None:
+            prints = synthesize_print_set(self.num_prints, self.seed)
+            if self.disk_cache:
+                self._write_cache(prints)
+        chosen = prints[self.indices.start : self.indices.stop]
+        size = self.image_size
+        resized = np.stack([resize_uint8(p[..., None], size, size) for p in chosen])
+        return np.repeat(resized, self.channels, axis=-1) if self.channels == 3 else resized

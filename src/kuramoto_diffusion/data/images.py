@@ -163,7 +163,7 @@ def find_image_files(folder: Path) -> list[Path]:
 
 def _decode_failure(path: Path, error: BaseException) -> UserError:
     reason = " ".join(str(error).split()) or type(error).__name__
-    return UserError(f"{path}: cannot decode image ({reason}; truncated or corrupt?); remove or replace the file")
+    return UserError(f"{path}: cannot decode image ({reason}); the file is truncated or corrupt, remove or replace it")
 
 
 def image_is_colour(path: Path) -> bool:
@@ -277,6 +277,9 @@ class InMemoryImageSource:
         All randomness comes from ``generator``, drawn in a fixed order (flip coins are drawn even when
         flips are off, so turning them on does not change which crops are taken).
         """
+        return self._random_crops(batch_size, generator, flip=self.flip)
+
+    def _random_crops(self, batch_size: int, generator: torch.Generator, *, flip: bool) -> torch.Tensor:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         images = self.images
@@ -292,7 +295,7 @@ class InMemoryImageSource:
             top = min(int(positions[row, 0] * free_rows), free_rows - 1)
             left = min(int(positions[row, 1] * free_cols), free_cols - 1)
             crop = image[top : top + size, left : left + size]
-            batch[row] = crop[:, ::-1] if (self.flip and coins[row]) else crop
+            batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
         return uint8_batch_to_tensor(batch)
 
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:

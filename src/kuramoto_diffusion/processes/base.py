@@ -33,6 +33,8 @@ class ForwardProcess(ABC):
     config: Any
     steps: int
     periodic: bool
+    # True when any stride from t = 0 is an exact kernel (VP): training then needs no chains.
+    closed_form_marginal: bool = False
 
     def __init__(self, cumulative_noise_var: Tensor) -> None:
         # Tables are float64 on the CPU; _table() caches copies per device and dtype.
@@ -46,12 +48,15 @@ class ForwardProcess(ABC):
             self._table_cache[key] = getattr(self, f"_{name}").to(device=like.device, dtype=like.dtype)
         return self._table_cache[key]
 
-    def _check_step(self, t: Step, stride: int) -> None:
-        if stride < 1:
-            raise UserError(f"stride must be ≥ 1, got {stride}")
-        low, high = (int(t.min()), int(t.max())) if isinstance(t, Tensor) else (t, t)
-        if low < 0 or high + stride > self.steps:
-            raise UserError(f"step t={low}…{high} with stride {stride} is outside 0…{self.steps} of this process")
+    def _check_step(self, t: Step, stride: Step) -> None:
+        start_low = int(t.min()) if isinstance(t, Tensor) else t
+        end = t + stride
+        end_high = int(end.max()) if isinstance(end, Tensor) else end
+        stride_low = int(stride.min()) if isinstance(stride, Tensor) else stride
+        if stride_low < 1:
+            raise UserError(f"stride must be ≥ 1, got {stride_low}")
+        if start_low < 0 or end_high > self.steps:
+            raise UserError(f"steps {start_low}…{end_high} are outside 0…{self.steps} of this process")
 
     def _at(self, name: str, t: Step, like: Tensor) -> Tensor:
         """Entry t of a table, shaped to broadcast against ``like`` when t is per example."""
@@ -60,17 +65,17 @@ class ForwardProcess(ABC):
             return table[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
         return table[t]
 
-    def _interval_sum(self, name: str, t: Step, stride: int, like: Tensor) -> Tensor:
+    def _interval_sum(self, name: str, t: Step, stride: Step, like: Tensor) -> Tensor:
         """Σ of a per-step schedule over steps t … t+stride−1, from its cumulative table."""
         self._check_step(t, stride)
         return self._at(name, t + stride, like) - self._at(name, t, like)
 
-    def noise_variance(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+    def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """σ² summed over the stride (float64 scalar, or shaped like ``like`` for per-example t)."""
         like = like if like is not None else torch.zeros((), dtype=torch.float64)
         return self._interval_sum("cumulative_noise_var", t, stride, like)
 
-    def transition_scale(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+    def transition_scale(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """Standard deviation of the one-step (or merged-stride) kernel."""
         return self.noise_variance(t, stride, like=like).sqrt()
 
@@ -80,7 +85,7 @@ class ForwardProcess(ABC):
         """Return a state to the domain (wrap to [-π, π) on the torus, identity on ℝ)."""
 
     @abstractmethod
-    def drift(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+    def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic displacement of one step (or a merged stride) from state x at step t."""
 
     @abstractmethod
@@ -100,17 +105,17 @@ class ForwardProcess(ABC):
         if not torch.isfinite(x).all():
             raise UserError("states contain NaN or infinite values; check the input data")
 
-    def transition_mean(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+    def transition_mean(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic part of a step: project(x + drift)."""
         self.check_state(x)
         return self.project(x + self.drift(x, t, stride))
 
-    def transition_score(self, x_next: Tensor, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+    def transition_score(self, x_next: Tensor, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """∂/∂x_next log p(x_next | x) for one step (or merged stride) from step t."""
         mean = self.transition_mean(x, t, stride)
         return self.kernel_score(x_next, mean, self.transition_scale(t, stride, like=x))
 
-    def step(self, x: Tensor, t: Step, stride: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    def step(self, x: Tensor, t: Step, stride: Step = 1, generator: torch.Generator | None = None) -> Tensor:
         """Draw x_{t+stride} given x_t."""
         mean = self.transition_mean(x, t, stride)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -140,6 +145,12 @@ class ForwardProcess(ABC):
         return torch.stack(trajectory) if trajectory is not None else x
 
     # ----- data encoding, network preconditioning, prior --------------------------------
+    def network_time(self, t_query: Step) -> Tensor:
+        """The network's time input t/T in [0, 1], float32, shape (B,) for per-example steps else (1,)."""
+        if isinstance(t_query, Tensor):
+            return t_query.to(torch.float32) / self.steps
+        return torch.tensor([t_query / self.steps], dtype=torch.float32)
+
     @abstractmethod
     def encode(self, data: Tensor) -> Tensor:
         """Data values (images in [-1, 1], or native angles) to process states."""

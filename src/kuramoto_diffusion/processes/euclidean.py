@@ -40,6 +40,7 @@ class EuclideanVPProcess(ForwardProcess):
     """Isotropic Gaussian diffusion on ℝⁿ with a standard normal prior."""
 
     periodic = False
+    closed_form_marginal = True
 
     def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
         if config is not None and settings:
@@ -49,18 +50,18 @@ class EuclideanVPProcess(ForwardProcess):
         self._cumulative_beta = vp_cumulative_beta(self.config.beta_min, self.config.beta_max, self.steps)
         super().__init__(self._cumulative_beta)
 
-    def log_signal(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+    def log_signal(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """log of the mean factor over the stride: −½ ∫ β."""
         like = like if like is not None else torch.zeros((), dtype=torch.float64)
         return -0.5 * self._interval_sum("cumulative_beta", t, stride, like)
 
-    def noise_variance(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+    def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         return -torch.expm1(2.0 * self.log_signal(t, stride, like=like))
 
     def project(self, x: Tensor) -> Tensor:
         return x
 
-    def drift(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+    def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return torch.expm1(self.log_signal(t, stride, like=x)) * x
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

@@ -144,7 +144,7 @@ class KuramotoProcess(ForwardProcess):
                 f"local coupling needs images of shape (batch, channels, height, width), got shape {tuple(theta.shape)}"
             )
 
-    def coupling_strength(self, t: Step, stride: int = 1, *, like: Tensor | None = None) -> Tensor:
+    def coupling_strength(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """K summed over the stride."""
         like = like if like is not None else torch.zeros((), dtype=torch.float64)
         return self._interval_sum("cumulative_coupling", t, stride, like)
@@ -153,7 +153,7 @@ class KuramotoProcess(ForwardProcess):
     def project(self, x: Tensor) -> Tensor:
         return wrap(x)
 
-    def drift(self, x: Tensor, t: Step, stride: int = 1) -> Tensor:
+    def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return self.coupling_strength(t, stride, like=x) * self.direction(x)
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

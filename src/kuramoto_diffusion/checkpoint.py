@@ -1,0 +1,123 @@
+"""Checkpoint files: safetensors for tensors, JSON for everything else, written atomically.
+
+A checkpoint is a directory written under a temporary name and renamed into place when
+complete, so a run killed at any moment leaves either the previous checkpoint or the new
+one, never half of one. Nothing is ever unpickled: only safetensors and JSON are read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
+COMPLETE_MARKER = "state.json"
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write tensors to a safetensors file (contiguous CPU copies)."""
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, turning missing or damaged files into a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"{path}: file missing; the checkpoint is incomplete, point to another checkpoint")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{path}: not a readable safetensors file ({error}); the file is damaged, use another checkpoint") from None
+
+
+def load_module_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load weights into ``module``, with a clear message when names or shapes do not match the config."""
+    tensors = load_tensors(path)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+            else f"shape of {wrong[0]} is {tuple(tensors[wrong[0]].shape)}, config needs {tuple(expected[wrong[0]].shape)}"
+        )
+        raise UserError(f"{path}: weights do not match config.json ({detail}); the weights belong to another model")
+    module.load_state_dict(tensors)
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Inverse of ``optimizer_to_tensors``."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    for index, entry in meta.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(entry)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (incomplete temporary directories are ignored)."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name) and (p / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def commit_directory(temporary: Path, final: Path) -> None:
+    """Atomically move a fully written directory into place (replacing an older one of the same name)."""
+    for path in temporary.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        backup = final.with_name(final.name + ".old")
+        os.replace(final, backup)
+        os.replace(temporary, final)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(temporary, final)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete checkpoints, and stale temporary directories."""
+    folder = run_dir / "checkpoints"
+    for stale in folder.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if keep > 0:
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,110 @@
+"""Training data: image sources that hand out batches of square images in [-1, 1].
+
+``open_image_source(spec, image_size)`` opens one of
+
+- "textures": crops of the brick / grass / gravel photos that ship with scikit-image (textures.py);
+- "fingerprints": synthetic fingerprints made on the fly (fingerprints.py);
+- a folder of image files, searched recursively (images.py);
+- CIFAR-10 in its binary form: cifar-10-binary.tar.gz or its folder cifar-10-batches-bin (cifar.py).
+
+Nothing is downloaded at run time. Every source satisfies the ``ImageSource`` protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import UserError
+from .cifar import Cifar10Source, is_cifar_path, read_cifar10_binary
+from .fingerprints import FingerprintSource, synthesize_fingerprint
+from .images import IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
+from .textures import TextureSource
+
+DATA_CHOICES = ("textures", "fingerprints")  # embedded sets
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """A data set of square images, sampled as float32 batches in [-1, 1]."""
+
+    name: str  # e.g. "textures", "fingerprints", or the folder path
+    channels: int  # 1 (grayscale) or 3 (RGB)
+    image_size: int  # square output side in pixels
+
+    def __len__(self) -> int:
+        """Number of distinct base images (for textures: number of photos)."""
+        ...
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(batch_size, channels, image_size, image_size) float32 in [-1, 1]; random images with
+        random crops (and horizontal flips if enabled). ALL randomness must come from `generator`
+        (torch.randint/torch.rand with generator=...), so that the same generator state gives the same batch."""
+        ...
+
+    def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
+        """A deterministic batch (same result every call for the same num/seed), used for picture grids and evaluation."""
+        ...
+
+
+def open_image_source(
+    spec: str,
+    image_size: int,
+    *,
+    channels: int | None = None,
+    split: str = "train",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    flip: bool = True,
+) -> ImageSource:
+    """spec is "textures", "fingerprints", a path to a folder of images, or a path to a CIFAR-10 binary
+    archive (cifar-10-binary.tar.gz) / its extracted folder cifar-10-batches-bin. split is "train", "val" or "all";
+    the split is by base image, deterministic given seed. channels None = the data's natural count
+    (folder: 3 if any image is colour, else 1; textures/fingerprints: 1; CIFAR: 3); 1 or 3 converts.
+
+    Textures split spatially (photo strips) and CIFAR uses its official test batch as "val"
+    (also accepted as "test"); see their modules.
+    """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"data must be one of {', '.join(DATA_CHOICES)} or a path, got {spec!r}")
+    if spec == "textures":
+        return TextureSource(image_size, channels=channels, split=split, val_fraction=val_fraction, flip=flip)
+    if spec == "fingerprints":
+        return FingerprintSource(
+            image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip
+        )
+    path = Path(spec).expanduser()
+    if not path.exists():
+        if os.sep not in spec and "/" not in spec:
+            # Most likely a misspelt data set name rather than a path.
+            raise UserError(
+                f"{spec!r} is neither an embedded data set ({', '.join(DATA_CHOICES)}) nor an existing path; "
+                "check the spelling"
+            )
+        raise UserError(f"{path}: no such file or folder; check the path")
+    if is_cifar_path(path):
+        return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
+    return ImageFolderSource(
+        path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip
+    )
+
+
+__all__ = [
+    "DATA_CHOICES",
+    "IMAGE_EXTENSIONS",
+    "Cifar10Source",
+    "FingerprintSource",
+    "ImageFolderSource",
+    "ImageSource",
+    "InMemoryImageSource",
+    "TextureSource",
+    "is_cifar_path",
+    "open_image_source",
+    "read_cifar10_binary",
+    "synthesize_fingerprint",
+]

@@ -1,0 +1,195 @@
+"""A diffusion model: a forward process plus a score network, loadable with ``from_pretrained``.
+
+A saved model is a directory with ``config.json`` (the full run configuration, strictly
+validated on load) and ``model.safetensors`` (and, in training checkpoints, ``ema.safetensors``,
+used for sampling when present). Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
+from .config import config_from_dict, config_to_dict, read_json, write_json_atomic
+from .errors import UserError
+from .nets import MLP, UNet
+from .nets.score import ScoreNetwork
+from .processes import ForwardProcess, ProcessConfig, build_process
+from .settings import ModelConfig, RunConfig
+from .sampling import SampleResult, reverse_sweep
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+FORMAT_VERSION = 1
+
+
+def build_network(config: ModelConfig) -> ScoreNetwork:
+    backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
+    return ScoreNetwork(backbone, periodic=config.periodic)
+
+
+class DiffusionModel:
+    """A process and a network; ``sample`` generates, ``save_pretrained``/``from_pretrained`` persist."""
+
+    def __init__(self, config: ModelConfig, network: ScoreNetwork | None = None, run_config: Any = None) -> None:
+        self.config = config
+        self.process: ForwardProcess = build_process(config.process)
+        self.network = network if network is not None else build_network(config)
+        # The full run configuration (data, training) travels with the weights for provenance.
+        self.run_config = run_config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: torch.device | str) -> "DiffusionModel":
+        self.network.to(device)
+        return self
+
+    def with_process(self, process_config: ProcessConfig) -> "DiffusionModel":
+        """The same network under another process config (e.g. with a fitted prior κ)."""
+        config = dataclasses.replace(self.config, process=process_config)
+        return DiffusionModel(config, self.network, self.run_config)
+
+    # ----- score ------------------------------------------------------------------------
+    def score(self, x: Tensor, t_query: int, condition: Tensor | None = None, class_labels: Tensor | None = None) -> Tensor:
+        """The learned score ∂ log p_t(x)/∂x at query step t ∈ 1 … T (network output divided by c(t))."""
+        time = self.process.network_time(t_query).to(x.device).expand(x.shape[0])
+        output = self.network(x, time, condition, class_labels)
+        return output / self.process.output_scale(t_query, like=x)
+
+    # ----- sampling ---------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        num: int,
+        *,
+        sampler: str = "sde",
+        nfe: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        record_trajectory: bool = False,
+        x_start: Tensor | None = None,
+        start_step: int | None = None,
+    ) -> SampleResult:
+        """Generate ``num`` states with a reverse sweep, in batches.
+
+        Starts from the prior at t = T, or from ``x_start`` (states at ``start_step``, e.g. real
+        data pushed forward for editing). Decode with ``self.process.decode``.
+        """
+        if num < 1:
+            raise UserError(f"--num must be ≥ 1, got {num}")
+        self.network.eval()
+        device = self.device
+        results = []
+        for first in range(0, num, batch_size):
+            count = min(batch_size, num - first)
+            if x_start is None:
+                x = self.process.prior_sample(self.config.state_shape(count), generator=generator, device="cpu").to(device)
+            else:
+                x = x_start[first : first + count].to(device)
+            results.append(
+                reverse_sweep(
+                    self.process,
+                    self.score,
+                    x,
+                    sampler=sampler,
+                    nfe=nfe,
+                    start_step=start_step,
+                    generator=_device_generator(generator, device),
+                    record_trajectory=record_trajectory,
+                )
+            )
+        return _concatenate(results)
+
+    @torch.no_grad()
+    def forward_then_reverse(
+        self, data: Tensor, start_step: int, *, sampler: str = "sde", nfe: int | None = None, generator: torch.Generator | None = None
+    ) -> SampleResult:
+        """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like)."""
+        states = self.process.simulate(self.process.encode(data.to(torch.float32)), start_step, generator=generator)
+        return self.sample(
+            data.shape[0], sampler=sampler, nfe=nfe, generator=generator, x_start=states, start_step=start_step
+        )
+
+    # ----- persistence ------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (the network's current weights)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(self.network.state_dict(), directory / WEIGHTS_NAME)
+        write_json_atomic(directory / CONFIG_NAME, run_config_dict(self.config, self.run_config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> "DiffusionModel":
+        """Load a model directory, a training checkpoint, or a run directory (its latest checkpoint)."""
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"{path}: no such checkpoint or run directory; check the path")
+        if not (path / WEIGHTS_NAME).is_file():
+            latest = latest_checkpoint(path)
+            if latest is None:
+                raise UserError(
+                    f"{path}: no {WEIGHTS_NAME} and no complete checkpoint under {path / 'checkpoints'}; "
+                    "train first or point to a checkpoint directory"
+                )
+            path = latest
+        model_config, run_config = load_run_config(path / CONFIG_NAME)
+        model = cls(model_config, run_config=run_config)
+        weights = path / EMA_WEIGHTS_NAME if use_ema and (path / EMA_WEIGHTS_NAME).is_file() else path / WEIGHTS_NAME
+        load_module_weights(model.network, weights)
+        model.checkpoint_path = path
+        return model.to(device)
+
+
+def run_config_dict(model_config: ModelConfig, run_config: Any) -> dict[str, Any]:
+    """The JSON of config.json: the run config if there is one, else just the model."""
+    if run_config is not None:
+        return {"format_version": FORMAT_VERSION, **config_to_dict(run_config)}
+    return {"format_version": FORMAT_VERSION, "model": config_to_dict(model_config)}
+
+
+def load_run_config(path: Path) -> tuple[ModelConfig, Any]:
+    """Read config.json strictly: the model config, and the full run config when training settings are present."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    version = data.pop("format_version", None)
+    if version != FORMAT_VERSION:
+        raise UserError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config")
+    if set(data) == {"model"}:
+        return config_from_dict(ModelConfig, data["model"], where=f"{path}:model"), None
+    run_config = config_from_dict(RunConfig, data, where=str(path))
+    return run_config.model, run_config
+
+
+def _device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """Samplers draw noise on the model's device; a CPU generator seeds a device generator deterministically."""
+    if generator is None or generator.device == device:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _concatenate(results: list[SampleResult]) -> SampleResult:
+    first = results[0]
+    trajectory = None
+    if first.trajectory is not None:
+        trajectory = [torch.cat([r.trajectory[i] for r in results]) for i in range(len(first.trajectory))]  # type: ignore[index]
+    weights = [r.states.shape[0] for r in results]
+    order = [
+        sum(w * r.order_parameter[i] for w, r in zip(weights, results)) / sum(weights) for i in range(len(first.order_parameter))
+    ]
+    return SampleResult(
+        torch.cat([r.states for r in results]),
+        first.steps,
+        trajectory,
+        order,
+        sum(r.function_evaluations for r in results),
+    )

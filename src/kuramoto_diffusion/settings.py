@@ -1,0 +1,129 @@
+"""Frozen configurations of a run: model, data and training, saved together as config.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+from .nets import MLPConfig, UNetConfig, unet_config_from_preset
+from .processes import ProcessConfig
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What it takes to rebuild a model: the process, the data's shape and one backbone."""
+
+    process: ProcessConfig
+    channels: int = 1  # data channels C (image channels, or 1 for flat angle vectors)
+    image_size: int = 32  # pixels per side; 0 for flat (batch, features) data
+    unet: UNetConfig | None = None
+    mlp: MLPConfig | None = None
+
+    def __post_init__(self) -> None:
+        if (self.unet is None) == (self.mlp is None):
+            raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
+        if self.channels < 1:
+            raise UserError(f"channels must be ≥ 1, got {self.channels}")
+        width = self.backbone_channels
+        backbone_in = self.unet.in_channels if self.unet is not None else self.mlp.in_features  # type: ignore[union-attr]
+        backbone_out = self.unet.out_channels if self.unet is not None else self.mlp.out_features  # type: ignore[union-attr]
+        if backbone_in != width or backbone_out != width:
+            raise UserError(
+                f"the backbone takes {backbone_in} and returns {backbone_out} channels, but {self.channels} data "
+                f"channel(s) of a {'periodic' if self.periodic else 'Euclidean'} process need {width}"
+            )
+
+    @property
+    def periodic(self) -> bool:
+        return self.process.kind == "kuramoto"
+
+    @property
+    def backbone_channels(self) -> int:
+        """Periodic data enter as [cos θ, sin θ]: twice the data channels."""
+        return 2 * self.channels if self.periodic else self.channels
+
+    def state_shape(self, num: int) -> tuple[int, ...]:
+        if self.unet is not None:
+            return (num, self.channels, self.image_size, self.image_size)
+        return (num, self.channels)
+
+
+def image_model_config(
+    process: ProcessConfig, channels: int, image_size: int, preset: str = "small", **unet_overrides: Any
+) -> ModelConfig:
+    """A UNet model config for images of ``channels`` × ``image_size``² under ``process``."""
+    width = 2 * channels if process.kind == "kuramoto" else channels
+    unet = unet_config_from_preset(preset, in_channels=width, out_channels=width, image_size=image_size, **unet_overrides)
+    return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet)
+
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training images come from and how they are cut."""
+
+    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive
+    image_size: int = 32
+    channels: int = 1
+    flip: bool = True
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
+        if self.channels not in (1, 3):
+            raise UserError(f"channels must be 1 or 3, got {self.channels}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+FORWARD_STATES = ("pool", "resimulate")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and checkpointing of a training run."""
+
+    train_steps: int = 2000
+    batch_size: int = 32  # starting states per step; the network sees batch_size × draws examples
+    draws: int = 1  # kernel draws per starting state (the authors use 5)
+    window: int = 1  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss)
+    forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
+    pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup_steps: int = 100  # decay ramps as min(decay, (1 + n)/(10 + n)) for the first steps
+    fit_prior: bool = True  # fit the prior κ to simulated terminal states instead of the fixed 1.2
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    log_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_steps", "batch_size", "draws", "window", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.forward_states not in FORWARD_STATES:
+            raise UserError(f"unknown forward_states {self.forward_states!r}; valid values are {', '.join(FORWARD_STATES)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run: saved as config.json beside the weights."""
+
+    model: ModelConfig
+    data: DataConfig | None = None
+    training: TrainConfig | None = None

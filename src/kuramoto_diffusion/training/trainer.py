@@ -1,0 +1,343 @@
+"""The training loop: AdamW, EMA, warm-up, clipping, chain pool, atomic checkpoints and exact resume.
+
+Randomness comes from three sources whose states are saved in every checkpoint, so that a
+resumed run on the CPU ends bit-identical to an uninterrupted one:
+``data_generator`` (which images and crops), ``noise_generator`` (forward noise, pool draws,
+kernel draws) and torch's global generator (dropout).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from ..checkpoint import (
+    COMPLETE_MARKER,
+    checkpoint_name,
+    commit_directory,
+    latest_checkpoint,
+    load_module_weights,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prune_checkpoints,
+    save_tensors,
+)
+from ..config import config_to_dict, write_json_atomic
+from ..errors import UserError
+from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
+from ..processes import KuramotoProcess
+from ..settings import RunConfig
+from .chain_pool import ChainPool, resimulate_states
+from .loss import score_matching_loss
+
+
+class BatchSource(Protocol):
+    """Training data: random batches in data units, all randomness from the generator."""
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> Tensor: ...
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradients became NaN/inf."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; valid values are auto, cpu, cuda")
+    return torch.device(name)
+
+
+def default_pool_size(steps: int, batch_size: int) -> int:
+    """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
+    wanted = max(steps, 4 * batch_size)
+    return math.ceil(wanted / steps) * steps
+
+
+class Trainer:
+    """Trains a ``DiffusionModel`` on a ``BatchSource`` and writes checkpoints under ``run_dir``."""
+
+    def __init__(
+        self,
+        run_config: RunConfig,
+        source: BatchSource,
+        run_dir: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        quiet: bool = False,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        if run_config.training is None:
+            raise UserError("the run config has no training settings")
+        self.config = run_config
+        self.train_config = run_config.training
+        self.source = source
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.quiet = quiet
+        self.on_log = on_log
+        self.step = 0
+        seed = self.train_config.seed
+        torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
+        self.model = DiffusionModel(run_config.model, run_config=run_config).to(self.device)
+        self.ema_network = copy.deepcopy(self.model.network).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.model.network.parameters(), lr=self.train_config.lr, weight_decay=self.train_config.weight_decay
+        )
+        self.data_generator = torch.Generator().manual_seed(seed)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.pool: ChainPool | None = None
+
+    # ----- set-up -----------------------------------------------------------------------
+    @property
+    def process(self):  # noqa: ANN201 - the model's process
+        return self.model.process
+
+    def encoded_batch(self, count: int) -> Tensor:
+        """``count`` training images (data units), encoded as process states on the device."""
+        return self.process.encode(self.source.sample_batch(count, self.data_generator).to(self.device))
+
+    def fit_prior(self, num: int = 256) -> None:
+        """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (Kuramoto only)."""
+        if not isinstance(self.process, KuramotoProcess):
+            return
+        _, report = self.process.fit_prior(self.encoded_batch(num), generator=self.noise_generator)
+        process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
+        model_config = dataclasses.replace(self.config.model, process=process_config)
+        self.config = dataclasses.replace(self.config, model=model_config)
+        self.model = DiffusionModel(model_config, self.model.network, run_config=self.config)
+        self.prior_report = report
+
+    def start(self) -> None:
+        """Prepare a fresh run: check the directory, fit the prior, write config.json."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if latest_checkpoint(self.run_dir) is not None:
+            raise UserError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
+        _check_writable(self.run_dir)
+        if self.train_config.fit_prior:
+            self.fit_prior()
+        write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
+        self._make_pool()
+
+    def _make_pool(self) -> None:
+        if self.process.closed_form_marginal or self.train_config.forward_states != "pool":
+            return
+        size = self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
+        self.pool = ChainPool(self.process, size, self.encoded_batch, self.noise_generator)
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        source: BatchSource,
+        *,
+        train_steps: int | None = None,
+        device: str | torch.device = "cpu",
+        quiet: bool = False,
+        **hooks: Any,
+    ) -> "Trainer":
+        """Continue a run from its last complete checkpoint (optionally with a new total of steps)."""
+        run_dir = Path(run_dir)
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without --resume")
+        _, run_config = load_run_config(checkpoint / CONFIG_NAME)
+        if run_config is None or run_config.training is None:
+            raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
+        if train_steps is not None:
+            run_config = dataclasses.replace(
+                run_config, training=dataclasses.replace(run_config.training, train_steps=train_steps)
+            )
+        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, **hooks)
+        trainer._make_pool()
+        trainer.load_checkpoint(checkpoint)
+        return trainer
+
+    # ----- the loop ---------------------------------------------------------------------
+    def starting_states(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_s, s, stride) for one batch of DSM examples (see ``loss.py``)."""
+        batch = self.train_config.batch_size
+        steps = self.process.steps
+        if self.process.closed_form_marginal:
+            # Exact strides from the data: DDPM's ε-prediction with t uniform in 1 … T.
+            x0 = self.encoded_batch(batch)
+            stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
+            return x0, torch.zeros_like(stride), stride
+        if self.pool is not None:
+            self.pool.advance()
+            x_start, t_start = self.pool.draw(batch)
+        else:
+            t_start = torch.randint(0, steps, (batch,), generator=self.noise_generator, device=self.device)
+            x_start = resimulate_states(self.process, self.encoded_batch(batch), t_start, self.noise_generator)
+        # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
+        room = torch.clamp(steps - t_start, max=self.train_config.window)
+        uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
+        stride = 1 + (uniform * room).long()
+        return x_start, t_start, stride
+
+    def train_step(self) -> float:
+        network = self.model.network
+        network.train()
+        cfg = self.train_config
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        x_start, t_start, stride = self.starting_states()
+        loss = score_matching_loss(
+            network, self.process, x_start, t_start, stride, draws=cfg.draws, generator=self.noise_generator
+        )
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(self._diverged_message("loss"))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(self._diverged_message("gradient"))
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        return loss.item()
+
+    def _diverged_message(self, what: str) -> str:
+        last = latest_checkpoint(self.run_dir)
+        kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
+        return f"training stopped: the {what} became NaN or infinite at step {self.step + 1}; {kept}; try a lower --lr"
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        cfg = self.train_config
+        decay = cfg.ema_decay
+        if self.step <= cfg.ema_warmup_steps:
+            decay = min(decay, (1 + self.step) / (10 + self.step))
+        for ema, live in zip(self.ema_network.parameters(), self.model.network.parameters()):
+            ema.lerp_(live, 1.0 - decay)
+        for ema, live in zip(self.ema_network.buffers(), self.model.network.buffers()):
+            ema.copy_(live)
+
+    def train(self) -> DiffusionModel:
+        """Run to ``train_steps``, checkpointing on the way and at the end; returns the EMA model."""
+        from tqdm.auto import tqdm
+
+        cfg = self.train_config
+        writer = _summary_writer(self.run_dir / "tensorboard")
+        examples = cfg.batch_size * cfg.draws
+        progress = tqdm(total=cfg.train_steps, initial=self.step, disable=self.quiet, desc="train", unit="step")
+        window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+        try:
+            while self.step < cfg.train_steps:
+                window_loss += self.train_step()
+                window_steps += 1
+                progress.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.train_steps:
+                    elapsed = time.perf_counter() - window_start
+                    scalars = {
+                        "loss": window_loss / window_steps,
+                        "examples_per_second": examples * window_steps / max(elapsed, 1e-9),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                    }
+                    progress.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}")
+                    if writer is not None:
+                        for name, value in scalars.items():
+                            writer.add_scalar(f"train/{name}", value, self.step)
+                    if self.on_log is not None:
+                        self.on_log(self.step, scalars)
+                    window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps:
+                    self.save_checkpoint()
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
+                    self.write_samples(writer)
+        finally:
+            progress.close()
+            if writer is not None:
+                writer.close()
+        return self.ema_model()
+
+    def write_samples(self, writer: Any, num: int = 16) -> Path:
+        """A grid of EMA samples (reverse SDE, fixed seed) to samples/step-N.png and TensorBoard."""
+        from ..viz import image_grid, save_image_atomic
+
+        model = self.ema_model()
+        result = model.sample(num, nfe=min(self.process.steps, 100), generator=torch.Generator().manual_seed(0))
+        images, _ = self.process.decode(result.states)
+        path = self.run_dir / "samples" / f"{checkpoint_name(self.step)}.png"
+        save_image_atomic(image_grid(images, upscale=2), path)
+        if writer is not None:
+            writer.add_images("samples", (images.cpu() + 1) / 2, self.step)
+        return path
+
+    def ema_model(self) -> DiffusionModel:
+        return DiffusionModel(self.config.model, self.ema_network, run_config=self.config)
+
+    # ----- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write everything needed to resume into step-NNNNNNNN/, atomically; prune old ones."""
+        folder = self.run_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / checkpoint_name(self.step)
+        temporary = folder / f".tmp-{final.name}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        save_tensors(self.model.network.state_dict(), temporary / WEIGHTS_NAME)
+        save_tensors(self.ema_network.state_dict(), temporary / EMA_WEIGHTS_NAME)
+        optimizer_tensors, optimizer_meta = optimizer_to_tensors(self.optimizer)
+        save_tensors(optimizer_tensors, temporary / "optimizer.safetensors")
+        trainer_tensors = {
+            "rng.data": self.data_generator.get_state(),
+            "rng.noise": self.noise_generator.get_state(),
+            "rng.global": torch.get_rng_state(),
+        }
+        if self.pool is not None:
+            trainer_tensors.update({f"pool.{k}": v for k, v in self.pool.state_dict().items()})
+        save_tensors(trainer_tensors, temporary / "trainer.safetensors")
+        write_json_atomic(temporary / CONFIG_NAME, run_config_dict(self.config.model, self.config))
+        # state.json is written last: its presence marks the checkpoint as complete.
+        write_json_atomic(temporary / COMPLETE_MARKER, {"step": self.step, "optimizer": optimizer_meta})
+        commit_directory(temporary, final)
+        prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
+        return final
+
+    def load_checkpoint(self, checkpoint: Path) -> None:
+        """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""
+        load_module_weights(self.model.network, checkpoint / WEIGHTS_NAME)
+        load_module_weights(self.ema_network, checkpoint / EMA_WEIGHTS_NAME)
+        state = json.loads((checkpoint / COMPLETE_MARKER).read_text())
+        optimizer_from_tensors(self.optimizer, load_tensors(checkpoint / "optimizer.safetensors"), state["optimizer"])
+        tensors = load_tensors(checkpoint / "trainer.safetensors")
+        self.data_generator.set_state(tensors["rng.data"])
+        self.noise_generator.set_state(tensors["rng.noise"])
+        torch.set_rng_state(tensors["rng.global"])
+        if self.pool is not None:
+            self.pool.load_state_dict({"states": tensors["pool.states"], "t": tensors["pool.t"]})
+        self.step = int(state["step"])
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder / ".write-test"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{folder}: cannot write there ({error.strerror}); choose another --out") from None
+
+
+def _summary_writer(folder: Path):  # noqa: ANN202 - SummaryWriter or None
+    """A TensorBoard writer, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(folder))

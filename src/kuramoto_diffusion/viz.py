@@ -1,0 +1,107 @@
+"""Pictures: image grids, forward/reverse strips, R(t) curves and trajectory animations (Pillow + matplotlib)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B, C, H, W) values in [-1, 1] to (B, H, W, C) uint8."""
+    array = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return array.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, upscale: int = 1) -> Image.Image:
+    """A grid of (B, C, H, W) images in [-1, 1] as one PIL image (grey padding between tiles)."""
+    pixels = to_uint8(images)
+    count, height, width, channels = pixels.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    canvas = np.full(
+        (rows * (height + padding) + padding, columns * (width + padding) + padding, channels), 128, dtype=np.uint8
+    )
+    for index in range(count):
+        r, c = divmod(index, columns)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        canvas[top : top + height, left : left + width] = pixels[index]
+    picture = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    if upscale > 1:
+        picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
+    return picture
+
+
+def save_image_atomic(picture: Image.Image, path: str | os.PathLike[str], **options: object) -> None:
+    """Save a PIL image via a temporary file and a rename, so a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    picture.save(tmp, format=_format_of(path), **options)
+    os.replace(tmp, path)
+
+
+def _format_of(path: Path) -> str:
+    return {".png": "PNG", ".gif": "GIF", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
+
+
+def labelled_rows(rows: Sequence[tuple[str, Image.Image]], label_width: int = 150) -> Image.Image:
+    """Stack images vertically with a text label on the left of each."""
+    from PIL import ImageDraw
+
+    width = label_width + max(img.width for _, img in rows)
+    height = sum(img.height for _, img in rows)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    top = 0
+    for label, img in rows:
+        canvas.paste(img.convert("RGB"), (label_width, top))
+        draw.text((6, top + img.height // 2 - 6), label, fill="black")
+        top += img.height
+    return canvas
+
+
+def figure_to_image(figure: object) -> Image.Image:
+    """Render a matplotlib figure to a PIL image."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # type: ignore[attr-defined]
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def order_parameter_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Image.Image:
+    """R against diffusion time t/T, one line per named (times, values) curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    for name, (times, values) in curves.items():
+        axis.plot(times, values, label=name)
+    axis.set_xlabel("diffusion time t / T")
+    axis.set_ylabel("order parameter R")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    picture = figure_to_image(figure)
+    plt.close(figure)
+    return picture
+
+
+def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike[str], duration_ms: int = 80) -> None:
+    """Write frames as a looping GIF (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    first, *rest = [f.convert("P", palette=Image.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
+    first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    os.replace(tmp, path)
