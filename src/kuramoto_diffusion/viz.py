@@ -13,6 +13,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .circular import order_parameter
+from .processes import ForwardProcess
+
 
 def to_uint8(images: Tensor) -> np.ndarray:
     """(B, C, H, W) values in [-1, 1] to (B, H, W, C) uint8."""
@@ -105,3 +108,38 @@ def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike[str], 
     first, *rest = [f.convert("P", palette=Image.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
     first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
     os.replace(tmp, path)
+
+
+def forward_figure(
+    processes: dict[str, ForwardProcess],
+    images: Tensor,
+    frames: int = 9,
+    generator_seed: int = 0,
+    order_batch: Tensor | None = None,
+) -> Image.Image:
+    """Strips of ``images`` pushed through each process at ``frames`` evenly spaced steps, and R(t).
+
+    ``images`` are data values in [-1, 1]; R(t) is averaged over ``order_batch`` (default: ``images``).
+    """
+    rows: list[tuple[str, Image.Image]] = []
+    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for name, process in processes.items():
+        generator = torch.Generator().manual_seed(generator_seed)
+        batch = order_batch if order_batch is not None else images
+        states = process.encode(torch.cat([images, batch]).to(torch.float64))
+        trajectory = process.simulate(states, process.steps, generator=generator, return_trajectory=True)
+        picks = torch.linspace(0, process.steps, frames).round().long()
+        tiles = []
+        for index in range(images.shape[0]):
+            decoded, _ = process.decode(trajectory[picks, index])
+            tiles.append(decoded)
+        strip = image_grid(torch.cat(tiles), columns=frames, upscale=2)
+        steps_label = ", ".join(str(int(p)) for p in (picks[0], picks[-1]))
+        rows.append((f"{name}\nt = {steps_label}", strip))
+        phases = trajectory[:, images.shape[0] :]
+        if not process.periodic:
+            phases = phases * (0.9 * math.pi)  # the same phase reading as images, for comparison
+        r = order_parameter(phases.flatten(0, 1))[0].reshape(phases.shape[0], -1).mean(1)
+        curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
+    plot = order_parameter_plot(curves, "order parameter R(t) along the forward process")
+    return labelled_rows(rows + [("", plot)])

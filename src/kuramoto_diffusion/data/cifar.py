@@ -60,17 +60,21 @@ def is_cifar_path(path: Path) -> bool:
 
 
 def _batch_names(split: str) -> tuple[str, ...]:
-    return {"train": TRAIN_BATCHES, "val": (TEST_BATCH,), "test": (TEST_BATCH,), "all": TRAIN_BATCHES + (TEST_BATCH,)}[
-        split
-    ]
+    if split == "train":
+        return TRAIN_BATCHES
+    if split in ("val", "test"):
+        return (TEST_BATCH,)
+    return TRAIN_BATCHES + (TEST_BATCH,)
 
 
-def _read_folder(folder: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
+def _read_folder(folder: Path, wanted: tuple[str, ...]) -> tuple[dict[str, bytes], set[str]]:
+    """(contents of the wanted files and the meta file, names of all CIFAR batch files present)."""
     if (folder / BINARY_FOLDER).is_dir():
         folder = folder / BINARY_FOLDER
     if folder.name == PICKLE_FOLDER or (folder / PICKLE_FOLDER).is_dir() or (folder / "data_batch_1").is_file():
         if not (folder / TRAIN_BATCHES[0]).is_file():
             raise _pickle_refusal(folder)
+    present = {name for name in TRAIN_BATCHES + (TEST_BATCH,) if (folder / name).is_file()}
     found = {}
     for name in wanted + (META_FILE,):
         file = folder / name
@@ -79,13 +83,15 @@ def _read_folder(folder: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
                 found[name] = file.read_bytes()
             except OSError as error:
                 raise UserError(f"{file}: cannot read ({error.strerror}); check its permissions") from None
-    return found
+    return found, present
 
 
-def _read_archive(archive_path: Path, wanted: tuple[str, ...]) -> dict[str, bytes]:
+def _read_archive(archive_path: Path, wanted: tuple[str, ...]) -> tuple[dict[str, bytes], set[str]]:
+    """Like _read_folder, for a tar archive."""
     if "cifar-10-python" in archive_path.name.lower():
         raise _pickle_refusal(archive_path)
     found: dict[str, bytes] = {}
+    present: set[str] = set()
     saw_pickle = False
     try:
         # One sequential pass: random access into a .tar.gz would decompress from the start each time.
@@ -94,6 +100,8 @@ def _read_archive(archive_path: Path, wanted: tuple[str, ...]) -> dict[str, byte
                 base = member.name.rsplit("/", 1)[-1]
                 if PICKLE_FOLDER in member.name.split("/"):
                     saw_pickle = True
+                if member.isfile() and base in TRAIN_BATCHES + (TEST_BATCH,):
+                    present.add(base)
                 if member.isfile() and base in wanted + (META_FILE,) and base not in found:
                     handle = archive.extractfile(member)
                     if handle is not None:
@@ -103,9 +111,9 @@ def _read_archive(archive_path: Path, wanted: tuple[str, ...]) -> dict[str, byte
         raise UserError(
             f"{archive_path}: cannot read the archive ({reason}; truncated or corrupt?); download cifar-10-binary.tar.gz again"
         ) from None
-    if saw_pickle and not any(name in found for name in wanted):
+    if saw_pickle and not present:
         raise _pickle_refusal(archive_path)
-    return found
+    return found, present
 
 
 def _decode_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +139,13 @@ def read_cifar10_binary(path: str | os.PathLike[str], split: str = "train") -> t
     if not path.exists():
         raise UserError(f"{path}: no such file or folder; check the path")
     wanted = _batch_names(split)
-    found = _read_folder(path, wanted) if path.is_dir() else _read_archive(path, wanted)
+    found, present = _read_folder(path, wanted) if path.is_dir() else _read_archive(path, wanted)
     missing = [name for name in wanted if name not in found]
+    if not present:
+        raise UserError(
+            f"{path}: no CIFAR-10 batches (data_batch_*.bin, test_batch.bin) inside; pass cifar-10-binary.tar.gz "
+            "or its folder cifar-10-batches-bin (archives of image files are not read: extract them into a folder)"
+        )
     if missing:
         raise UserError(
             f"{path}: {', '.join(missing)} not found, so this is not a complete CIFAR-10 binary archive; "

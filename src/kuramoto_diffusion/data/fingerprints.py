@@ -5,9 +5,12 @@ A print is made in three steps (the SFinGe recipe, much simplified):
 1. Orientation field: the zero-pole model of Sherlock and Monro. Each core adds
    +1/2 arg(z - core) and each delta -1/2 arg(z - delta) to the ridge angle, so the
    angle turns by +pi around a core and by -pi around a delta, which is what makes
-   loops (1 core + 1 delta), whorls (2 cores + 2 deltas) and arches (a core-delta
-   pair directly below the print or far below it). A random global rotation and a
-   weak smooth random warp make the prints less ideal.
+   loops (1 core + 1 delta, the loop opening away from the delta), whorls (2 cores +
+   2 deltas: concentric, spiral or double loop) and tented arches (a core just above
+   a delta). Plain arches have their core-delta pair at the faded bottom edge plus an
+   explicit upward bend, which the zero-pole model alone draws too flat. Classes
+   occur about as often as on real fingers; a random global rotation and a weak
+   smooth random warp make the fields less ideal.
 2. Ridges: white noise is filtered again and again with an oriented band-pass
    (Gabor-like) filter bank tuned to the ridge period; every pixel keeps the
    response of the filters nearest to its local orientation, and a tanh squashes
@@ -41,14 +44,14 @@ from .images import (
 )
 
 # Bump when the synthesizer changes, so that stale disk caches are not reused.
-SYNTHESIZER_VERSION = 1
+SYNTHESIZER_VERSION = 2
 
 NATIVE_PRINT_SIZE = 96
 """Side of the prints FingerprintSource synthesizes before resizing to image_size."""
 
 _NUM_ORIENTATIONS = 16  # filter bank size; 180/16 = 11.25 degrees between neighbours
 _NUM_ITERATIONS = 5  # rounds of filtering; 3 leave blotches, more than 6 changes nothing visible
-_RIDGE_PERIOD_AT_96 = 9.0  # pixels per ridge + valley at 96 px, like a 500 dpi scan at ~1/2 scale
+_RIDGE_PERIOD_AT_96 = 9.0  # ridge-to-ridge distance in px at 96 px (a 500 dpi scan has about 9 px too)
 
 _filter_bank_cache: dict[tuple[int, float], np.ndarray] = {}
 
@@ -56,28 +59,26 @@ _filter_bank_cache: dict[tuple[int, float], np.ndarray] = {}
 def _filter_bank(size: int, period: float) -> np.ndarray:
     """Frequency responses (orientations, size, size//2+1) of an oriented band-pass bank.
 
-    Filter k passes the wave vectors normal to ridge angle k*pi/16 with wavelength ``period``:
-    a Gaussian bump at radial frequency 1/period (narrow, to fix the period) that is wider
-    across (so curved ridges still pass).
+    Filter k passes the wave vectors normal to ridge angle k*pi/16 with wavelength ``period``
+    (in pixels): a Gaussian in radial frequency around 1/period times a Gaussian in angle.
     """
-    key = (size, round(period, 3))
+    key = (size, period)
     cached = _filter_bank_cache.get(key)
     if cached is not None:
         return cached
     freq_y = np.fft.fftfreq(size)[:, None]
     freq_x = np.fft.rfftfreq(size)[None, :]
+    radius = np.hypot(freq_x, freq_y)
+    direction = np.arctan2(freq_y, freq_x)
     center = 1.0 / period
-    radial_sigma = 0.20 * center
-    tangential_sigma = 0.30 * center
+    # Polar Gaussian: narrow in radius (fixes the period), ~0.3 rad wide in angle (curved ridges still pass).
+    radial = np.exp(-((radius - center) ** 2) / (2 * (0.2 * center) ** 2))
     bank = np.empty((_NUM_ORIENTATIONS, size, size // 2 + 1))
     for k in range(_NUM_ORIENTATIONS):
-        angle = k * np.pi / _NUM_ORIENTATIONS
-        # Ridges run along (cos, sin); the intensity oscillates along the normal (-sin, cos).
-        along_normal = np.abs(-np.sin(angle) * freq_x + np.cos(angle) * freq_y)
-        along_ridge = np.cos(angle) * freq_x + np.sin(angle) * freq_y
-        bank[k] = np.exp(
-            -((along_normal - center) ** 2) / (2 * radial_sigma**2) - along_ridge**2 / (2 * tangential_sigma**2)
-        )
+        # Ridges at angle a run along (cos a, sin a); the intensity oscillates along the normal, angle a + pi/2.
+        normal = k * np.pi / _NUM_ORIENTATIONS + np.pi / 2
+        offset = np.mod(direction - normal + np.pi / 2, np.pi) - np.pi / 2  # both lobes: angles mod pi
+        bank[k] = radial * np.exp(-(offset**2) / (2 * 0.3**2))
     if len(_filter_bank_cache) > 64:  # periods vary per print; keep the cache bounded
         _filter_bank_cache.clear()
     _filter_bank_cache[key] = bank
@@ -90,7 +91,6 @@ def _singular_points(rng: np.random.Generator) -> tuple[str, list[complex], list
     Class frequencies roughly follow real fingers: loops ~60 %, whorls ~30 %, arches ~10 %.
     """
     kind = rng.choice(["left_loop", "right_loop", "whorl", "tented_arch", "arch"], p=[0.3, 0.3, 0.3, 0.05, 0.05])
-    jitter = lambda scale: complex(rng.normal(0, scale), rng.normal(0, scale))  # noqa: E731
     if kind in ("left_loop", "right_loop"):
         side = -1.0 if kind == "left_loop" else 1.0
         core = complex(rng.uniform(-0.15, 0.15), rng.uniform(-0.25, 0.05))
@@ -108,7 +108,8 @@ def _singular_points(rng: np.random.Generator) -> tuple[str, list[complex], list
         return str(kind), cores, deltas
     if kind == "tented_arch":
         core = complex(rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.15))
-        return str(kind), [core], [core + complex(0, rng.uniform(0.25, 0.45)) + jitter(0.03)]
+        delta = core + complex(rng.normal(0, 0.03), rng.uniform(0.25, 0.45) + rng.normal(0, 0.03))
+        return str(kind), [core], [delta]
     # Plain arch: a core-delta pair at the bottom edge (faded out by the mask) tilts the lower ridges;
     # _orientation_field adds the arch bend, which the zero-pole model alone makes too flat.
     core = complex(rng.uniform(-0.1, 0.1), rng.uniform(0.8, 1.0))
@@ -155,10 +156,12 @@ def synthesize_fingerprint(size: int = 96, seed: int = 0) -> np.ndarray:
     The ridge period is about 9 px at size 96 and scales with ``size``, with +-10 % variation
     between prints. Deterministic: the same (size, seed) always gives the same array.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 16:
-        raise UserError(f"fingerprint size must be an integer >= 16, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+        # Below 32 px the ridge period would fall under 3 px, which pixels cannot show.
+        raise UserError(f"fingerprint size must be an integer >= 32, got {size!r}")
     rng = np.random.default_rng(seed)
     period = _RIDGE_PERIOD_AT_96 * size / NATIVE_PRINT_SIZE * rng.uniform(0.9, 1.1)
+    period = round(period * 20) / 20  # 0.05 px steps, so the filter bank cache gets hits
     orientation = _orientation_field(size, rng)
 
     # Each pixel blends the two filters whose angles bracket its orientation.
@@ -189,7 +192,7 @@ def synthesize_fingerprint(size: int = 96, seed: int = 0) -> np.ndarray:
     # Elliptical fingertip mask (taller than wide), fading over the outer ~15 % of the radius.
     coords = (np.arange(size) - (size - 1) / 2) / (size / 2)
     center_x, center_y = rng.normal(0, 0.03, size=2)
-    half_width, half_height = rng.uniform(0.78, 0.9), rng.uniform(0.9, 1.0)
+    half_width, half_height = rng.uniform(0.74, 0.86), rng.uniform(0.9, 1.0)
     radius = np.sqrt(((coords[None, :] - center_x) / half_width) ** 2 + ((coords[:, None] - center_y) / half_height) ** 2)
     fade = np.clip((1.0 - radius) / 0.15, 0.0, 1.0)
     mask = fade * fade * (3 - 2 * fade)  # smoothstep: no visible edge

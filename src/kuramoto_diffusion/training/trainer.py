@@ -123,6 +123,13 @@ class Trainer:
         self.model = DiffusionModel(model_config, self.model.network, run_config=self.config)
         self.prior_report = report
 
+    def initialise_from(self, model: DiffusionModel) -> None:
+        """Start from another model's weights (fine-tuning); its config must be this run's model config."""
+        if model.config != self.config.model:
+            raise UserError("the initial model's config differs from the run's model config")
+        self.model.network.load_state_dict(model.network.state_dict())
+        self.ema_network.load_state_dict(model.network.state_dict())
+
     def start(self) -> None:
         """Prepare a fresh run: check the directory, fit the prior, write config.json."""
         self.run_dir.mkdir(parents=True, exist_ok=True)

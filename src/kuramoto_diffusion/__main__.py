@@ -1,0 +1,7 @@
+"""``python -m kuramoto_diffusion``: the same as the ``kuramoto-diffusion`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,230 @@
+"""Command line: argument parsing only; every command calls the library layers.
+
+Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback unless
+--debug), 1 unexpected internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean")
+SAMPLER_NAMES = ("sde", "ode", "ode-heun")
+PRESET_NAMES = ("tiny", "small", "paper-cifar")
+DEVICE_NAMES = ("auto", "cpu", "cuda")
+
+
+# ----- option types: validated at parse time, so bad values exit 2 with argparse's one line ----
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def image_size(text: str) -> int:
+    value = positive_int(text)
+    if value < 8:
+        raise argparse.ArgumentTypeError(f"must be ≥ 8 pixels, got {value}")
+    return value
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=positive_int, default=100, help="number of diffusion steps T")
+    parser.add_argument("--schedule", choices=("linear", "paper-100"), default="linear", help="Kuramoto schedule shape")
+    parser.add_argument("--neighbourhood", type=positive_int, default=5, help="local coupling kernel size M (pixels)")
+    parser.add_argument("--padding", choices=("reflect", "circular"), default="reflect", help="local coupling padding")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kuramoto-diffusion",
+        description="Generative modelling on periodic domains with Kuramoto orientation diffusion.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    forward = commands.add_parser(
+        "forward", help="picture of the forward processes and R(t)", formatter_class=_Formatter,
+        description="Draw a few images pushed through Kuramoto global, Kuramoto local and Euclidean diffusion, with R(t).",
+    )
+    forward.add_argument("--data", default="textures", help="textures, fingerprints, or a folder of images")
+    forward.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
+    forward.add_argument("--num", type=positive_int, default=3, help="images to show")
+    forward.add_argument("--frames", type=positive_int, default=9, help="snapshots per strip")
+    forward.add_argument("--out", type=Path, default=Path("forward.png"), help="output PNG")
+    _add_process_options(forward)
+    _add_common(forward)
+
+    train = commands.add_parser(
+        "train", help="train a model on images", formatter_class=_Formatter,
+        description="Train a Kuramoto (or Euclidean baseline) diffusion model; checkpoints go to --out/checkpoints.",
+    )
+    train.add_argument("--data", default="textures", help="textures, fingerprints, a folder of images, or cifar-10-binary.tar.gz")
+    train.add_argument("--process", choices=PROCESS_NAMES, default="kuramoto-local", help="forward process")
+    train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
+    train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
+    train.add_argument("--preset", choices=PRESET_NAMES, default="small", help="network size")
+    train.add_argument("--train-steps", type=positive_int, default=2000, help="optimiser steps in total")
+    train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step")
+    train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
+    train.add_argument("--window", type=positive_int, default=1, help="DSM window h (fine steps per kernel)")
+    train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
+    train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
+    train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights used for sampling")
+    train.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
+    train.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
+    train.add_argument("--sample-every", type=non_negative_int, default=1000, help="steps between sample grids (0: off)")
+    train.add_argument("--no-fit-prior", action="store_true", help="keep the authors' prior κ = 1.2 instead of fitting it")
+    train.add_argument("--init-from", type=Path, default=None, help="start from the weights of this model/checkpoint (fine-tuning)")
+    train.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to train")
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
+    _add_process_options(train)
+    _add_common(train)
+
+    sample = commands.add_parser(
+        "sample", help="generate images from a trained model", formatter_class=_Formatter,
+        description="Generate images with the reverse SDE or the probability-flow ODE.",
+    )
+    sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
+    sample.add_argument("--num", type=positive_int, default=64, help="images to generate")
+    sample.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="reverse SDE, ODE Euler or ODE Heun")
+    sample.add_argument("--nfe", type=positive_int, default=None, help="network evaluations (default: T)")
+    sample.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
+    sample.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG")
+    sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a PNG here")
+    sample.add_argument("--save-trajectory", type=Path, default=None, help="animated GIF of the reverse process with R(t)")
+    sample.add_argument("--from-data", default=None, help="start from these images (folder, textures, fingerprints) pushed to --start-step")
+    sample.add_argument("--start-step", type=positive_int, default=None, help="with --from-data: how far to push forward")
+    sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    _add_common(sample)
+
+    info = commands.add_parser("info", help="show a run's config, step and prior", formatter_class=_Formatter)
+    info.add_argument("path", type=Path, help="run, checkpoint or model directory")
+    _add_common(info)
+
+    demo = commands.add_parser(
+        "demo", help="the make-demo job: forward picture, samples, animation", formatter_class=_Formatter,
+        description="Fine-tune the shipped texture model briefly and write pictures to --out.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
+    demo.add_argument("--fine-tune-steps", type=non_negative_int, default=100, help="training steps on top of the shipped model")
+    demo.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to run")
+    _add_common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"kuramoto-diffusion {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kuramoto-diffusion {args.command}: interrupted; completed checkpoints are kept", file=sys.stderr)
+        return 130
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message)
+
+
+# ----- commands ------------------------------------------------------------------------------
+def _cmd_forward(args: argparse.Namespace) -> int:
+    from .commands import forward_picture
+
+    path = forward_picture(
+        data=args.data, image_size=args.image_size, num=args.num, frames=args.frames, out=args.out,
+        steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding, seed=args.seed,
+    )
+    _say(args, f"wrote {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .commands import train_command
+
+    train_command(args)
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .commands import sample_command
+
+    sample_command(args)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .commands import info_text
+
+    print(info_text(args.path))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, fine_tune_steps=args.fine_tune_steps, device=args.device, seed=args.seed, quiet=args.quiet)
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "forward": _cmd_forward,
+    "train": _cmd_train,
+    "sample": _cmd_sample,
+    "info": _cmd_info,
+    "demo": _cmd_demo,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""What the CLI commands do, as plain functions (the CLI only parses arguments and calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import latest_checkpoint, list_checkpoints
+from .config import config_to_dict, read_json
+from .data import open_image_source
+from .errors import UserError
+from .nets import count_parameters
+from .model import CONFIG_NAME, DiffusionModel, load_run_config
+from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, ProcessConfig, build_process
+from .settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from .training import Trainer, resolve_device
+from .viz import forward_figure, image_grid, labelled_rows, order_parameter_plot, save_animation, save_image_atomic
+
+
+def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, padding: str) -> ProcessConfig:
+    """The process a CLI name (kuramoto-local, kuramoto-global, euclidean) stands for."""
+    if name == "euclidean":
+        return EuclideanConfig(steps=steps)
+    if name not in ("kuramoto-local", "kuramoto-global"):
+        raise UserError(f"unknown process {name!r}; valid values are kuramoto-local, kuramoto-global, euclidean")
+    coupling = name.split("-", 1)[1]
+    return KuramotoConfig(coupling=coupling, steps=steps, schedule=schedule, neighbourhood=neighbourhood, padding=padding)
+
+
+def forward_picture(
+    *, data: str, image_size: int, num: int, frames: int, out: Path, steps: int = 100, schedule: str = "linear",
+    neighbourhood: int = 5, padding: str = "reflect", seed: int = 0,
+) -> Path:
+    """Strips of ``num`` images through Kuramoto global, local and Euclidean diffusion, plus R(t), to ``out``."""
+    source = open_image_source(data, image_size, split="all", seed=seed)
+    images = source.fixed_batch(num, seed=seed)
+    order_batch = source.fixed_batch(32, seed=seed + 1)
+    processes = {
+        name: build_process(process_config(name, steps=steps, schedule=schedule, neighbourhood=neighbourhood, padding=padding))
+        for name in ("kuramoto-global", "kuramoto-local", "euclidean")
+    }
+    picture = forward_figure(processes, images, frames=frames, generator_seed=seed, order_batch=order_batch)
+    save_image_atomic(picture, out)
+    return out
+
+
+def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource
+    return open_image_source(
+        data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
+        seed=data.seed, flip=data.flip,
+    )
+
+
+def train_command(args: argparse.Namespace) -> DiffusionModel:
+    """``kuramoto-diffusion train``: fresh run, fine-tuning (--init-from) or --resume."""
+    device = resolve_device(args.device)
+    if args.resume:
+        checkpoint = latest_checkpoint(args.out)
+        if checkpoint is None:
+            raise UserError(f"{args.out}: no complete checkpoint to resume from; run without --resume to start")
+        _, saved = load_run_config(checkpoint / CONFIG_NAME)
+        if saved is None or saved.data is None:
+            raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
+        source = open_training_data(saved.data)
+        trainer = Trainer.resume(args.out, source, train_steps=args.train_steps, device=device, quiet=args.quiet)
+        if trainer.step >= args.train_steps and not args.quiet:
+            print(f"{args.out} is already at step {trainer.step} ≥ --train-steps {args.train_steps}; nothing to do")
+    else:
+        channels = None if args.channels == "auto" else int(args.channels)
+        source = open_image_source(args.data, args.image_size, channels=channels, split="train", seed=args.seed)
+        data = DataConfig(source=args.data, image_size=args.image_size, channels=source.channels, seed=args.seed)
+        training = TrainConfig(
+            train_steps=args.train_steps, batch_size=args.batch_size, draws=args.draws, window=args.window,
+            forward_states=args.forward_states, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
+            checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
+            sample_every=args.sample_every, seed=args.seed,
+        )
+        pretrained = DiffusionModel.from_pretrained(args.init_from) if args.init_from else None
+        if pretrained is not None:
+            model_config = pretrained.config
+            if model_config.channels != source.channels or model_config.image_size != args.image_size:
+                raise UserError(
+                    f"{args.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
+                    f"the data has {source.channels} at {args.image_size} px; match --channels and --image-size"
+                )
+            training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
+        else:
+            process = process_config(
+                args.process, steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding
+            )
+            model_config = image_model_config(process, source.channels, args.image_size, args.preset)
+        run_config = RunConfig(model=model_config, data=data, training=training)
+        trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet)
+        if pretrained is not None:
+            trainer.initialise_from(pretrained)
+        trainer.start()
+    model = trainer.train()
+    if not args.quiet:
+        print(f"trained to step {trainer.step}; checkpoints in {args.out / 'checkpoints'}")
+        print(f"sample with: kuramoto-diffusion sample --checkpoint {args.out} --num 16 --out samples.png")
+    return model
+
+
+def sample_command(args: argparse.Namespace) -> None:
+    """``kuramoto-diffusion sample``: grid PNG, optional single PNGs and trajectory GIF."""
+    device = resolve_device(args.device)
+    model = DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
+    generator = torch.Generator().manual_seed(args.seed)
+    record = args.save_trajectory is not None
+    if args.from_data is not None:
+        start = args.start_step if args.start_step is not None else model.process.steps // 2
+        source = open_image_source(
+            args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed
+        )
+        real = source.fixed_batch(args.num, seed=args.seed)
+        states = model.process.simulate(model.process.encode(real), start, generator=generator)
+        result = model.sample(
+            args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+            record_trajectory=record, x_start=states, start_step=start,
+        )
+    else:
+        if args.start_step is not None:
+            raise UserError("--start-step needs --from-data (the images to start from)")
+        result = model.sample(
+            args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+            record_trajectory=record,
+        )
+    images, clipped = model.process.decode(result.states)
+    save_image_atomic(image_grid(images, upscale=2), args.out)
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            save_image_atomic(image_grid(image[None], padding=0), args.out_dir / f"{index:06d}.png")
+    if record:
+        save_trajectory_animation(model, result, args.save_trajectory)
+    if not args.quiet:
+        batches = -(-args.num // args.batch_size)
+        print(
+            f"wrote {args.out}: {args.num} images, {args.sampler} with {result.function_evaluations // batches} network "
+            f"evaluations; {clipped} of {images.numel()} values clipped at decode (mass that crossed the seam)"
+        )
+
+
+def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_images: int = 16) -> None:  # noqa: ANN001
+    """A GIF of the reverse process, each frame a sample grid beside R(t) up to that frame."""
+    assert result.trajectory is not None
+    T = model.process.steps
+    times = [s / T for s in result.steps]
+    frames = []
+    for index, states in enumerate(result.trajectory):
+        images, _ = model.process.decode(states[:max_images])
+        plot = order_parameter_plot({"generation": (times[: index + 1], result.order_parameter[: index + 1])}, f"t = {result.steps[index]}")
+        frames.append(labelled_rows([("samples", image_grid(images, upscale=2)), ("R(t)", plot)], label_width=60))
+    frames += [frames[-1]] * 10  # hold the final frame
+    save_animation(frames, path)
+
+
+def info_text(path: Path) -> str:
+    """The config, step and prior of a run, checkpoint or model directory."""
+    model = DiffusionModel.from_pretrained(path)
+    checkpoint = getattr(model, "checkpoint_path", path)
+    lines = [f"model directory: {checkpoint}"]
+    state = checkpoint / "state.json"
+    if state.is_file():
+        lines.append(f"step: {read_json(state)['step']}")
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        lines.append(f"complete checkpoints: {', '.join(p.name for p in list_checkpoints(path)) or 'none'}")
+    process = model.process
+    if isinstance(process, KuramotoProcess):
+        cfg = process.config
+        lines.append(
+            f"process: Kuramoto {cfg.coupling} coupling, T = {cfg.steps}, schedule {cfg.schedule}, "
+            f"neighbourhood {cfg.neighbourhood}, padding {cfg.padding}"
+        )
+        lines.append(f"prior: von Mises(ψ_ref = {cfg.ref_phase:g}, κ = {cfg.prior_concentration:.4f})")
+    else:
+        lines.append(f"process: Euclidean VP, T = {process.steps}; prior: N(0, I)")
+    lines.append(f"network: {count_parameters(model.network):,} parameters")
+    lines.append("config:")
+    payload = config_to_dict(model.run_config) if model.run_config is not None else config_to_dict(model.config)
+    lines.append(json.dumps(payload, indent=2))
+    return "\n".join(lines)
+
