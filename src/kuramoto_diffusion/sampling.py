@@ -3,12 +3,16 @@
 A sweep walks a decreasing grid of steps t_0 = start > t_1 > … > t_n = 0. Each interval
 [s, t] (stride h = t − s) merges the schedule over its fine steps (summed K and σ², or the
 exact VP factors), so NFE < T works. With drift D = drift(x, s, h), variance v = σ²(s, h)
-and the score s(x, t) = F(x, t)/c(t) of the network:
+and the score s(x, t) = F(x, t)/c(t) of the network, on the torus:
 
-    reverse SDE:  x ← project( x − D + v·s(x, t) + √v·z )     (no noise on the last interval)
-    ODE (Euler):  x ← project( x − D + ½v·s(x, t) )
-    ODE (Heun):   d₁ = −D(x) + ½v·s(x, t);  x̃ = project(x + d₁)
-                  d₂ = −D(x̃) + ½v·s(x̃, s);  x ← project(x + ½(d₁ + d₂))   (Euler on the last interval)
+    reverse SDE:  θ ← wrap( θ − D + v·s(θ, t) + √v·z )     (no noise on the last interval)
+    ODE (Euler):  θ ← wrap( θ − D + ½v·s(θ, t) )
+    ODE (Heun):   θ̃ = Euler step;  θ̂ = Euler step from θ̃ with s(θ̃, s);
+                  θ ← wrap( θ + ½(wrap(θ̃ − θ) + wrap(θ̂ − θ̃)) )   (Euler on the last interval)
+
+The process owns the step formulas (``reverse_sde_mean``, ``reverse_ode_step``): the
+Euclidean baseline uses DDPM's ancestral step and DDIM / EDM-Heun, its standard
+integrators, so that comparisons are against a well-sampled baseline.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ from torch import Tensor
 from .circular import order_parameter
 from .errors import UserError
 from .processes import ForwardProcess
+from .processes.base import ScoreFn
 
 SAMPLERS = ("sde", "ode", "ode-heun")
 
-ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score
 
 
 @dataclass
@@ -83,25 +87,15 @@ def reverse_sweep(
     evaluations = 0
     for upper, lower in zip(grid[:-1], grid[1:]):
         stride = upper - lower
-        variance = process.noise_variance(lower, stride).to(x)
-        drift = process.drift(x, lower, stride)
-        score = score_fn(x, upper)
-        evaluations += 1
         if sampler == "sde":
-            x = x - drift + variance * score
+            x = process.reverse_sde_mean(x, score_fn(x, upper), lower, stride)
+            evaluations += 1
             if lower > 0:
                 noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = x + variance.sqrt() * noise
-            x = process.project(x)
+                x = process.project(x + process.transition_scale(lower, stride, like=x) * noise)
         else:
-            slope = -drift + 0.5 * variance * score
-            x_euler = process.project(x + slope)
-            if sampler == "ode-heun" and lower > 0:
-                slope_end = -process.drift(x_euler, lower, stride) + 0.5 * variance * score_fn(x_euler, lower)
-                evaluations += 1
-                x = process.project(x + 0.5 * (slope + slope_end))
-            else:
-                x = x_euler
+            x, used = process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler == "ode-heun")
+            evaluations += used
         if trajectory is not None:
             trajectory.append(x.cpu())
         order.append(_mean_order(process, x))

@@ -17,6 +17,7 @@ interface; Kuramoto (on the torus) and Euclidean VP (on ℝ) differ in ``project
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 from ..errors import UserError
 
 Step = int | Tensor
+ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score
 
 
 class ForwardProcess(ABC):
@@ -87,6 +89,33 @@ class ForwardProcess(ABC):
     @abstractmethod
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic displacement of one step (or a merged stride) from state x at step t."""
+
+    def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """Deterministic part of a reverse-SDE step from the later state x (at t + stride) to t.
+
+        Euler–Maruyama: project(x − drift(x) + v·score), v = σ²(t, stride).
+        """
+        variance = self.noise_variance(t, stride, like=x)
+        return self.project(x - self.drift(x, t, stride) + variance * score)
+
+    def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
+        """One probability-flow ODE step from ``upper`` down to ``lower``; returns (x, network evaluations).
+
+        Euler: x̃ = project(x − drift(x) + ½v·s(x, upper)). Heun adds the slope at the end point,
+        x ← project(x + ½((x̃ − x) + (x̂ − x̃))) with x̂ the Euler step from x̃ using s(x̃, lower).
+        """
+        stride = upper - lower
+        variance = self.noise_variance(lower, stride, like=x)
+
+        def euler(state: Tensor, score: Tensor) -> Tensor:
+            return self.project(state - self.drift(state, lower, stride) + 0.5 * variance * score)
+
+        x_euler = euler(x, score_fn(x, upper))
+        if not heun or lower == 0:  # the score is not defined at t = 0: Euler on the last interval
+            return x_euler, 1
+        x_next = euler(x_euler, score_fn(x_euler, lower))
+        first, second = self.project(x_euler - x), self.project(x_next - x_euler)
+        return self.project(x + 0.5 * (first + second)), 2
 
     @abstractmethod
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .base import ForwardProcess, Step
+from .base import ForwardProcess, ScoreFn, Step
 from .schedules import vp_cumulative_beta
 
 
@@ -63,6 +63,36 @@ class EuclideanVPProcess(ForwardProcess):
 
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return torch.expm1(self.log_signal(t, stride, like=x)) * x
+
+    def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        # DDPM's ancestral form (x + v·s)/a inverts the mean map x ↦ a·x exactly; Euler's
+        # (2 − a)·x + v·s is first order in β·dt and visibly biased at T = 100 or with strides.
+        variance = self.noise_variance(t, stride, like=x)
+        return (x + variance * score) * torch.exp(-self.log_signal(t, stride, like=x))
+
+    def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
+        """The ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
+
+        The VP ODE is stiff in x at T = 100 (Euler in x overshoots the data variance by half);
+        in (y, σ) it is nearly linear, which is why DDIM and EDM's Heun integrate it there.
+        """
+        def signal(t: int) -> float:
+            return math.exp(-0.5 * float(self._cumulative_beta[t]))
+
+        def sigma(t: int) -> float:
+            return math.sqrt(max(math.expm1(float(self._cumulative_beta[t])), 0.0))
+
+        def slope(state: Tensor, t: int) -> Tensor:
+            return -sigma(t) * signal(t) * score_fn(state, t)
+
+        y = x / signal(upper)
+        d_sigma = sigma(lower) - sigma(upper)
+        first = slope(x, upper)
+        y_euler = y + d_sigma * first
+        if not heun or lower == 0:
+            return y_euler * signal(lower), 1
+        second = slope(y_euler * signal(lower), lower)
+        return (y + 0.5 * d_sigma * (first + second)) * signal(lower), 2
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         return -0.5 * ((x - mean) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)

@@ -1,0 +1,107 @@
+"""Samplers: grids, NFE accounting, and end-to-end correctness with exact scores."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kuramoto_diffusion.circular import wrapped_normal_log_prob
+from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.model import DiffusionModel
+from kuramoto_diffusion.processes import EuclideanVPProcess, KuramotoConfig, KuramotoProcess
+from kuramoto_diffusion.sampling import SAMPLERS, intervals_for_nfe, reverse_sweep, step_grid
+from kuramoto_diffusion.settings import image_model_config
+
+
+def test_step_grid():
+    assert step_grid(100, 100) == list(range(100, -1, -1))
+    grid = step_grid(1000, 10)
+    assert grid[0] == 1000 and grid[-1] == 0 and len(grid) == 11
+    assert all(a > b for a, b in zip(grid, grid[1:]))
+    assert step_grid(5, 50) == [5, 4, 3, 2, 1, 0]  # never more intervals than steps
+    assert intervals_for_nfe("ode-heun", 9) == 5 and intervals_for_nfe("sde", 9) == 9
+    with pytest.raises(UserError, match="valid values are sde, ode, ode-heun"):
+        intervals_for_nfe("ddim", 10)
+    with pytest.raises(UserError):
+        step_grid(0, 3)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_on_an_untrained_model(sampler):
+    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
+    result = model.sample(5, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    assert result.states.shape == (5, 1, 8, 8)
+    assert result.states.min() >= -math.pi and result.states.max() < math.pi
+    assert result.function_evaluations == (2 * 9 if sampler != "ode-heun" else 2 * 9)  # two batches
+    assert len(result.trajectory) == len(result.steps) == len(result.order_parameter)
+    images, _ = model.process.decode(result.states)
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_same_seed_same_samples():
+    model = DiffusionModel(image_model_config(KuramotoConfig(), 1, 8, "tiny"))
+    a = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(7)).states
+    b = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(7)).states
+    c = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(8)).states
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# ----- exact scores: samplers must recover the data distribution --------------------------------
+def _gaussian_score(process: EuclideanVPProcess, mean: float, var: float):
+    def score(x, t):
+        alpha_bar = math.exp(-float(process._cumulative_beta[t]))
+        return -(x - math.sqrt(alpha_bar) * mean) / (alpha_bar * var + 1 - alpha_bar)
+
+    return score
+
+
+@pytest.mark.parametrize("sampler,nfe,tolerance", [("sde", 100, 0.1), ("sde", 25, 0.1), ("ode", 100, 0.15), ("ode-heun", 51, 0.3)])
+def test_euclidean_samplers_recover_gaussian_data_with_exact_score(sampler, nfe, tolerance):
+    # The ODE's last interval jumps from σ(t₁) to 0, which is coarse for narrow data at T = 100:
+    # hence the looser variance tolerance of the deterministic samplers (a missing ½ is far outside it).
+    process = EuclideanVPProcess(steps=100)
+    mean, var = 0.3, 0.04
+    prior = process.prior_sample((20000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler=sampler, nfe=nfe,
+                           generator=torch.Generator().manual_seed(1))
+    assert result.states.mean().item() == pytest.approx(mean, abs=0.01)
+    assert result.states.var().item() == pytest.approx(var, rel=tolerance)
+
+
+def _mixture_score(process: KuramotoProcess, centres: list[float], width: float):
+    """Exact score of wrapped Brownian motion (K = 0) started from a wrapped-normal mixture."""
+    cumulative = process._cumulative_noise_var
+
+    def score(x, t):
+        scale = math.sqrt(width**2 + float(cumulative[t]))
+        y = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            log_p = torch.logsumexp(torch.stack([wrapped_normal_log_prob(y, c, scale) for c in centres]), 0)
+            (grad,) = torch.autograd.grad(log_p.sum(), y)
+        return grad
+
+    return score
+
+
+@pytest.mark.parametrize("sampler,nfe", [("sde", 100), ("ode", 100), ("ode-heun", 51), ("sde", 20)])
+def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
+    # No coupling and no reference pull: the forward process is wrapped Brownian motion, whose
+    # marginals are wrapped normals of the data mixture, so the exact score is known. The mixture
+    # straddles the seam (centre at 3.0 rad) to test wrapping.
+    process = KuramotoProcess(KuramotoConfig(coupling="global", ref_strength=0.0, coupling_range=(0.0, 0.0), steps=100))
+    centres, width = [-1.0, 3.0], 0.15
+    generator = torch.Generator().manual_seed(0)
+    count = 20000
+    component = torch.randint(0, 2, (count, 1), generator=generator)
+    x0 = torch.tensor(centres, dtype=torch.float64)[component] + width * torch.randn(count, 1, generator=generator, dtype=torch.float64)
+    x_end = process.simulate(x0, 100, generator=generator)
+    result = reverse_sweep(process, _mixture_score(process, centres, width), x_end, sampler=sampler, nfe=nfe,
+                           generator=torch.Generator().manual_seed(1))
+    samples = result.states[:, 0]
+    for centre in centres:
+        near = torch.cos(samples - centre) > math.cos(4 * width)
+        assert near.double().mean().item() == pytest.approx(0.5, abs=0.03)
+        spread = torch.sqrt(-2 * torch.log(torch.cos(samples[near] - centre).mean())).item()
+        assert spread == pytest.approx(width, rel=0.25 if nfe >= 50 else 0.5)

@@ -1,0 +1,245 @@
+"""Loss, chain pool, trainer, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from kuramoto_diffusion.circular import order_parameter
+from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.model import DiffusionModel
+from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, KuramotoProcess
+from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.training import ChainPool, Trainer, TrainingDiverged, resimulate_states, score_matching_loss
+
+
+class FixedImages:
+    """A handful of fixed 8×8 images; batches drawn with the generator."""
+
+    def __init__(self, count: int = 4, size: int = 8, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = (torch.rand(count, 1, size, size, generator=generator) > 0.5).float() * 1.6 - 0.8
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)]
+
+
+def run_config(process, steps=40, **training) -> RunConfig:
+    settings = dict(train_steps=steps, batch_size=16, checkpoint_every=10, sample_every=0, warmup_steps=5, log_every=5)
+    settings.update(training)
+    return RunConfig(
+        model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8), training=TrainConfig(**settings)
+    )
+
+
+LOCAL = KuramotoConfig(coupling="local", neighbourhood=3)
+
+
+def test_loss_target_is_unit_variance_and_zero_network_gives_one():
+    # For the zero network the loss is E[(σ s*)²]; with σ ≪ π the wrapped normal score is −z/σ, so it is ≈ 1.
+    model = DiffusionModel(image_model_config(LOCAL, 1, 8, "tiny"))
+    process = model.process
+    generator = torch.Generator().manual_seed(0)
+    x = process.encode(FixedImages(64).images)
+    t = torch.randint(0, 100, (64,), generator=generator)
+    for window in (1, 5):
+        stride = torch.clamp(100 - t, max=window)
+        loss = score_matching_loss(model.network, process, x, t, stride, draws=4, generator=generator)
+        assert loss.item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_euclidean_loss_is_epsilon_prediction():
+    # With s = 0 and the exact VP kernel, the weighted DSM target equals the drawn noise ε.
+    config = image_model_config(EuclideanConfig(), 1, 8, "tiny")
+    model = DiffusionModel(config)
+    process = model.process
+    x0 = FixedImages(8).images.double()
+    stride = torch.arange(1, 9) * 12
+    generator = torch.Generator().manual_seed(0)
+    epsilon = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x, time, condition=None, class_labels=None):
+            self.x, self.time = x, time
+            return torch.zeros_like(x)
+
+    recorder = Recorder()
+    loss = score_matching_loss(recorder, process, x0, torch.zeros_like(stride), stride, generator=generator)
+    alpha_bar = torch.exp(-process._cumulative_beta[stride]).reshape(-1, 1, 1, 1)
+    expected_x = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * epsilon
+    assert torch.allclose(recorder.x, expected_x, atol=1e-10)
+    assert torch.allclose(recorder.time, stride.float() / 100)
+    assert loss.item() == pytest.approx((epsilon**2).mean().item(), rel=1e-9)
+
+
+def test_pool_states_match_direct_simulation():
+    # Pool states at step t have the distribution of direct simulation to t: compare the order
+    # parameter and per-pixel circular means after the pool has cycled through fresh data.
+    process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
+    source = FixedImages(4)
+    generator = torch.Generator().manual_seed(0)
+    data_fn = lambda n: process.encode(source.sample_batch(n, generator))  # noqa: E731
+    pool = ChainPool(process, 20 * 40, data_fn, generator)
+    for _ in range(37):
+        pool.advance()
+    for t in (3, 12, 19):
+        chosen = pool.states[pool.t == t]
+        direct = process.simulate(data_fn(4000), t, generator=generator)
+        r_pool, r_direct = order_parameter(chosen)[0], order_parameter(direct)[0]
+        standard_error = math.sqrt(r_pool.var() / len(r_pool) + r_direct.var() / len(r_direct))
+        assert abs(r_pool.mean() - r_direct.mean()) < 4 * standard_error + 1e-3
+        mean_cos_pool, mean_cos_direct = torch.cos(chosen).mean(0), torch.cos(direct).mean(0)
+        assert (mean_cos_pool - mean_cos_direct).abs().max() < 4 * math.sqrt(0.5 / len(chosen)) * 2
+
+
+def test_pool_steps_stay_uniform_and_chains_restart():
+    process = KuramotoProcess(steps=10)
+    generator = torch.Generator().manual_seed(0)
+    fresh = []
+
+    def data_fn(n):
+        fresh.append(n)
+        return torch.zeros(n, 1, 4, 4)
+
+    pool = ChainPool(process, 30, data_fn, generator)
+    counts = torch.zeros(10)
+    drawn = torch.zeros(10)
+    for _ in range(50):
+        pool.advance()
+        counts += torch.bincount(pool.t, minlength=10)
+        _, t = pool.draw(6)
+        drawn += torch.bincount(t, minlength=10)
+    assert torch.equal(counts, torch.full((10,), 150.0))  # exactly 3 chains per step at all times
+    assert sum(fresh[1:]) == 150  # 3 chains restart per advance
+    assert drawn.min() > 0.5 * drawn.mean()
+
+
+def test_resimulate_reference_masks_each_example_at_its_step():
+    process = KuramotoProcess(steps=10)
+    x0 = torch.zeros(3, 1, 4, 4, dtype=torch.float64) + 1.0
+    t = torch.tensor([0, 4, 10])
+    states = resimulate_states(process, x0, t, torch.Generator().manual_seed(0))
+    assert torch.equal(states[0], x0[0])
+    expected = process.simulate(x0[1:2], 4, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(states[1], x0[1]) and states[1].shape == expected[0].shape
+
+
+def test_tiny_euclidean_model_overfits_a_handful_of_images(tmp_path):
+    losses = []
+    trainer = Trainer(
+        run_config(EuclideanConfig(), steps=250, lr=1e-3, checkpoint_every=1000),
+        FixedImages(4),
+        tmp_path / "run",
+        quiet=True,
+        on_log=lambda step, scalars: losses.append(scalars["loss"]),
+    )
+    trainer.start()
+    trainer.train()
+    assert losses[-1] < losses[0] / 5
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    trainer = Trainer(run_config(LOCAL, steps=10), FixedImages(), tmp_path / "run", quiet=True)
+    trainer.start()
+    trainer.train()
+    loaded = DiffusionModel.from_pretrained(tmp_path / "run", use_ema=False)
+    for name, tensor in trainer.model.network.state_dict().items():
+        assert torch.equal(tensor, loaded.network.state_dict()[name])
+    ema = DiffusionModel.from_pretrained(tmp_path / "run")
+    for name, tensor in trainer.ema_network.state_dict().items():
+        assert torch.equal(tensor, ema.network.state_dict()[name])
+    assert loaded.config == trainer.config.model
+    # The fitted prior κ travelled with the config.
+    assert loaded.config.process.prior_concentration != 1.2
+    # save_pretrained / from_pretrained of a model directory.
+    ema.save_pretrained(tmp_path / "exported")
+    again = DiffusionModel.from_pretrained(tmp_path / "exported")
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(again.score(x, 5), ema.score(x, 5))
+
+
+@pytest.mark.parametrize("process", [LOCAL, EuclideanConfig()], ids=["kuramoto", "euclidean"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, process):
+    config = run_config(process, steps=30, checkpoint_every=10)
+    straight = Trainer(config, FixedImages(), tmp_path / "straight", quiet=True)
+    straight.start()
+    straight.train()
+    interrupted = Trainer(run_config(process, steps=20, checkpoint_every=10), FixedImages(), tmp_path / "resumed", quiet=True)
+    interrupted.start()
+    interrupted.train()
+    # Pretend the run died after step 20's checkpoint, mid-way to 30: resume to 30.
+    resumed = Trainer.resume(tmp_path / "resumed", FixedImages(), train_steps=30, quiet=True)
+    assert resumed.step == 20
+    resumed.train()
+    for name, tensor in straight.model.network.state_dict().items():
+        assert torch.equal(tensor, resumed.model.network.state_dict()[name]), name
+    for name, tensor in straight.ema_network.state_dict().items():
+        assert torch.equal(tensor, resumed.ema_network.state_dict()[name]), name
+
+
+def test_incomplete_checkpoint_is_ignored_and_old_ones_pruned(tmp_path):
+    trainer = Trainer(run_config(LOCAL, steps=40, keep_checkpoints=2), FixedImages(), tmp_path / "run", quiet=True)
+    trainer.start()
+    trainer.train()
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == ["step-00000030", "step-00000040"]
+    # A checkpoint without its completion marker (killed mid-write) is skipped.
+    broken = tmp_path / "run" / "checkpoints" / "step-00000050"
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "step-00000040", broken)
+    (broken / "state.json").unlink()
+    resumed = Trainer.resume(tmp_path / "run", FixedImages(), quiet=True)
+    assert resumed.step == 40
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+    trainer = Trainer(run_config(LOCAL, steps=20, checkpoint_every=10), FixedImages(), tmp_path / "run", quiet=True)
+    trainer.start()
+    trainer.train()
+    trainer.train_config = trainer.train_config.__class__(**{**trainer.train_config.__dict__, "train_steps": 30})
+    with torch.no_grad():
+        next(trainer.model.network.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="step-00000020 is kept"):
+        trainer.train()
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())[-1] == "step-00000020"
+    DiffusionModel.from_pretrained(tmp_path / "run")  # still loads
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    trainer = Trainer(run_config(LOCAL, steps=10), FixedImages(), tmp_path / "run", quiet=True)
+    trainer.start()
+    trainer.train()
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000010"
+    with pytest.raises(UserError, match="no such checkpoint"):
+        DiffusionModel.from_pretrained(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no complete checkpoint"):
+        DiffusionModel.from_pretrained(empty)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["model"]["process"]["neighbourhod"] = 3
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="unknown key.*neighbourhod"):
+        DiffusionModel.from_pretrained(checkpoint)
+    del config["model"]["process"]["neighbourhod"]
+    config["model"]["process"]["steps"] = "100"
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="steps: expected an integer"):
+        DiffusionModel.from_pretrained(checkpoint)
+    config["model"]["process"]["steps"] = 100
+    config["model"]["unet"]["base_channels"] = 32
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="weights do not match"):
+        DiffusionModel.from_pretrained(checkpoint)
+    (checkpoint / "ema.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match="safetensors"):
+        DiffusionModel.from_pretrained(checkpoint)
+
+
+def test_invalid_training_settings_are_rejected():
+    for bad in (dict(lr=0.0), dict(batch_size=0), dict(train_steps=-1), dict(forward_states="magic")):
+        with pytest.raises(UserError):
+            TrainConfig(**bad)
