@@ -1,0 +1,121 @@
+"""The command line, driven in subprocesses like a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "kuramoto_diffusion", *args], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+    return result
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines, "no error message"
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def test_help_lists_commands_and_defaults():
+    result = run("--help")
+    for command in ("forward", "train", "sample", "info", "demo"):
+        assert command in result.stdout
+    train_help = run("train", "--help").stdout
+    assert "default: 2000" in train_help and "kuramoto-local" in train_help
+
+
+def test_forward_picture(tmp_path):
+    out = tmp_path / "forward.png"
+    run("forward", "--data", "textures", "--image-size", "16", "--num", "2", "--frames", "4", "--out", str(out), "--quiet")
+    picture = Image.open(out)
+    assert picture.width > 4 * 16 and picture.height > 3 * 2 * 16
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    run("train", "--data", "textures", "--image-size", "16", "--preset", "tiny", "--train-steps", "6",
+        "--batch-size", "4", "--checkpoint-every", "3", "--sample-every", "6", "--out", str(out), "--quiet", "--device", "cpu")
+    return out
+
+
+def test_train_writes_checkpoints_config_and_samples(trained_run):
+    names = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert names == ["step-00000003", "step-00000006"]
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["process"]["coupling"] == "local"
+    assert config["training"]["train_steps"] == 6
+    assert (trained_run / "samples" / "step-00000006.png").is_file()
+    assert any((trained_run / "tensorboard").iterdir())
+
+
+def test_resume_and_info(trained_run):
+    result = run("train", "--out", str(trained_run), "--resume", "--train-steps", "8", "--checkpoint-every", "3",
+                 "--quiet", "--device", "cpu")
+    assert result.returncode == 0
+    info = run("info", str(trained_run)).stdout
+    assert "step: 8" in info and "von Mises" in info and "parameters" in info
+
+
+@pytest.mark.parametrize("sampler", ["sde", "ode", "ode-heun"])
+def test_sample_writes_grid_and_single_images(trained_run, tmp_path, sampler):
+    grid = tmp_path / "grid.png"
+    result = run("sample", "--checkpoint", str(trained_run), "--num", "3", "--sampler", sampler, "--nfe", "5",
+                 "--out", str(grid), "--out-dir", str(tmp_path / "single"), "--device", "cpu")
+    assert grid.is_file() and len(list((tmp_path / "single").glob("*.png"))) == 3
+    assert Image.open(tmp_path / "single" / "000000.png").size == (16, 16)
+    assert "clipped" in result.stdout
+
+
+def test_sample_trajectory_and_forward_then_reverse(trained_run, tmp_path):
+    run("sample", "--checkpoint", str(trained_run), "--num", "2", "--nfe", "4", "--out", str(tmp_path / "a.png"),
+        "--save-trajectory", str(tmp_path / "traj.gif"), "--quiet", "--device", "cpu")
+    assert Image.open(tmp_path / "traj.gif").n_frames >= 5
+    run("sample", "--checkpoint", str(trained_run), "--num", "2", "--from-data", "textures", "--start-step", "30",
+        "--out", str(tmp_path / "edit.png"), "--quiet", "--device", "cpu")
+    assert (tmp_path / "edit.png").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_clean_error(run("train", "--data", str(empty), "--out", str(tmp_path / "r"), check=False), str(empty))
+    assert_clean_error(run("sample", "--checkpoint", str(tmp_path / "nope"), check=False), "nope")
+    assert_clean_error(run("train", "--data", "textures", "--lr", "-1", "--out", str(tmp_path / "r"), check=False), "--lr")
+    assert_clean_error(run("train", "--data", "textures", "--train-steps", "0", "--out", str(tmp_path / "r"), check=False))
+    assert_clean_error(run("train", "--out", str(tmp_path / "r"), "--resume", check=False), "no complete checkpoint")
+    assert_clean_error(run("sample", "--checkpoint", str(empty), check=False), "no complete checkpoint")
+    # Nothing was written for the failed runs.
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_checkpoint_with_unknown_config_key(trained_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run / "checkpoints" / "step-00000006", copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["model"]["colour"] = "blue"
+    (copy / "config.json").write_text(json.dumps(config))
+    assert_clean_error(run("sample", "--checkpoint", str(copy), check=False), "unknown key(s) colour")
+
+
+def test_channel_mismatch_with_init_from(trained_run, tmp_path):
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    for index in range(2):
+        Image.new("RGB", (20, 20), (index * 100, 20, 30)).save(folder / f"{index}.png")
+    result = run("train", "--data", str(folder), "--image-size", "16", "--init-from", str(trained_run),
+                 "--out", str(tmp_path / "ft"), "--device", "cpu", check=False)
+    assert_clean_error(result, "channel")
