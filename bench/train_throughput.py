@@ -1,0 +1,82 @@
+"""Training throughput: the O(1) chain pool against the authors' re-simulate-to-t, same network.
+
+    python bench/train_throughput.py [--steps 6] [--preset small] [--image-size 32]
+
+For Kuramoto global and local coupling at T = 100 and T = 1000, times training steps
+(forward states + loss + backward + AdamW) with each way of getting x_t, and reports
+examples/s and the speedup pool ÷ re-simulate (measured in the same run). Also records
+peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU).
+Writes bench/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from common import peak_rss_mib, print_table, write_json
+from kuramoto_diffusion.data import open_image_source
+from kuramoto_diffusion.processes import KuramotoConfig
+from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.training import Trainer, resolve_device
+
+
+def examples_per_second(process: KuramotoConfig, forward_states: str, args: argparse.Namespace, device: torch.device) -> float:
+    source = open_image_source("textures", args.image_size, channels=1)
+    config = RunConfig(
+        model=image_model_config(process, 1, args.image_size, args.preset),
+        data=DataConfig(image_size=args.image_size),
+        training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, forward_states=forward_states,
+                             fit_prior=False, checkpoint_every=10**6, sample_every=0),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = Trainer(config, source, folder, device=device, quiet=True)
+        trainer.start()
+        trainer.train_step()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            trainer.train_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    rows = []
+    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
+    for steps in (100, 1000):
+        for coupling in ("global", "local"):
+            process = KuramotoConfig(coupling=coupling, steps=steps)
+            pool = examples_per_second(process, "pool", args, device)
+            reference = examples_per_second(process, "resimulate", args, device)
+            rows.append({"coupling": coupling, "T": steps, "pool_examples_per_s": pool,
+                         "resimulate_examples_per_s": reference, "speedup": pool / reference})
+            payload[f"speedup_{coupling}_T{steps}"] = pool / reference
+    payload["rows"] = rows
+    payload["table"] = print_table(rows, ["coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s", "speedup"])
+    if device.type == "cuda":
+        payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        payload["peak_memory_kind"] = "CUDA max_memory_allocated"
+    else:
+        payload["peak_memory_mib"] = peak_rss_mib()
+        payload["peak_memory_kind"] = "process peak RSS (CPU)"
+    print(f"peak memory of training ({args.preset}, batch {args.batch_size}, {args.image_size} px): "
+          f"{payload['peak_memory_mib']:.0f} MiB ({payload['peak_memory_kind']})")
+    write_json("train_throughput.json", payload)
+
+
+if __name__ == "__main__":
+    main()
