@@ -29,6 +29,13 @@ Step = int | Tensor
 ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score
 
 
+def resolve_config(config_class: type, config: Any, settings: dict[str, Any]) -> Any:
+    """A process's config: the one given, or one built from keyword settings (typos raise TypeError)."""
+    if config is not None and settings:
+        raise TypeError(f"pass either a {config_class.__name__} or keyword settings, not both")
+    return config if config is not None else config_class(**settings)
+
+
 class ForwardProcess(ABC):
     """A discrete-time forward (noising) process with Gaussian-type one-step kernels."""
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .base import ForwardProcess, ScoreFn, Step
+from .base import ForwardProcess, resolve_config, ScoreFn, Step
 from .schedules import vp_cumulative_beta
 
 
@@ -43,9 +43,7 @@ class EuclideanVPProcess(ForwardProcess):
     closed_form_marginal = True
 
     def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
-        if config is not None and settings:
-            raise TypeError("pass either a EuclideanConfig or keyword settings, not both")
-        self.config = config if config is not None else EuclideanConfig(**settings)  # type: ignore[arg-type]
+        self.config = resolve_config(EuclideanConfig, config, settings)
         self.steps = self.config.steps
         self._cumulative_beta = vp_cumulative_beta(self.config.beta_min, self.config.beta_max, self.steps)
         super().__init__(self._cumulative_beta)

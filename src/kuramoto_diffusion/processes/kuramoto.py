@@ -36,7 +36,7 @@ from ..circular import (
 )
 from ..config import choice_check
 from ..errors import UserError
-from .base import ForwardProcess, Step
+from .base import ForwardProcess, resolve_config, Step
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule
 
 COUPLINGS = ("global", "local")
@@ -94,9 +94,7 @@ class KuramotoProcess(ForwardProcess):
     periodic = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
-        if config is not None and settings:
-            raise TypeError("pass either a KuramotoConfig or keyword settings, not both")
-        self.config = config if config is not None else KuramotoConfig(**settings)  # type: ignore[arg-type]
+        self.config = resolve_config(KuramotoConfig, config, settings)
         self.steps = self.config.steps
         cfg = self.config
         self._cumulative_coupling = cumulative_schedule(cfg.schedule, *cfg.coupling_range, cfg.steps)
