@@ -117,7 +117,7 @@ def sample_command(args: argparse.Namespace) -> None:
             args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed
         )
         real = source.fixed_batch(args.num, seed=args.seed)
-        states = model.process.simulate(model.process.encode(real), start, generator=generator)
+        states = model.process.simulate(model.encode(real), start, generator=generator)
         result = model.sample(
             args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record, x_start=states, start_step=start,
@@ -129,7 +129,7 @@ def sample_command(args: argparse.Namespace) -> None:
             args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record,
         )
-    images, clipped = model.process.decode(result.states)
+    images, clipped = model.decode(result.states)
     save_image_atomic(image_grid(images, upscale=2), args.out)
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
     times = [s / T for s in result.steps]
     frames = []
     for index, states in enumerate(result.trajectory):
-        images, _ = model.process.decode(states[:max_images])
+        images, _ = model.decode(states[:max_images])
         plot = order_parameter_plot({"generation": (times[: index + 1], result.order_parameter[: index + 1])}, f"t = {result.steps[index]}")
         frames.append(labelled_rows([("samples", image_grid(images, upscale=2)), ("R(t)", plot)], label_width=60))
     frames += [frames[-1]] * 10  # hold the final frame

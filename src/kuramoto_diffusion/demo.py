@@ -49,7 +49,7 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     say("3/4 sampling 36 textures with the reverse SDE (100 steps)")
     generator = torch.Generator().manual_seed(seed)
     result = model.sample(36, sampler="sde", generator=generator, record_trajectory=True)
-    samples, clipped = model.process.decode(result.states)
+    samples, clipped = model.decode(result.states)
     real = open_image_source("textures", 32, channels=1, split="val").fixed_batch(36, seed=seed)
     comparison = labelled_rows([("generated", image_grid(samples, columns=6, upscale=3)), ("real crops", image_grid(real, columns=6, upscale=3))])
     save_image_atomic(comparison, out / "samples_vs_real.png")
@@ -57,7 +57,7 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     say("4/4 animation and order parameter R(t)")
     save_trajectory_animation(model, result, out / "generation.gif")
     forward_then_reverse_animation(model, real[:16], result, out / "forward_reverse.gif", seed=seed)
-    forward_states = model.process.simulate(model.process.encode(real), model.process.steps, generator=generator, return_trajectory=True)
+    forward_states = model.process.simulate(model.encode(real), model.process.steps, generator=generator, return_trajectory=True)
     forward_r = order_parameter(forward_states.flatten(0, 1))[0].reshape(forward_states.shape[0], -1).mean(1)
     T = model.process.steps
     curves = {
@@ -76,16 +76,16 @@ def forward_then_reverse_animation(model: DiffusionModel, real: torch.Tensor, re
     """Real crops synchronising to the prior (forward), then generated samples desynchronising (reverse)."""
     process = model.process
     generator = torch.Generator().manual_seed(seed)
-    trajectory = process.simulate(process.encode(real), process.steps, generator=generator, return_trajectory=True)
+    trajectory = process.simulate(model.encode(real), process.steps, generator=generator, return_trajectory=True)
     T = process.steps
     frames = []
     forward_picks = range(0, T + 1, max(1, T // 25))
     for t in forward_picks:
-        images, _ = process.decode(trajectory[t])
+        images, _ = model.decode(trajectory[t])
         frames.append(labelled_rows([(f"forward t={t}", image_grid(images, columns=4, upscale=3))], label_width=110))
     for index in range(0, len(result.steps), max(1, len(result.steps) // 25)):
-        images, _ = process.decode(result.trajectory[index][:16])
+        images, _ = model.decode(result.trajectory[index][:16])
         frames.append(labelled_rows([(f"reverse t={result.steps[index]}", image_grid(images, columns=4, upscale=3))], label_width=110))
-    images, _ = process.decode(result.states[:16])
+    images, _ = model.decode(result.states[:16])
     frames += [labelled_rows([("generated", image_grid(images, columns=4, upscale=3))], label_width=110)] * 12
     save_animation(frames, path, duration_ms=90)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
 from .config import config_from_dict, config_to_dict, read_json, write_json_atomic
 from .errors import UserError
@@ -57,6 +58,19 @@ class DiffusionModel:
         config = dataclasses.replace(self.config, process=process_config)
         return DiffusionModel(config, self.network, self.run_config)
 
+    # ----- data <-> states ---------------------------------------------------------------
+    def encode(self, data: Tensor) -> Tensor:
+        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are."""
+        if self.config.data_kind == "image":
+            return self.process.encode(data)
+        return self.process.project(data)
+
+    def decode(self, states: Tensor) -> tuple[Tensor, int]:
+        """States to data, and how many values were clipped (images) — angles come back wrapped to [-π, π)."""
+        if self.config.data_kind == "image":
+            return self.process.decode(states)
+        return wrap(states), 0
+
     # ----- score ------------------------------------------------------------------------
     def score(self, x: Tensor, t_query: int, condition: Tensor | None = None, class_labels: Tensor | None = None) -> Tensor:
         """The learned score ∂ log p_t(x)/∂x at query step t ∈ 1 … T (network output divided by c(t))."""
@@ -81,7 +95,7 @@ class DiffusionModel:
         """Generate ``num`` states with a reverse sweep, in batches.
 
         Starts from the prior at t = T, or from ``x_start`` (states at ``start_step``, e.g. real
-        data pushed forward for editing). Decode with ``self.process.decode``.
+        data pushed forward for editing). Decode with ``self.decode``.
         """
         if num < 1:
             raise UserError(f"--num must be ≥ 1, got {num}")
@@ -113,7 +127,7 @@ class DiffusionModel:
         self, data: Tensor, start_step: int, *, sampler: str = "sde", nfe: int | None = None, generator: torch.Generator | None = None
     ) -> SampleResult:
         """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like)."""
-        states = self.process.simulate(self.process.encode(data.to(torch.float32)), start_step, generator=generator)
+        states = self.process.simulate(self.encode(data.to(torch.float32)), start_step, generator=generator)
         return self.sample(
             data.shape[0], sampler=sampler, nfe=nfe, generator=generator, x_start=states, start_step=start_step
         )

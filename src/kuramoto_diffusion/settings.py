@@ -15,14 +15,17 @@ class ModelConfig:
     """What it takes to rebuild a model: the process, the data's shape and one backbone."""
 
     process: ProcessConfig
-    channels: int = 1  # data channels C (image channels, or 1 for flat angle vectors)
-    image_size: int = 32  # pixels per side; 0 for flat (batch, features) data
+    channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
+    image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
+    data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are
     unet: UNetConfig | None = None
     mlp: MLPConfig | None = None
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
             raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
+        if self.data_kind not in ("image", "angle"):
+            raise UserError(f"unknown data_kind {self.data_kind!r}; valid values are image, angle")
         if self.channels < 1:
             raise UserError(f"channels must be ≥ 1, got {self.channels}")
         width = self.backbone_channels

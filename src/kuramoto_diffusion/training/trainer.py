@@ -110,7 +110,7 @@ class Trainer:
 
     def encoded_batch(self, count: int) -> Tensor:
         """``count`` training images (data units), encoded as process states on the device."""
-        return self.process.encode(self.source.sample_batch(count, self.data_generator).to(self.device))
+        return self.model.encode(self.source.sample_batch(count, self.data_generator).to(self.device))
 
     def fit_prior(self, num: int = 256) -> None:
         """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (Kuramoto only)."""
@@ -265,7 +265,8 @@ class Trainer:
                     window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps:
                     self.save_checkpoint()
-                if cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
+                pictures = self.config.model.data_kind == "image"
+                if pictures and cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
                     self.write_samples(writer)
         finally:
             progress.close()
@@ -279,7 +280,7 @@ class Trainer:
 
         model = self.ema_model()
         result = model.sample(num, nfe=min(self.process.steps, 100), generator=torch.Generator().manual_seed(0))
-        images, _ = self.process.decode(result.states)
+        images, _ = model.decode(result.states)
         path = self.run_dir / "samples" / f"{checkpoint_name(self.step)}.png"
         save_image_atomic(image_grid(images, upscale=2), path)
         if writer is not None:

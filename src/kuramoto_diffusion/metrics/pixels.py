@@ -1,0 +1,77 @@
+"""Pixel-value statistics, plus the input checks and 1-D Wasserstein distance the other metrics share.
+
+Every metric takes two image batches ``real`` and ``fake``: torch tensors (N, C, H, W), C = 1
+(grayscale) or 3 (RGB), values nominally in [-1, 1]. The two sets may hold different numbers
+of images but must agree in C, H and W. Values slightly outside [-1, 1] (a sampler's overshoot)
+are accepted and measured as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+
+def check_images(images: object, name: str = "images") -> Tensor:
+    """Validate one batch and return it as a detached float64 CPU tensor (N, C, H, W)."""
+    if not isinstance(images, Tensor):
+        raise UserError(f"{name} must be a torch tensor (N, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise UserError(f"{name} must have shape (N, C, H, W), got {tuple(images.shape)}; add the missing axes")
+    if images.shape[1] not in (1, 3):
+        raise UserError(f"{name} must have 1 or 3 channels on axis 1, got shape {tuple(images.shape)}")
+    if images.shape[0] < 1 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise UserError(f"{name} is empty (shape {tuple(images.shape)}); pass at least one image")
+    if images.dtype == torch.uint8:
+        raise UserError(f"{name} is uint8; convert it to float in [-1, 1] first (x / 127.5 - 1)")
+    if not images.is_floating_point():
+        raise UserError(f"{name} must be a float tensor with values in [-1, 1], got dtype {images.dtype}")
+    images = images.detach().to(device="cpu", dtype=torch.float64)
+    if not torch.isfinite(images).all():
+        raise UserError(f"{name} contains NaN or infinite values; fix the images before measuring them")
+    return images
+
+
+def check_image_pair(real: object, fake: object) -> tuple[Tensor, Tensor]:
+    """Validate both batches (float64, CPU) and that they agree in channels and size."""
+    real_t, fake_t = check_images(real, "real"), check_images(fake, "fake")
+    if real_t.shape[1:] != fake_t.shape[1:]:
+        raise UserError(
+            f"real and fake must agree in (C, H, W), got {tuple(real_t.shape[1:])} and {tuple(fake_t.shape[1:])}; "
+            "resize or convert one set"
+        )
+    return real_t, fake_t
+
+
+def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
+    """Exact Wasserstein-1 distance between the empirical distributions of samples a and b.
+
+    a: (..., n), b: (..., m), same leading shape; the distance is taken along the last axis
+    and returned with the leading shape, in the units of the samples. n and m may differ:
+    W1 = ∫ |F_a(x) − F_b(x)| dx is evaluated exactly between the merged sorted samples, which
+    for n = m equals mean |sort(a) − sort(b)|.
+    """
+    n, m = a.shape[-1], b.shape[-1]
+    if n == 0 or m == 0:
+        raise UserError("wasserstein_1d needs at least one sample on each side")
+    values, order = torch.sort(torch.cat([a, b], dim=-1), dim=-1)
+    # Each sample moves its CDF up by 1/n (from a) or the other CDF up by 1/m (from b);
+    # the running sum is F_a − F_b on the interval that starts at each sorted value.
+    steps = torch.cat([a.new_full((n,), 1.0 / n), a.new_full((m,), -1.0 / m)])
+    cdf_difference = torch.cumsum(steps[order], dim=-1)[..., :-1]
+    gaps = values[..., 1:] - values[..., :-1]
+    return (cdf_difference.abs() * gaps).sum(dim=-1)
+
+
+def pixel_histogram_w1(real: Tensor, fake: Tensor) -> float:
+    """Wasserstein-1 distance between the pixel-value distributions of the two sets.
+
+    Exact (no histogram binning), computed per channel over all pixels of all images and averaged
+    over channels; in pixel-value units (images in [-1, 1], so 0.01 is half a percent of the range).
+    """
+    real_t, fake_t = check_image_pair(real, fake)
+    per_channel_real = real_t.transpose(0, 1).reshape(real_t.shape[1], -1)
+    per_channel_fake = fake_t.transpose(0, 1).reshape(fake_t.shape[1], -1)
+    return float(wasserstein_1d(per_channel_real, per_channel_fake).mean())
