@@ -98,6 +98,13 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
         if pretrained is not None:
             trainer.initialise_from(pretrained)
         trainer.start()
+        report = trainer.prior_report
+        if report is not None and not args.quiet:
+            gaps = ", ".join(f"{gap:.3f}" for gap in report.moment_gaps)
+            print(
+                f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
+                f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
+            )
     model = trainer.train()
     if not args.quiet:
         print(f"trained to step {trainer.step}; checkpoints in {args.out / 'checkpoints'}")

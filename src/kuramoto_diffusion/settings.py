@@ -62,6 +62,13 @@ def image_model_config(
 
 
 
+def angle_model_config(process: ProcessConfig, dims: int, **mlp_overrides: Any) -> ModelConfig:
+    """An MLP model config for flat vectors of ``dims`` angles (radians) under ``process``."""
+    width = 2 * dims if process.kind == "kuramoto" else dims
+    mlp = MLPConfig(**{"in_features": width, "out_features": width, **mlp_overrides})
+    return ModelConfig(process=process, channels=dims, image_size=0, data_kind="angle", mlp=mlp)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where training images come from and how they are cut."""

@@ -36,7 +36,7 @@ from ..checkpoint import (
 from ..config import config_to_dict, write_json_atomic
 from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
-from ..processes import KuramotoProcess
+from ..processes import ForwardProcess, KuramotoProcess, PriorFit
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
 from .loss import score_matching_loss
@@ -102,10 +102,11 @@ class Trainer:
         self.data_generator = torch.Generator().manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.pool: ChainPool | None = None
+        self.prior_report: PriorFit | None = None
 
     # ----- set-up -----------------------------------------------------------------------
     @property
-    def process(self):  # noqa: ANN201 - the model's process
+    def process(self) -> ForwardProcess:
         return self.model.process
 
     def encoded_batch(self, count: int) -> Tensor:
@@ -156,7 +157,7 @@ class Trainer:
         train_steps: int | None = None,
         device: str | torch.device = "cpu",
         quiet: bool = False,
-        **hooks: Any,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
     ) -> "Trainer":
         """Continue a run from its last complete checkpoint (optionally with a new total of steps)."""
         run_dir = Path(run_dir)
@@ -170,7 +171,7 @@ class Trainer:
             run_config = dataclasses.replace(
                 run_config, training=dataclasses.replace(run_config.training, train_steps=train_steps)
             )
-        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, **hooks)
+        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log)
         trainer._make_pool()
         trainer.load_checkpoint(checkpoint)
         return trainer
