@@ -105,3 +105,9 @@ def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
         assert near.double().mean().item() == pytest.approx(0.5, abs=0.03)
         spread = torch.sqrt(-2 * torch.log(torch.cos(samples[near] - centre).mean())).item()
         assert spread == pytest.approx(width, rel=0.25 if nfe >= 50 else 0.5)
+
+
+def test_sample_images_returns_pil_images_of_the_right_size():
+    model = DiffusionModel(image_model_config(KuramotoConfig(), 1, 8, "tiny"))
+    pictures = model.sample_images(3, nfe=4, generator=torch.Generator().manual_seed(0))
+    assert len(pictures) == 3 and pictures[0].size == (8, 8) and pictures[0].mode == "L"

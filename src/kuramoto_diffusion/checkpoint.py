@@ -24,8 +24,10 @@ COMPLETE_MARKER = "state.json"
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write tensors to a safetensors file (contiguous CPU copies)."""
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path))
+    """Write tensors to a safetensors file (contiguous CPU copies) via a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
+    os.replace(temporary, path)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -124,10 +124,9 @@ def sample_command(args: argparse.Namespace) -> None:
             args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed
         )
         real = source.fixed_batch(args.num, seed=args.seed)
-        states = model.process.simulate(model.encode(real), start, generator=generator)
-        result = model.sample(
-            args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
-            record_trajectory=record, x_start=states, start_step=start,
+        result = model.forward_then_reverse(
+            real, start, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+            record_trajectory=record,
         )
     else:
         if args.start_step is not None:

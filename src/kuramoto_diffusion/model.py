@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from .circular import wrap
@@ -23,6 +24,7 @@ from .nets.score import ScoreNetwork
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .settings import ModelConfig, RunConfig
 from .sampling import SampleResult, reverse_sweep
+from .viz import to_uint8
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -122,14 +124,31 @@ class DiffusionModel:
             )
         return _concatenate(results)
 
+    def sample_images(self, num: int, **options: object) -> list[Image.Image]:
+        """``sample`` (same keyword options) decoded to PIL images (images models only)."""
+        if self.config.data_kind != "image":
+            raise UserError("sample_images needs an image model; use sample() and decode() for angle data")
+        images, _ = self.decode(self.sample(num, **options).states)  # type: ignore[arg-type]
+        pixels = to_uint8(images)
+        return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
+
     @torch.no_grad()
     def forward_then_reverse(
-        self, data: Tensor, start_step: int, *, sampler: str = "sde", nfe: int | None = None, generator: torch.Generator | None = None
+        self,
+        data: Tensor,
+        start_step: int,
+        *,
+        sampler: str = "sde",
+        nfe: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        record_trajectory: bool = False,
     ) -> SampleResult:
         """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like)."""
         states = self.process.simulate(self.encode(data.to(torch.float32)), start_step, generator=generator)
         return self.sample(
-            data.shape[0], sampler=sampler, nfe=nfe, generator=generator, x_start=states, start_step=start_step
+            data.shape[0], sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size,
+            record_trajectory=record_trajectory, x_start=states, start_step=start_step,
         )
 
     # ----- persistence ------------------------------------------------------------------

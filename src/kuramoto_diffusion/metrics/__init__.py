@@ -5,7 +5,7 @@ Lower is better for every metric, and each is 0 (FID/KID: about 0) for a set aga
 
 Weight-free (always available, nothing downloaded):
 
-- swd.swd: sliced Wasserstein distance of Laplacian-pyramid patches (×1e3, per level and mean);
+- swd.laplacian_swd: sliced Wasserstein distance of Laplacian-pyramid patches (×1e3, per level and mean);
 - orientation.orientation_distance: structure-tensor orientation histograms (circular W1, radians)
   and the gap in mean coherence;
 - spectrum.log_spectral_distance: RMS dB difference of the radially averaged power spectra;
@@ -40,7 +40,7 @@ from .orientation import (
 )
 from .pixels import check_image_pair, pixel_histogram_w1, wasserstein_1d
 from .spectrum import log_spectral_distance, radial_power_profiles, radial_power_spectrum
-from .swd import laplacian_pyramid, sliced_wasserstein, swd
+from .swd import laplacian_pyramid, laplacian_swd, sliced_wasserstein
 
 __all__ = [
     "INCEPTION_URL",
@@ -64,7 +64,7 @@ __all__ = [
     "ridge_frequency_w1",
     "sliced_wasserstein",
     "structure_tensor_orientation",
-    "swd",
+    "laplacian_swd",
     "wasserstein_1d",
 ]
 
@@ -87,7 +87,7 @@ def evaluate_images(
     """
     real, fake = check_image_pair(real, fake)  # validate once, up front, before any slow work
     model = load_inception(inception_weights) if inception_weights is not None else None
-    results = dict(swd(real, fake, seed=seed))
+    results = dict(laplacian_swd(real, fake, seed=seed))
     results.update(orientation_distance(real, fake))
     results["log_spectral_distance"] = log_spectral_distance(real, fake)
     results["pixel_w1"] = pixel_histogram_w1(real, fake)

@@ -18,6 +18,7 @@ numbers only at equal set sizes.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,10 @@ def load_inception(path: str | os.PathLike[str] | None) -> torch.jit.ScriptModul
     if path is None or not Path(path).expanduser().is_file():
         raise UserError(f"Inception weights not found at {path}; {hint}")
     try:
-        model = torch.jit.load(str(Path(path).expanduser()), map_location="cpu")
+        with warnings.catch_warnings():
+            # Recent torch deprecates TorchScript, but the published Inception file only exists in that format.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=DeprecationWarning)
+            model = torch.jit.load(str(Path(path).expanduser()), map_location="cpu")
     except Exception as error:  # a truncated download, an HTML error page, a plain pickle, ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{path} is not a TorchScript model ({reason}); {hint}") from None
@@ -62,7 +66,7 @@ def inception_features(model: torch.nn.Module, images: Tensor, batch_size: int =
         for batch in images.split(batch_size):
             levels = ((batch + 1.0) * 127.5).round().clamp(0.0, 255.0).to(torch.float32)
             if levels.shape[1] == 1:
-                levels = levels.expand(-1, 3, -1, -1)
+                levels = levels.repeat(1, 3, 1, 1)
             output = model(levels, return_features=True)
             features.append(output.reshape(output.shape[0], -1).to(torch.float64).numpy())
     return np.concatenate(features)

@@ -8,6 +8,7 @@ are accepted and measured as they are.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,21 +49,25 @@ def check_image_pair(real: object, fake: object) -> tuple[Tensor, Tensor]:
 def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
     """Exact Wasserstein-1 distance between the empirical distributions of samples a and b.
 
-    a: (..., n), b: (..., m), same leading shape; the distance is taken along the last axis
-    and returned with the leading shape, in the units of the samples. n and m may differ:
-    W1 = ∫ |F_a(x) − F_b(x)| dx is evaluated exactly between the merged sorted samples, which
-    for n = m equals mean |sort(a) − sort(b)|.
+    a: (..., n), b: (..., m), same leading shape; the distance is taken along the last axis and
+    returned (float64) with the leading shape, in the units of the samples. n and m may differ:
+    W1 = ∫₀¹ |Q_a(t) − Q_b(t)| dt with the quantile functions Q piecewise constant between the
+    levels i/n and j/m, which for n = m is mean |sort(a) − sort(b)|.
     """
     n, m = a.shape[-1], b.shape[-1]
     if n == 0 or m == 0:
         raise UserError("wasserstein_1d needs at least one sample on each side")
-    values, order = torch.sort(torch.cat([a, b], dim=-1), dim=-1)
-    # Each sample moves its CDF up by 1/n (from a) or the other CDF up by 1/m (from b);
-    # the running sum is F_a − F_b on the interval that starts at each sorted value.
-    steps = torch.cat([a.new_full((n,), 1.0 / n), a.new_full((m,), -1.0 / m)])
-    cdf_difference = torch.cumsum(steps[order], dim=-1)[..., :-1]
-    gaps = values[..., 1:] - values[..., :-1]
-    return (cdf_difference.abs() * gaps).sum(dim=-1)
+    # numpy's SIMD sort is several times faster than torch.sort on CPU, and sorting is the whole cost.
+    sorted_a = np.sort(a.detach().cpu().to(torch.float64).numpy(), axis=-1)
+    sorted_b = np.sort(b.detach().cpu().to(torch.float64).numpy(), axis=-1)
+    # Quantile levels where either Q_a or Q_b steps, as exact integers in units of 1 / (n·m).
+    levels = np.union1d(np.arange(1, n + 1) * m, np.arange(1, m + 1) * n)
+    widths = np.diff(levels, prepend=0) / (n * m)
+    twice_midpoints = levels + np.concatenate([[0], levels[:-1]])
+    # On the interval around level t, Q_a takes sample floor(t·n) of the sorted a (likewise for b).
+    index_a, index_b = twice_midpoints // (2 * m), twice_midpoints // (2 * n)
+    gaps = np.abs(sorted_a[..., index_a] - sorted_b[..., index_b])
+    return torch.from_numpy(np.asarray(gaps @ widths))
 
 
 def pixel_histogram_w1(real: Tensor, fake: Tensor) -> float:

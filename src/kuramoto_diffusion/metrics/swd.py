@@ -134,7 +134,7 @@ def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     return value
 
 
-def swd(
+def laplacian_swd(
     real: Tensor,
     fake: Tensor,
     *,
