@@ -76,7 +76,8 @@ def noisy(images: torch.Tensor, std: float) -> torch.Tensor:
 
 def grating(angle: float, period: float, size: int = 64, channels: int = 1) -> torch.Tensor:
     """(1, C, size, size) stripes running at ``angle`` (counter-clockwise from +x, y up on screen)."""
-    row, col = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    coordinates = torch.arange(size, dtype=torch.float64)
+    row, col = torch.meshgrid(coordinates, coordinates, indexing="ij")
     across = -math.sin(angle) * col - math.cos(angle) * row  # coordinate along the stripes' normal, with y = -row
     return torch.cos(2 * math.pi * across / period + 0.3).expand(1, channels, size, size).clone()
 
@@ -229,7 +230,8 @@ def test_isotropic_noise_has_low_coherence_and_a_flat_image_none():
     assert float(coherence.mean()) < 0.4
     _, flat_coherence = structure_tensor_orientation(torch.zeros(1, 1, 16, 16))
     assert float(flat_coherence.abs().max()) == 0.0
-    assert torch.allclose(orientation_histogram(torch.zeros(1, 1, 16, 16), bins=4), torch.full((4,), 0.25, dtype=torch.float64))
+    flat_histogram = orientation_histogram(torch.zeros(1, 1, 16, 16), bins=4)
+    assert torch.allclose(flat_histogram, torch.full((4,), 0.25, dtype=torch.float64))
 
 
 def circular_w1_by_linear_programming(p: np.ndarray, q: np.ndarray, period: float) -> float:
@@ -239,7 +241,9 @@ def circular_w1_by_linear_programming(p: np.ndarray, q: np.ndarray, period: floa
     cost = np.minimum(steps, bins - steps) * period / bins
     rows = np.kron(np.eye(bins), np.ones(bins))  # sum_j plan[i, j] = p_i
     cols = np.kron(np.ones(bins), np.eye(bins))  # sum_i plan[i, j] = q_j
-    result = scipy.optimize.linprog(cost.ravel(), A_eq=np.vstack([rows, cols]), b_eq=np.concatenate([p, q]), bounds=(0, None))
+    result = scipy.optimize.linprog(
+        cost.ravel(), A_eq=np.vstack([rows, cols]), b_eq=np.concatenate([p, q]), bounds=(0, None)
+    )
     assert result.success
     return float(result.fun)
 
@@ -284,12 +288,14 @@ def test_ridge_frequency_recovers_the_frequency_of_gratings(period):
 
 
 def test_synthetic_fingerprints_have_a_ridge_period_of_7_to_11_px_and_w1_separates_scales():
-    prints_96 = FingerprintSource(96, num_prints=24, disk_cache=False, split="all").fixed_batch(24).double()
+    def prints(size: int, seed: int = 0) -> torch.Tensor:
+        return FingerprintSource(size, num_prints=24, seed=seed, disk_cache=False, split="all").fixed_batch(24).double()
+
+    prints_96 = prints(96)
     periods = 1.0 / ridge_frequency(prints_96)
     assert 7.0 <= float(periods.min()) and float(periods.max()) <= 11.0
 
-    prints_64 = FingerprintSource(64, num_prints=24, disk_cache=False, split="all").fixed_batch(24).double()
-    other_prints_64 = FingerprintSource(64, num_prints=24, seed=1, disk_cache=False, split="all").fixed_batch(24).double()
+    prints_64, other_prints_64 = prints(64), prints(64, seed=1)
     zoomed_64 = prints_96[..., 16:80, 16:80]  # same prints, 1.5x larger ridge period
     same = ridge_frequency_w1(prints_64, other_prints_64)
     assert same == pytest.approx(ridge_frequency_w1(other_prints_64, prints_64), rel=1e-12)
@@ -321,7 +327,10 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
     # The distance does not depend on the basis: rotate both Gaussians.
     rotation, _ = np.linalg.qr(rng.normal(size=(5, 5)))
-    rotated = frechet_distance(rotation @ mu1, rotation @ np.diag(var1) @ rotation.T, rotation @ mu2, rotation @ np.diag(var2) @ rotation.T)
+    def rotate(mean, variances):
+        return rotation @ mean, rotation @ np.diag(variances) @ rotation.T
+
+    rotated = frechet_distance(*rotate(mu1, var1), *rotate(mu2, var2))
     assert rotated == pytest.approx(expected, rel=1e-8)
     assert abs(frechet_distance(mu1, np.diag(var1), mu1, np.diag(var1))) < 1e-10
 

@@ -1,7 +1,8 @@
 """FID and KID from a local TorchScript Inception-v3 file; nothing is ever downloaded.
 
 The expected file is ``inception-2015-12-05.pt``, the TorchScript translation of the 2015 TensorFlow
-Inception that StyleGAN2-ADA, StyleGAN3 and clean-fid use. It is called as
+Inception that StyleGAN2-ADA and clean-fid download (StyleGAN3 loads the same network from a pickle,
+which this module does not accept). It is called as
 ``model(images, return_features=True)`` with float images (N, 3, H, W) holding 0..255 values, resizes
 them to 299×299 itself and returns the (N, 2048) pool features. Any TorchScript module with that
 call signature works (the tests use a tiny one).
@@ -39,7 +40,9 @@ def load_inception(path: str | os.PathLike[str] | None) -> torch.jit.ScriptModul
     so only use a file from a trusted source (the NVIDIA URL above).
     """
     hint = f"download {INCEPTION_URL} on a machine with internet and pass --inception-weights PATH"
-    if path is None or not Path(path).expanduser().is_file():
+    if path is None:
+        raise UserError(f"FID/KID need the Inception weights file; {hint}")
+    if not Path(path).expanduser().is_file():
         raise UserError(f"Inception weights not found at {path}; {hint}")
     try:
         with warnings.catch_warnings():

@@ -161,16 +161,20 @@ def ridge_frequency(images: Tensor, min_cycles_per_image: float = 3.0) -> Tensor
     mean of the exact frequency radius over the frequencies within ±1.5 bins of that peak, which
     resolves periods between bins (error below 1 % on clean gratings). Radii below
     ``min_cycles_per_image`` are skipped: the fingertip outline and uneven pressure put power there.
+    A flat image has no ridges and gets 0.
     """
     images = check_images(images)
     n, _, height, width = images.shape
     side = min(height, width)
     lowest = max(1, math.ceil(float(min_cycles_per_image)))
     if lowest > side // 2:
-        raise UserError(f"images of {side} px are too small for ridge_frequency with min_cycles_per_image={min_cycles_per_image}")
-    taper = torch.hann_window(height, periodic=False, dtype=images.dtype)[:, None] * torch.hann_window(
-        width, periodic=False, dtype=images.dtype
-    )
+        raise UserError(
+            f"images of {side} px are too small for min_cycles_per_image={min_cycles_per_image}; "
+            "lower it or use larger images"
+        )
+    hann_y = torch.hann_window(height, periodic=False, dtype=images.dtype)
+    hann_x = torch.hann_window(width, periodic=False, dtype=images.dtype)
+    taper = hann_y[:, None] * hann_x[None, :]
     centred = images - images.mean(dim=(2, 3), keepdim=True)
     power = torch.fft.fft2(centred * taper).abs().square().mean(dim=1).flatten(1)  # (N, H·W)
 
@@ -192,4 +196,5 @@ def ridge_frequency(images: Tensor, min_cycles_per_image: float = 3.0) -> Tensor
 def ridge_frequency_w1(real: Tensor, fake: Tensor, min_cycles_per_image: float = 3.0) -> float:
     """Wasserstein-1 distance between the two sets' per-image ridge frequencies, in cycles per pixel."""
     real_t, fake_t = check_image_pair(real, fake)
-    return float(wasserstein_1d(ridge_frequency(real_t, min_cycles_per_image), ridge_frequency(fake_t, min_cycles_per_image)))
+    real_frequencies = ridge_frequency(real_t, min_cycles_per_image)
+    return float(wasserstein_1d(real_frequencies, ridge_frequency(fake_t, min_cycles_per_image)))

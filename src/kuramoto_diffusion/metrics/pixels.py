@@ -55,8 +55,11 @@ def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
     levels i/n and j/m, which for n = m is mean |sort(a) − sort(b)|.
     """
     n, m = a.shape[-1], b.shape[-1]
-    if n == 0 or m == 0:
-        raise UserError("wasserstein_1d needs at least one sample on each side")
+    if n == 0 or m == 0 or a.shape[:-1] != b.shape[:-1]:
+        raise UserError(
+            f"wasserstein_1d needs samples (..., n) and (..., m) with n, m >= 1 and equal leading axes, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     # numpy's SIMD sort is several times faster than torch.sort on CPU, and sorting is the whole cost.
     sorted_a = np.sort(a.detach().cpu().to(torch.float64).numpy(), axis=-1)
     sorted_b = np.sort(b.detach().cpu().to(torch.float64).numpy(), axis=-1)

@@ -101,17 +101,21 @@ def normalized_descriptors(patches: Tensor) -> Tensor:
     return ((patches - mean) / std.clamp_min(1e-12)).flatten(1)
 
 
-def random_unit_directions(dim: int, count: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> Tensor:
+def random_unit_directions(
+    dim: int, count: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """(count, dim) directions drawn uniformly on the unit sphere (normalised Gaussian vectors)."""
     directions = torch.randn(count, dim, generator=generator, dtype=dtype)
     return directions / directions.norm(dim=1, keepdim=True)
 
 
-def sliced_wasserstein(a: Tensor, b: Tensor, num_projections: int = 512, generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(
+    a: Tensor, b: Tensor, num_projections: int = 512, generator: torch.Generator | None = None
+) -> float:
     """Mean over random unit directions of the exact 1-D Wasserstein-1 distance of the projections.
 
     a: (n, d) and b: (m, d) descriptor sets (n ≠ m allowed); in the units of the descriptors.
-    The directions are ``random_unit_directions(d, num_projections, generator)``.
+    The directions are ``random_unit_directions(d, num_projections, generator)``; generator None = seed 0.
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise UserError(f"sliced_wasserstein needs (n, d) and (m, d) sets, got {tuple(a.shape)} and {tuple(b.shape)}")
