@@ -119,3 +119,19 @@ def test_channel_mismatch_with_init_from(trained_run, tmp_path):
     result = run("train", "--data", str(folder), "--image-size", "16", "--init-from", str(trained_run),
                  "--out", str(tmp_path / "ft"), "--device", "cpu", check=False)
     assert_clean_error(result, "channel")
+
+
+def test_evaluate_a_checkpoint_and_a_folder(trained_run, tmp_path):
+    out = tmp_path / "metrics.json"
+    result = run("evaluate", "--checkpoint", str(trained_run), "--num", "8", "--nfe", "3", "--json", str(out), "--device", "cpu")
+    assert "FID/KID skipped" in result.stdout and "--inception-weights" in result.stdout
+    payload = json.loads(out.read_text())
+    assert {"swd_mean", "orientation_w1", "log_spectral_distance", "pixel_w1", "clipped_fraction"} <= set(payload["metrics"])
+    assert payload["settings"]["nfe"] == 3 and payload["settings"]["seed"] == 0
+    folder = tmp_path / "fake"
+    run("sample", "--checkpoint", str(trained_run), "--num", "4", "--nfe", "3", "--out", str(tmp_path / "g.png"),
+        "--out-dir", str(folder), "--quiet", "--device", "cpu")
+    result = run("evaluate", "--fake", str(folder), "--image-size", "16", "--num", "4", "--quiet", "--json", str(out))
+    assert json.loads(out.read_text())["settings"]["num_fake"] == 4
+    missing = run("evaluate", "--fake", str(folder), "--image-size", "16", "--inception-weights", str(tmp_path / "no.pt"), check=False)
+    assert_clean_error(missing, "inception")

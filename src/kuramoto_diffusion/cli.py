@@ -139,6 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     _add_common(sample)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="compare generated images with real ones", formatter_class=_Formatter,
+        description="Weight-free metrics (Laplacian SWD, orientation statistics, spectrum, pixel histogram, clipping); "
+        "FID and KID only with --inception-weights pointing at a local file.",
+    )
+    evaluate.add_argument("--real", default="textures", help="textures, fingerprints, or a folder of images")
+    evaluate.add_argument("--real-split", choices=("val", "train", "all"), default="val", help="which part of --real")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fake", default=None, help="a folder of generated images")
+    source.add_argument("--checkpoint", type=Path, default=None, help="sample from this model instead")
+    evaluate.add_argument("--num", type=positive_int, default=256, help="images per set")
+    evaluate.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="with --checkpoint")
+    evaluate.add_argument("--nfe", type=positive_int, default=None, help="with --checkpoint (default: T)")
+    evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")
+    evaluate.add_argument("--image-size", type=image_size, default=32, help="with --fake: pixels per side")
+    evaluate.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="with --fake")
+    evaluate.add_argument("--inception-weights", type=Path, default=None, help="local inception-2015-12-05.pt for FID/KID")
+    evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
+    evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    _add_common(evaluate)
+
     info = commands.add_parser("info", help="show a run's config, step and prior", formatter_class=_Formatter)
     info.add_argument("path", type=Path, help="run, checkpoint or model directory")
     _add_common(info)
@@ -201,6 +222,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .commands import evaluate_command
+
+    evaluate_command(args)
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .commands import info_text
 
@@ -219,6 +247,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "forward": _cmd_forward,
     "train": _cmd_train,
     "sample": _cmd_sample,
+    "evaluate": _cmd_evaluate,
     "info": _cmd_info,
     "demo": _cmd_demo,
 }

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import latest_checkpoint, list_checkpoints
-from .config import config_to_dict, read_json
-from .data import open_image_source
+from .config import config_to_dict, read_json, write_json_atomic
+from .data import DATA_CHOICES, open_image_source
 from .errors import UserError
 from .nets import count_parameters
 from .model import CONFIG_NAME, DiffusionModel, load_run_config
@@ -163,6 +163,46 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
         frames.append(labelled_rows([("samples", image_grid(images, upscale=2)), ("R(t)", plot)], label_width=60))
     frames += [frames[-1]] * 10  # hold the final frame
     save_animation(frames, path)
+
+
+def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
+    """``kuramoto-diffusion evaluate``: weight-free metrics (and FID/KID with local Inception weights)."""
+    from .metrics import evaluate_images
+
+    fake_clipped: float | None = None
+    settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
+    if args.checkpoint is not None:
+        model = DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device))
+        image_size, channels = model.config.image_size, model.config.channels
+        result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed))
+        fake, clipped = model.decode(result.states)
+        fake_clipped = clipped / fake.numel()
+        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations // -(-args.num // args.batch_size))
+    else:
+        fake_source = open_image_source(args.fake, args.image_size, channels=None if args.channels == "auto" else int(args.channels), split="all")
+        image_size, channels = args.image_size, fake_source.channels
+        # A folder gives each of its images once (up to --num); the embedded sets give --num crops.
+        count = args.num if args.fake in DATA_CHOICES else min(args.num, len(fake_source))
+        fake = fake_source.fixed_batch(count, seed=args.seed)
+        settings.update(fake=args.fake)
+    real_source = open_image_source(args.real, image_size, channels=channels, split=args.real_split, seed=args.seed)
+    real = real_source.fixed_batch(args.num, seed=args.seed + 1)
+    if args.inception_weights is None and not args.quiet:
+        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")
+    metrics: dict[str, float] = evaluate_images(
+        real, fake, seed=args.seed, inception_weights=args.inception_weights, fingerprints=args.real == "fingerprints"
+    )
+    if fake_clipped is not None:
+        metrics["clipped_fraction"] = fake_clipped
+    settings.update(image_size=image_size, channels=channels, num_real=int(real.shape[0]), num_fake=int(fake.shape[0]))
+    payload: dict[str, object] = {"metrics": metrics, "settings": settings}
+    if not args.quiet:
+        width = max(len(name) for name in metrics)
+        print("\n".join(f"{name:<{width}}  {value:.6g}" for name, value in metrics.items()))
+    if args.json is not None:
+        write_json_atomic(args.json, payload)
+    return payload
 
 
 def info_text(path: Path) -> str:
