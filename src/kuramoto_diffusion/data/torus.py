@@ -156,10 +156,10 @@ class _ProductMixture(TorusDensity):
 
     def log_prob(self, x: Tensor) -> Tensor:
         _check_points(x)
-        means = self.means.to(x.dtype)
-        spreads = self.spreads.to(x.dtype)
+        means = self.means.to(x.device, x.dtype)
+        spreads = self.spreads.to(x.device, x.dtype)
         log_factors = self._log_factor(x[:, None, :], means[None], spreads[None])  # (N, C, 2)
-        log_components = log_factors.sum(-1) + torch.log(self.weights.to(x.dtype))
+        log_components = log_factors.sum(-1) + torch.log(self.weights.to(x.device, x.dtype))
         return torch.logsumexp(log_components, dim=-1)
 
     def sample(self, n: int, generator: torch.Generator | None = None, *, dtype: torch.dtype = torch.float32) -> Tensor:
