@@ -1,10 +1,13 @@
 """Training throughput: the O(1) chain pool against the authors' re-simulate-to-t, same network.
 
-    python bench/train_throughput.py [--steps 6] [--preset small] [--image-size 32]
+    python bench/train_throughput.py [--steps 5] [--presets small tiny] [--image-size 32]
 
 For Kuramoto global and local coupling at T = 100 and T = 1000, times training steps
 (forward states + loss + backward + AdamW) with each way of getting x_t, and reports
-examples/s and the speedup pool ÷ re-simulate (measured in the same run). Also records
+examples/s and the speedup pool ÷ re-simulate (measured in the same run), for each network
+preset: the pool removes the O(T) forward cost, so the speedup is larger the cheaper the
+network is relative to T forward steps. Keys ``speedup_local_T1000`` etc. are for the first
+preset, ``speedup_local_T1000_<preset>`` for each. Also records
 peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU).
 Writes bench/results/train_throughput.json.
 """
@@ -24,10 +27,12 @@ from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, imag
 from kuramoto_diffusion.training import Trainer, resolve_device
 
 
-def examples_per_second(process: KuramotoConfig, forward_states: str, args: argparse.Namespace, device: torch.device) -> float:
+def examples_per_second(
+    process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device
+) -> float:
     source = open_image_source("textures", args.image_size, channels=1)
     config = RunConfig(
-        model=image_model_config(process, 1, args.image_size, args.preset),
+        model=image_model_config(process, 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
         training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, forward_states=forward_states,
                              fit_prior=False, checkpoint_every=10**6, sample_every=0),
@@ -48,8 +53,8 @@ def examples_per_second(process: KuramotoConfig, forward_states: str, args: argp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--preset", default="small")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
@@ -57,23 +62,26 @@ def main() -> None:
     device = resolve_device(args.device)
     rows = []
     payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
-    for steps in (100, 1000):
-        for coupling in ("global", "local"):
-            process = KuramotoConfig(coupling=coupling, steps=steps)
-            pool = examples_per_second(process, "pool", args, device)
-            reference = examples_per_second(process, "resimulate", args, device)
-            rows.append({"coupling": coupling, "T": steps, "pool_examples_per_s": pool,
-                         "resimulate_examples_per_s": reference, "speedup": pool / reference})
-            payload[f"speedup_{coupling}_T{steps}"] = pool / reference
+    for preset in args.presets:
+        for steps in (100, 1000):
+            for coupling in ("global", "local"):
+                process = KuramotoConfig(coupling=coupling, steps=steps)
+                pool = examples_per_second(process, "pool", preset, args, device)
+                reference = examples_per_second(process, "resimulate", preset, args, device)
+                rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_examples_per_s": pool,
+                             "resimulate_examples_per_s": reference, "speedup": pool / reference})
+                payload[f"speedup_{coupling}_T{steps}_{preset}"] = pool / reference
+                if preset == args.presets[0]:
+                    payload[f"speedup_{coupling}_T{steps}"] = pool / reference
     payload["rows"] = rows
-    payload["table"] = print_table(rows, ["coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s", "speedup"])
+    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s", "speedup"])
     if device.type == "cuda":
         payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
         payload["peak_memory_kind"] = "CUDA max_memory_allocated"
     else:
         payload["peak_memory_mib"] = peak_rss_mib()
         payload["peak_memory_kind"] = "process peak RSS (CPU)"
-    print(f"peak memory of training ({args.preset}, batch {args.batch_size}, {args.image_size} px): "
+    print(f"peak memory of training ({', '.join(args.presets)}, batch {args.batch_size}, {args.image_size} px): "
           f"{payload['peak_memory_mib']:.0f} MiB ({payload['peak_memory_kind']})")
     write_json("train_throughput.json", payload)
 
