@@ -17,7 +17,6 @@ integrators, so that comparisons are against a well-sampled baseline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +30,9 @@ from .processes.base import ScoreFn
 SAMPLERS = ("sde", "ode", "ode-heun")
 
 
-
 @dataclass
 class SampleResult:
-    """Final states, and the recorded trajectory (states and order parameter R per grid point) if asked."""
+    """Final states; with ``record_trajectory`` also the states and order parameter R at every grid point."""
 
     states: Tensor
     steps: list[int]
@@ -83,7 +81,8 @@ def reverse_sweep(
     grid = step_grid(start, intervals_for_nfe(sampler, nfe if nfe is not None else start))
     x = x_start
     trajectory = [x.cpu()] if record_trajectory else None
-    order = [_mean_order(process, x)]
+    # R(t) costs a device synchronisation per step, so it is only tracked with the trajectory.
+    order = [_mean_order(process, x)] if record_trajectory else []
     evaluations = 0
     for upper, lower in zip(grid[:-1], grid[1:]):
         stride = upper - lower
@@ -98,7 +97,7 @@ def reverse_sweep(
             evaluations += used
         if trajectory is not None:
             trajectory.append(x.cpu())
-        order.append(_mean_order(process, x))
+            order.append(_mean_order(process, x))
     return SampleResult(x, grid, trajectory, order, evaluations)
 
 
