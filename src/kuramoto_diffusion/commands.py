@@ -144,9 +144,8 @@ def sample_command(args: argparse.Namespace) -> None:
     if record:
         save_trajectory_animation(model, result, args.save_trajectory)
     if not args.quiet:
-        batches = -(-args.num // args.batch_size)
         print(
-            f"wrote {args.out}: {args.num} images, {args.sampler} with {result.function_evaluations // batches} network "
+            f"wrote {args.out}: {args.num} images, {args.sampler} with {result.function_evaluations} network "
             f"evaluations; {clipped} of {images.numel()} values clipped at decode (mass that crossed the seam)"
         )
 
@@ -178,7 +177,7 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
                               generator=torch.Generator().manual_seed(args.seed))
         fake, clipped = model.decode(result.states)
         fake_clipped = clipped / fake.numel()
-        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations // -(-args.num // args.batch_size))
+        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
     else:
         fake_source = open_image_source(args.fake, args.image_size, channels=None if args.channels == "auto" else int(args.channels), split="all")
         image_size, channels = args.image_size, fake_source.channels

@@ -224,5 +224,5 @@ def _concatenate(results: list[SampleResult]) -> SampleResult:
         first.steps,
         trajectory,
         order,
-        sum(r.function_evaluations for r in results),
+        first.function_evaluations,  # per sample: every batch runs the same sweep
     )

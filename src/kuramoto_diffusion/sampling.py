@@ -38,7 +38,7 @@ class SampleResult:
     steps: list[int]
     trajectory: list[Tensor] | None
     order_parameter: list[float]
-    function_evaluations: int
+    function_evaluations: int  # network evaluations per sample (the NFE of the sweep)
 
 
 def step_grid(start: int, intervals: int) -> list[int]:
