@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-steps", type=positive_int, default=2000, help="optimiser steps in total")
     train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
-    train.add_argument("--window", type=positive_int, default=1, help="DSM window h (fine steps per kernel)")
+    train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
     train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights used for sampling")

@@ -39,6 +39,7 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     arguments = argparse.Namespace(
         device=device, resume=(run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()),
         data="textures", image_size=32, channels="1", process="kuramoto-local", preset="small",
+        # window=1: the loss the shipped model was trained with (it predates the measured default of 10).
         train_steps=max(fine_tune_steps, 1), batch_size=32, draws=1, window=1, forward_states="pool", lr=1e-4,
         ema_decay=0.999, checkpoint_every=max(fine_tune_steps, 1), keep_checkpoints=1, sample_every=0,
         no_fit_prior=False, init_from=PRETRAINED if have_pretrained else None, out=run_dir, steps=100,

@@ -99,7 +99,7 @@ class TrainConfig:
     train_steps: int = 2000
     batch_size: int = 32  # starting states per step; the network sees batch_size × draws examples
     draws: int = 1  # kernel draws per starting state (the authors use 5)
-    window: int = 1  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss)
+    window: int = 10  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss); see BENCHMARKS.md
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     lr: float = 2e-4
