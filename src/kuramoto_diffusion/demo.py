@@ -14,11 +14,17 @@ from pathlib import Path
 
 import torch
 
-from .circular import order_parameter
 from .commands import forward_picture, save_trajectory_animation, train_command
 from .data import open_image_source
 from .model import DiffusionModel
-from .viz import image_grid, labelled_rows, order_parameter_plot, save_animation, save_image_atomic
+from .viz import (
+    image_grid,
+    labelled_rows,
+    order_parameter_curve,
+    order_parameter_plot,
+    save_animation,
+    save_image_atomic,
+)
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "textures-local-32"
 
@@ -57,9 +63,10 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
 
     say("4/4 animation and order parameter R(t)")
     save_trajectory_animation(model, result, out / "generation.gif")
-    forward_then_reverse_animation(model, real[:16], result, out / "forward_reverse.gif", seed=seed)
+    # One forward simulation of the real crops serves both the animation and R(t).
     forward_states = model.process.simulate(model.encode(real), model.process.steps, generator=generator, return_trajectory=True)
-    forward_r = order_parameter(forward_states.flatten(0, 1))[0].reshape(forward_states.shape[0], -1).mean(1)
+    forward_then_reverse_animation(model, forward_states[:, :16], result, out / "forward_reverse.gif")
+    forward_r = order_parameter_curve(forward_states)
     T = model.process.steps
     curves = {
         "forward (real data)": ([t / T for t in range(T + 1)], forward_r.tolist()),
@@ -73,16 +80,12 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     say(f"  checkpoints: {run_dir / 'checkpoints'}   (forward picture: {forward_path})")
 
 
-def forward_then_reverse_animation(model: DiffusionModel, real: torch.Tensor, result, path: Path, seed: int = 0) -> None:  # noqa: ANN001
-    """Real crops synchronising to the prior (forward), then generated samples desynchronising (reverse)."""
-    process = model.process
-    generator = torch.Generator().manual_seed(seed)
-    trajectory = process.simulate(model.encode(real), process.steps, generator=generator, return_trajectory=True)
-    T = process.steps
+def forward_then_reverse_animation(model: DiffusionModel, forward_states: torch.Tensor, result, path: Path) -> None:  # noqa: ANN001
+    """Real crops synchronising to the prior (``forward_states``: (T+1, B, …)), then samples desynchronising."""
+    T = model.process.steps
     frames = []
-    forward_picks = range(0, T + 1, max(1, T // 25))
-    for t in forward_picks:
-        images, _ = model.decode(trajectory[t])
+    for t in range(0, T + 1, max(1, T // 25)):
+        images, _ = model.decode(forward_states[t])
         frames.append(labelled_rows([(f"forward t={t}", image_grid(images, columns=4, upscale=3))], label_width=110))
     for index in range(0, len(result.steps), max(1, len(result.steps) // 25)):
         images, _ = model.decode(result.trajectory[index][:16])

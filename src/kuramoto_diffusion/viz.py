@@ -110,6 +110,12 @@ def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike[str], 
     os.replace(tmp, path)
 
 
+def order_parameter_curve(trajectory: Tensor) -> Tensor:
+    """Mean over examples of R at each step of a (steps, batch, …) trajectory of phases."""
+    r = order_parameter(trajectory.flatten(0, 1))[0]
+    return r.reshape(trajectory.shape[0], -1).mean(1)
+
+
 def forward_figure(
     processes: dict[str, ForwardProcess],
     images: Tensor,
@@ -139,7 +145,7 @@ def forward_figure(
         phases = trajectory[:, images.shape[0] :]
         if not process.periodic:
             phases = phases * (0.9 * math.pi)  # the same phase reading as images, for comparison
-        r = order_parameter(phases.flatten(0, 1))[0].reshape(phases.shape[0], -1).mean(1)
+        r = order_parameter_curve(phases)
         curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
     plot = order_parameter_plot(curves, "order parameter R(t) along the forward process")
     return labelled_rows(rows + [("", plot)])

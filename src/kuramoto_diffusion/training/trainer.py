@@ -33,7 +33,7 @@ from ..checkpoint import (
     prune_checkpoints,
     save_tensors,
 )
-from ..config import config_to_dict, write_json_atomic
+from ..config import write_json_atomic
 from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
 from ..processes import ForwardProcess, KuramotoProcess, PriorFit
