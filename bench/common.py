@@ -55,9 +55,15 @@ def print_table(rows: list[dict[str, object]], columns: list[str]) -> str:
     return table
 
 
-def write_json(name: str, payload: dict[str, object]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
-    print(f"wrote {path}")
+def write_json(target: str | Path, payload: dict[str, object], *, quiet: bool = False) -> Path:
+    """Write payload (with the machine facts) as JSON, atomically; a bare file name goes into bench/results/."""
+    path = Path(target)
+    if path.parent == Path("."):
+        path = RESULTS / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    os.replace(tmp, path)
+    if not quiet:
+        print(f"wrote {path}")
     return path

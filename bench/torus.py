@@ -193,12 +193,7 @@ def main() -> None:
     def save(complete: bool, tables: dict[str, str] | None = None) -> None:
         payload = {"command": "python bench/torus.py " + f"--budget {args.budget}", "settings": settings,
                    "complete": complete, "wall_s": time.perf_counter() - started, "rows": rows, **(tables or {})}
-        out = args.out.resolve()
-        if out.parent == RESULTS.resolve() and complete:
-            write_json(out.name, payload)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+        write_json(args.out, payload, quiet=not complete)
 
     if "main" in args.part:
         run_main(args, budget, device, rows, save)

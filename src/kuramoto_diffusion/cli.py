@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .data.images import BAD_IMAGE_POLICIES
 from .errors import UserError
+from .settings import NONFINITE_POLICIES
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun")
@@ -49,6 +52,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def image_size(text: str) -> int:
     value = positive_int(text)
     if value < 8:
@@ -60,10 +74,24 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (the usage itself is one --help away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+
+
+def _add_bad_image_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
+        help="a folder file that cannot be decoded or is too small: stop, or skip it with one warning and a count",
+    )
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
@@ -74,13 +102,13 @@ def _add_process_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kuramoto-diffusion",
         description="Generative modelling on periodic domains with Kuramoto orientation diffusion.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     forward = commands.add_parser(
         "forward", help="picture of the forward processes and R(t)", formatter_class=_Formatter,
@@ -91,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     forward.add_argument("--num", type=positive_int, default=3, help="images to show")
     forward.add_argument("--frames", type=positive_int, default=9, help="snapshots per strip")
     forward.add_argument("--out", type=Path, default=Path("forward.png"), help="output PNG")
+    _add_bad_image_option(forward)
     _add_process_options(forward)
     _add_common(forward)
 
@@ -98,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model on images", formatter_class=_Formatter,
         description="Train a Kuramoto (or Euclidean baseline) diffusion model; checkpoints go to --out/checkpoints.",
     )
-    train.add_argument("--data", default="textures", help="textures, fingerprints, a folder of images, or cifar-10-binary.tar.gz")
+    train.add_argument(
+        "--data", default=None,
+        help="textures, fingerprints, a folder of images, or cifar-10-binary.tar.gz (default: textures; with --resume: the run's own)",
+    )
     train.add_argument("--process", choices=PROCESS_NAMES, default="kuramoto-local", help="forward process")
     train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
     train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
@@ -109,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
-    train.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights used for sampling")
+    train.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights used for sampling")
     train.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
     train.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
     train.add_argument("--sample-every", type=non_negative_int, default=1000, help="steps between sample grids (0: off)")
@@ -118,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to train")
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
+    train.add_argument(
+        "--on-nan", choices=NONFINITE_POLICIES, default="stop",
+        help="a NaN/inf loss or gradient: stop (keeping the last good checkpoint), or skip that step (stops after 10 in a row)",
+    )
+    train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
+    _add_bad_image_option(train)
     _add_process_options(train)
     _add_common(train)
 
@@ -137,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--start-step", type=positive_int, default=None, help="with --from-data: how far to push forward")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
+    _add_bad_image_option(sample)
     _add_common(sample)
 
     evaluate = commands.add_parser(
@@ -158,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--inception-weights", type=Path, default=None, help="local inception-2015-12-05.pt for FID/KID")
     evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
     evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    _add_bad_image_option(evaluate)
     _add_common(evaluate)
 
     info = commands.add_parser("info", help="show a run's config, step and prior", formatter_class=_Formatter)
@@ -179,16 +220,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    prefix = f"kuramoto-diffusion {args.command}"
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
+    if getattr(args, "deterministic", False):
+        from .training import use_deterministic_algorithms
+
+        use_deterministic_algorithms()
     try:
         return handler(args)
-    except UserError as error:
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; completed checkpoints are kept", file=sys.stderr)
+        return 130
+    except Exception as error:
         if args.debug:
             raise
-        print(f"kuramoto-diffusion {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"kuramoto-diffusion {args.command}: interrupted; completed checkpoints are kept", file=sys.stderr)
-        return 130
+        status, message = describe_failure(error)
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        return status
+
+
+def describe_failure(error: Exception) -> tuple[int, str]:
+    """Exit status and one-line message for an exception that reached the command line."""
+    if isinstance(error, UserError):
+        return 2, str(error)
+    if isinstance(error, OSError):
+        # Disk full, permission denied, a file where a folder should be: the user's environment.
+        where = f"{error.filename}: " if error.filename else ""
+        reason = error.strerror or str(error)
+        return 2, f"{where}{reason}; check the path, its permissions and the free space"
+    if isinstance(error, MemoryError):
+        return 2, "out of memory; lower --batch-size (or --num / --image-size)"
+    detail = " ".join(str(error).split())
+    return 1, f"internal error ({type(error).__name__}: {detail}); rerun with --debug for the traceback and report it"
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    return f"kuramoto-diffusion: warning: {message}\n"
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -203,6 +271,7 @@ def _cmd_forward(args: argparse.Namespace) -> int:
     path = forward_picture(
         data=args.data, image_size=args.image_size, num=args.num, frames=args.frames, out=args.out,
         steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding, seed=args.seed,
+        on_bad_image=args.on_bad_image,
     )
     _say(args, f"wrote {path}")
     return 0

@@ -33,10 +33,10 @@ def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, 
 
 def forward_picture(
     *, data: str, image_size: int, num: int, frames: int, out: Path, steps: int = 100, schedule: str = "linear",
-    neighbourhood: int = 5, padding: str = "reflect", seed: int = 0,
+    neighbourhood: int = 5, padding: str = "reflect", seed: int = 0, on_bad_image: str = "error",
 ) -> Path:
     """Strips of ``num`` images through Kuramoto global, local and Euclidean diffusion, plus R(t), to ``out``."""
-    source = open_image_source(data, image_size, split="all", seed=seed)
+    source = open_image_source(data, image_size, split="all", seed=seed, on_bad_image=on_bad_image)
     images = source.fixed_batch(num, seed=seed)
     order_batch = source.fixed_batch(32, seed=seed + 1)
     processes = {
@@ -51,7 +51,7 @@ def forward_picture(
 def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource
     return open_image_source(
         data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
-        seed=data.seed, flip=data.flip,
+        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image,
     )
 
 
@@ -65,19 +65,28 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
         _, saved = load_run_config(checkpoint / CONFIG_NAME)
         if saved is None or saved.data is None:
             raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
+        if args.data is not None and args.data != saved.data.source:
+            raise UserError(
+                f"{args.out} was trained on {saved.data.source!r}, not {args.data!r}; drop --data when resuming "
+                "(or start a new run with --init-from to fine-tune on other data)"
+            )
         source = open_training_data(saved.data)
         trainer = Trainer.resume(args.out, source, train_steps=args.train_steps, device=device, quiet=args.quiet)
         if trainer.step >= args.train_steps and not args.quiet:
             print(f"{args.out} is already at step {trainer.step} ≥ --train-steps {args.train_steps}; nothing to do")
     else:
         channels = None if args.channels == "auto" else int(args.channels)
-        source = open_image_source(args.data, args.image_size, channels=channels, split="train", seed=args.seed)
-        data = DataConfig(source=args.data, image_size=args.image_size, channels=source.channels, seed=args.seed)
+        data_spec = args.data if args.data is not None else "textures"
+        source = open_image_source(
+            data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image
+        )
+        data = DataConfig(source=data_spec, image_size=args.image_size, channels=source.channels, seed=args.seed,
+                          on_bad_image=args.on_bad_image)
         training = TrainConfig(
             train_steps=args.train_steps, batch_size=args.batch_size, draws=args.draws, window=args.window,
             forward_states=args.forward_states, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-            sample_every=args.sample_every, seed=args.seed,
+            sample_every=args.sample_every, seed=args.seed, on_nonfinite=args.on_nan,
         )
         pretrained = DiffusionModel.from_pretrained(args.init_from) if args.init_from else None
         if pretrained is not None:
@@ -121,7 +130,8 @@ def sample_command(args: argparse.Namespace) -> None:
     if args.from_data is not None:
         start = args.start_step if args.start_step is not None else model.process.steps // 2
         source = open_image_source(
-            args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed
+            args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed,
+            on_bad_image=args.on_bad_image,
         )
         real = source.fixed_batch(args.num, seed=args.seed)
         result = model.forward_then_reverse(
@@ -179,13 +189,18 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
         fake_clipped = clipped / fake.numel()
         settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
     else:
-        fake_source = open_image_source(args.fake, args.image_size, channels=None if args.channels == "auto" else int(args.channels), split="all")
+        fake_source = open_image_source(
+            args.fake, args.image_size, channels=None if args.channels == "auto" else int(args.channels), split="all",
+            on_bad_image=args.on_bad_image,
+        )
         image_size, channels = args.image_size, fake_source.channels
         # A folder gives each of its images once (up to --num); the embedded sets give --num crops.
         count = args.num if args.fake in DATA_CHOICES else min(args.num, len(fake_source))
         fake = fake_source.fixed_batch(count, seed=args.seed)
         settings.update(fake=args.fake)
-    real_source = open_image_source(args.real, image_size, channels=channels, split=args.real_split, seed=args.seed)
+    real_source = open_image_source(
+        args.real, image_size, channels=channels, split=args.real_split, seed=args.seed, on_bad_image=args.on_bad_image
+    )
     real = real_source.fixed_batch(args.num, seed=args.seed + 1)
     if args.inception_weights is None and not args.quiet:
         print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")

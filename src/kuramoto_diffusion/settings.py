@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .config import choice_check
+from .data import BAD_IMAGE_POLICIES
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
@@ -79,8 +81,10 @@ class DataConfig:
     flip: bool = True
     val_fraction: float = 0.1
     seed: int = 0
+    on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
 
     def __post_init__(self) -> None:
+        choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
         if self.image_size < 8:
             raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
         if self.channels not in (1, 3):
@@ -90,6 +94,7 @@ class DataConfig:
 
 
 FORWARD_STATES = ("pool", "resimulate")
+NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,10 @@ class TrainConfig:
     sample_every: int = 1000
     log_every: int = 25
     seed: int = 0
+    on_nonfinite: str = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
 
     def __post_init__(self) -> None:
+        choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
         for name in ("train_steps", "batch_size", "draws", "window", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")

@@ -21,7 +21,7 @@ import torch
 from ..errors import UserError
 from .cifar import Cifar10Source, is_cifar_path, read_cifar10_binary
 from .fingerprints import FingerprintSource, synthesize_fingerprint
-from .images import IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
+from .images import BAD_IMAGE_POLICIES, IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
 from .textures import TextureSource
 
 DATA_CHOICES = ("textures", "fingerprints")  # embedded sets
@@ -59,6 +59,7 @@ def open_image_source(
     val_fraction: float = 0.1,
     seed: int = 0,
     flip: bool = True,
+    on_bad_image: str = "error",
 ) -> ImageSource:
     """spec is "textures", "fingerprints", a path to a folder of images, or a path to a CIFAR-10 binary
     archive (cifar-10-binary.tar.gz) / its extracted folder cifar-10-batches-bin. split is "train", "val" or "all";
@@ -66,7 +67,8 @@ def open_image_source(
     (folder: 3 if any image is colour, else 1; textures/fingerprints: 1; CIFAR: 3); 1 or 3 converts.
 
     Textures split spatially (photo strips) and CIFAR uses its official test batch as "val"
-    (also accepted as "test"); see their modules.
+    (also accepted as "test"); see their modules. ``on_bad_image`` ("error" | "skip") applies to
+    image folders: see ``ImageFolderSource``.
     """
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
@@ -90,11 +92,13 @@ def open_image_source(
     if is_cifar_path(path):
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
     return ImageFolderSource(
-        path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip
+        path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip,
+        on_bad_image=on_bad_image,
     )
 
 
 __all__ = [
+    "BAD_IMAGE_POLICIES",
     "DATA_CHOICES",
     "IMAGE_EXTENSIONS",
     "Cifar10Source",

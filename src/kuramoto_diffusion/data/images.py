@@ -20,6 +20,7 @@ the centre window).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from ..errors import UserError
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
 MIN_IMAGE_SIZE = 8
 SPLITS = ("train", "val", "all")
+BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use
 
 # Modes whose pixels carry no colour. Palette images are decided by their palette.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -327,9 +329,12 @@ class ImageFolderSource(InMemoryImageSource):
       ``val_fraction`` (at least one image) and the training rest; "all" uses every file.
     - ``crop_scale`` >= 1: images are resized so their shorter side is round(image_size * crop_scale);
       1 means crops span the full shorter side, 2 means each crop shows half of it.
+    - ``on_bad_image``: "error" stops at the first file that cannot be decoded (empty, truncated, not
+      an image, a decompression bomb) or is smaller than image_size; "skip" leaves such files out
+      and emits one warning with the count and the first file and reason (``self.skipped`` lists all).
 
     Raises UserError (one line, naming the file) for a missing path, an empty folder, a folder
-    without images, an unreadable image or an image smaller than image_size.
+    without images, an unusable image (with "error"), or no usable image at all (with "skip").
     """
 
     def __init__(
@@ -343,8 +348,11 @@ class ImageFolderSource(InMemoryImageSource):
         seed: int = 0,
         flip: bool = True,
         crop_scale: float = 1.0,
+        on_bad_image: str = "error",
     ) -> None:
         image_size = check_image_size(image_size)
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
         split = check_split(split)
         val_fraction = check_val_fraction(val_fraction)
         channels = check_channels(channels)
@@ -363,15 +371,26 @@ class ImageFolderSource(InMemoryImageSource):
                 f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
                 "add images or point to the folder that holds them"
             )
+        self.skipped: list[tuple[Path, str]] = []
+
+        def usable(check, path: Path):  # noqa: ANN001, ANN202 - check(path) -> value, or None when skipped
+            try:
+                return check(path)
+            except UserError as error:
+                if on_bad_image == "error":
+                    raise
+                self.skipped.append((path, str(error)))
+                return None
+
         if channels is None:
             # Header-only probe of every file (not just this split) so that train and val agree.
-            channels = 3 if any(image_is_colour(path) for path in all_paths) else 1
+            channels = 3 if any(usable(image_is_colour, path) for path in all_paths) else 1
+            self.skipped.clear()  # reported below, for this split's files only
         indices = split_indices(len(all_paths), split, val_fraction, seed, where=str(folder))
-        self.paths: list[Path] = [all_paths[int(i)] for i in indices]
         self.crop_scale = float(crop_scale)
         shorter = round(image_size * crop_scale)
-        images = []
-        for path in self.paths:
+
+        def decoded(path: Path) -> np.ndarray:
             pixels = read_image(path)
             height, width = pixels.shape[:2]
             if min(height, width) < image_size:
@@ -379,5 +398,26 @@ class ImageFolderSource(InMemoryImageSource):
                     f"{path}: image is {width}x{height} pixels, smaller than image_size {image_size} on its "
                     f"shorter side; use --image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
                 )
-            images.append(resize_shorter_side(convert_channels(pixels, channels), shorter))
+            return resize_shorter_side(convert_channels(pixels, channels), shorter)
+
+        self.paths: list[Path] = []
+        images = []
+        for index in indices:
+            path = all_paths[int(index)]
+            image = usable(decoded, path)
+            if image is not None:
+                self.paths.append(path)
+                images.append(image)
+        if not images:
+            path, reason = self.skipped[0]
+            raise UserError(
+                f"{folder}: none of the {len(self.skipped)} image file(s) of the {split} split is usable "
+                f"(first: {reason}); fix or remove the files"
+            )
+        if self.skipped:
+            warnings.warn(
+                f"{folder}: skipped {len(self.skipped)} of {len(self.skipped) + len(images)} image file(s) of the "
+                f"{split} split that cannot be used (first: {self.skipped[0][1]})",
+                stacklevel=2,
+            )
         super().__init__(images, image_size, name=str(folder), channels=channels, flip=flip)

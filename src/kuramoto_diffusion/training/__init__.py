@@ -2,6 +2,23 @@
 
 from .chain_pool import ChainPool, resimulate_states
 from .loss import score_matching_loss
-from .trainer import Trainer, TrainingDiverged, default_pool_size, resolve_device
+from .trainer import (
+    MAX_SKIPPED_IN_A_ROW,
+    Trainer,
+    TrainingDiverged,
+    default_pool_size,
+    resolve_device,
+    use_deterministic_algorithms,
+)
 
-__all__ = ["ChainPool", "Trainer", "TrainingDiverged", "default_pool_size", "resimulate_states", "resolve_device", "score_matching_loss"]
+__all__ = [
+    "MAX_SKIPPED_IN_A_ROW",
+    "ChainPool",
+    "Trainer",
+    "TrainingDiverged",
+    "default_pool_size",
+    "resimulate_states",
+    "resolve_device",
+    "score_matching_loss",
+    "use_deterministic_algorithms",
+]

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -63,6 +64,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_deterministic_algorithms() -> None:
+    """Ask PyTorch for deterministic kernels (process-wide).
+
+    On the CPU every kernel this package uses is already deterministic. On CUDA this turns off
+    cuDNN autotuning, selects deterministic convolution algorithms, sets the cuBLAS workspace
+    that deterministic matrix products need, and warns (instead of failing) for any op without a
+    deterministic implementation (for the UNet: the backward of nearest-neighbour upsampling).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
+
+
 def default_pool_size(steps: int, batch_size: int) -> int:
     """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
     wanted = max(steps, 4 * batch_size)
@@ -103,6 +121,8 @@ class Trainer:
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.pool: ChainPool | None = None
         self.prior_report: PriorFit | None = None
+        self.skipped_steps = 0  # non-finite steps dropped (on_nonfinite="skip"), this session
+        self._skipped_in_a_row = 0
 
     # ----- set-up -----------------------------------------------------------------------
     @property
@@ -198,7 +218,8 @@ class Trainer:
         stride = 1 + (uniform * room).long()
         return x_start, t_start, stride
 
-    def train_step(self) -> float:
+    def train_step(self) -> float | None:
+        """One optimiser step; returns the loss, or None when a non-finite step was skipped."""
         network = self.model.network
         network.train()
         cfg = self.train_config
@@ -208,22 +229,33 @@ class Trainer:
         loss = score_matching_loss(
             network, self.process, x_start, t_start, stride, draws=cfg.draws, generator=self.noise_generator
         )
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(self._diverged_message("loss"))
         self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._non_finite("loss")
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(self._diverged_message("gradient"))
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._non_finite("gradient")
+        self._skipped_in_a_row = 0
         self.optimizer.step()
         self._update_ema()
         self.step += 1
         return loss.item()
 
+    def _non_finite(self, what: str) -> None:
+        """Skip the step (on_nonfinite="skip", up to MAX_SKIPPED_IN_A_ROW in a row) or stop."""
+        self._skipped_in_a_row += 1
+        if self.train_config.on_nonfinite == "skip" and self._skipped_in_a_row < MAX_SKIPPED_IN_A_ROW:
+            self.skipped_steps += 1
+            return None
+        in_a_row = f" ({self._skipped_in_a_row} steps in a row)" if self._skipped_in_a_row > 1 else ""
+        raise TrainingDiverged(self._diverged_message(f"the {what} became NaN or infinite at step {self.step + 1}{in_a_row}"))
+
     def _diverged_message(self, what: str) -> str:
         last = latest_checkpoint(self.run_dir)
         kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
-        return f"training stopped: the {what} became NaN or infinite at step {self.step + 1}; {kept}; try a lower --lr"
+        return f"training stopped: {what}; {kept}; try a lower --lr"
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -247,7 +279,11 @@ class Trainer:
         window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
         try:
             while self.step < cfg.train_steps:
-                window_loss += self.train_step()
+                loss = self.train_step()
+                if loss is None:
+                    progress.set_postfix(skipped=self.skipped_steps)
+                    continue
+                window_loss += loss
                 window_steps += 1
                 progress.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.train_steps:
@@ -294,10 +330,27 @@ class Trainer:
     # ----- checkpoints ------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         """Write everything needed to resume into step-NNNNNNNN/, atomically; prune old ones."""
+        for name, network in (("weights", self.model.network), ("EMA weights", self.ema_network)):
+            if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
+                raise TrainingDiverged(self._diverged_message(f"the {name} are NaN or infinite at step {self.step}"))
         folder = self.run_dir / "checkpoints"
-        folder.mkdir(parents=True, exist_ok=True)
         final = folder / checkpoint_name(self.step)
         temporary = folder / f".tmp-{final.name}"
+        try:
+            self._write_checkpoint(folder, temporary, final)
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)  # never leave half a checkpoint taking the space
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
+            raise UserError(
+                f"{error.filename or final}: cannot write the checkpoint ({error.strerror or error}); {kept}; "
+                "free some space or fix the permissions, then continue with --resume"
+            ) from None
+        prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
+        return final
+
+    def _write_checkpoint(self, folder: Path, temporary: Path, final: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
         save_tensors(self.model.network.state_dict(), temporary / WEIGHTS_NAME)
@@ -316,8 +369,6 @@ class Trainer:
         # state.json is written last: its presence marks the checkpoint as complete.
         write_json_atomic(temporary / COMPLETE_MARKER, {"step": self.step, "optimizer": optimizer_meta})
         commit_directory(temporary, final)
-        prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
-        return final
 
     def load_checkpoint(self, checkpoint: Path) -> None:
         """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""

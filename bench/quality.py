@@ -1,0 +1,236 @@
+"""Side by side on images: Euclidean VP against Kuramoto global and local coupling.
+
+    python bench/quality.py [--budget tiny|small|paper] [--data fingerprints textures PATH ...]
+                            [--methods euclidean kuramoto-global kuramoto-local] [--seed 0]
+                            [--device auto] [--out bench/results/quality.json]
+                            [--figures bench/results/quality]
+
+For every data set, trains each method with the same UNet, the same number of training
+examples (steps × batch), the same optimiser settings and the same seed; then samples with the
+reverse SDE at NFE = T (and 50) and the ODE at NFE 10, 25, 50, and evaluates every weight-free
+metric of ``kuramoto_diffusion.metrics`` (plus FID/KID with --inception-weights) against random
+crops of the held-out split. A "real" row compares two independent held-out sets of the same
+size: the metrics' own floor at that sample size.
+
+Figures in --figures: metric against NFE per data set (one line per method and sampler), sample
+grids side by side (real first), and R(t) along the reverse SDE of the Kuramoto models beside
+the real data's R.
+
+Budgets (32 px grey images; one CPU thread unless you allow more):
+
+tiny   20 steps, 16 samples at T = 20: seconds; checks the script end to end.
+small  'tiny' UNet preset, 2,000 steps of 32 (lr 5e-4, EMA 0.995) at T = 100, 256 samples:
+       ≈ 8 min of training and ≈ 2–3 min of sampling per model, ≈ 65 min for 2 data sets ×
+       3 methods with OMP_NUM_THREADS=1 on the 2-core development machine.
+paper  'small' preset at 64 px, 100,000 steps of 64 at T = 1,000, 5,000 samples: GPU only.
+
+Writes the JSON after every model ("complete": false until the end) and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, print_table, write_json
+from kuramoto_diffusion.circular import order_parameter
+from kuramoto_diffusion.data import open_image_source
+from kuramoto_diffusion.metrics import evaluate_images
+from kuramoto_diffusion.model import DiffusionModel
+from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
+from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.training import Trainer, resolve_device
+from kuramoto_diffusion.viz import figure_to_image, image_grid, labelled_rows, save_image_atomic
+
+METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    preset: str
+    image_size: int
+    steps: int  # T
+    train_steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    ema_decay: float
+    samples: int
+    sample_batch: int
+    sweeps: tuple[tuple[str, int], ...]  # (sampler, NFE); NFE 0 means T
+
+
+BUDGETS = {
+    "tiny": Budget("tiny", 32, 20, 20, 8, 1e-3, 5, 0.9, 16, 16, (("sde", 0), ("ode", 5))),
+    "small": Budget("tiny", 32, 100, 2000, 32, 5e-4, 100, 0.995, 256, 128,
+                    (("sde", 0), ("sde", 50), ("ode", 10), ("ode", 25), ("ode", 50))),
+    "paper": Budget("small", 64, 1000, 100_000, 64, 2e-4, 1000, 0.9999, 5000, 250,
+                    (("sde", 0), ("sde", 100), ("ode", 10), ("ode", 25), ("ode", 50))),
+}
+
+COLUMNS = ["data", "method", "sampler", "nfe", "swd_mean", "orientation_w1", "coherence_gap",
+           "log_spectral_distance", "pixel_w1", "clipped_fraction", "ridge_frequency_w1", "fid", "kid",
+           "train_s", "sample_s"]
+
+
+def process_for(method: str, steps: int) -> ProcessConfig:
+    if method == "euclidean":
+        return EuclideanConfig(steps=steps)
+    return KuramotoConfig(coupling=method.removeprefix("kuramoto-"), steps=steps)
+
+
+def real_sets(data: str, budget: Budget, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent sets of held-out random crops: the reference and the floor's second set."""
+    source = open_image_source(data, budget.image_size, channels=1, split="val", seed=seed)
+    first = source.sample_batch(budget.samples, torch.Generator().manual_seed(50_000 + seed))
+    second = source.sample_batch(budget.samples, torch.Generator().manual_seed(60_000 + seed))
+    return first, second
+
+
+def train(data: str, method: str, budget: Budget, seed: int, device: torch.device) -> tuple[DiffusionModel, float]:
+    source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
+    config = RunConfig(
+        model=image_model_config(process_for(method, budget.steps), 1, budget.image_size, budget.preset),
+        data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
+        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size, lr=budget.lr,
+                             warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
+                             checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
+                             seed=seed),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        trainer = Trainer(config, source, folder, device=device, quiet=True)
+        trainer.start()
+        model = trainer.train()
+        return model, time.perf_counter() - start
+
+
+def reverse_order_parameter(model: DiffusionModel, budget: Budget, seed: int) -> tuple[list[float], list[float]]:
+    """Mean R of the sampled phases along the reverse SDE at NFE = T (16 samples): (t/T, R)."""
+    result = model.sample(16, sampler="sde", generator=torch.Generator().manual_seed(seed), record_trajectory=True)
+    times = [step / budget.steps for step in result.steps]
+    return times, [float(r) for r in result.order_parameter]
+
+
+def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> "object":
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    chosen = [row for row in rows if row["data"] == data and row["method"] != "real"]
+    floor = {m: row[m] for row in rows if row["data"] == data and row["method"] == "real" for m in metrics if m in row}
+    for axis, metric in zip(axes[0], metrics):
+        for colour, method in enumerate(METHODS):
+            for sampler, style in (("sde", "-o"), ("ode", "--s")):
+                points = sorted((r["nfe"], r[metric]) for r in chosen
+                                if r["method"] == method and r["sampler"] == sampler and metric in r)
+                if points:
+                    axis.plot(*zip(*points), style, color=f"C{colour}", label=f"{method} {sampler}")
+        if metric in floor:
+            axis.axhline(floor[metric], color="grey", linewidth=1, label="real vs real")
+        axis.set_xscale("log")
+        axis.set_xlabel("NFE")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(f"{data}: metric against NFE (lower is better)", y=1.04)
+    picture = figure_to_image(figure)
+    plt.close(figure)
+    return picture
+
+
+def order_plot(curves: dict[str, tuple[list[float], list[float]]], real_r: float, data: str) -> "object":
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    for name, (times, values) in curves.items():
+        axis.plot(times, values, label=name)
+    axis.axhline(real_r, color="grey", linestyle=":", label="real data")
+    axis.set_xlabel("diffusion time t / T (generation runs right to left)")
+    axis.set_ylabel("order parameter R")
+    axis.set_ylim(0, 1.02)
+    axis.set_title(f"{data}: R along the reverse SDE")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    picture = figure_to_image(figure)
+    plt.close(figure)
+    return picture
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    parser.add_argument("--data", nargs="+", default=["fingerprints", "textures"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--inception-weights", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
+    args = parser.parse_args()
+    budget = BUDGETS[args.budget]
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    rows: list[dict] = []
+    order_curves: dict[str, dict] = {}
+
+    def save(complete: bool) -> None:
+        payload = {"command": f"python bench/quality.py --budget {args.budget}", "complete": complete,
+                   "settings": dataclasses.asdict(budget), "seed": args.seed, "data": args.data,
+                   "methods": args.methods, "rows": rows, "order_parameter": order_curves}
+        write_json(args.out, payload, quiet=not complete)
+
+    for data in args.data:
+        label = Path(data).name if data not in ("fingerprints", "textures") else data
+        fingerprints = data == "fingerprints"
+        real, second = real_sets(data, budget, args.seed)
+        options = {"seed": args.seed, "inception_weights": args.inception_weights, "fingerprints": fingerprints}
+        rows.append({"data": label, "method": "real", "sampler": "-", "nfe": 0,
+                     **evaluate_images(real, second, **options), "clipped_fraction": 0.0})
+        grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
+        curves = {}
+        for method in args.methods:
+            model, train_s = train(data, method, budget, args.seed, device)
+            for sampler, nfe in budget.sweeps:
+                start = time.perf_counter()
+                result = model.sample(budget.samples, sampler=sampler, nfe=nfe or budget.steps,
+                                      generator=torch.Generator().manual_seed(args.seed + 1),
+                                      batch_size=budget.sample_batch)
+                images, clipped = model.decode(result.states)
+                sample_s = time.perf_counter() - start
+                metrics = evaluate_images(real, images.cpu(), **options)
+                rows.append({"data": label, "method": method, "sampler": sampler, "nfe": result.function_evaluations,
+                             **metrics, "clipped_fraction": clipped / images.numel(), "train_s": train_s,
+                             "sample_s": sample_s})
+                if sampler == "sde" and nfe == 0:
+                    grids.append((f"{method} SDE {result.function_evaluations}", image_grid(images[:32], columns=16, upscale=2)))
+                print(f"{label} {method} {sampler} NFE {result.function_evaluations}: swd {metrics['swd_mean']:.2f} "
+                      f"orientation {metrics['orientation_w1']:.3f} ({sample_s:.0f} s)", flush=True)
+            if model.config.periodic:
+                curves[method] = reverse_order_parameter(model, budget, args.seed + 2)
+            save(False)
+        real_r = float(order_parameter(open_image_source(data, budget.image_size, channels=1, split="val")
+                                       .sample_batch(16, torch.Generator().manual_seed(0)) * (0.9 * torch.pi))[0].mean())
+        order_curves[label] = {"real_R": real_r, "curves": curves}
+        args.figures.mkdir(parents=True, exist_ok=True)
+        save_image_atomic(labelled_rows(grids), args.figures / f"{label}_samples.png")
+        metric_names = ["swd_mean", "orientation_w1", "log_spectral_distance", "pixel_w1"]
+        save_image_atomic(metric_plot(rows, label, metric_names), args.figures / f"{label}_metrics.png")
+        if curves:
+            save_image_atomic(order_plot(curves, real_r, label), args.figures / f"{label}_order_parameter.png")
+    save(True)
+    print_table(rows, [c for c in COLUMNS if any(c in row for row in rows)])
+
+
+if __name__ == "__main__":
+    main()
