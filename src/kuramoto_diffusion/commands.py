@@ -129,6 +129,8 @@ def sample_command(args: argparse.Namespace) -> None:
     record = args.save_trajectory is not None
     if args.from_data is not None:
         start = args.start_step if args.start_step is not None else model.process.steps // 2
+        if not 1 <= start <= model.process.steps:
+            raise UserError(f"--start-step must be in 1…{model.process.steps} (the model's T), got {start}")
         source = open_image_source(
             args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed,
             on_bad_image=args.on_bad_image,

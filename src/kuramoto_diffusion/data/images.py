@@ -1,6 +1,6 @@
 """Image folders, and the in-memory crop sampler that every image source shares.
 
-An image folder is searched recursively for .png, .jpg, .jpeg, .bmp, .tif and .tiff
+An image folder is searched recursively for .png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff and .webp
 files (any letter case; hidden files and folders, whose names start with ".", are
 skipped, which also skips macOS "._name.png" resource forks). Every image of the
 chosen split is decoded once, resized so that its shorter side is
@@ -30,7 +30,7 @@ from PIL import Image
 
 from ..errors import UserError
 
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MIN_IMAGE_SIZE = 8
 SPLITS = ("train", "val", "all")
 BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use

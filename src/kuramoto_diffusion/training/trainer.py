@@ -152,15 +152,24 @@ class Trainer:
         self.ema_network.load_state_dict(model.network.state_dict())
 
     def start(self) -> None:
-        """Prepare a fresh run: check the directory, fit the prior, write config.json."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if latest_checkpoint(self.run_dir) is not None:
-            raise UserError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
-        _check_writable(self.run_dir)
-        if self.train_config.fit_prior:
-            self.fit_prior()
-        write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
-        self._make_pool()
+        """Prepare a fresh run: check the directory, fit the prior, write config.json.
+
+        If this fails, a run directory that it created is removed again: no partial output.
+        """
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if latest_checkpoint(self.run_dir) is not None:
+                raise UserError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
+            _check_writable(self.run_dir)
+            if self.train_config.fit_prior:
+                self.fit_prior()
+            write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
+            self._make_pool()
+        except BaseException:
+            if created:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
 
     def _make_pool(self) -> None:
         if self.process.closed_form_marginal or self.train_config.forward_states != "pool":

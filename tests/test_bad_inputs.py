@@ -1,0 +1,353 @@
+"""The bad-input matrix: every command against every kind of bad input, through the real CLI.
+
+Each case runs ``python -m kuramoto_diffusion ...`` in a subprocess and checks the outcome:
+an error exits 2 with exactly one line on stderr that contains the expected words, shows no
+Python traceback and leaves no output file behind; an accepted input exits 0 and writes its
+output (a skipped file adds one warning line). ``docs/robustness.md`` is generated from CASES
+(``python tests/test_bad_inputs.py``), and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "robustness.md"
+
+
+# ----- the inputs ------------------------------------------------------------------------------
+def _texture(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    angle = rng.uniform(0, np.pi)
+    wave = np.sin((x * np.cos(angle) + y * np.sin(angle)) * 0.6 + rng.uniform(0, 6))
+    return np.clip(127.5 + 100 * wave + rng.normal(0, 10, (size, size)), 0, 255).astype(np.uint8)
+
+
+def _good_images(folder: Path, count: int = 3, size: int = 24) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        Image.fromarray(_texture(size, index)).save(folder / f"good{index}.png")
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A valid PNG header that declares width × height, with a tiny body: a decompression bomb probe."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+class _Payload:
+    """Unpickling this creates the file it names: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def _make_folders(root: Path) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        paths[name] = root / name
+        paths[name].mkdir(parents=True, exist_ok=True)
+        return paths[name]
+
+    _good_images(folder("good"))
+    folder("empty")
+    (folder("no_images") / "notes.txt").write_text("not an image\n")
+    _good_images(folder("zero_byte"))
+    (paths["zero_byte"] / "empty.png").write_bytes(b"")
+    _good_images(folder("truncated"))
+    data = (paths["truncated"] / "good0.png").read_bytes()
+    (paths["truncated"] / "cut.png").write_bytes(data[: len(data) // 2])
+    _good_images(folder("not_image"))
+    (paths["not_image"] / "fake.jpg").write_text("<html>404 Not Found</html>\n")
+    Image.fromarray((_texture(24, 5).astype(np.uint16) * 257)).save(folder("sixteen_bit") / "deep.png")
+    assert Image.open(paths["sixteen_bit"] / "deep.png").mode.startswith("I")
+    Image.fromarray(np.stack([_texture(24, i) for i in range(3)], -1)).convert("CMYK").save(folder("cmyk") / "print.jpg")
+    Image.fromarray(_texture(24, 6)).convert("P").save(folder("palette") / "indexed.png")
+    frames = [Image.fromarray(_texture(24, i)) for i in range(3)]
+    frames[0].save(folder("animated") / "clip.gif", save_all=True, append_images=frames[1:], loop=0)
+    _png_claiming_size(folder("huge") / "bomb.png", 60_000, 60_000)
+    Image.fromarray(_texture(4, 7)).save(folder("tiny") / "icon.png")
+    mixed = folder("mixed")
+    Image.fromarray(_texture(24, 8)).save(mixed / "grey.png")
+    Image.fromarray(np.stack([_texture(24, i) for i in range(3)], -1)).save(mixed / "rgb.png")
+    Image.fromarray(np.stack([_texture(24, i) for i in range(4)], -1)).save(mixed / "rgba.png")
+    Image.fromarray(_texture(24, 9)).convert("LA").save(mixed / "grey_alpha.png")
+    Image.fromarray(_texture(24, 10)).convert("P").save(mixed / "palette.png")
+    partly = folder("partly_bad")
+    _good_images(partly)
+    (partly / "cut.png").write_bytes(data[: len(data) // 3])
+    (partly / "zero.png").write_bytes(b"")
+    all_bad = folder("all_bad")
+    (all_bad / "cut.png").write_bytes(data[: len(data) // 3])
+    (all_bad / "fake.bmp").write_text("nothing\n")
+    (root / "a_file.txt").write_text("a file where a folder should be\n")
+    paths["a_file"] = root / "a_file.txt"
+    return paths
+
+
+def _make_checkpoints(root: Path) -> dict[str, Path]:
+    import torch
+
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.processes import KuramotoConfig
+    from kuramoto_diffusion.settings import image_model_config
+
+    torch.manual_seed(0)
+    good = root / "model"
+    config = image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny")
+    DiffusionModel(config).save_pretrained(good)
+    paths = {"model": good}
+
+    def variant(name: str) -> Path:
+        folder = root / name
+        folder.mkdir()
+        for item in good.iterdir():
+            (folder / item.name).write_bytes(item.read_bytes())
+        paths[name] = folder
+        return folder
+
+    (variant("ckpt_no_weights") / "model.safetensors").rename(paths["ckpt_no_weights"] / "model.safetensors.bak")
+    (variant("ckpt_no_config") / "config.json").unlink()
+    weights = (good / "model.safetensors").read_bytes()
+    (variant("ckpt_cut") / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    other = root / "other_model"
+    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", base_channels=32)).save_pretrained(other)
+    (variant("ckpt_other_config") / "config.json").write_bytes((other / "config.json").read_bytes())
+    saved = json.loads((good / "config.json").read_text())
+    unknown = json.loads(json.dumps(saved))
+    unknown["model"]["process"]["stepz"] = 6
+    (variant("ckpt_unknown_key") / "config.json").write_text(json.dumps(unknown))
+    ill_typed = json.loads(json.dumps(saved))
+    ill_typed["model"]["process"]["steps"] = "six"
+    (variant("ckpt_ill_typed") / "config.json").write_text(json.dumps(ill_typed))
+    (variant("ckpt_bad_json") / "config.json").write_text('{"model": {"process": ')
+    marker = root / "PICKLE_WAS_EXECUTED"
+    (variant("ckpt_pickle_weights") / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    (variant("ckpt_pickle_beside") / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    paths["pickle_marker"] = marker
+    return paths
+
+
+# ----- the matrix ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    command: str
+    bad_input: str  # what is wrong, in words (the documentation's row)
+    argv: Callable[[dict[str, Path]], list[str]]  # arguments after the command
+    outcome: str  # "error", "accepted" or "skipped with a warning"
+    expect: str  # words the one stderr line must contain (errors, warnings)
+
+
+def _forward(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["--data", str(p[data]), "--image-size", "8", "--num", "1", "--frames", "2", "--steps", "3",
+                      "--out", str(p["out"] / "forward.png"), *extra]
+
+
+def _train(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["--data", str(p[data]), "--image-size", "16", "--preset", "tiny", "--train-steps", "1",
+                      "--out", str(p["out"] / "run"), "--quiet", *extra]
+
+
+def _sample(checkpoint: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["--checkpoint", str(p[checkpoint]), "--num", "2", "--out", str(p["out"] / "samples.png"), *extra]
+
+
+CASES = [
+    # data folders
+    Case("missing-path", "train", "data path that does not exist", _train("missing"), "error", "no such file or folder"),
+    Case("file-not-folder", "train", "data path is a plain file", _train("a_file"), "error", "not a folder of images"),
+    Case("empty-folder", "train", "empty folder", _train("empty"), "error", "folder is empty"),
+    Case("no-images", "forward", "folder without image files", _forward("no_images"), "error", "no images found"),
+    Case("zero-byte", "train", "zero-byte .png among good images", _train("zero_byte"), "error", "empty file (0 bytes)"),
+    Case("truncated", "forward", "truncated .png", _forward("truncated"), "error", "cannot decode image"),
+    Case("not-an-image", "forward", "text file named .jpg", _forward("not_image"), "error", "cannot decode image"),
+    Case("decompression-bomb", "forward", "PNG declaring 60000×60000 pixels", _forward("huge"), "error", "cannot decode image"),
+    Case("too-small", "forward", "4×4 image, --image-size 8", _forward("tiny"), "error", "smaller than image_size"),
+    Case("sixteen-bit", "forward", "16-bit greyscale PNG", _forward("sixteen_bit"), "accepted", ""),
+    Case("cmyk", "forward", "CMYK JPEG", _forward("cmyk"), "accepted", ""),
+    Case("palette", "forward", "palette (P mode) PNG", _forward("palette"), "accepted", ""),
+    Case("animated-gif", "forward", "animated GIF (first frame used)", _forward("animated"), "accepted", ""),
+    Case("mixed-modes", "forward", "grey, RGB, RGBA, grey+alpha and palette images in one folder", _forward("mixed"), "accepted", ""),
+    Case("skip-bad", "forward", "2 broken files among 3 good, --on-bad-image skip", _forward("partly_bad", "--on-bad-image", "skip"),
+         "skipped with a warning", "skipped 2 of 5"),
+    Case("skip-all-bad", "forward", "only broken files, --on-bad-image skip", _forward("all_bad", "--on-bad-image", "skip"),
+         "error", "is usable"),
+    Case("bad-fake-folder", "evaluate", "--fake folder that is empty",
+         lambda p: ["--real", "textures", "--fake", str(p["empty"]), "--json", str(p["out"] / "metrics.json")], "error", "folder is empty"),
+    Case("from-data-missing", "sample", "--from-data folder that does not exist",
+         _sample("model", "--from-data", "/nonexistent/prints"), "error", "no such file or folder"),
+    # checkpoints
+    Case("checkpoint-missing", "sample", "checkpoint path that does not exist", _sample("missing"), "error", "no such checkpoint"),
+    Case("checkpoint-no-weights", "sample", "model.safetensors renamed away", _sample("ckpt_no_weights"), "error", "no model.safetensors"),
+    Case("checkpoint-no-config", "sample", "config.json deleted", _sample("ckpt_no_config"), "error", "config.json"),
+    Case("checkpoint-cut", "sample", "safetensors file cut in half", _sample("ckpt_cut"), "error", "not a readable safetensors file"),
+    Case("checkpoint-other-config", "sample", "config.json of another model beside the weights", _sample("ckpt_other_config"),
+         "error", "weights do not match"),
+    Case("checkpoint-unknown-key", "info", "config.json with an unknown key", lambda p: [str(p["ckpt_unknown_key"])], "error",
+         "unknown key(s) stepz"),
+    Case("checkpoint-ill-typed", "sample", "config.json with a string where a number belongs", _sample("ckpt_ill_typed"),
+         "error", "steps"),
+    Case("checkpoint-bad-json", "sample", "config.json that is not valid JSON", _sample("ckpt_bad_json"), "error", "config.json"),
+    Case("checkpoint-pickle", "sample", "a pickle payload saved as model.safetensors (never executed)", _sample("ckpt_pickle_weights"),
+         "error", "not a readable safetensors file"),
+    Case("pickle-beside", "sample", "a pickle file beside good weights (ignored, never executed)", _sample("ckpt_pickle_beside"),
+         "accepted", ""),
+    Case("resume-nothing", "train", "--resume on a folder without checkpoints",
+         lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
+    # options
+    Case("num-zero", "sample", "--num 0", _sample("model", "--num", "0"), "error", "must be ≥ 1"),
+    Case("num-text", "sample", "--num abc", _sample("model", "--num", "abc"), "error", "expected a whole number"),
+    Case("nfe-negative", "sample", "--nfe -3", _sample("model", "--nfe", "-3"), "error", "must be ≥ 1"),
+    Case("sampler-unknown", "sample", "--sampler ddpm", _sample("model", "--sampler", "ddpm"), "error", "invalid choice"),
+    Case("start-step-alone", "sample", "--start-step without --from-data", _sample("model", "--start-step", "3"),
+         "error", "--start-step needs --from-data"),
+    Case("start-step-too-large", "sample", "--start-step beyond T", _sample("model", "--from-data", "textures", "--start-step", "99"),
+         "error", "--start-step must be in 1…6"),
+    Case("image-size-small", "train", "--image-size 4", _train("good", "--image-size", "4"), "error", "must be ≥ 8 pixels"),
+    Case("lr-nan", "train", "--lr nan", _train("good", "--lr", "nan"), "error", "finite number > 0"),
+    Case("ema-out-of-range", "train", "--ema-decay 1.5", _train("good", "--ema-decay", "1.5"), "error", "must be in [0, 1)"),
+    Case("neighbourhood-too-large", "train", "--neighbourhood 40 on 16-px images", _train("good", "--neighbourhood", "40"),
+         "error", "neighbourhood 40 is larger"),
+    Case("out-under-a-file", "train", "--out inside a plain file", lambda p: _train("good")(p)[:-3] + ["--out", str(p["a_file"] / "run")],
+         "error", "a_file.txt"),
+    Case("inception-missing", "evaluate", "--inception-weights file that does not exist",
+         lambda p: ["--real", "textures", "--fake", str(p["good"]), "--image-size", "16", "--num", "4",
+                    "--inception-weights", str(p["out"] / "nope.pt"), "--json", str(p["out"] / "metrics.json")],
+         "error", "inception"),
+]
+
+# Where each command writes: no such file may exist after an error.
+OUTPUTS = {"forward": "forward.png", "train": "run", "sample": "samples.png", "evaluate": "metrics.json", "info": "-"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad_inputs")
+    paths = {**_make_folders(root / "data"), **_make_checkpoints(root / "checkpoints")}
+    paths["missing"] = root / "does-not-exist"
+    return paths
+
+
+def _run_cli(arguments: list[str]) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "kuramoto_diffusion", *arguments], capture_output=True, text=True, timeout=240,
+        env=environment, cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path) -> None:
+    paths = {**inputs, "out": tmp_path / "out"}
+    paths["out"].mkdir()
+    result = _run_cli([case.command, *case.argv(paths)])
+    stderr_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    output = paths["out"] / OUTPUTS[case.command]
+    if case.outcome == "error":
+        assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+        assert len(stderr_lines) == 1, result.stderr
+        assert case.expect in stderr_lines[0], stderr_lines[0]
+        assert not output.exists(), f"{output} was left behind"
+        assert not any(paths["out"].iterdir()), list(paths["out"].iterdir())
+    else:
+        assert result.returncode == 0, result.stderr
+        if case.command != "info":
+            assert output.exists()
+        if case.outcome == "accepted":
+            assert stderr_lines == [], result.stderr
+        else:
+            assert len(stderr_lines) == 1 and "warning" in stderr_lines[0] and case.expect in stderr_lines[0], result.stderr
+    assert not inputs["pickle_marker"].exists(), "a pickle payload was executed"
+
+
+def test_debug_shows_the_traceback(inputs: dict[str, Path], tmp_path: Path) -> None:
+    result = _run_cli(["sample", "--checkpoint", str(inputs["ckpt_cut"]), "--out", str(tmp_path / "x.png"), "--debug"])
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_no_unpickling_anywhere_in_the_package() -> None:
+    """No import of a pickle-based module, no torch.load and no allow_pickle other than False anywhere in src/."""
+    import ast
+
+    banned_modules = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+    found = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [f"{path}: import {a.name}" for a in node.names if a.name.split(".")[0] in banned_modules]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in banned_modules:
+                found.append(f"{path}: from {node.module} import")
+            elif isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Name) and node.value.id == "torch":
+                found.append(f"{path}:{node.lineno}: torch.load")
+            elif isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
+                isinstance(node.value, ast.Constant) and node.value.value is False
+            ):
+                found.append(f"{path}:{node.lineno}: allow_pickle")
+    assert found == []
+
+
+# ----- the generated documentation ---------------------------------------------------------------
+def robustness_markdown() -> str:
+    lines = [
+        "# Robustness: what each command does with bad input",
+        "",
+        "Generated from `tests/test_bad_inputs.py` (`python tests/test_bad_inputs.py`); the test suite",
+        "fails when this file and the tests disagree. Every row is run through the real command line",
+        "in a subprocess. An **error** exits with status 2 and exactly one line on stderr (no Python",
+        "traceback unless `--debug`) and leaves no output behind; **accepted** exits 0 and writes its",
+        "output; **skipped with a warning** exits 0 and prints one warning line with the count.",
+        "",
+        "| command | input | outcome | the message contains |",
+        "|---|---|---|---|",
+    ]
+    for case in CASES:
+        expect = f"`{case.expect}`" if case.expect else ""
+        lines.append(f"| {case.command} | {case.bad_input} | {case.outcome} | {expect} |")
+    lines += [
+        "",
+        "Decisions:",
+        "",
+        "- A file in an image folder that cannot be used (empty, truncated, not an image, a",
+        "  decompression bomb, smaller than `--image-size`) stops the command by default",
+        "  (`--on-bad-image error`); `--on-bad-image skip` leaves such files out with one warning",
+        "  that gives the count and the first file, and stops only if nothing usable is left.",
+        "- 16-bit images are scaled to 8 bits, alpha is dropped, palette and CMYK images are",
+        "  converted, and animated images contribute their first frame.",
+        "- Only safetensors and JSON are ever read from a checkpoint; other files there are ignored.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def test_robustness_doc_is_current() -> None:
+    assert DOC.read_text() == robustness_markdown(), "run: python tests/test_bad_inputs.py"
+
+
+if __name__ == "__main__":
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(robustness_markdown())
+    print(f"wrote {DOC}")
