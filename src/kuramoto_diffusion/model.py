@@ -8,6 +8,7 @@ used for sampling when present). Nothing is unpickled.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from .nets import MLP, UNet
 from .nets.score import ScoreNetwork
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .settings import ModelConfig, RunConfig
-from .sampling import SampleResult, reverse_sweep
+from .sampling import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
 from .viz import to_uint8
 
 CONFIG_NAME = "config.json"
@@ -62,7 +63,13 @@ class DiffusionModel:
 
     # ----- data <-> states ---------------------------------------------------------------
     def encode(self, data: Tensor) -> Tensor:
-        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are."""
+        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are.
+
+        Half-precision data are promoted to float32 first: phases near the seam and small kernel
+        scales need more than float16's 11 bits.
+        """
+        if data.dtype in (torch.float16, torch.bfloat16):
+            data = data.float()
         if self.config.data_kind == "image":
             return self.process.encode(data)
         return self.process.project(data)
@@ -99,29 +106,86 @@ class DiffusionModel:
         Starts from the prior at t = T, or from ``x_start`` (states at ``start_step``, e.g. real
         data pushed forward for editing). Decode with ``self.decode``.
         """
+        def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
+            return reverse_sweep(
+                self.process, self.score, x, sampler=sampler, nfe=nfe, start_step=start_step,
+                generator=device_generator, record_trajectory=record_trajectory,
+            )
+
+        return self._sweep_in_batches(num, batch_size, x_start, generator, sweep)
+
+    @torch.no_grad()
+    def inpaint(
+        self,
+        images: Tensor,
+        mask: Tensor,
+        *,
+        sampler: str = "sde",
+        nfe: int | None = None,
+        resample: int = 1,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        record_trajectory: bool = False,
+    ) -> SampleResult:
+        """Fill the region where ``mask`` is 0 so that it fits the known data where ``mask`` is 1.
+
+        ``images``: (N, C, H, W) data in [-1, 1] (angle models: (N, D) angles in radians).
+        ``mask``: 0/1 values, 1 = known, 0 = to fill, with the images' number of axes, each of size 1
+        or the images' (e.g. (1, 1, H, W): one mask for all); a soft mask is an error — threshold it
+        first, e.g. ``(mask > 0.5).float()``. Values of ``images`` under mask 0 are ignored (set to 0, mid grey /
+        the reference phase, before the known data is pushed forward). Samples from the prior at
+        t = T with ``inpaint_sweep``; ``resample`` r > 1 is RePaint's resampling and costs r times
+        the NFE. The known region of the decoded result equals ``images`` (up to float rounding).
+        """
+        if not isinstance(images, Tensor) or not images.is_floating_point():
+            raise UserError(f"images must be a floating-point tensor, got {type(images).__name__}")
+        expected = self.config.state_shape(images.shape[0] if images.dim() else 1)
+        if images.shape != expected:
+            raise UserError(
+                f"images of size {format_size(images.shape)} do not fit this model's data of size N×{format_size(expected[1:])}"
+            )
+        check_inpainting_mask(mask, images.shape, what="images")
+        mask = mask.to(device=images.device, dtype=images.dtype).expand(images.shape)
+        known_data = torch.where(mask != 0, images, 0.0)
+        if not bool(torch.isfinite(known_data).all()) or (self.config.data_kind == "image" and known_data.abs().max() > 1):
+            raise UserError("known images must be finite data values in [-1, 1]; scale pixels as value / 127.5 − 1")
+        known = self.encode(known_data.to(torch.float32))
+
+        def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
+            return inpaint_sweep(
+                self.process, self.score, x, known[rows].to(x.device), mask[rows], sampler=sampler, nfe=nfe,
+                resample=resample, generator=device_generator, record_trajectory=record_trajectory,
+            )
+
+        return self._sweep_in_batches(images.shape[0], batch_size, None, generator, sweep)
+
+    def _sweep_in_batches(
+        self,
+        num: int,
+        batch_size: int,
+        x_start: Tensor | None,
+        generator: torch.Generator | None,
+        sweep: Callable[[Tensor, slice, torch.Generator | None], SampleResult],
+    ) -> SampleResult:
+        """Run ``sweep(states, rows, device generator)`` over batches of ``num`` starting states and join the results.
+
+        The starting states are ``x_start`` rows, or prior samples drawn with ``generator`` on the CPU.
+        """
         if num < 1:
             raise UserError(f"--num must be ≥ 1, got {num}")
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be ≥ 1, got {batch_size}")
         self.network.eval()
         device = self.device
         results = []
         for first in range(0, num, batch_size):
-            count = min(batch_size, num - first)
+            rows = slice(first, min(first + batch_size, num))
             if x_start is None:
+                count = rows.stop - rows.start
                 x = self.process.prior_sample(self.config.state_shape(count), generator=generator, device="cpu").to(device)
             else:
-                x = x_start[first : first + count].to(device)
-            results.append(
-                reverse_sweep(
-                    self.process,
-                    self.score,
-                    x,
-                    sampler=sampler,
-                    nfe=nfe,
-                    start_step=start_step,
-                    generator=_device_generator(generator, device),
-                    record_trajectory=record_trajectory,
-                )
-            )
+                x = x_start[rows].to(device)
+            results.append(sweep(x, rows, _device_generator(generator, device)))
         return _concatenate(results)
 
     def sample_images(self, num: int, **options: object) -> list[Image.Image]:

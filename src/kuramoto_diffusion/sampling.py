@@ -13,10 +13,17 @@ and the score s(x, t) = F(x, t)/c(t) of the network, on the torus:
 The process owns the step formulas (``reverse_sde_mean``, ``reverse_ode_step``): the
 Euclidean baseline uses DDPM's ancestral step and DDIM / EDM-Heun, its standard
 integrators, so that comparisons are against a well-sampled baseline.
+
+Inpainting (``inpaint_sweep``, RePaint-style): the same sweep, but after each interval that
+lands on step t the known region is overwritten by the known data pushed forward to t along a
+forward chain drawn before the sweep (there is no closed-form marginal on the torus), and at
+t = 0 by the known data itself; optional resampling redoes each interval after going back up
+with the forward kernel, so the filled region can adjust to what was pasted.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +69,14 @@ def intervals_for_nfe(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler == "ode-heun" else nfe
 
 
+def sweep_grid(process: ForwardProcess, sampler: str, nfe: int | None = None, start_step: int | None = None) -> list[int]:
+    """The decreasing grid start_step (default T) … 0 of a sweep with ``nfe`` network evaluations (default: one per step)."""
+    start = process.steps if start_step is None else start_step
+    if not 1 <= start <= process.steps:
+        raise UserError(f"start step must be in 1…{process.steps}, got {start}")
+    return step_grid(start, intervals_for_nfe(sampler, nfe if nfe is not None else start))
+
+
 @torch.no_grad()
 def reverse_sweep(
     process: ForwardProcess,
@@ -75,30 +90,193 @@ def reverse_sweep(
     record_trajectory: bool = False,
 ) -> SampleResult:
     """Run the reverse process from states ``x_start`` at ``start_step`` (default T) down to t = 0."""
-    start = process.steps if start_step is None else start_step
-    if not 1 <= start <= process.steps:
-        raise UserError(f"start step must be in 1…{process.steps}, got {start}")
-    grid = step_grid(start, intervals_for_nfe(sampler, nfe if nfe is not None else start))
-    x = x_start
+    grid = sweep_grid(process, sampler, nfe, start_step)
+    return _sweep(process, score_fn, x_start, grid, sampler=sampler, generator=generator, record_trajectory=record_trajectory)
+
+
+@torch.no_grad()
+def inpaint_sweep(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x_start: Tensor,
+    known: Tensor,
+    mask: Tensor,
+    *,
+    sampler: str = "sde",
+    nfe: int | None = None,
+    start_step: int | None = None,
+    resample: int = 1,
+    generator: torch.Generator | None = None,
+    record_trajectory: bool = False,
+) -> SampleResult:
+    """``reverse_sweep`` that keeps the region where ``mask`` is 1 consistent with the states ``known`` (at t = 0).
+
+    ``known`` has the shape of ``x_start``; ``mask`` (1 = known, 0 = to fill) broadcasts against it.
+    Before the sweep, ``known`` is pushed forward along one chain through the grid points
+    (``forward_transition``: exact kernels, single steps on the torus). At the start and after every
+    interval that lands on step t, the known region of the state is replaced by that chain at t; at
+    t = 0 by ``known`` itself. With a coupled process (Kuramoto) the chain of the known pixels also
+    feels the values of ``known`` under mask 0 through the coupling. ``resample`` = r ≥ 1 runs each
+    interval r times, going back up with ``forward_transition`` between runs (RePaint's resampling);
+    ``function_evaluations`` counts every run. The chain draws its noise from
+    ``independent_generator(generator)``, so an all-zero mask reproduces ``reverse_sweep`` exactly.
+    The chain is held in memory: one state per grid point.
+    """
+    if known.shape != x_start.shape:
+        raise UserError(
+            f"known states of size {format_size(known.shape)} differ from the sampled states' {format_size(x_start.shape)}"
+        )
+    check_inpainting_mask(mask, x_start.shape)
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
+        raise UserError(f"resample must be an integer ≥ 1 (1 = no resampling), got {resample!r}")
+    grid = sweep_grid(process, sampler, nfe, start_step)
+    known = known.to(dtype=x_start.dtype, device=x_start.device)
+    keep = mask.to(device=x_start.device) != 0
+    region = KnownRegion(known_forward_chain(process, known, grid, independent_generator(generator)), keep)
+    return _sweep(
+        process, score_fn, x_start, grid, sampler=sampler, generator=generator,
+        record_trajectory=record_trajectory, known=region, resample=resample,
+    )
+
+
+@dataclass(frozen=True)
+class KnownRegion:
+    """The known data's forward chain on the sweep grid, and where it replaces the sampled state."""
+
+    chain: dict[int, Tensor]  # step t -> the known states at t (t = 0: the known states themselves)
+    keep: Tensor  # bool, True where the state is known; broadcasts against the states
+
+    def paste(self, x: Tensor, step: int) -> Tensor:
+        """x with the known region replaced by the chain at ``step``."""
+        return torch.where(self.keep, self.chain[step], x)
+
+
+def _sweep(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x_start: Tensor,
+    grid: list[int],
+    *,
+    sampler: str,
+    generator: torch.Generator | None,
+    record_trajectory: bool,
+    known: KnownRegion | None = None,
+    resample: int = 1,
+) -> SampleResult:
+    """The loop shared by ``reverse_sweep`` and ``inpaint_sweep`` over the decreasing ``grid``."""
+    x = x_start if known is None else known.paste(x_start, grid[0])
     trajectory = [x.cpu()] if record_trajectory else None
     # R(t) costs a device synchronisation per step, so it is only tracked with the trajectory.
     order = [_mean_order(process, x)] if record_trajectory else []
     evaluations = 0
     for upper, lower in zip(grid[:-1], grid[1:]):
-        stride = upper - lower
-        if sampler == "sde":
-            x = process.reverse_sde_mean(x, score_fn(x, upper), lower, stride)
-            evaluations += 1
-            if lower > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-                x = process.project(x + process.transition_scale(lower, stride, like=x) * noise)
-        else:
-            x, used = process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler == "ode-heun")
+        for repeat in range(resample):
+            if repeat > 0:  # back up to `upper` with the forward kernel and redo the interval
+                x = forward_transition(process, x, lower, upper, generator)
+            x, used = reverse_interval(process, score_fn, x, upper, lower, sampler, generator)
             evaluations += used
+            if known is not None:
+                x = known.paste(x, lower)
         if trajectory is not None:
             trajectory.append(x.cpu())
             order.append(_mean_order(process, x))
     return SampleResult(x, grid, trajectory, order, evaluations)
+
+
+def reverse_interval(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: str,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, int]:
+    """One interval of ``sampler`` from states x at step ``upper`` down to ``lower``; returns (x, network evaluations)."""
+    if sampler == "sde":
+        return reverse_sde_step(process, x, score_fn(x, upper), upper, lower, generator), 1
+    return process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler == "ode-heun")
+
+
+def forward_transition(
+    process: ForwardProcess, x: Tensor, lower: int, upper: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Draw states at step ``upper`` given states x at step ``lower`` < ``upper`` from the forward process.
+
+    One exact strided kernel when the process has one (VP); otherwise ``upper − lower`` single steps,
+    since a merged Kuramoto stride is only an Euler approximation of the chain the network learnt.
+    """
+    if process.closed_form_marginal:
+        return process.step(x, lower, upper - lower, generator)
+    return process.simulate(x, upper, generator=generator, t_start=lower)
+
+
+def known_forward_chain(
+    process: ForwardProcess, known: Tensor, grid: list[int], generator: torch.Generator | None = None
+) -> dict[int, Tensor]:
+    """``known`` (states at t = 0) pushed forward along one chain: {t: states at t} for every t of ``grid`` and 0."""
+    chain = {0: known}
+    x = known
+    ascending = sorted(set(grid) | {0})
+    for lower, upper in zip(ascending[:-1], ascending[1:]):
+        x = forward_transition(process, x, lower, upper, generator)
+        chain[upper] = x
+    return chain
+
+
+def independent_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """A generator on the same device seeded from ``generator``'s current state, which it leaves unchanged.
+
+    Its stream differs from ``generator``'s, and the same state always gives the same seed. None stays None.
+    """
+    if generator is None:
+        return None
+    state = generator.get_state().cpu().numpy().tobytes()
+    seed = int.from_bytes(hashlib.sha256(b"known-chain" + state).digest()[:8], "little") >> 1
+    return torch.Generator(device=generator.device).manual_seed(seed)
+
+
+def check_inpainting_mask(mask: Tensor, shape: tuple[int, ...] | torch.Size, what: str = "states") -> None:
+    """Raise a UserError unless ``mask`` holds only 0 and 1 and each of its axes is 1 or the size of ``shape``'s."""
+    if not isinstance(mask, Tensor):
+        raise UserError(f"the mask must be a tensor of 0 (fill) and 1 (known), got {type(mask).__name__}")
+    fits = mask.dim() == len(shape) and all(m in (1, s) for m, s in zip(mask.shape, shape))
+    if not fits:
+        raise UserError(
+            f"mask of size {format_size(mask.shape)} and {what} of size {format_size(shape)} differ; "
+            "each mask axis must be 1 or the matching size"
+        )
+    binary = (mask == 0) | (mask == 1)
+    if not bool(binary.all()):
+        value = float(mask[~binary].flatten()[0])
+        raise UserError(
+            f"mask values must be 0 (fill) or 1 (known), found {value:g}; threshold a soft mask first, e.g. (mask > 0.5).float()"
+        )
+
+
+def format_size(shape: tuple[int, ...] | torch.Size) -> str:
+    """A shape as "N×C×H×W"."""
+    return "×".join(str(n) for n in shape)
+
+
+def reverse_sde_step(
+    process: ForwardProcess,
+    x: Tensor,
+    score: Tensor,
+    upper: int,
+    lower: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One reverse-SDE interval from states ``x`` at step ``upper`` to step ``lower``, given the score at (x, upper).
+
+    The process's mean step plus √v·z noise (drawn with ``generator`` on x's device), no noise when lower = 0.
+    """
+    stride = upper - lower
+    x = process.reverse_sde_mean(x, score, lower, stride)
+    if lower == 0:
+        return x
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return process.project(x + process.transition_scale(lower, stride, like=x) * noise)
 
 
 def _mean_order(process: ForwardProcess, x: Tensor) -> float:

@@ -1,0 +1,273 @@
+"""A Hugging Face diffusers-style scheduler: the samplers of ``sampling`` one network call at a time.
+
+For loops written in the diffusers way, without our trainer or ``DiffusionModel.sample``::
+
+    scheduler = KuramotoScheduler(model.config.process, sampler="sde")
+    scheduler.set_timesteps(25)
+    x = scheduler.init_noise_sample(shape, generator=generator)
+    for t in scheduler.timesteps:
+        output = network(scheduler.scale_model_input(x, t), scheduler.network_time(t, x))
+        x = scheduler.step(output, t, x, generator=generator).prev_sample
+
+Conventions (the process's, SPEC §3 and §5):
+
+* ``sample`` and ``prev_sample`` are process states: phases in radians, [-π, π), for
+  Kuramoto; pixel values (data units, ≈ [-1, 1] at t = 0) for the Euclidean baseline.
+  Encode data with ``process.encode`` and decode results with ``process.decode``.
+* ``timestep`` is an integer step t ∈ 1 … T of the forward chain (not t/T).
+* ``model_output`` is what our ``ScoreNetwork`` returns at (x, t/T): the preconditioned
+  output F = c(t)·score (``process.output_scale``; for the Euclidean process c(t) = −√(1 − ᾱ_t),
+  so F is the ε-prediction). ``step`` divides by c(t), exactly as ``DiffusionModel.score`` does.
+* Each ``step`` is one interval of ``sampling.reverse_sweep`` (the same grid, the same formulas
+  from the process and the same noise draws), so a loop over ``timesteps`` reproduces
+  ``DiffusionModel.sample`` bit for bit for the same seed.
+
+The step formulas live in the process (``reverse_sde_mean``, ``transition_scale``, ``project``,
+``reverse_ode_step``) and in ``sampling.reverse_sde_step``; this module only sequences them.
+diffusers itself is not needed (and not used): these classes do not subclass its
+``SchedulerMixin``/``ConfigMixin``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
+from .errors import UserError
+from .processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
+from .processes.base import ScoreFn
+from .sampling import SAMPLERS, reverse_sde_step, sweep_grid
+
+SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """What ``scheduler_config.json`` stores besides ``_class_name``: the forward process and the sampler."""
+
+    process: ProcessConfig
+    sampler: str = "sde"  # sde | ode | ode-heun
+
+    def __post_init__(self) -> None:
+        choice_check("sampler", self.sampler, SAMPLERS)
+
+
+@dataclass
+class SchedulerOutput:
+    """The result of ``step``: the states at the next (lower) timestep."""
+
+    prev_sample: Tensor
+
+
+@dataclass
+class _HeunStart:
+    """An ode-heun interval between its two network evaluations: where it started and the first score."""
+
+    sample: Tensor
+    score: Tensor
+    upper: int
+    lower: int
+
+
+class DiffusionScheduler:
+    """Reverse-time sampler of any forward process of this library, one network evaluation per ``step``.
+
+    ``sampler``: "sde" (Euler–Maruyama / DDPM ancestral), "ode" (probability-flow Euler / DDIM)
+    or "ode-heun" (second order; two ``step`` calls per interval, as diffusers' Heun scheduler).
+    """
+
+    def __init__(self, process_config: ProcessConfig, sampler: str = "sde") -> None:
+        self.config = SchedulerConfig(process_config, sampler)
+        self.process: ForwardProcess = build_process(process_config)
+        self.timesteps: Tensor = torch.zeros(0, dtype=torch.long)
+        self.num_inference_steps: int | None = None
+        self._lower_of: dict[int, int] = {}  # grid step -> the next (lower) grid step
+        self._heun_start: _HeunStart | None = None
+
+    @property
+    def order(self) -> int:
+        """Network evaluations per interval of the solver (diffusers' ``order``): 2 for ode-heun, else 1."""
+        return 2 if self.config.sampler == "ode-heun" else 1
+
+    # ----- the grid ---------------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int, start_step: int | None = None) -> None:
+        """Set ``timesteps``: the network query steps of a sweep with ``num_inference_steps`` evaluations (NFE).
+
+        The grid is ``sampling.sweep_grid`` from ``start_step`` (default T) to 0, as in
+        ``DiffusionModel.sample(nfe=num_inference_steps, start_step=...)``; ``timesteps`` lists its
+        steps without the final 0. For ode-heun every interior step appears twice (the Euler
+        predictor's evaluation, then the next interval's), so len(timesteps) is the NFE of the sweep.
+        """
+        grid = sweep_grid(self.process, self.config.sampler, num_inference_steps, start_step)
+        uppers = grid[:-1]
+        if self.config.sampler == "ode-heun":
+            uppers = grid[:1] + [step for step in grid[1:-1] for _ in range(2)]
+        self.timesteps = torch.tensor(uppers, dtype=torch.long)
+        self.num_inference_steps = num_inference_steps
+        self._lower_of = dict(zip(grid[:-1], grid[1:]))
+        self._heun_start = None
+
+    # ----- model input ------------------------------------------------------------------
+    def scale_model_input(self, sample: Tensor, timestep: int | Tensor) -> Tensor:
+        """The network input for ``sample``: the states unchanged.
+
+        The periodic embedding [cos θ, sin θ] (and the projection of the output onto the circle's
+        tangent) happen inside ``ScoreNetwork``, which needs θ itself.
+        """
+        return sample
+
+    def network_time(self, timestep: int | Tensor, sample: Tensor) -> Tensor:
+        """The network's time input t/T (float32, on sample's device), one entry per example of ``sample``."""
+        step = _as_step(timestep)
+        return self.process.network_time(step).to(sample.device).expand(sample.shape[0])
+
+    # ----- the reverse step -------------------------------------------------------------
+    def step(
+        self,
+        model_output: Tensor,
+        timestep: int | Tensor,
+        sample: Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[Tensor]:
+        """Move ``sample`` from ``timestep`` to the next step of the grid, given the network output there.
+
+        ``model_output`` is F = c(t)·score at (sample, timestep) (see the module docstring).
+        "sde" draws its noise with ``generator`` (on sample's device); the ODE samplers use none.
+        For ode-heun the second call of an interval (timestep = that interval's lower end, output
+        evaluated at the previous ``prev_sample``) completes the Heun step from the interval's start.
+        Returns ``SchedulerOutput(prev_sample)``, or ``(prev_sample,)`` when ``return_dict`` is False.
+        """
+        step = _as_step(timestep)
+        if model_output.shape != sample.shape:
+            raise UserError(
+                f"model_output has shape {tuple(model_output.shape)}, sample {tuple(sample.shape)}; they must match"
+            )
+        score = model_output / self.process.output_scale(step, like=sample)
+        sampler = self.config.sampler
+        pending = self._heun_start
+        if pending is not None:
+            if step != pending.lower:
+                raise UserError(
+                    f"ode-heun expects timestep {pending.lower} (the second evaluation of the interval "
+                    f"{pending.upper}→{pending.lower}), got {step}; loop over scheduler.timesteps in order"
+                )
+            upper, lower = pending.upper, pending.lower
+            scores = _known_scores({upper: pending.score, lower: score})
+            prev_sample, _ = self.process.reverse_ode_step(pending.sample, scores, upper, lower, heun=True)
+            self._heun_start = None
+        else:
+            lower = self._lower_step(step)
+            if sampler == "sde":
+                prev_sample = reverse_sde_step(self.process, sample, score, step, lower, generator)
+            else:
+                # The Euler step; for ode-heun also the predictor, whose score the next call brings.
+                scores = _known_scores({step: score})
+                prev_sample, _ = self.process.reverse_ode_step(sample, scores, step, lower, heun=False)
+                if sampler == "ode-heun" and lower > 0:
+                    self._heun_start = _HeunStart(sample, score, step, lower)
+        return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
+
+    def _lower_step(self, step: int) -> int:
+        if not self._lower_of:
+            raise UserError("call set_timesteps(num_inference_steps) before step()")
+        if step not in self._lower_of:
+            raise UserError(f"timestep {step} is not on this scheduler's grid; use the values of scheduler.timesteps")
+        return self._lower_of[step]
+
+    # ----- the forward process and the prior --------------------------------------------
+    def add_noise(
+        self, original_samples: Tensor, timesteps: int | Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """States at step ``timesteps`` drawn from p(x_t | x_0 = original_samples), e.g. to start an edit there.
+
+        The Kuramoto process has no closed-form marginal, so this runs the chain step by step
+        (``process.simulate``, t draws of noise from ``generator``) for both processes, exactly as
+        ``DiffusionModel.forward_then_reverse`` does. Unlike diffusers there is no ``noise``
+        argument. ``timesteps`` is one step t ∈ 0 … T (an int, or a tensor whose entries are all t).
+        """
+        return self.process.simulate(original_samples, _as_step(timesteps), generator=generator)
+
+    def init_noise_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """States drawn from the prior at t = T (von Mises(ψ_ref, κ) per element for Kuramoto, N(0, I) for Euclidean).
+
+        Use this instead of diffusers' ``randn · init_noise_sigma``: the Kuramoto prior is not Gaussian.
+        """
+        return self.process.prior_sample(shape, generator=generator, dtype=dtype, device=device)
+
+    # ----- persistence ------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``scheduler_config.json`` (``_class_name``, the process config and the sampler) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        contents = {"_class_name": type(self).__name__, **config_to_dict(self.config)}
+        write_json_atomic(directory / SCHEDULER_CONFIG_NAME, contents)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "DiffusionScheduler":
+        """Load ``scheduler_config.json`` from ``directory`` strictly: a foreign ``_class_name``, unknown keys
+        or ill-typed values are a UserError naming the file."""
+        path = Path(directory) / SCHEDULER_CONFIG_NAME
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a JSON object")
+        class_name = data.pop("_class_name", None)
+        if class_name != cls.__name__:
+            raise UserError(
+                f"{path}: _class_name is {class_name!r}, not {cls.__name__!r}; load it with the class that wrote it"
+            )
+        try:
+            config = config_from_dict(SchedulerConfig, data, where=str(path))
+            return cls(config.process, config.sampler)
+        except UserError as error:
+            # Errors of the config classes' own checks do not name the file yet.
+            message = str(error)
+            raise UserError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+
+class KuramotoScheduler(DiffusionScheduler):
+    """``DiffusionScheduler`` for a Kuramoto process (global or local coupling) only."""
+
+    def __init__(self, process_config: KuramotoConfig, sampler: str = "sde") -> None:
+        if not isinstance(process_config, KuramotoConfig):
+            raise UserError(
+                f"KuramotoScheduler needs a KuramotoConfig, got {type(process_config).__name__}; "
+                "use DiffusionScheduler for other processes"
+            )
+        super().__init__(process_config, sampler)
+
+
+def _as_step(timestep: int | Tensor) -> int:
+    """An integer step from an int or a tensor whose entries are all that step."""
+    if isinstance(timestep, Tensor):
+        if timestep.numel() == 0 or timestep.is_floating_point() or timestep.is_complex():
+            raise UserError(
+                "timestep must be an integer step or a tensor of integer steps, "
+                f"got a {timestep.dtype} tensor of shape {tuple(timestep.shape)}"
+            )
+        first = timestep.flatten()[0]
+        if not bool((timestep == first).all()):
+            raise UserError("all examples must share one timestep; split the batch by timestep")
+        return int(first)
+    if isinstance(timestep, bool) or not isinstance(timestep, int):
+        raise UserError(f"timestep must be an integer step, got {timestep!r}")
+    return timestep
+
+
+def _known_scores(scores: dict[int, Tensor]) -> ScoreFn:
+    """A score function that returns already evaluated scores by query step, for ``process.reverse_ode_step``."""
+
+    def score_fn(state: Tensor, step: int) -> Tensor:
+        return scores[step]
+
+    return score_fn
