@@ -101,6 +101,15 @@ def _make_folders(root: Path) -> dict[str, Path]:
     all_bad = folder("all_bad")
     (all_bad / "cut.png").write_bytes(data[: len(data) // 3])
     (all_bad / "fake.bmp").write_text("nothing\n")
+    inpaint = folder("inpaint")
+    Image.fromarray(_texture(20, 11)).save(inpaint / "image.png")
+    mask = np.full((20, 20), 255, np.uint8)
+    mask[6:14, 6:14] = 0
+    Image.fromarray(mask).save(inpaint / "mask.png")
+    Image.fromarray(mask[:16]).save(inpaint / "short_mask.png")
+    soft = mask.copy()
+    soft[0, :3] = 90  # anti-aliased edge pixels
+    Image.fromarray(soft).save(inpaint / "soft_mask.png")
     (root / "a_file.txt").write_text("a file where a folder should be\n")
     paths["a_file"] = root / "a_file.txt"
     return paths
@@ -156,7 +165,7 @@ class Case:
     command: str
     bad_input: str  # what is wrong, in words (the documentation's row)
     argv: Callable[[dict[str, Path]], list[str]]  # arguments after the command
-    outcome: str  # "error", "accepted" or "skipped with a warning"
+    outcome: str  # "error", "accepted" or "accepted with a warning"
     expect: str  # words the one stderr line must contain (errors, warnings)
 
 
@@ -191,7 +200,7 @@ CASES = [
     Case("animated-gif", "forward", "animated GIF (first frame used)", _forward("animated"), "accepted", ""),
     Case("mixed-modes", "forward", "grey, RGB, RGBA, grey+alpha and palette images in one folder", _forward("mixed"), "accepted", ""),
     Case("skip-bad", "forward", "2 broken files among 3 good, --on-bad-image skip", _forward("partly_bad", "--on-bad-image", "skip"),
-         "skipped with a warning", "skipped 2 of 5"),
+         "accepted with a warning", "skipped 2 of 5"),
     Case("skip-all-bad", "forward", "only broken files, --on-bad-image skip", _forward("all_bad", "--on-bad-image", "skip"),
          "error", "is usable"),
     Case("bad-fake-folder", "evaluate", "--fake folder that is empty",
@@ -214,6 +223,17 @@ CASES = [
          "error", "not a readable safetensors file"),
     Case("pickle-beside", "sample", "a pickle file beside good weights (ignored, never executed)", _sample("ckpt_pickle_beside"),
          "accepted", ""),
+    Case("inpaint-without-mask", "sample", "--inpaint without --mask", _sample("model", "--inpaint", "x.png"),
+         "error", "--inpaint and --mask go together"),
+    Case("inpaint-mask-size", "sample", "mask of another size than the image",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "short_mask.png")],
+         "error", "mask is 20x16 pixels but"),
+    Case("inpaint-soft-mask", "sample", "mask with grey (anti-aliased) pixels: thresholded at 50 %",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "soft_mask.png")],
+         "accepted with a warning", "3 mask pixel(s) are neither black nor white"),
+    Case("inpaint-missing-image", "sample", "--inpaint image that does not exist",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "nope.png"), "--mask", str(p["inpaint"] / "mask.png")],
+         "error", "no such image file"),
     Case("resume-nothing", "train", "--resume on a folder without checkpoints",
          lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
     # options
@@ -319,7 +339,7 @@ def robustness_markdown() -> str:
         "fails when this file and the tests disagree. Every row is run through the real command line",
         "in a subprocess. An **error** exits with status 2 and exactly one line on stderr (no Python",
         "traceback unless `--debug`) and leaves no output behind; **accepted** exits 0 and writes its",
-        "output; **skipped with a warning** exits 0 and prints one warning line with the count.",
+        "output; **accepted with a warning** exits 0 and prints one warning line (with the count).",
         "",
         "| command | input | outcome | the message contains |",
         "|---|---|---|---|",
@@ -335,6 +355,9 @@ def robustness_markdown() -> str:
         "  decompression bomb, smaller than `--image-size`) stops the command by default",
         "  (`--on-bad-image error`); `--on-bad-image skip` leaves such files out with one warning",
         "  that gives the count and the first file, and stops only if nothing usable is left.",
+        "- An inpainting mask must have the image's size; grey mask pixels are thresholded at 50 %",
+        "  (≥ 128 = known) with one warning; the Python API (`DiffusionModel.inpaint`) is strict instead",
+        "  and rejects a mask that is not 0/1.",
         "- 16-bit images are scaled to 8 bits, alpha is dropped, palette and CMYK images are",
         "  converted, and animated images contribute their first frame.",
         "- Only safetensors and JSON are ever read from a checkpoint; other files there are ignored.",

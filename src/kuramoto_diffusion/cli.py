@@ -171,8 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG")
     sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a PNG here")
     sample.add_argument("--save-trajectory", type=Path, default=None, help="animated GIF of the reverse process with R(t)")
-    sample.add_argument("--from-data", default=None, help="start from these images (folder, textures, fingerprints) pushed to --start-step")
-    sample.add_argument("--start-step", type=positive_int, default=None, help="with --from-data: how far to push forward")
+    sample.add_argument(
+        "--from-data", default=None,
+        help="edit (SDEdit): start from these images (an image file, a folder, textures, fingerprints) pushed to --start-step",
+    )
+    sample.add_argument("--start-step", type=positive_int, default=None, help="with --from-data: how far to push forward (default T/2)")
+    sample.add_argument("--inpaint", type=Path, default=None, help="image file whose masked part is filled in (--num variants)")
+    sample.add_argument("--mask", type=Path, default=None, help="with --inpaint: mask of the image's size, white = known, black = fill")
+    sample.add_argument("--resample", type=positive_int, default=1, help="with --inpaint: RePaint resampling repeats per interval")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")

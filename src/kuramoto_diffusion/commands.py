@@ -12,6 +12,7 @@ import torch
 from .checkpoint import latest_checkpoint, list_checkpoints
 from .config import config_to_dict, read_json, write_json_atomic
 from .data import DATA_CHOICES, open_image_source
+from .data.images import read_image_for_model, read_mask_for_model
 from .errors import UserError
 from .nets import count_parameters
 from .model import CONFIG_NAME, DiffusionModel, load_run_config
@@ -127,28 +128,49 @@ def sample_command(args: argparse.Namespace) -> None:
     model = DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
     generator = torch.Generator().manual_seed(args.seed)
     record = args.save_trajectory is not None
-    if args.from_data is not None:
+    channels, size = model.config.channels, model.config.image_size
+    if (args.inpaint is None) != (args.mask is None):
+        raise UserError("--inpaint and --mask go together: the image to fill and its mask (white = known, black = fill)")
+    if args.inpaint is not None and args.from_data is not None:
+        raise UserError("choose one of --inpaint (fill a masked region) and --from-data (edit whole images)")
+    if args.start_step is not None and args.from_data is None:
+        raise UserError("--start-step needs --from-data (the images to start from)")
+    if args.resample != 1 and args.inpaint is None:
+        raise UserError("--resample applies to --inpaint only")
+    shown: torch.Tensor | None = None  # the input shown first in the grid
+    if args.inpaint is not None:
+        image, dims = read_image_for_model(args.inpaint, size, channels)
+        mask = read_mask_for_model(args.mask, size, args.inpaint, dims)
+        shown = torch.where(mask != 0, image, -1.0)
+        result = model.inpaint(
+            image.expand(args.num, -1, -1, -1), mask, sampler=args.sampler, nfe=args.nfe, resample=args.resample,
+            generator=generator, batch_size=args.batch_size, record_trajectory=record,
+        )
+    elif args.from_data is not None:
         start = args.start_step if args.start_step is not None else model.process.steps // 2
         if not 1 <= start <= model.process.steps:
             raise UserError(f"--start-step must be in 1…{model.process.steps} (the model's T), got {start}")
-        source = open_image_source(
-            args.from_data, model.config.image_size, channels=model.config.channels, split="all", seed=args.seed,
-            on_bad_image=args.on_bad_image,
-        )
-        real = source.fixed_batch(args.num, seed=args.seed)
+        if Path(args.from_data).is_file():
+            image, _ = read_image_for_model(args.from_data, size, channels)
+            real = image.expand(args.num, -1, -1, -1)
+            shown = image
+        else:
+            source = open_image_source(
+                args.from_data, size, channels=channels, split="all", seed=args.seed, on_bad_image=args.on_bad_image
+            )
+            real = source.fixed_batch(args.num, seed=args.seed)
         result = model.forward_then_reverse(
             real, start, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record,
         )
     else:
-        if args.start_step is not None:
-            raise UserError("--start-step needs --from-data (the images to start from)")
         result = model.sample(
             args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record,
         )
     images, clipped = model.decode(result.states)
-    save_image_atomic(image_grid(images, upscale=2), args.out)
+    grid = images if shown is None else torch.cat([shown.to(images.device), images])
+    save_image_atomic(image_grid(grid, upscale=2), args.out)
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         for index, image in enumerate(images):

@@ -229,6 +229,61 @@ def read_image(path: Path) -> np.ndarray:
         raise _decode_failure(path, error) from None
 
 
+def centre_square(image: np.ndarray, size: int, resample: Image.Resampling = Image.Resampling.LANCZOS) -> np.ndarray:
+    """uint8 (H, W, C) resized so its shorter side is ``size`` (aspect kept), then the centre size × size."""
+    height, width = image.shape[:2]
+    if min(height, width) != size:
+        scale = size / min(height, width)
+        new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
+        squeeze = image.shape[2] == 1
+        resized = Image.fromarray(image[..., 0] if squeeze else image).resize((new_width, new_height), resample)
+        image = np.asarray(resized)
+        image = image[..., None] if squeeze else image
+        height, width = new_height, new_width
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[top : top + size, left : left + size].copy()  # writable: Pillow's arrays are read-only
+
+
+def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """One image file as a (1, channels, image_size, image_size) tensor in [-1, 1], and its original (width, height).
+
+    The image is resized so that its shorter side is image_size and centre-cropped to a square.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such image file; check the path")
+    pixels = read_image(path)
+    size = (pixels.shape[1], pixels.shape[0])
+    square = centre_square(convert_channels(pixels, channels), image_size)
+    return uint8_batch_to_tensor(square[None]), size
+
+
+def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_path: str | os.PathLike[str], image_dims: tuple[int, int]) -> torch.Tensor:
+    """A mask file (white = known, black = fill) as a (1, 1, image_size, image_size) tensor of 0/1.
+
+    It must have the size of the image it belongs to, and goes through the same resize and centre
+    crop (nearest neighbour). Grey values are thresholded at 50 %, with one warning saying how many.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such mask file; check the path")
+    pixels = convert_channels(read_image(path), 1)
+    if (pixels.shape[1], pixels.shape[0]) != tuple(image_dims):
+        raise UserError(
+            f"{path}: mask is {pixels.shape[1]}x{pixels.shape[0]} pixels but {image_path} is {image_dims[0]}x{image_dims[1]}; "
+            "make a mask of the image's size (white = known, black = fill)"
+        )
+    grey = int(((pixels > 0) & (pixels < 255)).sum())
+    if grey:
+        warnings.warn(
+            f"{path}: {grey} mask pixel(s) are neither black nor white; thresholded at 50 % (≥ 128 = known)",
+            stacklevel=2,
+        )
+    binary = np.where(pixels >= 128, 255, 0).astype(np.uint8)
+    square = centre_square(binary, image_size, Image.Resampling.NEAREST)
+    return torch.from_numpy((square[..., 0] >= 128).astype(np.float32))[None, None]
+
+
 # ----------------------------------------------------------------------------------------------
 # Sources
 
