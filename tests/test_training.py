@@ -82,13 +82,13 @@ def test_pool_states_match_direct_simulation():
     process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
     source = FixedImages(4)
     generator = torch.Generator().manual_seed(0)
-    data_fn = lambda n: process.encode(source.sample_batch(n, generator))  # noqa: E731
+    data_fn = lambda n: (process.encode(source.sample_batch(n, generator)), None)  # noqa: E731
     pool = ChainPool(process, 20 * 40, data_fn, generator)
     for _ in range(37):
         pool.advance()
     for t in (3, 12, 19):
         chosen = pool.states[pool.t == t]
-        direct = process.simulate(data_fn(4000), t, generator=generator)
+        direct = process.simulate(data_fn(4000)[0], t, generator=generator)
         r_pool, r_direct = order_parameter(chosen)[0], order_parameter(direct)[0]
         standard_error = math.sqrt(r_pool.var() / len(r_pool) + r_direct.var() / len(r_direct))
         assert abs(r_pool.mean() - r_direct.mean()) < 4 * standard_error + 1e-3
@@ -103,16 +103,20 @@ def test_pool_steps_stay_uniform_and_chains_restart():
 
     def data_fn(n):
         fresh.append(n)
-        return torch.zeros(n, 1, 4, 4)
+        # Each state carries its label as its value, so we can check that labels travel with chains.
+        labels = torch.randint(0, 5, (n,), generator=generator)
+        return labels.float().reshape(n, 1, 1, 1).expand(n, 1, 4, 4).clone() * 0.1, labels
 
+    process = KuramotoProcess(steps=10, ref_strength=0.0, noise_var_range=(1e-12, 1e-12), coupling_range=(0.0, 0.0))
     pool = ChainPool(process, 30, data_fn, generator)
     counts = torch.zeros(10)
     drawn = torch.zeros(10)
     for _ in range(50):
         pool.advance()
         counts += torch.bincount(pool.t, minlength=10)
-        _, t = pool.draw(6)
+        states, t, labels = pool.draw(6)
         drawn += torch.bincount(t, minlength=10)
+        assert torch.allclose(states[:, 0, 0, 0], labels.float() * 0.1, atol=1e-4)  # no coupling, ~no noise
     assert torch.equal(counts, torch.full((10,), 150.0))  # exactly 3 chains per step at all times
     assert sum(fresh[1:]) == 150  # 3 chains restart per advance
     assert drawn.min() > 0.5 * drawn.mean()

@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-nan", choices=NONFINITE_POLICIES, default="stop",
         help="a NaN/inf loss or gradient: stop (keeping the last good checkpoint), or skip that step (stops after 10 in a row)",
     )
+    train.add_argument("--classes", action="store_true", help="class-conditional: each subfolder of --data is a class")
+    train.add_argument("--class-dropout", type=unit_interval, default=0.1, help="with --classes: share of labels dropped (for guidance)")
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(train)
     _add_process_options(train)
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--resample", type=positive_int, default=1, help="with --inpaint: RePaint resampling repeats per interval")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    sample.add_argument("--class", dest="class_name", default=None, help="class-conditional models: the class to generate")
+    sample.add_argument("--guidance", type=float, default=1.0,
+                        help="with --class: classifier-free guidance w (0 unconditional, 1 conditional, >1 stronger)")
     sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(sample)
     _add_common(sample)

@@ -52,7 +52,7 @@ def forward_picture(
 def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource
     return open_image_source(
         data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
-        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image,
+        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes,
     )
 
 
@@ -79,19 +79,26 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
         channels = None if args.channels == "auto" else int(args.channels)
         data_spec = args.data if args.data is not None else "textures"
         source = open_image_source(
-            data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image
+            data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image,
+            classes=args.classes,
         )
         data = DataConfig(source=data_spec, image_size=args.image_size, channels=source.channels, seed=args.seed,
-                          on_bad_image=args.on_bad_image)
+                          on_bad_image=args.on_bad_image, classes=args.classes)
+        class_names = source.class_names if args.classes else ()
         training = TrainConfig(
             train_steps=args.train_steps, batch_size=args.batch_size, draws=args.draws, window=args.window,
             forward_states=args.forward_states, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-            sample_every=args.sample_every, seed=args.seed, on_nonfinite=args.on_nan,
+            sample_every=args.sample_every, seed=args.seed, on_nonfinite=args.on_nan, class_dropout=args.class_dropout,
         )
         pretrained = DiffusionModel.from_pretrained(args.init_from) if args.init_from else None
         if pretrained is not None:
             model_config = pretrained.config
+            if model_config.class_names != class_names:
+                raise UserError(
+                    f"{args.init_from}: the model's classes ({', '.join(model_config.class_names) or 'none'}) differ from the "
+                    f"data's ({', '.join(class_names) or 'none'}); fine-tune on data with the same classes"
+                )
             if model_config.channels != source.channels or model_config.image_size != args.image_size:
                 raise UserError(
                     f"{args.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
@@ -102,7 +109,7 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
             process = process_config(
                 args.process, steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding
             )
-            model_config = image_model_config(process, source.channels, args.image_size, args.preset)
+            model_config = image_model_config(process, source.channels, args.image_size, args.preset, class_names=class_names)
         run_config = RunConfig(model=model_config, data=data, training=training)
         trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet)
         if pretrained is not None:
@@ -137,6 +144,8 @@ def sample_command(args: argparse.Namespace) -> None:
         raise UserError("--start-step needs --from-data (the images to start from)")
     if args.resample != 1 and args.inpaint is None:
         raise UserError("--resample applies to --inpaint only")
+    class_labels = model.class_labels(args.class_name, args.num) if args.class_name is not None else None
+    guided = {"class_labels": class_labels, "guidance": args.guidance}
     shown: torch.Tensor | None = None  # the input shown first in the grid
     if args.inpaint is not None:
         image, dims = read_image_for_model(args.inpaint, size, channels)
@@ -144,7 +153,7 @@ def sample_command(args: argparse.Namespace) -> None:
         shown = torch.where(mask != 0, image, -1.0)
         result = model.inpaint(
             image.expand(args.num, -1, -1, -1), mask, sampler=args.sampler, nfe=args.nfe, resample=args.resample,
-            generator=generator, batch_size=args.batch_size, record_trajectory=record,
+            generator=generator, batch_size=args.batch_size, record_trajectory=record, **guided,
         )
     elif args.from_data is not None:
         start = args.start_step if args.start_step is not None else model.process.steps // 2
@@ -161,12 +170,12 @@ def sample_command(args: argparse.Namespace) -> None:
             real = source.fixed_batch(args.num, seed=args.seed)
         result = model.forward_then_reverse(
             real, start, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
-            record_trajectory=record,
+            record_trajectory=record, **guided,
         )
     else:
         result = model.sample(
             args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
-            record_trajectory=record,
+            record_trajectory=record, **guided,
         )
     images, clipped = model.decode(result.states)
     grid = images if shown is None else torch.cat([shown.to(images.device), images])
@@ -264,6 +273,8 @@ def info_text(path: Path) -> str:
     else:
         lines.append(f"process: Euclidean VP, T = {process.steps}; prior: N(0, I)")
     lines.append(f"network: {count_parameters(model.network):,} parameters")
+    if model.config.class_names:
+        lines.append(f"classes: {', '.join(model.config.class_names)} (sample with --class NAME [--guidance W])")
     lines.append("config:")
     payload = config_to_dict(model.run_config) if model.run_config is not None else config_to_dict(model.config)
     lines.append(json.dumps(payload, indent=2))

@@ -23,6 +23,7 @@ from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork
 from .processes import ForwardProcess, ProcessConfig, build_process
+from .processes.base import ScoreFn
 from .settings import ModelConfig, RunConfig
 from .sampling import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
 from .viz import to_uint8
@@ -81,11 +82,57 @@ class DiffusionModel:
         return wrap(states), 0
 
     # ----- score ------------------------------------------------------------------------
-    def score(self, x: Tensor, t_query: int, condition: Tensor | None = None, class_labels: Tensor | None = None) -> Tensor:
-        """The learned score ∂ log p_t(x)/∂x at query step t ∈ 1 … T (network output divided by c(t))."""
+    def score(
+        self,
+        x: Tensor,
+        t_query: int,
+        condition: Tensor | None = None,
+        class_labels: Tensor | None = None,
+        guidance: float = 1.0,
+    ) -> Tensor:
+        """The learned score ∂ log p_t(x)/∂x at query step t ∈ 1 … T (network output divided by c(t)).
+
+        With ``class_labels`` (B,) and ``guidance`` w, classifier-free guidance: s_∅ + w·(s_y − s_∅),
+        where s_∅ is the score with the "no class" label. w = 0 is the unconditional model, w = 1 the
+        conditional one, w > 1 sharpens the class. On the torus both scores are tangent vectors at the
+        same point θ (the network projects onto the tangent), so their combination is one too.
+        """
         time = self.process.network_time(t_query).to(x.device).expand(x.shape[0])
-        output = self.network(x, time, condition, class_labels)
-        return output / self.process.output_scale(t_query, like=x)
+        scale = self.process.output_scale(t_query, like=x)
+        if class_labels is None or guidance == 1.0:
+            return self.network(x, time, condition, class_labels) / scale
+        unconditional = torch.full_like(class_labels, len(self.config.class_names))
+        both = self.network(
+            torch.cat([x, x]), torch.cat([time, time]), None if condition is None else torch.cat([condition, condition]),
+            torch.cat([class_labels, unconditional]),
+        )
+        conditional_output, unconditional_output = both.chunk(2)
+        return (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
+
+    def class_labels(self, names: str | list[str], num: int) -> Tensor:
+        """(num,) label indices for a class name (or one name per sample); unknown names are a UserError listing the known."""
+        if not self.config.class_names:
+            raise UserError("this model is not class-conditional (trained without --classes); drop --class and --guidance")
+        names = [names] * num if isinstance(names, str) else list(names)
+        unknown = [name for name in names if name not in self.config.class_names]
+        if unknown:
+            raise UserError(f"unknown class {unknown[0]!r}; this model knows {', '.join(self.config.class_names)}")
+        return torch.tensor([self.config.class_names.index(name) for name in names], dtype=torch.long)
+
+    def _score_fn(self, class_labels: Tensor | None, guidance: float) -> Callable[[slice], ScoreFn]:
+        """rows -> the (guided) score function of those rows of the batch."""
+        if class_labels is None:
+            if guidance != 1.0:
+                raise UserError("guidance needs a class (--class NAME); without one the model samples unconditionally")
+            return lambda rows: self.score
+        if not self.config.class_names:
+            raise UserError("this model is not class-conditional (trained without --classes); drop --class and --guidance")
+
+        def for_rows(rows: slice) -> ScoreFn:
+            labels = class_labels[rows]
+            return lambda x, t: self.score(x, t, class_labels=labels.to(x.device), guidance=guidance)
+
+        return for_rows
 
     # ----- sampling ---------------------------------------------------------------------
     @torch.no_grad()
@@ -100,15 +147,21 @@ class DiffusionModel:
         record_trajectory: bool = False,
         x_start: Tensor | None = None,
         start_step: int | None = None,
+        class_labels: Tensor | None = None,
+        guidance: float = 1.0,
     ) -> SampleResult:
         """Generate ``num`` states with a reverse sweep, in batches.
 
         Starts from the prior at t = T, or from ``x_start`` (states at ``start_step``, e.g. real
-        data pushed forward for editing). Decode with ``self.decode``.
+        data pushed forward for editing). Class-conditional models take ``class_labels`` (num,)
+        (see ``class_labels()``) and a classifier-free ``guidance`` weight (see ``score``).
+        Decode with ``self.decode``.
         """
+        score_for_rows = self._score_fn(class_labels, guidance)
+
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return reverse_sweep(
-                self.process, self.score, x, sampler=sampler, nfe=nfe, start_step=start_step,
+                self.process, score_for_rows(rows), x, sampler=sampler, nfe=nfe, start_step=start_step,
                 generator=device_generator, record_trajectory=record_trajectory,
             )
 
@@ -126,8 +179,11 @@ class DiffusionModel:
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         record_trajectory: bool = False,
+        class_labels: Tensor | None = None,
+        guidance: float = 1.0,
     ) -> SampleResult:
-        """Fill the region where ``mask`` is 0 so that it fits the known data where ``mask`` is 1.
+        """Fill the region where ``mask`` is 0 so that it fits the known data where ``mask`` is 1
+        (optionally towards a class: ``class_labels``, ``guidance``, see ``sample``).
 
         ``images``: (N, C, H, W) data in [-1, 1] (angle models: (N, D) angles in radians).
         ``mask``: 0/1 values, 1 = known, 0 = to fill, with the images' number of axes, each of size 1
@@ -151,9 +207,11 @@ class DiffusionModel:
             raise UserError("known images must be finite data values in [-1, 1]; scale pixels as value / 127.5 − 1")
         known = self.encode(known_data.to(torch.float32))
 
+        score_for_rows = self._score_fn(class_labels, guidance)
+
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return inpaint_sweep(
-                self.process, self.score, x, known[rows].to(x.device), mask[rows], sampler=sampler, nfe=nfe,
+                self.process, score_for_rows(rows), x, known[rows].to(x.device), mask[rows], sampler=sampler, nfe=nfe,
                 resample=resample, generator=device_generator, record_trajectory=record_trajectory,
             )
 
@@ -207,12 +265,16 @@ class DiffusionModel:
         generator: torch.Generator | None = None,
         batch_size: int = 64,
         record_trajectory: bool = False,
+        class_labels: Tensor | None = None,
+        guidance: float = 1.0,
     ) -> SampleResult:
-        """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like)."""
+        """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like),
+        optionally towards a class (``class_labels``, ``guidance``: see ``sample``)."""
         states = self.process.simulate(self.encode(data.to(torch.float32)), start_step, generator=generator)
         return self.sample(
             data.shape[0], sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size,
-            record_trajectory=record_trajectory, x_start=states, start_step=start_step,
+            record_trajectory=record_trajectory, x_start=states, start_step=start_step, class_labels=class_labels,
+            guidance=guidance,
         )
 
     # ----- persistence ------------------------------------------------------------------

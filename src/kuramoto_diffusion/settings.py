@@ -22,10 +22,16 @@ class ModelConfig:
     data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are
     unet: UNetConfig | None = None
     mlp: MLPConfig | None = None
+    class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
             raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
+        backbone_classes = self.unet.num_classes if self.unet is not None else self.mlp.num_classes  # type: ignore[union-attr]
+        if backbone_classes != len(self.class_names):
+            raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise UserError(f"class names must be distinct, got {', '.join(self.class_names)}")
         if self.data_kind not in ("image", "angle"):
             raise UserError(f"unknown data_kind {self.data_kind!r}; valid values are image, angle")
         if self.channels < 1:
@@ -55,12 +61,20 @@ class ModelConfig:
 
 
 def image_model_config(
-    process: ProcessConfig, channels: int, image_size: int, preset: str = "small", **unet_overrides: Any
+    process: ProcessConfig,
+    channels: int,
+    image_size: int,
+    preset: str = "small",
+    class_names: tuple[str, ...] = (),
+    **unet_overrides: Any,
 ) -> ModelConfig:
-    """A UNet model config for images of ``channels`` × ``image_size``² under ``process``."""
+    """A UNet model config for images of ``channels`` × ``image_size``² under ``process`` (class-conditional
+    on ``class_names`` if given)."""
     width = 2 * channels if process.kind == "kuramoto" else channels
-    unet = unet_config_from_preset(preset, in_channels=width, out_channels=width, image_size=image_size, **unet_overrides)
-    return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet)
+    unet = unet_config_from_preset(
+        preset, in_channels=width, out_channels=width, image_size=image_size, num_classes=len(class_names), **unet_overrides
+    )
+    return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet, class_names=tuple(class_names))
 
 
 
@@ -82,6 +96,7 @@ class DataConfig:
     val_fraction: float = 0.1
     seed: int = 0
     on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
+    classes: bool = False  # each first-level subfolder is a class (class-conditional training)
 
     def __post_init__(self) -> None:
         choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
@@ -120,6 +135,7 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     on_nonfinite: str = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
+    class_dropout: float = 0.1  # class-conditional models: labels replaced by "no class" this often (for guidance)
 
     def __post_init__(self) -> None:
         choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
@@ -133,6 +149,8 @@ class TrainConfig:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.class_dropout <= 1.0:
+            raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
         if self.forward_states not in FORWARD_STATES:
             raise UserError(f"unknown forward_states {self.forward_states!r}; valid values are {', '.join(FORWARD_STATES)}")
 

@@ -60,6 +60,7 @@ def open_image_source(
     seed: int = 0,
     flip: bool = True,
     on_bad_image: str = "error",
+    classes: bool = False,
 ) -> ImageSource:
     """spec is "textures", "fingerprints", a path to a folder of images, or a path to a CIFAR-10 binary
     archive (cifar-10-binary.tar.gz) / its extracted folder cifar-10-batches-bin. split is "train", "val" or "all";
@@ -68,8 +69,10 @@ def open_image_source(
 
     Textures split spatially (photo strips) and CIFAR uses its official test batch as "val"
     (also accepted as "test"); see their modules. ``on_bad_image`` ("error" | "skip") applies to
-    image folders: see ``ImageFolderSource``.
+    image folders, and so does ``classes`` (each first-level subfolder is a class): see ``ImageFolderSource``.
     """
+    if classes and spec in ("textures", "fingerprints"):
+        raise UserError(f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class")
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec:
@@ -93,7 +96,7 @@ def open_image_source(
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
     return ImageFolderSource(
         path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip,
-        on_bad_image=on_bad_image,
+        on_bad_image=on_bad_image, classes=classes,
     )
 
 

@@ -185,6 +185,7 @@ class Cifar10Source(InMemoryImageSource):
         images = convert_channels(images, channels)
         if image_size != CIFAR_SIDE:
             images = np.stack([resize_uint8(image, image_size, image_size) for image in images])
-        self.labels: np.ndarray = labels
-        self.class_names: tuple[str, ...] = class_names
-        super().__init__(images, image_size, name=str(Path(path).expanduser()), channels=channels, flip=flip)
+        super().__init__(
+            images, image_size, name=str(Path(path).expanduser()), channels=channels, flip=flip, labels=labels,
+            class_names=class_names,
+        )

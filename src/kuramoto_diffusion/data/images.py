@@ -163,6 +163,20 @@ def find_image_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def folder_classes(folder: Path, paths: Sequence[Path]) -> tuple[str, ...]:
+    """Sorted names of the first-level subfolders of ``folder`` that hold the image ``paths`` (one class each)."""
+    loose = [path for path in paths if len(path.relative_to(folder).parts) == 1]
+    if loose:
+        raise UserError(
+            f"{loose[0]}: is not inside a class subfolder of {folder}; with classes every image goes into "
+            "FOLDER/CLASS_NAME/ (move it, or train without classes)"
+        )
+    names = tuple(sorted({path.relative_to(folder).parts[0] for path in paths}))
+    if len(names) < 2:
+        raise UserError(f"{folder}: class-conditional training needs at least 2 class subfolders with images, found {len(names)}")
+    return names
+
+
 def _decode_failure(path: Path, error: BaseException) -> UserError:
     reason = " ".join(str(error).split()) or type(error).__name__
     return UserError(f"{path}: cannot decode image ({reason}); the file is truncated or corrupt, remove or replace it")
@@ -304,12 +318,16 @@ class InMemoryImageSource:
         name: str,
         channels: int,
         flip: bool = True,
+        labels: Sequence[int] | None = None,
+        class_names: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.channels = channels
         self.image_size = image_size
         self.flip = flip
         self._images = images
+        self.class_names = tuple(class_names)  # () for unlabelled data
+        self.labels = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
 
     def _load_images(self) -> Sequence[np.ndarray] | np.ndarray:
         raise NotImplementedError("images were not given and this source cannot create them")
@@ -334,9 +352,16 @@ class InMemoryImageSource:
         All randomness comes from ``generator``, drawn in a fixed order (flip coins are drawn even when
         flips are off, so turning them on does not change which crops are taken).
         """
-        return self._random_crops(batch_size, generator, flip=self.flip)
+        return self._random_crops(batch_size, generator, flip=self.flip)[0]
 
-    def _random_crops(self, batch_size: int, generator: torch.Generator, *, flip: bool) -> torch.Tensor:
+    def sample_labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sample_batch`` and the (batch_size,) class index of each crop's image (labelled sources only)."""
+        if self.labels is None:
+            raise UserError(f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders")
+        batch, which = self._random_crops(batch_size, generator, flip=self.flip)
+        return batch, self.labels[which]
+
+    def _random_crops(self, batch_size: int, generator: torch.Generator, *, flip: bool) -> tuple[torch.Tensor, list[int]]:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         images = self.images
@@ -353,7 +378,7 @@ class InMemoryImageSource:
             left = min(int(positions[row, 1] * free_cols), free_cols - 1)
             crop = image[top : top + size, left : left + size]
             batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
-        return uint8_batch_to_tensor(batch)
+        return uint8_batch_to_tensor(batch), which
 
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
         """(num, channels, image_size, image_size) float32 in [-1, 1]: centre crops, no flips, of the
@@ -384,6 +409,8 @@ class ImageFolderSource(InMemoryImageSource):
       ``val_fraction`` (at least one image) and the training rest; "all" uses every file.
     - ``crop_scale`` >= 1: images are resized so their shorter side is round(image_size * crop_scale);
       1 means crops span the full shorter side, 2 means each crop shows half of it.
+    - ``classes``: each first-level subfolder is a class (``class_names`` sorted, ``labels`` per
+      image); every image must be inside one.
     - ``on_bad_image``: "error" stops at the first file that cannot be decoded (empty, truncated, not
       an image, a decompression bomb) or is smaller than image_size; "skip" leaves such files out
       and emits one warning with the count and the first file and reason (``self.skipped`` lists all).
@@ -404,6 +431,7 @@ class ImageFolderSource(InMemoryImageSource):
         flip: bool = True,
         crop_scale: float = 1.0,
         on_bad_image: str = "error",
+        classes: bool = False,
     ) -> None:
         image_size = check_image_size(image_size)
         if on_bad_image not in BAD_IMAGE_POLICIES:
@@ -426,6 +454,7 @@ class ImageFolderSource(InMemoryImageSource):
                 f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
                 "add images or point to the folder that holds them"
             )
+        class_names = folder_classes(folder, all_paths) if classes else ()
         self.skipped: list[tuple[Path, str]] = []
 
         def usable(check, path: Path):  # noqa: ANN001, ANN202 - check(path) -> value, or None when skipped
@@ -475,4 +504,7 @@ class ImageFolderSource(InMemoryImageSource):
                 f"{split} split that cannot be used (first: {self.skipped[0][1]})",
                 stacklevel=2,
             )
-        super().__init__(images, image_size, name=str(folder), channels=channels, flip=flip)
+        labels = [class_names.index(path.relative_to(folder).parts[0]) for path in self.paths] if classes else None
+        super().__init__(
+            images, image_size, name=str(folder), channels=channels, flip=flip, labels=labels, class_names=class_names
+        )

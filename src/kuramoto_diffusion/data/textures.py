@@ -97,4 +97,4 @@ class TextureSource(InMemoryImageSource):
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
         """Like sample_batch but from a private generator seeded with ``seed`` and without flips
         (three photos give only three centre crops, too few for a picture grid)."""
-        return self._random_crops(num, torch.Generator().manual_seed(seed), flip=False)
+        return self._random_crops(num, torch.Generator().manual_seed(seed), flip=False)[0]

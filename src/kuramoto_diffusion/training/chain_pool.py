@@ -19,11 +19,16 @@ from torch import Tensor
 
 from ..processes import ForwardProcess
 
-DataFn = Callable[[int], Tensor]  # batch size -> encoded states at t = 0
+# batch size -> (encoded states at t = 0, their class labels or None for unlabelled data)
+DataFn = Callable[[int], tuple[Tensor, Tensor | None]]
 
 
 class ChainPool:
-    """N staggered forward chains; ``advance`` steps them all, ``draw`` samples a batch of (x_t, t)."""
+    """N staggered forward chains; ``advance`` steps them all, ``draw`` samples a batch of (x_t, t, labels).
+
+    Class labels (if the data has them) travel with their chain: a chain keeps the label of the
+    example it started from until it restarts.
+    """
 
     def __init__(self, process: ForwardProcess, size: int, data_fn: DataFn, generator: torch.Generator) -> None:
         if size < 1:
@@ -34,7 +39,8 @@ class ChainPool:
         self.size = size
         # Chain i starts at step i·T/N (rounded down): a staggered, uniform spread.
         self.t = (torch.arange(size) * process.steps) // size
-        self.states = resimulate_states(process, data_fn(size), self.t, generator)
+        x0, self.labels = data_fn(size)
+        self.states = resimulate_states(process, x0, self.t, generator)
 
     def advance(self) -> None:
         """Move every chain one step forward; chains that reach T restart from fresh data at t = 0."""
@@ -45,26 +51,37 @@ class ChainPool:
         count = int(finished.sum())
         if count:
             index = finished.nonzero().squeeze(1).to(self.states.device)
-            self.states[index] = self.data_fn(count).to(self.states)
+            fresh, labels = self.data_fn(count)
+            self.states[index] = fresh.to(self.states)
+            if self.labels is not None and labels is not None:
+                self.labels[index] = labels.to(self.labels)
             self.t[finished] = 0
 
-    def draw(self, batch_size: int) -> tuple[Tensor, Tensor]:
-        """A batch of (states, steps) sampled from the pool without replacement (with, if larger than the pool)."""
+    def draw(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """A batch of (states, steps, labels or None) sampled from the pool without replacement (with, if larger)."""
         if batch_size <= self.size:
             index = torch.randperm(self.size, generator=self.generator)[:batch_size]
         else:
             index = torch.randint(0, self.size, (batch_size,), generator=self.generator)
         device_index = index.to(self.states.device)
-        return self.states[device_index], self.t[index].to(self.states.device)
+        labels = self.labels[device_index] if self.labels is not None else None
+        return self.states[device_index], self.t[index].to(self.states.device), labels
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"states": self.states.detach().cpu(), "t": self.t.clone()}
+        state = {"states": self.states.detach().cpu(), "t": self.t.clone()}
+        if self.labels is not None:
+            state["labels"] = self.labels.detach().cpu()
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if state["states"].shape != self.states.shape:
             raise ValueError(f"pool states of shape {tuple(state['states'].shape)} do not fit {tuple(self.states.shape)}")
+        if (self.labels is None) != ("labels" not in state):
+            raise ValueError("pool labels do not fit: the checkpoint and the run disagree on class labels")
         self.states = state["states"].to(self.states)
         self.t = state["t"].clone().long()
+        if self.labels is not None:
+            self.labels = state["labels"].to(self.labels)
 
 
 def resimulate_states(process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:

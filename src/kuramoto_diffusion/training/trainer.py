@@ -129,15 +129,23 @@ class Trainer:
     def process(self) -> ForwardProcess:
         return self.model.process
 
-    def encoded_batch(self, count: int) -> Tensor:
-        """``count`` training images (data units), encoded as process states on the device."""
-        return self.model.encode(self.source.sample_batch(count, self.data_generator).to(self.device))
+    @property
+    def class_conditional(self) -> bool:
+        return bool(self.config.model.class_names)
+
+    def encoded_batch(self, count: int) -> tuple[Tensor, Tensor | None]:
+        """``count`` training examples encoded as process states on the device, and their class labels
+        (None unless the model is class-conditional)."""
+        if self.class_conditional:
+            data, labels = self.source.sample_labelled_batch(count, self.data_generator)  # type: ignore[attr-defined]
+            return self.model.encode(data.to(self.device)), labels.to(self.device)
+        return self.model.encode(self.source.sample_batch(count, self.data_generator).to(self.device)), None
 
     def fit_prior(self, num: int = 256) -> None:
         """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (Kuramoto only)."""
         if not isinstance(self.process, KuramotoProcess):
             return
-        _, report = self.process.fit_prior(self.encoded_batch(num), generator=self.noise_generator)
+        _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
         process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
         model_config = dataclasses.replace(self.config.model, process=process_config)
         self.config = dataclasses.replace(self.config, model=model_config)
@@ -206,26 +214,35 @@ class Trainer:
         return trainer
 
     # ----- the loop ---------------------------------------------------------------------
-    def starting_states(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(x_s, s, stride) for one batch of DSM examples (see ``loss.py``)."""
+    def starting_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """(x_s, s, stride, class labels or None) for one batch of DSM examples (see ``loss.py``)."""
         batch = self.train_config.batch_size
         steps = self.process.steps
         if self.process.closed_form_marginal:
             # Exact strides from the data: DDPM's ε-prediction with t uniform in 1 … T.
-            x0 = self.encoded_batch(batch)
+            x0, labels = self.encoded_batch(batch)
             stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
-            return x0, torch.zeros_like(stride), stride
+            return x0, torch.zeros_like(stride), stride, labels
         if self.pool is not None:
             self.pool.advance()
-            x_start, t_start = self.pool.draw(batch)
+            x_start, t_start, labels = self.pool.draw(batch)
         else:
             t_start = torch.randint(0, steps, (batch,), generator=self.noise_generator, device=self.device)
-            x_start = resimulate_states(self.process, self.encoded_batch(batch), t_start, self.noise_generator)
+            x0, labels = self.encoded_batch(batch)
+            x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
         # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
         room = torch.clamp(steps - t_start, max=self.train_config.window)
         uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
         stride = 1 + (uniform * room).long()
-        return x_start, t_start, stride
+        return x_start, t_start, stride, labels
+
+    def drop_labels(self, labels: Tensor | None) -> Tensor | None:
+        """Replace each label by the "no class" label with probability class_dropout, so the same network
+        also learns the unconditional score that classifier-free guidance needs."""
+        if labels is None:
+            return None
+        dropped = torch.rand(labels.shape, generator=self.noise_generator, device=labels.device) < self.train_config.class_dropout
+        return torch.where(dropped, len(self.config.model.class_names), labels)
 
     def train_step(self) -> float | None:
         """One optimiser step; returns the loss, or None when a non-finite step was skipped."""
@@ -234,9 +251,10 @@ class Trainer:
         cfg = self.train_config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        x_start, t_start, stride = self.starting_states()
+        x_start, t_start, stride, labels = self.starting_states()
         loss = score_matching_loss(
-            network, self.process, x_start, t_start, stride, draws=cfg.draws, generator=self.noise_generator
+            network, self.process, x_start, t_start, stride, draws=cfg.draws, generator=self.noise_generator,
+            class_labels=self.drop_labels(labels),
         )
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -390,7 +408,7 @@ class Trainer:
         self.noise_generator.set_state(tensors["rng.noise"])
         torch.set_rng_state(tensors["rng.global"])
         if self.pool is not None:
-            self.pool.load_state_dict({"states": tensors["pool.states"], "t": tensors["pool.t"]})
+            self.pool.load_state_dict({k.removeprefix("pool."): v for k, v in tensors.items() if k.startswith("pool.")})
         self.step = int(state["step"])
 
 
