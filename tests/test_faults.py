@@ -62,6 +62,8 @@ def make_trainer(folder: Path, process=LOCAL, steps: int = 20, images: torch.Ten
 def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path / "run", steps=10)
     trainer.train()
+    written = sum(p.stat().st_size for p in (tmp_path / "run" / "checkpoints" / "step-00000010").iterdir())
+    assert 0.7 < trainer.checkpoint_bytes() / written < 1.3  # the estimate behind the free-space check
     real_save = trainer_module.save_tensors
     calls = {"n": 0}
 
@@ -78,6 +80,17 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["step-00000010"]  # no half-written directory left
     assert DiffusionModel.from_pretrained(tmp_path / "run").checkpoint_path.name == "step-00000010"
+
+
+def test_too_little_disk_space_is_known_before_training(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 50_000, 50_000))
+    with pytest.raises(UserError, match="only 0.0 MiB free, but a checkpoint takes about .* MiB"):
+        make_trainer(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing left behind
 
 
 def test_nan_steps_are_skipped_when_asked_and_stop_after_too_many(tmp_path, monkeypatch):

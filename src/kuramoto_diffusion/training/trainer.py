@@ -170,6 +170,7 @@ class Trainer:
             if latest_checkpoint(self.run_dir) is not None:
                 raise UserError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
             _check_writable(self.run_dir)
+            _check_free_space(self.run_dir, self.checkpoint_bytes())
             if self.train_config.fit_prior:
                 self.fit_prior()
             write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
@@ -355,6 +356,13 @@ class Trainer:
         return DiffusionModel(self.config.model, self.ema_network, run_config=self.config)
 
     # ----- checkpoints ------------------------------------------------------------------
+    def checkpoint_bytes(self) -> int:
+        """Estimated size of one checkpoint: weights, EMA, two AdamW moments and the chain pool."""
+        weights = sum(p.numel() * p.element_size() for p in self.model.network.state_dict().values())
+        pool_size = self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
+        pool = 0 if self.process.closed_form_marginal else pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        return 4 * weights + pool
+
     def save_checkpoint(self) -> Path:
         """Write everything needed to resume into step-NNNNNNNN/, atomically; prune old ones."""
         for name, network in (("weights", self.model.network), ("EMA weights", self.ema_network)):
@@ -419,6 +427,17 @@ def _check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise UserError(f"{folder}: cannot write there ({error.strerror}); choose another --out") from None
+
+
+def _check_free_space(folder: Path, checkpoint_bytes: int) -> None:
+    """Refuse to start when the disk cannot hold two checkpoints (one is written before the old is pruned)."""
+    needed = 2 * checkpoint_bytes
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise UserError(
+            f"{folder}: only {free / 2**20:.1f} MiB free, but a checkpoint takes about {checkpoint_bytes / 2**20:.1f} MiB "
+            f"and two must fit; free some space or choose another --out"
+        )
 
 
 def _summary_writer(folder: Path):  # noqa: ANN202 - SummaryWriter or None
