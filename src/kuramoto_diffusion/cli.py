@@ -124,17 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(forward)
 
     train = commands.add_parser(
-        "train", help="train a model on images", formatter_class=_Formatter,
+        "train", help="train a model on images or angle data", formatter_class=_Formatter,
         description="Train a Kuramoto (or Euclidean baseline) diffusion model; checkpoints go to --out/checkpoints.",
     )
     train.add_argument(
         "--data", default=None,
-        help="textures, fingerprints, a folder of images, or cifar-10-binary.tar.gz (default: textures; with --resume: the run's own)",
+        help="textures, fingerprints, a folder of images, cifar-10-binary.tar.gz, angles:FILE (a .csv/.npy array of N rows "
+        "by D angles) or torus:NAME (wrapped-mixture, von-mises-mixture, checkerboard) (default: textures; with --resume: the run's own)",
     )
-    train.add_argument("--process", choices=PROCESS_NAMES, default="kuramoto-local", help="forward process")
+    train.add_argument("--degrees", action="store_true", help="with --data angles:FILE: the file holds degrees, not radians")
+    train.add_argument(
+        "--process", choices=PROCESS_NAMES, default=None,
+        help="forward process (default: kuramoto-local for images, kuramoto-global for angle data)",
+    )
     train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
     train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
-    train.add_argument("--preset", choices=PRESET_NAMES, default="small", help="network size")
+    train.add_argument(
+        "--preset", choices=PRESET_NAMES, default="small",
+        help="network size: a UNet for images; for angle data an MLP, tiny (64 wide, 2 blocks) or small (256 wide, 4 blocks)",
+    )
     train.add_argument("--train-steps", type=positive_int, default=2000, help="optimiser steps in total")
     train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
@@ -162,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
 
     sample = commands.add_parser(
-        "sample", help="generate images from a trained model", formatter_class=_Formatter,
+        "sample", help="generate images (or angles) from a trained model", formatter_class=_Formatter,
         description="Generate images with the reverse SDE or the probability-flow ODE.",
     )
     sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
@@ -170,7 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="reverse SDE, ODE Euler or ODE Heun")
     sample.add_argument("--nfe", type=positive_int, default=None, help="network evaluations (default: T)")
     sample.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
-    sample.add_argument("--out", type=Path, default=Path("samples.png"), help="grid PNG")
+    sample.add_argument(
+        "--out", type=Path, default=None,
+        help="image models: grid PNG (default samples.png); angle models: the angles as .csv or .npy, in the training "
+        "data's units (default samples.csv)",
+    )
+    sample.add_argument("--out-npy", type=Path, default=None, help="image models: also the images as float32 (N, C, H, W) in [-1, 1]")
+    sample.add_argument(
+        "--out-plot", type=Path, default=None,
+        help="angle models: PNG of 2-D histograms, training data beside the samples (angles 1 and 2; a histogram for D = 1)",
+    )
     sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a PNG here")
     sample.add_argument("--save-trajectory", type=Path, default=None, help="animated GIF of the reverse process with R(t)")
     sample.add_argument(

@@ -7,19 +7,29 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import latest_checkpoint, list_checkpoints
 from .config import config_to_dict, read_json, write_json_atomic
-from .data import DATA_CHOICES, open_image_source
+from .data import DATA_CHOICES, is_angle_spec, open_angle_source, open_image_source, save_angles
+from .data.angles import radians_to_user_units, save_array_atomic
 from .data.images import read_image_for_model, read_mask_for_model
 from .errors import UserError
 from .nets import count_parameters
 from .model import CONFIG_NAME, DiffusionModel, load_run_config
 from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, ProcessConfig, build_process
-from .settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from .settings import DataConfig, RunConfig, TrainConfig, angle_model_config, image_model_config
 from .training import Trainer, resolve_device
-from .viz import forward_figure, image_grid, labelled_rows, order_parameter_plot, save_animation, save_image_atomic
+from .viz import (
+    angle_density_plot,
+    forward_figure,
+    image_grid,
+    labelled_rows,
+    order_parameter_plot,
+    save_animation,
+    save_image_atomic,
+)
 
 
 def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, padding: str) -> ProcessConfig:
@@ -49,7 +59,9 @@ def forward_picture(
     return out
 
 
-def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource
+def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource or AngleSource
+    if is_angle_spec(data.source):
+        return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction, seed=data.seed)
     return open_image_source(
         data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
         seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes,
@@ -78,12 +90,19 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
     else:
         channels = None if args.channels == "auto" else int(args.channels)
         data_spec = args.data if args.data is not None else "textures"
-        source = open_image_source(
-            data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image,
-            classes=args.classes,
-        )
-        data = DataConfig(source=data_spec, image_size=args.image_size, channels=source.channels, seed=args.seed,
-                          on_bad_image=args.on_bad_image, classes=args.classes)
+        angles = is_angle_spec(data_spec)
+        process_name = args.process or ("kuramoto-global" if angles else "kuramoto-local")
+        if angles:
+            check_angle_training_options(process_name, args.classes)
+            source = open_angle_source(data_spec, degrees=args.degrees, split="train", seed=args.seed)
+            data = DataConfig(source=data_spec, image_size=0, channels=source.dims, seed=args.seed, degrees=args.degrees)
+        else:
+            source = open_image_source(
+                data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image,
+                classes=args.classes,
+            )
+            data = DataConfig(source=data_spec, image_size=args.image_size, channels=source.channels, seed=args.seed,
+                              on_bad_image=args.on_bad_image, classes=args.classes, degrees=args.degrees)
         class_names = source.class_names if args.classes else ()
         training = TrainConfig(
             train_steps=args.train_steps, batch_size=args.batch_size, draws=args.draws, window=args.window,
@@ -99,7 +118,12 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
                     f"{args.init_from}: the model's classes ({', '.join(model_config.class_names) or 'none'}) differ from the "
                     f"data's ({', '.join(class_names) or 'none'}); fine-tune on data with the same classes"
                 )
-            if model_config.channels != source.channels or model_config.image_size != args.image_size:
+            if angles and (model_config.data_kind, model_config.channels) != ("angle", source.dims):
+                raise UserError(
+                    f"{args.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
+                    f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
+                )
+            if not angles and (model_config.channels != source.channels or model_config.image_size != args.image_size):
                 raise UserError(
                     f"{args.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
                     f"the data has {source.channels} at {args.image_size} px; match --channels and --image-size"
@@ -107,9 +131,12 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
             training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
         else:
             process = process_config(
-                args.process, steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding
+                process_name, steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding
             )
-            model_config = image_model_config(process, source.channels, args.image_size, args.preset, class_names=class_names)
+            if angles:
+                model_config = angle_model_config(process, source.dims, args.preset)
+            else:
+                model_config = image_model_config(process, source.channels, args.image_size, args.preset, class_names=class_names)
         run_config = RunConfig(model=model_config, data=data, training=training)
         trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet)
         if pretrained is not None:
@@ -125,12 +152,25 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
     model = trainer.train()
     if not args.quiet:
         print(f"trained to step {trainer.step}; checkpoints in {args.out / 'checkpoints'}")
-        print(f"sample with: kuramoto-diffusion sample --checkpoint {args.out} --num 16 --out samples.png")
+        example = "samples.csv" if trainer.config.model.data_kind == "angle" else "samples.png"
+        print(f"sample with: kuramoto-diffusion sample --checkpoint {args.out} --num 16 --out {example}")
     return model
 
 
+def check_angle_training_options(process_name: str, classes: bool) -> None:
+    """Options that need images: local coupling (a spatial grid of neighbours) and classes (subfolders)."""
+    if process_name == "kuramoto-local":
+        raise UserError(
+            "--process kuramoto-local couples neighbouring pixels and needs images; angle data has no spatial grid: "
+            "use --process kuramoto-global (or euclidean)"
+        )
+    if classes:
+        raise UserError("--classes needs a folder of images with one subfolder per class; angle data has no classes")
+
+
 def sample_command(args: argparse.Namespace) -> None:
-    """``kuramoto-diffusion sample``: grid PNG, optional single PNGs and trajectory GIF."""
+    """``kuramoto-diffusion sample``: grid PNG, optional single PNGs, .npy and trajectory GIF (angle models: see
+    ``sample_angles``)."""
     device = resolve_device(args.device)
     model = DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
     generator = torch.Generator().manual_seed(args.seed)
@@ -146,6 +186,14 @@ def sample_command(args: argparse.Namespace) -> None:
         raise UserError("--resample applies to --inpaint only")
     class_labels = model.class_labels(args.class_name, args.num) if args.class_name is not None else None
     guided = {"class_labels": class_labels, "guidance": args.guidance}
+    if model.config.data_kind == "angle":
+        sample_angles(args, model, generator, guided)
+        return
+    if args.out_plot is not None:
+        raise UserError("--out-plot draws angle data; this is an image model, whose samples go to the --out grid PNG")
+    if args.out_npy is not None and args.out_npy.suffix.lower() != ".npy":
+        raise UserError(f"{args.out_npy}: --out-npy writes a NumPy .npy file; name it e.g. samples.npy")
+    out = args.out if args.out is not None else Path("samples.png")
     shown: torch.Tensor | None = None  # the input shown first in the grid
     if args.inpaint is not None:
         image, dims = read_image_for_model(args.inpaint, size, channels)
@@ -179,7 +227,9 @@ def sample_command(args: argparse.Namespace) -> None:
         )
     images, clipped = model.decode(result.states)
     grid = images if shown is None else torch.cat([shown.to(images.device), images])
-    save_image_atomic(image_grid(grid, upscale=2), args.out)
+    save_image_atomic(image_grid(grid, upscale=2), out)
+    if args.out_npy is not None:
+        save_array_atomic(args.out_npy, images.detach().cpu().numpy().astype(np.float32))
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
         for index, image in enumerate(images):
@@ -188,9 +238,53 @@ def sample_command(args: argparse.Namespace) -> None:
         save_trajectory_animation(model, result, args.save_trajectory)
     if not args.quiet:
         print(
-            f"wrote {args.out}: {args.num} images, {args.sampler} with {result.function_evaluations} network "
+            f"wrote {out}: {args.num} images, {args.sampler} with {result.function_evaluations} network "
             f"evaluations; {clipped} of {images.numel()} values clipped at decode (mass that crossed the seam)"
         )
+
+
+def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator, guided: dict[str, object]) -> np.ndarray:
+    """``sample`` for angle models: the angles to --out (.csv or .npy) in the training data's units (degrees if the
+    run was trained with --degrees, else radians), and --out-plot, the training data beside the samples."""
+    image_options = {
+        "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
+        "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy,
+    }
+    given = [name for name, value in image_options.items() if value is not None]
+    if given:
+        raise UserError(
+            f"{given[0]} applies to image models; {args.checkpoint} is an angle model: write its samples with "
+            "--out FILE.csv or FILE.npy (and --out-plot FILE.png)"
+        )
+    out = args.out if args.out is not None else Path("samples.csv")
+    if out.suffix.lower() not in (".csv", ".npy"):
+        raise UserError(f"{out}: an angle model writes its samples as .csv or .npy; pass e.g. --out samples.csv")
+    data = model.run_config.data if model.run_config is not None else None
+    degrees = data.degrees if data is not None else False
+    real: np.ndarray | None = None
+    if args.out_plot is not None and data is not None and is_angle_spec(data.source):
+        # Opened before sampling, so that a moved training file fails fast.
+        real = radians_to_user_units(open_training_data(data).fixed_batch(args.num, seed=args.seed), degrees=degrees)
+    result = model.sample(
+        args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size, **guided,
+    )
+    angles, _ = model.decode(result.states)
+    written = save_angles(out, angles, degrees=degrees)
+    unit = "degrees" if degrees else "radians"
+    if args.out_plot is not None:
+        dims = written.shape[1]
+        panels = {"training data": real, "generated": written} if real is not None else {"generated": written}
+        shown = "" if dims <= 2 else f" (angles 1 and 2 of {dims})"
+        process = f"Kuramoto {model.process.config.coupling}" if isinstance(model.process, KuramotoProcess) else "Euclidean"
+        title = f"{process} model, {args.sampler} sampler, {result.function_evaluations} network evaluations{shown}"
+        save_image_atomic(angle_density_plot(panels, degrees=degrees, title=title), args.out_plot)
+    if not args.quiet:
+        plot = f" and {args.out_plot}" if args.out_plot is not None else ""
+        print(
+            f"wrote {out}{plot}: {args.num} samples of {written.shape[1]} angle(s) in {unit}, {args.sampler} with "
+            f"{result.function_evaluations} network evaluations"
+        )
+    return written
 
 
 def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_images: int = 16) -> None:  # noqa: ANN001
@@ -215,6 +309,11 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
     settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
     if args.checkpoint is not None:
         model = DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device))
+        if model.config.data_kind != "image":
+            raise UserError(
+                f"{args.checkpoint} is an angle model and evaluate compares images; compare its samples with the data "
+                "through sample --out-plot FILE.png"
+            )
         image_size, channels = model.config.image_size, model.config.channels
         result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import choice_check
-from .data import BAD_IMAGE_POLICIES
+from .data import BAD_IMAGE_POLICIES, is_angle_spec
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
@@ -78,32 +78,49 @@ def image_model_config(
 
 
 
-def angle_model_config(process: ProcessConfig, dims: int, **mlp_overrides: Any) -> ModelConfig:
-    """An MLP model config for flat vectors of ``dims`` angles (radians) under ``process``."""
+# MLP sizes for angle data by the CLI's --preset names: tiny for tests and quick tries, small is MLPConfig's default.
+ANGLE_MLP_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_features": 64, "num_layers": 2},
+    "small": {"hidden_features": 256, "num_layers": 4},
+}
+
+
+def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small", **mlp_overrides: Any) -> ModelConfig:
+    """An MLP model config for flat vectors of ``dims`` angles (radians) under ``process``; sizes from
+    ``ANGLE_MLP_PRESETS[preset]``, then ``mlp_overrides`` (MLPConfig fields)."""
+    if preset not in ANGLE_MLP_PRESETS:
+        raise UserError(f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}")
     width = 2 * dims if process.kind == "kuramoto" else dims
-    mlp = MLPConfig(**{"in_features": width, "out_features": width, **mlp_overrides})
+    mlp = MLPConfig(**{"in_features": width, "out_features": width, **ANGLE_MLP_PRESETS[preset], **mlp_overrides})
     return ModelConfig(process=process, channels=dims, image_size=0, data_kind="angle", mlp=mlp)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training images come from and how they are cut."""
+    """Where training data come from: images and how they are cut, or angle data (``angles:FILE``, ``torus:NAME``)."""
 
-    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive
-    image_size: int = 32
-    channels: int = 1
+    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive | angles:FILE | torus:NAME
+    image_size: int = 32  # images only (the CLI stores 0 for angle data)
+    channels: int = 1  # image channels; for angle data the number D of angles per row
     flip: bool = True
     val_fraction: float = 0.1
     seed: int = 0
     on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
     classes: bool = False  # each first-level subfolder is a class (class-conditional training)
+    degrees: bool = False  # angle files: the values are degrees (samples are written back in degrees)
 
     def __post_init__(self) -> None:
         choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
-        if self.image_size < 8:
-            raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
-        if self.channels not in (1, 3):
-            raise UserError(f"channels must be 1 or 3, got {self.channels}")
+        if is_angle_spec(self.source):
+            if self.channels < 1:
+                raise UserError(f"angle data needs channels = D ≥ 1 angles per row, got {self.channels}")
+        else:
+            if self.degrees:
+                raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop --degrees")
+            if self.image_size < 8:
+                raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
+            if self.channels not in (1, 3):
+                raise UserError(f"channels must be 1 or 3, got {self.channels}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 

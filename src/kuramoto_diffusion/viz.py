@@ -149,3 +149,57 @@ def forward_figure(
         curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
     plot = order_parameter_plot(curves, "order parameter R(t) along the forward process")
     return labelled_rows(rows + [("", plot)])
+
+
+def angle_density_plot(
+    panels: dict[str, np.ndarray], *, degrees: bool, bins: int = 72, title: str = "", labels: Sequence[str] = ()
+) -> Image.Image:
+    """Side-by-side densities of angle sets, one panel per named (N, D) array in the user's units.
+
+    D ≥ 2: a Ramachandran-style 2-D histogram of angles 1 and 2 over one full turn per axis
+    ([-180°, 180°) or [-π, π)), all panels on one colour scale (probability density, square-root
+    colour map so that sparse regions stay visible). D = 1: one histogram per set, overlaid.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    half_turn = 180.0 if degrees else math.pi
+    unit = "°" if degrees else "rad"
+    edges = np.linspace(-half_turn, half_turn, bins + 1)
+    dims = {int(values.shape[1]) for values in panels.values()}
+    if dims == {1}:
+        figure, axis = plt.subplots(figsize=(6, 3.6))
+        for name, values in panels.items():
+            axis.hist(values[:, 0], bins=edges, density=True, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
+        axis.set_xlim(-half_turn, half_turn)
+        axis.set_xlabel(f"{labels[0] if labels else 'angle 1'} ({unit})")
+        axis.set_ylabel(f"density (per {unit})")
+        axis.legend(fontsize=8)
+    else:
+        histograms = {
+            name: np.histogram2d(values[:, 0], values[:, 1], bins=[edges, edges], density=True)[0]
+            for name, values in panels.items()
+        }
+        top = max(float(h.max()) for h in histograms.values()) or 1.0
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 0.8, 4.2), squeeze=False)
+        for axis, (name, histogram) in zip(axes[0], histograms.items()):
+            mesh = axis.pcolormesh(
+                edges, edges, histogram.T, cmap="magma", norm=matplotlib.colors.PowerNorm(0.5, vmin=0.0, vmax=top)
+            )
+            axis.set_aspect("equal")
+            axis.set_title(f"{name} ({len(panels[name])})", fontsize=10)
+            axis.set_xlabel(f"{labels[0] if labels else 'angle 1'} ({unit})")
+            axis.set_ylabel(f"{labels[1] if len(labels) > 1 else 'angle 2'} ({unit})")
+            if degrees:
+                ticks = np.arange(-180, 181, 90)
+                axis.set_xticks(ticks)
+                axis.set_yticks(ticks)
+        area = "square degree" if degrees else "rad²"
+        figure.colorbar(mesh, ax=list(axes[0]), shrink=0.85, label=f"density (per {area})")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    picture = figure_to_image(figure)
+    plt.close(figure)
+    return picture

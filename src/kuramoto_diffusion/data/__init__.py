@@ -7,6 +7,9 @@
 - a folder of image files, searched recursively (images.py);
 - CIFAR-10 in its binary form: cifar-10-binary.tar.gz or its folder cifar-10-batches-bin (cifar.py).
 
+Angle data (``angles:FILE`` for a .npy/.csv array of N rows by D angles, ``torus:NAME`` for a
+known 2-torus density) is opened with ``open_angle_source`` instead (angles.py).
+
 Nothing is downloaded at run time. Every source satisfies the ``ImageSource`` protocol.
 """
 
@@ -19,6 +22,16 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import UserError
+from .angles import (
+    ANGLE_EXTENSIONS,
+    AngleFileSource,
+    AngleSource,
+    TorusAngleSource,
+    is_angle_spec,
+    open_angle_source,
+    read_angle_file,
+    save_angles,
+)
 from .cifar import Cifar10Source, is_cifar_path, read_cifar10_binary
 from .fingerprints import FingerprintSource, synthesize_fingerprint
 from .images import BAD_IMAGE_POLICIES, IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
@@ -77,6 +90,8 @@ def open_image_source(
         spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec:
         raise UserError(f"data must be one of {', '.join(DATA_CHOICES)} or a path, got {spec!r}")
+    if is_angle_spec(spec):
+        raise UserError(f"{spec} is angle data, not images; this command needs images (textures, fingerprints, a folder)")
     if spec == "textures":
         return TextureSource(image_size, channels=channels, split=split, val_fraction=val_fraction, flip=flip)
     if spec == "fingerprints":
@@ -92,6 +107,8 @@ def open_image_source(
                 "check the spelling"
             )
         raise UserError(f"{path}: no such file or folder; check the path")
+    if path.is_file() and path.suffix.lower() in ANGLE_EXTENSIONS:
+        raise UserError(f"{path}: a {path.suffix} file is angle data; pass --data angles:{spec} (and --degrees if it holds degrees)")
     if is_cifar_path(path):
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
     return ImageFolderSource(
@@ -101,6 +118,14 @@ def open_image_source(
 
 
 __all__ = [
+    "ANGLE_EXTENSIONS",
+    "AngleFileSource",
+    "AngleSource",
+    "TorusAngleSource",
+    "is_angle_spec",
+    "open_angle_source",
+    "read_angle_file",
+    "save_angles",
     "BAD_IMAGE_POLICIES",
     "DATA_CHOICES",
     "IMAGE_EXTENSIONS",

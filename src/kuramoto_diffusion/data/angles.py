@@ -190,20 +190,16 @@ def _check_finite(values: np.ndarray, path: Path) -> None:
 
 def _check_range(values: np.ndarray, radians: np.ndarray, path: Path, *, degrees: bool) -> None:
     """Values beyond one turn either side of zero are an error (wrong unit); all within ±2π with --degrees warns."""
-    largest = float(np.abs(radians).max())
-    if largest > RANGE_LIMIT:
-        row, column = np.unravel_index(int(np.argmax(np.abs(radians))), radians.shape)
-        where = f"row {row + 1}, column {column + 1}"
+    outside = np.argwhere(np.abs(radians) > RANGE_LIMIT)
+    if len(outside):
+        row, column = (int(i) for i in outside[0])
+        where = f"value {values[row, column]:g} at row {row + 1}, column {column + 1} ({len(outside)} such value(s))"
         if degrees:
             raise UserError(
-                f"{path}: value {values[row, column]:g} at {where} is outside [-360, 360] degrees; "
-                "wrap the angles first, e.g. (x + 180) % 360 - 180"
+                f"{path}: {where} outside [-360, 360] degrees; wrap the angles first, e.g. (x + 180) % 360 - 180"
             )
-        raise UserError(
-            f"{path}: value {values[row, column]:g} at {where} is outside [-2π, 2π] radians; "
-            "if the file holds degrees, pass --degrees (degrees=True)"
-        )
-    if degrees and largest <= RANGE_LIMIT * math.pi / 180.0 and values.shape[0] >= 10:
+        raise UserError(f"{path}: {where} outside [-2π, 2π] radians; if the file holds degrees, pass --degrees (degrees=True)")
+    if degrees and float(np.abs(values).max()) <= RANGE_LIMIT and values.shape[0] >= 10:
         warnings.warn(
             f"{path}: every value lies within ±{TWO_PI:.4f}, as radians would, although --degrees was given; "
             "if the file holds radians, drop --degrees",
