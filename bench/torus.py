@@ -172,6 +172,39 @@ def run_sweep(args, budget: Budget, device: torch.device, rows: list[dict], save
                 save(complete=False)
 
 
+def plot_main(rows: list[dict], path: Path) -> None:
+    """KL against NFE, one panel per density, one line per process and sampler, floor and prior dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kuramoto_diffusion.viz import figure_to_image, save_image_atomic
+
+    main_rows = [r for r in rows if r["part"] == "main"]
+    densities = list(dict.fromkeys(r["density"] for r in main_rows))
+    figure, axes = plt.subplots(1, len(densities), figsize=(4.6 * len(densities), 3.6), squeeze=False)
+    styles = {"sde": "-o", "ode": "--s", "ode-heun": ":^"}
+    for axis, density in zip(axes[0], densities):
+        chosen = [r for r in main_rows if r["density"] == density]
+        for colour, process in enumerate(dict.fromkeys(r["process"] for r in chosen)):
+            for sampler, style in styles.items():
+                points = sorted((r["nfe"], r["kl"]) for r in chosen if r["process"] == process and r["sampler"] == sampler)
+                if points:
+                    axis.plot(*zip(*points), style, color=f"C{colour}", label=f"{process} {sampler}", markersize=4)
+        axis.axhline(chosen[0]["kl_floor"], color="grey", linestyle=":", label="floor (exact samples)")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("NFE")
+        axis.set_ylabel("KL(true ‖ samples), 50×50 bins")
+        axis.set_title(density)
+        axis.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    save_image_atomic(figure_to_image(figure), path)
+    plt.close(figure)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
@@ -182,7 +215,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "torus.json")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the KL-against-NFE plot from --out and stop")
     args = parser.parse_args()
+    plot_path = args.out.with_name(args.out.stem + "_kl_vs_nfe.png")
+    if args.plot_only:
+        plot_main(json.loads(args.out.read_text())["rows"], plot_path)
+        return
     budget = BUDGETS[args.budget]
     device = resolve_device(args.device)
     rows: list[dict] = []
@@ -207,6 +245,8 @@ def main() -> None:
         print("\nDSM window and draws (Kuramoto, global coupling)")
         tables["table_sweep"] = print_table([r for r in rows if r["part"] == "sweep"], SWEEP_COLUMNS)
     save(complete=True, tables=tables)
+    if "main" in args.part:
+        plot_main(rows, plot_path)
     print(f"total {time.perf_counter() - started:.0f} s; wrote {args.out}")
 
 
