@@ -112,6 +112,18 @@ def _make_folders(root: Path) -> dict[str, Path]:
     Image.fromarray(soft).save(inpaint / "soft_mask.png")
     (root / "a_file.txt").write_text("a file where a folder should be\n")
     paths["a_file"] = root / "a_file.txt"
+    angles = folder("angles")
+    pairs = np.array([[-63.0, -43.0], [-120.0, 130.0], [57.0, 47.0], [-70.0, -40.0]])  # degrees
+    np.savetxt(angles / "degrees.csv", pairs, fmt="%.1f", delimiter=",", header="phi,psi", comments="")
+    with_nan = np.deg2rad(pairs)
+    with_nan[1, 1] = np.nan
+    np.savetxt(angles / "nan.csv", with_nan, delimiter=",", header="phi,psi", comments="")
+    (angles / "text_cell.csv").write_text("phi,psi\n-1.1,-0.75\n-2.1,beta\n")
+    np.save(angles / "three_d.npy", np.zeros((4, 2, 2)))
+    np.save(angles / "one_row.npy", np.deg2rad(pairs[:1]))
+    (angles / "angles.txt").write_text("-1.1,-0.75\n-2.1,2.3\n")
+    for name in ("degrees.csv", "nan.csv", "text_cell.csv", "three_d.npy", "one_row.npy", "angles.txt"):
+        paths[f"angles_{name.split('.')[0]}"] = angles / name
     return paths
 
 
@@ -154,6 +166,12 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     marker = root / "PICKLE_WAS_EXECUTED"
     (variant("ckpt_pickle_weights") / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
     (variant("ckpt_pickle_beside") / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    np.save(root / "angles_pickle.npy", np.array([_Payload(marker), 1.0], dtype=object), allow_pickle=True)
+    paths["angles_pickle"] = root / "angles_pickle.npy"
+    from kuramoto_diffusion.settings import angle_model_config
+
+    paths["angle_model"] = root / "angle_model"
+    DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(paths["angle_model"])
     paths["pickle_marker"] = marker
     return paths
 
@@ -181,6 +199,11 @@ def _train(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
 
 def _sample(checkpoint: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
     return lambda p: ["--checkpoint", str(p[checkpoint]), "--num", "2", "--out", str(p["out"] / "samples.png"), *extra]
+
+
+def _train_angles(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["--data", f"angles:{p[data]}", "--preset", "tiny", "--train-steps", "1", "--out", str(p["out"] / "run"),
+                      "--quiet", *extra]
 
 
 CASES = [
@@ -256,6 +279,36 @@ CASES = [
          lambda p: ["--real", "textures", "--fake", str(p["good"]), "--image-size", "16", "--num", "4",
                     "--inception-weights", str(p["out"] / "nope.pt"), "--json", str(p["out"] / "metrics.json")],
          "error", "inception"),
+    # angle data (angles:FILE)
+    Case("angles-missing", "train", "angles:FILE that does not exist", _train_angles("missing"), "error", "no such file"),
+    Case("angles-extension", "train", "angle file named .txt", _train_angles("angles_angles"), "error", "unknown extension '.txt'"),
+    Case("angles-nan", "train", "NaN in an angle CSV", _train_angles("angles_nan"), "error", "value nan at row 2, column 2"),
+    Case("angles-text-cell", "train", "a word in a cell of an angle CSV", _train_angles("angles_text_cell"), "error",
+         "line 3, column 2: 'beta' is not a number"),
+    Case("angles-3d", "train", ".npy array of shape (4, 2, 2)", _train_angles("angles_three_d"), "error", "expected (N, D)"),
+    Case("angles-one-row", "train", "angle file with a single row", _train_angles("angles_one_row"), "error", "at least 2 examples"),
+    Case("angles-degrees-as-radians", "train", "degrees read as radians (no --degrees)", _train_angles("angles_degrees"), "error",
+         "if the file holds degrees, pass --degrees"),
+    Case("angles-pickle", "train", ".npy of pickled Python objects (never executed)", _train_angles("angles_pickle"), "error",
+         "never done"),
+    Case("angles-local", "train", "--process kuramoto-local on angle data",
+         _train_angles("angles_degrees", "--degrees", "--process", "kuramoto-local"), "error", "use --process kuramoto-global"),
+    Case("angles-paper-preset", "train", "--preset paper-cifar on angle data", _train_angles("angles_degrees", "--degrees", "--preset",
+         "paper-cifar"), "error", "not an MLP size"),
+    Case("angles-without-prefix", "train", "an angle .csv passed as --data FILE (no angles:)",
+         lambda p: ["--data", str(p["angles_degrees"]), "--out", str(p["out"] / "run"), "--quiet"], "error", "pass --data angles:"),
+    Case("degrees-on-images", "train", "--degrees with image data", _train("good", "--degrees"), "error",
+         "degrees applies to angle data"),
+    Case("torus-unknown", "train", "torus:NAME that does not exist",
+         lambda p: ["--data", "torus:donut", "--out", str(p["out"] / "run"), "--quiet"], "error", "valid names are"),
+    Case("angle-model-png", "sample", "--out samples.png for an angle model", _sample("angle_model"), "error",
+         "writes its samples as .csv or .npy"),
+    Case("angle-model-out-dir", "sample", "--out-dir (image files) for an angle model",
+         _sample("angle_model", "--out-dir", "/nonexistent/single"), "error", "--out-dir applies to image models"),
+    Case("image-model-plot", "sample", "--out-plot (angle histograms) for an image model", _sample("model", "--out-plot", "p.png"),
+         "error", "--out-plot draws angle data"),
+    Case("image-model-npy-name", "sample", "--out-npy file not named .npy", _sample("model", "--out-npy", "images.csv"),
+         "error", "--out-npy writes a NumPy .npy file"),
 ]
 
 # Where each command writes: no such file may exist after an error.
