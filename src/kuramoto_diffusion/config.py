@@ -57,9 +57,7 @@ def config_from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
-    except UserError:
-        raise
-    except (TypeError, ValueError) as error:
+    except (UserError, TypeError, ValueError) as error:  # the config's own checks: say which file and key
         raise UserError(f"{where}: {error}") from None
 
 
