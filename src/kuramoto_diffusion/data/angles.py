@@ -108,6 +108,7 @@ def _read_npy(path: Path) -> np.ndarray:
     except (OSError, EOFError) as error:
         raise UserError(f"{path}: not a readable .npy file ({error}); re-create it with np.save") from None
     if not isinstance(array, np.ndarray):  # np.load gives an NpzFile for .npz data under a .npy name
+        array.close()
         raise UserError(f"{path}: is an .npz archive, not a .npy array; save one (N, D) array with np.save")
     if array.dtype.kind not in "iuf":
         raise UserError(
