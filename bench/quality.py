@@ -48,6 +48,7 @@ from kuramoto_diffusion.training import Trainer, resolve_device
 from kuramoto_diffusion.viz import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
+PLOTTED = ("euclidean", "euclidean-clip", "kuramoto-global", "kuramoto-local")  # trained methods + the clipped sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,20 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
         return model, time.perf_counter() - start
 
 
+def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe: int, real: torch.Tensor,
+                        options: dict, seed: int) -> tuple[dict, torch.Tensor]:
+    """Samples of one sampler at one NFE (0: T), their metrics against ``real``, and the images."""
+    start = time.perf_counter()
+    result = model.sample(budget.samples, sampler=sampler, nfe=nfe or budget.steps,
+                          generator=torch.Generator().manual_seed(seed + 1), batch_size=budget.sample_batch)
+    images, clipped = model.decode(result.states)
+    sample_s = time.perf_counter() - start
+    metrics = evaluate_images(real, images.cpu(), **options)
+    row = {"sampler": sampler, "nfe": result.function_evaluations, **metrics,
+           "clipped_fraction": clipped / images.numel(), "sample_s": sample_s}
+    return row, images
+
+
 def reverse_order_parameter(model: DiffusionModel, budget: Budget, seed: int) -> tuple[list[float], list[float]]:
     """Mean R of the sampled phases along the reverse SDE at NFE = T (16 samples): (t/T, R)."""
     result = model.sample(16, sampler="sde", generator=torch.Generator().manual_seed(seed), record_trajectory=True)
@@ -127,7 +142,7 @@ def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> "object":
     chosen = [row for row in rows if row["data"] == data and row["method"] != "real"]
     floor = {m: row[m] for row in rows if row["data"] == data and row["method"] == "real" for m in metrics if m in row}
     for axis, metric in zip(axes[0], metrics):
-        for colour, method in enumerate(METHODS):
+        for colour, method in enumerate(PLOTTED):
             for sampler, style in (("sde", "-o"), ("ode", "--s")):
                 points = sorted((r["nfe"], r[metric]) for r in chosen
                                 if r["method"] == method and r["sampler"] == sampler and metric in r)
@@ -200,24 +215,23 @@ def main() -> None:
         grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
-            model, train_s = train(data, method, budget, args.seed, device)
-            for sampler, nfe in budget.sweeps:
-                start = time.perf_counter()
-                result = model.sample(budget.samples, sampler=sampler, nfe=nfe or budget.steps,
-                                      generator=torch.Generator().manual_seed(args.seed + 1),
-                                      batch_size=budget.sample_batch)
-                images, clipped = model.decode(result.states)
-                sample_s = time.perf_counter() - start
-                metrics = evaluate_images(real, images.cpu(), **options)
-                rows.append({"data": label, "method": method, "sampler": sampler, "nfe": result.function_evaluations,
-                             **metrics, "clipped_fraction": clipped / images.numel(), "train_s": train_s,
-                             "sample_s": sample_s})
-                if sampler == "sde" and nfe == 0:
-                    grids.append((f"{method} SDE {result.function_evaluations}", image_grid(images[:32], columns=16, upscale=2)))
-                print(f"{label} {method} {sampler} NFE {result.function_evaluations}: swd {metrics['swd_mean']:.2f} "
-                      f"orientation {metrics['orientation_w1']:.3f} ({sample_s:.0f} s)", flush=True)
-            if model.config.periodic:
-                curves[method] = reverse_order_parameter(model, budget, args.seed + 2)
+            trained, train_s = train(data, method, budget, args.seed, device)
+            # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
+            # conventions exist in the literature, and at small budgets they differ a lot.
+            variants = [(method, trained)]
+            if method == "euclidean":
+                clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
+                variants.append(("euclidean-clip", trained.with_process(clipped_process)))
+            for name, model in variants:
+                for sampler, nfe in budget.sweeps:
+                    row, images = sample_and_evaluate(model, budget, sampler, nfe, real, options, args.seed)
+                    rows.append({"data": label, "method": name, **row, "train_s": train_s})
+                    if sampler == "sde" and nfe == 0:
+                        grids.append((f"{name} SDE {row['nfe']}", image_grid(images[:32], columns=16, upscale=2)))
+                    print(f"{label} {name} {sampler} NFE {row['nfe']}: swd {row['swd_mean']:.2f} "
+                          f"orientation {row['orientation_w1']:.3f} ({row['sample_s']:.0f} s)", flush=True)
+            if trained.config.periodic:
+                curves[method] = reverse_order_parameter(trained, budget, args.seed + 2)
             save(False)
         real_r = float(order_parameter(open_image_source(data, budget.image_size, channels=1, split="val")
                                        .sample_batch(16, torch.Generator().manual_seed(0)) * (0.9 * torch.pi))[0].mean())

@@ -10,7 +10,7 @@ import torch
 from kuramoto_diffusion.circular import wrapped_normal_log_prob
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
-from kuramoto_diffusion.processes import EuclideanVPProcess, KuramotoConfig, KuramotoProcess
+from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.sampling import SAMPLERS, intervals_for_nfe, reverse_sweep, step_grid
 from kuramoto_diffusion.settings import image_model_config
 
@@ -111,3 +111,33 @@ def test_sample_images_returns_pil_images_of_the_right_size():
     model = DiffusionModel(image_model_config(KuramotoConfig(), 1, 8, "tiny"))
     pictures = model.sample_images(3, nfe=4, generator=torch.Generator().manual_seed(0))
     assert len(pictures) == 3 and pictures[0].size == (8, 8) and pictures[0].mode == "L"
+
+
+def test_clip_denoised_is_tweedie_with_the_clipped_estimate():
+    process = EuclideanVPProcess(EuclideanConfig(steps=100, clip_denoised=True))
+    plain = EuclideanVPProcess(EuclideanConfig(steps=100))
+    x = torch.randn(2000, dtype=torch.float64) * 2
+    score = torch.randn(2000, dtype=torch.float64) * 5
+    assert torch.equal(plain.constrain_score(x, 40, score), score)  # off by default
+    abar = math.exp(-float(process._cumulative_beta[40]))
+    tweedie = lambda s: (x + (1 - abar) * s) / math.sqrt(abar)  # noqa: E731 - E[x₀ | x_t] for VP
+    constrained = process.constrain_score(x, 40, score)
+    assert torch.allclose(tweedie(constrained), tweedie(score).clamp(-1, 1), atol=1e-12)
+    inside = tweedie(score).abs() < 1
+    assert inside.any() and torch.allclose(constrained[inside], score[inside], atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_clip_denoised_keeps_samples_of_a_bad_score_in_range(sampler):
+    # A score that pushes outward (a badly trained network): samples fly far out without the clip
+    # and end in [-1, 1] with it (the last ancestral or DDIM step lands on the clipped x₀).
+    bad_score = lambda x, t: x * 3.0  # noqa: E731
+    results = {}
+    for clip in (False, True):
+        process = EuclideanVPProcess(EuclideanConfig(steps=50, clip_denoised=clip))
+        prior = process.prior_sample((500, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        score_fn = lambda x, t, process=process: process.constrain_score(x, t, bad_score(x, t))  # noqa: E731
+        results[clip] = reverse_sweep(process, score_fn, prior, sampler=sampler, nfe=20,
+                                      generator=torch.Generator().manual_seed(1)).states
+    assert results[False].abs().max() > 5
+    assert results[True].abs().max() <= 1 + 1e-9

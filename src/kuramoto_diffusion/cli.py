@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--resample", type=positive_int, default=1, help="with --inpaint: RePaint resampling repeats per interval")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
+    sample.add_argument("--clip-denoised", action="store_true",
+                        help="Euclidean models: clip the denoised estimate x0 to [-1, 1] at every step (DDPM's sampler)")
     sample.add_argument("--class", dest="class_name", default=None, help="class-conditional models: the class to generate")
     sample.add_argument("--guidance", type=float, default=1.0,
                         help="with --class: classifier-free guidance w (0 unconditional, 1 conditional, >1 stronger)")
@@ -223,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")
     evaluate.add_argument("--image-size", type=image_size, default=32, help="with --fake: pixels per side")
     evaluate.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="with --fake")
+    evaluate.add_argument("--clip-denoised", action="store_true", help="with a Euclidean --checkpoint: DDPM's x0 clipping")
     evaluate.add_argument("--inception-weights", type=Path, default=None, help="local inception-2015-12-05.pt for FID/KID")
     evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
     evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")

@@ -168,11 +168,22 @@ def check_angle_training_options(process_name: str, classes: bool) -> None:
         raise UserError("--classes needs a folder of images with one subfolder per class; angle data has no classes")
 
 
+def with_clip_denoised(model: DiffusionModel, clip: bool) -> DiffusionModel:
+    """The model with the Euclidean baseline's x₀ clipping switched on (``--clip-denoised``)."""
+    if not clip:
+        return model
+    if model.config.process.kind != "euclidean":
+        raise UserError("--clip-denoised is for Euclidean models; Kuramoto states are phases and need no clipping")
+    return model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
+
+
 def sample_command(args: argparse.Namespace) -> None:
     """``kuramoto-diffusion sample``: grid PNG, optional single PNGs, .npy and trajectory GIF (angle models: see
     ``sample_angles``)."""
     device = resolve_device(args.device)
-    model = DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device)
+    model = with_clip_denoised(
+        DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device), args.clip_denoised
+    )
     generator = torch.Generator().manual_seed(args.seed)
     record = args.save_trajectory is not None
     channels, size = model.config.channels, model.config.image_size
@@ -308,7 +319,9 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
     fake_clipped: float | None = None
     settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
     if args.checkpoint is not None:
-        model = DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device))
+        model = with_clip_denoised(
+            DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device)), args.clip_denoised
+        )
         if model.config.data_kind != "image":
             raise UserError(
                 f"{args.checkpoint} is an angle model and evaluate compares images; compare its samples with the data "
@@ -319,7 +332,8 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
                               generator=torch.Generator().manual_seed(args.seed))
         fake, clipped = model.decode(result.states)
         fake_clipped = clipped / fake.numel()
-        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
+        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations,
+                        clip_denoised=args.clip_denoised)
     else:
         fake_source = open_image_source(
             args.fake, args.image_size, channels=None if args.channels == "auto" else int(args.channels), split="all",

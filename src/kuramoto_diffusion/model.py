@@ -100,14 +100,15 @@ class DiffusionModel:
         time = self.process.network_time(t_query).to(x.device).expand(x.shape[0])
         scale = self.process.output_scale(t_query, like=x)
         if class_labels is None or guidance == 1.0:
-            return self.network(x, time, condition, class_labels) / scale
+            return self.process.constrain_score(x, t_query, self.network(x, time, condition, class_labels) / scale)
         unconditional = torch.full_like(class_labels, len(self.config.class_names))
         both = self.network(
             torch.cat([x, x]), torch.cat([time, time]), None if condition is None else torch.cat([condition, condition]),
             torch.cat([class_labels, unconditional]),
         )
         conditional_output, unconditional_output = both.chunk(2)
-        return (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
+        guided = (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
+        return self.process.constrain_score(x, t_query, guided)
 
     def class_labels(self, names: str | list[str], num: int) -> Tensor:
         """(num,) label indices for a class name (or one name per sample); unknown names are a UserError listing the known."""

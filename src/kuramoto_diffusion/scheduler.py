@@ -147,7 +147,7 @@ class DiffusionScheduler:
             raise UserError(
                 f"model_output has shape {tuple(model_output.shape)}, sample {tuple(sample.shape)}; they must match"
             )
-        score = model_output / self.process.output_scale(step, like=sample)
+        score = self.process.constrain_score(sample, step, model_output / self.process.output_scale(step, like=sample))
         sampler = self.config.sampler
         pending = self._heun_start
         if pending is not None:

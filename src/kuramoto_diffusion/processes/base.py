@@ -195,6 +195,11 @@ class ForwardProcess(ABC):
     def decode(self, x: Tensor) -> tuple[Tensor, int]:
         """States to data values, and how many values had to be clipped."""
 
+    def constrain_score(self, x: Tensor, t_query: int, score: Tensor) -> Tensor:
+        """A learned score at (x, t_query) as the samplers should use it; the identity unless a process
+        knows its data's range (the Euclidean baseline's optional x₀ clipping)."""
+        return score
+
     @abstractmethod
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning)."""

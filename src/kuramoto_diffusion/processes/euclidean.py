@@ -28,6 +28,9 @@ class EuclideanConfig:
     steps: int = 100
     beta_min: float = 0.1
     beta_max: float = 20.0
+    # Sampling only: clip Tweedie's estimate of x₀ to the data range [-1, 1] at every step, as
+    # DDPM's and guided-diffusion's samplers do (score_sde and EDM do not). See constrain_score.
+    clip_denoised: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -68,6 +71,20 @@ class EuclideanVPProcess(ForwardProcess):
         variance = self.noise_variance(t, stride, like=x)
         return (x + variance * score) * torch.exp(-self.log_signal(t, stride, like=x))
 
+    def constrain_score(self, x: Tensor, t_query: int, score: Tensor) -> Tensor:
+        """With ``clip_denoised``: the score whose Tweedie estimate of x₀ is the clipped one.
+
+        x̂₀ = (x + (1 − ᾱ_t)·s)/√ᾱ_t is clipped to [-1, 1] and mapped back, s' = (√ᾱ_t·x̂₀ − x)/(1 − ᾱ_t).
+        The ancestral step with s' is DDPM's posterior mean from the clipped x̂₀, and DDIM's step is
+        DDIM with the clipped x̂₀. Without the clip a score learnt from little training pushes
+        samples far outside [-1, 1] (ε errors are amplified by 1/√ᾱ_t at large t).
+        """
+        if not self.config.clip_denoised:
+            return score
+        abar = math.exp(-float(self._cumulative_beta[t_query]))
+        denoised = (x + (1.0 - abar) * score) / math.sqrt(abar)
+        return (math.sqrt(abar) * denoised.clamp(-1.0, 1.0) - x) / (1.0 - abar)
+
     def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
         """The ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
 
@@ -107,7 +124,8 @@ class EuclideanVPProcess(ForwardProcess):
         return data
 
     def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        return x.clamp(-1.0, 1.0), int((x.abs() > 1.0).sum())
+        # Values within float rounding of ±1 (e.g. a clipped x₀ estimate) do not count as clipped mass.
+        return x.clamp(-1.0, 1.0), int((x.abs() > 1.0 + 1e-6).sum())
 
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         # ε-prediction: score = −ε / √(1 − ᾱ_t), so the network output ε is −√(1 − ᾱ_t)·score.
