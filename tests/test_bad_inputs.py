@@ -172,6 +172,9 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
 
     paths["angle_model"] = root / "angle_model"
     DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(paths["angle_model"])
+    paths["class_model"] = root / "class_model"
+    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
+                   ).save_pretrained(paths["class_model"])
     paths["pickle_marker"] = marker
     return paths
 
@@ -257,6 +260,18 @@ CASES = [
     Case("inpaint-missing-image", "sample", "--inpaint image that does not exist",
          lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "nope.png"), "--mask", str(p["inpaint"] / "mask.png")],
          "error", "no such image file"),
+    Case("class-unknown", "sample", "--class that the checkpoint does not know", _sample("class_model", "--class", "arches"),
+         "error", "unknown class 'arches'; this model knows loops, whorls"),
+    Case("class-unconditional", "sample", "--class on an unconditional checkpoint", _sample("model", "--class", "loops"),
+         "error", "not class-conditional"),
+    Case("guidance-without-class", "sample", "--guidance without --class", _sample("model", "--guidance", "3"),
+         "error", "guidance needs a class"),
+    Case("classes-embedded-data", "train", "--classes with the embedded textures",
+         lambda p: _train("good")(p)[2:] + ["--data", "textures", "--classes"], "error", "has no classes"),
+    Case("classes-loose-images", "train", "--classes on a folder whose images are not in class subfolders",
+         _train("good", "--classes"), "error", "is not inside a class subfolder"),
+    Case("clip-on-kuramoto", "sample", "--clip-denoised on a Kuramoto model", _sample("model", "--clip-denoised"),
+         "error", "--clip-denoised is for Euclidean models"),
     Case("resume-nothing", "train", "--resume on a folder without checkpoints",
          lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
     # options
