@@ -98,7 +98,7 @@ def _add_process_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=100, help="number of diffusion steps T")
     parser.add_argument("--schedule", choices=("linear", "paper-100"), default="linear", help="Kuramoto schedule shape")
     parser.add_argument("--neighbourhood", type=positive_int, default=5, help="local coupling kernel size M (pixels)")
-    parser.add_argument("--padding", choices=("reflect", "circular"), default="reflect", help="local coupling padding")
+    parser.add_argument("--padding", choices=("reflect", "circular"), default="reflect", help="image borders: reflect, or circular for tileable output (local coupling and the network wrap around)")
 
 
 def build_parser() -> argparse.ArgumentParser:

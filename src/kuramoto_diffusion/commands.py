@@ -136,7 +136,13 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
             if angles:
                 model_config = angle_model_config(process, source.dims, args.preset)
             else:
-                model_config = image_model_config(process, source.channels, args.image_size, args.preset, class_names=class_names)
+                # --padding circular makes the whole model periodic in space (coupling and network), so that
+                # samples tile seamlessly; otherwise the network pads with zeros.
+                padding_mode = "circular" if args.padding == "circular" else "zeros"
+                model_config = image_model_config(
+                    process, source.channels, args.image_size, args.preset, class_names=class_names,
+                    padding_mode=padding_mode,
+                )
         run_config = RunConfig(model=model_config, data=data, training=training)
         trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet)
         if pretrained is not None:

@@ -10,7 +10,8 @@ Weight-free (always available, nothing downloaded):
   and the gap in mean coherence;
 - spectrum.log_spectral_distance: RMS dB difference of the radially averaged power spectra;
 - pixels.pixel_histogram_w1: W1 between pixel-value distributions;
-- orientation.ridge_frequency_w1: W1 between per-image ridge frequencies (cycles/px), for fingerprints.
+- orientation.ridge_frequency_w1: W1 between per-image ridge frequencies (cycles/px), for fingerprints;
+- pixels.tiling_seam_ratio: how visible the wrap-around seam of tiled images is (≈ 1: tileable).
 
 With a local Inception file (fid.load_inception): FID and KID.
 """
@@ -38,7 +39,7 @@ from .orientation import (
     ridge_frequency_w1,
     structure_tensor_orientation,
 )
-from .pixels import check_image_pair, pixel_histogram_w1, wasserstein_1d
+from .pixels import check_image_pair, pixel_histogram_w1, tiling_seam_ratio, wasserstein_1d
 from .spectrum import log_spectral_distance, radial_power_profiles, radial_power_spectrum
 from .swd import laplacian_pyramid, laplacian_swd, sliced_wasserstein
 
@@ -64,6 +65,7 @@ __all__ = [
     "ridge_frequency_w1",
     "sliced_wasserstein",
     "structure_tensor_orientation",
+    "tiling_seam_ratio",
     "laplacian_swd",
     "wasserstein_1d",
 ]

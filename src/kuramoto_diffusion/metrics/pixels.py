@@ -83,3 +83,16 @@ def pixel_histogram_w1(real: Tensor, fake: Tensor) -> float:
     per_channel_real = real_t.transpose(0, 1).reshape(real_t.shape[1], -1)
     per_channel_fake = fake_t.transpose(0, 1).reshape(fake_t.shape[1], -1)
     return float(wasserstein_1d(per_channel_real, per_channel_fake).mean())
+
+
+def tiling_seam_ratio(images: Tensor) -> float:
+    """How visible the seam is when each image is tiled: the mean |difference| across the wrap-around
+    edges (last column to first, last row to first) over the mean |difference| between neighbouring
+    pixels inside the image. About 1 for seamlessly tileable images; larger when the edges do not meet.
+    """
+    images = torch.as_tensor(images, dtype=torch.float64)
+    if images.dim() != 4 or min(images.shape[-2:]) < 2:
+        raise UserError(f"tiling_seam_ratio needs images (N, C, H, W) with H, W ≥ 2, got {tuple(images.shape)}")
+    across = torch.cat([(images[..., :, 0] - images[..., :, -1]).flatten(), (images[..., 0, :] - images[..., -1, :]).flatten()])
+    inside = torch.cat([images.diff(dim=-1).flatten(), images.diff(dim=-2).flatten()])
+    return float(across.abs().mean() / inside.abs().mean().clamp_min(1e-12))
