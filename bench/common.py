@@ -67,3 +67,18 @@ def write_json(target: str | Path, payload: dict[str, object], *, quiet: bool = 
     if not quiet:
         print(f"wrote {path}")
     return path
+
+
+def train_quietly(config, source, device: torch.device):  # noqa: ANN001, ANN201 - RunConfig, BatchSource -> (DiffusionModel, s)
+    """Train a run config on a source in a temporary folder; returns the EMA model and the seconds it took."""
+    import tempfile
+
+    from kuramoto_diffusion.training import Trainer
+
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        trainer = Trainer(config, source, folder, device=device, quiet=True)
+        trainer.start()
+        model = trainer.train()
+        return model, time.perf_counter() - start
+

@@ -31,20 +31,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common import RESULTS, print_table, write_json
+from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.circular import order_parameter
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.metrics import evaluate_images
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import Trainer, resolve_device
+from kuramoto_diffusion.training import resolve_device
 from kuramoto_diffusion.viz import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
@@ -103,12 +102,7 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
                              seed=seed),
     )
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        trainer = Trainer(config, source, folder, device=device, quiet=True)
-        trainer.start()
-        model = trainer.train()
-        return model, time.perf_counter() - start
+    return train_quietly(config, source, device)
 
 
 def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe: int, real: torch.Tensor,

@@ -37,20 +37,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from common import RESULTS, machine, print_table, write_json
+from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.data.torus import TORUS_DENSITIES, TorusDensity, open_torus_source
 from kuramoto_diffusion.metrics.density import heldout_nll, histogram_kl, kl_floor, true_nll
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.sampling import SAMPLERS
 from kuramoto_diffusion.settings import RunConfig, TrainConfig, angle_model_config
-from kuramoto_diffusion.training import Trainer, resolve_device
+from kuramoto_diffusion.training import resolve_device
 
 BINS = 50
 
@@ -111,13 +110,7 @@ def train(density: TorusDensity, process, budget: Budget, seed: int, device: tor
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 10),
                              seed=seed),
     )
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        trainer = Trainer(config, density, folder, device=device, quiet=True)
-        trainer.start()
-        model = trainer.train()
-        seconds = time.perf_counter() - start
-    return model, seconds
+    return train_quietly(config, density, device)
 
 
 def sample_angles(model: DiffusionModel, num: int, sampler: str, nfe: int, seed: int) -> tuple[torch.Tensor, int, float]:
