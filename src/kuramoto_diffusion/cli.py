@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="network size: a UNet for images; for angle data an MLP, tiny (64 wide, 2 blocks) or small (256 wide, 4 blocks)",
     )
     train.add_argument("--train-steps", type=positive_int, default=2000, help="optimiser steps in total")
-    train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step")
+    train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step, all processes together (torchrun: each runs batch ÷ processes)")
+    train.add_argument("--grad-accum", type=positive_int, default=1,
+                       help="micro-batches per process and step: same result, less memory (batch must divide)")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
     train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
@@ -244,7 +246,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fine-tune-steps", type=non_negative_int, default=100, help="training steps on top of the shipped model")
     demo.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to run")
     _add_common(demo)
+    _add_flows_parser(commands)
     return parser
+
+
+def _add_flows_parser(commands: argparse._SubParsersAction) -> None:
+    """``flows generate``: Navier–Stokes trajectories for the flow experiments (data/flow_generation.py)."""
+    flows = commands.add_parser("flows", help="2-D Navier–Stokes flow data", formatter_class=_Formatter)
+    actions = flows.add_subparsers(dest="flows_command", metavar="ACTION", required=True, parser_class=_Parser)
+    generate = actions.add_parser(
+        "generate", help="simulate trajectories into a folder (resumable)", formatter_class=_Formatter,
+        description="Pseudo-spectral 2-D Navier–Stokes (vorticity form, periodic box [0, 2π)²): one "
+        "trajectory_NNNNN.npz per trajectory (velocity (frames, 2, N, N), vorticity, time) and flows.json. "
+        "Rerunning skips the trajectories already written.",
+    )
+    generate.add_argument("--out", type=Path, required=True, help="output folder")
+    generate.add_argument("--num", type=positive_int, default=16, help="trajectories")
+    generate.add_argument("--size", type=positive_int, default=64, help="grid points per side (64 or 128; any even number ≥ 8)")
+    generate.add_argument("--frames", type=positive_int, default=8, help="snapshots per trajectory")
+    generate.add_argument("--viscosity", type=positive_float, default=1e-3, help="kinematic viscosity ν")
+    generate.add_argument("--drag", type=float, default=0.1, help="linear drag α ≥ 0")
+    generate.add_argument("--forcing", choices=("kolmogorov", "random", "none"), default="kolmogorov",
+                          help="kolmogorov: body force (A sin(k_f y), 0); random: a steady random large-scale forcing; none: decaying")
+    generate.add_argument("--forcing-amplitude", type=float, default=1.0, help="A")
+    generate.add_argument("--forcing-wavenumber", type=positive_int, default=4, help="k_f")
+    generate.add_argument("--spinup-time", type=float, default=10.0, help="simulated time before the first frame")
+    generate.add_argument("--frame-interval", type=positive_float, default=0.5, help="simulated time between frames")
+    generate.add_argument("--device", choices=DEVICE_NAMES, default="cpu", help="where to run the solver")
+    _add_common(generate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,6 +372,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flows(args: argparse.Namespace) -> int:
+    from .data.flow_generation import FlowSettings, generate_flows
+
+    if args.flows_command != "generate":  # pragma: no cover - argparse allows only the actions above
+        raise UserError(f"unknown flows action {args.flows_command!r}")
+    settings = FlowSettings(
+        size=args.size, frames=args.frames, seed=args.seed, viscosity=args.viscosity, drag=args.drag, forcing=args.forcing,
+        forcing_amplitude=args.forcing_amplitude, forcing_wavenumber=args.forcing_wavenumber,
+        spinup_time=args.spinup_time, frame_interval=args.frame_interval,
+    )
+    if args.device == "cpu":
+        device: object = "cpu"
+    else:
+        from .training import resolve_device  # imports the training stack, so only when needed
+
+        device = resolve_device(args.device)
+    report = generate_flows(args.out, args.num, settings, device=device, quiet=args.quiet)
+    _say(args, f"wrote {len(report.written)} trajectory file(s) to {report.out_dir} ({len(report.skipped)} already there)")
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "forward": _cmd_forward,
     "train": _cmd_train,
@@ -350,6 +400,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": _cmd_evaluate,
     "info": _cmd_info,
     "demo": _cmd_demo,
+    "flows": _cmd_flows,
 }
 
 

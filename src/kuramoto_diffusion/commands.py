@@ -21,6 +21,7 @@ from .model import CONFIG_NAME, DiffusionModel, load_run_config
 from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, ProcessConfig, build_process
 from .settings import DataConfig, RunConfig, TrainConfig, angle_model_config, image_model_config
 from .training import Trainer, resolve_device
+from .training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from .viz import (
     angle_density_plot,
     forward_figure,
@@ -69,8 +70,17 @@ def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 
 
 
 def train_command(args: argparse.Namespace) -> DiffusionModel:
-    """``kuramoto-diffusion train``: fresh run, fine-tuning (--init-from) or --resume."""
-    device = resolve_device(args.device)
+    """``kuramoto-diffusion train``: fresh run, fine-tuning (--init-from) or --resume; data-parallel under torchrun."""
+    context, device = init_distributed(args.device)
+    if not context.is_main:
+        args = argparse.Namespace(**{**vars(args), "quiet": True})  # rank 0 alone talks
+    try:
+        return _train(args, context, device)
+    finally:
+        shutdown_distributed()
+
+
+def _train(args: argparse.Namespace, context: DistributedContext, device: torch.device) -> DiffusionModel:
     if args.resume:
         checkpoint = latest_checkpoint(args.out)
         if checkpoint is None:
@@ -84,7 +94,8 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
                 "(or start a new run with --init-from to fine-tune on other data)"
             )
         source = open_training_data(saved.data)
-        trainer = Trainer.resume(args.out, source, train_steps=args.train_steps, device=device, quiet=args.quiet)
+        trainer = Trainer.resume(args.out, source, train_steps=args.train_steps, device=device, quiet=args.quiet,
+                                 context=context, grad_accum=args.grad_accum)
         if trainer.step >= args.train_steps and not args.quiet:
             print(f"{args.out} is already at step {trainer.step} ≥ --train-steps {args.train_steps}; nothing to do")
     else:
@@ -105,7 +116,8 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
                               on_bad_image=args.on_bad_image, classes=args.classes, degrees=args.degrees)
         class_names = source.class_names if args.classes else ()
         training = TrainConfig(
-            train_steps=args.train_steps, batch_size=args.batch_size, draws=args.draws, window=args.window,
+            train_steps=args.train_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, draws=args.draws,
+            window=args.window,
             forward_states=args.forward_states, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             sample_every=args.sample_every, seed=args.seed, on_nonfinite=args.on_nan, class_dropout=args.class_dropout,
@@ -144,7 +156,7 @@ def train_command(args: argparse.Namespace) -> DiffusionModel:
                     padding_mode=padding_mode,
                 )
         run_config = RunConfig(model=model_config, data=data, training=training)
-        trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet)
+        trainer = Trainer(run_config, source, args.out, device=device, quiet=args.quiet, context=context)
         if pretrained is not None:
             trainer.initialise_from(pretrained)
         trainer.start()

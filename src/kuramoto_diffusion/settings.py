@@ -134,7 +134,8 @@ class TrainConfig:
     """Optimisation, logging and checkpointing of a training run."""
 
     train_steps: int = 2000
-    batch_size: int = 32  # starting states per step; the network sees batch_size × draws examples
+    batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
+    grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     window: int = 10  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss); see BENCHMARKS.md
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
@@ -156,7 +157,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
-        for name in ("train_steps", "batch_size", "draws", "window", "checkpoint_every", "log_every"):
+        for name in ("train_steps", "batch_size", "grad_accum", "draws", "window", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
         for name in ("pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):

@@ -37,15 +37,21 @@ def score_matching_loss(
     generator: torch.Generator | None = None,
     condition: Tensor | None = None,
     class_labels: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
-    """Mean weighted DSM loss over ``draws`` kernel samples per starting state (a scalar tensor)."""
+    """Mean weighted DSM loss over ``draws`` kernel samples per starting state (a scalar tensor).
+
+    ``noise`` (the standard normal z of each kernel draw, shaped like the repeated starting states)
+    is drawn with ``generator`` unless given: data-parallel training draws it for the whole batch.
+    """
     if draws > 1:
         x_start, t_start, stride = (v.repeat_interleave(draws, 0) for v in (x_start, t_start, stride))
         condition = condition.repeat_interleave(draws, 0) if condition is not None else None
         class_labels = class_labels.repeat_interleave(draws, 0) if class_labels is not None else None
     mean = process.transition_mean(x_start, t_start, stride)
     scale = process.transition_scale(t_start, stride, like=x_start)
-    noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype, device=x_start.device)
+    if noise is None:
+        noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype, device=x_start.device)
     x_next = process.project(mean + scale * noise)
     target = process.kernel_score(x_next, mean, scale)
     t_query = t_start + stride

@@ -40,6 +40,7 @@ from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel,
 from ..processes import ForwardProcess, KuramotoProcess, PriorFit
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
+from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
 from .loss import score_matching_loss
 
 
@@ -99,6 +100,7 @@ class Trainer:
         device: str | torch.device = "cpu",
         quiet: bool = False,
         on_log: Callable[[int, dict[str, float]], None] | None = None,
+        context: DistributedContext = SINGLE_PROCESS,
     ) -> None:
         if run_config.training is None:
             raise UserError("the run config has no training settings")
@@ -107,7 +109,9 @@ class Trainer:
         self.source = source
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
-        self.quiet = quiet
+        self.context = context
+        self.quiet = quiet or not context.is_main
+        context.micro_batches(run_config.training.batch_size, run_config.training.grad_accum)  # checks divisibility
         self.on_log = on_log
         self.step = 0
         seed = self.train_config.seed
@@ -123,6 +127,18 @@ class Trainer:
         self.prior_report: PriorFit | None = None
         self.skipped_steps = 0  # non-finite steps dropped (on_nonfinite="skip"), this session
         self._skipped_in_a_row = 0
+        self._train_network: torch.nn.Module | None = None  # the network wrapped for data parallelism, built lazily
+
+    @property
+    def train_network(self) -> torch.nn.Module:
+        """The network the loss runs: DistributedDataParallel around it when there are several processes."""
+        if self._train_network is None:
+            network = self.model.network
+            if self.context.distributed:
+                device_ids = [self.device.index] if self.device.type == "cuda" else None
+                network = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+            self._train_network = network
+        return self._train_network
 
     # ----- set-up -----------------------------------------------------------------------
     @property
@@ -165,20 +181,28 @@ class Trainer:
         If this fails, a run directory that it created is removed again: no partial output.
         """
         created = not self.run_dir.exists()
+        main = self.context.is_main
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if latest_checkpoint(self.run_dir) is not None:
-                raise UserError(f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out")
-            _check_writable(self.run_dir)
-            _check_free_space(self.run_dir, self.checkpoint_bytes())
+            if main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                if latest_checkpoint(self.run_dir) is not None:
+                    raise UserError(
+                        f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out"
+                    )
+                _check_writable(self.run_dir)
+                _check_free_space(self.run_dir, self.checkpoint_bytes())
             if self.train_config.fit_prior:
-                self.fit_prior()
-            write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
+                self.fit_prior()  # the same on every rank: same seeds, same data
+            if main:
+                write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
             self._make_pool()
         except BaseException:
-            if created:
+            if created and main:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.context.all_succeeded(False)
             raise
+        if not self.context.all_succeeded(True):
+            raise UserError("another process of the distributed run failed to start (its message is above)")
 
     def _make_pool(self) -> None:
         if self.process.closed_form_marginal or self.train_config.forward_states != "pool":
@@ -196,8 +220,13 @@ class Trainer:
         device: str | torch.device = "cpu",
         quiet: bool = False,
         on_log: Callable[[int, dict[str, float]], None] | None = None,
+        context: DistributedContext = SINGLE_PROCESS,
+        grad_accum: int | None = None,
     ) -> "Trainer":
-        """Continue a run from its last complete checkpoint (optionally with a new total of steps)."""
+        """Continue a run from its last complete checkpoint (optionally with a new total of steps).
+
+        Every process loads the same checkpoint; the number of processes may differ from the saved run's.
+        """
         run_dir = Path(run_dir)
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -209,7 +238,11 @@ class Trainer:
             run_config = dataclasses.replace(
                 run_config, training=dataclasses.replace(run_config.training, train_steps=train_steps)
             )
-        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log)
+        if grad_accum is not None:  # a memory setting: it does not change the result
+            run_config = dataclasses.replace(
+                run_config, training=dataclasses.replace(run_config.training, grad_accum=grad_accum)
+            )
+        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
         trainer._make_pool()
         trainer.load_checkpoint(checkpoint)
         return trainer
@@ -246,21 +279,39 @@ class Trainer:
         return torch.where(dropped, len(self.config.model.class_names), labels)
 
     def train_step(self) -> float | None:
-        """One optimiser step; returns the loss, or None when a non-finite step was skipped."""
+        """One optimiser step; returns the loss, or None when a non-finite step was skipped.
+
+        The whole batch's randomness is drawn here, identically on every process; this process runs
+        the network on its rows (``DistributedContext.micro_batches``) and weights each micro-batch's
+        mean loss by its share of the batch, so the averaged gradient is the whole batch's.
+        """
         network = self.model.network
         network.train()
         cfg = self.train_config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         x_start, t_start, stride, labels = self.starting_states()
-        loss = score_matching_loss(
-            network, self.process, x_start, t_start, stride, draws=cfg.draws, generator=self.noise_generator,
-            class_labels=self.drop_labels(labels),
-        )
+        labels = self.drop_labels(labels)
+        noise = torch.randn((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), generator=self.noise_generator,
+                            dtype=x_start.dtype, device=x_start.device)
         self.optimizer.zero_grad(set_to_none=True)
+        pieces = self.context.micro_batches(cfg.batch_size, cfg.grad_accum)
+        share_sum = torch.zeros((), device=self.device)
+        for index, rows in enumerate(pieces):
+            noise_rows = slice(rows.start * cfg.draws, rows.stop * cfg.draws)
+            with gradient_sync(self.train_network, synchronise=index == len(pieces) - 1):
+                loss = score_matching_loss(
+                    self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
+                    class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
+                )
+                share = (rows.stop - rows.start) / cfg.batch_size
+                # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
+                (loss * (share * self.context.world_size)).backward()
+            share_sum = share_sum + loss.detach() * share
+        loss = self.context.sum(share_sum)  # the whole batch's mean loss, the same on every process
         if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
             return self._non_finite("loss")
-        loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
@@ -301,7 +352,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg = self.train_config
-        writer = _summary_writer(self.run_dir / "tensorboard")
+        main = self.context.is_main
+        writer = _summary_writer(self.run_dir / "tensorboard") if main else None
         examples = cfg.batch_size * cfg.draws
         progress = tqdm(total=cfg.train_steps, initial=self.step, disable=self.quiet, desc="train", unit="step")
         window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
@@ -328,11 +380,23 @@ class Trainer:
                     if self.on_log is not None:
                         self.on_log(self.step, scalars)
                     window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps:
+                if main and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps):
                     self.save_checkpoint()
-                pictures = self.config.model.data_kind == "image"
+                pictures = main and self.config.model.data_kind == "image"
                 if pictures and cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
                     self.write_samples(writer)
+            self.context.barrier()  # the other processes wait for rank 0's last checkpoint
+        except RuntimeError as error:
+            if not self.context.distributed or isinstance(error, UserError):
+                raise
+            # A collective failed: another process died or hung up.
+            last = latest_checkpoint(self.run_dir)
+            kept = f"the last complete checkpoint {last} is kept" if last else "no checkpoint was written yet"
+            reason = " ".join(str(error).split())[:160]
+            raise UserError(
+                f"process {self.context.rank} of {self.context.world_size} lost contact with the others at step "
+                f"{self.step + 1} ({reason}); {kept}; restart the job with --resume"
+            ) from None
         finally:
             progress.close()
             if writer is not None:
