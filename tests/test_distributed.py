@@ -127,3 +127,50 @@ def test_killing_one_process_stops_the_job_and_resume_continues(tmp_path):
     step = int(DiffusionModel.from_pretrained(run).checkpoint_path.name.split("-")[1])
     result = _train(run, 1, step + 4, "--resume")
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_kernel_draw_keeps_full_precision_inside_autocast():
+    from kuramoto_diffusion.processes import build_process
+    from kuramoto_diffusion.training.loss import kernel_draw
+
+    process = build_process(KuramotoConfig(coupling="local", neighbourhood=5, steps=100))
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(4, 1, 16, 16, generator=generator) * 2 - 1) * 3
+    t, stride = torch.tensor([0, 10, 50, 99]), torch.tensor([1, 1, 5, 1])
+    noise = torch.randn(x.shape, generator=generator)
+    reference = kernel_draw(process, x, t, stride, noise)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = kernel_draw(process, x, t, stride, noise)
+        # Without the guard, the coupling's convolution would run in bfloat16 here:
+        assert torch.nn.functional.conv2d(x, torch.ones(1, 1, 3, 3)).dtype == torch.bfloat16
+    for a, b in zip(reference, mixed):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_is_close_and_resumes_exactly(tmp_path, precision):
+    process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
+
+    def config(steps: int, precision: str) -> RunConfig:
+        return RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
+                         training=TrainConfig(train_steps=steps, batch_size=8, precision=precision, checkpoint_every=2,
+                                              sample_every=0, warmup_steps=1))
+
+    full = Trainer(config(4, "fp32"), FixedImages(), tmp_path / "fp32", quiet=True)
+    full.start()
+    full.train()
+    mixed = Trainer(config(4, precision), FixedImages(), tmp_path / precision, quiet=True)
+    mixed.start()
+    mixed.train()
+    for name, tensor in full.model.network.state_dict().items():
+        assert torch.isfinite(mixed.model.network.state_dict()[name]).all()
+        assert torch.allclose(tensor, mixed.model.network.state_dict()[name], atol=5e-3), name
+    first = Trainer(config(2, precision), FixedImages(), tmp_path / "resumed", quiet=True)
+    first.start()
+    first.train()
+    resumed = Trainer.resume(tmp_path / "resumed", FixedImages(), train_steps=4, quiet=True)
+    resumed.train()
+    if precision == "fp16":
+        assert resumed.scaler.get_scale() == mixed.scaler.get_scale()
+    for name, tensor in mixed.model.network.state_dict().items():
+        assert torch.equal(tensor, resumed.model.network.state_dict()[name]), name

@@ -126,6 +126,7 @@ class DataConfig:
 
 
 FORWARD_STATES = ("pool", "resimulate")
+PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
 NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
 
 
@@ -136,6 +137,7 @@ class TrainConfig:
     train_steps: int = 2000
     batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
     grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     window: int = 10  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss); see BENCHMARKS.md
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
@@ -157,6 +159,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
+        choice_check("precision", self.precision, PRECISIONS)
         for name in ("train_steps", "batch_size", "grad_accum", "draws", "window", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")

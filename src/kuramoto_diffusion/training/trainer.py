@@ -128,6 +128,10 @@ class Trainer:
         self.skipped_steps = 0  # non-finite steps dropped (on_nonfinite="skip"), this session
         self._skipped_in_a_row = 0
         self._train_network: torch.nn.Module | None = None  # the network wrapped for data parallelism, built lazily
+        precision = self.train_config.precision
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        # fp16 gradients underflow without loss scaling; the scaler skips steps whose gradients overflow.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
 
     @property
     def train_network(self) -> torch.nn.Module:
@@ -303,21 +307,27 @@ class Trainer:
                 loss = score_matching_loss(
                     self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
                     class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
+                    autocast_dtype=self.autocast_dtype,
                 )
                 share = (rows.stop - rows.start) / cfg.batch_size
                 # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
-                (loss * (share * self.context.world_size)).backward()
+                self.scaler.scale(loss * (share * self.context.world_size)).backward()
             share_sum = share_sum + loss.detach() * share
         loss = self.context.sum(share_sum)  # the whole batch's mean loss, the same on every process
         if not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
             return self._non_finite("loss")
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()  # an fp16 overflow: lower the loss scale and draw a new batch
+                return None
             return self._non_finite("gradient")
         self._skipped_in_a_row = 0
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self._update_ema()
         self.step += 1
         return loss.item()
@@ -463,6 +473,9 @@ class Trainer:
         }
         if self.pool is not None:
             trainer_tensors.update({f"pool.{k}": v for k, v in self.pool.state_dict().items()})
+        if self.scaler.is_enabled():
+            trainer_tensors.update({f"scaler.{k}": torch.as_tensor(v) for k, v in self.scaler.state_dict().items()
+                                    if isinstance(v, (int, float))})
         save_tensors(trainer_tensors, temporary / "trainer.safetensors")
         write_json_atomic(temporary / CONFIG_NAME, run_config_dict(self.config.model, self.config))
         # state.json is written last: its presence marks the checkpoint as complete.
@@ -481,6 +494,9 @@ class Trainer:
         torch.set_rng_state(tensors["rng.global"])
         if self.pool is not None:
             self.pool.load_state_dict({k.removeprefix("pool."): v for k, v in tensors.items() if k.startswith("pool.")})
+        scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
+        if self.scaler.is_enabled() and scaler_state:
+            self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
         self.step = int(state["step"])
 
 
