@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .data.images import BAD_IMAGE_POLICIES
 from .errors import UserError
-from .settings import NONFINITE_POLICIES
+from .settings import NONFINITE_POLICIES, PRECISIONS
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun")
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step, all processes together (torchrun: each runs batch ÷ processes)")
     train.add_argument("--grad-accum", type=positive_int, default=1,
                        help="micro-batches per process and step: same result, less memory (batch must divide)")
+    train.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                       help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
     train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
