@@ -1,0 +1,345 @@
+"""Velocity-field data for the flow experiments: ``FlowSource`` and the phase/amplitude split.
+
+``FlowSource(path)`` reads one of
+
+- a folder written by ``generate_flows`` / ``kuramoto-diffusion flows generate`` (its
+  ``flows.json`` becomes ``source.metadata``), or any folder of ``.npz`` files, or one ``.npz``
+  file, each file holding one trajectory: ``velocity``, float (frames, 2, N, N) with channels
+  (vx, vy) indexed [frame, channel, y, x] (other arrays are ignored). These are read into memory;
+- HDF5 files in PDEArena's NavierStokes2D layout (one ``.h5``/``.hdf5`` file, or a folder of
+  them; needs ``pip install h5py``): a group per split ("train", "valid" or "test") with datasets
+  ``vx`` and ``vy`` of shape (samples, time, x, y) (PDEArena adds ``u`` (smoke), ``t``, ``x``,
+  ``y``, ``dt``, ``dx``, ``dy``, ``buo_y``, none of which is needed). The axes are transposed to
+  [y, x] on reading. These files are large, so frames are read lazily, per batch.
+
+Velocities are handed out as float32 in the data's own physical units, never normalised.
+Train/validation splits are by trajectory (``data.images.split_indices``). Bad input raises a
+one-line ``UserError`` that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import read_json
+from ..errors import UserError
+from .flow_generation import METADATA_NAME
+from .images import check_split, check_val_fraction, split_counts, split_indices
+
+NPZ_EXTENSIONS = (".npz",)
+HDF5_EXTENSIONS = (".h5", ".hdf5")
+PDEARENA_DATASETS = ("vx", "vy")
+PDEARENA_GROUPS = ("train", "valid", "test")
+
+
+def velocity_to_phase_amplitude(velocity: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """(B, 2, N, N) velocity (vx, vy) -> phase atan2(vy, vx) in (−π, π] and log(|v| + eps), each (B, 1, N, N)."""
+    vx, vy = velocity[:, 0:1], velocity[:, 1:2]
+    return torch.atan2(vy, vx), torch.log(torch.hypot(vx, vy) + eps)
+
+
+def phase_amplitude_to_velocity(phase: Tensor, log_amplitude: Tensor, eps: float = 1e-4) -> Tensor:
+    """The inverse of ``velocity_to_phase_amplitude``: (B, 1, N, N) each -> (B, 2, N, N) velocity.
+
+    Speeds below ``eps`` come back as 0 (log_amplitude below log(eps) is clipped).
+    """
+    speed = (torch.exp(log_amplitude) - eps).clamp_min(0.0)
+    return torch.cat([speed * torch.cos(phase), speed * torch.sin(phase)], dim=1)
+
+
+class _Trajectory:
+    """One trajectory: ``frames`` snapshots of an N × N velocity field, read with ``read(start, stop)``."""
+
+    where: str
+    frames: int
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """float32 (stop − start, 2, N, N)."""
+        raise NotImplementedError
+
+
+class _ArrayTrajectory(_Trajectory):
+    def __init__(self, velocity: np.ndarray, where: str) -> None:
+        self.velocity, self.where, self.frames = velocity, where, velocity.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.velocity[start:stop]
+
+
+class _HDF5Trajectory(_Trajectory):
+    def __init__(self, files: _HDF5Files, path: Path, group: str, index: int, frames: int) -> None:
+        self.files, self.path, self.group, self.index, self.frames = files, path, group, index, frames
+        self.where = f"{path} (group {group!r}, sample {index})"
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        data = self.files.open(self.path)[self.group]
+        vx = np.asarray(data["vx"][self.index, start:stop], dtype=np.float32)
+        vy = np.asarray(data["vy"][self.index, start:stop], dtype=np.float32)
+        velocity = np.stack([vx, vy], axis=1).transpose(0, 1, 3, 2)  # [t, c, x, y] -> [t, c, y, x]
+        if not np.isfinite(velocity).all():
+            raise UserError(f"{self.where}: frames {start}-{stop - 1} hold NaN or infinite values; remove or regenerate that sample")
+        return np.ascontiguousarray(velocity)
+
+
+class _HDF5Files:
+    """Open h5py files, kept open between batches (closed by ``close``)."""
+
+    def __init__(self) -> None:
+        self.handles: dict[Path, Any] = {}
+
+    def open(self, path: Path) -> Any:
+        if path not in self.handles:
+            self.handles[path] = _import_h5py(path).File(path, "r")
+        return self.handles[path]
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+        self.handles.clear()
+
+
+def _import_h5py(path: Path) -> Any:
+    try:
+        import h5py
+    except ImportError:
+        raise UserError(f"{path}: reading HDF5 files needs h5py; pip install h5py (or pip install 'kuramoto-diffusion[flows]')") from None
+    return h5py
+
+
+class FlowSource:
+    """Velocity snapshots and sequences of 2-D flows, sampled as float32 batches (module docstring).
+
+    - ``split``: "train", "val" or "all"; the trajectories are split into a seeded random validation
+      subset of ``val_fraction`` (at least one) and the training rest.
+    - ``group``: for HDF5 files, the group to read ("train", "valid", "test"); None takes the one
+      group the files hold (an error if they hold several).
+
+    Attributes: ``name`` (the path), ``size`` (N), ``channels`` (2: vx, vy), ``frame_counts``
+    (frames per trajectory of this split), ``metadata`` (the generator's flows.json, or None).
+    """
+
+    channels = 2
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        group: str | None = None,
+    ) -> None:
+        split = check_split(split)
+        val_fraction = check_val_fraction(val_fraction)
+        path = Path(path).expanduser()
+        self.name = str(path)
+        self.metadata: dict[str, Any] | None = None
+        self._hdf5 = _HDF5Files()
+        npz_paths, hdf5_paths = _find_flow_files(path)
+        if npz_paths:
+            if (path / METADATA_NAME).is_file():
+                self.metadata = read_json(path / METADATA_NAME)
+            total = len(npz_paths)
+        else:
+            group = _choose_group(hdf5_paths, group, self._hdf5)
+            hdf5_samples = _hdf5_samples(hdf5_paths, group, self._hdf5)
+            total = len(hdf5_samples)
+        if split == "val" and split_counts(total, val_fraction)[1] == 0:
+            raise UserError(
+                f"{path}: {total} trajectory(ies) with val_fraction {val_fraction} leave nothing for validation; "
+                "add trajectories, raise val_fraction or use split 'all'"
+            )
+        chosen = split_indices(total, split, val_fraction, seed, where=str(path))
+        if npz_paths:
+            self.trajectories: list[_Trajectory] = [_read_npz_trajectory(npz_paths[int(i)]) for i in chosen]
+        else:
+            self.trajectories = [
+                _HDF5Trajectory(self._hdf5, file, group, index, frames)
+                for file, index, frames in (hdf5_samples[int(i)] for i in chosen)
+            ]
+        self.size = _common_size(self.trajectories, path)
+        self.frame_counts = [trajectory.frames for trajectory in self.trajectories]
+
+    def __len__(self) -> int:
+        """Number of trajectories in this split."""
+        return len(self.trajectories)
+
+    def __repr__(self) -> str:
+        return f"FlowSource(name={self.name!r}, trajectories={len(self)}, size={self.size})"
+
+    def close(self) -> None:
+        """Close HDF5 files held open (they reopen on the next read)."""
+        self._hdf5.close()
+
+    def trajectory(self, index: int) -> Tensor:
+        """All frames of trajectory ``index`` of this split: float32 (frames, 2, N, N)."""
+        trajectory = self.trajectories[index]
+        return torch.from_numpy(np.array(trajectory.read(0, trajectory.frames), dtype=np.float32))
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """(batch_size, 2, N, N) float32 velocity snapshots: uniform random trajectories, uniform random frames.
+
+        All randomness comes from ``generator``: the same state gives the same batch.
+        """
+        return self.sample_sequences(batch_size, 1, generator)[:, 0]
+
+    def sample_sequences(self, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
+        """(batch_size, length, 2, N, N) float32: ``length`` consecutive frames from uniform random
+        trajectories, starting at a uniform random frame (for forecasting). Deterministic given ``generator``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be a positive int, got {length!r}")
+        shortest = min(self.frame_counts)
+        if length > shortest:
+            raise UserError(f"{self.name}: sequences of {length} frames asked for, but a trajectory has only {shortest}; ask for ≤ {shortest}")
+        which = torch.randint(len(self.trajectories), (batch_size,), generator=generator).tolist()
+        positions = torch.rand(batch_size, generator=generator, dtype=torch.float64).tolist()
+        batch = np.empty((batch_size, length, 2, self.size, self.size), dtype=np.float32)
+        for row, (index, position) in enumerate(zip(which, positions)):
+            trajectory = self.trajectories[index]
+            starts = trajectory.frames - length + 1
+            start = min(int(position * starts), starts - 1)  # floor(u · n), uniform on 0 … n − 1
+            batch[row] = trajectory.read(start, start + length)
+        return torch.from_numpy(batch)
+
+    def fixed_batch(self, num: int, seed: int = 0) -> Tensor:
+        """(num, 2, N, N) float32 snapshots, the same for the same (num, seed): for plots and evaluation."""
+        return self.sample_batch(num, torch.Generator().manual_seed(seed))
+
+
+# ----- finding and checking files ---------------------------------------------------------------------
+def _find_flow_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """(npz files, HDF5 files) at ``path``: exactly one of the lists is non-empty."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; check the path")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in NPZ_EXTENSIONS:
+            return [path], []
+        if suffix in HDF5_EXTENSIONS:
+            return [], [path]
+        raise UserError(f"{path}: flow data is a .npz or .h5/.hdf5 file, or a folder of them; got a {path.suffix or 'suffix-less'} file")
+    visible = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
+    npz = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in NPZ_EXTENSIONS]
+    hdf5 = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in HDF5_EXTENSIONS]
+    if not visible:
+        raise UserError(f"{path}: folder is empty; generate data with 'kuramoto-diffusion flows generate --out {path}'")
+    if npz and hdf5:
+        raise UserError(f"{path}: holds both .npz and .h5 files; keep one kind per folder")
+    if not npz and not hdf5:
+        raise UserError(f"{path}: no .npz or .h5/.hdf5 flow files found; generate data with 'kuramoto-diffusion flows generate'")
+    return npz, hdf5
+
+
+def _read_npz_trajectory(path: Path) -> _ArrayTrajectory:
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise UserError(f"{path}: not a readable .npz file (not a zip archive); regenerate it or save it with np.savez")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "velocity" not in archive.files:
+                found = ", ".join(archive.files) or "nothing"
+                raise UserError(f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)")
+            velocity = archive["velocity"]
+    except UserError:
+        raise
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UserError(f"{path}: 'velocity' holds Python objects (never unpickled); save a float array") from None
+        raise UserError(f"{path}: not a readable .npz file ({' '.join(str(error).split())}); regenerate it") from None
+    except (OSError, EOFError) as error:
+        raise UserError(f"{path}: not a readable .npz file ({' '.join(str(error).split())}); regenerate it") from None
+    if velocity.dtype.kind not in "iuf":
+        raise UserError(f"{path}: 'velocity' holds {velocity.dtype} values; save a float array")
+    if velocity.ndim != 4 or velocity.shape[1] != 2:
+        raise UserError(f"{path}: 'velocity' has shape {velocity.shape}; expected (frames, 2, N, N) with channels (vx, vy)")
+    if velocity.shape[0] < 1:
+        raise UserError(f"{path}: 'velocity' holds no frames")
+    if velocity.shape[2] != velocity.shape[3]:
+        raise UserError(f"{path}: frames are {velocity.shape[2]} × {velocity.shape[3]} (rows × columns); flow frames must be square N × N")
+    velocity = velocity.astype(np.float32, copy=False)
+    if not np.isfinite(velocity).all():
+        bad = np.flatnonzero(~np.isfinite(velocity).reshape(velocity.shape[0], -1).all(axis=1))
+        raise UserError(f"{path}: 'velocity' holds NaN or infinite values (frame {int(bad[0])}); remove or regenerate the file")
+    return _ArrayTrajectory(velocity, str(path))
+
+
+def _choose_group(paths: Sequence[Path], group: str | None, files: _HDF5Files) -> str:
+    """The HDF5 group to read: ``group`` if given (every file must have it), else the one group there is."""
+    groups_per_file = {path: sorted(_open_hdf5(path, files).keys()) for path in paths}
+    if group is not None:
+        lacking = [path for path, groups in groups_per_file.items() if group not in groups]
+        if lacking:
+            path = lacking[0]
+            raise UserError(f"{path}: has no group {group!r} (groups: {', '.join(groups_per_file[path]) or 'none'}); pick another group")
+        return group
+    all_groups = sorted({name for groups in groups_per_file.values() for name in groups})
+    if len(all_groups) != 1:
+        where = paths[0] if len(paths) == 1 else paths[0].parent
+        raise UserError(
+            f"{where}: holds groups {', '.join(all_groups) or '(none)'}; choose one with group= "
+            f"(PDEArena NavierStokes2D files have one of {', '.join(PDEARENA_GROUPS)})"
+        )
+    return all_groups[0]
+
+
+def _open_hdf5(path: Path, files: _HDF5Files) -> Any:
+    try:
+        return files.open(path)
+    except OSError as error:  # h5py reports unreadable and non-HDF5 files as OSError
+        raise UserError(f"{path}: not a readable HDF5 file ({' '.join(str(error).split())}); re-download or regenerate it") from None
+
+
+def _hdf5_samples(paths: Sequence[Path], group: str, files: _HDF5Files) -> list[tuple[Path, int, int]]:
+    """(file, sample index, frames) for every sample of ``group`` in ``paths``, after checking the layout."""
+    samples = []
+    for path in paths:
+        data = files.open(path)[group]
+        missing = [name for name in PDEARENA_DATASETS if name not in data]
+        if missing:
+            found = ", ".join(sorted(data.keys())) or "nothing"
+            raise UserError(
+                f"{path}: group {group!r} lacks dataset(s) {', '.join(missing)} (found {found}); expected PDEArena "
+                "NavierStokes2D datasets vx, vy of shape (samples, time, x, y)"
+            )
+        vx, vy = data["vx"], data["vy"]
+        if vx.ndim != 4 or vx.shape != vy.shape:
+            raise UserError(f"{path}: group {group!r} has vx {vx.shape} and vy {vy.shape}; expected two equal shapes (samples, time, x, y)")
+        if vx.shape[2] != vx.shape[3]:
+            raise UserError(f"{path}: group {group!r} frames are {vx.shape[2]} × {vx.shape[3]} (x × y); flow frames must be square N × N")
+        if vx.shape[1] < 1:
+            raise UserError(f"{path}: group {group!r} holds no time steps")
+        samples.extend((path, index, vx.shape[1]) for index in range(vx.shape[0]))
+    if not samples:
+        raise UserError(f"{paths[0]}: group {group!r} holds no samples")
+    return samples
+
+
+def _common_size(trajectories: Sequence[_Trajectory], path: Path) -> int:
+    """N shared by all trajectories; a UserError naming two files of different sizes otherwise."""
+    sizes: dict[int, str] = {}
+    for trajectory in trajectories:
+        size = _trajectory_size(trajectory)
+        sizes.setdefault(size, trajectory.where)
+    if len(sizes) > 1:
+        (first, first_where), (second, second_where) = list(sizes.items())[:2]
+        raise UserError(
+            f"{path}: frames of different sizes, {first} × {first} in {first_where} and {second} × {second} in {second_where}; "
+            "keep one grid size per data set"
+        )
+    return next(iter(sizes))
+
+
+def _trajectory_size(trajectory: _Trajectory) -> int:
+    if isinstance(trajectory, _ArrayTrajectory):
+        return int(trajectory.velocity.shape[-1])
+    assert isinstance(trajectory, _HDF5Trajectory)
+    return int(trajectory.files.open(trajectory.path)[trajectory.group]["vx"].shape[-1])
