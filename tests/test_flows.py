@@ -250,7 +250,8 @@ def test_flow_source_bad_input(tmp_path):
 
 # ----- PDEArena HDF5 ---------------------------------------------------------------------------------------
 def write_pdearena_file(path: Path, vx: np.ndarray, vy: np.ndarray, group: str = "train", with_vy: bool = True) -> None:
-    h5py = pytest.importorskip("h5py")
+    import h5py  # the "flows" extra, installed by make install
+
     samples, times, nx, ny = vx.shape
     with h5py.File(path, "w") as handle:
         data = handle.create_group(group)
@@ -264,7 +265,6 @@ def write_pdearena_file(path: Path, vx: np.ndarray, vy: np.ndarray, group: str =
 
 
 def test_flow_source_reads_pdearena_hdf5(tmp_path):
-    pytest.importorskip("h5py")
     rng = np.random.default_rng(0)
     vx, vy = rng.normal(size=(4, 5, 8, 8)), rng.normal(size=(4, 5, 8, 8))
     path = tmp_path / "NavierStokes2D_train_1_0.50000_4.h5"
@@ -290,7 +290,6 @@ def test_flow_source_reads_pdearena_hdf5(tmp_path):
 
 
 def test_flow_source_hdf5_bad_input(tmp_path, monkeypatch):
-    pytest.importorskip("h5py")
     vx = np.zeros((2, 3, 8, 8))
     write_pdearena_file(tmp_path / "novy.h5", vx, vx, with_vy=False)
     with pytest.raises(UserError, match=r"novy\.h5: group 'train' lacks dataset\(s\) vy"):
