@@ -272,6 +272,11 @@ CASES = [
          _train("good", "--classes"), "error", "is not inside a class subfolder"),
     Case("clip-on-kuramoto", "sample", "--clip-denoised on a Kuramoto model", _sample("model", "--clip-denoised"),
          "error", "--clip-denoised is for Euclidean models"),
+    Case("flows-odd-size", "flows", "flows generate --size 33",
+         lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--size", "33", "--quiet"], "error", "33"),
+    Case("flows-out-under-a-file", "flows", "flows generate --out inside a plain file",
+         lambda p: ["generate", "--out", str(p["a_file"] / "flows"), "--num", "1", "--size", "16", "--quiet"],
+         "error", "a_file.txt"),
     Case("resume-nothing", "train", "--resume on a folder without checkpoints",
          lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
     # options
@@ -327,7 +332,7 @@ CASES = [
 ]
 
 # Where each command writes: no such file may exist after an error.
-OUTPUTS = {"forward": "forward.png", "train": "run", "sample": "samples.png", "evaluate": "metrics.json", "info": "-"}
+OUTPUTS = {"flows": "flows", "forward": "forward.png", "train": "run", "sample": "samples.png", "evaluate": "metrics.json", "info": "-"}
 
 
 @pytest.fixture(scope="module")
