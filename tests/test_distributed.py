@@ -174,3 +174,27 @@ def test_mixed_precision_training_is_close_and_resumes_exactly(tmp_path, precisi
         assert resumed.scaler.get_scale() == mixed.scaler.get_scale()
     for name, tensor in mixed.model.network.state_dict().items():
         assert torch.equal(tensor, resumed.model.network.state_dict()[name]), name
+
+
+def test_sample_folder_is_resumable_and_the_same_on_two_processes(tmp_path):
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.sample_folder import sample_to_folder
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=6), 1, 8, "tiny")
+                   ).save_pretrained(model_dir)
+    model = DiffusionModel.from_pretrained(model_dir)
+    folder = tmp_path / "one"
+    assert sample_to_folder(model, folder, 5, chunk_size=2, seed=3)[:2] == (5, 0)
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "000003.png").unlink()
+    assert sample_to_folder(model, folder, 5, chunk_size=2, seed=3)[:2] == (2, 3)  # only chunk 1 (images 2, 3) again
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
+    command = [*TORCHRUN, "--nproc_per_node", "2", "-m", "kuramoto_diffusion", "sample", "--checkpoint", str(model_dir),
+               "--num-images", "5", "--batch-size", "2", "--seed", "3", "--out-dir", str(tmp_path / "two"),
+               "--out", str(tmp_path / "two.png"), "--quiet"]
+    result = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()} == first
+    assert (tmp_path / "two.png").is_file()

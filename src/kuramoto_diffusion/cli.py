@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate images with the reverse SDE or the probability-flow ODE.",
     )
     sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
-    sample.add_argument("--num", type=positive_int, default=64, help="images to generate")
+    sample.add_argument("--num", "--num-images", dest="num", type=positive_int, default=64,
+                        help="images to generate (under torchrun write --num-images: torchrun claims --num… for itself)")
     sample.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="reverse SDE, ODE Euler or ODE Heun")
     sample.add_argument("--nfe", type=positive_int, default=None, help="network evaluations (default: T)")
     sample.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out-plot", type=Path, default=None,
         help="angle models: PNG of 2-D histograms, training data beside the samples (angles 1 and 2; a histogram for D = 1)",
     )
-    sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a PNG here")
+    sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a numbered PNG here: resumable chunks of --batch-size, split over processes under torchrun")
     sample.add_argument("--save-trajectory", type=Path, default=None, help="animated GIF of the reverse process with R(t)")
     sample.add_argument(
         "--from-data", default=None,
