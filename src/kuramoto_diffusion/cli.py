@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-nan", choices=NONFINITE_POLICIES, default="stop",
         help="a NaN/inf loss or gradient: stop (keeping the last good checkpoint), or skip that step (stops after 10 in a row)",
     )
+    train.add_argument("--lazy", action="store_true",
+                       help="image folders larger than memory: decode each batch's files on demand (index cached)")
     train.add_argument("--classes", action="store_true", help="class-conditional: each subfolder of --data is a class")
     train.add_argument("--class-dropout", type=unit_interval, default=0.1, help="with --classes: share of labels dropped (for guidance)")
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")

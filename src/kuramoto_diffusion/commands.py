@@ -67,7 +67,7 @@ def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 
         return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction, seed=data.seed)
     return open_image_source(
         data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
-        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes,
+        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes, lazy=data.lazy,
     )
 
 
@@ -112,10 +112,10 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
         else:
             source = open_image_source(
                 data_spec, args.image_size, channels=channels, split="train", seed=args.seed, on_bad_image=args.on_bad_image,
-                classes=args.classes,
+                classes=args.classes, lazy=args.lazy,
             )
             data = DataConfig(source=data_spec, image_size=args.image_size, channels=source.channels, seed=args.seed,
-                              on_bad_image=args.on_bad_image, classes=args.classes, degrees=args.degrees)
+                              on_bad_image=args.on_bad_image, classes=args.classes, degrees=args.degrees, lazy=args.lazy)
         class_names = source.class_names if args.classes else ()
         training = TrainConfig(
             train_steps=args.train_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,

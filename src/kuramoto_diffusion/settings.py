@@ -107,6 +107,7 @@ class DataConfig:
     seed: int = 0
     on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
     classes: bool = False  # each first-level subfolder is a class (class-conditional training)
+    lazy: bool = False  # image folders: decode the files of each batch on demand instead of holding all in memory
     degrees: bool = False  # angle files: the values are degrees (samples are written back in degrees)
 
     def __post_init__(self) -> None:

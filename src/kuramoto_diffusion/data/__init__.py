@@ -34,6 +34,7 @@ from .angles import (
 )
 from .cifar import Cifar10Source, is_cifar_path, read_cifar10_binary
 from .fingerprints import FingerprintSource, synthesize_fingerprint
+from .lazy_folder import LazyImageFolderSource
 from .images import BAD_IMAGE_POLICIES, IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
 from .textures import TextureSource
 
@@ -74,6 +75,7 @@ def open_image_source(
     flip: bool = True,
     on_bad_image: str = "error",
     classes: bool = False,
+    lazy: bool = False,
 ) -> ImageSource:
     """spec is "textures", "fingerprints", a path to a folder of images, or a path to a CIFAR-10 binary
     archive (cifar-10-binary.tar.gz) / its extracted folder cifar-10-batches-bin. split is "train", "val" or "all";
@@ -83,6 +85,7 @@ def open_image_source(
     Textures split spatially (photo strips) and CIFAR uses its official test batch as "val"
     (also accepted as "test"); see their modules. ``on_bad_image`` ("error" | "skip") applies to
     image folders, and so does ``classes`` (each first-level subfolder is a class): see ``ImageFolderSource``.
+    ``lazy`` opens a folder as a ``LazyImageFolderSource`` (files decoded per batch; for folders larger than memory).
     """
     if classes and spec in ("textures", "fingerprints"):
         raise UserError(f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class")
@@ -111,7 +114,8 @@ def open_image_source(
         raise UserError(f"{path}: a {path.suffix} file is angle data; pass --data angles:{spec} (and --degrees if it holds degrees)")
     if is_cifar_path(path):
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
-    return ImageFolderSource(
+    folder_source = LazyImageFolderSource if lazy else ImageFolderSource
+    return folder_source(
         path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip,
         on_bad_image=on_bad_image, classes=classes,
     )
@@ -134,6 +138,7 @@ __all__ = [
     "ImageFolderSource",
     "ImageSource",
     "InMemoryImageSource",
+    "LazyImageFolderSource",
     "TextureSource",
     "is_cifar_path",
     "open_image_source",

@@ -1,0 +1,208 @@
+"""Image folders too large for memory: files are decoded when a batch picks them, by a pool of threads.
+
+``LazyImageFolderSource`` has the interface of ``ImageFolderSource`` (``sample_batch``,
+``sample_labelled_batch``, ``fixed_batch``) and draws its random picks the same way, but keeps only
+the list of files: each batch decodes its own files (Pillow releases the GIL while decoding, so
+``workers`` threads decode in parallel) and nothing else stays in memory.
+
+The file list of a folder is cached in ``~/.cache/kuramoto-diffusion/index-<hash>.json`` together
+with the modification times of its directories; the next run re-lists the folder only if one of
+them changed, so a folder of a million files is scanned once. Colour is decided from the headers
+of up to 256 files spread over the folder (``channels`` overrides it), not from every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import write_json_atomic
+from ..errors import UserError
+from .images import (
+    BAD_IMAGE_POLICIES,
+    IMAGE_EXTENSIONS,
+    MIN_IMAGE_SIZE,
+    check_channels,
+    check_image_size,
+    check_split,
+    check_val_fraction,
+    convert_channels,
+    find_image_files,
+    folder_classes,
+    image_is_colour,
+    read_image,
+    resize_shorter_side,
+    split_indices,
+    uint8_batch_to_tensor,
+)
+
+INDEX_VERSION = 1
+PROBED_FILES = 256
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kuramoto-diffusion"
+
+
+def _directory_times(folder: Path) -> dict[str, int]:
+    """Modification time (ns) of ``folder`` and every non-hidden directory under it (a directory's time
+    changes when an entry is added, removed or renamed in it)."""
+    times = {}
+    for root, dirs, _ in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        times[os.path.relpath(root, folder)] = os.stat(root).st_mtime_ns
+    return times
+
+
+def indexed_image_files(folder: Path, cache: Path | None = None) -> list[Path]:
+    """``find_image_files(folder)``, from the cached index when no directory of the folder changed since."""
+    folder = folder.resolve()
+    cache = cache if cache is not None else cache_folder()
+    key = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
+    index_path = cache / f"index-{key}.json"
+    times = _directory_times(folder)
+    try:
+        stored = json.loads(index_path.read_text())
+        if stored.get("version") == INDEX_VERSION and stored.get("folder") == str(folder) and stored.get("times") == times:
+            return [folder / name for name in stored["files"]]
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # missing, unreadable or foreign: list the folder again
+    files = find_image_files(folder)
+    try:
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(index_path, {"version": INDEX_VERSION, "folder": str(folder), "times": times,
+                                       "files": [str(path.relative_to(folder)) for path in files]})
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return files
+
+
+class LazyImageFolderSource:
+    """Random crops of the images of a (large) folder, decoded on demand; see the module docstring."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        image_size: int,
+        *,
+        channels: int | None = None,
+        split: str = "train",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        flip: bool = True,
+        on_bad_image: str = "error",
+        classes: bool = False,
+        workers: int = 4,
+        index_cache: Path | None = None,
+    ) -> None:
+        self.image_size = check_image_size(image_size)
+        split = check_split(split)
+        val_fraction = check_val_fraction(val_fraction)
+        channels = check_channels(channels)
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise UserError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder; check the path")
+        all_paths = indexed_image_files(folder, index_cache)
+        if not all_paths:
+            raise UserError(
+                f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
+                "add images or point to the folder that holds them"
+            )
+        self.name = str(folder)
+        self.flip = flip
+        self.on_bad_image = on_bad_image
+        self.class_names = folder_classes(folder, all_paths) if classes else ()
+        if channels is None:
+            probe = [all_paths[int(i)] for i in np.linspace(0, len(all_paths) - 1, min(PROBED_FILES, len(all_paths)))]
+            channels = 3 if any(self._safe_colour(path) for path in probe) else 1
+        self.channels = channels
+        indices = split_indices(len(all_paths), split, val_fraction, seed, where=str(folder))
+        self.paths: list[Path] = [all_paths[int(i)] for i in indices]
+        self.labels = (
+            torch.tensor([self.class_names.index(p.relative_to(folder).parts[0]) for p in self.paths], dtype=torch.long)
+            if classes else None
+        )
+        self.skipped: list[tuple[Path, str]] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+
+    def _safe_colour(self, path: Path) -> bool:
+        try:
+            return image_is_colour(path)
+        except UserError:
+            if self.on_bad_image == "error":
+                raise
+            return False
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"LazyImageFolderSource(name={self.name!r}, files={len(self)}, channels={self.channels})"
+
+    def _decode(self, path: Path) -> np.ndarray | None:
+        """uint8 (H, W, channels) resized so the shorter side is image_size; None for a skipped bad file."""
+        try:
+            pixels = read_image(path)
+            height, width = pixels.shape[:2]
+            if min(height, width) < self.image_size:
+                raise UserError(
+                    f"{path}: image is {width}x{height} pixels, smaller than image_size {self.image_size}; use "
+                    f"--image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
+                )
+        except UserError as error:
+            if self.on_bad_image == "error":
+                raise
+            self.skipped.append((path, str(error)))
+            warnings.warn(f"skipped {path} ({error}); {len(self.skipped)} skipped so far", stacklevel=3)
+            return None
+        return resize_shorter_side(convert_channels(pixels, self.channels), self.image_size)
+
+    def _crops(self, which: Sequence[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
+               generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+        size = self.image_size
+        batch = np.empty((len(which), size, size, self.channels), dtype=np.uint8)
+        which = list(which)
+        decoded = list(self._pool.map(self._decode, [self.paths[i] for i in which]))
+        for row, image in enumerate(decoded):
+            while image is None:  # a skipped bad file: pick another one with the same generator
+                which[row] = int(torch.randint(len(self.paths), (1,), generator=generator))
+                image = self._decode(self.paths[which[row]])
+            free_rows, free_cols = image.shape[0] - size + 1, image.shape[1] - size + 1
+            top = min(int(positions[row, 0] * free_rows), free_rows - 1)
+            left = min(int(positions[row, 1] * free_cols), free_cols - 1)
+            crop = image[top : top + size, left : left + size]
+            batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
+        return uint8_batch_to_tensor(batch), which
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(batch_size, channels, image_size, image_size) in [-1, 1]: random files, crops and flips (as ImageFolderSource)."""
+        return self._random_crops(batch_size, generator)[0]
+
+    def sample_labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.labels is None:
+            raise UserError(f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders")
+        batch, which = self._random_crops(batch_size, generator)
+        return batch, self.labels[which]
+
+    def _random_crops(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+        which = torch.randint(len(self.paths), (batch_size,), generator=generator).tolist()
+        positions = torch.rand((batch_size, 2), generator=generator, dtype=torch.float64).numpy()
+        coins = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+        return self._crops(which, positions, coins, self.flip, generator)
+
+    def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
+        """``num`` centre crops of files in a seeded order (cycling when num > len(self)); no flips."""
+        rng = np.random.default_rng(seed)
+        order = np.concatenate([rng.permutation(len(self)) for _ in range(-(-num // len(self)))])[:num]
+        positions = np.full((num, 2), 0.5)
+        return self._crops([int(i) for i in order], positions, [False] * num, False, torch.Generator().manual_seed(seed))[0]
