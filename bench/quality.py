@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -176,6 +177,23 @@ def order_plot(curves: dict[str, tuple[list[float], list[float]]], real_r: float
     return picture
 
 
+METRIC_NAMES = ["swd_mean", "orientation_w1", "log_spectral_distance", "pixel_w1"]
+
+
+def merge_results(paths: list[Path], figures: Path) -> list[dict]:
+    """Rows of several result files, keyed by (data, method, sampler, NFE); metric plots per data set."""
+    merged: dict[tuple, dict] = {}
+    for path in paths:
+        for row in json.loads(path.read_text())["rows"]:
+            merged[(row["data"], row["method"], row["sampler"], row["nfe"])] = row
+    rows = list(merged.values())
+    figures.mkdir(parents=True, exist_ok=True)
+    for data in dict.fromkeys(row["data"] for row in rows):
+        save_image_atomic(metric_plot(rows, data, METRIC_NAMES), figures / f"{data}_metrics.png")
+    print_table(rows, [c for c in COLUMNS if any(c in row for row in rows)])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
@@ -186,7 +204,13 @@ def main() -> None:
     parser.add_argument("--inception-weights", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="only merge the rows of these result files (later ones win), redraw the metric plots "
+                             "into --figures and print the table")
     args = parser.parse_args()
+    if args.merge:
+        merge_results(args.merge, args.figures)
+        return
     budget = BUDGETS[args.budget]
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -232,8 +256,7 @@ def main() -> None:
         order_curves[label] = {"real_R": real_r, "curves": curves}
         args.figures.mkdir(parents=True, exist_ok=True)
         save_image_atomic(labelled_rows(grids), args.figures / f"{label}_samples.png")
-        metric_names = ["swd_mean", "orientation_w1", "log_spectral_distance", "pixel_w1"]
-        save_image_atomic(metric_plot(rows, label, metric_names), args.figures / f"{label}_metrics.png")
+        save_image_atomic(metric_plot(rows, label, METRIC_NAMES), args.figures / f"{label}_metrics.png")
         if curves:
             save_image_atomic(order_plot(curves, real_r, label), args.figures / f"{label}_order_parameter.png")
     save(True)
