@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,flows]'
+	$(PY) -m pip install --quiet -e '.[dev,flows,diffusers]'
 	touch $(STAMP)
 
 install: $(STAMP)

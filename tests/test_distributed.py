@@ -198,3 +198,23 @@ def test_sample_folder_is_resumable_and_the_same_on_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()} == first
     assert (tmp_path / "two.png").is_file()
+
+
+@pytest.mark.slow
+def test_compiled_training_takes_the_eager_steps(tmp_path):
+    # Adam's first steps move every weight by about ±lr whatever the gradient's size, so weights are
+    # compared loosely; the losses (the same network and batch) agree closely.
+    process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
+    losses, weights = [], []
+    for compiled in (False, True):
+        config = RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
+                           training=TrainConfig(train_steps=3, batch_size=8, compile=compiled, checkpoint_every=3,
+                                                sample_every=0, warmup_steps=1))
+        trainer = Trainer(config, FixedImages(), tmp_path / f"compiled-{compiled}", quiet=True)
+        trainer.start()
+        losses.append([trainer.train_step() for _ in range(3)])
+        weights.append(trainer.model.network.state_dict())
+        assert isinstance(trainer.train_network, torch._dynamo.eval_frame.OptimizedModule) == compiled
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    for name, tensor in weights[0].items():
+        assert torch.allclose(tensor, weights[1][name], atol=2e-3), name

@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="micro-batches per process and step: same result, less memory (batch must divide)")
     train.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32")
+    train.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
     train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")

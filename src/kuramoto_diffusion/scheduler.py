@@ -24,8 +24,8 @@ Conventions (the process's, SPEC §3 and §5):
 
 The step formulas live in the process (``reverse_sde_mean``, ``transition_scale``, ``project``,
 ``reverse_ode_step``) and in ``sampling.reverse_sde_step``; this module only sequences them.
-diffusers itself is not needed (and not used): these classes do not subclass its
-``SchedulerMixin``/``ConfigMixin``.
+diffusers itself is not needed here; with diffusers installed, ``diffusers_integration`` offers
+the same scheduler as a real ``SchedulerMixin``/``ConfigMixin`` subclass.
 """
 
 from __future__ import annotations

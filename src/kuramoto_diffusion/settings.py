@@ -139,6 +139,7 @@ class TrainConfig:
     batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
     grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
     precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
+    compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     window: int = 10  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss); see BENCHMARKS.md
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference

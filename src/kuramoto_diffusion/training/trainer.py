@@ -135,12 +135,15 @@ class Trainer:
 
     @property
     def train_network(self) -> torch.nn.Module:
-        """The network the loss runs: DistributedDataParallel around it when there are several processes."""
+        """The network the loss runs: DistributedDataParallel around it when there are several processes, compiled
+        with ``compile``."""
         if self._train_network is None:
             network = self.model.network
             if self.context.distributed:
                 device_ids = [self.device.index] if self.device.type == "cuda" else None
                 network = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+            if self.train_config.compile:
+                network = torch.compile(network)  # shares the parameters; the EMA and checkpoints see the plain module
             self._train_network = network
         return self._train_network
 
