@@ -20,8 +20,8 @@ Budgets (32 px grey images; one CPU thread unless you allow more):
 
 tiny   20 steps, 16 samples at T = 20: seconds; checks the script end to end.
 small  'tiny' UNet preset, 2,000 steps of 32 (lr 5e-4, EMA 0.995) at T = 100, 256 samples:
-       ≈ 8 min of training and ≈ 2–3 min of sampling per model, ≈ 65 min for 2 data sets ×
-       3 methods with OMP_NUM_THREADS=1 on the 2-core development machine.
+       7–10 min of training and 3–6 min of sampling per model: 84 min for 2 data sets ×
+       3 methods with OMP_NUM_THREADS=1 on the 2-core development machine (while it was shared).
 paper  'small' preset at 64 px, 100,000 steps of 64 at T = 1,000, 5,000 samples: GPU only.
 
 Writes the JSON after every model ("complete": false until the end) and prints a Markdown table.
