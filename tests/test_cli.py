@@ -148,3 +148,11 @@ def test_evaluate_a_checkpoint_and_a_folder(trained_run, tmp_path):
     assert json.loads(out.read_text())["settings"]["num_fake"] == 4
     missing = run("evaluate", "--fake", str(folder), "--image-size", "16", "--inception-weights", str(tmp_path / "no.pt"), check=False)
     assert_clean_error(missing, "inception")
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    # The README's first command: it must keep working as options are added to train.
+    out = tmp_path / "demo"
+    result = run("demo", "--out", str(out), "--fine-tune-steps", "1", "--device", "cpu")
+    for name in ("samples_vs_real.png", "forward.png", "forward_reverse.gif", "generation.gif", "order_parameter.png"):
+        assert (out / name).is_file(), (name, result.stdout)

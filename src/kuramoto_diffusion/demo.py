@@ -8,7 +8,6 @@ in the README). Without it, the demo trains from scratch for ``fine_tune_steps``
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -42,15 +41,24 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
         f"2/4 fine-tuning the shipped model for {fine_tune_steps} steps" if have_pretrained
         else f"2/4 no shipped model found: training from scratch for {fine_tune_steps} steps (expect noise-like samples)"
     )
-    arguments = argparse.Namespace(
-        device=device, resume=(run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()),
-        data="textures", image_size=32, channels="1", process="kuramoto-local", preset="small",
-        # window=1: the loss the shipped model was trained with (it predates the measured default of 10).
-        train_steps=max(fine_tune_steps, 1), batch_size=32, draws=1, window=1, forward_states="pool", lr=1e-4,
-        ema_decay=0.999, checkpoint_every=max(fine_tune_steps, 1), keep_checkpoints=1, sample_every=0,
-        no_fit_prior=False, init_from=PRETRAINED if have_pretrained else None, out=run_dir, steps=100,
-        schedule="linear", neighbourhood=5, padding="reflect", seed=seed, quiet=quiet,
-    )
+    from .cli import build_parser  # the train command's own parser: every option gets its default
+
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    train_arguments = [
+        "train", "--device", device, "--data", "textures", "--image-size", "32", "--channels", "1",
+        "--process", "kuramoto-local", "--preset", "small", "--train-steps", str(max(fine_tune_steps, 1)),
+        "--batch-size", "32", "--draws", "1",
+        # window 1: the loss the shipped model was trained with (it predates the measured default of 10).
+        "--window", "1", "--lr", "1e-4", "--ema-decay", "0.999", "--checkpoint-every", str(max(fine_tune_steps, 1)),
+        "--keep-checkpoints", "1", "--sample-every", "0", "--out", str(run_dir), "--steps", "100", "--seed", str(seed),
+    ]
+    if resume:
+        train_arguments.append("--resume")
+    elif have_pretrained:
+        train_arguments += ["--init-from", str(PRETRAINED)]
+    if quiet:
+        train_arguments.append("--quiet")
+    arguments = build_parser().parse_args(train_arguments)
     model = train_command(arguments)
 
     say("3/4 sampling 36 textures with the reverse SDE (100 steps)")
