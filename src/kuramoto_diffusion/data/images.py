@@ -298,6 +298,44 @@ def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_pat
     return torch.from_numpy((square[..., 0] >= 128).astype(np.float32))[None, None]
 
 
+def draw_crop_picks(count: int, batch_size: int, generator: torch.Generator) -> tuple[list[int], np.ndarray, list[bool]]:
+    """The random part of a crop batch, in a fixed order: which of ``count`` images, where (fractions in [0, 1))
+    and whether to flip. Every folder source draws its batches this way, so they agree crop for crop."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    which = torch.randint(count, (batch_size,), generator=generator).tolist()
+    positions = torch.rand((batch_size, 2), generator=generator, dtype=torch.float64).numpy()
+    coins = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+    return which, positions, coins
+
+
+def crop_batch(images: Sequence[np.ndarray], positions: np.ndarray, coins: Sequence[bool], size: int, *, flip: bool) -> torch.Tensor:
+    """One size × size crop of each uint8 (H, W, C) image at the given fractional positions, flipped where
+    ``flip`` and its coin say so: float32 (N, C, size, size) in [-1, 1]."""
+    batch = np.empty((len(images), size, size, images[0].shape[2]), dtype=np.uint8)
+    for row, image in enumerate(images):
+        free_rows, free_cols = image.shape[0] - size + 1, image.shape[1] - size + 1
+        # floor(u * n) with u in [0, 1) is uniform on 0..n-1; min() guards against rounding up.
+        top = min(int(positions[row, 0] * free_rows), free_rows - 1)
+        left = min(int(positions[row, 1] * free_cols), free_cols - 1)
+        crop = image[top : top + size, left : left + size]
+        batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
+    return uint8_batch_to_tensor(batch)
+
+
+def read_image_at_least(path: Path, image_size: int, channels: int, shorter: int) -> np.ndarray:
+    """``read_image``, converted to ``channels`` and resized so the shorter side is ``shorter``; a UserError
+    naming the file and the fix if the image is smaller than ``image_size``."""
+    pixels = read_image(path)
+    height, width = pixels.shape[:2]
+    if min(height, width) < image_size:
+        raise UserError(
+            f"{path}: image is {width}x{height} pixels, smaller than image_size {image_size} on its "
+            f"shorter side; use --image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
+        )
+    return resize_shorter_side(convert_channels(pixels, channels), shorter)
+
+
 # ----------------------------------------------------------------------------------------------
 # Sources
 
@@ -362,23 +400,9 @@ class InMemoryImageSource:
         return batch, self.labels[which]
 
     def _random_crops(self, batch_size: int, generator: torch.Generator, *, flip: bool) -> tuple[torch.Tensor, list[int]]:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         images = self.images
-        which = torch.randint(len(images), (batch_size,), generator=generator).tolist()
-        positions = torch.rand((batch_size, 2), generator=generator, dtype=torch.float64).numpy()
-        coins = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
-        size = self.image_size
-        batch = np.empty((batch_size, size, size, self.channels), dtype=np.uint8)
-        for row, index in enumerate(which):
-            image = images[index]
-            free_rows, free_cols = image.shape[0] - size + 1, image.shape[1] - size + 1
-            # floor(u * n) with u in [0, 1) is uniform on 0..n-1; min() guards against rounding up.
-            top = min(int(positions[row, 0] * free_rows), free_rows - 1)
-            left = min(int(positions[row, 1] * free_cols), free_cols - 1)
-            crop = image[top : top + size, left : left + size]
-            batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
-        return uint8_batch_to_tensor(batch), which
+        which, positions, coins = draw_crop_picks(len(images), batch_size, generator)
+        return crop_batch([images[index] for index in which], positions, coins, self.image_size, flip=flip), which
 
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
         """(num, channels, image_size, image_size) float32 in [-1, 1]: centre crops, no flips, of the
@@ -475,14 +499,7 @@ class ImageFolderSource(InMemoryImageSource):
         shorter = round(image_size * crop_scale)
 
         def decoded(path: Path) -> np.ndarray:
-            pixels = read_image(path)
-            height, width = pixels.shape[:2]
-            if min(height, width) < image_size:
-                raise UserError(
-                    f"{path}: image is {width}x{height} pixels, smaller than image_size {image_size} on its "
-                    f"shorter side; use --image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
-                )
-            return resize_shorter_side(convert_channels(pixels, channels), shorter)
+            return read_image_at_least(path, image_size, channels, shorter)
 
         self.paths: list[Path] = []
         images = []

@@ -29,19 +29,17 @@ from ..errors import UserError
 from .images import (
     BAD_IMAGE_POLICIES,
     IMAGE_EXTENSIONS,
-    MIN_IMAGE_SIZE,
     check_channels,
     check_image_size,
     check_split,
     check_val_fraction,
-    convert_channels,
+    crop_batch,
+    draw_crop_picks,
     find_image_files,
     folder_classes,
     image_is_colour,
-    read_image,
-    resize_shorter_side,
+    read_image_at_least,
     split_indices,
-    uint8_batch_to_tensor,
 )
 
 INDEX_VERSION = 1
@@ -152,37 +150,24 @@ class LazyImageFolderSource:
     def _decode(self, path: Path) -> np.ndarray | None:
         """uint8 (H, W, channels) resized so the shorter side is image_size; None for a skipped bad file."""
         try:
-            pixels = read_image(path)
-            height, width = pixels.shape[:2]
-            if min(height, width) < self.image_size:
-                raise UserError(
-                    f"{path}: image is {width}x{height} pixels, smaller than image_size {self.image_size}; use "
-                    f"--image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
-                )
+            return read_image_at_least(path, self.image_size, self.channels, self.image_size)
         except UserError as error:
             if self.on_bad_image == "error":
                 raise
             self.skipped.append((path, str(error)))
             warnings.warn(f"skipped {path} ({error}); {len(self.skipped)} skipped so far", stacklevel=3)
             return None
-        return resize_shorter_side(convert_channels(pixels, self.channels), self.image_size)
 
-    def _crops(self, which: Sequence[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
+    def _crops(self, which: list[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
                generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-        size = self.image_size
-        batch = np.empty((len(which), size, size, self.channels), dtype=np.uint8)
-        which = list(which)
-        decoded = list(self._pool.map(self._decode, [self.paths[i] for i in which]))
-        for row, image in enumerate(decoded):
-            while image is None:  # a skipped bad file: pick another one with the same generator
+        """Decode the picked files in parallel (a skipped bad file is replaced by another pick) and crop them."""
+        images = list(self._pool.map(self._decode, [self.paths[i] for i in which]))
+        for row, image in enumerate(images):
+            while image is None:
                 which[row] = int(torch.randint(len(self.paths), (1,), generator=generator))
                 image = self._decode(self.paths[which[row]])
-            free_rows, free_cols = image.shape[0] - size + 1, image.shape[1] - size + 1
-            top = min(int(positions[row, 0] * free_rows), free_rows - 1)
-            left = min(int(positions[row, 1] * free_cols), free_cols - 1)
-            crop = image[top : top + size, left : left + size]
-            batch[row] = crop[:, ::-1] if (flip and coins[row]) else crop
-        return uint8_batch_to_tensor(batch), which
+            images[row] = image
+        return crop_batch(images, positions, coins, self.image_size, flip=flip), which
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """(batch_size, channels, image_size, image_size) in [-1, 1]: random files, crops and flips (as ImageFolderSource)."""
@@ -195,9 +180,7 @@ class LazyImageFolderSource:
         return batch, self.labels[which]
 
     def _random_crops(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-        which = torch.randint(len(self.paths), (batch_size,), generator=generator).tolist()
-        positions = torch.rand((batch_size, 2), generator=generator, dtype=torch.float64).numpy()
-        coins = (torch.rand(batch_size, generator=generator) < 0.5).tolist()
+        which, positions, coins = draw_crop_picks(len(self.paths), batch_size, generator)
         return self._crops(which, positions, coins, self.flip, generator)
 
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
