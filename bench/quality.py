@@ -22,6 +22,8 @@ tiny   20 steps, 16 samples at T = 20: seconds; checks the script end to end.
 small  'tiny' UNet preset, 2,000 steps of 32 (lr 5e-4, EMA 0.995) at T = 100, 256 samples:
        7–10 min of training and 3–6 min of sampling per model: 84 min for 2 data sets ×
        3 methods with OMP_NUM_THREADS=1 on the 2-core development machine (while it was shared).
+medium 'small' with 4× the training (8,000 steps) and only the SDE at T and the ODE at NFE 50:
+       about 35 min per model on one thread; checks how the gap changes with training.
 paper  'small' preset at 64 px, 100,000 steps of 64 at T = 1,000, 5,000 samples: GPU only.
 
 Writes the JSON after every model ("complete": false until the end) and prints a Markdown table.
@@ -70,6 +72,7 @@ BUDGETS = {
     "tiny": Budget("tiny", 32, 20, 20, 8, 1e-3, 5, 0.9, 16, 16, (("sde", 0), ("ode", 5))),
     "small": Budget("tiny", 32, 100, 2000, 32, 5e-4, 100, 0.995, 256, 128,
                     (("sde", 0), ("sde", 50), ("ode", 10), ("ode", 25), ("ode", 50))),
+    "medium": Budget("tiny", 32, 100, 8000, 32, 5e-4, 100, 0.995, 256, 128, (("sde", 0), ("ode", 50))),
     "paper": Budget("small", 64, 1000, 100_000, 64, 2e-4, 1000, 0.9999, 5000, 250,
                     (("sde", 0), ("sde", 100), ("ode", 10), ("ode", 25), ("ode", 50))),
 }
