@@ -96,10 +96,12 @@ def real_sets(data: str, budget: Budget, seed: int) -> tuple[torch.Tensor, torch
     return first, second
 
 
-def train(data: str, method: str, budget: Budget, seed: int, device: torch.device) -> tuple[DiffusionModel, float]:
+def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
+          groups: int | None = None) -> tuple[DiffusionModel, float]:
     source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
     config = RunConfig(
-        model=image_model_config(process_for(method, budget.steps), 1, budget.image_size, budget.preset),
+        model=image_model_config(process_for(method, budget.steps), 1, budget.image_size, budget.preset,
+                                 **({} if groups is None else {"groups": groups})),
         data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
         training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size, lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
@@ -205,6 +207,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
+    parser.add_argument("--groups", type=int, default=None, help="GroupNorm groups of the UNet (default: the preset's)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -236,7 +239,7 @@ def main() -> None:
         grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
-            trained, train_s = train(data, method, budget, args.seed, device)
+            trained, train_s = train(data, method, budget, args.seed, device, args.groups)
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
             # conventions exist in the literature, and at small budgets they differ a lot.
             variants = [(method, trained)]
