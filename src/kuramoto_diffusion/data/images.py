@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..config import choice_check
 from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -175,6 +176,32 @@ def folder_classes(folder: Path, paths: Sequence[Path]) -> tuple[str, ...]:
     if len(names) < 2:
         raise UserError(f"{folder}: class-conditional training needs at least 2 class subfolders with images, found {len(names)}")
     return names
+
+
+def folder_labels(folder: Path, paths: Sequence[Path], class_names: Sequence[str]) -> list[int]:
+    """The class index of each image: the position of its first-level subfolder in ``class_names``."""
+    return [list(class_names).index(path.relative_to(folder).parts[0]) for path in paths]
+
+
+def list_folder_images(
+    folder: str | os.PathLike[str], find: Callable[[Path], list[Path]] = find_image_files
+) -> tuple[Path, list[Path]]:
+    """(folder, its image files found by ``find``), or a UserError for a missing path, a file, an empty
+    folder or a folder without images."""
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise UserError(f"{folder}: no such file or folder; check the path")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: is a file, not a folder of images; pass the folder that contains the images")
+    paths = find(folder)
+    if not paths:
+        if not any(folder.iterdir()):
+            raise UserError(f"{folder}: folder is empty; put the training images in it or pick another folder")
+        raise UserError(
+            f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
+            "add images or point to the folder that holds them"
+        )
+    return folder, paths
 
 
 def _decode_failure(path: Path, error: BaseException) -> UserError:
@@ -458,26 +485,13 @@ class ImageFolderSource(InMemoryImageSource):
         classes: bool = False,
     ) -> None:
         image_size = check_image_size(image_size)
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise UserError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
+        choice_check("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
         split = check_split(split)
         val_fraction = check_val_fraction(val_fraction)
         channels = check_channels(channels)
         if isinstance(crop_scale, bool) or not isinstance(crop_scale, (int, float)) or not crop_scale >= 1.0:
             raise UserError(f"crop_scale must be a number >= 1, got {crop_scale!r}")
-        folder = Path(folder).expanduser()
-        if not folder.exists():
-            raise UserError(f"{folder}: no such file or folder; check the path")
-        if not folder.is_dir():
-            raise UserError(f"{folder}: is a file, not a folder of images; pass the folder that contains the images")
-        all_paths = find_image_files(folder)
-        if not all_paths:
-            if not any(folder.iterdir()):
-                raise UserError(f"{folder}: folder is empty; put the training images in it or pick another folder")
-            raise UserError(
-                f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
-                "add images or point to the folder that holds them"
-            )
+        folder, all_paths = list_folder_images(folder)
         class_names = folder_classes(folder, all_paths) if classes else ()
         self.skipped: list[tuple[Path, str]] = []
 
@@ -521,7 +535,7 @@ class ImageFolderSource(InMemoryImageSource):
                 f"{split} split that cannot be used (first: {self.skipped[0][1]})",
                 stacklevel=2,
             )
-        labels = [class_names.index(path.relative_to(folder).parts[0]) for path in self.paths] if classes else None
+        labels = folder_labels(folder, self.paths, class_names) if classes else None
         super().__init__(
             images, image_size, name=str(folder), channels=channels, flip=flip, labels=labels, class_names=class_names
         )

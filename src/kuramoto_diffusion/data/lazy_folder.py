@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import write_json_atomic
+from ..config import choice_check, write_json_atomic
 from ..errors import UserError
 from .images import (
     BAD_IMAGE_POLICIES,
-    IMAGE_EXTENSIONS,
     check_channels,
     check_image_size,
     check_split,
@@ -37,7 +36,9 @@ from .images import (
     draw_crop_picks,
     find_image_files,
     folder_classes,
+    folder_labels,
     image_is_colour,
+    list_folder_images,
     read_image_at_least,
     split_indices,
 )
@@ -105,17 +106,8 @@ class LazyImageFolderSource:
         split = check_split(split)
         val_fraction = check_val_fraction(val_fraction)
         channels = check_channels(channels)
-        if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise UserError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise UserError(f"{folder}: no such folder; check the path")
-        all_paths = indexed_image_files(folder, index_cache)
-        if not all_paths:
-            raise UserError(
-                f"{folder}: no images found (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
-                "add images or point to the folder that holds them"
-            )
+        choice_check("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
+        folder, all_paths = list_folder_images(folder, lambda found: indexed_image_files(found, index_cache))
         self.name = str(folder)
         self.flip = flip
         self.on_bad_image = on_bad_image
@@ -126,10 +118,7 @@ class LazyImageFolderSource:
         self.channels = channels
         indices = split_indices(len(all_paths), split, val_fraction, seed, where=str(folder))
         self.paths: list[Path] = [all_paths[int(i)] for i in indices]
-        self.labels = (
-            torch.tensor([self.class_names.index(p.relative_to(folder).parts[0]) for p in self.paths], dtype=torch.long)
-            if classes else None
-        )
+        self.labels = torch.tensor(folder_labels(folder, self.paths, self.class_names)) if classes else None
         self.skipped: list[tuple[Path, str]] = []
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
 
