@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints
 from .config import config_to_dict, read_json, write_json_atomic
 from .data import DATA_CHOICES, is_angle_spec, open_angle_source, open_image_source, save_angles
 from .data.angles import radians_to_user_units, save_array_atomic
-from .data.images import read_image_for_model, read_mask_for_model
+from .data.images import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
 from .errors import UserError
 from .nets import count_parameters
 from .model import CONFIG_NAME, DiffusionModel, load_run_config
@@ -198,37 +197,39 @@ def with_clip_denoised(model: DiffusionModel, clip: bool) -> DiffusionModel:
     return model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
 
 
-def sample_folder_command(args: argparse.Namespace, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path) -> None:
+def sample_folder_command(
+    args: argparse.Namespace, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path, context: DistributedContext
+) -> None:
     """``sample --out-dir``: numbered PNGs in resumable chunks, split over torchrun processes; a grid of the first."""
-    from PIL import Image
-
-    context, _ = init_distributed(args.device)
-    try:
-        written, present, clipped = sample_to_folder(
-            model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=args.sampler, nfe=args.nfe,
-            class_labels=class_labels, guidance=args.guidance, context=context, quiet=args.quiet or not context.is_main,
-        )
-        if context.is_main:
-            first = [image_path(args.out_dir, index) for index in range(min(args.num, 64))]
-            pixels = np.stack([np.asarray(Image.open(path)) for path in first]).astype(np.float32) / 127.5 - 1
-            grid = torch.from_numpy(pixels if pixels.ndim == 4 else pixels[..., None]).permute(0, 3, 1, 2)
-            save_image_atomic(image_grid(grid, upscale=2), out)
-            if not args.quiet:
-                print(f"wrote {written} images to {args.out_dir} ({present} were there already) and a grid of the first "
-                      f"{len(first)} to {out}; {clipped} values clipped at decode (mass that crossed the seam)")
-    finally:
-        shutdown_distributed()
+    written, present, clipped = sample_to_folder(
+        model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=args.sampler, nfe=args.nfe,
+        class_labels=class_labels, guidance=args.guidance, context=context, quiet=args.quiet or not context.is_main,
+    )
+    if context.is_main:
+        first = [image_path(args.out_dir, index) for index in range(min(args.num, 64))]
+        grid = uint8_batch_to_tensor(np.stack([read_image(path) for path in first]))
+        save_image_atomic(image_grid(grid, upscale=2), out)
+        if not args.quiet:
+            print(f"wrote {written} images to {args.out_dir} ({present} were there already) and a grid of the first "
+                  f"{len(first)} to {out}; {clipped} values clipped at decode (mass that crossed the seam)")
 
 
 def sample_command(args: argparse.Namespace) -> None:
     """``kuramoto-diffusion sample``: grid PNG, optional single PNGs, .npy and trajectory GIF (angle models: see
-    ``sample_angles``)."""
-    device = resolve_device(args.device)
-    if launched_by_torchrun():
-        if args.out_dir is None or args.inpaint is not None or args.from_data is not None or args.save_trajectory:
-            raise UserError("under torchrun, sample splits plain sampling into --out-dir DIR --num N; pass --out-dir "
-                            "and leave out --inpaint, --from-data and --save-trajectory")
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if device.type == "cuda" else device
+    ``sample_angles``); under torchrun, plain sampling into --out-dir split over the processes."""
+    if launched_by_torchrun() and (
+        args.out_dir is None or args.inpaint is not None or args.from_data is not None or args.save_trajectory
+    ):
+        raise UserError("under torchrun, sample splits plain sampling into --out-dir DIR --num N; pass --out-dir "
+                        "and leave out --inpaint, --from-data and --save-trajectory")
+    context, device = init_distributed(args.device)
+    try:
+        _sample(args, context, device)
+    finally:
+        shutdown_distributed()
+
+
+def _sample(args: argparse.Namespace, context: DistributedContext, device: torch.device) -> None:
     model = with_clip_denoised(
         DiffusionModel.from_pretrained(args.checkpoint, use_ema=not args.no_ema, device=device), args.clip_denoised
     )
@@ -255,7 +256,7 @@ def sample_command(args: argparse.Namespace) -> None:
     out = args.out if args.out is not None else Path("samples.png")
     plain = args.inpaint is None and args.from_data is None and not record and args.out_npy is None
     if args.out_dir is not None and plain:
-        sample_folder_command(args, model, class_labels, out)
+        sample_folder_command(args, model, class_labels, out, context)
         return
     shown: torch.Tensor | None = None  # the input shown first in the grid
     if args.inpaint is not None:

@@ -211,11 +211,15 @@ class Trainer:
         if not self.context.all_succeeded(True):
             raise UserError("another process of the distributed run failed to start (its message is above)")
 
+    @property
+    def pool_size(self) -> int:
+        """Chains in the pool: the configured number, or ``default_pool_size``."""
+        return self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
+
     def _make_pool(self) -> None:
         if self.process.closed_form_marginal or self.train_config.forward_states != "pool":
             return
-        size = self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
-        self.pool = ChainPool(self.process, size, self.encoded_batch, self.noise_generator)
+        self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator)
 
     @classmethod
     def resume(
@@ -436,8 +440,7 @@ class Trainer:
     def checkpoint_bytes(self) -> int:
         """Estimated size of one checkpoint: weights, EMA, two AdamW moments and the chain pool."""
         weights = sum(p.numel() * p.element_size() for p in self.model.network.state_dict().values())
-        pool_size = self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
-        pool = 0 if self.process.closed_form_marginal else pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        pool = 0 if self.process.closed_form_marginal else self.pool_size * math.prod(self.config.model.state_shape(1)) * 4
         return 4 * weights + pool
 
     def save_checkpoint(self) -> Path:
