@@ -89,3 +89,17 @@ def test_train_and_resume_with_lazy_loading(tmp_path):
     assert any((tmp_path / "cache" / "kuramoto-diffusion").glob("index-*.json"))
     subprocess.run([*base, "--resume", "--train-steps", "4"], check=True, env=environment, timeout=300)
     assert (tmp_path / "run" / "checkpoints" / "step-00000004").is_dir()
+
+
+def test_a_cache_hit_does_not_list_the_folder(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "images")
+    cache = tmp_path / "cache"
+    first = lazy_folder.indexed_image_files(folder, cache)
+    import os
+
+    def no_walk(*args, **kwargs):
+        raise AssertionError("the folder was listed on a cache hit")
+
+    monkeypatch.setattr(os, "walk", no_walk)
+    monkeypatch.setattr(lazy_folder, "find_image_files", no_walk)
+    assert lazy_folder.indexed_image_files(folder, cache) == first

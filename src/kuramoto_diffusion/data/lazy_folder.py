@@ -53,7 +53,7 @@ def cache_folder() -> Path:
 
 def _directory_times(folder: Path) -> dict[str, int]:
     """Modification time (ns) of ``folder`` and every non-hidden directory under it (a directory's time
-    changes when an entry is added, removed or renamed in it)."""
+    changes when an entry is added, removed or renamed in it). Walks the whole folder."""
     times = {}
     for root, dirs, _ in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -61,19 +61,34 @@ def _directory_times(folder: Path) -> dict[str, int]:
     return times
 
 
+def _unchanged(folder: Path, times: dict[str, int]) -> bool:
+    """Whether every recorded directory still has its recorded time: one stat per directory, no listing.
+
+    A new subdirectory changes its parent's time, so it is noticed too.
+    """
+    try:
+        return all(os.stat(folder / relative).st_mtime_ns == time for relative, time in times.items())
+    except (OSError, TypeError):
+        return False
+
+
 def indexed_image_files(folder: Path, cache: Path | None = None) -> list[Path]:
-    """``find_image_files(folder)``, from the cached index when no directory of the folder changed since."""
+    """``find_image_files(folder)``, from the cached index when no directory of the folder changed since.
+
+    A cache hit stats the recorded directories only; a miss lists the folder (and records it).
+    """
     folder = folder.resolve()
     cache = cache if cache is not None else cache_folder()
     key = hashlib.sha256(str(folder).encode()).hexdigest()[:16]
     index_path = cache / f"index-{key}.json"
-    times = _directory_times(folder)
     try:
         stored = json.loads(index_path.read_text())
-        if stored.get("version") == INDEX_VERSION and stored.get("folder") == str(folder) and stored.get("times") == times:
+        if (stored.get("version") == INDEX_VERSION and stored.get("folder") == str(folder)
+                and isinstance(stored.get("times"), dict) and _unchanged(folder, stored["times"])):
             return [folder / name for name in stored["files"]]
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # missing, unreadable or foreign: list the folder again
+    times = _directory_times(folder)
     files = find_image_files(folder)
     try:
         index_path.parent.mkdir(parents=True, exist_ok=True)
