@@ -171,6 +171,10 @@ def _require_non_negative(**values: int) -> None:
             raise UserError(f"{name} must be >= 0, got {value}")
 
 
+# Every preset keeps at least 4 channels per GroupNorm group. With one channel per group the
+# output block (GroupNorm -> SiLU -> conv) removes each image's mean, and an epsilon-predicting
+# (Euclidean) model can then not predict the mean of the noise: its samples saturate
+# (bench/groupnorm_dc.py measures the effect; BENCHMARKS.md has the numbers).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests on 8x8 images: two levels, no attention, runs in milliseconds.
     "tiny": dict(
@@ -182,6 +186,7 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         middle_attention=False,
         dropout=0.0,
         time_embedding_dim=64,
+        groups=4,
     ),
     # CPU-friendly 32 px demos: widths 32-64-64, attention at 8x8 and in the 8x8 bottleneck.
     "small": dict(
@@ -192,6 +197,7 @@ UNET_PRESETS: dict[str, dict[str, Any]] = {
         attention_resolutions=(8,),
         dropout=0.1,
         time_embedding_dim=128,
+        groups=8,
     ),
     # The paper's CIFAR-scale net: widths 64-128-256-256 at sides 32-16-8-4, a 512-wide
     # middle block at 4x4, self-attention at 16x16, 8x8 and in the middle, 256-d time embedding.
