@@ -175,6 +175,19 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     paths["class_model"] = root / "class_model"
     DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
                    ).save_pretrained(paths["class_model"])
+    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
+    from kuramoto_diffusion.settings import FlowNormalisation, flow_model_config
+
+    paths["flow_model"] = root / "flow_model"
+    DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(paths["flow_model"])
+    velocity = np.random.default_rng(0).normal(size=(4, 2, 16, 16)).astype(np.float32)
+    for name in ("flows", "flows_nan"):
+        paths[name] = root / name
+        paths[name].mkdir()
+    np.savez(paths["flows"] / "trajectory_00000.npz", velocity=velocity)
+    np.savez(paths["flows"] / "trajectory_00001.npz", velocity=velocity[::-1].copy())
+    velocity[2, 0, 3, 3] = np.nan
+    np.savez(paths["flows_nan"] / "trajectory_00000.npz", velocity=velocity)
     paths["pickle_marker"] = marker
     return paths
 
@@ -207,6 +220,11 @@ def _sample(checkpoint: str, *extra: str) -> Callable[[dict[str, Path]], list[st
 def _train_angles(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
     return lambda p: ["--data", f"angles:{p[data]}", "--preset", "tiny", "--train-steps", "1", "--out", str(p["out"] / "run"),
                       "--quiet", *extra]
+
+
+def _train_flows(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    return lambda p: ["--data", f"flows:{p[data]}", "--preset", "tiny", "--steps", "6", "--train-steps", "1",
+                      "--out", str(p["out"] / "run"), "--quiet", *extra]
 
 
 CASES = [
@@ -329,6 +347,21 @@ CASES = [
          "error", "--out-plot draws angle data"),
     Case("image-model-npy-name", "sample", "--out-npy file not named .npy", _sample("model", "--out-npy", "images.csv"),
          "error", "--out-npy writes a NumPy .npy file"),
+    # flows
+    Case("flows-nan", "train", "flows:FOLDER whose velocity holds a NaN", _train_flows("flows_nan"), "error",
+         "holds NaN or infinite values"),
+    Case("flows-kuramoto-local", "train", "--process kuramoto-local on flow data", _train_flows("flows", "--process", "kuramoto-local"),
+         "error", "does not model flows"),
+    Case("flows-classes", "train", "--classes on flow data", _train_flows("flows", "--classes"), "error", "flow data has no classes"),
+    Case("phase-amplitude-on-images", "train", "--process phase-amplitude on images", _train("good", "--process", "phase-amplitude"),
+         "error", "pass --data flows:PATH"),
+    Case("flow-model-png", "sample", "--out samples.png for a flow model", _sample("flow_model"), "error",
+         "writes its samples as .npz"),
+    Case("flow-model-inpaint", "sample", "--inpaint for a flow model", _sample("flow_model", "--inpaint", "x.png", "--mask", "m.png"),
+         "error", "--inpaint applies to image models"),
+    Case("flows-real-image-model", "evaluate", "--real flows:… with an image model's --checkpoint",
+         lambda p: ["--real", f"flows:{p['flows']}", "--real-split", "all", "--checkpoint", str(p["model"]), "--json",
+                    str(p["out"] / "metrics.json")], "error", "needs a flow model"),
 ]
 
 # Where each command writes: no such file may exist after an error.

@@ -17,7 +17,7 @@ from .data.images import BAD_IMAGE_POLICIES
 from .errors import UserError
 from .settings import NONFINITE_POLICIES, PRECISIONS
 
-PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean")
+PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun")
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
@@ -94,10 +94,14 @@ def _add_bad_image_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_process_options(parser: argparse.ArgumentParser) -> None:
+def _add_process_options(parser: argparse.ArgumentParser, *, for_flows: bool = False) -> None:
     parser.add_argument("--steps", type=positive_int, default=100, help="number of diffusion steps T")
     parser.add_argument("--schedule", choices=("linear", "paper-100"), default="linear", help="Kuramoto schedule shape")
-    parser.add_argument("--neighbourhood", type=positive_int, default=5, help="local coupling kernel size M (pixels)")
+    if for_flows:
+        parser.add_argument("--neighbourhood", type=positive_int, default=None,
+                            help="local coupling kernel size M (pixels) (default: 5 for images, 4 for flows)")
+    else:
+        parser.add_argument("--neighbourhood", type=positive_int, default=5, help="local coupling kernel size M (pixels)")
     parser.add_argument("--padding", choices=("reflect", "circular"), default="reflect", help="image borders: reflect, or circular for tileable output (local coupling and the network wrap around)")
 
 
@@ -124,18 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(forward)
 
     train = commands.add_parser(
-        "train", help="train a model on images or angle data", formatter_class=_Formatter,
+        "train", help="train a model on images, angle data or flows", formatter_class=_Formatter,
         description="Train a Kuramoto (or Euclidean baseline) diffusion model; checkpoints go to --out/checkpoints.",
     )
     train.add_argument(
         "--data", default=None,
         help="textures, fingerprints, a folder of images, cifar-10-binary.tar.gz, angles:FILE (a .csv/.npy array of N rows "
-        "by D angles) or torus:NAME (wrapped-mixture, von-mises-mixture, checkerboard) (default: textures; with --resume: the run's own)",
+        "by D angles), torus:NAME (wrapped-mixture, von-mises-mixture, checkerboard) or flows:PATH (a 'flows generate' "
+        "folder, .npz files or PDEArena HDF5) (default: textures; with --resume: the run's own)",
     )
     train.add_argument("--degrees", action="store_true", help="with --data angles:FILE: the file holds degrees, not radians")
     train.add_argument(
         "--process", choices=PROCESS_NAMES, default=None,
-        help="forward process (default: kuramoto-local for images, kuramoto-global for angle data)",
+        help="forward process (default: kuramoto-local for images, kuramoto-global for angle data, phase-amplitude for flows)",
     )
     train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
     train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
@@ -173,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--class-dropout", type=unit_interval, default=0.1, help="with --classes: share of labels dropped (for guidance)")
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(train)
-    _add_process_options(train)
+    _add_process_options(train, for_flows=True)
     _add_common(train)
 
     sample = commands.add_parser(
@@ -189,12 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--out", type=Path, default=None,
         help="image models: grid PNG (default samples.png); angle models: the angles as .csv or .npy, in the training "
-        "data's units (default samples.csv)",
+        "data's units (default samples.csv); flow models: the velocities as .npz (default samples.npz)",
     )
     sample.add_argument("--out-npy", type=Path, default=None, help="image models: also the images as float32 (N, C, H, W) in [-1, 1]")
     sample.add_argument(
         "--out-plot", type=Path, default=None,
-        help="angle models: PNG of 2-D histograms, training data beside the samples (angles 1 and 2; a histogram for D = 1)",
+        help="angle models: PNG of 2-D histograms, training data beside the samples (angles 1 and 2; a histogram for D = 1); "
+        "flow models: PNG of vorticity and velocity arrows, training fields above the samples",
     )
     sample.add_argument("--out-dir", type=Path, default=None, help="also write each image as a numbered PNG here: resumable chunks of --batch-size, split over processes under torchrun")
     sample.add_argument("--save-trajectory", type=Path, default=None, help="animated GIF of the reverse process with R(t)")
@@ -222,10 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Weight-free metrics (Laplacian SWD, orientation statistics, spectrum, pixel histogram, clipping); "
         "FID and KID only with --inception-weights pointing at a local file.",
     )
-    evaluate.add_argument("--real", default="textures", help="textures, fingerprints, or a folder of images")
+    evaluate.add_argument("--real", default="textures",
+                          help="textures, fingerprints, a folder of images, or flows:PATH (flow metrics for flow models)")
     evaluate.add_argument("--real-split", choices=("val", "train", "all"), default="val", help="which part of --real")
     source = evaluate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--fake", default=None, help="a folder of generated images")
+    source.add_argument("--fake", default=None, help="a folder of generated images (flows: a samples .npz or flows folder)")
     source.add_argument("--checkpoint", type=Path, default=None, help="sample from this model instead")
     evaluate.add_argument("--num", type=positive_int, default=256, help="images per set")
     evaluate.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="with --checkpoint")

@@ -9,17 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .checkpoint import latest_checkpoint, list_checkpoints
 from .config import config_to_dict, read_json, write_json_atomic
-from .data import DATA_CHOICES, is_angle_spec, open_angle_source, open_image_source, save_angles
+from .data import DATA_CHOICES, is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source, save_angles
 from .data.angles import radians_to_user_units, save_array_atomic
+from .data.flow_generation import save_npz_atomic
 from .data.images import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
 from .errors import UserError
 from .nets import count_parameters
 from .model import CONFIG_NAME, DiffusionModel, load_run_config
-from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, ProcessConfig, build_process
-from .settings import DataConfig, RunConfig, TrainConfig, angle_model_config, image_model_config
+from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, PhaseAmplitudeConfig, ProcessConfig, build_process
+from .settings import (
+    DataConfig,
+    FlowNormalisation,
+    RunConfig,
+    TrainConfig,
+    angle_model_config,
+    flow_model_config,
+    image_model_config,
+)
 from .training import Trainer, resolve_device
 from .sample_folder import image_path, sample_to_folder
 from .training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
@@ -35,11 +45,13 @@ from .viz import (
 
 
 def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, padding: str) -> ProcessConfig:
-    """The process a CLI name (kuramoto-local, kuramoto-global, euclidean) stands for."""
+    """The process a CLI name (kuramoto-local, kuramoto-global, euclidean, phase-amplitude) stands for."""
     if name == "euclidean":
         return EuclideanConfig(steps=steps)
+    if name == "phase-amplitude":
+        return PhaseAmplitudeConfig(steps=steps, schedule=schedule, neighbourhood=neighbourhood)
     if name not in ("kuramoto-local", "kuramoto-global"):
-        raise UserError(f"unknown process {name!r}; valid values are kuramoto-local, kuramoto-global, euclidean")
+        raise UserError(f"unknown process {name!r}; valid values are kuramoto-local, kuramoto-global, euclidean, phase-amplitude")
     coupling = name.split("-", 1)[1]
     return KuramotoConfig(coupling=coupling, steps=steps, schedule=schedule, neighbourhood=neighbourhood, padding=padding)
 
@@ -61,7 +73,9 @@ def forward_picture(
     return out
 
 
-def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource or AngleSource
+def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource, AngleSource or FlowSource
+    if is_flow_spec(data.source):
+        return open_flow_source(data.source, split=split, val_fraction=data.val_fraction, seed=data.seed)
     if is_angle_spec(data.source):
         return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction, seed=data.seed)
     return open_image_source(
@@ -102,9 +116,17 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
     else:
         channels = None if args.channels == "auto" else int(args.channels)
         data_spec = args.data if args.data is not None else "textures"
-        angles = is_angle_spec(data_spec)
-        process_name = args.process or ("kuramoto-global" if angles else "kuramoto-local")
-        if angles:
+        angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
+        process_name = args.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
+        check_process_fits_data(process_name, angles=angles, flows=flows)
+        # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
+        neighbourhood = args.neighbourhood if args.neighbourhood is not None else 4 if flows else 5
+        if flows:
+            if args.classes:
+                raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
+            source = open_flow_source(data_spec, split="train", seed=args.seed)
+            data = DataConfig(source=data_spec, image_size=source.size, channels=2, flip=False, seed=args.seed)
+        elif angles:
             check_angle_training_options(process_name, args.classes)
             source = open_angle_source(data_spec, degrees=args.degrees, split="train", seed=args.seed)
             data = DataConfig(source=data_spec, image_size=0, channels=source.dims, seed=args.seed, degrees=args.degrees)
@@ -137,7 +159,12 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
                     f"{args.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
                     f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
                 )
-            if not angles and (model_config.channels != source.channels or model_config.image_size != args.image_size):
+            if flows and (model_config.data_kind, model_config.image_size) != ("flow", source.size):
+                raise UserError(
+                    f"{args.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px but the "
+                    f"data is flows at {source.size} px; fine-tune a flow model of the same size"
+                )
+            if not angles and not flows and (model_config.channels != source.channels or model_config.image_size != args.image_size):
                 raise UserError(
                     f"{args.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
                     f"the data has {source.channels} at {args.image_size} px; match --channels and --image-size"
@@ -145,9 +172,12 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
             training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
         else:
             process = process_config(
-                process_name, steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding
+                process_name, steps=args.steps, schedule=args.schedule, neighbourhood=neighbourhood, padding=args.padding
             )
-            if angles:
+            if flows:
+                normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(args.seed)))
+                model_config = flow_model_config(process, source.size, normalisation, args.preset)
+            elif angles:
                 model_config = angle_model_config(process, source.dims, args.preset)
             else:
                 # --padding circular makes the whole model periodic in space (coupling and network), so that
@@ -172,9 +202,17 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
     model = trainer.train()
     if not args.quiet:
         print(f"trained to step {trainer.step}; checkpoints in {args.out / 'checkpoints'}")
-        example = "samples.csv" if trainer.config.model.data_kind == "angle" else "samples.png"
+        example = {"angle": "samples.csv", "flow": "samples.npz"}.get(trainer.config.model.data_kind, "samples.png")
         print(f"sample with: kuramoto-diffusion sample --checkpoint {args.out} --num 16 --out {example}")
     return model
+
+
+def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:
+    """The phase-amplitude process is for flows, and flows take it or the Euclidean baseline."""
+    if flows and process_name not in ("phase-amplitude", "euclidean"):
+        raise UserError(f"--process {process_name} does not model flows; use phase-amplitude (default) or euclidean")
+    if not flows and process_name == "phase-amplitude":
+        raise UserError("--process phase-amplitude models flows; pass --data flows:PATH (see 'kuramoto-diffusion flows generate')")
 
 
 def check_angle_training_options(process_name: str, classes: bool) -> None:
@@ -249,6 +287,9 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
     if model.config.data_kind == "angle":
         sample_angles(args, model, generator, guided)
         return
+    if model.config.data_kind == "flow":
+        sample_flows(args, model, generator)
+        return
     if args.out_plot is not None:
         raise UserError("--out-plot draws angle data; this is an image model, whose samples go to the --out grid PNG")
     if args.out_npy is not None and args.out_npy.suffix.lower() != ".npy":
@@ -305,6 +346,45 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
             f"wrote {out}: {args.num} images, {args.sampler} with {result.function_evaluations} network "
             f"evaluations; {clipped} of {images.numel()} values clipped at decode (mass that crossed the seam)"
         )
+
+
+def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator) -> Tensor:
+    """``sample`` for flow models: velocities (N, 2, H, W) float32 in the data's units to --out (.npz, array
+    ``velocity``: itself a flow file that ``flows:`` and ``evaluate`` read), and --out-plot, vorticity and arrows of
+    training fields beside the samples. Returns the velocities."""
+    image_options = {
+        "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
+        "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy, "--class": args.class_name,
+    }
+    given = [name for name, value in image_options.items() if value is not None]
+    if given:
+        raise UserError(
+            f"{given[0]} applies to image models; {args.checkpoint} is a flow model: write its samples with "
+            "--out FILE.npz (and --out-plot FILE.png)"
+        )
+    out = args.out if args.out is not None else Path("samples.npz")
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"{out}: a flow model writes its samples as .npz (array 'velocity'); pass e.g. --out samples.npz")
+    data = model.run_config.data if model.run_config is not None else None
+    real: Tensor | None = None
+    if args.out_plot is not None and data is not None:
+        # Opened before sampling, so that moved training data fails fast.
+        real = open_training_data(data, split="all").fixed_batch(min(args.num, 4), seed=args.seed)
+    result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size)
+    velocity, clipped = model.decode(result.states)
+    velocity = velocity.detach().cpu().float()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_npz_atomic(out, {"velocity": velocity.numpy()})
+    if args.out_plot is not None:
+        from .viz_flows import flow_field_grid
+
+        shown = min(args.num, 4)
+        rows = {"training data": real[:shown], "generated": velocity[:shown]} if real is not None else {"generated": velocity[:shown]}
+        save_image_atomic(flow_field_grid(rows, columns=shown), args.out_plot)
+    if not args.quiet:
+        print(f"wrote {out}: {args.num} velocity fields, {args.sampler} with {result.function_evaluations} network "
+              f"evaluations; {clipped} of {velocity[:, :1].numel()} speeds clipped at decode")
+    return velocity
 
 
 def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator, guided: dict[str, object]) -> np.ndarray:
@@ -366,15 +446,20 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
 
 
 def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
-    """``kuramoto-diffusion evaluate``: weight-free metrics (and FID/KID with local Inception weights)."""
+    """``kuramoto-diffusion evaluate``: weight-free metrics (and FID/KID with local Inception weights);
+    flow metrics when --real is flow data (``evaluate_flow_command``)."""
     from .metrics import evaluate_images
 
+    if is_flow_spec(args.real):
+        return evaluate_flow_command(args)
     fake_clipped: float | None = None
     settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
     if args.checkpoint is not None:
         model = with_clip_denoised(
             DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device)), args.clip_denoised
         )
+        if model.config.data_kind == "flow":
+            raise UserError(f"{args.checkpoint} is a flow model; compare it with flow data: --real flows:PATH")
         if model.config.data_kind != "image":
             raise UserError(
                 f"{args.checkpoint} is an angle model and evaluate compares images; compare its samples with the data "
@@ -409,6 +494,11 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
     if fake_clipped is not None:
         metrics["clipped_fraction"] = fake_clipped
     settings.update(image_size=image_size, channels=channels, num_real=int(real.shape[0]), num_fake=int(fake.shape[0]))
+    return report_metrics(args, metrics, settings)
+
+
+def report_metrics(args: argparse.Namespace, metrics: dict[str, float], settings: dict[str, object]) -> dict[str, object]:
+    """Print the metrics as a table (unless --quiet), write them with the settings to --json, and return both."""
     payload: dict[str, object] = {"metrics": metrics, "settings": settings}
     if not args.quiet:
         width = max(len(name) for name in metrics)
@@ -416,6 +506,37 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
     if args.json is not None:
         write_json_atomic(args.json, payload)
     return payload
+
+
+def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
+    """``evaluate --real flows:PATH``: energy spectrum, spectral slope, vorticity and divergence of generated
+    velocity fields (--fake: a samples .npz or a flows folder; or --checkpoint: a flow model) against real ones."""
+    from .metrics.flows import evaluate_flows
+
+    settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
+    real_source = open_flow_source(args.real, split=args.real_split, seed=args.seed)
+    if args.checkpoint is not None:
+        model = DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device))
+        if model.config.data_kind != "flow":
+            raise UserError(f"{args.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
+        result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
+                              generator=torch.Generator().manual_seed(args.seed))
+        fake, clipped = model.decode(result.states)
+        fake = fake.cpu()
+        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
+    else:
+        fake_source = open_flow_source(args.fake, split="all")
+        fake = torch.cat([fake_source.trajectory(i) for i in range(len(fake_source))])[: args.num]
+        clipped = None
+        settings.update(fake=args.fake)
+    if fake.shape[-1] != real_source.size:
+        raise UserError(f"the generated fields are {fake.shape[-1]} px and the real ones {real_source.size} px; compare flows of one size")
+    real = real_source.sample_batch(args.num, torch.Generator().manual_seed(args.seed + 1))
+    metrics = evaluate_flows(real, fake)
+    if clipped is not None:
+        metrics["clipped_fraction"] = clipped / fake[:, :1].numel()
+    settings.update(size=real_source.size, num_real=int(real.shape[0]), num_fake=int(fake.shape[0]))
+    return report_metrics(args, metrics, settings)
 
 
 def info_text(path: Path) -> str:

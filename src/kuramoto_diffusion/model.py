@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
 from .config import config_from_dict, config_to_dict, read_json, write_json_atomic
+from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork
@@ -32,11 +33,12 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "ema.safetensors"
 FORMAT_VERSION = 1
+MAX_LOG_SPEED_DEVIATIONS = 8.0  # flow decode: normalised log speeds are clipped to ± this
 
 
 def build_network(config: ModelConfig) -> ScoreNetwork:
     backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
-    return ScoreNetwork(backbone, periodic=config.periodic)
+    return ScoreNetwork(backbone, periodic_channels=config.periodic_channels)
 
 
 class DiffusionModel:
@@ -64,7 +66,8 @@ class DiffusionModel:
 
     # ----- data <-> states ---------------------------------------------------------------
     def encode(self, data: Tensor) -> Tensor:
-        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are.
+        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are;
+        flow velocities (B, 2, N, N) to (direction, normalised log speed) or to velocity / its RMS (Euclidean).
 
         Half-precision data are promoted to float32 first: phases near the seam and small kernel
         scales need more than float16's 11 bits.
@@ -73,12 +76,29 @@ class DiffusionModel:
             data = data.float()
         if self.config.data_kind == "image":
             return self.process.encode(data)
+        if self.config.data_kind == "flow":
+            norm = self.config.flow
+            if not self.config.periodic:
+                return data / norm.velocity_std  # type: ignore[union-attr]
+            phase, log_speed = velocity_to_phase_amplitude(data, norm.speed_epsilon)  # type: ignore[union-attr]
+            return self.process.project(torch.cat([phase, (log_speed - norm.log_speed_mean) / norm.log_speed_std], 1))  # type: ignore[union-attr]
         return self.process.project(data)
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
-        """States to data, and how many values were clipped (images) — angles come back wrapped to [-π, π)."""
+        """States to data, and how many values were clipped (images) — angles come back wrapped to [-π, π),
+        flows as velocities in the data's units."""
         if self.config.data_kind == "image":
             return self.process.decode(states)
+        if self.config.data_kind == "flow":
+            norm = self.config.flow
+            if not self.config.periodic:
+                return states * norm.velocity_std, 0  # type: ignore[union-attr]
+            # Beyond ±MAX_LOG_SPEED_DEVIATIONS standard deviations a log speed is a sampling failure, not a flow;
+            # clipping it keeps exp() finite, and the count reports it as clipped values do for images.
+            amplitude = states[:, 1:2]
+            clipped = int((amplitude.abs() > MAX_LOG_SPEED_DEVIATIONS).sum())
+            log_speed = amplitude.clamp(-MAX_LOG_SPEED_DEVIATIONS, MAX_LOG_SPEED_DEVIATIONS) * norm.log_speed_std + norm.log_speed_mean  # type: ignore[union-attr]
+            return phase_amplitude_to_velocity(states[:, :1], log_speed, norm.speed_epsilon), clipped  # type: ignore[union-attr]
         return wrap(states), 0
 
     # ----- score ------------------------------------------------------------------------

@@ -280,7 +280,4 @@ def reverse_sde_step(
 
 
 def _mean_order(process: ForwardProcess, x: Tensor) -> float:
-    # R(t) of the state; for Euclidean states the order parameter of x read as phases is still a
-    # useful coarse-to-fine indicator, so it is reported for both.
-    state = x if process.periodic else x * (0.9 * torch.pi)
-    return float(order_parameter(state)[0].mean())
+    return float(order_parameter(process.order_phases(x))[0].mean())

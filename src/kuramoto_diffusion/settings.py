@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .config import choice_check
-from .data import BAD_IMAGE_POLICIES, is_angle_spec
+from .data import BAD_IMAGE_POLICIES, is_angle_spec, is_flow_spec
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
+
+
+@dataclass(frozen=True)
+class FlowNormalisation:
+    """How a flow model maps velocities (data units) to states, measured on the training data.
+
+    Phase–amplitude models: a = (log(|v| + speed_epsilon) − log_speed_mean) / log_speed_std.
+    Euclidean models: the velocity divided by ``velocity_std`` (the RMS of one component).
+    """
+
+    log_speed_mean: float = 0.0
+    log_speed_std: float = 1.0
+    velocity_std: float = 1.0
+    speed_epsilon: float = 1e-4
+
+    @classmethod
+    def measure(cls, velocity: "torch.Tensor", speed_epsilon: float = 1e-4) -> "FlowNormalisation":
+        """The normalisation of a (B, 2, N, N) sample of training velocities."""
+        velocity = velocity.to(torch.float64)
+        log_speed = torch.log(torch.hypot(velocity[:, 0], velocity[:, 1]) + speed_epsilon)
+        return cls(
+            log_speed_mean=float(log_speed.mean()), log_speed_std=float(log_speed.std()),
+            velocity_std=float(velocity.square().mean().sqrt()), speed_epsilon=speed_epsilon,
+        )
+
+    def __post_init__(self) -> None:
+        for name in ("log_speed_std", "velocity_std", "speed_epsilon"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"flow normalisation {name} must be finite and > 0, got {value}")
+        if not math.isfinite(self.log_speed_mean):
+            raise UserError(f"flow normalisation log_speed_mean must be finite, got {self.log_speed_mean}")
+
+
+DATA_KINDS = ("image", "angle", "flow")
 
 
 @dataclass(frozen=True)
@@ -19,10 +57,11 @@ class ModelConfig:
     process: ProcessConfig
     channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
     image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
-    data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are
+    data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are; flow: velocities
     unet: UNetConfig | None = None
     mlp: MLPConfig | None = None
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
+    flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
@@ -32,8 +71,13 @@ class ModelConfig:
             raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
         if len(set(self.class_names)) != len(self.class_names):
             raise UserError(f"class names must be distinct, got {', '.join(self.class_names)}")
-        if self.data_kind not in ("image", "angle"):
-            raise UserError(f"unknown data_kind {self.data_kind!r}; valid values are image, angle")
+        choice_check("data_kind", self.data_kind, DATA_KINDS)
+        if (self.data_kind == "flow") != (self.flow is not None):
+            raise UserError("a flow model needs its flow normalisation, and only flow models have one")
+        if self.process.kind == "phase-amplitude" and (self.data_kind, self.channels) != ("flow", 2):
+            raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
+        if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
+            raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
         if self.channels < 1:
             raise UserError(f"channels must be ≥ 1, got {self.channels}")
         width = self.backbone_channels
@@ -47,17 +91,28 @@ class ModelConfig:
 
     @property
     def periodic(self) -> bool:
-        return self.process.kind == "kuramoto"
+        """True when any state channel is a phase."""
+        return self.periodic_channels > 0
+
+    @property
+    def periodic_channels(self) -> int:
+        """How many leading state channels are phases: all (Kuramoto), none (Euclidean), or the flow direction."""
+        return periodic_channel_count(self.process, self.channels)
 
     @property
     def backbone_channels(self) -> int:
-        """Periodic data enter as [cos θ, sin θ]: twice the data channels."""
-        return 2 * self.channels if self.periodic else self.channels
+        """Phases enter the network as [cos θ, sin θ]: each periodic channel counts twice."""
+        return self.channels + self.periodic_channels
 
     def state_shape(self, num: int) -> tuple[int, ...]:
         if self.unet is not None:
             return (num, self.channels, self.image_size, self.image_size)
         return (num, self.channels)
+
+
+def periodic_channel_count(process: ProcessConfig, channels: int) -> int:
+    """Leading state channels that are phases under ``process``."""
+    return {"kuramoto": channels, "euclidean": 0, "phase-amplitude": 1}[process.kind]
 
 
 def image_model_config(
@@ -70,11 +125,28 @@ def image_model_config(
 ) -> ModelConfig:
     """A UNet model config for images of ``channels`` × ``image_size``² under ``process`` (class-conditional
     on ``class_names`` if given)."""
-    width = 2 * channels if process.kind == "kuramoto" else channels
+    width = channels + periodic_channel_count(process, channels)
     unet = unet_config_from_preset(
         preset, in_channels=width, out_channels=width, image_size=image_size, num_classes=len(class_names), **unet_overrides
     )
     return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet, class_names=tuple(class_names))
+
+
+def flow_model_config(
+    process: ProcessConfig, image_size: int, normalisation: FlowNormalisation, preset: str = "small", **unet_overrides: Any
+) -> ModelConfig:
+    """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process.
+
+    The network pads circularly (the flow box is periodic). States are (phase, log speed) or (v_x, v_y)/std.
+    """
+    if process.kind not in ("phase-amplitude", "euclidean"):
+        raise UserError(f"flows are modelled with the phase-amplitude or the euclidean process, not {process.kind!r}")
+    width = 2 + periodic_channel_count(process, 2)
+    unet = unet_config_from_preset(
+        preset, **{"in_channels": width, "out_channels": width, "image_size": image_size, "padding_mode": "circular",
+                   **unet_overrides},
+    )
+    return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation)
 
 
 
@@ -90,7 +162,7 @@ def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small",
     ``ANGLE_MLP_PRESETS[preset]``, then ``mlp_overrides`` (MLPConfig fields)."""
     if preset not in ANGLE_MLP_PRESETS:
         raise UserError(f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}")
-    width = 2 * dims if process.kind == "kuramoto" else dims
+    width = dims + periodic_channel_count(process, dims)
     mlp = MLPConfig(**{"in_features": width, "out_features": width, **ANGLE_MLP_PRESETS[preset], **mlp_overrides})
     return ModelConfig(process=process, channels=dims, image_size=0, data_kind="angle", mlp=mlp)
 
@@ -99,9 +171,9 @@ def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small",
 class DataConfig:
     """Where training data come from: images and how they are cut, or angle data (``angles:FILE``, ``torus:NAME``)."""
 
-    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive | angles:FILE | torus:NAME
-    image_size: int = 32  # images only (the CLI stores 0 for angle data)
-    channels: int = 1  # image channels; for angle data the number D of angles per row
+    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive | angles:FILE | torus:NAME | flows:PATH
+    image_size: int = 32  # images and flows (the grid side N); the CLI stores 0 for angle data
+    channels: int = 1  # image channels; for angle data the number D of angles per row; 2 for flows
     flip: bool = True
     val_fraction: float = 0.1
     seed: int = 0
@@ -115,6 +187,9 @@ class DataConfig:
         if is_angle_spec(self.source):
             if self.channels < 1:
                 raise UserError(f"angle data needs channels = D ≥ 1 angles per row, got {self.channels}")
+        elif is_flow_spec(self.source):
+            if self.channels != 2 or self.classes or self.degrees:
+                raise UserError("flow data has 2 channels (v_x, v_y) and no classes or degrees")
         else:
             if self.degrees:
                 raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop --degrees")

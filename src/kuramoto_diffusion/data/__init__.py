@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from ..errors import UserError
+from .flows import FLOW_PREFIX, FlowSource, is_flow_spec, open_flow_source
 from .angles import (
     ANGLE_EXTENSIONS,
     AngleFileSource,
@@ -95,6 +96,8 @@ def open_image_source(
         raise UserError(f"data must be one of {', '.join(DATA_CHOICES)} or a path, got {spec!r}")
     if is_angle_spec(spec):
         raise UserError(f"{spec} is angle data, not images; this command needs images (textures, fingerprints, a folder)")
+    if is_flow_spec(spec):
+        raise UserError(f"{spec} is flow data, not images; this command needs images (textures, fingerprints, a folder)")
     if spec == "textures":
         return TextureSource(image_size, channels=channels, split=split, val_fraction=val_fraction, flip=flip)
     if spec == "fingerprints":
@@ -122,6 +125,10 @@ def open_image_source(
 
 
 __all__ = [
+    "FLOW_PREFIX",
+    "FlowSource",
+    "is_flow_spec",
+    "open_flow_source",
     "ANGLE_EXTENSIONS",
     "AngleFileSource",
     "AngleSource",

@@ -40,6 +40,22 @@ PDEARENA_DATASETS = ("vx", "vy")
 PDEARENA_GROUPS = ("train", "valid", "test")
 
 
+FLOW_PREFIX = "flows:"
+
+
+def is_flow_spec(spec: object) -> bool:
+    """Whether a ``--data`` spec names flow data (``flows:PATH``: a generator folder, npz files or PDEArena HDF5)."""
+    return isinstance(spec, str) and spec.startswith(FLOW_PREFIX)
+
+
+def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0) -> "FlowSource":
+    """The ``FlowSource`` of a ``flows:PATH`` spec."""
+    path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
+    if not path:
+        raise UserError("flows: needs a path, e.g. --data flows:data/flows (a folder written by 'flows generate')")
+    return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed)
+
+
 def velocity_to_phase_amplitude(velocity: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
     """(B, 2, N, N) velocity (vx, vy) -> phase atan2(vy, vx) in (−π, π] and log(|v| + eps), each (B, 1, N, N)."""
     vx, vy = velocity[:, 0:1], velocity[:, 1:2]

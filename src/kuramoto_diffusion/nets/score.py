@@ -16,12 +16,18 @@ from torch import Tensor, nn
 
 
 class ScoreNetwork(nn.Module):
-    """Wraps a backbone ``(x, time, condition, class_labels) -> y`` for periodic or Euclidean states."""
+    """Wraps a backbone ``(x, time, condition, class_labels) -> y`` for states whose first
+    ``periodic_channels`` channels are phases and the rest real numbers (all, none, or a mix such as
+    the flows' (phase, log amplitude)).
 
-    def __init__(self, backbone: nn.Module, periodic: bool) -> None:
+    The backbone sees [cos θ, sin θ, rest] (P + P + E channels) and returns as many: (a, b) for the
+    phases, projected onto the tangent, and the raw output for the rest.
+    """
+
+    def __init__(self, backbone: nn.Module, periodic_channels: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.periodic = periodic
+        self.periodic_channels = periodic_channels
 
     def forward(
         self,
@@ -31,8 +37,11 @@ class ScoreNetwork(nn.Module):
         class_labels: Tensor | None = None,
     ) -> Tensor:
         """x: states (B, C, …); time: (B,) diffusion time in [0, 1]. Returns F with the shape of x."""
-        if not self.periodic:
+        periodic = self.periodic_channels
+        if periodic == 0:
             return self.backbone(x, time, condition, class_labels)
-        features = torch.cat([torch.cos(x), torch.sin(x)], dim=1)
-        a, b = self.backbone(features, time, condition, class_labels).chunk(2, dim=1)
-        return -a * torch.sin(x) + b * torch.cos(x)
+        phase, rest = x[:, :periodic], x[:, periodic:]
+        features = torch.cat([torch.cos(phase), torch.sin(phase), rest], dim=1)
+        output = self.backbone(features, time, condition, class_labels)
+        a, b, rest_output = output[:, :periodic], output[:, periodic:2 * periodic], output[:, 2 * periodic:]
+        return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)

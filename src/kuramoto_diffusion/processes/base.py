@@ -200,6 +200,11 @@ class ForwardProcess(ABC):
         knows its data's range (the Euclidean baseline's optional x₀ clipping)."""
         return score
 
+    def order_phases(self, x: Tensor) -> Tensor:
+        """The phases whose order parameter R(t) the samplers record: periodic states as they are;
+        Euclidean states read as image phases (0.9π·x), still a useful coarse-to-fine indicator."""
+        return x if self.periodic else x * (0.9 * torch.pi)
+
     @abstractmethod
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning)."""

@@ -85,17 +85,21 @@ class EuclideanVPProcess(ForwardProcess):
         denoised = (x + (1.0 - abar) * score) / math.sqrt(abar)
         return (math.sqrt(abar) * denoised.clamp(-1.0, 1.0) - x) / (1.0 - abar)
 
+    def signal_at(self, t: int) -> float:
+        """√ᾱ_t, the mean factor from t = 0 to step t."""
+        return math.exp(-0.5 * float(self._cumulative_beta[t]))
+
+    def edm_sigma(self, t: int) -> float:
+        """EDM's noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) of y = x/√ᾱ_t."""
+        return math.sqrt(max(math.expm1(float(self._cumulative_beta[t])), 0.0))
+
     def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
         """The ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
 
         The VP ODE is stiff in x at T = 100 (Euler in x overshoots the data variance by half);
         in (y, σ) it is nearly linear, which is why DDIM and EDM's Heun integrate it there.
         """
-        def signal(t: int) -> float:
-            return math.exp(-0.5 * float(self._cumulative_beta[t]))
-
-        def sigma(t: int) -> float:
-            return math.sqrt(max(math.expm1(float(self._cumulative_beta[t])), 0.0))
+        signal, sigma = self.signal_at, self.edm_sigma
 
         def slope(state: Tensor, t: int) -> Tensor:
             return -sigma(t) * signal(t) * score_fn(state, t)

@@ -37,7 +37,7 @@ from ..checkpoint import (
 from ..config import write_json_atomic
 from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
-from ..processes import ForwardProcess, KuramotoProcess, PriorFit
+from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
@@ -165,8 +165,8 @@ class Trainer:
         return self.model.encode(self.source.sample_batch(count, self.data_generator).to(self.device)), None
 
     def fit_prior(self, num: int = 256) -> None:
-        """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (Kuramoto only)."""
-        if not isinstance(self.process, KuramotoProcess):
+        """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (processes with phases)."""
+        if not isinstance(self.process, (KuramotoProcess, PhaseAmplitudeProcess)):
             return
         _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
         process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)

@@ -1,0 +1,315 @@
+"""The joint phase–amplitude process of flows (SPEC §7), its network and the model's velocity encoding.
+
+Numerics in float64 against independent computations: brute-force neighbourhood sums, autograd of the
+kernel's log density, closed-form VP moments, and a hand-written step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.model import DiffusionModel
+from kuramoto_diffusion.nets import UNet, unet_config_from_preset
+from kuramoto_diffusion.nets.score import ScoreNetwork
+from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, PhaseAmplitudeProcess, build_process
+from kuramoto_diffusion.sampling import reverse_sweep
+from kuramoto_diffusion.settings import FlowNormalisation, ModelConfig, flow_model_config
+
+
+def _states(batch: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    phase = (torch.rand(batch, 1, size, size, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+    amplitude = torch.randn(batch, 1, size, size, generator=generator, dtype=torch.float64)
+    return torch.cat([phase, amplitude], dim=1)
+
+
+def _brute_force_neighbourhood(phase: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box mean of cos and sin over the M×M neighbourhood with circular wrap (even M: one more after)."""
+    before = (size - 1) // 2
+    mean_cos, mean_sin = torch.zeros_like(phase), torch.zeros_like(phase)
+    batch, _, height, width = phase.shape
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                values = [phase[b, 0, (i + a - before) % height, (j + e - before) % width] for a in range(size) for e in range(size)]
+                mean_cos[b, 0, i, j] = sum(math.cos(v) for v in values) / size**2
+                mean_sin[b, 0, i, j] = sum(math.sin(v) for v in values) / size**2
+    return mean_cos, mean_sin
+
+
+def _beta(cfg: PhaseAmplitudeConfig, start: int, stop: int) -> float:
+    """∫ β over steps start … stop−1: the rate 100·(β₀ + (β₁ − β₀)τ) integrated over τ ∈ [start/T, stop/T]."""
+    low, high = start / cfg.steps, stop / cfg.steps
+    b0, b1 = cfg.beta_range
+    return 100 * (b0 * (high - low) + 0.5 * (b1 - b0) * (high**2 - low**2))
+
+
+def _hand_written_step_mean(process: PhaseAmplitudeProcess, x: torch.Tensor, t: int) -> torch.Tensor:
+    """One step's mean written out from the module docstring, with brute-force neighbourhoods."""
+    cfg = process.config
+    phase, amplitude = x[:, :1], x[:, 1:]
+    mean_cos, mean_sin = _brute_force_neighbourhood(phase, cfg.neighbourhood)
+    coupling = mean_sin * torch.cos(phase) - mean_cos * torch.sin(phase)
+    order = torch.sqrt(mean_cos**2 + mean_sin**2)
+    k = float(process.phase.coupling_strength(t))
+    weighted = t < round(cfg.amplitude_weighted_fraction * cfg.steps)
+    weight = 2 * torch.sigmoid(amplitude) if weighted else torch.ones_like(amplitude)
+    new_phase = wrap(phase + k * (weight * coupling + cfg.ref_strength * torch.sin(cfg.ref_phase - phase)))
+    beta = _beta(cfg, t, t + 1)
+    # da = −½β(a + λr)dτ integrated exactly over the step with r held fixed
+    new_amplitude = math.exp(-beta / 2) * (amplitude + cfg.coherence * order) - cfg.coherence * order
+    return torch.cat([new_phase, new_amplitude], dim=1)
+
+
+@pytest.mark.parametrize("t", [0, 5, 40])
+def test_step_mean_matches_hand_written_formula(t):
+    process = PhaseAmplitudeProcess(steps=60, coupling_range=(0.05, 0.3))  # strong coupling: the weight matters
+    x = _states()
+    assert torch.allclose(process.transition_mean(x, t), _hand_written_step_mean(process, x, t), atol=1e-12)
+
+
+def test_amplitude_weight_acts_in_the_first_sixth_only():
+    process = PhaseAmplitudeProcess(steps=60, coupling_range=(0.05, 0.3))
+    x = _states()
+    strong, weak = x.clone(), x.clone()
+    strong[:, 1], weak[:, 1] = 3.0, -3.0
+    early_gap = (process.drift(strong, 3)[:, 0] - process.drift(weak, 3)[:, 0]).abs().max()
+    assert early_gap > 1e-3  # strong flow moves its phase more in the first T/6 steps
+    assert torch.allclose(process.drift(strong, 10)[:, 0], process.drift(weak, 10)[:, 0], atol=1e-14)  # t ≥ T/6 = 10
+
+
+def test_stride_sums_the_schedules_over_its_steps():
+    process = PhaseAmplitudeProcess(steps=60)
+    like = torch.zeros(1, 2, 1, 1, dtype=torch.float64)
+    one_by_one = sum(process.noise_variance(t, 1, like=like) for t in range(4, 16))
+    merged = process.noise_variance(4, 12, like=like)
+    assert torch.allclose(merged[0], one_by_one[0])  # phase σ² adds up
+    beta = _beta(process.config, 4, 16)
+    assert torch.allclose(merged[1], torch.tensor(-math.expm1(-beta), dtype=torch.float64))  # 1 − exp(−Σβ)
+    # The amplitude-weighted part of K over a stride straddling t = T/6 = 10 is K over steps 4 … 9.
+    weighted = process._interval_sum("cumulative_weighted_coupling", 4, 12, like)
+    expected = sum(float(process.phase.coupling_strength(t)) for t in range(4, 10))
+    assert math.isclose(float(weighted), expected, rel_tol=1e-12)
+
+
+def test_per_example_steps_match_scalar_steps():
+    process = PhaseAmplitudeProcess(steps=30)
+    x = _states(batch=3)
+    steps, strides = torch.tensor([0, 7, 20]), torch.tensor([1, 3, 2])
+    together = process.transition_mean(x, steps, strides)
+    scales = process.transition_scale(steps, strides, like=x)
+    for row in range(3):
+        alone = process.transition_mean(x[row:row + 1], int(steps[row]), int(strides[row]))
+        assert torch.allclose(together[row:row + 1], alone, atol=1e-14)
+        assert torch.allclose(scales[row], process.transition_scale(int(steps[row]), int(strides[row]), like=x))
+
+
+def test_kernel_score_is_the_gradient_of_the_kernel_log_density():
+    process = PhaseAmplitudeProcess(steps=30)
+    x = _states(seed=1)
+    x_next = process.step(x, 12, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    mean, scale = process.transition_mean(x, 12, 3), process.transition_scale(12, 3, like=x)
+    (gradient,) = torch.autograd.grad(process.kernel_log_prob(x_next, mean, scale).sum(), x_next)
+    assert torch.allclose(process.kernel_score(x_next, mean, scale), gradient, atol=1e-10)
+    # and the kernel's amplitude part is a normalised density: numerical integral over a ≈ 1
+    grid = torch.linspace(-12, 12, 4001, dtype=torch.float64)
+    points = mean[:1, :, :1, :1].repeat(4001, 1, 1, 1)
+    points[:, 1, 0, 0] = grid
+    density = process.kernel_log_prob(points, mean[:1, :, :1, :1], scale)[:, 1, 0, 0].exp()
+    assert abs(float(torch.trapezoid(density, grid)) - 1) < 1e-6
+
+
+def test_amplitude_without_coherence_is_an_exact_vp_process():
+    process = PhaseAmplitudeProcess(steps=40, coherence=0.0)
+    start = torch.zeros(4000, 2, 4, 4, dtype=torch.float64)
+    start[:, 1] = 1.5
+    end = process.simulate(start, 25, generator=torch.Generator().manual_seed(3))[:, 1]
+    total_beta = _beta(process.config, 0, 25)
+    expected_mean, expected_var = 1.5 * math.exp(-total_beta / 2), -math.expm1(-total_beta)
+    standard_error = math.sqrt(expected_var / end.numel())
+    assert abs(float(end.mean()) - expected_mean) < 5 * standard_error * 4  # ×4: neighbouring sites are not independent
+    assert abs(float(end.var()) - expected_var) < 0.05 * expected_var
+
+
+def test_coherence_pulls_the_amplitude_down_where_phases_are_ordered():
+    ordered = torch.zeros(1, 2, 6, 6, dtype=torch.float64)  # r = 1 everywhere
+    drift = PhaseAmplitudeProcess(steps=20).drift(ordered, 10)[:, 1]
+    plain = PhaseAmplitudeProcess(steps=20, coherence=0.0).drift(ordered, 10)[:, 1]
+    assert bool((drift < plain - 1e-6).all())
+
+
+def test_reverse_mean_inverts_the_forward_mean_of_the_amplitude():
+    # Without coupling and reference pull the phase stands still, so r is the same before and after.
+    process = PhaseAmplitudeProcess(steps=30, coupling_range=(0.0, 0.0), ref_strength=0.0)
+    x = _states(seed=4)
+    forward = process.transition_mean(x, 8, 4)
+    back = process.reverse_sde_mean(forward, torch.zeros_like(x), 8, 4)
+    assert torch.allclose(back, x, atol=1e-12)
+
+
+def test_prior_amplitude_is_centred_on_minus_the_local_order():
+    process = PhaseAmplitudeProcess(steps=20)
+    prior = process.prior_sample((400, 2, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    residual = prior[:, 1:] + process.local_order(prior[:, :1])
+    assert abs(float(residual.mean())) < 0.02 and abs(float(residual.std()) - 1) < 0.02
+    assert bool((prior[:, 0].abs() <= math.pi).all())
+    assert torch.isfinite(process.prior_log_prob(prior)).all()
+
+
+def test_mixed_score_network_is_periodic_and_tangent_in_the_phase():
+    torch.manual_seed(0)
+    config = unet_config_from_preset("tiny", in_channels=3, out_channels=3, padding_mode="circular")
+    network = ScoreNetwork(UNet(config), periodic_channels=1).double()
+    x = _states(size=8)
+    time = torch.full((2,), 0.4, dtype=torch.float64)
+    output = network(x, time)
+    shifted = x.clone()
+    shifted[:, 0] += 2 * math.pi
+    assert torch.allclose(network(shifted, time), output, atol=1e-10)  # the seam is invisible
+    # The phase output is −a sin φ + b cos φ: rotating (a, b) with φ must be reproducible from the raw backbone.
+    features = torch.cat([torch.cos(x[:, :1]), torch.sin(x[:, :1]), x[:, 1:]], dim=1)
+    raw = network.backbone(features, time)
+    expected_phase = -raw[:, :1] * torch.sin(x[:, :1]) + raw[:, 1:2] * torch.cos(x[:, :1])
+    assert torch.allclose(output[:, :1], expected_phase) and torch.allclose(output[:, 1:], raw[:, 2:])
+
+
+def _velocity(seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(3, 2, 8, 8, generator=generator, dtype=torch.float64) * 0.7
+
+
+@pytest.mark.parametrize("process", [PhaseAmplitudeConfig(steps=10), EuclideanConfig(steps=10)])
+def test_flow_model_encodes_and_decodes_velocities(process):
+    velocity = _velocity()
+    normalisation = FlowNormalisation.measure(velocity)
+    model = DiffusionModel(flow_model_config(process, 8, normalisation, "tiny"))
+    states = model.encode(velocity)
+    decoded, clipped = model.decode(states)
+    assert clipped == 0
+    assert torch.allclose(decoded, velocity, atol=1e-9)
+    if process.kind == "phase-amplitude":
+        assert torch.allclose(states[:, 0], torch.atan2(velocity[:, 1], velocity[:, 0]))
+        log_speed = torch.log(torch.hypot(velocity[:, 0], velocity[:, 1]) + 1e-4)
+        assert abs(float(states[:, 1].mean())) < 1e-9 and abs(float(states[:, 1].std()) - 1) < 1e-9
+        assert torch.allclose(states[:, 1] * log_speed.std() + log_speed.mean(), log_speed)
+
+
+def test_sampling_a_flow_model_gives_finite_velocities_of_the_data_shape():
+    torch.manual_seed(0)
+    velocity = _velocity().float()
+    model = DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=8), 8, FlowNormalisation.measure(velocity), "tiny"))
+    for sampler in ("sde", "ode-heun"):
+        result = model.sample(3, sampler=sampler, generator=torch.Generator().manual_seed(1), record_trajectory=True)
+        decoded, _ = model.decode(result.states)
+        assert decoded.shape == (3, 2, 8, 8) and bool(torch.isfinite(decoded).all())
+        assert all(0 <= r <= 1 for r in result.order_parameter)
+
+
+@pytest.mark.parametrize("sampler,nfe", [("sde", None), ("sde", 10), ("ode", None), ("ode-heun", None)])
+def test_an_exact_score_brings_the_data_back(sampler, nfe):
+    """With the true score of a known distribution, every sampler returns that distribution.
+
+    Without coupling and reference pull, and with coherence 0, every site is independent: a wrapped
+    normal of known mean in φ (wrapped Brownian motion) and a VP process in a. The true score of both
+    marginals is in closed form, so a wrong sign or a missing factor in the sampler shows up.
+    """
+    process = PhaseAmplitudeProcess(steps=40, coupling_range=(0.0, 0.0), ref_strength=0.0, coherence=0.0)
+    phase_mean, phase_std, amplitude_mean, amplitude_std = 2.8, 0.3, 1.0, 0.5  # the data straddle the seam
+
+    def true_score(x: torch.Tensor, t: int) -> torch.Tensor:
+        from kuramoto_diffusion.circular import wrapped_normal_score
+
+        like = torch.zeros(1, 2, 1, 1, dtype=x.dtype)
+        phase_var = phase_std**2 + float(process.noise_variance(0, t, like=like)[0])
+        signal = math.exp(-_beta(process.config, 0, t) / 2)
+        amplitude_var = signal**2 * amplitude_std**2 + 1 - signal**2
+        phase_score = wrapped_normal_score(x[:, :1], phase_mean, math.sqrt(phase_var))
+        amplitude_score = -(x[:, 1:] - signal * amplitude_mean) / amplitude_var
+        return torch.cat([phase_score, amplitude_score], dim=1)
+
+    generator = torch.Generator().manual_seed(6)
+    # Start from the exact marginal at T (not the von Mises prior, which this process without pull does not reach).
+    start_var = phase_std**2 + float(process.noise_variance(0, 40, like=torch.zeros(1, 2, 1, 1))[0])
+    signal = math.exp(-_beta(process.config, 0, 40) / 2)
+    start = torch.cat([
+        wrap(phase_mean + math.sqrt(start_var) * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64)),
+        signal * amplitude_mean + math.sqrt(signal**2 * amplitude_std**2 + 1 - signal**2)
+        * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64),
+    ], dim=1)
+    result = reverse_sweep(process, true_score, start, sampler=sampler, nfe=nfe, generator=generator)
+    phase, amplitude = result.states[:, 0], result.states[:, 1]
+    circular_mean = torch.atan2(torch.sin(phase).mean(), torch.cos(phase).mean())
+    assert abs(float(wrap(circular_mean - phase_mean))) < 0.03
+    assert abs(float(torch.sqrt(-2 * torch.log(torch.cos(phase - phase_mean).mean()))) - phase_std) < 0.04
+    assert abs(float(amplitude.mean()) - amplitude_mean) < 0.05 and abs(float(amplitude.std()) - amplitude_std) < 0.05
+
+
+def test_bad_configurations_and_states_are_clear_errors():
+    with pytest.raises(UserError, match="amplitude_weighted_fraction"):
+        PhaseAmplitudeConfig(amplitude_weighted_fraction=1.5)
+    with pytest.raises(UserError, match="coherence"):
+        PhaseAmplitudeConfig(coherence=-1.0)
+    process = build_process(PhaseAmplitudeConfig(steps=10))
+    with pytest.raises(UserError, match="channels \\(phase, log amplitude\\)"):
+        process.step(torch.zeros(2, 3, 8, 8), 0)
+    with pytest.raises(UserError, match="flow data"):
+        from kuramoto_diffusion.settings import image_model_config
+
+        image_model_config(PhaseAmplitudeConfig(), 1, 32, "tiny")
+    with pytest.raises(UserError, match="must be finite and > 0"):
+        FlowNormalisation(log_speed_std=0.0)
+    assert isinstance(ModelConfig, type)
+
+
+# ----- the command line: train, resume, sample, evaluate ------------------------------------------------------
+@pytest.fixture(scope="module")
+def flow_folder(tmp_path_factory):
+    from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
+
+    out = tmp_path_factory.mktemp("flow-model") / "data"
+    generate_flows(out, 4, FlowSettings(size=16, frames=4, spinup_time=0.5, frame_interval=0.25, forcing_wavenumber=2))
+    return out
+
+
+@pytest.mark.parametrize("process", ["phase-amplitude", "euclidean"])
+def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_path, process):
+    import json
+
+    import numpy as np
+
+    from kuramoto_diffusion.cli import main
+
+    run = tmp_path / "run"
+    common = ["--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "10", "--batch-size", "4",
+              "--checkpoint-every", "3", "--out", str(run), "--quiet"]
+    if process == "euclidean":
+        common += ["--process", "euclidean"]
+    assert main(["train", *common, "--train-steps", "3"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--train-steps", "6", "--quiet"]) == 0
+    model = DiffusionModel.from_pretrained(run)
+    assert model.config.data_kind == "flow" and model.config.process.kind == process
+    assert model.config.unet.padding_mode == "circular"  # the flow box is periodic
+    if process == "phase-amplitude":
+        assert model.config.process.neighbourhood == 4  # SPEC §7's M for flows
+    samples, picture = tmp_path / "samples.npz", tmp_path / "fields.png"
+    assert main(["sample", "--checkpoint", str(run), "--num", "3", "--nfe", "5", "--out", str(samples),
+                 "--out-plot", str(picture), "--quiet"]) == 0
+    with np.load(samples) as arrays:
+        velocity = arrays["velocity"]
+    assert velocity.shape == (3, 2, 16, 16) and velocity.dtype == np.float32 and np.isfinite(velocity).all()
+    assert picture.stat().st_size > 0
+    report = tmp_path / "metrics.json"
+    assert main(["evaluate", "--real", f"flows:{flow_folder}", "--real-split", "all", "--fake", str(samples),
+                 "--num", "3", "--json", str(report), "--quiet"]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    assert set(metrics) >= {"spectrum_log_mse", "vorticity_w1", "divergence_fake", "slope_difference"}
+    # a set against itself is at the floor of every metric
+    assert main(["evaluate", "--real", f"flows:{flow_folder}", "--real-split", "all", "--fake", str(flow_folder),
+                 "--num", "16", "--json", str(report), "--quiet"]) == 0
+    same = json.loads(report.read_text())["metrics"]
+    assert same["spectrum_log_mse"] < metrics["spectrum_log_mse"] and same["vorticity_w1"] < metrics["vorticity_w1"]
