@@ -119,12 +119,12 @@ def test_class_dropout_rate_and_labels_reach_the_network(tmp_path):
     )
     trainer = Trainer(config, source, tmp_path / "run", quiet=True)
     trainer.start()
-    dropped = trainer.drop_labels(torch.zeros(20_000, dtype=torch.long))
+    dropped = trainer.drop_conditions(torch.zeros(20_000, dtype=torch.long))
     assert set(dropped.unique().tolist()) == {0, 2}
     assert abs(float((dropped == 2).float().mean()) - 0.3) < 4 * math.sqrt(0.3 * 0.7 / 20_000)
     trainer.train()
     resumed = Trainer.resume(tmp_path / "run", source, train_steps=6, quiet=True)  # labels in the pool's checkpoint
-    assert torch.equal(resumed.pool.labels, trainer.pool.labels)
+    assert torch.equal(resumed.pool.conditions, trainer.pool.conditions)
     resumed.train()
     assert DiffusionModel.from_pretrained(tmp_path / "run").config.class_names == ("horizontal", "vertical")
 

@@ -313,3 +313,143 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
                  "--num", "16", "--json", str(report), "--quiet"]) == 0
     same = json.loads(report.read_text())["metrics"]
     assert same["spectrum_log_mse"] < metrics["spectrum_log_mse"] and same["vorticity_w1"] < metrics["vorticity_w1"]
+
+
+# ----- forecasting -----------------------------------------------------------------------------------------------
+def _forecasting_model(process=None, frames: int = 2) -> DiffusionModel:
+    torch.manual_seed(0)
+    process = process or PhaseAmplitudeConfig(steps=8)
+    config = flow_model_config(process, 8, FlowNormalisation(log_speed_std=0.8, velocity_std=0.7), "tiny", context_frames=frames)
+    model = DiffusionModel(config)
+    model.network.double()
+    with torch.no_grad():  # the output layer starts at zero: give every weight a value, so the condition matters
+        for parameter in model.network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.mark.parametrize("process", [PhaseAmplitudeConfig(steps=8), EuclideanConfig(steps=8)])
+def test_context_features_stack_the_frames_as_the_network_sees_states(process):
+    model = _forecasting_model(process, frames=2)
+    previous = torch.randn(3, 4, 2, 8, 8, dtype=torch.float64)  # 4 frames given: the last 2 are the context
+    features = model.context_features(previous)
+    width = model.config.backbone_channels
+    assert features.shape == (3, 2 * width + 1, 8, 8) == (3, model.config.unet.condition_channels, 8, 8)
+    for frame in range(2):
+        states = model.encode(previous[:, 2 + frame])
+        expected = torch.cat([torch.cos(states[:, :1]), torch.sin(states[:, :1]), states[:, 1:]], 1) \
+            if model.config.periodic else states
+        assert torch.allclose(features[:, frame * width:(frame + 1) * width], expected)
+    assert bool((features[:, -1] == 1).all())  # "context given"
+    with pytest.raises(UserError, match="at least 2 frames"):
+        model.context_features(previous[:, :1])
+
+
+def test_context_guidance_combines_conditional_and_unconditional_scores():
+    model = _forecasting_model()
+    x = _states(batch=3, size=8)
+    condition = model.context_features(torch.randn(3, 2, 2, 8, 8, dtype=torch.float64))
+    conditional = model.score(x, 5, condition=condition)
+    unconditional = model.score(x, 5, condition=torch.zeros_like(condition))
+    assert not torch.allclose(conditional, unconditional)
+    for weight in (0.0, 1.0, 2.5):
+        guided = model.score(x, 5, condition=condition, guidance=weight)
+        assert torch.allclose(guided, unconditional + weight * (conditional - unconditional), atol=1e-10)
+
+
+def test_rollout_feeds_each_forecast_back_as_context(monkeypatch):
+    model = _forecasting_model()
+    seen = []
+
+    def next_frame(history, **options):
+        seen.append(history.clone())
+        return history[:, -1] + 1.0
+
+    monkeypatch.setattr(model, "forecast", next_frame)
+    start = torch.stack([torch.full((2, 8, 8), float(k)) for k in range(2)])[None]  # frames 0, 1
+    rollout = model.rollout(start, 3)
+    assert rollout.shape == (1, 3, 2, 8, 8)
+    assert [float(frame.mean()) for frame in rollout[0]] == [2.0, 3.0, 4.0]
+    assert [[float(f.mean()) for f in h[0]] for h in seen] == [[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]]
+
+
+def test_forecast_error_against_a_loop():
+    from kuramoto_diffusion.metrics.flows import forecast_error
+
+    generator = torch.Generator().manual_seed(7)
+    forecast, truth = torch.randn(3, 4, 2, 8, 8, generator=generator), torch.randn(2, 2, 8, 8, generator=generator)
+    errors = forecast_error(forecast, truth)
+    assert len(errors) == 2
+    for step in range(2):
+        expected = sum(math.sqrt(float(((forecast[m, step] - truth[step]) ** 2).sum())) for m in range(3)) / 3
+        assert math.isclose(errors[step], expected / math.sqrt(float((truth[step] ** 2).sum())), rel_tol=1e-6)
+    assert forecast_error(truth[None], truth) == [0.0, 0.0]
+
+
+class _CountingFlows:
+    """Trajectories whose frame k is the constant field (k + 1, 0) of trajectory-specific sign pattern."""
+
+    size, channels = 8, 2
+
+    def sample_sequences(self, count, length, generator):
+        starts = torch.randint(0, 5, (count,), generator=generator)
+        frames = torch.stack([torch.arange(length) + start for start in starts]).to(torch.float32) + 1.0
+        velocity = torch.zeros(count, length, 2, 8, 8)
+        velocity[:, :, 0] = frames[:, :, None, None]
+        return velocity
+
+    def sample_batch(self, count, generator):
+        return self.sample_sequences(count, 1, generator)[:, 0]
+
+
+@pytest.mark.parametrize("process", [PhaseAmplitudeConfig(steps=8), EuclideanConfig(steps=8)])
+def test_trainer_pairs_each_frame_with_the_frames_before_it_and_drops_contexts(tmp_path, process):
+    from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig
+    from kuramoto_diffusion.training import Trainer
+
+    normalisation = FlowNormalisation(log_speed_mean=1.0, log_speed_std=1.0, velocity_std=1.0)
+    config = RunConfig(
+        model=flow_model_config(process, 8, normalisation, "tiny", context_frames=2),
+        data=DataConfig(source="flows:unused", image_size=8, channels=2, flip=False),
+        training=TrainConfig(train_steps=2, batch_size=4, checkpoint_every=1, sample_every=0, warmup_steps=0,
+                             class_dropout=0.25, fit_prior=False),
+    )
+    trainer = Trainer(config, _CountingFlows(), tmp_path / "run", quiet=True)
+    targets, context = trainer.encoded_batch(64)
+    velocity, _ = trainer.model.decode(targets)
+    width = trainer.model.config.backbone_channels
+    latest_context_speed = trainer.model.decode(context[:, width:2 * width] if process.kind == "euclidean"
+                                                else torch.cat([torch.atan2(context[:, width + 1:width + 2], context[:, width:width + 1]),
+                                                                context[:, width + 2:width + 3]], 1))[0]
+    # the target is the frame after the last context frame: speed one more
+    assert torch.allclose(velocity[:, 0].mean((1, 2)), latest_context_speed[:, 0].mean((1, 2)) + 1.0, atol=1e-4)
+    dropped = trainer.drop_conditions(context.repeat(200, 1, 1, 1))
+    empty = (dropped.flatten(1).abs().sum(1) == 0).float()
+    assert abs(float(empty.mean()) - 0.25) < 4 * math.sqrt(0.25 * 0.75 / empty.numel())
+    trainer.start()
+    trainer.train()
+    if trainer.pool is not None:  # the context travels with its chain and resumes exactly
+        resumed = Trainer.resume(tmp_path / "run", _CountingFlows(), quiet=True)
+        assert torch.equal(resumed.pool.conditions, trainer.pool.conditions)
+
+
+def test_cli_forecasts_a_rollout_and_scores_it(flow_folder, tmp_path):
+    import numpy as np
+
+    from kuramoto_diffusion.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",
+                 "--train-steps", "2", "--context-frames", "2", "--out", str(run), "--quiet"]) == 0
+    out, picture = tmp_path / "forecast.npz", tmp_path / "forecast.png"
+    context = sorted(flow_folder.glob("trajectory_*.npz"))[0]
+    assert main(["sample", "--checkpoint", str(run), "--context", str(context), "--rollout", "2", "--num", "2",
+                 "--guidance", "1.5", "--nfe", "4", "--out", str(out), "--out-plot", str(picture), "--quiet"]) == 0
+    with np.load(out) as arrays, np.load(context) as given:
+        assert arrays["forecast"].shape == (2, 2, 2, 16, 16) and np.isfinite(arrays["forecast"]).all()
+        assert np.array_equal(arrays["context"], given["velocity"][:2])
+        assert np.array_equal(arrays["truth"], given["velocity"][2:4])
+        assert arrays["relative_error"].shape == (2,) and (arrays["relative_error"] > 0).all()
+    assert picture.stat().st_size > 0
+    with pytest.raises(UserError, match="pass --context"):
+        main(["sample", "--debug", "--checkpoint", str(run), "--out", str(out), "--quiet"])

@@ -175,7 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lazy", action="store_true",
                        help="image folders larger than memory: decode each batch's files on demand (index cached)")
     train.add_argument("--classes", action="store_true", help="class-conditional: each subfolder of --data is a class")
-    train.add_argument("--class-dropout", type=unit_interval, default=0.1, help="with --classes: share of labels dropped (for guidance)")
+    train.add_argument("--class-dropout", type=unit_interval, default=0.1,
+                       help="with --classes or --context-frames: share of labels / contexts dropped (for guidance)")
+    train.add_argument("--context-frames", type=non_negative_int, default=0,
+                       help="flows: forecast the next frame from this many previous frames (3 in the paper; 0: unconditional)")
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(train)
     _add_process_options(train, for_flows=True)
@@ -218,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Euclidean models: clip the denoised estimate x0 to [-1, 1] at every step (DDPM's sampler)")
     sample.add_argument("--class", dest="class_name", default=None, help="class-conditional models: the class to generate")
     sample.add_argument("--guidance", type=float, default=1.0,
-                        help="with --class: classifier-free guidance w (0 unconditional, 1 conditional, >1 stronger)")
+                        help="with --class or --context: classifier-free guidance w (0 unconditional, 1 conditional, >1 stronger)")
+    sample.add_argument("--context", type=Path, default=None,
+                        help="forecasting flow models: a .npz (array 'velocity', frames × 2 × N × N) whose first frames are the "
+                        "context; later frames, if any, are the truth the forecast is scored against")
+    sample.add_argument("--rollout", type=positive_int, default=1, help="with --context: frames to forecast autoregressively")
     sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(sample)
     _add_common(sample)

@@ -33,6 +33,7 @@ from .settings import (
 from .training import Trainer, resolve_device
 from .sample_folder import image_path, sample_to_folder
 from .training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
+from .viz_flows import flow_field_grid
 from .viz import (
     angle_density_plot,
     forward_figure,
@@ -121,10 +122,17 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
         check_process_fits_data(process_name, angles=angles, flows=flows)
         # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
         neighbourhood = args.neighbourhood if args.neighbourhood is not None else 4 if flows else 5
+        if args.context_frames and not flows:
+            raise UserError("--context-frames (forecasting) needs flow data: --data flows:PATH")
         if flows:
             if args.classes:
                 raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
             source = open_flow_source(data_spec, split="train", seed=args.seed)
+            if args.context_frames >= min(source.frame_counts):
+                raise UserError(
+                    f"{data_spec}: --context-frames {args.context_frames} needs trajectories of at least "
+                    f"{args.context_frames + 1} frames, and the shortest has {min(source.frame_counts)}; use fewer context frames"
+                )
             data = DataConfig(source=data_spec, image_size=source.size, channels=2, flip=False, seed=args.seed)
         elif angles:
             check_angle_training_options(process_name, args.classes)
@@ -159,10 +167,13 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
                     f"{args.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
                     f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
                 )
-            if flows and (model_config.data_kind, model_config.image_size) != ("flow", source.size):
+            if flows and (model_config.data_kind, model_config.image_size, model_config.context_frames) != (
+                "flow", source.size, args.context_frames
+            ):
                 raise UserError(
-                    f"{args.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px but the "
-                    f"data is flows at {source.size} px; fine-tune a flow model of the same size"
+                    f"{args.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px with "
+                    f"{model_config.context_frames} context frame(s) but the data is flows at {source.size} px and "
+                    f"--context-frames is {args.context_frames}; fine-tune a flow model of the same size and context"
                 )
             if not angles and not flows and (model_config.channels != source.channels or model_config.image_size != args.image_size):
                 raise UserError(
@@ -176,7 +187,8 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
             )
             if flows:
                 normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(args.seed)))
-                model_config = flow_model_config(process, source.size, normalisation, args.preset)
+                model_config = flow_model_config(process, source.size, normalisation, args.preset,
+                                                 context_frames=args.context_frames)
             elif angles:
                 model_config = angle_model_config(process, source.dims, args.preset)
             else:
@@ -351,7 +363,8 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
 def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator) -> Tensor:
     """``sample`` for flow models: velocities (N, 2, H, W) float32 in the data's units to --out (.npz, array
     ``velocity``: itself a flow file that ``flows:`` and ``evaluate`` read), and --out-plot, vorticity and arrows of
-    training fields beside the samples. Returns the velocities."""
+    training fields beside the samples. Forecasting models roll out from --context instead (``forecast_flows``).
+    Returns the velocities."""
     image_options = {
         "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
         "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy, "--class": args.class_name,
@@ -365,19 +378,22 @@ def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: tor
     out = args.out if args.out is not None else Path("samples.npz")
     if out.suffix.lower() != ".npz":
         raise UserError(f"{out}: a flow model writes its samples as .npz (array 'velocity'); pass e.g. --out samples.npz")
+    if model.config.context_frames:
+        return forecast_flows(args, model, generator, out)
+    if args.context is not None or args.rollout != 1:
+        raise UserError(f"{args.checkpoint} does not forecast (trained without --context-frames); drop --context and --rollout")
     data = model.run_config.data if model.run_config is not None else None
     real: Tensor | None = None
     if args.out_plot is not None and data is not None:
         # Opened before sampling, so that moved training data fails fast.
         real = open_training_data(data, split="all").fixed_batch(min(args.num, 4), seed=args.seed)
-    result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size)
+    result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+                          guidance=args.guidance)
     velocity, clipped = model.decode(result.states)
     velocity = velocity.detach().cpu().float()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_npz_atomic(out, {"velocity": velocity.numpy()})
     if args.out_plot is not None:
-        from .viz_flows import flow_field_grid
-
         shown = min(args.num, 4)
         rows = {"training data": real[:shown], "generated": velocity[:shown]} if real is not None else {"generated": velocity[:shown]}
         save_image_atomic(flow_field_grid(rows, columns=shown), args.out_plot)
@@ -385,6 +401,42 @@ def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: tor
         print(f"wrote {out}: {args.num} velocity fields, {args.sampler} with {result.function_evaluations} network "
               f"evaluations; {clipped} of {velocity[:, :1].numel()} speeds clipped at decode")
     return velocity
+
+
+def forecast_flows(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator, out: Path) -> Tensor:
+    """``sample --context FILE.npz --rollout K`` for forecasting models: --num rollouts of K frames after the first F
+    frames of the file. Writes ``forecast`` (num, K, 2, N, N), ``context`` (F, 2, N, N) and, when the file holds
+    frames after the context, ``truth`` and the relative L2 error per forecast frame. Returns the forecasts."""
+    from .metrics.flows import forecast_error
+
+    frames = model.config.context_frames
+    if args.context is None:
+        raise UserError(f"{args.checkpoint} forecasts from {frames} previous frames; pass --context FILE.npz with at least "
+                        f"{frames} frames (e.g. a trajectory file of 'flows generate')")
+    sequence = open_flow_source(str(args.context), split="all").trajectory(0)
+    if sequence.shape[0] < frames or sequence.shape[-1] != model.config.image_size:
+        raise UserError(
+            f"{args.context}: holds {sequence.shape[0]} frame(s) of {sequence.shape[-1]} px; this model needs at least "
+            f"{frames} frames of {model.config.image_size} px"
+        )
+    context, truth = sequence[:frames], sequence[frames:frames + args.rollout]
+    forecast = model.rollout(
+        context[None].expand(args.num, -1, -1, -1, -1), args.rollout, guidance=args.guidance, sampler=args.sampler,
+        nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+    ).cpu()
+    arrays = {"forecast": forecast.numpy(), "context": context.numpy()}
+    errors = forecast_error(forecast, truth) if truth.shape[0] else []
+    if errors:
+        arrays.update(truth=truth.numpy(), relative_error=np.asarray(errors, dtype=np.float64))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_npz_atomic(out, arrays)
+    if args.out_plot is not None:
+        rows = {"forecast": forecast[0]} if not errors else {"truth": truth, "forecast": forecast[0, : truth.shape[0]]}
+        save_image_atomic(flow_field_grid(rows, columns=min(4, rows["forecast"].shape[0])), args.out_plot)
+    if not args.quiet:
+        scored = f"; relative L2 error per frame {', '.join(f'{e:.3f}' for e in errors)}" if errors else ""
+        print(f"wrote {out}: {args.num} rollout(s) of {args.rollout} frame(s) after {frames} context frames{scored}")
+    return forecast
 
 
 def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator, guided: dict[str, object]) -> np.ndarray:

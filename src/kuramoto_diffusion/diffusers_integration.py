@@ -257,7 +257,7 @@ class PeriodicUNet2DWrapper(ScoreNetwork):
                 f"in_channels = 2C (+ condition channels); got in_channels = {unet.config.in_channels}, "
                 f"out_channels = {out_channels}"
             )
-        super().__init__(UNet2DBackbone(unet, time_scale), periodic=True)
+        super().__init__(UNet2DBackbone(unet, time_scale), periodic_channels=out_channels // 2)
 
     @property
     def unet(self) -> UNet2DModel:

@@ -22,7 +22,7 @@ from .config import config_from_dict, config_to_dict, read_json, write_json_atom
 from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLP, UNet
-from .nets.score import ScoreNetwork
+from .nets.score import ScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
 from .settings import ModelConfig, RunConfig
@@ -112,23 +112,27 @@ class DiffusionModel:
     ) -> Tensor:
         """The learned score ∂ log p_t(x)/∂x at query step t ∈ 1 … T (network output divided by c(t)).
 
-        With ``class_labels`` (B,) and ``guidance`` w, classifier-free guidance: s_∅ + w·(s_y − s_∅),
-        where s_∅ is the score with the "no class" label. w = 0 is the unconditional model, w = 1 the
-        conditional one, w > 1 sharpens the class. On the torus both scores are tangent vectors at the
-        same point θ (the network projects onto the tangent), so their combination is one too.
+        Classifier-free guidance with weight w, for class labels (B,) or a forecasting model's context
+        features (``context_features``): s_∅ + w·(s_c − s_∅), where s_∅ is the score with the "no class" label
+        or the all-zero "no context" condition. w = 0 is the unconditional model, w = 1 the conditional one,
+        w > 1 sharpens the condition. On the torus both scores are tangent vectors at the same point θ (the
+        network projects onto the tangent), so their combination is one too.
         """
         time = self.process.network_time(t_query).to(x.device).expand(x.shape[0])
         scale = self.process.output_scale(t_query, like=x)
-        if class_labels is None or guidance == 1.0:
+        guided = class_labels is not None or (condition is not None and self.config.context_frames > 0)
+        if not guided or guidance == 1.0:
             return self.process.constrain_score(x, t_query, self.network(x, time, condition, class_labels) / scale)
-        unconditional = torch.full_like(class_labels, len(self.config.class_names))
+        null_labels = None if class_labels is None else torch.full_like(class_labels, len(self.config.class_names))
+        null_condition = condition if condition is None or not self.config.context_frames else torch.zeros_like(condition)
         both = self.network(
-            torch.cat([x, x]), torch.cat([time, time]), None if condition is None else torch.cat([condition, condition]),
-            torch.cat([class_labels, unconditional]),
+            torch.cat([x, x]), torch.cat([time, time]),
+            None if condition is None else torch.cat([condition, null_condition]),
+            None if class_labels is None else torch.cat([class_labels, null_labels]),
         )
         conditional_output, unconditional_output = both.chunk(2)
-        guided = (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
-        return self.process.constrain_score(x, t_query, guided)
+        guided_output = (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
+        return self.process.constrain_score(x, t_query, guided_output)
 
     def class_labels(self, names: str | list[str], num: int) -> Tensor:
         """(num,) label indices for a class name (or one name per sample); unknown names are a UserError listing the known."""
@@ -140,18 +144,43 @@ class DiffusionModel:
             raise UserError(f"unknown class {unknown[0]!r}; this model knows {', '.join(self.config.class_names)}")
         return torch.tensor([self.config.class_names.index(name) for name in names], dtype=torch.long)
 
-    def _score_fn(self, class_labels: Tensor | None, guidance: float) -> Callable[[slice], ScoreFn]:
+    def context_features(self, previous: Tensor) -> Tensor:
+        """A forecasting model's condition from the previous frames (B, F, 2, N, N) (velocities, oldest first):
+        each frame's states as the network sees them ([cos φ, sin φ, a] or (v_x, v_y)/std), stacked along the
+        channels, plus a channel of ones that tells "context given" from the all-zero "no context"."""
+        frames = self.config.context_frames
+        if not frames:
+            raise UserError("this model does not forecast (trained without --context-frames); sample it without --context")
+        if previous.dim() != 5 or previous.shape[1] < frames or previous.shape[2:] != self.config.state_shape(1)[1:]:
+            raise UserError(
+                f"the context must hold at least {frames} frames of size {format_size(self.config.state_shape(1)[1:])}, "
+                f"got {format_size(previous.shape[1:]) if previous.dim() == 5 else format_size(previous.shape)}"
+            )
+        previous = previous[:, -frames:]
+        batch = previous.shape[0]
+        states = self.encode(previous.flatten(0, 1))
+        features = state_features(states, self.config.periodic_channels).reshape(batch, -1, *states.shape[2:])
+        return torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+
+    def _score_fn(self, class_labels: Tensor | None, guidance: float, condition: Tensor | None = None) -> Callable[[slice], ScoreFn]:
         """rows -> the (guided) score function of those rows of the batch."""
-        if class_labels is None:
+        if class_labels is None and condition is None:
             if guidance != 1.0:
-                raise UserError("guidance needs a class (--class NAME); without one the model samples unconditionally")
+                raise UserError("guidance needs a class (--class NAME) or a forecasting context; without one the model "
+                                "samples unconditionally")
             return lambda rows: self.score
-        if not self.config.class_names:
+        if class_labels is not None and not self.config.class_names:
             raise UserError("this model is not class-conditional (trained without --classes); drop --class and --guidance")
+        if class_labels is None and guidance != 1.0 and not self.config.context_frames:
+            raise UserError("guidance needs a class or a forecasting context; a field condition is not guided")
 
         def for_rows(rows: slice) -> ScoreFn:
-            labels = class_labels[rows]
-            return lambda x, t: self.score(x, t, class_labels=labels.to(x.device), guidance=guidance)
+            labels = None if class_labels is None else class_labels[rows]
+            context = None if condition is None else condition[rows]
+            return lambda x, t: self.score(
+                x, t, condition=None if context is None else context.to(x.device),
+                class_labels=None if labels is None else labels.to(x.device), guidance=guidance,
+            )
 
         return for_rows
 
@@ -170,15 +199,17 @@ class DiffusionModel:
         start_step: int | None = None,
         class_labels: Tensor | None = None,
         guidance: float = 1.0,
+        condition: Tensor | None = None,
     ) -> SampleResult:
         """Generate ``num`` states with a reverse sweep, in batches.
 
         Starts from the prior at t = T, or from ``x_start`` (states at ``start_step``, e.g. real
         data pushed forward for editing). Class-conditional models take ``class_labels`` (num,)
         (see ``class_labels()``) and a classifier-free ``guidance`` weight (see ``score``).
-        Decode with ``self.decode``.
+        A forecasting model takes ``condition`` (num, K, H, W) from ``context_features`` (see ``forecast``),
+        guided like a class. Decode with ``self.decode``.
         """
-        score_for_rows = self._score_fn(class_labels, guidance)
+        score_for_rows = self._score_fn(class_labels, guidance, condition)
 
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return reverse_sweep(
@@ -297,6 +328,38 @@ class DiffusionModel:
             record_trajectory=record_trajectory, x_start=states, start_step=start_step, class_labels=class_labels,
             guidance=guidance,
         )
+
+    @torch.no_grad()
+    def forecast(
+        self,
+        previous: Tensor,
+        *,
+        guidance: float = 1.0,
+        sampler: str = "sde",
+        nfe: int | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+    ) -> Tensor:
+        """The next velocity field (B, 2, N, N) after each run of previous frames (B, ≥F, 2, N, N) (the last F are
+        used), sampled with classifier-free ``guidance`` w on the context (w = 0: unconditional, 1: conditional)."""
+        condition = self.context_features(previous.to(device=self.device, dtype=torch.float32))
+        result = self.sample(previous.shape[0], sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size,
+                             condition=condition, guidance=guidance)
+        return self.decode(result.states)[0]
+
+    @torch.no_grad()
+    def rollout(self, previous: Tensor, frames: int, **options: Any) -> Tensor:
+        """``frames`` frames forecast autoregressively after ``previous`` (B, ≥F, 2, N, N): (B, frames, 2, N, N).
+
+        Each forecast joins the context of the next; ``options`` are those of ``forecast``.
+        """
+        if frames < 1:
+            raise UserError(f"a rollout needs at least 1 frame, got {frames}")
+        history, forecasts = previous.to(device=self.device, dtype=torch.float32), []
+        for _ in range(frames):
+            forecasts.append(self.forecast(history, **options))
+            history = torch.cat([history[:, 1:], forecasts[-1][:, None]], dim=1)
+        return torch.stack(forecasts, dim=1)
 
     # ----- persistence ------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

@@ -62,6 +62,7 @@ class ModelConfig:
     mlp: MLPConfig | None = None
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
+    context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
@@ -78,6 +79,13 @@ class ModelConfig:
             raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
         if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
             raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
+        if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or self.unet is None)):
+            raise UserError(f"context_frames (forecasting) is for flow models, ≥ 0; got {self.context_frames}")
+        if self.context_frames and self.unet.condition_channels != self.context_channels:  # type: ignore[union-attr]
+            raise UserError(
+                f"a forecasting model on {self.context_frames} frames needs condition_channels = {self.context_channels}, "
+                f"got {self.unet.condition_channels}"  # type: ignore[union-attr]
+            )
         if self.channels < 1:
             raise UserError(f"channels must be ≥ 1, got {self.channels}")
         width = self.backbone_channels
@@ -103,6 +111,12 @@ class ModelConfig:
     def backbone_channels(self) -> int:
         """Phases enter the network as [cos θ, sin θ]: each periodic channel counts twice."""
         return self.channels + self.periodic_channels
+
+    @property
+    def context_channels(self) -> int:
+        """Condition channels of a forecasting model: each context frame as the network sees states, plus a
+        "context given" channel (all zero = no context, for classifier-free guidance)."""
+        return self.context_frames * self.backbone_channels + 1
 
     def state_shape(self, num: int) -> tuple[int, ...]:
         if self.unet is not None:
@@ -133,20 +147,28 @@ def image_model_config(
 
 
 def flow_model_config(
-    process: ProcessConfig, image_size: int, normalisation: FlowNormalisation, preset: str = "small", **unet_overrides: Any
+    process: ProcessConfig,
+    image_size: int,
+    normalisation: FlowNormalisation,
+    preset: str = "small",
+    context_frames: int = 0,
+    **unet_overrides: Any,
 ) -> ModelConfig:
-    """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process.
+    """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process,
+    forecasting from ``context_frames`` previous frames if > 0.
 
     The network pads circularly (the flow box is periodic). States are (phase, log speed) or (v_x, v_y)/std.
     """
     if process.kind not in ("phase-amplitude", "euclidean"):
         raise UserError(f"flows are modelled with the phase-amplitude or the euclidean process, not {process.kind!r}")
     width = 2 + periodic_channel_count(process, 2)
+    condition_channels = context_frames * width + 1 if context_frames else 0
     unet = unet_config_from_preset(
         preset, **{"in_channels": width, "out_channels": width, "image_size": image_size, "padding_mode": "circular",
-                   **unet_overrides},
+                   "condition_channels": condition_channels, **unet_overrides},
     )
-    return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation)
+    return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation,
+                       context_frames=context_frames)
 
 
 

@@ -103,7 +103,19 @@ def evaluate_flows(real: Tensor, fake: Tensor, inertial_range: tuple[int, int] |
     }
 
 
+def forecast_error(forecast: Tensor, truth: Tensor) -> list[float]:
+    """Relative L2 error ‖f − g‖/‖g‖ of forecasts (M, K, 2, N, N) (M rollouts) against the true frames (K', 2, N, N),
+    per forecast frame (the first min(K, K')), averaged over the rollouts."""
+    forecast, truth = torch.as_tensor(forecast, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)
+    if forecast.dim() != 5 or truth.dim() != 4 or forecast.shape[2:] != truth.shape[1:]:
+        raise UserError(f"forecasts (M, K, 2, N, N) and truth (K, 2, N, N) must agree, got {tuple(forecast.shape)} and {tuple(truth.shape)}")
+    steps = min(forecast.shape[1], truth.shape[0])
+    difference = (forecast[:, :steps] - truth[None, :steps]).flatten(2).norm(dim=2)
+    return (difference / truth[:steps].flatten(1).norm(dim=1).clamp_min(1e-300)).mean(dim=0).tolist()
+
+
 __all__ = [
+    "forecast_error",
     "energy_spectrum",
     "evaluate_flows",
     "relative_divergence",

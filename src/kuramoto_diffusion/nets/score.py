@@ -15,6 +15,14 @@ import torch
 from torch import Tensor, nn
 
 
+def state_features(x: Tensor, periodic_channels: int) -> Tensor:
+    """The network's view of states whose first ``periodic_channels`` channels are phases: [cos θ, sin θ, rest]."""
+    if periodic_channels == 0:
+        return x
+    phase, rest = x[:, :periodic_channels], x[:, periodic_channels:]
+    return torch.cat([torch.cos(phase), torch.sin(phase), rest], dim=1)
+
+
 class ScoreNetwork(nn.Module):
     """Wraps a backbone ``(x, time, condition, class_labels) -> y`` for states whose first
     ``periodic_channels`` channels are phases and the rest real numbers (all, none, or a mix such as
@@ -40,8 +48,7 @@ class ScoreNetwork(nn.Module):
         periodic = self.periodic_channels
         if periodic == 0:
             return self.backbone(x, time, condition, class_labels)
-        phase, rest = x[:, :periodic], x[:, periodic:]
-        features = torch.cat([torch.cos(phase), torch.sin(phase), rest], dim=1)
-        output = self.backbone(features, time, condition, class_labels)
+        phase = x[:, :periodic]
+        output = self.backbone(state_features(x, periodic), time, condition, class_labels)
         a, b, rest_output = output[:, :periodic], output[:, periodic:2 * periodic], output[:, 2 * periodic:]
         return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)

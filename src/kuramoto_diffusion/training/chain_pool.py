@@ -19,15 +19,15 @@ from torch import Tensor
 
 from ..processes import ForwardProcess
 
-# batch size -> (encoded states at t = 0, their class labels or None for unlabelled data)
+# batch size -> (encoded states at t = 0, their conditions: class labels (B,), forecasting context (B, K, H, W), or None)
 DataFn = Callable[[int], tuple[Tensor, Tensor | None]]
 
 
 class ChainPool:
-    """N staggered forward chains; ``advance`` steps them all, ``draw`` samples a batch of (x_t, t, labels).
+    """N staggered forward chains; ``advance`` steps them all, ``draw`` samples a batch of (x_t, t, conditions).
 
-    Class labels (if the data has them) travel with their chain: a chain keeps the label of the
-    example it started from until it restarts.
+    Conditions (class labels, or the previous frames a forecasting model sees) travel with their chain:
+    a chain keeps the condition of the example it started from until it restarts.
     """
 
     def __init__(self, process: ForwardProcess, size: int, data_fn: DataFn, generator: torch.Generator) -> None:
@@ -39,7 +39,7 @@ class ChainPool:
         self.size = size
         # Chain i starts at step i·T/N (rounded down): a staggered, uniform spread.
         self.t = (torch.arange(size) * process.steps) // size
-        x0, self.labels = data_fn(size)
+        x0, self.conditions = data_fn(size)
         self.states = resimulate_states(process, x0, self.t, generator)
 
     def advance(self) -> None:
@@ -51,37 +51,39 @@ class ChainPool:
         count = int(finished.sum())
         if count:
             index = finished.nonzero().squeeze(1).to(self.states.device)
-            fresh, labels = self.data_fn(count)
+            fresh, conditions = self.data_fn(count)
             self.states[index] = fresh.to(self.states)
-            if self.labels is not None and labels is not None:
-                self.labels[index] = labels.to(self.labels)
+            if self.conditions is not None and conditions is not None:
+                self.conditions[index] = conditions.to(self.conditions)
             self.t[finished] = 0
 
     def draw(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor | None]:
-        """A batch of (states, steps, labels or None) sampled from the pool without replacement (with, if larger)."""
+        """A batch of (states, steps, conditions or None) sampled from the pool without replacement (with, if larger)."""
         if batch_size <= self.size:
             index = torch.randperm(self.size, generator=self.generator)[:batch_size]
         else:
             index = torch.randint(0, self.size, (batch_size,), generator=self.generator)
         device_index = index.to(self.states.device)
-        labels = self.labels[device_index] if self.labels is not None else None
-        return self.states[device_index], self.t[index].to(self.states.device), labels
+        conditions = self.conditions[device_index] if self.conditions is not None else None
+        return self.states[device_index], self.t[index].to(self.states.device), conditions
 
     def state_dict(self) -> dict[str, Tensor]:
         state = {"states": self.states.detach().cpu(), "t": self.t.clone()}
-        if self.labels is not None:
-            state["labels"] = self.labels.detach().cpu()
+        if self.conditions is not None:
+            state["labels"] = self.conditions.detach().cpu()  # key kept from when only class labels travelled
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if state["states"].shape != self.states.shape:
             raise ValueError(f"pool states of shape {tuple(state['states'].shape)} do not fit {tuple(self.states.shape)}")
-        if (self.labels is None) != ("labels" not in state):
-            raise ValueError("pool labels do not fit: the checkpoint and the run disagree on class labels")
+        if (self.conditions is None) != ("labels" not in state) or (
+            self.conditions is not None and state["labels"].shape != self.conditions.shape
+        ):
+            raise ValueError("pool conditions do not fit: the checkpoint and the run disagree on class labels or context")
         self.states = state["states"].to(self.states)
         self.t = state["t"].clone().long()
-        if self.labels is not None:
-            self.labels = state["labels"].to(self.labels)
+        if self.conditions is not None:
+            self.conditions = state["labels"].to(self.conditions)
 
 
 def resimulate_states(process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:

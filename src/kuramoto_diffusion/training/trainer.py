@@ -157,8 +157,13 @@ class Trainer:
         return bool(self.config.model.class_names)
 
     def encoded_batch(self, count: int) -> tuple[Tensor, Tensor | None]:
-        """``count`` training examples encoded as process states on the device, and their class labels
-        (None unless the model is class-conditional)."""
+        """``count`` training examples encoded as process states on the device, and their conditions: class
+        labels (class-conditional models), the context features of the previous frames (forecasting models:
+        the example is the frame after them), or None."""
+        frames = self.config.model.context_frames
+        if frames:
+            sequences = self.source.sample_sequences(count, frames + 1, self.data_generator).to(self.device)  # type: ignore[attr-defined]
+            return self.model.encode(sequences[:, -1]), self.model.context_features(sequences[:, :-1])
         if self.class_conditional:
             data, labels = self.source.sample_labelled_batch(count, self.data_generator)  # type: ignore[attr-defined]
             return self.model.encode(data.to(self.device)), labels.to(self.device)
@@ -260,7 +265,7 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------
     def starting_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """(x_s, s, stride, class labels or None) for one batch of DSM examples (see ``loss.py``)."""
+        """(x_s, s, stride, conditions or None) for one batch of DSM examples (see ``loss.py``)."""
         batch = self.train_config.batch_size
         steps = self.process.steps
         if self.process.closed_form_marginal:
@@ -281,13 +286,17 @@ class Trainer:
         stride = 1 + (uniform * room).long()
         return x_start, t_start, stride, labels
 
-    def drop_labels(self, labels: Tensor | None) -> Tensor | None:
-        """Replace each label by the "no class" label with probability class_dropout, so the same network
-        also learns the unconditional score that classifier-free guidance needs."""
-        if labels is None:
+    def drop_conditions(self, conditions: Tensor | None) -> Tensor | None:
+        """Replace each class label by the "no class" label, or each forecasting context by all zeros ("no
+        context"), with probability class_dropout, so the same network also learns the unconditional score
+        that classifier-free guidance needs."""
+        if conditions is None:
             return None
-        dropped = torch.rand(labels.shape, generator=self.noise_generator, device=labels.device) < self.train_config.class_dropout
-        return torch.where(dropped, len(self.config.model.class_names), labels)
+        rows = conditions.shape[0]
+        dropped = torch.rand((rows,), generator=self.noise_generator, device=conditions.device) < self.train_config.class_dropout
+        if self.config.model.context_frames:
+            return torch.where(dropped.reshape(rows, *([1] * (conditions.dim() - 1))), 0.0, conditions)
+        return torch.where(dropped, len(self.config.model.class_names), conditions)
 
     def train_step(self) -> float | None:
         """One optimiser step; returns the loss, or None when a non-finite step was skipped.
@@ -301,8 +310,9 @@ class Trainer:
         cfg = self.train_config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        x_start, t_start, stride, labels = self.starting_states()
-        labels = self.drop_labels(labels)
+        x_start, t_start, stride, conditions = self.starting_states()
+        conditions = self.drop_conditions(conditions)
+        context, labels = (conditions, None) if self.config.model.context_frames else (None, conditions)
         noise = torch.randn((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), generator=self.noise_generator,
                             dtype=x_start.dtype, device=x_start.device)
         self.optimizer.zero_grad(set_to_none=True)
@@ -314,6 +324,7 @@ class Trainer:
                 loss = score_matching_loss(
                     self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
                     class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
+                    condition=None if context is None else context[rows],
                     autocast_dtype=self.autocast_dtype,
                 )
                 share = (rows.stop - rows.start) / cfg.batch_size
