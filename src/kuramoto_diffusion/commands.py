@@ -360,24 +360,34 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
         )
 
 
+def check_non_image_sample_options(
+    args: argparse.Namespace, kind: str, suffixes: tuple[str, ...], extra: dict[str, object] | None = None
+) -> Path:
+    """Refuse the image-only options of ``sample`` for ``kind`` ("a flow model", "an angle model") and return
+    --out, which must end in one of ``suffixes`` (default: samples + the first suffix)."""
+    image_options = {
+        "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
+        "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy, **(extra or {}),
+    }
+    written = " or FILE".join(suffixes)
+    given = [name for name, value in image_options.items() if value is not None]
+    if given:
+        raise UserError(
+            f"{given[0]} applies to image models; {args.checkpoint} is {kind}: write its samples with "
+            f"--out FILE{written} (and --out-plot FILE.png)"
+        )
+    out = args.out if args.out is not None else Path("samples" + suffixes[0])
+    if out.suffix.lower() not in suffixes:
+        raise UserError(f"{out}: {kind} writes its samples as {' or '.join(suffixes)}; pass e.g. --out samples{suffixes[0]}")
+    return out
+
+
 def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator) -> Tensor:
     """``sample`` for flow models: velocities (N, 2, H, W) float32 in the data's units to --out (.npz, array
     ``velocity``: itself a flow file that ``flows:`` and ``evaluate`` read), and --out-plot, vorticity and arrows of
     training fields beside the samples. Forecasting models roll out from --context instead (``forecast_flows``).
     Returns the velocities."""
-    image_options = {
-        "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
-        "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy, "--class": args.class_name,
-    }
-    given = [name for name, value in image_options.items() if value is not None]
-    if given:
-        raise UserError(
-            f"{given[0]} applies to image models; {args.checkpoint} is a flow model: write its samples with "
-            "--out FILE.npz (and --out-plot FILE.png)"
-        )
-    out = args.out if args.out is not None else Path("samples.npz")
-    if out.suffix.lower() != ".npz":
-        raise UserError(f"{out}: a flow model writes its samples as .npz (array 'velocity'); pass e.g. --out samples.npz")
+    out = check_non_image_sample_options(args, "a flow model", (".npz",), extra={"--class": args.class_name})
     if model.config.context_frames:
         return forecast_flows(args, model, generator, out)
     if args.context is not None or args.rollout != 1:
@@ -442,19 +452,7 @@ def forecast_flows(args: argparse.Namespace, model: DiffusionModel, generator: t
 def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: torch.Generator, guided: dict[str, object]) -> np.ndarray:
     """``sample`` for angle models: the angles to --out (.csv or .npy) in the training data's units (degrees if the
     run was trained with --degrees, else radians), and --out-plot, the training data beside the samples."""
-    image_options = {
-        "--inpaint": args.inpaint, "--from-data": args.from_data, "--out-dir": args.out_dir,
-        "--save-trajectory": args.save_trajectory, "--out-npy": args.out_npy,
-    }
-    given = [name for name, value in image_options.items() if value is not None]
-    if given:
-        raise UserError(
-            f"{given[0]} applies to image models; {args.checkpoint} is an angle model: write its samples with "
-            "--out FILE.csv or FILE.npy (and --out-plot FILE.png)"
-        )
-    out = args.out if args.out is not None else Path("samples.csv")
-    if out.suffix.lower() not in (".csv", ".npy"):
-        raise UserError(f"{out}: an angle model writes its samples as .csv or .npy; pass e.g. --out samples.csv")
+    out = check_non_image_sample_options(args, "an angle model", (".csv", ".npy"))
     data = model.run_config.data if model.run_config is not None else None
     degrees = data.degrees if data is not None else False
     real: np.ndarray | None = None
