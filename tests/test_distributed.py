@@ -88,6 +88,22 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
     assert len(list((tmp_path / "p2" / "tensorboard").iterdir())) == 1
 
 
+def test_two_processes_decoding_only_their_rows_of_a_lazy_folder_take_the_same_steps_as_one(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(12):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(folder / f"{index}.png")
+    options = ("--data", str(folder), "--lazy", "--process", "euclidean")
+    for processes in (1, 2):
+        result = _train(tmp_path / f"p{processes}", processes, 4, *options)
+        assert result.returncode == 0, result.stderr[-2000:]
+    _assert_same_weights(tmp_path / "p1", tmp_path / "p2", 4)
+
+
 @pytest.mark.slow
 def test_resume_with_another_number_of_processes(tmp_path):
     assert _train(tmp_path / "straight", 1, 8).returncode == 0

@@ -103,3 +103,31 @@ def test_a_cache_hit_does_not_list_the_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "walk", no_walk)
     monkeypatch.setattr(lazy_folder, "find_image_files", no_walk)
     assert lazy_folder.indexed_image_files(folder, cache) == first
+
+
+def test_a_process_decodes_only_its_rows_of_the_shared_picks(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path / "images", classes=True)
+    lazy = LazyImageFolderSource(folder, 16, split="all", classes=True, index_cache=tmp_path / "cache")
+    full_generator, part_generator = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    full, full_labels = lazy.sample_labelled_batch(12, full_generator)
+    decoded = []
+    original = lazy._decode
+    monkeypatch.setattr(lazy, "_decode", lambda path: decoded.append(path) or original(path))
+    part, part_labels = lazy.sample_labelled_batch(12, part_generator, rows=slice(4, 8))
+    assert len(decoded) == 4  # only the process's own rows are read
+    assert torch.equal(part[4:8], full[4:8]) and not part[:4].any() and not part[8:].any()
+    assert torch.equal(part_labels[4:8], full_labels[4:8])
+    assert torch.equal(part_generator.get_state(), full_generator.get_state())  # every process draws the same
+
+
+def test_a_skipped_file_is_replaced_by_the_next_without_drawing(tmp_path):
+    folder = make_folder(tmp_path / "images")
+    data = (folder / "0.png").read_bytes()
+    (folder / "0.png").write_bytes(data[: len(data) // 2])
+    lazy = LazyImageFolderSource(folder, 16, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache")
+    bad = next(i for i, path in enumerate(lazy.paths) if path.name == "0.png")
+    with pytest.warns(UserWarning, match="skipped .*0.png"):
+        batch, which = lazy._crops([bad, bad], np.full((2, 2), 0.5), [False, False], False)
+    following = (bad + 1) % len(lazy.paths)
+    assert which == [following, following]
+    assert torch.equal(batch, lazy._crops([following, following], np.full((2, 2), 0.5), [False, False], False)[0])

@@ -163,33 +163,53 @@ class LazyImageFolderSource:
             return None
 
     def _crops(self, which: list[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
-               generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-        """Decode the picked files in parallel (a skipped bad file is replaced by another pick) and crop them."""
-        images = list(self._pool.map(self._decode, [self.paths[i] for i in which]))
-        for row, image in enumerate(images):
+               rows: slice | None = None) -> tuple[torch.Tensor, list[int]]:
+        """Decode the picked files of ``rows`` (all rows if None) in parallel and crop them; other rows stay 0.
+
+        A skipped bad file is replaced by the next file of the list (not by a new random pick: every process
+        of a data-parallel job must agree on the picks while decoding only its own rows).
+        """
+        chosen = range(len(which))[rows] if rows is not None else range(len(which))
+        images = dict(zip(chosen, self._pool.map(self._decode, [self.paths[which[row]] for row in chosen])))
+        for row, image in images.items():
             while image is None:
-                which[row] = int(torch.randint(len(self.paths), (1,), generator=generator))
+                which[row] = (which[row] + 1) % len(self.paths)
                 image = self._decode(self.paths[which[row]])
             images[row] = image
-        return crop_batch(images, positions, coins, self.image_size, flip=flip), which
+        batch = torch.zeros(len(which), self.channels, self.image_size, self.image_size)
+        if images:
+            batch[chosen.start:chosen.stop] = crop_batch(
+                [images[row] for row in chosen], positions[chosen.start:chosen.stop],
+                [coins[row] for row in chosen], self.image_size, flip=flip,
+            )
+        return batch, which
 
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """(batch_size, channels, image_size, image_size) in [-1, 1]: random files, crops and flips (as ImageFolderSource)."""
-        return self._random_crops(batch_size, generator)[0]
+    # Data-parallel training asks each process for its own rows only (``rows``): the picks are drawn for the
+    # whole batch, so every process agrees on them, but only the rows it trains on are decoded.
+    decodes_rows_on_demand = True
 
-    def sample_labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_batch(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> torch.Tensor:
+        """(batch_size, channels, image_size, image_size) in [-1, 1]: random files, crops and flips (as ImageFolderSource).
+
+        With ``rows``, only those rows are decoded (the others are 0); the random draws are those of the whole batch.
+        """
+        return self._random_crops(batch_size, generator, rows)[0]
+
+    def sample_labelled_batch(
+        self, batch_size: int, generator: torch.Generator, rows: slice | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.labels is None:
             raise UserError(f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders")
-        batch, which = self._random_crops(batch_size, generator)
+        batch, which = self._random_crops(batch_size, generator, rows)
         return batch, self.labels[which]
 
-    def _random_crops(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
+    def _random_crops(self, batch_size: int, generator: torch.Generator, rows: slice | None) -> tuple[torch.Tensor, list[int]]:
         which, positions, coins = draw_crop_picks(len(self.paths), batch_size, generator)
-        return self._crops(which, positions, coins, self.flip, generator)
+        return self._crops(which, positions, coins, self.flip, rows)
 
     def fixed_batch(self, num: int, seed: int = 0) -> torch.Tensor:
         """``num`` centre crops of files in a seeded order (cycling when num > len(self)); no flips."""
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(len(self)) for _ in range(-(-num // len(self)))])[:num]
         positions = np.full((num, 2), 0.5)
-        return self._crops([int(i) for i in order], positions, [False] * num, False, torch.Generator().manual_seed(seed))[0]
+        return self._crops([int(i) for i in order], positions, [False] * num, False)[0]

@@ -156,18 +156,28 @@ class Trainer:
     def class_conditional(self) -> bool:
         return bool(self.config.model.class_names)
 
-    def encoded_batch(self, count: int) -> tuple[Tensor, Tensor | None]:
+    def encoded_batch(self, count: int, rows: slice | None = None) -> tuple[Tensor, Tensor | None]:
         """``count`` training examples encoded as process states on the device, and their conditions: class
         labels (class-conditional models), the context features of the previous frames (forecasting models:
-        the example is the frame after them), or None."""
+        the example is the frame after them), or None.
+
+        ``rows``: the only rows this process will use. A source that can (a lazy folder) then decodes just
+        those; the random draws are always the whole batch's, so every process agrees on them.
+        """
         frames = self.config.model.context_frames
         if frames:
             sequences = self.source.sample_sequences(count, frames + 1, self.data_generator).to(self.device)  # type: ignore[attr-defined]
             return self.model.encode(sequences[:, -1]), self.model.context_features(sequences[:, :-1])
+        only = {"rows": rows} if rows is not None and getattr(self.source, "decodes_rows_on_demand", False) else {}
         if self.class_conditional:
-            data, labels = self.source.sample_labelled_batch(count, self.data_generator)  # type: ignore[attr-defined]
+            data, labels = self.source.sample_labelled_batch(count, self.data_generator, **only)  # type: ignore[attr-defined]
             return self.model.encode(data.to(self.device)), labels.to(self.device)
-        return self.model.encode(self.source.sample_batch(count, self.data_generator).to(self.device)), None
+        return self.model.encode(self.source.sample_batch(count, self.data_generator, **only).to(self.device)), None
+
+    def own_rows(self) -> slice:
+        """The rows of a global batch this process trains on (all of them on one process)."""
+        pieces = self.context.micro_batches(self.train_config.batch_size, self.train_config.grad_accum)
+        return slice(pieces[0].start, pieces[-1].stop)
 
     def fit_prior(self, num: int = 256) -> None:
         """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (processes with phases)."""
@@ -270,7 +280,7 @@ class Trainer:
         steps = self.process.steps
         if self.process.closed_form_marginal:
             # Exact strides from the data: DDPM's ε-prediction with t uniform in 1 … T.
-            x0, labels = self.encoded_batch(batch)
+            x0, labels = self.encoded_batch(batch, self.own_rows())
             stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
             return x0, torch.zeros_like(stride), stride, labels
         if self.pool is not None:
@@ -278,7 +288,7 @@ class Trainer:
             x_start, t_start, labels = self.pool.draw(batch)
         else:
             t_start = torch.randint(0, steps, (batch,), generator=self.noise_generator, device=self.device)
-            x0, labels = self.encoded_batch(batch)
+            x0, labels = self.encoded_batch(batch, self.own_rows())
             x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
         # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
         room = torch.clamp(steps - t_start, max=self.train_config.window)
