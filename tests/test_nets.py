@@ -270,3 +270,28 @@ def test_presets_construct_and_run(name: str) -> None:
 
 def test_small_preset_is_cpu_sized() -> None:
     assert count_parameters(UNet(unet_config_from_preset("small"))) < 5_000_000
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_presets_let_the_output_follow_the_input_mean(preset):
+    """The output block's GroupNorm must not remove each image's mean: an ε-predicting (Euclidean) model needs it.
+
+    With one channel per group (groups = 32 on these widths) the mean of the output barely moves when the
+    input is shifted by a constant; with the presets' groups (≥ 4 channels per group) it does.
+    """
+    from kuramoto_diffusion.model import build_network
+    from kuramoto_diffusion.processes import EuclideanConfig
+    from kuramoto_diffusion.settings import image_model_config
+
+    def relative_mean_spread(**overrides):
+        torch.manual_seed(0)
+        network = build_network(image_model_config(EuclideanConfig(), 1, 32, preset, **overrides))
+        with torch.no_grad():
+            for parameter in network.parameters():  # the output layer starts at zero: make it trained-like
+                parameter.add_(0.2 * torch.randn_like(parameter))
+            shifts = torch.linspace(-2, 2, 32).reshape(32, 1, 1, 1)
+            output = network(0.1 * torch.randn(32, 1, 32, 32) + shifts, torch.full((32,), 0.5))
+        return float(output.mean(dim=(1, 2, 3)).std() / output.std())
+
+    assert relative_mean_spread() > 0.15
+    assert relative_mean_spread(groups=32) < 0.05  # one channel per group: the failure this guards against
