@@ -503,3 +503,48 @@ def test_a_trained_forecaster_uses_its_context(tmp_path, process):
         forecast = model.forecast(sequences[:, :2], guidance=guidance, generator=torch.Generator().manual_seed(3))
         errors[guidance] = sum(forecast_error(forecast[i, None, None], sequences[i, 2:]) [0] for i in range(8)) / 8
     assert errors[1.0] < 0.7 * errors[0.0], errors
+
+
+# ----- one network per field ----------------------------------------------------------------------------------------
+def test_split_networks_are_periodic_tangent_and_each_sees_the_other_field():
+    from kuramoto_diffusion.model import build_network
+    from kuramoto_diffusion.nets.score import SplitScoreNetwork
+
+    config = flow_model_config(PhaseAmplitudeConfig(steps=8), 8, FlowNormalisation(), "tiny", networks="split")
+    torch.manual_seed(0)
+    network = build_network(config).double()
+    assert isinstance(network, SplitScoreNetwork)
+    with torch.no_grad():  # the output layers start at zero
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    x, time = _states(size=8), torch.full((2,), 0.3, dtype=torch.float64)
+    output = network(x, time)
+    shifted = x.clone()
+    shifted[:, 0] += 2 * math.pi
+    assert torch.allclose(network(shifted, time), output, atol=1e-10)
+    circle = torch.cat([torch.cos(x[:, :1]), torch.sin(x[:, :1])], dim=1)
+    raw = network.phase_backbone(circle, time, x[:, 1:])
+    assert torch.allclose(output[:, :1], -raw[:, :1] * torch.sin(x[:, :1]) + raw[:, 1:] * torch.cos(x[:, :1]))
+    other_speed, other_direction = x.clone(), x.clone()
+    other_speed[:, 1] += 1.0
+    other_direction[:, 0] += 0.5
+    assert not torch.allclose(network(other_speed, time)[:, :1], output[:, :1])  # the phase score sees the speed
+    assert not torch.allclose(network(other_direction, time)[:, 1:], output[:, 1:])  # the speed score sees the phase
+    with pytest.raises(UserError, match="split"):
+        flow_model_config(EuclideanConfig(steps=8), 8, FlowNormalisation(), "tiny", networks="split")
+
+
+def test_cli_trains_split_networks_and_refuses_them_elsewhere(flow_folder, tmp_path):
+    from kuramoto_diffusion.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",
+                 "--train-steps", "2", "--flow-networks", "split", "--context-frames", "2", "--out", str(run), "--quiet"]) == 0
+    model = DiffusionModel.from_pretrained(run)
+    assert model.config.flow_networks == "split"
+    context = sorted(flow_folder.glob("trajectory_*.npz"))[0]
+    assert main(["sample", "--checkpoint", str(run), "--context", str(context), "--nfe", "3", "--num", "1",
+                 "--out", str(tmp_path / "f.npz"), "--quiet"]) == 0
+    with pytest.raises(UserError, match="--flow-networks split is for phase-amplitude"):
+        main(["train", "--debug", "--data", f"flows:{flow_folder}", "--process", "euclidean", "--flow-networks", "split",
+              "--out", str(tmp_path / "other"), "--quiet"])

@@ -124,6 +124,8 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
         neighbourhood = args.neighbourhood if args.neighbourhood is not None else 4 if flows else 5
         if args.context_frames and not flows:
             raise UserError("--context-frames (forecasting) needs flow data: --data flows:PATH")
+        if args.flow_networks != "joint" and (not flows or process_name != "phase-amplitude"):
+            raise UserError("--flow-networks split is for phase-amplitude flow models (--data flows:PATH)")
         if flows:
             if args.classes:
                 raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
@@ -188,7 +190,7 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
             if flows:
                 normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(args.seed)))
                 model_config = flow_model_config(process, source.size, normalisation, args.preset,
-                                                 context_frames=args.context_frames)
+                                                 context_frames=args.context_frames, networks=args.flow_networks)
             elif angles:
                 model_config = angle_model_config(process, source.dims, args.preset)
             else:

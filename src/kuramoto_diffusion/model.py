@@ -22,7 +22,7 @@ from .config import config_from_dict, config_to_dict, read_json, write_json_atom
 from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLP, UNet
-from .nets.score import ScoreNetwork, state_features
+from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
 from .settings import ModelConfig, RunConfig
@@ -36,7 +36,11 @@ FORMAT_VERSION = 1
 MAX_LOG_SPEED_DEVIATIONS = 8.0  # flow decode: normalised log speeds are clipped to ± this
 
 
-def build_network(config: ModelConfig) -> ScoreNetwork:
+def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
+    """The score network a model config describes: one backbone, or two for flow models with ``flow_networks="split"``."""
+    if config.flow_networks == "split":
+        phase_unet, real_unet = config.split_unet_configs()
+        return SplitScoreNetwork(UNet(phase_unet), UNet(real_unet), periodic_channels=config.periodic_channels)
     backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
     return ScoreNetwork(backbone, periodic_channels=config.periodic_channels)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ class FlowNormalisation:
 
 
 DATA_KINDS = ("image", "angle", "flow")
+FLOW_NETWORKS = ("joint", "split")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
     context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
+    flow_networks: str = "joint"  # phase-amplitude flows: one network for both fields, or "split": one per field
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
@@ -79,6 +82,9 @@ class ModelConfig:
             raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
         if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
             raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
+        choice_check("flow_networks", self.flow_networks, FLOW_NETWORKS)
+        if self.flow_networks == "split" and (self.process.kind != "phase-amplitude" or self.unet is None):
+            raise UserError("flow_networks 'split' (one network per field) is for phase-amplitude flow models")
         if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or self.unet is None)):
             raise UserError(f"context_frames (forecasting) is for flow models, ≥ 0; got {self.context_frames}")
         if self.context_frames and self.unet.condition_channels != self.context_channels:  # type: ignore[union-attr]
@@ -118,6 +124,17 @@ class ModelConfig:
         "context given" channel (all zero = no context, for classifier-free guidance)."""
         return self.context_frames * self.backbone_channels + 1
 
+    def split_unet_configs(self) -> tuple[UNetConfig, UNetConfig]:
+        """The two UNets of ``flow_networks="split"``: the phase one ([cos φ, sin φ] in, (a, b) out, the other
+        channels as condition) and the real one, each with the stored network's sizes and any external condition."""
+        unet = self.unet
+        periodic, rest = self.periodic_channels, self.channels - self.periodic_channels
+        extra = unet.condition_channels  # type: ignore[union-attr]
+        return (
+            dataclasses.replace(unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra),  # type: ignore[arg-type]
+            dataclasses.replace(unet, in_channels=rest, out_channels=rest, condition_channels=2 * periodic + extra),  # type: ignore[arg-type]
+        )
+
     def state_shape(self, num: int) -> tuple[int, ...]:
         if self.unet is not None:
             return (num, self.channels, self.image_size, self.image_size)
@@ -152,10 +169,12 @@ def flow_model_config(
     normalisation: FlowNormalisation,
     preset: str = "small",
     context_frames: int = 0,
+    networks: str = "joint",
     **unet_overrides: Any,
 ) -> ModelConfig:
     """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process,
-    forecasting from ``context_frames`` previous frames if > 0.
+    forecasting from ``context_frames`` previous frames if > 0; ``networks`` "split" gives each field its own
+    network conditioned on the other (phase-amplitude only; see ``ModelConfig.split_unet_configs``).
 
     The network pads circularly (the flow box is periodic). States are (phase, log speed) or (v_x, v_y)/std.
     """
@@ -168,7 +187,7 @@ def flow_model_config(
                    "condition_channels": condition_channels, **unet_overrides},
     )
     return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation,
-                       context_frames=context_frames)
+                       context_frames=context_frames, flow_networks=networks)
 
 
 

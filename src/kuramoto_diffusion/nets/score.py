@@ -52,3 +52,35 @@ class ScoreNetwork(nn.Module):
         output = self.backbone(state_features(x, periodic), time, condition, class_labels)
         a, b, rest_output = output[:, :periodic], output[:, periodic:2 * periodic], output[:, 2 * periodic:]
         return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)
+
+
+class SplitScoreNetwork(nn.Module):
+    """Two backbones for states of P phase channels and E real channels (the flows' direction and log speed),
+    each conditioned on the other field (SPEC §7's "two score networks").
+
+    The phase backbone sees [cos θ, sin θ] with the real channels (and any external condition) as its
+    condition and returns (a, b), projected onto the tangent as in ``ScoreNetwork``; the real backbone sees
+    the real channels with [cos θ, sin θ] (and the external condition) as its condition.
+    """
+
+    def __init__(self, phase_backbone: nn.Module, real_backbone: nn.Module, periodic_channels: int) -> None:
+        super().__init__()
+        self.phase_backbone = phase_backbone
+        self.real_backbone = real_backbone
+        self.periodic_channels = periodic_channels
+
+    def forward(
+        self,
+        x: Tensor,
+        time: Tensor,
+        condition: Tensor | None = None,
+        class_labels: Tensor | None = None,
+    ) -> Tensor:
+        periodic = self.periodic_channels
+        phase, rest = x[:, :periodic], x[:, periodic:]
+        circle = torch.cat([torch.cos(phase), torch.sin(phase)], dim=1)
+        extra = [] if condition is None else [condition]
+        output = self.phase_backbone(circle, time, torch.cat([rest, *extra], dim=1), class_labels)
+        a, b = output[:, :periodic], output[:, periodic:]
+        rest_output = self.real_backbone(rest, time, torch.cat([circle, *extra], dim=1), class_labels)
+        return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)
