@@ -23,6 +23,11 @@ def state_features(x: Tensor, periodic_channels: int) -> Tensor:
     return torch.cat([torch.cos(phase), torch.sin(phase), rest], dim=1)
 
 
+def tangent_projection(a: Tensor, b: Tensor, phase: Tensor) -> Tensor:
+    """F = −a·sin θ + b·cos θ: the derivative of a·cos θ + b·sin θ along θ, a tangent vector of the circle."""
+    return -a * torch.sin(phase) + b * torch.cos(phase)
+
+
 class ScoreNetwork(nn.Module):
     """Wraps a backbone ``(x, time, condition, class_labels) -> y`` for states whose first
     ``periodic_channels`` channels are phases and the rest real numbers (all, none, or a mix such as
@@ -51,7 +56,7 @@ class ScoreNetwork(nn.Module):
         phase = x[:, :periodic]
         output = self.backbone(state_features(x, periodic), time, condition, class_labels)
         a, b, rest_output = output[:, :periodic], output[:, periodic:2 * periodic], output[:, 2 * periodic:]
-        return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)
+        return torch.cat([tangent_projection(a, b, phase), rest_output], dim=1)
 
 
 class SplitScoreNetwork(nn.Module):
@@ -83,4 +88,4 @@ class SplitScoreNetwork(nn.Module):
         output = self.phase_backbone(circle, time, torch.cat([rest, *extra], dim=1), class_labels)
         a, b = output[:, :periodic], output[:, periodic:]
         rest_output = self.real_backbone(rest, time, torch.cat([circle, *extra], dim=1), class_labels)
-        return torch.cat([-a * torch.sin(phase) + b * torch.cos(phase), rest_output], dim=1)
+        return torch.cat([tangent_projection(a, b, phase), rest_output], dim=1)
