@@ -16,8 +16,8 @@ Budgets:
 tiny   32 px, 20 steps, T = 20, 16 samples: seconds; checks the script end to end.
 small  64 px, 'tiny' UNet preset, 1,500 steps of 16 at T = 100, 128 samples: about an hour and a half
        on the 2-core CPU machine with OMP_NUM_THREADS=1 (the issue's bound is two hours).
-networks  32 px, 'tiny' preset, 1,500 steps of 16, no forecasting: for --methods phase-amplitude
-       phase-amplitude-split (one network for both fields against one per field); about 25 min per model.
+networks  32 px, 'tiny' preset, 1,500 steps of 16, no forecasting: for --methods phase-amplitude-joint
+       phase-amplitude-split (one network for both fields against one per field); 8–14 min per model.
 paper  64 px, 'small' preset, 50,000 steps of 64 at T = 1,000, 2,000 samples: GPU only.
 
 Writes bench/results/flows.json (after every model) and, in --figures, vorticity/arrow grids of real and
@@ -47,7 +47,8 @@ from kuramoto_diffusion.training import resolve_device
 from kuramoto_diffusion.viz import save_image_atomic
 from kuramoto_diffusion.viz_flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
 
-METHODS = ("phase-amplitude", "phase-amplitude-split", "euclidean")  # -split: one network per field
+# phase-amplitude-split: one network per field (the default of flow models); -joint: one network for both
+METHODS = ("phase-amplitude-split", "phase-amplitude-joint", "euclidean")
 CONTEXT_FRAMES = 3  # SPEC §7
 VAL_FRACTION = 0.25  # held-out trajectories: the reference sets and the forecasting cases
 COLUMNS = ["method", "sampler", "nfe", "spectrum_log_mse", "slope_difference", "vorticity_w1", "divergence_fake",
@@ -97,7 +98,7 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
     steps = budget.forecast_train_steps if context_frames else budget.train_steps
     config = RunConfig(
         model=flow_model_config(process_for(method, budget.steps), source.size, normalisation, budget.preset,
-                                context_frames=context_frames, networks="split" if method.endswith("-split") else "joint"),
+                                context_frames=context_frames, networks="joint" if method != "phase-amplitude-split" else "split"),
         data=DataConfig(source=data, image_size=source.size, channels=2, flip=False, seed=seed, val_fraction=VAL_FRACTION),
         training=TrainConfig(train_steps=steps, batch_size=budget.batch_size, lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
@@ -111,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--data", default=None, help="a flows folder (default: generate one for the budget)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["phase-amplitude", "euclidean"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["phase-amplitude-split", "euclidean"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "flows.json")

@@ -177,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--classes", action="store_true", help="class-conditional: each subfolder of --data is a class")
     train.add_argument("--class-dropout", type=unit_interval, default=0.1,
                        help="with --classes or --context-frames: share of labels / contexts dropped (for guidance)")
-    train.add_argument("--flow-networks", choices=("joint", "split"), default="joint",
-                       help="phase-amplitude flows: one network for direction and speed, or one per field conditioned on the other")
+    train.add_argument("--flow-networks", choices=("joint", "split"), default=None,
+                       help="phase-amplitude flows: one network per field, each conditioned on the other (split), or one "
+                       "network for both (joint) (default: split for phase-amplitude, joint for euclidean)")
     train.add_argument("--context-frames", type=non_negative_int, default=0,
                        help="flows: forecast the next frame from this many previous frames (3 in the paper; 0: unconditional)")
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")

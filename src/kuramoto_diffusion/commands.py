@@ -124,8 +124,10 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
         neighbourhood = args.neighbourhood if args.neighbourhood is not None else 4 if flows else 5
         if args.context_frames and not flows:
             raise UserError("--context-frames (forecasting) needs flow data: --data flows:PATH")
-        if args.flow_networks != "joint" and (not flows or process_name != "phase-amplitude"):
-            raise UserError("--flow-networks split is for phase-amplitude flow models (--data flows:PATH)")
+        if args.flow_networks is not None and not flows:
+            raise UserError("--flow-networks is for flow models (--data flows:PATH)")
+        if args.flow_networks == "split" and process_name != "phase-amplitude":
+            raise UserError("--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network")
         if flows:
             if args.classes:
                 raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")

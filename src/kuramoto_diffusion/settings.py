@@ -65,7 +65,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
     context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
-    flow_networks: str = "joint"  # phase-amplitude flows: one network for both fields, or "split": one per field
+    flow_networks: str = "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
 
     def __post_init__(self) -> None:
         if (self.unet is None) == (self.mlp is None):
@@ -169,17 +169,20 @@ def flow_model_config(
     normalisation: FlowNormalisation,
     preset: str = "small",
     context_frames: int = 0,
-    networks: str = "joint",
+    networks: str | None = None,
     **unet_overrides: Any,
 ) -> ModelConfig:
     """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process,
-    forecasting from ``context_frames`` previous frames if > 0; ``networks`` "split" gives each field its own
-    network conditioned on the other (phase-amplitude only; see ``ModelConfig.split_unet_configs``).
+    forecasting from ``context_frames`` previous frames if > 0. ``networks``: "split" gives each field its own
+    network conditioned on the other (phase-amplitude only; see ``ModelConfig.split_unet_configs``), "joint" one
+    network for both; None takes split for phase-amplitude (measured better, BENCHMARKS.md) and joint otherwise.
 
     The network pads circularly (the flow box is periodic). States are (phase, log speed) or (v_x, v_y)/std.
     """
     if process.kind not in ("phase-amplitude", "euclidean"):
         raise UserError(f"flows are modelled with the phase-amplitude or the euclidean process, not {process.kind!r}")
+    if networks is None:
+        networks = "split" if process.kind == "phase-amplitude" else "joint"
     width = 2 + periodic_channel_count(process, 2)
     condition_channels = context_frames * width + 1 if context_frames else 0
     unet = unet_config_from_preset(
