@@ -128,8 +128,7 @@ class KuramotoProcess(ForwardProcess):
     def coupling_field(self, theta: Tensor) -> Tensor:
         """C_i(θ) = Im(m_i e^{−iθ_i}): mean of sin(θ_j − θ_i) over i's neighbourhood."""
         self._check_shape(theta)
-        mean_cos, mean_sin = self.neighbourhood_mean(theta)
-        return mean_sin * torch.cos(theta) - mean_cos * torch.sin(theta)
+        return coupling_from_mean(theta, *self.neighbourhood_mean(theta))
 
     def direction(self, theta: Tensor) -> Tensor:
         """Δ(θ) = C(θ) + κ_ref · sin(ψ_ref − θ): the synchronising force per unit K."""
@@ -220,6 +219,11 @@ class KuramotoProcess(ForwardProcess):
         )
         fitted = KuramotoProcess(dataclasses.replace(self.config, prior_concentration=kappa))
         return fitted, report
+
+
+def coupling_from_mean(theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
+    """C = Im(m·e^{−iθ}) = Im(m)·cos θ − Re(m)·sin θ for the neighbourhood mean phasor m = (mean_cos, mean_sin)."""
+    return mean_sin * torch.cos(theta) - mean_cos * torch.sin(theta)
 
 
 def _kernel_weights(kernel: str, size: int) -> Tensor:

@@ -33,12 +33,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..circular import von_mises_log_prob, von_mises_sample, wrap, wrapped_normal_log_prob, wrapped_normal_score
+from ..circular import wrap
 from ..config import choice_check
 from ..errors import UserError
 from .base import ForwardProcess, ScoreFn, Step, resolve_config
 from .euclidean import EuclideanConfig, EuclideanVPProcess
-from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit
+from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
 from .schedules import REFERENCE_STEPS, SCHEDULE_SHAPES
 
 PHASE, AMPLITUDE = 0, 1  # state channels
@@ -143,8 +143,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
 
     def local_order(self, phase: Tensor) -> Tensor:
         """r = |m| ∈ [0, 1]: length of the neighbourhood mean of e^{iφ}, (B, 1, N, N)."""
-        mean_cos, mean_sin = self.phase.neighbourhood_mean(phase)
-        return torch.hypot(mean_cos, mean_sin)
+        return torch.hypot(*self.phase.neighbourhood_mean(phase))
 
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         self._check_shape(x)
@@ -153,9 +152,13 @@ class PhaseAmplitudeProcess(ForwardProcess):
         total = self.phase.coupling_strength(t, stride, like=phase)
         weighted = self._interval_sum("cumulative_weighted_coupling", t, stride, phase)
         weight = 2.0 * torch.sigmoid(amplitude)
-        phase_drift = ((total - weighted) + weighted * weight) * self.phase.coupling_field(phase) \
+        # One neighbourhood average serves both the coupling and the local order r = |m|.
+        mean_cos, mean_sin = self.phase.neighbourhood_mean(phase)
+        coupling = coupling_from_mean(phase, mean_cos, mean_sin)
+        phase_drift = ((total - weighted) + weighted * weight) * coupling \
             + total * cfg.ref_strength * torch.sin(cfg.ref_phase - phase)
-        amplitude_drift = self.amplitude.drift(amplitude + self.coherence_offset(phase), t, stride)
+        offset = cfg.coherence * torch.hypot(mean_cos, mean_sin)
+        amplitude_drift = self.amplitude.drift(amplitude + offset, t, stride)
         return torch.cat([phase_drift, amplitude_drift], dim=1)
 
     def coherence_offset(self, phase: Tensor) -> Tensor:
@@ -205,17 +208,19 @@ class PhaseAmplitudeProcess(ForwardProcess):
 
     # ----- kernel ------------------------------------------------------------------------
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """Per channel: the phase process's wrapped normal and the amplitude process's normal."""
         phase_scale, amplitude_scale = _split_scale(scale)
-        phase = wrapped_normal_log_prob(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale)
-        amplitude = -0.5 * ((x[:, AMPLITUDE:] - mean[:, AMPLITUDE:]) / amplitude_scale) ** 2 \
-            - torch.log(amplitude_scale) - 0.5 * math.log(2 * math.pi)
-        return torch.cat([phase, amplitude.expand_as(phase)], dim=1)
+        return torch.cat([
+            self.phase.kernel_log_prob(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale),
+            self.amplitude.kernel_log_prob(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
+        ], dim=1)
 
     def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         phase_scale, amplitude_scale = _split_scale(scale)
-        phase = wrapped_normal_score(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale)
-        amplitude = -(x[:, AMPLITUDE:] - mean[:, AMPLITUDE:]) / amplitude_scale**2
-        return torch.cat([phase, amplitude], dim=1)
+        return torch.cat([
+            self.phase.kernel_score(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale),
+            self.amplitude.kernel_score(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
+        ], dim=1)
 
     # ----- encoding, preconditioning, prior ------------------------------------------------
     def encode(self, data: Tensor) -> Tensor:
@@ -239,18 +244,15 @@ class PhaseAmplitudeProcess(ForwardProcess):
         shape = tuple(shape)
         if len(shape) != 4 or shape[1] != 2:
             raise UserError(f"phase–amplitude states have shape (batch, 2, height, width), got {shape}")
-        cfg = self.config
-        phase = von_mises_sample((shape[0], 1, *shape[2:]), cfg.ref_phase, cfg.prior_concentration,
-                                 generator=generator, dtype=dtype, device=device)
-        noise = torch.randn((shape[0], 1, *shape[2:]), generator=generator, dtype=dtype, device=device)
-        return torch.cat([phase, noise - cfg.coherence * self.local_order(phase)], dim=1)
+        channel_shape = (shape[0], 1, *shape[2:])
+        phase = self.phase.prior_sample(channel_shape, generator=generator, dtype=dtype, device=device)
+        noise = self.amplitude.prior_sample(channel_shape, generator=generator, dtype=dtype, device=device)
+        return torch.cat([phase, noise - self.coherence_offset(phase)], dim=1)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
-        cfg = self.config
         phase = x[:, PHASE:PHASE + 1]
-        offset = x[:, AMPLITUDE:] + cfg.coherence * self.local_order(phase)
-        amplitude = -0.5 * offset**2 - 0.5 * math.log(2 * math.pi)
-        return torch.cat([von_mises_log_prob(phase, cfg.ref_phase, cfg.prior_concentration), amplitude], dim=1)
+        amplitude = self.amplitude.prior_log_prob(x[:, AMPLITUDE:] + self.coherence_offset(phase))
+        return torch.cat([self.phase.prior_log_prob(phase), amplitude], dim=1)
 
     def order_phases(self, x: Tensor) -> Tensor:
         return x[:, PHASE:PHASE + 1]
