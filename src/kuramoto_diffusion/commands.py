@@ -562,6 +562,11 @@ def report_metrics(args: argparse.Namespace, metrics: dict[str, float], settings
     return payload
 
 
+def check_same_flow_size(fake_size: int, real_size: int) -> None:
+    if fake_size != real_size:
+        raise UserError(f"the generated fields are {fake_size} px and the real ones {real_size} px; compare flows of one size")
+
+
 def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
     """``evaluate --real flows:PATH``: energy spectrum, spectral slope, vorticity and divergence of generated
     velocity fields (--fake: a samples .npz or a flows folder; or --checkpoint: a flow model) against real ones."""
@@ -573,6 +578,7 @@ def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
         model = DiffusionModel.from_pretrained(args.checkpoint, device=resolve_device(args.device))
         if model.config.data_kind != "flow":
             raise UserError(f"{args.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
+        check_same_flow_size(model.config.image_size, real_source.size)
         result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed))
         fake, clipped = model.decode(result.states)
@@ -580,11 +586,16 @@ def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
         settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
     else:
         fake_source = open_flow_source(args.fake, split="all")
-        fake = torch.cat([fake_source.trajectory(i) for i in range(len(fake_source))])[: args.num]
+        check_same_flow_size(fake_source.size, real_source.size)
+        frames, count = [], 0
+        for index in range(len(fake_source)):  # only as many trajectories as --num frames need
+            frames.append(fake_source.trajectory(index))
+            count += frames[-1].shape[0]
+            if count >= args.num:
+                break
+        fake = torch.cat(frames)[: args.num]
         clipped = None
         settings.update(fake=args.fake)
-    if fake.shape[-1] != real_source.size:
-        raise UserError(f"the generated fields are {fake.shape[-1]} px and the real ones {real_source.size} px; compare flows of one size")
     real = real_source.sample_batch(args.num, torch.Generator().manual_seed(args.seed + 1))
     metrics = evaluate_flows(real, fake)
     if clipped is not None:

@@ -11,6 +11,7 @@ import torch
 
 from .config import choice_check
 from .data import BAD_IMAGE_POLICIES, is_angle_spec, is_flow_spec
+from .data.flows import velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
@@ -33,7 +34,7 @@ class FlowNormalisation:
     def measure(cls, velocity: "torch.Tensor", speed_epsilon: float = 1e-4) -> "FlowNormalisation":
         """The normalisation of a (B, 2, N, N) sample of training velocities."""
         velocity = velocity.to(torch.float64)
-        log_speed = torch.log(torch.hypot(velocity[:, 0], velocity[:, 1]) + speed_epsilon)
+        _, log_speed = velocity_to_phase_amplitude(velocity, speed_epsilon)
         return cls(
             log_speed_mean=float(log_speed.mean()), log_speed_std=float(log_speed.std()),
             velocity_std=float(velocity.square().mean().sqrt()), speed_epsilon=speed_epsilon,
