@@ -4,6 +4,8 @@
                             [--methods euclidean kuramoto-global kuramoto-local] [--seed 0]
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
+                            [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--draws D]
+                            [--sweeps sde:0 ode:50 ...]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
@@ -11,6 +13,12 @@ reverse SDE at NFE = T (and 50) and the ODE at NFE 10, 25, 50, and evaluates eve
 metric of ``kuramoto_diffusion.metrics`` (plus FID/KID with --inception-weights) against random
 crops of the held-out split. A "real" row compares two independent held-out sets of the same
 size: the metrics' own floor at that sample size.
+
+--objective, --window and --draws set the Kuramoto models' DSM objective (training/loss.py;
+the Euclidean model always trains on DDPM's ε-loss). With D draws per starting state the batch
+holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
+method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
+--sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T.
 
 Figures in --figures: metric against NFE per data set (one line per method and sampler), sample
 grids side by side (real first), and R(t) along the reverse SDE of the Kuramoto models beside
@@ -50,7 +58,6 @@ from kuramoto_diffusion.training import resolve_device
 from kuramoto_diffusion.viz import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
-PLOTTED = ("euclidean", "euclidean-clip", "kuramoto-global", "kuramoto-local")  # trained methods + the clipped sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,14 +103,34 @@ def real_sets(data: str, budget: Budget, seed: int) -> tuple[torch.Tensor, torch
     return first, second
 
 
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The Kuramoto models' DSM objective (the Euclidean model keeps DDPM's ε-loss)."""
+
+    name: str = "markov"
+    window: int = 0  # 0: the objective's default
+    draws: int = 1
+
+    def label(self, method: str) -> str:
+        if method == "euclidean" or self == Objective():
+            return method
+        window = f" h{self.window}" if self.window else ""
+        draws = f" d{self.draws}" if self.draws != 1 else ""
+        return f"{method}[{self.name}{window}{draws}]"
+
+
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
-          groups: int | None = None) -> tuple[DiffusionModel, float]:
+          groups: int | None = None, objective: Objective = Objective()) -> tuple[DiffusionModel, float]:
     source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
+    kuramoto = method != "euclidean"
+    draws = objective.draws if kuramoto else 1
     config = RunConfig(
         model=image_model_config(process_for(method, budget.steps), 1, budget.image_size, budget.preset,
                                  **({} if groups is None else {"groups": groups})),
         data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
-        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size, lr=budget.lr,
+        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
+                             objective=objective.name if kuramoto else "markov",
+                             window=objective.window if kuramoto else 0, lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
                              seed=seed),
@@ -142,7 +169,7 @@ def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> "object":
     chosen = [row for row in rows if row["data"] == data and row["method"] != "real"]
     floor = {m: row[m] for row in rows if row["data"] == data and row["method"] == "real" for m in metrics if m in row}
     for axis, metric in zip(axes[0], metrics):
-        for colour, method in enumerate(PLOTTED):
+        for colour, method in enumerate(dict.fromkeys(row["method"] for row in chosen)):
             for sampler, style in (("sde", "-o"), ("ode", "--s")):
                 points = sorted((r["nfe"], r[metric]) for r in chosen
                                 if r["method"] == method and r["sampler"] == sampler and metric in r)
@@ -208,6 +235,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
     parser.add_argument("--groups", type=int, default=None, help="GroupNorm groups of the UNet (default: the preset's)")
+    parser.add_argument("--objective", default="markov", help="the Kuramoto models' DSM objective")
+    parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
+    parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
+    parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -218,6 +249,9 @@ def main() -> None:
         merge_results(args.merge, args.figures)
         return
     budget = BUDGETS[args.budget]
+    if args.sweeps:
+        budget = dataclasses.replace(budget, sweeps=tuple((s.split(":")[0], int(s.split(":")[1])) for s in args.sweeps))
+    objective = Objective(args.objective, args.window, args.draws)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rows: list[dict] = []
@@ -225,6 +259,7 @@ def main() -> None:
 
     def save(complete: bool) -> None:
         payload = {"command": f"python bench/quality.py --budget {args.budget}", "complete": complete,
+                   "objective": dataclasses.asdict(objective),
                    "settings": dataclasses.asdict(budget), "seed": args.seed, "data": args.data,
                    "methods": args.methods, "rows": rows, "order_parameter": order_curves}
         write_json(args.out, payload, quiet=not complete)
@@ -239,10 +274,10 @@ def main() -> None:
         grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
-            trained, train_s = train(data, method, budget, args.seed, device, args.groups)
+            trained, train_s = train(data, method, budget, args.seed, device, args.groups, objective)
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
             # conventions exist in the literature, and at small budgets they differ a lot.
-            variants = [(method, trained)]
+            variants = [(objective.label(method), trained)]
             if method == "euclidean":
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
                 variants.append(("euclidean-clip", trained.with_process(clipped_process)))
@@ -255,7 +290,7 @@ def main() -> None:
                     print(f"{label} {name} {sampler} NFE {row['nfe']}: swd {row['swd_mean']:.2f} "
                           f"orientation {row['orientation_w1']:.3f} ({row['sample_s']:.0f} s)", flush=True)
             if trained.config.periodic:
-                curves[method] = reverse_order_parameter(trained, budget, args.seed + 2)
+                curves[objective.label(method)] = reverse_order_parameter(trained, budget, args.seed + 2)
             save(False)
         real_r = float(order_parameter(open_image_source(data, budget.image_size, channels=1, split="val")
                                        .sample_batch(16, torch.Generator().manual_seed(0)) * (0.9 * torch.pi))[0].mean())

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .data.images import BAD_IMAGE_POLICIES
 from .errors import UserError
-from .settings import NONFINITE_POLICIES, PRECISIONS
+from .settings import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun")
@@ -156,7 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
-    train.add_argument("--window", type=positive_int, default=10, help="DSM window h: strides uniform in 1…h fine steps (1 = the paper's loss)")
+    train.add_argument(
+        "--objective", choices=OBJECTIVES, default="markov",
+        help="DSM objective: markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
+             "(the linearised kernel: mean along the deterministic chain, variance linearised; window T starts every "
+             "example from the data), and either with ±z antithetic draw pairs (needs an even --draws)",
+    )
+    train.add_argument("--window", type=non_negative_int, default=0,
+                       help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
     train.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights used for sampling")

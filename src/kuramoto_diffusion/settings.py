@@ -247,6 +247,8 @@ class DataConfig:
 
 
 FORWARD_STATES = ("pool", "resimulate")
+# DSM objectives (training/loss.py): which kernel (merged-stride Euler or linearised flow) and whether draws are antithetic
+OBJECTIVES = ("markov", "antithetic", "flow", "flow-antithetic")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
 NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
 
@@ -261,7 +263,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
-    window: int = 10  # DSM window h: strides drawn uniformly from 1 … h (h = 1 is the paper's loss); see BENCHMARKS.md
+    objective: str = "markov"  # see OBJECTIVES and training/loss.py
+    window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     lr: float = 2e-4
@@ -282,10 +285,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
         choice_check("precision", self.precision, PRECISIONS)
-        for name in ("train_steps", "batch_size", "grad_accum", "draws", "window", "checkpoint_every", "log_every"):
+        choice_check("objective", self.objective, OBJECTIVES)
+        for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+        for name in ("window", "pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -294,6 +298,8 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.class_dropout <= 1.0:
             raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
+        if self.objective.endswith("antithetic") and self.draws % 2:
+            raise UserError(f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}")
         if self.forward_states not in FORWARD_STATES:
             raise UserError(f"unknown forward_states {self.forward_states!r}; valid values are {', '.join(FORWARD_STATES)}")
 

@@ -6,7 +6,14 @@ stride of ``stride`` steps merged into one, summing the schedule over the stride
     x_{t+stride} = project( x_t + drift(x_t, t, stride) + scale(t, stride) · z ),   z ~ N(0, I)
 
 so the transition kernel is a (wrapped) normal around ``transition_mean`` with
-``transition_scale``. Training, the samplers and the schedulers use only this
+``transition_scale``. For a process whose merged stride is only an Euler approximation
+(Kuramoto), ``linearised_kernel`` gives a better kernel across a window of h fine steps: the
+mean follows the deterministic chain and each element's variance its linearisation,
+
+    μ_{k+1} = project(μ_k + drift(μ_k, t+k)),   v_{k+1} = (1 + j_k)² · v_k + σ²_{t+k},   μ_0 = x_t, v_0 = 0
+
+with j_k = ∂drift_i/∂x_i at μ_k (``drift_derivative``, the diagonal of the drift's Jacobian): a
+Gaussian moment closure (linear-noise approximation), exact for h = 1 and for a linear drift. Training, the samplers and the schedulers use only this
 interface; Kuramoto (on the torus) and Euclidean VP (on ℝ) differ in ``project``,
 ``drift``, the kernel's score and the prior.
 
@@ -96,6 +103,30 @@ class ForwardProcess(ABC):
     @abstractmethod
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic displacement of one step (or a merged stride) from state x at step t."""
+
+    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
+        """∂drift_i/∂x_i of one fine step at state x (the diagonal of the drift's Jacobian), shaped like x.
+
+        Only processes whose strides are not exact need it (``linearised_kernel``)."""
+        raise UserError(f"the {type(self).__name__} has no linearised kernel: its strides are already exact")
+
+    def linearised_kernel(self, x: Tensor, t: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, variance) of the Gaussian moment closure across ``stride`` fine steps from step ``t``.
+
+        Per example: t and stride are long tensors of shape (B,); the window is walked one fine step
+        at a time (max(stride) steps for the batch, rows whose window has ended are held).
+        """
+        self._check_step(t, stride)
+        mean = x
+        variance = torch.zeros_like(x)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        for offset in range(int(stride.max())):
+            active = (stride > offset).reshape(shape)
+            step = torch.clamp(t + offset, max=self.steps - 1)  # held rows: any valid step, the result is discarded
+            growth = 1.0 + self.drift_derivative(mean, step)
+            variance = torch.where(active, growth**2 * variance + self.noise_variance(step, 1, like=x), variance)
+            mean = torch.where(active, self.project(mean + self.drift(mean, step)), mean)
+        return mean, variance
 
     def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic part of a reverse-SDE step from the later state x (at t + stride) to t.

@@ -135,6 +135,38 @@ class KuramotoProcess(ForwardProcess):
         cfg = self.config
         return self.coupling_field(theta) + cfg.ref_strength * torch.sin(cfg.ref_phase - theta)
 
+    def direction_derivative(self, theta: Tensor) -> Tensor:
+        """∂Δ_i/∂θ_i = −Re(m_i e^{−iθ_i}) + w_self − κ_ref · cos(ψ_ref − θ_i).
+
+        C_i = Σ_j w_ij sin(θ_j − θ_i) gives −Σ_{j≠i} w_ij cos(θ_j − θ_i); the neighbourhood mean m_i
+        includes i itself with weight w_self (1/N for global coupling, the kernel's centre tap for local),
+        whose cos(0) = 1 is added back.
+        """
+        self._check_shape(theta)
+        cfg = self.config
+        mean_cos, mean_sin = self.neighbourhood_mean(theta)
+        along = mean_cos * torch.cos(theta) + mean_sin * torch.sin(theta)  # Re(m e^{−iθ})
+        return -along + self.self_weight(theta) - cfg.ref_strength * torch.cos(cfg.ref_phase - theta)
+
+    def self_weight(self, theta: Tensor) -> Tensor | float:
+        """The weight of each element in its own neighbourhood mean: 1/N for global coupling; for local
+        coupling the kernel's centre tap, plus the taps that reflect padding maps back onto the element
+        (next to a border), as a (height, width) tensor."""
+        if self.config.coupling == "global":
+            return 1.0 / theta[0].numel()
+        height, width = theta.shape[-2:]
+        rows, columns = (self._self_weight_1d(n).to(device=theta.device, dtype=theta.dtype) for n in (height, width))
+        return rows[:, None] * columns[None, :]
+
+    def _self_weight_1d(self, length: int) -> Tensor:
+        """Diagonal of the padded 1-D averaging operator on ``length`` samples (float64)."""
+        size = self.config.neighbourhood
+        before, after = (size - 1) // 2, size // 2
+        unit = torch.eye(length, dtype=torch.float64).reshape(length, 1, length)  # one impulse per row
+        padded = F.pad(unit, (before, after), mode=self.config.padding) if size > 1 else unit
+        response = F.conv1d(padded, self._kernel_1d.view(1, 1, size))  # response[k, 0, i]: weight of sample k at i
+        return response[:, 0, :].diagonal()
+
     def _check_shape(self, theta: Tensor) -> None:
         if self.config.coupling == "local" and theta.dim() != 4:
             raise UserError(
@@ -152,6 +184,9 @@ class KuramotoProcess(ForwardProcess):
 
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return self.coupling_strength(t, stride, like=x) * self.direction(x)
+
+    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
+        return self.coupling_strength(t, 1, like=x) * self.direction_derivative(x)
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         return wrapped_normal_log_prob(x, mean, scale)

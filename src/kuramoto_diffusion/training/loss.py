@@ -15,6 +15,19 @@ target is the marginal score at s + h, which is what the samplers need.
   the paper's loss; larger h merges K and σ² over h fine steps, biased O(h)).
 * Euclidean VP: strides are exact, so s = 0, x_0 is the data and h is uniform in 1 … T:
   the target c·s* is the noise ε and the loss is DDPM's usual ε-prediction.
+
+The objective (``settings.OBJECTIVES``) says which kernel and which draws:
+
+* ``markov``: the merged-stride kernel above (Euler across the window; exact for h = 1).
+* ``flow``: ``ForwardProcess.linearised_kernel`` across the window: the mean follows the
+  deterministic chain step by step and each element's variance its linearisation. Its bias is
+  small enough that the window can be the whole horizon: with window = T every example starts
+  from the data at s = 0 with h uniform in 1 … T, as in DDPM, and no chain pool is needed.
+  Its target is anchored at the data, so its useful part is not a fraction ≈ h·σ²/Σσ² of a
+  unit-variance noise as the Markov target's is (SPEC §3, §11).
+* ``…-antithetic`` (``antithetic`` is ``markov`` with it): the draws of each starting state come
+  in pairs z, −z. Unbiased; for a symmetric kernel the part of the gradient that is linear in z,
+  the O(1/σ) noise of the target, cancels within each pair. Needs an even number of draws.
 """
 
 from __future__ import annotations
@@ -22,21 +35,74 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..processes import ForwardProcess
 from ..nets.score import ScoreNetwork
 
+DEFAULT_MARKOV_WINDOW = 10  # measured on the 2-torus benchmark at T = 1000 (BENCHMARKS.md)
+
+
+def uses_linearised_kernel(objective: str) -> bool:
+    return objective.startswith("flow")
+
+
+def uses_antithetic_draws(objective: str) -> bool:
+    return objective.endswith("antithetic")
+
+
+def resolve_window(objective: str, window: int, process: ForwardProcess) -> int:
+    """The DSM window h in fine steps: ``window``, or with 0 the objective's default (markov: 10, flow: T).
+
+    Raises a UserError for a window longer than the process, or an objective the process cannot use.
+    """
+    if uses_linearised_kernel(objective) and process.closed_form_marginal:
+        raise UserError(
+            f"objective {objective!r} linearises the kernel across a window, but the {type(process).__name__}'s strides "
+            "are already exact; use objective 'markov' or 'antithetic'"
+        )
+    if window > process.steps:
+        raise UserError(f"the DSM window {window} is longer than the process's T = {process.steps}; use at most {process.steps}")
+    if window:
+        return window
+    return process.steps if uses_linearised_kernel(objective) else min(DEFAULT_MARKOV_WINDOW, process.steps)
+
+
+def kernel_noise(
+    shape: tuple[int, ...], draws: int, antithetic: bool, generator: torch.Generator | None, device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The standard normal z of every kernel draw, rows ordered (state 0: draws 0 … d−1, state 1: …).
+
+    ``shape`` is (starting states × draws, …). With ``antithetic`` the second half of each state's
+    draws is the negated first half.
+    """
+    if not antithetic:
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if draws % 2:
+        raise UserError(f"antithetic draws come in ±z pairs: the number of draws must be even, got {draws}")
+    states = shape[0] // draws
+    half = torch.randn((states, draws // 2, *shape[1:]), generator=generator, dtype=dtype, device=device)
+    return torch.cat([half, -half], dim=1).reshape(shape)
+
 
 def kernel_draw(
-    process: ForwardProcess, x_start: Tensor, t_start: Tensor, stride: Tensor, noise: Tensor
+    process: ForwardProcess, x_start: Tensor, t_start: Tensor, stride: Tensor, noise: Tensor, *,
+    linearised: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DSM example per row: (x', the target s* = ∂/∂x' log p(x' | x_s), the kernel scale σ).
 
-    Always computed in the states' own precision, also inside an autocast region: the coupling's
-    convolution and the wrapped-normal score lose their accuracy at small σ in bfloat16/float16.
+    ``linearised``: the kernel of ``ForwardProcess.linearised_kernel`` (σ per element) instead of
+    the merged stride (σ per example). Always computed in the states' own precision, also inside an
+    autocast region: the coupling's convolution and the wrapped-normal score lose their accuracy at
+    small σ in bfloat16/float16.
     """
     with torch.autocast(device_type=x_start.device.type, enabled=False):
-        mean = process.transition_mean(x_start, t_start, stride)
-        scale = process.transition_scale(t_start, stride, like=x_start)
+        if linearised:
+            mean, variance = process.linearised_kernel(x_start, t_start, stride)
+            scale = variance.sqrt()
+        else:
+            mean = process.transition_mean(x_start, t_start, stride)
+            scale = process.transition_scale(t_start, stride, like=x_start)
         x_next = process.project(mean + scale * noise)
         return x_next, process.kernel_score(x_next, mean, scale), scale
 
@@ -54,6 +120,7 @@ def score_matching_loss(
     class_labels: Tensor | None = None,
     noise: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None,
+    objective: str = "markov",
 ) -> Tensor:
     """Mean weighted DSM loss over ``draws`` kernel samples per starting state (a scalar tensor).
 
@@ -67,8 +134,10 @@ def score_matching_loss(
         condition = condition.repeat_interleave(draws, 0) if condition is not None else None
         class_labels = class_labels.repeat_interleave(draws, 0) if class_labels is not None else None
     if noise is None:
-        noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype, device=x_start.device)
-    x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise)
+        noise = kernel_noise(tuple(x_start.shape), draws, uses_antithetic_draws(objective), generator,
+                             x_start.device, x_start.dtype)
+    x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise,
+                                        linearised=uses_linearised_kernel(objective))
     t_query = t_start + stride
     c = process.output_scale(t_query, like=x_next)
     device_type = x_next.device.type

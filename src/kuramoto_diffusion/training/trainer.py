@@ -41,7 +41,7 @@ from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, 
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
-from .loss import score_matching_loss
+from .loss import kernel_noise, resolve_window, score_matching_loss, uses_antithetic_draws, uses_linearised_kernel
 
 
 class BatchSource(Protocol):
@@ -117,6 +117,7 @@ class Trainer:
         seed = self.train_config.seed
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
         self.model = DiffusionModel(run_config.model, run_config=run_config).to(self.device)
+        self.window = resolve_window(self.train_config.objective, self.train_config.window, self.process)
         self.ema_network = copy.deepcopy(self.model.network).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.network.parameters(), lr=self.train_config.lr, weight_decay=self.train_config.weight_decay
@@ -231,8 +232,16 @@ class Trainer:
         """Chains in the pool: the configured number, or ``default_pool_size``."""
         return self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
 
+    @property
+    def anchored_at_data(self) -> bool:
+        """Every DSM example starts from the data at s = 0 (no chains): exact strides (VP), or the flow kernel
+        across the whole horizon."""
+        return self.process.closed_form_marginal or (
+            uses_linearised_kernel(self.train_config.objective) and self.window >= self.process.steps
+        )
+
     def _make_pool(self) -> None:
-        if self.process.closed_form_marginal or self.train_config.forward_states != "pool":
+        if self.anchored_at_data or self.train_config.forward_states != "pool":
             return
         self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator)
 
@@ -278,8 +287,8 @@ class Trainer:
         """(x_s, s, stride, conditions or None) for one batch of DSM examples (see ``loss.py``)."""
         batch = self.train_config.batch_size
         steps = self.process.steps
-        if self.process.closed_form_marginal:
-            # Exact strides from the data: DDPM's ε-prediction with t uniform in 1 … T.
+        if self.anchored_at_data:
+            # From the data with t uniform in 1 … T: DDPM's ε-prediction for exact strides, or the flow kernel.
             x0, labels = self.encoded_batch(batch, self.own_rows())
             stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
             return x0, torch.zeros_like(stride), stride, labels
@@ -291,7 +300,7 @@ class Trainer:
             x0, labels = self.encoded_batch(batch, self.own_rows())
             x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
         # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
-        room = torch.clamp(steps - t_start, max=self.train_config.window)
+        room = torch.clamp(steps - t_start, max=self.window)
         uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
         stride = 1 + (uniform * room).long()
         return x_start, t_start, stride, labels
@@ -323,8 +332,8 @@ class Trainer:
         x_start, t_start, stride, conditions = self.starting_states()
         conditions = self.drop_conditions(conditions)
         context, labels = (conditions, None) if self.config.model.context_frames else (None, conditions)
-        noise = torch.randn((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), generator=self.noise_generator,
-                            dtype=x_start.dtype, device=x_start.device)
+        noise = kernel_noise((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), cfg.draws,
+                             uses_antithetic_draws(cfg.objective), self.noise_generator, x_start.device, x_start.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         pieces = self.context.micro_batches(cfg.batch_size, cfg.grad_accum)
         share_sum = torch.zeros((), device=self.device)
@@ -335,7 +344,7 @@ class Trainer:
                     self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
                     class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
                     condition=None if context is None else context[rows],
-                    autocast_dtype=self.autocast_dtype,
+                    autocast_dtype=self.autocast_dtype, objective=cfg.objective,
                 )
                 share = (rows.stop - rows.start) / cfg.batch_size
                 # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
@@ -461,7 +470,7 @@ class Trainer:
     def checkpoint_bytes(self) -> int:
         """Estimated size of one checkpoint: weights, EMA, two AdamW moments and the chain pool."""
         weights = sum(p.numel() * p.element_size() for p in self.model.network.state_dict().values())
-        pool = 0 if self.process.closed_form_marginal else self.pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        pool = 0 if self.anchored_at_data else self.pool_size * math.prod(self.config.model.state_shape(1)) * 4
         return 4 * weights + pool
 
     def save_checkpoint(self) -> Path:
