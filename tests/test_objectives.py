@@ -211,3 +211,44 @@ def test_flow_target_is_noise_free_for_a_single_data_point(tmp_path):
 
     flow, markov = final_loss("flow"), final_loss("markov")
     assert math.isfinite(flow) and flow < 0.3 * markov, (flow, markov)
+
+
+def test_phase_amplitude_drift_derivative_is_the_autograd_diagonal():
+    from kuramoto_diffusion.processes import PhaseAmplitudeProcess
+
+    process = PhaseAmplitudeProcess(steps=100)
+    x = torch.cat([random_phases((1, 1, 6, 6)), torch.randn(1, 1, 6, 6, dtype=torch.float64)], dim=1)
+    for t in (3, 60):  # inside and after the amplitude-weighted first T/6 steps
+        jacobian = torch.autograd.functional.jacobian(lambda y: process.drift(y, t), x).reshape(72, 72)
+        assert torch.allclose(process.drift_derivative(x, t).flatten(), jacobian.diagonal(), atol=1e-14)
+
+
+def test_linearised_kernel_of_a_linear_drift_is_the_exact_stride():
+    # The VP drift is linear: the recursion must reproduce its exact strides (mean a·x, variance 1 − ᾱ).
+    process = EuclideanVPProcess(steps=100)
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    t, stride = torch.tensor([0, 10, 50]), torch.tensor([5, 40, 50])
+    mean, variance = process.linearised_kernel(x, t, stride)
+    assert torch.allclose(mean, process.transition_mean(x, t, stride), atol=1e-13)
+    assert torch.allclose(variance, process.noise_variance(t, stride, like=x).expand_as(x), atol=1e-13)
+
+
+def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
+    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
+    from kuramoto_diffusion.settings import FlowNormalisation, flow_model_config
+
+    class Flows:
+        def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+            return torch.randn((batch_size, 2, 8, 8), generator=generator)
+
+    for objective in ("flow", "flow-antithetic"):
+        config = RunConfig(
+            model=flow_model_config(PhaseAmplitudeConfig(steps=12), 8, FlowNormalisation(), "tiny"),
+            training=TrainConfig(train_steps=2, batch_size=4, draws=2, objective=objective, checkpoint_every=10,
+                                 sample_every=0, warmup_steps=0, fit_prior=False),
+        )
+        trainer = Trainer(config, Flows(), tmp_path / objective)
+        trainer.start()
+        assert trainer.anchored_at_data
+        losses = [trainer.train_step() for _ in range(2)]
+        assert all(loss is not None and math.isfinite(loss) for loss in losses)

@@ -107,8 +107,8 @@ class ForwardProcess(ABC):
     def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
         """∂drift_i/∂x_i of one fine step at state x (the diagonal of the drift's Jacobian), shaped like x.
 
-        Only processes whose strides are not exact need it (``linearised_kernel``)."""
-        raise UserError(f"the {type(self).__name__} has no linearised kernel: its strides are already exact")
+        Used by ``linearised_kernel``."""
+        raise UserError(f"the {type(self).__name__} has no linearised kernel")
 
     def linearised_kernel(self, x: Tensor, t: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, variance) of the Gaussian moment closure across ``stride`` fine steps from step ``t``.

@@ -65,6 +65,10 @@ class EuclideanVPProcess(ForwardProcess):
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return torch.expm1(self.log_signal(t, stride, like=x)) * x
 
+    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
+        # The drift is linear, so the linearised kernel is the exact stride (the tests use this).
+        return torch.expm1(self.log_signal(t, 1, like=x)).expand_as(x)
+
     def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
         # DDPM's ancestral form (x + v·s)/a inverts the mean map x ↦ a·x exactly; Euler's
         # (2 − a)·x + v·s is first order in β·dt and visibly biased at T = 100 or with strides.

@@ -136,17 +136,19 @@ class KuramotoProcess(ForwardProcess):
         return self.coupling_field(theta) + cfg.ref_strength * torch.sin(cfg.ref_phase - theta)
 
     def direction_derivative(self, theta: Tensor) -> Tensor:
-        """∂Δ_i/∂θ_i = −Re(m_i e^{−iθ_i}) + w_self − κ_ref · cos(ψ_ref − θ_i).
-
-        C_i = Σ_j w_ij sin(θ_j − θ_i) gives −Σ_{j≠i} w_ij cos(θ_j − θ_i); the neighbourhood mean m_i
-        includes i itself with weight w_self (1/N for global coupling, the kernel's centre tap for local),
-        whose cos(0) = 1 is added back.
-        """
+        """∂Δ_i/∂θ_i = ∂C_i/∂θ_i − κ_ref · cos(ψ_ref − θ_i) (see ``coupling_derivative``)."""
         self._check_shape(theta)
         cfg = self.config
-        mean_cos, mean_sin = self.neighbourhood_mean(theta)
-        along = mean_cos * torch.cos(theta) + mean_sin * torch.sin(theta)  # Re(m e^{−iθ})
-        return -along + self.self_weight(theta) - cfg.ref_strength * torch.cos(cfg.ref_phase - theta)
+        coupling = self.coupling_derivative(theta, *self.neighbourhood_mean(theta))
+        return coupling - cfg.ref_strength * torch.cos(cfg.ref_phase - theta)
+
+    def coupling_derivative(self, theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
+        """∂C_i/∂θ_i = −Re(m_i e^{−iθ_i}) + w_self, for the neighbourhood mean phasor m = (mean_cos, mean_sin).
+
+        C_i = Σ_j w_ij sin(θ_j − θ_i) gives −Σ_{j≠i} w_ij cos(θ_j − θ_i); m_i includes i itself with
+        weight w_self (``self_weight``), whose cos(0) = 1 is added back.
+        """
+        return -(mean_cos * torch.cos(theta) + mean_sin * torch.sin(theta)) + self.self_weight(theta)
 
     def self_weight(self, theta: Tensor) -> Tensor | float:
         """The weight of each element in its own neighbourhood mean: 1/N for global coupling; for local

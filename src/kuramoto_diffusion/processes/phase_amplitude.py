@@ -161,6 +161,19 @@ class PhaseAmplitudeProcess(ForwardProcess):
         amplitude_drift = self.amplitude.drift(amplitude + offset, t, stride)
         return torch.cat([phase_drift, amplitude_drift], dim=1)
 
+    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
+        """Diagonal of the drift's Jacobian: per phase, the amplitude-weighted coupling's and the reference
+        pull's derivative; per amplitude, the VP factor √α − 1 (the coherence term depends on φ only)."""
+        self._check_shape(x)
+        phase, amplitude = x[:, PHASE:PHASE + 1], x[:, AMPLITUDE:]
+        cfg = self.config
+        total = self.phase.coupling_strength(t, 1, like=phase)
+        weighted = self._interval_sum("cumulative_weighted_coupling", t, 1, phase)
+        strength = (total - weighted) + weighted * 2.0 * torch.sigmoid(amplitude)
+        coupling = self.phase.coupling_derivative(phase, *self.phase.neighbourhood_mean(phase))
+        phase_derivative = strength * coupling - total * cfg.ref_strength * torch.cos(cfg.ref_phase - phase)
+        return torch.cat([phase_derivative, self.amplitude.drift_derivative(amplitude, t)], dim=1)
+
     def coherence_offset(self, phase: Tensor) -> Tensor:
         """λ·r(φ): the shift b = a + λr that makes the amplitude step a plain VP step."""
         return self.config.coherence * self.local_order(phase)
