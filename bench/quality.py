@@ -4,7 +4,7 @@
                             [--methods euclidean kuramoto-global kuramoto-local] [--seed 0]
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
-                            [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--draws D]
+                            [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--anchor A] [--draws D]
                             [--sweeps sde:0 ode:50 ...]
 
 For every data set, trains each method with the same UNet, the same number of training
@@ -14,7 +14,7 @@ metric of ``kuramoto_diffusion.metrics`` (plus FID/KID with --inception-weights)
 crops of the held-out split. A "real" row compares two independent held-out sets of the same
 size: the metrics' own floor at that sample size.
 
---objective, --window and --draws set the Kuramoto models' DSM objective (training/loss.py;
+--objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/loss.py;
 the Euclidean model always trains on DDPM's ε-loss). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
 method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
@@ -110,13 +110,15 @@ class Objective:
     name: str = "markov"
     window: int = 0  # 0: the objective's default
     draws: int = 1
+    anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
 
     def label(self, method: str) -> str:
         if method == "euclidean" or self == Objective():
             return method
         window = f" h{self.window}" if self.window else ""
         draws = f" d{self.draws}" if self.draws != 1 else ""
-        return f"{method}[{self.name}{window}{draws}]"
+        anchor = f" a{self.anchor}" if self.anchor else ""
+        return f"{method}[{self.name}{window}{anchor}{draws}]"
 
 
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
@@ -130,7 +132,8 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
         data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
         training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
                              objective=objective.name if kuramoto else "markov",
-                             window=objective.window if kuramoto else 0, lr=budget.lr,
+                             window=objective.window if kuramoto else 0, anchor=objective.anchor if kuramoto else 0,
+                             lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
                              seed=seed),
@@ -238,6 +241,7 @@ def main() -> None:
     parser.add_argument("--objective", default="markov", help="the Kuramoto models' DSM objective")
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
+    parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
     parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
@@ -251,7 +255,7 @@ def main() -> None:
     budget = BUDGETS[args.budget]
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=tuple((s.split(":")[0], int(s.split(":")[1])) for s in args.sweeps))
-    objective = Objective(args.objective, args.window, args.draws)
+    objective = Objective(args.objective, args.window, args.draws, args.anchor)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rows: list[dict] = []

@@ -265,6 +265,7 @@ class TrainConfig:
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     objective: str = "markov"  # see OBJECTIVES and training/loss.py
     window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
+    anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     lr: float = 2e-4
@@ -289,7 +290,7 @@ class TrainConfig:
         for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("window", "pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+        for name in ("window", "anchor", "pool_size", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:

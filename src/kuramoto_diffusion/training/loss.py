@@ -67,6 +67,19 @@ def resolve_window(objective: str, window: int, process: ForwardProcess) -> int:
     return process.steps if uses_linearised_kernel(objective) else min(DEFAULT_MARKOV_WINDOW, process.steps)
 
 
+def resolve_anchor(objective: str, anchor: int, window: int, process: ForwardProcess) -> int:
+    """The anchor horizon: queries at t ≤ anchor start from the data (s = 0, stride t) with the linearised
+    kernel, whatever the objective (it is accurate from the data over strides where the chain is still close
+    to linear, and exact for one step); later queries come from the chain with the objective's kernel. A flow
+    objective with a window of T anchors every query. Raises a UserError for an anchor longer than T.
+    """
+    if anchor > process.steps:
+        raise UserError(f"the anchor horizon {anchor} is longer than the process's T = {process.steps}; use at most {process.steps}")
+    if uses_linearised_kernel(objective) and window >= process.steps:
+        return process.steps
+    return anchor
+
+
 def kernel_noise(
     shape: tuple[int, ...], draws: int, antithetic: bool, generator: torch.Generator | None, device: torch.device,
     dtype: torch.dtype = torch.float32,
@@ -87,22 +100,27 @@ def kernel_noise(
 
 def kernel_draw(
     process: ForwardProcess, x_start: Tensor, t_start: Tensor, stride: Tensor, noise: Tensor, *,
-    linearised: bool = False,
+    linearised: bool | Tensor = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DSM example per row: (x', the target s* = ∂/∂x' log p(x' | x_s), the kernel scale σ).
 
     ``linearised``: the kernel of ``ForwardProcess.linearised_kernel`` (σ per element) instead of
-    the merged stride (σ per example). Always computed in the states' own precision, also inside an
+    the merged stride (σ per example), for every row or for the rows of a boolean mask. Always computed in the states' own precision, also inside an
     autocast region: the coupling's convolution and the wrapped-normal score lose their accuracy at
     small σ in bfloat16/float16.
     """
     with torch.autocast(device_type=x_start.device.type, enabled=False):
-        if linearised:
+        if isinstance(linearised, bool) and linearised:
             mean, variance = process.linearised_kernel(x_start, t_start, stride)
             scale = variance.sqrt()
         else:
             mean = process.transition_mean(x_start, t_start, stride)
             scale = process.transition_scale(t_start, stride, like=x_start)
+            if isinstance(linearised, Tensor) and linearised.any():
+                rows = linearised.nonzero().squeeze(1)
+                row_mean, row_variance = process.linearised_kernel(x_start[rows], t_start[rows], stride[rows])
+                mean, scale = mean.clone(), scale.expand_as(x_start).clone()
+                mean[rows], scale[rows] = row_mean, row_variance.sqrt()
         x_next = process.project(mean + scale * noise)
         return x_next, process.kernel_score(x_next, mean, scale), scale
 
@@ -121,8 +139,12 @@ def score_matching_loss(
     noise: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None,
     objective: str = "markov",
+    linearise_from_data: bool = False,
 ) -> Tensor:
     """Mean weighted DSM loss over ``draws`` kernel samples per starting state (a scalar tensor).
+
+    ``linearise_from_data``: rows that start from the data (s = 0) use the linearised kernel whatever the
+    objective (the anchored early queries of a Markov objective; see ``resolve_anchor``).
 
     ``noise`` (the standard normal z of each kernel draw, shaped like the repeated starting states)
     is drawn with ``generator`` unless given: data-parallel training draws it for the whole batch.
@@ -136,8 +158,8 @@ def score_matching_loss(
     if noise is None:
         noise = kernel_noise(tuple(x_start.shape), draws, uses_antithetic_draws(objective), generator,
                              x_start.device, x_start.dtype)
-    x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise,
-                                        linearised=uses_linearised_kernel(objective))
+    linearised: bool | Tensor = uses_linearised_kernel(objective) or (linearise_from_data and t_start == 0)
+    x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise, linearised=linearised)
     t_query = t_start + stride
     c = process.output_scale(t_query, like=x_next)
     device_type = x_next.device.type

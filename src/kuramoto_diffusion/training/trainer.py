@@ -41,7 +41,7 @@ from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, 
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
-from .loss import kernel_noise, resolve_window, score_matching_loss, uses_antithetic_draws, uses_linearised_kernel
+from .loss import kernel_noise, resolve_anchor, resolve_window, score_matching_loss, uses_antithetic_draws, uses_linearised_kernel
 
 
 class BatchSource(Protocol):
@@ -118,6 +118,7 @@ class Trainer:
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
         self.model = DiffusionModel(run_config.model, run_config=run_config).to(self.device)
         self.window = resolve_window(self.train_config.objective, self.train_config.window, self.process)
+        self.anchor = resolve_anchor(self.train_config.objective, self.train_config.anchor, self.window, self.process)
         self.ema_network = copy.deepcopy(self.model.network).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.network.parameters(), lr=self.train_config.lr, weight_decay=self.train_config.weight_decay
@@ -236,9 +237,7 @@ class Trainer:
     def anchored_at_data(self) -> bool:
         """Every DSM example starts from the data at s = 0 (no chains): exact strides (VP), or the flow kernel
         across the whole horizon."""
-        return self.process.closed_form_marginal or (
-            uses_linearised_kernel(self.train_config.objective) and self.window >= self.process.steps
-        )
+        return self.process.closed_form_marginal or self.anchor >= self.process.steps
 
     def _make_pool(self) -> None:
         if self.anchored_at_data or self.train_config.forward_states != "pool":
@@ -303,6 +302,28 @@ class Trainer:
         room = torch.clamp(steps - t_start, max=self.window)
         uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
         stride = 1 + (uniform * room).long()
+        if self.anchor:
+            x_start, t_start, stride, labels = self._anchor_early_queries(x_start, t_start, stride, labels)
+        return x_start, t_start, stride, labels
+
+    def _anchor_early_queries(
+        self, x_start: Tensor, t_start: Tensor, stride: Tensor, labels: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Rows whose query step s + stride is at most the anchor start from fresh data at s = 0 instead, with the
+        same query step: their linearised kernel is then anchored at the data, as DDPM's are."""
+        query = t_start + stride
+        early = query <= self.anchor
+        count = int(early.sum())
+        if not count:
+            return x_start, t_start, stride, labels
+        fresh, fresh_labels = self.encoded_batch(count)
+        x_start, t_start, stride = x_start.clone(), t_start.clone(), stride.clone()
+        x_start[early] = fresh.to(x_start)
+        t_start[early] = 0
+        stride[early] = query[early]
+        if labels is not None and fresh_labels is not None:
+            labels = labels.clone()
+            labels[early] = fresh_labels.to(labels)
         return x_start, t_start, stride, labels
 
     def drop_conditions(self, conditions: Tensor | None) -> Tensor | None:
@@ -344,7 +365,7 @@ class Trainer:
                     self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
                     class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
                     condition=None if context is None else context[rows],
-                    autocast_dtype=self.autocast_dtype, objective=cfg.objective,
+                    autocast_dtype=self.autocast_dtype, objective=cfg.objective, linearise_from_data=self.anchor > 0,
                 )
                 share = (rows.stop - rows.start) / cfg.batch_size
                 # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
