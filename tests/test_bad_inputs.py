@@ -314,6 +314,8 @@ CASES = [
          _train("good", "--objective", "flow", "--process", "euclidean"), "error", "strides are already exact"),
     Case("antithetic-odd-draws", "train", "--objective antithetic with one draw", _train("good", "--objective", "antithetic"),
          "error", "draws must be even"),
+    Case("anchor-longer-than-T", "train", "--anchor 200 with T = 100", _train("good", "--anchor", "200"),
+         "error", "anchor horizon 200 is longer"),
     Case("window-longer-than-T", "train", "--window 200 with T = 100", _train("good", "--window", "200"),
          "error", "longer than the process's T = 100"),
     Case("neighbourhood-too-large", "train", "--neighbourhood 40 on 16-px images", _train("good", "--neighbourhood", "40"),

@@ -252,3 +252,49 @@ def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
         assert trainer.anchored_at_data
         losses = [trainer.train_step() for _ in range(2)]
         assert all(loss is not None and math.isfinite(loss) for loss in losses)
+
+
+def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), batch_size=64, anchor=6),
+                      FixedImages(), tmp_path / "run")
+    trainer.start()
+    assert trainer.pool is not None and trainer.anchor == 6
+    images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
+    seen_early = seen_late = 0
+    for _ in range(5):
+        x_start, t_start, stride, _ = trainer.starting_states()
+        query = t_start + stride
+        assert bool((query <= 20).all()) and bool((stride >= 1).all())
+        early = query <= 6
+        assert bool((t_start[early] == 0).all()) and bool((stride[early] == query[early]).all())
+        assert all(tuple(row) in images for row in x_start[early].flatten(1).tolist())
+        assert bool((stride[~early] <= 10).all())  # the Markov window for the later queries
+        seen_early += int(early.sum())
+        seen_late += int((~early & (t_start > 0)).sum())
+    assert seen_early > 0 and seen_late > 0
+
+
+def test_rows_from_the_data_use_the_linearised_kernel_when_anchored():
+    process = KuramotoProcess(coupling="local", neighbourhood=3)
+    x = random_phases((4, 1, 6, 6))
+    t, stride = torch.tensor([0, 30, 0, 55]), torch.tensor([20, 4, 9, 3])
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    from kuramoto_diffusion.training.loss import kernel_draw
+
+    mixed = kernel_draw(process, x, t, stride, noise, linearised=t == 0)
+    linear = kernel_draw(process, x, t, stride, noise, linearised=True)
+    euler = kernel_draw(process, x, t, stride, noise, linearised=False)
+    for got, want_rows in ((mixed, {0: linear, 2: linear, 1: euler, 3: euler}),):
+        for row, want in want_rows.items():
+            for a, b in zip(got, want):
+                assert torch.allclose(a[row], b[row].expand_as(a[row]), atol=1e-14)
+    assert not torch.allclose(linear[0][0], euler[0][0])  # the two kernels differ over 20 steps
+
+
+def test_anchor_longer_than_the_process_is_refused():
+    from kuramoto_diffusion.training.loss import resolve_anchor
+
+    with pytest.raises(UserError, match="anchor horizon 30 is longer than the process's T = 20"):
+        resolve_anchor("markov", 30, 10, KuramotoProcess(steps=20))
+    assert resolve_anchor("flow", 0, 20, KuramotoProcess(steps=20)) == 20  # a window of T anchors everything
+    assert resolve_anchor("markov", 5, 10, KuramotoProcess(steps=20)) == 5

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--window", type=non_negative_int, default=0,
                        help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow)")
+    train.add_argument("--anchor", type=non_negative_int, default=0,
+                       help="queries at t ≤ this start from the data with the linearised kernel, later ones from the chain (0: none)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
     train.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights used for sampling")
