@@ -22,8 +22,9 @@ truth  Against the exact marginal of the discrete chain (``metrics.chain_margina
          through ``sampling.reverse_sweep`` with a score function from ``ChainMarginal.score_at``, started
          from the von Mises prior (κ fitted exactly to the grid's p_T) and from exact samples of p_T (the data
          pushed through the forward chain): the method's own floor, beside the histogram floor;
-       - one Kuramoto-global model per objective: markov, antithetic, flow, flow-antithetic (window 0 = the
-         objective's default: markov 10, flow T) and flow with window 20; the antithetic objectives draw ±z
+       - one Kuramoto-global model per objective (``TRUTH_MODELS``): markov (window 10, 5, 1), antithetic,
+         flow, flow-antithetic (window 0 = the objective's default: markov 10, flow T), flow with window 20,
+         and markov with windows 10 and 5 anchored at the data for t ≤ T/4; the antithetic objectives draw ±z
          pairs (draws = 2) from half the batch, so every model sees batch_size network examples per step.
          Per t: the learned score's p_t-weighted relative L2 error against the grid score,
          sqrt(Σ w |s_θ − s|² / Σ w |s|²), and the least-squares slope through the origin of learned on true
@@ -110,8 +111,10 @@ MAIN_COLUMNS = ["density", "process", "T", "sampler", "nfe", "kl", "kl_floor", "
                 "train_s", "sample_s"]
 SWEEP_COLUMNS = ["density", "T", "window", "draws", "sampler", "nfe", "kl", "kl_floor", "nll", "train_s", "sample_s"]
 TRUTH_DENSITY = "wrapped-mixture"
-# (objective, window, draws): window 0 is the objective's default (markov 10, flow T)
-TRUTH_MODELS = (("markov", 0, 1), ("antithetic", 0, 2), ("flow", 0, 1), ("flow", 20, 1), ("flow-antithetic", 0, 2))
+# (objective, window, draws, anchor as a fraction of T): window 0 is the objective's default (markov 10, flow T)
+TRUTH_MODELS = (("markov", 0, 1, 0.0), ("markov", 5, 1, 0.0), ("markov", 1, 1, 0.0), ("antithetic", 0, 2, 0.0),
+                ("flow", 0, 1, 0.0), ("flow", 20, 1, 0.0), ("flow-antithetic", 0, 2, 0.0),
+                ("markov", 0, 1, 0.25), ("markov", 5, 1, 0.25))
 TRUTH_BUCKETS = ((1, 5), (6, 10), (11, 25), (26, 50), (51, 100))  # at T = 100; scaled by T/100
 TRUTH_SAMPLER_COLUMNS = ["T", "score", "start", "sampler", "nfe", "kl", "kl_floor", "nll", "nll_exact_samples", "sample_s"]
 
@@ -136,11 +139,11 @@ class Evaluator:
 
 def train(density: TorusDensity, process, budget: Budget, seed: int, device: torch.device,
           window: int = 1, draws: int = 1, objective: str = "markov",
-          batch_size: int | None = None) -> tuple[DiffusionModel, float]:
+          batch_size: int | None = None, anchor: int = 0) -> tuple[DiffusionModel, float]:
     config = RunConfig(
         model=angle_model_config(process, 2, hidden_features=budget.hidden, num_layers=budget.layers),
         training=TrainConfig(train_steps=budget.train_steps, batch_size=batch_size or budget.batch_size, draws=draws,
-                             window=window, objective=objective,
+                             window=window, objective=objective, anchor=anchor,
                              lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 10),
                              seed=seed),
@@ -280,13 +283,14 @@ def run_truth(args, budget: Budget, device: torch.device, rows: list[dict], save
                       f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}", flush=True)
         save(complete=False)
         times = truth_times(steps)
-        for objective, window, draws in TRUTH_MODELS:
+        for objective, window, draws, anchor_fraction in TRUTH_MODELS:
             batch = budget.batch_size // draws
+            anchor = round(anchor_fraction * steps)
             model, train_s = train(density, KuramotoConfig(coupling="global", steps=steps), budget, args.seed, device,
-                                   window=window, draws=draws, objective=objective, batch_size=batch)
+                                   window=window, draws=draws, objective=objective, batch_size=batch, anchor=anchor)
             used_window = resolve_window(objective, window, model.process)
-            label = f"{objective} h{used_window}"
-            info = {**base, "model": label, "objective": objective, "window": used_window, "draws": draws,
+            label = f"{objective} h{used_window}" + (f" a{anchor}" if anchor else "")
+            info = {**base, "model": label, "objective": objective, "window": used_window, "anchor": anchor, "draws": draws,
                     "batch": batch, "train_s": train_s, "model_prior_concentration": model.process.config.prior_concentration}
             per_t = score_comparison(model, chain, times)
             rows.append({**info, "kind": "per_t", **{k: per_t[k] for k in ("t", "rel_error", "slope")}})
