@@ -1,7 +1,7 @@
 """Known-density benchmark on the 2-torus: Kuramoto against Euclidean, samplers against NFE, DSM window.
 
     python bench/torus.py [--budget tiny|small|paper] [--densities NAME ...] [--part main sweep truth]
-                          [--steps 100] [--truth-steps 100 1000] [--truth-grid 128] [--seed 0] [--device auto]
+                          [--steps 100] [--truth-steps 100 1000] [--truth-grid 128] [--truth-models I ...] [--seed 0] [--device auto]
                           [--out bench/results/torus.json (torus_truth.json for --part truth alone)]
 
 Three parts (SPEC §3, §5, §11; densities from ``kuramoto_diffusion.data.torus``); main and sweep run by default:
@@ -283,7 +283,8 @@ def run_truth(args, budget: Budget, device: torch.device, rows: list[dict], save
                       f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}", flush=True)
         save(complete=False)
         times = truth_times(steps)
-        for objective, window, draws, anchor_fraction in TRUTH_MODELS:
+        chosen = [TRUTH_MODELS[i] for i in args.truth_models] if args.truth_models else TRUTH_MODELS
+        for objective, window, draws, anchor_fraction in chosen:
             batch = budget.batch_size // draws
             anchor = round(anchor_fraction * steps)
             model, train_s = train(density, KuramotoConfig(coupling="global", steps=steps), budget, args.seed, device,
@@ -372,6 +373,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="T of the main comparison")
     parser.add_argument("--truth-steps", type=int, nargs="+", default=None, help="T of part truth (default: the budget's)")
     parser.add_argument("--truth-grid", type=int, default=None, help="G of part truth's grid (default: the budget's)")
+    parser.add_argument("--truth-models", type=int, nargs="+", default=None,
+                        help="indices into TRUTH_MODELS to train in part truth (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None,
