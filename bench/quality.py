@@ -5,7 +5,7 @@
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
                             [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--anchor A] [--draws D]
-                            [--sweeps sde:0 ode:50 ...]
+                            [--sweeps sde:0 ode:50 ...] [--save-models DIR]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
+    parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
@@ -279,6 +280,8 @@ def main() -> None:
         curves = {}
         for method in args.methods:
             trained, train_s = train(data, method, budget, args.seed, device, args.groups, objective)
+            if args.save_models:
+                trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
             # conventions exist in the literature, and at small budgets they differ a lot.
             variants = [(objective.label(method), trained)]
