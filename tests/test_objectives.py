@@ -254,26 +254,24 @@ def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
         assert all(loss is not None and math.isfinite(loss) for loss in losses)
 
 
-def test_anchored_queries_start_from_the_data_at_uniform_early_steps(tmp_path):
+def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
     trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), batch_size=64, anchor=6),
                       FixedImages(), tmp_path / "run")
     trainer.start()
     assert trainer.pool is not None and trainer.anchor == 6
     images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
-    early_queries, late = [], 0
-    for _ in range(40):
+    seen_early = seen_late = 0
+    for _ in range(5):
         x_start, t_start, stride, _ = trainer.starting_states()
         query = t_start + stride
         assert bool((query <= 20).all()) and bool((stride >= 1).all())
         early = query <= 6
-        assert bool((t_start[early] == 0).all())
+        assert bool((t_start[early] == 0).all()) and bool((stride[early] == query[early]).all())
         assert all(tuple(row) in images for row in x_start[early].flatten(1).tolist())
         assert bool((stride[~early] <= 10).all())  # the Markov window for the later queries
-        early_queries += query[early].tolist()
-        late += int((~early & (t_start > 0)).sum())
-    counts = torch.bincount(torch.tensor(early_queries), minlength=7)[1:].double()
-    # Uniform in 1 … 6 (the window alone would draw step 1 six times less often than step 6).
-    assert late > 0 and counts.min() > 0.6 * counts.mean(), counts
+        seen_early += int(early.sum())
+        seen_late += int((~early & (t_start > 0)).sum())
+    assert seen_early > 0 and seen_late > 0
 
 
 def test_rows_from_the_data_use_the_linearised_kernel_when_anchored():

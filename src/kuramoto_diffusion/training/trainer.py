@@ -309,19 +309,18 @@ class Trainer:
     def _anchor_early_queries(
         self, x_start: Tensor, t_start: Tensor, stride: Tensor, labels: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Rows whose query step s + stride is at most the anchor start from fresh data at s = 0 instead, with a
-        query step drawn uniformly in 1 … anchor: their linearised kernel is anchored at the data, as DDPM's are,
-        and the early steps are no longer under-drawn (the window draws a query q ≤ h with probability q/(h·T))."""
-        early = t_start + stride <= self.anchor
+        """Rows whose query step s + stride is at most the anchor start from fresh data at s = 0 instead, with the
+        same query step: their linearised kernel is then anchored at the data, as DDPM's are."""
+        query = t_start + stride
+        early = query <= self.anchor
         count = int(early.sum())
         if not count:
             return x_start, t_start, stride, labels
         fresh, fresh_labels = self.encoded_batch(count)
-        query = torch.randint(1, self.anchor + 1, (count,), generator=self.noise_generator, device=self.device)
         x_start, t_start, stride = x_start.clone(), t_start.clone(), stride.clone()
         x_start[early] = fresh.to(x_start)
         t_start[early] = 0
-        stride[early] = query
+        stride[early] = query[early]
         if labels is not None and fresh_labels is not None:
             labels = labels.clone()
             labels[early] = fresh_labels.to(labels)
