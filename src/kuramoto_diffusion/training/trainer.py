@@ -41,7 +41,7 @@ from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, 
 from ..settings import RunConfig
 from .chain_pool import ChainPool, resimulate_states
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
-from .loss import kernel_noise, resolve_anchor, resolve_window, score_matching_loss, uses_antithetic_draws, uses_linearised_kernel
+from .loss import kernel_noise, resolve_anchor, resolve_window, score_matching_loss, uses_antithetic_draws
 
 
 class BatchSource(Protocol):
