@@ -5,7 +5,7 @@
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
                             [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--anchor A] [--draws D]
-                            [--sweeps sde:0 ode:50 ...] [--save-models DIR]
+                            [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
+    parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
@@ -257,6 +258,8 @@ def main() -> None:
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=tuple((s.split(":")[0], int(s.split(":")[1])) for s in args.sweeps))
     objective = Objective(args.objective, args.window, args.draws, args.anchor)
+    if args.ema_decay is not None:
+        budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rows: list[dict] = []
