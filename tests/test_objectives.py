@@ -298,3 +298,13 @@ def test_anchor_longer_than_the_process_is_refused():
         resolve_anchor("markov", 30, 10, KuramotoProcess(steps=20))
     assert resolve_anchor("flow", 0, 20, KuramotoProcess(steps=20)) == 20  # a window of T anchors everything
     assert resolve_anchor("markov", 5, 10, KuramotoProcess(steps=20)) == 5
+
+
+@pytest.mark.parametrize("coupling", ["global", "local"])
+def test_drift_and_derivative_together_equal_each_alone(coupling):
+    process = KuramotoProcess(coupling=coupling, neighbourhood=3)
+    theta = random_phases((2, 1, 6, 6))
+    t = torch.tensor([4, 77])
+    drift, derivative = process.drift_and_derivative(theta, t)
+    assert torch.allclose(drift, process.drift(theta, t), atol=1e-15)
+    assert torch.allclose(derivative, process.drift_derivative(theta, t), atol=1e-15)

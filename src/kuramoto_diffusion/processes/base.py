@@ -110,6 +110,10 @@ class ForwardProcess(ABC):
         Used by ``linearised_kernel``."""
         raise UserError(f"the {type(self).__name__} has no linearised kernel")
 
+    def drift_and_derivative(self, x: Tensor, t: Step) -> tuple[Tensor, Tensor]:
+        """(``drift(x, t)``, ``drift_derivative(x, t)``) of one fine step; a process may share work between them."""
+        return self.drift(x, t), self.drift_derivative(x, t)
+
     def linearised_kernel(self, x: Tensor, t: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, variance) of the Gaussian moment closure across ``stride`` fine steps from step ``t``.
 
@@ -123,9 +127,9 @@ class ForwardProcess(ABC):
         for offset in range(int(stride.max())):
             active = (stride > offset).reshape(shape)
             step = torch.clamp(t + offset, max=self.steps - 1)  # held rows: any valid step, the result is discarded
-            growth = 1.0 + self.drift_derivative(mean, step)
-            variance = torch.where(active, growth**2 * variance + self.noise_variance(step, 1, like=x), variance)
-            mean = torch.where(active, self.project(mean + self.drift(mean, step)), mean)
+            drift, derivative = self.drift_and_derivative(mean, step)
+            variance = torch.where(active, (1.0 + derivative) ** 2 * variance + self.noise_variance(step, 1, like=x), variance)
+            mean = torch.where(active, self.project(mean + drift), mean)
         return mean, variance
 
     def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:

@@ -100,6 +100,7 @@ class KuramotoProcess(ForwardProcess):
         self._cumulative_coupling = cumulative_schedule(cfg.schedule, *cfg.coupling_range, cfg.steps)
         super().__init__(cumulative_schedule(cfg.schedule, *cfg.noise_var_range, cfg.steps))
         self._kernel_1d = _kernel_weights(cfg.kernel, cfg.neighbourhood)
+        self._self_weights_1d: dict[int, Tensor] = {}  # image side -> diagonal of the padded 1-D average
 
     # ----- coupling ---------------------------------------------------------------------
     def neighbourhood_mean(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,7 +162,13 @@ class KuramotoProcess(ForwardProcess):
         return rows[:, None] * columns[None, :]
 
     def _self_weight_1d(self, length: int) -> Tensor:
-        """Diagonal of the padded 1-D averaging operator on ``length`` samples (float64)."""
+        """Diagonal of the padded 1-D averaging operator on ``length`` samples (float64), cached per length:
+        the linearised kernel asks for it at every fine step."""
+        if length not in self._self_weights_1d:
+            self._self_weights_1d[length] = self._padded_average_diagonal(length)
+        return self._self_weights_1d[length]
+
+    def _padded_average_diagonal(self, length: int) -> Tensor:
         size = self.config.neighbourhood
         before, after = (size - 1) // 2, size // 2
         unit = torch.eye(length, dtype=torch.float64).reshape(length, 1, length)  # one impulse per row
@@ -189,6 +196,16 @@ class KuramotoProcess(ForwardProcess):
 
     def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
         return self.coupling_strength(t, 1, like=x) * self.direction_derivative(x)
+
+    def drift_and_derivative(self, x: Tensor, t: Step) -> tuple[Tensor, Tensor]:
+        # One neighbourhood average serves both (the linearised kernel's hot loop).
+        self._check_shape(x)
+        cfg = self.config
+        mean_cos, mean_sin = self.neighbourhood_mean(x)
+        strength = self.coupling_strength(t, 1, like=x)
+        direction = coupling_from_mean(x, mean_cos, mean_sin) + cfg.ref_strength * torch.sin(cfg.ref_phase - x)
+        slope = self.coupling_derivative(x, mean_cos, mean_sin) - cfg.ref_strength * torch.cos(cfg.ref_phase - x)
+        return strength * direction, strength * slope
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         return wrapped_normal_log_prob(x, mean, scale)

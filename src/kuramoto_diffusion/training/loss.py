@@ -20,11 +20,12 @@ The objective (``settings.OBJECTIVES``) says which kernel and which draws:
 
 * ``markov``: the merged-stride kernel above (Euler across the window; exact for h = 1).
 * ``flow``: ``ForwardProcess.linearised_kernel`` across the window: the mean follows the
-  deterministic chain step by step and each element's variance its linearisation. Its bias is
-  small enough that the window can be the whole horizon: with window = T every example starts
-  from the data at s = 0 with h uniform in 1 … T, as in DDPM, and no chain pool is needed.
-  Its target is anchored at the data, so its useful part is not a fraction ≈ h·σ²/Σσ² of a
-  unit-variance noise as the Markov target's is (SPEC §3, §11).
+  deterministic chain step by step and each element's variance its linearisation. With
+  window = T every example starts from the data at s = 0 with h uniform in 1 … T, as in DDPM,
+  and no chain pool is needed: its target is anchored at the data, so its useful part is not a
+  fraction ≈ h·σ²/Σσ² of a unit-variance noise as the Markov target's is (SPEC §3, §11). But the
+  closure is biased late in the chain, where the chain is far from Gaussian around its
+  deterministic path (measured: BENCHMARKS.md, "Quality I"); ``resolve_anchor`` uses it only early.
 * ``…-antithetic`` (``antithetic`` is ``markov`` with it): the draws of each starting state come
   in pairs z, −z. Unbiased; for a symmetric kernel the part of the gradient that is linear in z,
   the O(1/σ) noise of the target, cancels within each pair. Needs an even number of draws.
@@ -39,7 +40,7 @@ from ..errors import UserError
 from ..processes import ForwardProcess
 from ..nets.score import ScoreNetwork
 
-DEFAULT_MARKOV_WINDOW = 10  # measured on the 2-torus benchmark at T = 1000 (BENCHMARKS.md)
+DEFAULT_MARKOV_WINDOW = 10  # the best window on the 2-torus benchmark at T = 100 (BENCHMARKS.md)
 
 
 def uses_linearised_kernel(objective: str) -> bool:
