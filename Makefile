@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-all demo bench clean
+.PHONY: install test test-all test-gpu demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+# The tests marked `gpu`, all in tests/test_gpu.py (which needs no optional extra), skipped with the
+# reason where no CUDA GPU is visible; bench/gpu_check.sh runs this.
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu -rs tests/test_gpu.py $(PYTEST_EXTRA)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

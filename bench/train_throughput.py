@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -58,10 +59,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("train_throughput.json"),
+                        help="JSON file (a bare name goes into bench/results/)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
-    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
+    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     for preset in args.presets:
         for steps in (100, 1000):
             for coupling in ("global", "local"):
@@ -83,7 +86,7 @@ def main() -> None:
         payload["peak_memory_kind"] = "process peak RSS (CPU)"
     print(f"peak memory of training ({', '.join(args.presets)}, batch {args.batch_size}, {args.image_size} px): "
           f"{payload['peak_memory_mib']:.0f} MiB ({payload['peak_memory_kind']})")
-    write_json("train_throughput.json", payload)
+    write_json(args.out, payload)
 
 
 if __name__ == "__main__":
