@@ -55,14 +55,22 @@ def print_table(rows: list[dict[str, object]], columns: list[str]) -> str:
     return table
 
 
+def _path_as_text(value: object) -> str:
+    """JSON for the one non-JSON type bench settings hold (argparse Path options); anything else is an error."""
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def write_json(target: str | Path, payload: dict[str, object], *, quiet: bool = False) -> Path:
-    """Write payload (with the machine facts) as JSON, atomically; a bare file name goes into bench/results/."""
+    """Write payload (with the machine facts) as JSON, atomically; a bare file name goes into bench/results/.
+    Path values (argparse options in ``vars(args)``) are written as text."""
     path = Path(target)
     if path.parent == Path("."):
         path = RESULTS / path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    tmp.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=_path_as_text) + "\n")
     os.replace(tmp, path)
     if not quiet:
         print(f"wrote {path}")

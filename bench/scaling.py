@@ -101,7 +101,7 @@ def main() -> None:
     columns = ["processes", "threads_per_process", "examples_per_second", "ratio_to_first", "peak_memory_mib_per_rank"]
     table = print_table(rows, columns)
     write_json(args.out, {"command": "python bench/scaling.py " + " ".join(sys.argv[1:]), "rows": rows, "table": table,
-                          "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}})
+                          "settings": vars(args)})
 
 
 if __name__ == "__main__":

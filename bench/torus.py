@@ -391,7 +391,7 @@ def main() -> None:
     device = resolve_device(args.device)
     rows: list[dict] = []
     started = time.perf_counter()
-    settings = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    settings = {**vars(args),
                 "budget_settings": dataclasses.asdict(budget), "bins": BINS}
 
     def save(complete: bool, tables: dict[str, str] | None = None) -> None:

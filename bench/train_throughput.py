@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
-    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
     for preset in args.presets:
         for steps in (100, 1000):
             for coupling in ("global", "local"):

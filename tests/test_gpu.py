@@ -38,14 +38,24 @@ SIZE = 8
 
 
 class FixedStates:
-    """Two fixed states of the model's shape (a memorisation task); batches drawn with the generator."""
+    """Two fixed states of a model's shape (a memorisation task); batches drawn with the generator."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, config: RunConfig) -> None:
         generator = torch.Generator().manual_seed(0)
-        self.images = (torch.rand(2, channels, SIZE, SIZE, generator=generator) > 0.5).float() * 1.6 - 0.8
+        self.images = (torch.rand(config.model.state_shape(2), generator=generator) > 0.5).float() * 1.6 - 0.8
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         return self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)]
+
+
+class RandomImages:
+    """Fresh uniform images in [-1, 1] of one channel, for timing and memory (nothing is learnt)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(batch_size, 1, self.size, self.size, generator=generator) * 2 - 1
 
 
 def run_config(name: str, steps: int, precision: str = "fp32", checkpoint_every: int = 1000) -> RunConfig:
@@ -83,7 +93,7 @@ def check_training(device: str, name: str, precision: str, out: Path, monkeypatc
 
     monkeypatch.setattr(loss_module, "kernel_draw", recording_kernel_draw)
     config = run_config(name, 20, precision)
-    source = FixedStates(config.model.state_shape(1)[1] if name == "phase-amplitude" else 1)
+    source = FixedStates(config)
     trainer = Trainer(config, source, out, device=torch.device(device), quiet=True)
     trainer.start()
     before = held_out_loss(trainer, source)
@@ -98,15 +108,14 @@ def check_training(device: str, name: str, precision: str, out: Path, monkeypatc
 
 def check_resume(device: str, name: str, out: Path) -> None:
     """2 + 2 steps through a checkpoint give the weights of 4 uninterrupted steps."""
-    straight = Trainer(run_config(name, 4, checkpoint_every=2), FixedStates(1), out / "straight",
-                       device=torch.device(device), quiet=True)
+    source = FixedStates(run_config(name, 4))
+    straight = Trainer(run_config(name, 4, checkpoint_every=2), source, out / "straight", device=torch.device(device), quiet=True)
     straight.start()
     straight.train()
-    first = Trainer(run_config(name, 2, checkpoint_every=2), FixedStates(1), out / "resumed",
-                    device=torch.device(device), quiet=True)
+    first = Trainer(run_config(name, 2, checkpoint_every=2), source, out / "resumed", device=torch.device(device), quiet=True)
     first.start()
     first.train()
-    resumed = Trainer.resume(out / "resumed", FixedStates(1), train_steps=4, device=torch.device(device), quiet=True)
+    resumed = Trainer.resume(out / "resumed", source, train_steps=4, device=torch.device(device), quiet=True)
     resumed.train()
     for key, tensor in straight.model.network.state_dict().items():
         # --deterministic promises bit-identical resumes (README); allow float32 rounding on top.
@@ -214,7 +223,7 @@ def test_peak_memory_of_a_small_step(tmp_path, record_property):
                        data=DataConfig(image_size=64),
                        training=TrainConfig(train_steps=2, batch_size=64, checkpoint_every=1000, sample_every=0,
                                             fit_prior=False, warmup_steps=1))
-    trainer = Trainer(config, _RandomImages(64), tmp_path / "run", device=torch.device("cuda"), quiet=True)
+    trainer = Trainer(config, RandomImages(64), tmp_path / "run", device=torch.device("cuda"), quiet=True)
     trainer.start()
     trainer.train_step()
     torch.cuda.synchronize()
@@ -230,14 +239,6 @@ def test_peak_memory_of_a_small_step(tmp_path, record_property):
         Path(out, "peak_memory.json").write_text(json.dumps(report, indent=2))
     print(f"peak GPU memory {peak / 2**20:.0f} MiB; checkpoint estimate {estimate / 2**20:.1f} MiB")
     assert peak > estimate / 4  # the weights and moments are on the device, at least
-
-
-class _RandomImages:
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand(batch_size, 1, self.size, self.size, generator=generator) * 2 - 1
 
 
 def test_gpu_check_script_dry_run_checks_its_options(tmp_path):
