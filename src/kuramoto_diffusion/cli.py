@@ -1,12 +1,15 @@
 """Command line: argument parsing only; every command calls the library layers.
 
 Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback unless
---debug), 1 unexpected internal error, 130 interrupted.
+--debug), 1 unexpected internal error, 128 + the signal number when stopped by a signal: 143 for
+SIGTERM, 130 for SIGINT (Ctrl-C). Training and ``sample --out-dir`` then stop at a safe point and
+save first (stopping.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,6 +19,7 @@ from . import __version__
 from .data.images import BAD_IMAGE_POLICIES
 from .errors import UserError
 from .settings import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from .stopping import Stopped, signal_name, sigterm_interrupts
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun")
@@ -320,10 +324,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         use_deterministic_algorithms()
     try:
-        return handler(args)
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted; completed checkpoints are kept", file=sys.stderr)
-        return 130
+        with sigterm_interrupts():
+            return handler(args)
+    except Stopped as stop:
+        if str(stop):  # empty on the processes of a torchrun job other than rank 0
+            print(f"{prefix}: {stop}", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt as interrupt:
+        signal_number = getattr(interrupt, "signal_number", signal.SIGINT)
+        print(f"{prefix}: interrupted by {signal_name(signal_number)}; completed checkpoints are kept", file=sys.stderr)
+        return 128 + signal_number
     except Exception as error:
         if args.debug:
             raise

@@ -32,6 +32,7 @@ from .settings import (
 )
 from .training import Trainer, resolve_device
 from .sample_folder import image_path, sample_to_folder
+from .stopping import Stopped
 from .training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
 from .viz_flows import flow_field_grid
 from .viz import (
@@ -215,7 +216,11 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
                 f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
                 f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
             )
-    model = trainer.train()
+    try:
+        model = trainer.train()
+    except Stopped as stop:
+        hint = f"; continue with: kuramoto-diffusion train --out {args.out} --resume" if context.is_main else ""
+        raise Stopped(stop.signal_number, f"{stop}{hint}" if context.is_main else "") from None
     if not args.quiet:
         print(f"trained to step {trainer.step}; checkpoints in {args.out / 'checkpoints'}")
         example = {"angle": "samples.csv", "flow": "samples.npz"}.get(trainer.config.model.data_kind, "samples.png")
@@ -255,10 +260,15 @@ def sample_folder_command(
     args: argparse.Namespace, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path, context: DistributedContext
 ) -> None:
     """``sample --out-dir``: numbered PNGs in resumable chunks, split over torchrun processes; a grid of the first."""
-    written, present, clipped = sample_to_folder(
-        model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=args.sampler, nfe=args.nfe,
-        class_labels=class_labels, guidance=args.guidance, context=context, quiet=args.quiet or not context.is_main,
-    )
+    try:
+        written, present, clipped = sample_to_folder(
+            model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=args.sampler, nfe=args.nfe,
+            class_labels=class_labels, guidance=args.guidance, context=context, quiet=args.quiet or not context.is_main,
+        )
+    except Stopped as stop:
+        rank = f"process {context.rank}: " if context.distributed else ""
+        raise Stopped(stop.signal_number, f"{rank}{stop}; run the same command again to continue (complete "
+                      "images are skipped)") from None
     if context.is_main:
         first = [image_path(args.out_dir, index) for index in range(min(args.num, 64))]
         grid = uint8_batch_to_tensor(np.stack([read_image(path) for path in first]))

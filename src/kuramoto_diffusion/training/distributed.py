@@ -61,13 +61,17 @@ class DistributedContext:
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         return total
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's ``value`` (a collective: every rank must call it)."""
+        if not self.distributed:
+            return value
+        largest = torch.tensor([value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+        return int(largest.item())
+
     def all_succeeded(self, succeeded: bool) -> bool:
         """Whether every rank succeeded (a collective: every rank must call it)."""
-        if not self.distributed:
-            return succeeded
-        flag = torch.tensor([1.0 if succeeded else 0.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() == 1.0)
+        return self.max_over_ranks(0 if succeeded else 1) == 0
 
     def barrier(self) -> None:
         if self.distributed:

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 from torch import Tensor
@@ -39,6 +39,7 @@ from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
 from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit
 from ..settings import RunConfig
+from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool, resimulate_states
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
 from .loss import kernel_noise, resolve_anchor, resolve_window, score_matching_loss, uses_antithetic_draws
@@ -114,6 +115,7 @@ class Trainer:
         context.micro_batches(run_config.training.batch_size, run_config.training.grad_accum)  # checks divisibility
         self.on_log = on_log
         self.step = 0
+        self.checkpointed_step: int | None = None  # the step of the last checkpoint this trainer wrote or loaded
         seed = self.train_config.seed
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
         self.model = DiffusionModel(run_config.model, run_config=run_config).to(self.device)
@@ -416,60 +418,78 @@ class Trainer:
             ema.copy_(live)
 
     def train(self) -> DiffusionModel:
-        """Run to ``train_steps``, checkpointing on the way and at the end; returns the EMA model."""
+        """Run to ``train_steps``, checkpointing on the way and at the end; returns the EMA model.
+
+        A SIGTERM or SIGINT received meanwhile, by any process, ends the run after the current step,
+        at the same step on every process: rank 0 writes a checkpoint through ``save_checkpoint``
+        (unless that step has one already) and ``Stopped`` is raised on every process.
+        """
         from tqdm.auto import tqdm
 
         cfg = self.train_config
         main = self.context.is_main
-        writer = _summary_writer(self.run_dir / "tensorboard") if main else None
-        examples = cfg.batch_size * cfg.draws
-        progress = tqdm(total=cfg.train_steps, initial=self.step, disable=self.quiet, desc="train", unit="step")
-        window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
-        try:
-            while self.step < cfg.train_steps:
-                loss = self.train_step()
-                if loss is None:
-                    progress.set_postfix(skipped=self.skipped_steps)
-                    continue
-                window_loss += loss
-                window_steps += 1
-                progress.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.train_steps:
-                    elapsed = time.perf_counter() - window_start
-                    scalars = {
-                        "loss": window_loss / window_steps,
-                        "examples_per_second": examples * window_steps / max(elapsed, 1e-9),
-                        "lr": self.optimizer.param_groups[0]["lr"],
-                    }
-                    progress.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}")
-                    if writer is not None:
-                        for name, value in scalars.items():
-                            writer.add_scalar(f"train/{name}", value, self.step)
-                    if self.on_log is not None:
-                        self.on_log(self.step, scalars)
-                    window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
-                if main and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps):
-                    self.save_checkpoint()
-                pictures = main and self.config.model.data_kind == "image"
-                if pictures and cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
-                    self.write_samples(writer)
-            self.context.barrier()  # the other processes wait for rank 0's last checkpoint
-        except RuntimeError as error:
-            if not self.context.distributed or isinstance(error, UserError):
-                raise
-            # A collective failed: another process died or hung up.
-            last = latest_checkpoint(self.run_dir)
-            kept = f"the last complete checkpoint {last} is kept" if last else "no checkpoint was written yet"
-            reason = " ".join(str(error).split())[:160]
-            raise UserError(
-                f"process {self.context.rank} of {self.context.world_size} lost contact with the others at step "
-                f"{self.step + 1} ({reason}); {kept}; restart the job with --resume"
-            ) from None
-        finally:
-            progress.close()
-            if writer is not None:
-                writer.close()
+        with stop_requests() as stop:
+            writer = _summary_writer(self.run_dir / "tensorboard") if main else None
+            examples = cfg.batch_size * cfg.draws
+            progress = tqdm(total=cfg.train_steps, initial=self.step, disable=self.quiet, desc="train", unit="step")
+            window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+            try:
+                while self.step < cfg.train_steps:
+                    loss = self.train_step()
+                    if loss is None:
+                        progress.set_postfix(skipped=self.skipped_steps)
+                    else:
+                        window_loss += loss
+                        window_steps += 1
+                        progress.update(1)
+                        if self.step % cfg.log_every == 0 or self.step == cfg.train_steps:
+                            elapsed = time.perf_counter() - window_start
+                            scalars = {
+                                "loss": window_loss / window_steps,
+                                "examples_per_second": examples * window_steps / max(elapsed, 1e-9),
+                                "lr": self.optimizer.param_groups[0]["lr"],
+                            }
+                            progress.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}")
+                            if writer is not None:
+                                for name, value in scalars.items():
+                                    writer.add_scalar(f"train/{name}", value, self.step)
+                            if self.on_log is not None:
+                                self.on_log(self.step, scalars)
+                            window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+                        if main and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps):
+                            self.save_checkpoint()
+                        pictures = main and self.config.model.data_kind == "image"
+                        if pictures and cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
+                            self.write_samples(writer)
+                    # Every process takes part, so that all of them stop after the same step.
+                    signal_number = self.context.max_over_ranks(stop.signal_number or 0)
+                    if signal_number and self.step < cfg.train_steps:
+                        self._stop(signal_number)
+                self.context.barrier()  # the other processes wait for rank 0's last checkpoint
+            except RuntimeError as error:
+                if not self.context.distributed or isinstance(error, UserError):
+                    raise
+                # A collective failed: another process died or hung up.
+                last = latest_checkpoint(self.run_dir)
+                kept = f"the last complete checkpoint {last} is kept" if last else "no checkpoint was written yet"
+                reason = " ".join(str(error).split())[:160]
+                raise UserError(
+                    f"process {self.context.rank} of {self.context.world_size} lost contact with the others at step "
+                    f"{self.step + 1} ({reason}); {kept}; restart the job with --resume"
+                ) from None
+            finally:
+                progress.close()
+                if writer is not None:
+                    writer.close()
         return self.ema_model()
+
+    def _stop(self, signal_number: int) -> NoReturn:
+        """End the run on a signal: rank 0 checkpoints this step (if not done yet), then every process raises."""
+        if self.context.is_main and self.checkpointed_step != self.step:
+            self.save_checkpoint()
+        self.context.barrier()
+        checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.step)
+        raise Stopped(signal_number, f"stopped at step {self.step} by {signal_name(signal_number)}; checkpoint saved: {checkpoint}")
 
     def write_samples(self, writer: Any, num: int = 16) -> Path:
         """A grid of EMA samples (reverse SDE, fixed seed) to samples/step-N.png and TensorBoard."""
@@ -512,6 +532,7 @@ class Trainer:
                 f"{error.filename or final}: cannot write the checkpoint ({error.strerror or error}); {kept}; "
                 "free some space or fix the permissions, then continue with --resume"
             ) from None
+        self.checkpointed_step = self.step
         prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
         return final
 
@@ -554,7 +575,7 @@ class Trainer:
         scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
         if self.scaler.is_enabled() and scaler_state:
             self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
-        self.step = int(state["step"])
+        self.step = self.checkpointed_step = int(state["step"])
 
 
 def _check_writable(folder: Path) -> None:
