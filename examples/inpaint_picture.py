@@ -27,10 +27,10 @@ UPSCALE = 3
 
 
 def centre_mask(size: int, hole: int) -> torch.Tensor:
-    """(1, 1, size, size): 1 = known, 0 in the centre hole×hole square."""
-    mask = torch.ones(1, 1, size, size)
+    """(1, 1, size, size): 1 (white, to fill) in the centre hole×hole square, 0 (black, known) outside."""
+    mask = torch.zeros(1, 1, size, size)
     start = (size - hole) // 2
-    mask[..., start : start + hole, start : start + hole] = 0
+    mask[..., start : start + hole, start : start + hole] = 1
     return mask
 
 
@@ -43,12 +43,12 @@ def main(output: str) -> None:
     def row(batch: torch.Tensor) -> object:
         return image_grid(batch, columns=NUM_IMAGES, upscale=UPSCALE)
 
-    rows = [("original (val)", row(images)), ("masked", row(images * mask))]
+    rows = [("original (val)", row(images)), ("masked", row(images * (1 - mask)))]
     for resample in (1, 3):
         began = time.perf_counter()
         result = model.inpaint(images, mask, nfe=100, resample=resample, generator=torch.Generator().manual_seed(0))
         filled, _ = model.decode(result.states)
-        kept = (filled - images).mul(mask).abs().max().item()
+        kept = (filled - images).mul(1 - mask).abs().max().item()
         print(f"inpaint r={resample}: NFE {result.function_evaluations}, {time.perf_counter() - began:.1f} s, "
               f"largest change of a known pixel {kept:.2e}")
         rows.append((f"inpainted, r={resample}", row(filled)))

@@ -103,9 +103,11 @@ def _make_folders(root: Path) -> dict[str, Path]:
     (all_bad / "fake.bmp").write_text("nothing\n")
     inpaint = folder("inpaint")
     Image.fromarray(_texture(20, 11)).save(inpaint / "image.png")
-    mask = np.full((20, 20), 255, np.uint8)
-    mask[6:14, 6:14] = 0
+    mask = np.zeros((20, 20), np.uint8)
+    mask[6:14, 6:14] = 255  # white = fill
     Image.fromarray(mask).save(inpaint / "mask.png")
+    Image.fromarray(np.full((20, 20), 255, np.uint8)).save(inpaint / "white_mask.png")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(inpaint / "black_mask.png")
     Image.fromarray(mask[:16]).save(inpaint / "short_mask.png")
     soft = mask.copy()
     soft[0, :3] = 90  # anti-aliased edge pixels
@@ -275,6 +277,20 @@ CASES = [
     Case("inpaint-soft-mask", "sample", "mask with grey (anti-aliased) pixels: thresholded at 50 %",
          lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "soft_mask.png")],
          "accepted with a warning", "3 mask pixel(s) are neither black nor white"),
+    Case("inpaint-white-mask", "sample", "all-white mask: nothing of the image is kept",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "white_mask.png"),
+                                         "--nfe", "2"],
+         "accepted with a warning", "mask is all 1 (white = fill): nothing of the images is kept"),
+    Case("inpaint-black-mask", "sample", "all-black mask: nothing to fill",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "black_mask.png"),
+                                         "--nfe", "2"],
+         "accepted with a warning", "mask is all 0 (black = keep): there is nothing to fill"),
+    Case("inpaint-inverted-white-mask", "sample", "all-white mask with --invert-mask (RePaint's convention): nothing to fill",
+         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "white_mask.png"),
+                                         "--invert-mask", "--nfe", "2"],
+         "accepted with a warning", "there is nothing to fill"),
+    Case("invert-mask-without-mask", "sample", "--invert-mask without --mask", _sample("model", "--invert-mask"),
+         "error", "--invert-mask needs --mask"),
     Case("inpaint-missing-image", "sample", "--inpaint image that does not exist",
          lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "nope.png"), "--mask", str(p["inpaint"] / "mask.png")],
          "error", "no such image file"),
@@ -470,9 +486,11 @@ def robustness_markdown() -> str:
         "  decompression bomb, smaller than `--image-size`) stops the command by default",
         "  (`--on-bad-image error`); `--on-bad-image skip` leaves such files out with one warning",
         "  that gives the count and the first file, and stops only if nothing usable is left.",
-        "- An inpainting mask must have the image's size; grey mask pixels are thresholded at 50 %",
-        "  (≥ 128 = known) with one warning; the Python API (`DiffusionModel.inpaint`) is strict instead",
-        "  and rejects a mask that is not 0/1.",
+        "- An inpainting mask is white where to fill and black where to keep (diffusers, OpenCV, LaMa;",
+        "  `--invert-mask` for RePaint's masks) and must have the image's size; grey mask pixels are",
+        "  thresholded at 50 % (≥ 128 = white) with one warning; the Python API (`DiffusionModel.inpaint`)",
+        "  is strict instead and rejects a mask that is not 0/1. A mask with nothing to keep or nothing",
+        "  to fill is accepted with a warning that says what the result will be.",
         "- 16-bit images are scaled to 8 bits, alpha is dropped, palette and CMYK images are",
         "  converted, and animated images contribute their first frame.",
         "- Only safetensors and JSON are ever read from a checkpoint; other files there are ignored.",

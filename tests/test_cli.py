@@ -93,8 +93,8 @@ def test_inpaint_keeps_known_pixels_and_edit_takes_an_image_file(trained_run, tm
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (20, 24), dtype=np.uint8)  # not square: resized to 16 px, centre-cropped
     Image.fromarray(pixels).save(tmp_path / "image.png")
-    mask = np.full((20, 24), 255, np.uint8)
-    mask[6:14, 8:16] = 0
+    mask = np.zeros((20, 24), np.uint8)
+    mask[6:14, 8:16] = 255  # white = fill
     Image.fromarray(mask).save(tmp_path / "mask.png")
     run("sample", "--checkpoint", str(trained_run), "--inpaint", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"),
         "--num", "2", "--nfe", "4", "--resample", "2", "--out", str(tmp_path / "filled.png"),
@@ -102,12 +102,19 @@ def test_inpaint_keeps_known_pixels_and_edit_takes_an_image_file(trained_run, tm
     from kuramoto_diffusion.data.images import read_image_for_model, read_mask_for_model
 
     image, dims = read_image_for_model(tmp_path / "image.png", 16, 1)
-    known = read_mask_for_model(tmp_path / "mask.png", 16, tmp_path / "image.png", dims)[0, 0] == 1
+    known = read_mask_for_model(tmp_path / "mask.png", 16, tmp_path / "image.png", dims)[0, 0] == 0
     expected = np.rint((image[0, 0].numpy() + 1) * 127.5)
     assert 0 < known.sum() < 16 * 16
     for name in ("000000.png", "000001.png"):
         filled = np.asarray(Image.open(tmp_path / "filled" / name), dtype=np.float64)
         assert np.abs(filled - expected)[known.numpy()].max() <= 1.0  # within one grey level
+    # A RePaint-style mask (white = keep) with --invert-mask fills the same region with the same result.
+    Image.fromarray(255 - mask).save(tmp_path / "repaint_mask.png")
+    run("sample", "--checkpoint", str(trained_run), "--inpaint", str(tmp_path / "image.png"), "--mask",
+        str(tmp_path / "repaint_mask.png"), "--invert-mask", "--num", "2", "--nfe", "4", "--resample", "2",
+        "--out", str(tmp_path / "inverted.png"), "--out-dir", str(tmp_path / "inverted"), "--quiet", "--device", "cpu")
+    for name in ("000000.png", "000001.png"):
+        assert (tmp_path / "inverted" / name).read_bytes() == (tmp_path / "filled" / name).read_bytes()
     run("sample", "--checkpoint", str(trained_run), "--from-data", str(tmp_path / "image.png"), "--start-step", "20",
         "--num", "2", "--nfe", "4", "--out", str(tmp_path / "edit.png"), "--quiet", "--device", "cpu")
     assert Image.open(tmp_path / "edit.png").size[0] > 16  # input first, then the edits

@@ -30,10 +30,10 @@ def random_images(count: int, size: int = 16, seed: int = 0) -> torch.Tensor:
 
 
 def centre_mask(size: int = 16, hole: int = 6) -> torch.Tensor:
-    """(1, 1, size, size): 1 outside, 0 in the centre hole×hole square."""
-    mask = torch.ones(1, 1, size, size)
+    """(1, 1, size, size): 1 (white, to fill) in the centre hole×hole square, 0 (black, known) outside."""
+    mask = torch.zeros(1, 1, size, size)
     start = (size - hole) // 2
-    mask[..., start : start + hole, start : start + hole] = 0
+    mask[..., start : start + hole, start : start + hole] = 1
     return mask
 
 
@@ -48,19 +48,21 @@ def test_known_pixels_are_kept_whatever_the_network(name, sampler):
     images, mask = random_images(5), centre_mask()
     result = model.inpaint(images, mask, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(1))
     decoded, _ = model.decode(result.states)
-    assert (decoded - images).mul(mask).abs().max() <= GREY_LEVEL
-    assert not torch.allclose(decoded * (1 - mask), images * (1 - mask), atol=0.1)  # the hole was filled, not copied
+    assert (decoded - images).mul(1 - mask).abs().max() <= GREY_LEVEL
+    assert not torch.allclose(decoded * mask, images * mask, atol=0.1)  # the hole was filled, not copied
 
 
 @pytest.mark.parametrize("name", PROCESSES)
-def test_all_ones_mask_gives_the_known_images_and_all_zero_mask_gives_plain_samples(name):
+def test_all_black_mask_gives_the_known_images_and_all_white_mask_gives_plain_samples(name):
     model = tiny_model(PROCESSES[name])
     images = random_images(5)
-    full = model.inpaint(images, torch.ones(1, 1, 16, 16), nfe=6, generator=torch.Generator().manual_seed(2))
+    with pytest.warns(UserWarning, match=r"mask is all 0 \(black = keep\): there is nothing to fill"):
+        full = model.inpaint(images, torch.zeros(1, 1, 16, 16), nfe=6, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(model.decode(full.states)[0], images, atol=1e-6)
-    # An all-zero mask must reproduce `sample` bit for bit, also across batches: the sweep is shared
+    # An all-white mask must reproduce `sample` bit for bit, also across batches: the sweep is shared
     # and the known data's chain does not consume the sweep's random numbers.
-    empty = model.inpaint(images, torch.zeros(5, 1, 1, 1), nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3))
+    with pytest.warns(UserWarning, match=r"mask is all 1 \(white = fill\): nothing of the images is kept"):
+        empty = model.inpaint(images, torch.ones(5, 1, 1, 1), nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3))
     plain = model.sample(5, nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(empty.states, plain.states)
     assert empty.function_evaluations == plain.function_evaluations == 6
@@ -69,7 +71,7 @@ def test_all_ones_mask_gives_the_known_images_and_all_zero_mask_gives_plain_samp
 def test_values_under_the_hole_are_ignored():
     model = tiny_model(LOCAL)
     images, mask = random_images(3), centre_mask()
-    other = torch.where(mask.bool(), images, -images)
+    other = torch.where(mask.bool(), -images, images)
     a = model.inpaint(images, mask, nfe=5, generator=torch.Generator().manual_seed(4)).states
     b = model.inpaint(other, mask, nfe=5, generator=torch.Generator().manual_seed(4)).states
     assert torch.equal(a, b)
@@ -127,13 +129,13 @@ def test_resampling_counts_every_evaluation_and_keeps_known_pixels(name, sampler
     result = model.inpaint(images, mask, sampler=sampler, nfe=nfe, resample=2, generator=torch.Generator().manual_seed(7))
     assert result.function_evaluations == len(calls) == 2 * per_sweep
     decoded, _ = model.decode(result.states)
-    assert (decoded - images).mul(mask).abs().max() <= GREY_LEVEL
+    assert (decoded - images).mul(1 - mask).abs().max() <= GREY_LEVEL
 
 
 def test_angle_models_inpaint_too():
     model = DiffusionModel(angle_model_config(KuramotoConfig(), 4, hidden_features=16, num_layers=1))
     angles = torch.tensor([[3.0, -3.0, 0.5, 1.0], [-1.0, 2.0, 3.1, -3.1]])
-    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    mask = torch.tensor([[0.0, 0.0, 1.0, 1.0]])  # fill the last two
     result = model.inpaint(angles, mask, nfe=5, generator=torch.Generator().manual_seed(8))
     assert torch.allclose(result.states[:, :2], angles[:, :2], atol=1e-6)
 
@@ -144,7 +146,7 @@ def test_bad_inputs_are_explained():
     with pytest.raises(UserError, match=r"mask of size 1×1×8×8 and images of size 2×1×16×16 differ"):
         model.inpaint(images, torch.ones(1, 1, 8, 8))
     soft = centre_mask() * 0.5 + 0.5
-    with pytest.raises(UserError, match=r"must be 0 \(fill\) or 1 \(known\), found 0\.5; threshold"):
+    with pytest.raises(UserError, match=r"must be 0 or 1, found 0\.5; threshold"):
         model.inpaint(images, soft)
     with pytest.raises(UserError, match=r"images of size 2×3×16×16 do not fit this model's data of size N×1×16×16"):
         model.inpaint(torch.zeros(2, 3, 16, 16), centre_mask())
@@ -208,9 +210,9 @@ def test_trained_models_continue_a_grating_into_the_hole(tmp_path):
     # Kuramoto-local ≈ 0.06 rad, Euclidean ≈ 0.01 rad; a fill without information ≈ π/4 ≈ 0.79.
     truth = gratings(64, torch.Generator().manual_seed(123))
     mask = centre_mask(GRATING_SIZE, HOLE)
-    random_fill = torch.where(mask.bool(), truth, gratings(64, torch.Generator().manual_seed(124)))
+    random_fill = torch.where(mask.bool(), gratings(64, torch.Generator().manual_seed(124)), truth)
     chance = orientation_error(random_fill, truth)
-    flat = orientation_error(truth * mask, truth)
+    flat = orientation_error(truth * (1 - mask), truth)
     assert chance > 0.6 and flat > 0.6  # the measure gives no credit for fills without information
     errors = {}
     for name, process in PROCESSES.items():

@@ -229,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--start-step", type=positive_int, default=None, help="with --from-data: how far to push forward (default T/2)")
     sample.add_argument("--inpaint", type=Path, default=None, help="image file whose masked part is filled in (--num variants)")
-    sample.add_argument("--mask", type=Path, default=None, help="with --inpaint: mask of the image's size, white = known, black = fill")
+    sample.add_argument("--mask", type=Path, default=None,
+                        help="with --inpaint: mask of the image's size, white = fill, black = keep (as diffusers, OpenCV, LaMa)")
+    sample.add_argument("--invert-mask", action="store_true",
+                        help="with --mask: white = keep, black = fill (RePaint's convention)")
     sample.add_argument("--resample", type=positive_int, default=1, help="with --inpaint: RePaint resampling repeats per interval")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")

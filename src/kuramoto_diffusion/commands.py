@@ -301,7 +301,9 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
     record = args.save_trajectory is not None
     channels, size = model.config.channels, model.config.image_size
     if (args.inpaint is None) != (args.mask is None):
-        raise UserError("--inpaint and --mask go together: the image to fill and its mask (white = known, black = fill)")
+        raise UserError("--inpaint and --mask go together: the image to fill and its mask (white = fill, black = keep)")
+    if args.invert_mask and args.mask is None:
+        raise UserError("--invert-mask needs --mask (it swaps which of its colours is filled)")
     if args.inpaint is not None and args.from_data is not None:
         raise UserError("choose one of --inpaint (fill a masked region) and --from-data (edit whole images)")
     if args.start_step is not None and args.from_data is None:
@@ -329,7 +331,9 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
     if args.inpaint is not None:
         image, dims = read_image_for_model(args.inpaint, size, channels)
         mask = read_mask_for_model(args.mask, size, args.inpaint, dims)
-        shown = torch.where(mask != 0, image, -1.0)
+        if args.invert_mask:
+            mask = 1 - mask
+        shown = torch.where(mask == 0, image, -1.0)
         result = model.inpaint(
             image.expand(args.num, -1, -1, -1), mask, sampler=args.sampler, nfe=args.nfe, resample=args.resample,
             generator=generator, batch_size=args.batch_size, record_trajectory=record, **guided,

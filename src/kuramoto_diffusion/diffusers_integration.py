@@ -52,6 +52,12 @@ except ImportError:
 # embedding is tuned for), whatever the number of steps T of our process.
 UNET_TIME_SCALE = 1000.0
 
+# diffusers' Hub-loading keyword arguments (ConfigMixin.load_config): nothing to do for a local folder.
+HUB_LOADING_KWARGS = frozenset({
+    "cache_dir", "local_dir", "local_dir_use_symlinks", "force_download", "proxies", "token", "local_files_only",
+    "revision", "mirror", "user_agent", "resume_download",
+})
+
 
 class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
     """Reverse-time sampler of a Kuramoto process, one network evaluation per ``step``, as a diffusers scheduler.
@@ -100,13 +106,31 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
 
     # ----- strict loading ---------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], subfolder: str | None = None,
-                        return_unused_kwargs: bool = False) -> "KuramotoDiffusersScheduler":
-        """Load ``scheduler_config.json`` from a local folder; never from the Hugging Face Hub (nothing is downloaded)."""
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        subfolder: str | None = None,
+        return_unused_kwargs: bool = False,
+        **kwargs: Any,
+    ) -> "KuramotoDiffusersScheduler":
+        """Load ``scheduler_config.json`` from a local folder; never from the Hugging Face Hub (nothing is downloaded).
+
+        diffusers' loading keyword arguments (``HUB_LOADING_KWARGS``: ``local_files_only``,
+        ``cache_dir``, ``revision``, ``token``, …, which pipelines pass along) are accepted and
+        have nothing to do for a local folder; ``force_download=True``, which asks for a download,
+        is refused. Other keyword arguments override config entries as in diffusers' ``from_config``
+        (``sampler="ode"``), and unknown ones are an error.
+        """
+        if kwargs.get("force_download"):
+            raise UserError(
+                f"force_download=True asks for a download from the Hugging Face Hub; {cls.__name__} loads only "
+                "local folders written by save_pretrained"
+            )
         folder = Path(pretrained_model_name_or_path).expanduser() / (subfolder or "")
         if not (folder / cls.config_name).is_file():
             raise UserError(f"{folder}: no {cls.config_name} here; point to a local folder written by save_pretrained")
-        return super().from_pretrained(folder, return_unused_kwargs=return_unused_kwargs, local_files_only=True)
+        overrides = {key: value for key, value in kwargs.items() if key not in HUB_LOADING_KWARGS}
+        return super().from_pretrained(folder, return_unused_kwargs=return_unused_kwargs, local_files_only=True, **overrides)
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
@@ -150,15 +174,27 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         """Network evaluations per solver interval: 2 for ode-heun, else 1."""
         return self.scheduler.order
 
+    def __len__(self) -> int:
+        """T = ``config.num_train_timesteps``, as diffusers' schedulers answer."""
+        return len(self.scheduler)
+
     # ----- delegation to KuramotoScheduler ----------------------------------------------
     def set_timesteps(
-        self, num_inference_steps: int, device: str | torch.device | None = None, *, start_step: int | None = None
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | Tensor | None = None,
+        *,
+        start_step: int | None = None,
     ) -> None:
-        """Set ``timesteps`` for a sweep of ``num_inference_steps`` network evaluations from ``start_step`` (default T).
+        """Set ``timesteps`` for a sweep of ``num_inference_steps`` network evaluations from ``start_step`` (default T),
+        or on the custom grid ``timesteps`` (decreasing integer steps in 1 … T), as ``DiffusionScheduler.set_timesteps``.
 
-        ``device``: where ``timesteps`` lives (diffusers pipelines pass theirs); the grid is the same.
+        n counts network evaluations for every sampler: n ≤ start_step for "sde" and "ode", odd
+        n ≤ 2·start_step − 1 for "ode-heun"; other values raise. ``device``: where ``timesteps``
+        lives (diffusers pipelines pass theirs); the grid is the same.
         """
-        self.scheduler.set_timesteps(num_inference_steps, start_step=start_step)
+        self.scheduler.set_timesteps(num_inference_steps, start_step=start_step, timesteps=timesteps)
         self._timestep_device = None if device is None else torch.device(device)
 
     def scale_model_input(self, sample: Tensor, timestep: int | Tensor | None = None) -> Tensor:

@@ -8,6 +8,7 @@ used for sampling when present). Nothing is unpickled.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -238,13 +239,16 @@ class DiffusionModel:
         class_labels: Tensor | None = None,
         guidance: float = 1.0,
     ) -> SampleResult:
-        """Fill the region where ``mask`` is 0 so that it fits the known data where ``mask`` is 1
+        """Fill the region where ``mask`` is 1 so that it fits the known data where ``mask`` is 0
         (optionally towards a class: ``class_labels``, ``guidance``, see ``sample``).
 
         ``images``: (N, C, H, W) data in [-1, 1] (angle models: (N, D) angles in radians).
-        ``mask``: 0/1 values, 1 = known, 0 = to fill, with the images' number of axes, each of size 1
-        or the images' (e.g. (1, 1, H, W): one mask for all); a soft mask is an error — threshold it
-        first, e.g. ``(mask > 0.5).float()``. Values of ``images`` under mask 0 are ignored (set to 0, mid grey /
+        ``mask``: 0/1 values, 1 (white) = to fill, 0 (black) = known, the convention of diffusers'
+        inpainting pipelines, OpenCV and LaMa (RePaint's masks are the complement: pass ``1 - mask``);
+        it has the images' number of axes, each of size 1 or the images' (e.g. (1, 1, H, W): one
+        mask for all); a soft mask is an error — threshold it first, e.g. ``(mask > 0.5).float()``.
+        An all-1 mask (nothing known) or an all-0 mask (nothing to fill) is allowed with a warning.
+        Values of ``images`` under mask 1 are ignored (set to 0, mid grey /
         the reference phase, before the known data is pushed forward). Samples from the prior at
         t = T with ``inpaint_sweep``; ``resample`` r > 1 is RePaint's resampling and costs r times
         the NFE. The known region of the decoded result equals ``images`` (up to float rounding).
@@ -257,8 +261,14 @@ class DiffusionModel:
                 f"images of size {format_size(images.shape)} do not fit this model's data of size N×{format_size(expected[1:])}"
             )
         check_inpainting_mask(mask, images.shape, what="images")
-        mask = mask.to(device=images.device, dtype=images.dtype).expand(images.shape)
-        known_data = torch.where(mask != 0, images, 0.0)
+        if bool((mask == 1).all()):
+            warnings.warn("the inpainting mask is all 1 (white = fill): nothing of the images is kept, "
+                          "so this samples new images", stacklevel=2)
+        elif bool((mask == 0).all()):
+            warnings.warn("the inpainting mask is all 0 (black = keep): there is nothing to fill, "
+                          "so the result is the input images", stacklevel=2)
+        known_mask = 1 - mask.to(device=images.device, dtype=images.dtype).expand(images.shape)
+        known_data = torch.where(known_mask != 0, images, 0.0)
         if not bool(torch.isfinite(known_data).all()) or (self.config.data_kind == "image" and known_data.abs().max() > 1):
             raise UserError("known images must be finite data values in [-1, 1]; scale pixels as value / 127.5 − 1")
         known = self.encode(known_data.to(torch.float32))
@@ -267,7 +277,7 @@ class DiffusionModel:
 
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return inpaint_sweep(
-                self.process, score_for_rows(rows), x, known[rows].to(x.device), mask[rows], sampler=sampler, nfe=nfe,
+                self.process, score_for_rows(rows), x, known[rows].to(x.device), known_mask[rows], sampler=sampler, nfe=nfe,
                 resample=resample, generator=device_generator, record_trajectory=record_trajectory,
             )
 
@@ -286,9 +296,9 @@ class DiffusionModel:
         The starting states are ``x_start`` rows, or prior samples drawn with ``generator`` on the CPU.
         """
         if num < 1:
-            raise UserError(f"--num must be ≥ 1, got {num}")
+            raise UserError(f"num must be ≥ 1, got {num}")
         if batch_size < 1:
-            raise UserError(f"--batch-size must be ≥ 1, got {batch_size}")
+            raise UserError(f"batch_size must be ≥ 1, got {batch_size}")
         self.network.eval()
         device = self.device
         results = []

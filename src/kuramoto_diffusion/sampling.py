@@ -64,7 +64,7 @@ def intervals_for_nfe(sampler: str, nfe: int) -> int:
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; valid values are {', '.join(SAMPLERS)}")
     if nfe < 1:
-        raise UserError(f"--nfe must be ≥ 1, got {nfe}")
+        raise UserError(f"nfe must be ≥ 1, got {nfe}")
     # Heun spends two evaluations per interval except the last, which is an Euler step.
     return (nfe + 1) // 2 if sampler == "ode-heun" else nfe
 
@@ -100,7 +100,7 @@ def inpaint_sweep(
     score_fn: ScoreFn,
     x_start: Tensor,
     known: Tensor,
-    mask: Tensor,
+    known_mask: Tensor,
     *,
     sampler: str = "sde",
     nfe: int | None = None,
@@ -109,29 +109,29 @@ def inpaint_sweep(
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
 ) -> SampleResult:
-    """``reverse_sweep`` that keeps the region where ``mask`` is 1 consistent with the states ``known`` (at t = 0).
+    """``reverse_sweep`` that keeps the region where ``known_mask`` is 1 consistent with the states ``known`` (at t = 0).
 
-    ``known`` has the shape of ``x_start``; ``mask`` (1 = known, 0 = to fill) broadcasts against it.
+    ``known`` has the shape of ``x_start``; ``known_mask`` (1 = known, 0 = to fill) broadcasts against it.
     Before the sweep, ``known`` is pushed forward along one chain through the grid points
     (``forward_transition``: exact kernels, single steps on the torus). At the start and after every
     interval that lands on step t, the known region of the state is replaced by that chain at t; at
     t = 0 by ``known`` itself. With a coupled process (Kuramoto) the chain of the known pixels also
-    feels the values of ``known`` under mask 0 through the coupling. ``resample`` = r ≥ 1 runs each
+    feels the values of ``known`` under known_mask 0 through the coupling. ``resample`` = r ≥ 1 runs each
     interval r times, going back up with ``forward_transition`` between runs (RePaint's resampling);
     ``function_evaluations`` counts every run. The chain draws its noise from
-    ``independent_generator(generator)``, so an all-zero mask reproduces ``reverse_sweep`` exactly.
+    ``independent_generator(generator)``, so an all-zero known_mask reproduces ``reverse_sweep`` exactly.
     The chain is held in memory: one state per grid point.
     """
     if known.shape != x_start.shape:
         raise UserError(
             f"known states of size {format_size(known.shape)} differ from the sampled states' {format_size(x_start.shape)}"
         )
-    check_inpainting_mask(mask, x_start.shape)
+    check_inpainting_mask(known_mask, x_start.shape)
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise UserError(f"resample must be an integer ≥ 1 (1 = no resampling), got {resample!r}")
     grid = sweep_grid(process, sampler, nfe, start_step)
     known = known.to(dtype=x_start.dtype, device=x_start.device)
-    keep = mask.to(device=x_start.device) != 0
+    keep = known_mask.to(device=x_start.device) != 0
     region = KnownRegion(known_forward_chain(process, known, grid, independent_generator(generator)), keep)
     return _sweep(
         process, score_fn, x_start, grid, sampler=sampler, generator=generator,
@@ -239,7 +239,7 @@ def independent_generator(generator: torch.Generator | None) -> torch.Generator 
 def check_inpainting_mask(mask: Tensor, shape: tuple[int, ...] | torch.Size, what: str = "states") -> None:
     """Raise a UserError unless ``mask`` holds only 0 and 1 and each of its axes is 1 or the size of ``shape``'s."""
     if not isinstance(mask, Tensor):
-        raise UserError(f"the mask must be a tensor of 0 (fill) and 1 (known), got {type(mask).__name__}")
+        raise UserError(f"the mask must be a tensor of 0 and 1, got {type(mask).__name__}")
     fits = mask.dim() == len(shape) and all(m in (1, s) for m, s in zip(mask.shape, shape))
     if not fits:
         raise UserError(
@@ -250,7 +250,7 @@ def check_inpainting_mask(mask: Tensor, shape: tuple[int, ...] | torch.Size, wha
     if not bool(binary.all()):
         value = float(mask[~binary].flatten()[0])
         raise UserError(
-            f"mask values must be 0 (fill) or 1 (known), found {value:g}; threshold a soft mask first, e.g. (mask > 0.5).float()"
+            f"mask values must be 0 or 1, found {value:g}; threshold a soft mask first, e.g. (mask > 0.5).float()"
         )
 
 

@@ -30,6 +30,7 @@ the same scheduler as a real ``SchedulerMixin``/``ConfigMixin`` subclass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class DiffusionScheduler:
         self.process: ForwardProcess = build_process(process_config)
         self.timesteps: Tensor = torch.zeros(0, dtype=torch.long)
         self.num_inference_steps: int | None = None
+        self._grid: list[int] = []  # the sweep's steps, decreasing, ending at 0
         self._lower_of: dict[int, int] = {}  # grid step -> the next (lower) grid step
         self._heun_start: _HeunStart | None = None
 
@@ -93,23 +95,98 @@ class DiffusionScheduler:
         """Network evaluations per interval of the solver (diffusers' ``order``): 2 for ode-heun, else 1."""
         return 2 if self.config.sampler == "ode-heun" else 1
 
-    # ----- the grid ---------------------------------------------------------------------
-    def set_timesteps(self, num_inference_steps: int, start_step: int | None = None) -> None:
-        """Set ``timesteps``: the network query steps of a sweep with ``num_inference_steps`` evaluations (NFE).
+    def __len__(self) -> int:
+        """T, the number of steps of the forward process (diffusers: ``num_train_timesteps``)."""
+        return self.process.steps
 
-        The grid is ``sampling.sweep_grid`` from ``start_step`` (default T) to 0, as in
-        ``DiffusionModel.sample(nfe=num_inference_steps, start_step=...)``; ``timesteps`` lists its
-        steps without the final 0. For ode-heun every interior step appears twice (the Euler
-        predictor's evaluation, then the next interval's), so len(timesteps) is the NFE of the sweep.
+    # ----- the grid ---------------------------------------------------------------------
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        start_step: int | None = None,
+        timesteps: Sequence[int] | Tensor | None = None,
+    ) -> None:
+        """Set ``timesteps``: the network query steps of a sweep from ``start_step`` (default T) to 0.
+
+        ``num_inference_steps`` n counts network evaluations (the NFE), for every sampler, as in
+        ``DiffusionModel.sample(nfe=n, start_step=...)``, whose grid (``sampling.sweep_grid``) this is:
+
+        * "sde" and "ode": n intervals, one evaluation each, so 1 ≤ n ≤ start_step;
+        * "ode-heun": k intervals cost 2k − 1 evaluations (the last interval is an Euler step), so n
+          must be odd, n = 2k − 1 ≤ 2·start_step − 1.
+
+        Any other n is an error rather than a sweep of another size. ``timesteps`` instead gives
+        the grid itself: strictly decreasing integer steps in 1 … T (0 is appended), the first being
+        the start; then leave out ``num_inference_steps`` and ``start_step``.
+
+        ``self.timesteps`` lists the grid without the final 0; for ode-heun every interior step
+        appears twice (the Euler predictor's evaluation, then the next interval's), so
+        len(timesteps) = ``num_inference_steps`` is the NFE of the sweep.
         """
-        grid = sweep_grid(self.process, self.config.sampler, num_inference_steps, start_step)
+        if timesteps is not None:
+            if num_inference_steps is not None or start_step is not None:
+                raise UserError("pass either num_inference_steps (and start_step) or timesteps, not both")
+            grid = self._custom_grid(timesteps)
+        else:
+            if num_inference_steps is None:
+                raise UserError("set_timesteps needs num_inference_steps (the NFE) or timesteps (the grid)")
+            grid = sweep_grid(self.process, self.config.sampler, self._checked_nfe(num_inference_steps, start_step), start_step)
         uppers = grid[:-1]
         if self.config.sampler == "ode-heun":
             uppers = grid[:1] + [step for step in grid[1:-1] for _ in range(2)]
         self.timesteps = torch.tensor(uppers, dtype=torch.long)
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = len(uppers)
+        self._grid = grid
         self._lower_of = dict(zip(grid[:-1], grid[1:]))
         self._heun_start = None
+
+    def _checked_nfe(self, nfe: int, start_step: int | None) -> int:
+        """``nfe`` if a sweep from ``start_step`` can spend exactly that many evaluations, else a UserError."""
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise UserError(f"num_inference_steps must be an integer ≥ 1 (network evaluations), got {nfe!r}")
+        start = self.process.steps if start_step is None else start_step
+        sampler = self.config.sampler
+        if sampler == "ode-heun":
+            most = 2 * start - 1
+            if nfe % 2 == 0:
+                raise UserError(
+                    f"ode-heun spends 2 evaluations per interval and 1 on the last, so num_inference_steps is odd "
+                    f"(2k − 1 for k intervals); got {nfe}: use {nfe - 1} or {nfe + 1}"
+                )
+        else:
+            most = start
+        if nfe > most:
+            raise UserError(
+                f"num_inference_steps = {nfe} is more than a {sampler} sweep from step {start} can spend "
+                f"({most} evaluations); use at most {most}"
+            )
+        return nfe
+
+    def _custom_grid(self, timesteps: Sequence[int] | Tensor) -> list[int]:
+        """The grid of custom ``timesteps`` (strictly decreasing integers in 1 … T) with 0 appended."""
+        if isinstance(timesteps, Tensor):
+            valid = not timesteps.is_floating_point() and not timesteps.is_complex() and timesteps.dim() == 1
+            steps = timesteps.tolist() if valid else None
+        else:
+            steps = list(timesteps)
+            valid = all(isinstance(step, int) and not isinstance(step, bool) for step in steps)
+        steps_of_process = self.process.steps
+        if (
+            not valid
+            or not steps
+            or any(upper <= lower for upper, lower in zip(steps, steps[1:]))
+            or not 1 <= steps[-1] <= steps[0] <= steps_of_process
+        ):
+            raise UserError(
+                f"timesteps must be a non-empty list of strictly decreasing integer steps in 1…{steps_of_process} "
+                f"(0 is appended), got {timesteps!r}"
+            )
+        return [*steps, 0]
+
+    def _describe_grid(self) -> str:
+        grid = self._grid
+        shown = ", ".join(map(str, grid)) if len(grid) <= 6 else f"{grid[0]}, {grid[1]}, {grid[2]}, …, {grid[-2]}, {grid[-1]}"
+        return f"[{shown}]"
 
     # ----- model input ------------------------------------------------------------------
     def scale_model_input(self, sample: Tensor, timestep: int | Tensor) -> Tensor:
@@ -147,21 +224,24 @@ class DiffusionScheduler:
             raise UserError(
                 f"model_output has shape {tuple(model_output.shape)}, sample {tuple(sample.shape)}; they must match"
             )
-        score = self.process.constrain_score(sample, step, model_output / self.process.output_scale(step, like=sample))
         sampler = self.config.sampler
         pending = self._heun_start
+        # The grid is checked before anything is computed at ``step``: off the grid, c(t) may not exist.
         if pending is not None:
             if step != pending.lower:
                 raise UserError(
                     f"ode-heun expects timestep {pending.lower} (the second evaluation of the interval "
                     f"{pending.upper}→{pending.lower}), got {step}; loop over scheduler.timesteps in order"
                 )
+        else:
+            lower = self._lower_step(step)
+        score = self.process.constrain_score(sample, step, model_output / self.process.output_scale(step, like=sample))
+        if pending is not None:
             upper, lower = pending.upper, pending.lower
             scores = _known_scores({upper: pending.score, lower: score})
             prev_sample, _ = self.process.reverse_ode_step(pending.sample, scores, upper, lower, heun=True)
             self._heun_start = None
         else:
-            lower = self._lower_step(step)
             if sampler == "sde":
                 prev_sample = reverse_sde_step(self.process, sample, score, step, lower, generator)
             else:
@@ -176,7 +256,10 @@ class DiffusionScheduler:
         if not self._lower_of:
             raise UserError("call set_timesteps(num_inference_steps) before step()")
         if step not in self._lower_of:
-            raise UserError(f"timestep {step} is not on this scheduler's grid; use the values of scheduler.timesteps")
+            raise UserError(
+                f"timestep {step} is not on this scheduler's grid {self._describe_grid()} (0 is its end, where no "
+                "step starts); use the values of scheduler.timesteps"
+            )
         return self._lower_of[step]
 
     # ----- the forward process and the prior --------------------------------------------

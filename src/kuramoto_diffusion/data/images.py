@@ -300,7 +300,8 @@ def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels
 
 
 def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_path: str | os.PathLike[str], image_dims: tuple[int, int]) -> torch.Tensor:
-    """A mask file (white = known, black = fill) as a (1, 1, image_size, image_size) tensor of 0/1.
+    """A mask file as a (1, 1, image_size, image_size) tensor of 0/1: 1 where it is white (the region to
+    fill, in the convention of ``DiffusionModel.inpaint``), 0 where it is black.
 
     It must have the size of the image it belongs to, and goes through the same resize and centre
     crop (nearest neighbour). Grey values are thresholded at 50 %, with one warning saying how many.
@@ -312,12 +313,12 @@ def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_pat
     if (pixels.shape[1], pixels.shape[0]) != tuple(image_dims):
         raise UserError(
             f"{path}: mask is {pixels.shape[1]}x{pixels.shape[0]} pixels but {image_path} is {image_dims[0]}x{image_dims[1]}; "
-            "make a mask of the image's size (white = known, black = fill)"
+            "make a mask of the image's size (white = fill, black = keep)"
         )
     grey = int(((pixels > 0) & (pixels < 255)).sum())
     if grey:
         warnings.warn(
-            f"{path}: {grey} mask pixel(s) are neither black nor white; thresholded at 50 % (≥ 128 = known)",
+            f"{path}: {grey} mask pixel(s) are neither black nor white; thresholded at 50 % (≥ 128 = white)",
             stacklevel=2,
         )
     binary = np.where(pixels >= 128, 255, 0).astype(np.uint8)
