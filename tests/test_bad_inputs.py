@@ -494,6 +494,10 @@ def robustness_markdown() -> str:
         "- 16-bit images are scaled to 8 bits, alpha is dropped, palette and CMYK images are",
         "  converted, and animated images contribute their first frame.",
         "- Only safetensors and JSON are ever read from a checkpoint; other files there are ignored.",
+        "- SIGTERM or SIGINT (Ctrl-C) during `train` finishes the step, writes a checkpoint, prints",
+        "  one line naming the step and how to continue, and exits with 143 or 130; under torchrun",
+        "  every process stops after the same step. `sample --out-dir` stops after its current chunk.",
+        "  Signals sent while that checkpoint is written are ignored (tests/test_stopping.py).",
         "",
     ]
     return "\n".join(lines)
