@@ -68,10 +68,12 @@ def test_resume_and_info(trained_run):
     assert "step: 8" in info and "von Mises" in info and "parameters" in info
 
 
-@pytest.mark.parametrize("sampler", ["sde", "ode", "ode-heun"])
+@pytest.mark.parametrize("sampler", [["--sampler", "sde"], ["--sampler", "ode"], ["--sampler", "ode-heun"],
+                                     ["--sampler", "pc", "--snr", "0.1"], ["--corrector-steps", "2", "--grid", "rho"]],
+                         ids=["sde", "ode", "ode-heun", "pc", "sde-corrector-rho"])
 def test_sample_writes_grid_and_single_images(trained_run, tmp_path, sampler):
     grid = tmp_path / "grid.png"
-    result = run("sample", "--checkpoint", str(trained_run), "--num", "3", "--sampler", sampler, "--nfe", "5",
+    result = run("sample", "--checkpoint", str(trained_run), "--num", "3", *sampler, "--nfe", "6",
                  "--out", str(grid), "--out-dir", str(tmp_path / "single"), "--device", "cpu")
     assert grid.is_file() and len(list((tmp_path / "single").glob("*.png"))) == 3
     assert Image.open(tmp_path / "single" / "000000.png").size == (16, 16)

@@ -18,8 +18,8 @@ import torch
 from kuramoto_diffusion.diffusers_integration import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import KuramotoConfig
-from kuramoto_diffusion.sampling import SAMPLERS, sweep_grid
-from kuramoto_diffusion.scheduler import DiffusionScheduler
+from kuramoto_diffusion.sampling import sweep_grid
+from kuramoto_diffusion.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12
@@ -89,7 +89,7 @@ def test_len_is_the_number_of_training_timesteps():
     assert len(DiffusionScheduler(PROCESS)) == STEPS
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", SCHEDULER_SAMPLERS)
 def test_num_inference_steps_is_exactly_the_network_evaluations(sampler):
     each = scheduler(sampler)
     valid = range(1, 2 * STEPS, 2) if sampler == "ode-heun" else range(1, STEPS + 1)
@@ -135,7 +135,7 @@ def test_timesteps_live_on_the_requested_device():
     assert each.timesteps.device.type == "meta"
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", SCHEDULER_SAMPLERS)
 def test_custom_timesteps_of_the_default_grid_give_the_same_samples(sampler):
     by_count, by_grid = scheduler(sampler), scheduler(sampler)
     by_count.set_timesteps(5)

@@ -23,8 +23,8 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.sampling import SAMPLERS, reverse_sweep
-from kuramoto_diffusion.scheduler import SCHEDULER_CONFIG_NAME, KuramotoScheduler
+from kuramoto_diffusion.sampling import reverse_sweep
+from kuramoto_diffusion.scheduler import SCHEDULER_CONFIG_NAME, SCHEDULER_SAMPLERS, KuramotoScheduler
 from kuramoto_diffusion.settings import image_model_config
 
 STEPS = 20
@@ -73,7 +73,7 @@ def test_is_a_diffusers_scheduler_with_a_complete_config():
     assert KuramotoDiffusersScheduler().config.num_train_timesteps == KuramotoConfig().steps
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", SCHEDULER_SAMPLERS)
 def test_loop_equals_kuramoto_scheduler_and_reverse_sweep(sampler):
     network = _wrapped_unet()
     model = DiffusionModel(image_model_config(PROCESS, 1, 8, "tiny"), network=network)

@@ -141,7 +141,7 @@ def check_samples_agree(device: str, name: str, model_dir: Path) -> None:
     x_start = model.process.prior_sample((512, *config.state_shape(1)[1:]), torch.Generator().manual_seed(1))
     for sampler in SAMPLERS:
         reference, other = samples_on("cpu", model_dir, sampler, x_start), samples_on(device, model_dir, sampler, x_start)
-        if sampler == "sde":
+        if sampler in ("sde", "pc"):  # random: compare the moments
             spread = reference.std()
             assert abs(reference.mean() - other.mean()) < 4 * spread / reference.numel() ** 0.5, sampler
             assert abs(reference.std() - other.std()) < 0.05 * spread, sampler

@@ -11,9 +11,10 @@ import torch
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
-from kuramoto_diffusion.sampling import SAMPLERS, reverse_sweep
+from kuramoto_diffusion.sampling import reverse_sweep
 from kuramoto_diffusion.scheduler import (
     SCHEDULER_CONFIG_NAME,
+    SCHEDULER_SAMPLERS,
     DiffusionScheduler,
     KuramotoScheduler,
     SchedulerOutput,
@@ -46,7 +47,7 @@ def _scheduler_loop(
     return x
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", SCHEDULER_SAMPLERS)
 @pytest.mark.parametrize("name", list(PROCESSES))
 def test_step_loop_equals_reverse_sweep_float64(name, sampler):
     model = _model(PROCESSES[name])

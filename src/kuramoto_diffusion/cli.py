@@ -22,7 +22,8 @@ from .settings import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from .stopping import Stopped, signal_name, sigterm_interrupts
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
-SAMPLER_NAMES = ("sde", "ode", "ode-heun")
+SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc")
+GRID_NAMES = ("uniform", "rho")
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
@@ -207,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
     sample.add_argument("--num", "--num-images", dest="num", type=positive_int, default=64,
                         help="images to generate (under torchrun write --num-images: torchrun claims --num… for itself)")
-    sample.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="reverse SDE, ODE Euler or ODE Heun")
-    sample.add_argument("--nfe", type=positive_int, default=None, help="network evaluations (default: T)")
+    _add_sampler_options(sample)
     sample.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
     sample.add_argument(
         "--out", type=Path, default=None,
@@ -261,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--fake", default=None, help="a folder of generated images (flows: a samples .npz or flows folder)")
     source.add_argument("--checkpoint", type=Path, default=None, help="sample from this model instead")
     evaluate.add_argument("--num", type=positive_int, default=256, help="images per set")
-    evaluate.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde", help="with --checkpoint")
-    evaluate.add_argument("--nfe", type=positive_int, default=None, help="with --checkpoint (default: T)")
+    _add_sampler_options(evaluate, " (with --checkpoint)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")
     evaluate.add_argument("--image-size", type=image_size, default=32, help="with --fake: pixels per side")
     evaluate.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="with --fake")
@@ -287,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
     _add_flows_parser(commands)
     return parser
+
+
+def _add_sampler_options(parser: argparse.ArgumentParser, applies: str = "") -> None:
+    """--sampler, --nfe, --grid, --rho, --corrector-steps, --snr: what ``commands.sampler_from_args`` turns into a Sampler."""
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde",
+                        help="reverse SDE, ODE Euler, ODE Heun, or pc: the reverse SDE with a Langevin corrector" + applies)
+    parser.add_argument("--nfe", type=positive_int, default=None,
+                        help="network evaluations, at most (default: T); pc counts its corrector's" + applies)
+    parser.add_argument("--grid", choices=GRID_NAMES, default="uniform",
+                        help="time grid: uniform in t, or rho: EDM's ρ-spacing of the process's noise level")
+    parser.add_argument("--rho", type=positive_float, default=7.0, help="with --grid rho: the exponent ρ")
+    parser.add_argument("--corrector-steps", type=positive_int, default=None,
+                        help="pc (implied with sde): Langevin corrector steps per grid step (default 1)")
+    parser.add_argument("--snr", type=positive_float, default=None,
+                        help="pc (implied with sde): the corrector's target signal-to-noise ratio (default 0.16)")
 
 
 def _add_flows_parser(commands: argparse._SubParsersAction) -> None:

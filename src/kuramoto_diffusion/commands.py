@@ -32,6 +32,7 @@ from .settings import (
 )
 from .training import Trainer, resolve_device
 from .sample_folder import image_path, sample_to_folder
+from .sampling import Sampler
 from .stopping import Stopped
 from .training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
 from .viz_flows import flow_field_grid
@@ -247,6 +248,17 @@ def check_angle_training_options(process_name: str, classes: bool) -> None:
         raise UserError("--classes needs a folder of images with one subfolder per class; angle data has no classes")
 
 
+def sampler_from_args(args: argparse.Namespace) -> Sampler:
+    """The Sampler of --sampler, --grid, --rho, --corrector-steps and --snr (sde with corrector options is pc)."""
+    corrector = args.corrector_steps is not None or args.snr is not None
+    name = "pc" if corrector and args.sampler == "sde" else args.sampler
+    if corrector and name != "pc":
+        raise UserError(f"--corrector-steps and --snr are for --sampler pc (or sde); the {name} sampler has no corrector")
+    if args.rho != 7.0 and args.grid != "rho":
+        raise UserError("--rho sets the exponent of --grid rho; add --grid rho or leave --rho out")
+    return Sampler(name, grid=args.grid, rho=args.rho, corrector_steps=args.corrector_steps, snr=args.snr)
+
+
 def with_clip_denoised(model: DiffusionModel, clip: bool) -> DiffusionModel:
     """The model with the Euclidean baseline's x₀ clipping switched on (``--clip-denoised``)."""
     if not clip:
@@ -262,7 +274,7 @@ def sample_folder_command(
     """``sample --out-dir``: numbered PNGs in resumable chunks, split over torchrun processes; a grid of the first."""
     try:
         written, present, clipped = sample_to_folder(
-            model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=args.sampler, nfe=args.nfe,
+            model, args.out_dir, args.num, chunk_size=args.batch_size, seed=args.seed, sampler=sampler_from_args(args), nfe=args.nfe,
             class_labels=class_labels, guidance=args.guidance, context=context, quiet=args.quiet or not context.is_main,
         )
     except Stopped as stop:
@@ -335,7 +347,7 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
             mask = 1 - mask
         shown = torch.where(mask == 0, image, -1.0)
         result = model.inpaint(
-            image.expand(args.num, -1, -1, -1), mask, sampler=args.sampler, nfe=args.nfe, resample=args.resample,
+            image.expand(args.num, -1, -1, -1), mask, sampler=sampler_from_args(args), nfe=args.nfe, resample=args.resample,
             generator=generator, batch_size=args.batch_size, record_trajectory=record, **guided,
         )
     elif args.from_data is not None:
@@ -352,12 +364,12 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
             )
             real = source.fixed_batch(args.num, seed=args.seed)
         result = model.forward_then_reverse(
-            real, start, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+            real, start, sampler=sampler_from_args(args), nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record, **guided,
         )
     else:
         result = model.sample(
-            args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+            args.num, sampler=sampler_from_args(args), nfe=args.nfe, generator=generator, batch_size=args.batch_size,
             record_trajectory=record, **guided,
         )
     images, clipped = model.decode(result.states)
@@ -373,7 +385,7 @@ def _sample(args: argparse.Namespace, context: DistributedContext, device: torch
         save_trajectory_animation(model, result, args.save_trajectory)
     if not args.quiet:
         print(
-            f"wrote {out}: {args.num} images, {args.sampler} with {result.function_evaluations} network "
+            f"wrote {out}: {args.num} images, {sampler_from_args(args).label} with {result.function_evaluations} network "
             f"evaluations; {clipped} of {images.numel()} values clipped at decode (mass that crossed the seam)"
         )
 
@@ -415,7 +427,7 @@ def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: tor
     if args.out_plot is not None and data is not None:
         # Opened before sampling, so that moved training data fails fast.
         real = open_training_data(data, split="all").fixed_batch(min(args.num, 4), seed=args.seed)
-    result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size,
+    result = model.sample(args.num, sampler=sampler_from_args(args), nfe=args.nfe, generator=generator, batch_size=args.batch_size,
                           guidance=args.guidance)
     velocity, clipped = model.decode(result.states)
     velocity = velocity.detach().cpu().float()
@@ -426,7 +438,7 @@ def sample_flows(args: argparse.Namespace, model: DiffusionModel, generator: tor
         rows = {"training data": real[:shown], "generated": velocity[:shown]} if real is not None else {"generated": velocity[:shown]}
         save_image_atomic(flow_field_grid(rows, columns=shown), args.out_plot)
     if not args.quiet:
-        print(f"wrote {out}: {args.num} velocity fields, {args.sampler} with {result.function_evaluations} network "
+        print(f"wrote {out}: {args.num} velocity fields, {sampler_from_args(args).label} with {result.function_evaluations} network "
               f"evaluations; {clipped} of {velocity[:, :1].numel()} speeds clipped at decode")
     return velocity
 
@@ -449,7 +461,7 @@ def forecast_flows(args: argparse.Namespace, model: DiffusionModel, generator: t
         )
     context, truth = sequence[:frames], sequence[frames:frames + args.rollout]
     forecast = model.rollout(
-        context[None].expand(args.num, -1, -1, -1, -1), args.rollout, guidance=args.guidance, sampler=args.sampler,
+        context[None].expand(args.num, -1, -1, -1, -1), args.rollout, guidance=args.guidance, sampler=sampler_from_args(args),
         nfe=args.nfe, generator=generator, batch_size=args.batch_size,
     ).cpu()
     arrays = {"forecast": forecast.numpy(), "context": context.numpy()}
@@ -478,7 +490,7 @@ def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: to
         # Opened before sampling, so that a moved training file fails fast.
         real = radians_to_user_units(open_training_data(data).fixed_batch(args.num, seed=args.seed), degrees=degrees)
     result = model.sample(
-        args.num, sampler=args.sampler, nfe=args.nfe, generator=generator, batch_size=args.batch_size, **guided,
+        args.num, sampler=sampler_from_args(args), nfe=args.nfe, generator=generator, batch_size=args.batch_size, **guided,
     )
     angles, _ = model.decode(result.states)
     written = save_angles(out, angles, degrees=degrees)
@@ -488,12 +500,12 @@ def sample_angles(args: argparse.Namespace, model: DiffusionModel, generator: to
         panels = {"training data": real, "generated": written} if real is not None else {"generated": written}
         shown = "" if dims <= 2 else f" (angles 1 and 2 of {dims})"
         process = f"Kuramoto {model.process.config.coupling}" if isinstance(model.process, KuramotoProcess) else "Euclidean"
-        title = f"{process} model, {args.sampler} sampler, {result.function_evaluations} network evaluations{shown}"
+        title = f"{process} model, {sampler_from_args(args).label} sampler, {result.function_evaluations} network evaluations{shown}"
         save_image_atomic(angle_density_plot(panels, degrees=degrees, title=title), args.out_plot)
     if not args.quiet:
         plot = f" and {args.out_plot}" if args.out_plot is not None else ""
         print(
-            f"wrote {out}{plot}: {args.num} samples of {written.shape[1]} angle(s) in {unit}, {args.sampler} with "
+            f"wrote {out}{plot}: {args.num} samples of {written.shape[1]} angle(s) in {unit}, {sampler_from_args(args).label} with "
             f"{result.function_evaluations} network evaluations"
         )
     return written
@@ -534,11 +546,11 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
                 "through sample --out-plot FILE.png"
             )
         image_size, channels = model.config.image_size, model.config.channels
-        result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
+        result = model.sample(args.num, sampler=sampler_from_args(args), nfe=args.nfe, batch_size=args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed))
         fake, clipped = model.decode(result.states)
         fake_clipped = clipped / fake.numel()
-        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations,
+        settings.update(checkpoint=str(args.checkpoint), sampler=sampler_from_args(args).label, nfe=result.function_evaluations,
                         clip_denoised=args.clip_denoised)
     else:
         fake_source = open_image_source(
@@ -593,11 +605,11 @@ def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
         if model.config.data_kind != "flow":
             raise UserError(f"{args.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
         check_same_flow_size(model.config.image_size, real_source.size)
-        result = model.sample(args.num, sampler=args.sampler, nfe=args.nfe, batch_size=args.batch_size,
+        result = model.sample(args.num, sampler=sampler_from_args(args), nfe=args.nfe, batch_size=args.batch_size,
                               generator=torch.Generator().manual_seed(args.seed))
         fake, clipped = model.decode(result.states)
         fake = fake.cpu()
-        settings.update(checkpoint=str(args.checkpoint), sampler=args.sampler, nfe=result.function_evaluations)
+        settings.update(checkpoint=str(args.checkpoint), sampler=sampler_from_args(args).label, nfe=result.function_evaluations)
     else:
         fake_source = open_flow_source(args.fake, split="all")
         check_same_flow_size(fake_source.size, real_source.size)

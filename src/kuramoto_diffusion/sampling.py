@@ -9,6 +9,15 @@ and the score s(x, t) = F(x, t)/c(t) of the network, on the torus:
     ODE (Euler):  θ ← wrap( θ − D + ½v·s(θ, t) )
     ODE (Heun):   θ̃ = Euler step;  θ̂ = Euler step from θ̃ with s(θ̃, s);
                   θ ← wrap( θ + ½(wrap(θ̃ − θ) + wrap(θ̂ − θ̃)) )   (Euler on the last interval)
+    PC:           at each grid step t > 0, N Langevin corrector steps at t, then the reverse SDE:
+                  ε = 2·r²·mean(z²)/mean(s(θ, t)²),  θ ← wrap( θ + ε·s(θ, t) + √(2ε)·z )
+                  (score_sde's corrector with target signal-to-noise ratio r; means over the batch)
+
+Time grids (``Sampler.grid``): "uniform" spreads the grid evenly in t; "rho" carries EDM's
+ρ-spacing over to the process's noise level L(t) (``ForwardProcess.noise_level``: √Σσ² of the
+chain on the torus, EDM's σ(t) = √((1 − ᾱ_t)/ᾱ_t) for VP): L_i = (L_max^{1/ρ} + i/(k−1)·(L_min^{1/ρ}
+− L_max^{1/ρ}))^ρ for i < k between L(start) and L(1), each mapped to the integer step of the nearest
+level (kept strictly decreasing), then 0.
 
 The process owns the step formulas (``reverse_sde_mean``, ``reverse_ode_step``): the
 Euclidean baseline uses DDPM's ancestral step and DDIM / EDM-Heun, its standard
@@ -24,6 +33,7 @@ with the forward kernel, so the filled region can adjust to what was pasted.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +44,70 @@ from .errors import UserError
 from .processes import ForwardProcess
 from .processes.base import ScoreFn
 
-SAMPLERS = ("sde", "ode", "ode-heun")
+SAMPLERS = ("sde", "ode", "ode-heun", "pc")
+GRIDS = ("uniform", "rho")
+DEFAULT_SNR = 0.16  # score_sde's for VP models on CIFAR-10
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """How a reverse sweep integrates: the integrator, its time grid and, for "pc", the Langevin corrector.
+
+    ``name``: "sde" (Euler–Maruyama; DDPM's ancestral step for VP), "ode" (probability-flow Euler;
+    DDIM for VP), "ode-heun" (second order) or "pc" (the reverse SDE as predictor, each grid step
+    first corrected by ``corrector_steps`` Langevin steps at target signal-to-noise ratio ``snr``;
+    defaults 1 and ``DEFAULT_SNR``). ``grid``: "uniform" or "rho" with exponent ``rho`` (module
+    docstring). Everywhere a sampler is taken, its name alone is short for ``Sampler(name)``.
+    """
+
+    name: str = "sde"
+    grid: str = "uniform"
+    rho: float = 7.0
+    corrector_steps: int | None = None
+    snr: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise UserError(f"unknown sampler {self.name!r}; valid values are {', '.join(SAMPLERS)}")
+        if self.grid not in GRIDS:
+            raise UserError(f"unknown time grid {self.grid!r}; valid values are {', '.join(GRIDS)}")
+        if not (isinstance(self.rho, (int, float)) and math.isfinite(self.rho) and self.rho > 0):
+            raise UserError(f"rho must be a finite number > 0, got {self.rho!r}")
+        if self.name != "pc":
+            if self.corrector_steps is not None or self.snr is not None:
+                raise UserError(
+                    f"the {self.name} sampler has no corrector; corrector steps and snr belong to the pc sampler"
+                )
+            return
+        steps = 1 if self.corrector_steps is None else self.corrector_steps
+        snr = DEFAULT_SNR if self.snr is None else self.snr
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UserError(f"corrector steps must be an integer ≥ 1, got {steps!r}")
+        if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not math.isfinite(snr) or snr <= 0:
+            raise UserError(f"snr must be a finite number > 0, got {snr!r}")
+        object.__setattr__(self, "corrector_steps", steps)
+        object.__setattr__(self, "snr", float(snr))
+
+    @property
+    def label(self) -> str:
+        """A short description, e.g. "sde", "pc (1 corrector step, snr 0.16)", "ode-heun, rho 7 grid"."""
+        label = self.name
+        if self.name == "pc":
+            plural = "s" if self.corrector_steps != 1 else ""
+            label += f" ({self.corrector_steps} corrector step{plural}, snr {self.snr:g})"
+        return label + (f", rho {self.rho:g} grid" if self.grid == "rho" else "")
+
+    @property
+    def evaluations_per_interval(self) -> int:
+        """Network evaluations of one grid interval, except the last of ode-heun (an Euler step)."""
+        if self.name == "ode-heun":
+            return 2
+        return 1 + (self.corrector_steps or 0)
+
+
+def as_sampler(sampler: "str | Sampler") -> Sampler:
+    """A ``Sampler`` from a sampler or its name."""
+    return sampler if isinstance(sampler, Sampler) else Sampler(sampler)
 
 
 @dataclass
@@ -59,22 +132,45 @@ def step_grid(start: int, intervals: int) -> list[int]:
     return sorted(set(grid), reverse=True)
 
 
-def intervals_for_nfe(sampler: str, nfe: int) -> int:
-    """How many grid intervals a sampler can afford with ``nfe`` network evaluations."""
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; valid values are {', '.join(SAMPLERS)}")
+def rho_step_grid(process: ForwardProcess, start: int, intervals: int, rho: float) -> list[int]:
+    """Decreasing integer steps from ``start`` to 0, ``intervals`` of them (at most ``start``), ρ-spaced in the
+    process's noise level (module docstring)."""
+    intervals = min(intervals, start)
+    if intervals == start:
+        return list(range(start, -1, -1))
+    levels = torch.tensor([process.noise_level(t) for t in range(start + 1)], dtype=torch.float64)
+    high, low = levels[start] ** (1.0 / rho), levels[1] ** (1.0 / rho)
+    grid = [start]
+    for index in range(1, intervals):
+        target = (high + index / (intervals - 1) * (low - high)) ** rho
+        nearest = int(torch.argmin((levels[1 : start + 1] - target).abs())) + 1
+        # Strictly decreasing, leaving one step for each interval still to come.
+        grid.append(max(min(nearest, grid[-1] - 1), intervals - index))
+    return [*grid, 0]
+
+
+def intervals_for_nfe(sampler: "str | Sampler", nfe: int) -> int:
+    """How many grid intervals a sampler can afford with ``nfe`` network evaluations (at least one)."""
+    sampler = as_sampler(sampler)
     if nfe < 1:
         raise UserError(f"nfe must be ≥ 1, got {nfe}")
-    # Heun spends two evaluations per interval except the last, which is an Euler step.
-    return (nfe + 1) // 2 if sampler == "ode-heun" else nfe
+    if sampler.name == "ode-heun":
+        return (nfe + 1) // 2  # two evaluations per interval except the last, an Euler step
+    return max(1, nfe // sampler.evaluations_per_interval)
 
 
-def sweep_grid(process: ForwardProcess, sampler: str, nfe: int | None = None, start_step: int | None = None) -> list[int]:
+def sweep_grid(
+    process: ForwardProcess, sampler: "str | Sampler", nfe: int | None = None, start_step: int | None = None
+) -> list[int]:
     """The decreasing grid start_step (default T) … 0 of a sweep with ``nfe`` network evaluations (default: one per step)."""
+    sampler = as_sampler(sampler)
     start = process.steps if start_step is None else start_step
     if not 1 <= start <= process.steps:
         raise UserError(f"start step must be in 1…{process.steps}, got {start}")
-    return step_grid(start, intervals_for_nfe(sampler, nfe if nfe is not None else start))
+    intervals = intervals_for_nfe(sampler, nfe if nfe is not None else start)
+    if sampler.grid == "rho":
+        return rho_step_grid(process, start, intervals, sampler.rho)
+    return step_grid(start, intervals)
 
 
 @torch.no_grad()
@@ -83,13 +179,14 @@ def reverse_sweep(
     score_fn: ScoreFn,
     x_start: Tensor,
     *,
-    sampler: str = "sde",
+    sampler: "str | Sampler" = "sde",
     nfe: int | None = None,
     start_step: int | None = None,
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
 ) -> SampleResult:
     """Run the reverse process from states ``x_start`` at ``start_step`` (default T) down to t = 0."""
+    sampler = as_sampler(sampler)
     grid = sweep_grid(process, sampler, nfe, start_step)
     return _sweep(process, score_fn, x_start, grid, sampler=sampler, generator=generator, record_trajectory=record_trajectory)
 
@@ -102,7 +199,7 @@ def inpaint_sweep(
     known: Tensor,
     known_mask: Tensor,
     *,
-    sampler: str = "sde",
+    sampler: "str | Sampler" = "sde",
     nfe: int | None = None,
     start_step: int | None = None,
     resample: int = 1,
@@ -127,6 +224,7 @@ def inpaint_sweep(
             f"known states of size {format_size(known.shape)} differ from the sampled states' {format_size(x_start.shape)}"
         )
     check_inpainting_mask(known_mask, x_start.shape)
+    sampler = as_sampler(sampler)
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise UserError(f"resample must be an integer ≥ 1 (1 = no resampling), got {resample!r}")
     grid = sweep_grid(process, sampler, nfe, start_step)
@@ -157,7 +255,7 @@ def _sweep(
     x_start: Tensor,
     grid: list[int],
     *,
-    sampler: str,
+    sampler: Sampler,
     generator: torch.Generator | None,
     record_trajectory: bool,
     known: KnownRegion | None = None,
@@ -189,13 +287,17 @@ def reverse_interval(
     x: Tensor,
     upper: int,
     lower: int,
-    sampler: str,
+    sampler: "str | Sampler",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, int]:
     """One interval of ``sampler`` from states x at step ``upper`` down to ``lower``; returns (x, network evaluations)."""
-    if sampler == "sde":
-        return reverse_sde_step(process, x, score_fn(x, upper), upper, lower, generator), 1
-    return process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler == "ode-heun")
+    sampler = as_sampler(sampler)
+    if sampler.name in ("sde", "pc"):
+        corrections = sampler.corrector_steps or 0
+        for _ in range(corrections):
+            x = langevin_corrector_step(process, x, score_fn(x, upper), sampler.snr, generator)
+        return reverse_sde_step(process, x, score_fn(x, upper), upper, lower, generator), 1 + corrections
+    return process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler.name == "ode-heun")
 
 
 def forward_transition(
@@ -277,6 +379,26 @@ def reverse_sde_step(
         return x
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return process.project(x + process.transition_scale(lower, stride, like=x) * noise)
+
+
+def langevin_corrector_step(
+    process: ForwardProcess, x: Tensor, score: Tensor, snr: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """One Langevin step towards the marginal at the score's step: x ← project(x + ε·score + √(2ε)·z).
+
+    ε = 2·snr²·mean(z²)/mean(score²), the means over the whole batch: the step whose drift is ``snr``
+    times its noise in root-mean-square size (score_sde's rule, which averages the per-sample norms
+    over the batch). Per sample, the ratio is heavy-tailed in low dimension: a sample at a mode of
+    p_t has a score near 0 and would get an unbounded step. score_sde's extra factor α_t = 1 − β_t
+    for VP is left out, for every process alike: it only scales ε (by 0.8 at worst, at t = T when
+    T = 100), as a smaller ``snr`` would. A zero score leaves x unchanged.
+    """
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    score_power = score.square().mean()
+    if not bool(score_power > 0):
+        return x
+    step_size = 2.0 * snr**2 * noise.square().mean() / score_power
+    return process.project(x + step_size * score + (2.0 * step_size).sqrt() * noise)
 
 
 def _mean_order(process: ForwardProcess, x: Tensor) -> float:

@@ -41,9 +41,11 @@ from .config import choice_check, config_from_dict, config_to_dict, read_json, w
 from .errors import UserError
 from .processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
 from .processes.base import ScoreFn
-from .sampling import SAMPLERS, reverse_sde_step, sweep_grid
+from .sampling import reverse_sde_step, sweep_grid
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
+# The samplers with one network evaluation per step() call; "pc" (a corrector between steps) is not one of them.
+SCHEDULER_SAMPLERS = ("sde", "ode", "ode-heun")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class SchedulerConfig:
     sampler: str = "sde"  # sde | ode | ode-heun
 
     def __post_init__(self) -> None:
-        choice_check("sampler", self.sampler, SAMPLERS)
+        choice_check("sampler", self.sampler, SCHEDULER_SAMPLERS)
 
 
 @dataclass

@@ -23,6 +23,7 @@ interface; Kuramoto (on the torus) and Euclidean VP (on ℝ) differ in ``project
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,11 @@ class ForwardProcess(ABC):
         """σ² summed over the stride (float64 scalar, or shaped like ``like`` for per-example t)."""
         like = like if like is not None else torch.zeros((), dtype=torch.float64)
         return self._interval_sum("cumulative_noise_var", t, stride, like)
+
+    def noise_level(self, t: int) -> float:
+        """The noise accumulated from step 0 to ``t`` as one level (for spacing time grids): √Σ_{s<t} σ_s² here;
+        processes with a shrinking signal give the level of their rescaled state instead (VP: EDM's σ)."""
+        return math.sqrt(float(self._cumulative_noise_var[t]))
 
     def transition_scale(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """Standard deviation of the one-step (or merged-stride) kernel."""

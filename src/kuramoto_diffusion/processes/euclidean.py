@@ -97,6 +97,10 @@ class EuclideanVPProcess(ForwardProcess):
         """EDM's noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) of y = x/√ᾱ_t."""
         return math.sqrt(max(math.expm1(float(self._cumulative_beta[t])), 0.0))
 
+    def noise_level(self, t: int) -> float:
+        """EDM's σ_t (``edm_sigma``): the level that EDM's ρ-spacing is defined on."""
+        return self.edm_sigma(t)
+
     def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
         """The ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
 
