@@ -110,6 +110,18 @@ class ForwardProcess(ABC):
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic displacement of one step (or a merged stride) from state x at step t."""
 
+    def flow_drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """The continuous-time drift f integrated over the stride, for the probability-flow ODE (``likelihood``).
+
+        ``drift`` is the discrete chain's; where the chain is the Euler scheme of its SDE (Kuramoto),
+        the two are the same. A process whose step is an exact kernel (VP) overrides this.
+        """
+        return self.drift(x, t, stride)
+
+    def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """g² of the continuous-time SDE integrated over the stride (``noise_variance`` for an Euler chain)."""
+        return self.noise_variance(t, stride, like=like)
+
     def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
         """∂drift_i/∂x_i of one fine step at state x (the diagonal of the drift's Jacobian), shaped like x.
 

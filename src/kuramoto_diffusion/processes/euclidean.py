@@ -65,6 +65,14 @@ class EuclideanVPProcess(ForwardProcess):
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         return torch.expm1(self.log_signal(t, stride, like=x)) * x
 
+    def flow_drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """−½∫β·x over the stride: the VP SDE's drift, whose exact step is the factor exp(−½∫β) − 1 of ``drift``."""
+        return self.log_signal(t, stride, like=x) * x
+
+    def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """∫β over the stride (the kernel's variance 1 − exp(−∫β) is its exact integral along the drift)."""
+        return -2.0 * self.log_signal(t, stride, like=like)
+
     def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
         # The drift is linear, so the linearised kernel is the exact stride (the tests use this).
         return torch.expm1(self.log_signal(t, 1, like=x)).expand_as(x)

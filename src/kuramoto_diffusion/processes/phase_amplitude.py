@@ -146,6 +146,22 @@ class PhaseAmplitudeProcess(ForwardProcess):
         return torch.hypot(*self.phase.neighbourhood_mean(phase))
 
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        phase_drift, shifted_amplitude = self._phase_drift_and_shifted_amplitude(x, t, stride)
+        return torch.cat([phase_drift, self.amplitude.drift(shifted_amplitude, t, stride)], dim=1)
+
+    def flow_drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """The phase's drift (an Euler chain) and the VP SDE's drift −½∫β·(a + λr) of the amplitude."""
+        phase_drift, shifted_amplitude = self._phase_drift_and_shifted_amplitude(x, t, stride)
+        return torch.cat([phase_drift, self.amplitude.flow_drift(shifted_amplitude, t, stride)], dim=1)
+
+    def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """(σ² of the phase, ∫β of the amplitude) over the stride, along the channel axis."""
+        like = like if like is not None else torch.zeros((1, 2, 1, 1), dtype=torch.float64)
+        phase_variance = self._interval_sum("cumulative_noise_var", t, stride, like)
+        return self._per_channel(phase_variance, self.amplitude.flow_noise_variance(t, stride, like=like))
+
+    def _phase_drift_and_shifted_amplitude(self, x: Tensor, t: Step, stride: Step) -> tuple[Tensor, Tensor]:
+        """The phase channel's drift over the stride, and b = a + λr, on which the amplitude is a VP process."""
         self._check_shape(x)
         phase, amplitude = x[:, PHASE:PHASE + 1], x[:, AMPLITUDE:]
         cfg = self.config
@@ -158,8 +174,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
         phase_drift = ((total - weighted) + weighted * weight) * coupling \
             + total * cfg.ref_strength * torch.sin(cfg.ref_phase - phase)
         offset = cfg.coherence * torch.hypot(mean_cos, mean_sin)
-        amplitude_drift = self.amplitude.drift(amplitude + offset, t, stride)
-        return torch.cat([phase_drift, amplitude_drift], dim=1)
+        return phase_drift, amplitude + offset
 
     def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
         """Diagonal of the drift's Jacobian: per phase, the amplitude-weighted coupling's and the reference
