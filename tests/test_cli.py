@@ -159,6 +159,19 @@ def test_evaluate_a_checkpoint_and_a_folder(trained_run, tmp_path):
     assert_clean_error(missing, "inception")
 
 
+def test_evaluate_nll_reports_bits_per_dim_with_standard_errors(trained_run, tmp_path):
+    out = tmp_path / "nll.json"
+    result = run("evaluate", "--nll", "--checkpoint", str(trained_run), "--real", "textures", "--num", "3", "--nfe", "3",
+                 "--probes", "2", "--json", str(out), "--device", "cpu")
+    payload = json.loads(out.read_text())
+    metrics, settings = payload["metrics"], payload["settings"]
+    assert {"nll_nats", "nll_standard_error", "bits_per_dim", "bits_per_dim_standard_error", "probe_standard_error"} <= set(metrics)
+    assert settings["nfe"] == 4 and settings["divergence"] == "hutchinson" and settings["probes"] == 2  # Heun: even NFE
+    assert 0 < metrics["bits_per_dim"] < 64 and metrics["probe_standard_error"] > 0
+    assert "bits_per_dim" in result.stdout
+    assert_clean_error(run("evaluate", "--nll", "--fake", str(tmp_path), check=False), "--nll needs --checkpoint")
+
+
 def test_demo_runs_end_to_end(tmp_path):
     # The README's first command: it must keep working as options are added to train.
     out = tmp_path / "demo"

@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="with --fake")
     evaluate.add_argument("--clip-denoised", action="store_true", help="with a Euclidean --checkpoint: DDPM's x0 clipping")
     evaluate.add_argument("--inception-weights", type=Path, default=None, help="local inception-2015-12-05.pt for FID/KID")
+    evaluate.add_argument("--nll", action="store_true",
+                          help="with --checkpoint: negative log-likelihood of --num --real examples through the "
+                               "probability-flow ODE (bits/dim for images), instead of the sample metrics")
+    evaluate.add_argument("--probes", type=positive_int, default=None,
+                          help="with --nll: Hutchinson probes for states of more than 32 values (default 2)")
     evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
     evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     _add_bad_image_option(evaluate)
