@@ -18,7 +18,9 @@ size: the metrics' own floor at that sample size.
 the Euclidean model always trains on DDPM's ε-loss). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
 method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
---sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T.
+--sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun or pc
+(one corrector step, snr 0.16), with "-rho" for the ρ = 7 time grid (``sampling.Sampler``): pc-rho:100.
+--load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
 
 Figures in --figures: metric against NFE per data set (one line per method and sampler), sample
 grids side by side (real first), and R(t) along the reverse SDE of the Kuramoto models beside
@@ -53,6 +55,7 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.metrics import evaluate_images
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
+from kuramoto_diffusion.sampling import Sampler
 from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import resolve_device
 from kuramoto_diffusion.viz import figure_to_image, image_grid, labelled_rows, save_image_atomic
@@ -145,7 +148,7 @@ def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe
                         options: dict, seed: int) -> tuple[dict, torch.Tensor]:
     """Samples of one sampler at one NFE (0: T), their metrics against ``real``, and the images."""
     start = time.perf_counter()
-    result = model.sample(budget.samples, sampler=sampler, nfe=nfe or budget.steps,
+    result = model.sample(budget.samples, sampler=sampler_from_spec(sampler), nfe=nfe or budget.steps,
                           generator=torch.Generator().manual_seed(seed + 1), batch_size=budget.sample_batch)
     images, clipped = model.decode(result.states)
     sample_s = time.perf_counter() - start
@@ -153,6 +156,12 @@ def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe
     row = {"sampler": sampler, "nfe": result.function_evaluations, **metrics,
            "clipped_fraction": clipped / images.numel(), "sample_s": sample_s}
     return row, images
+
+
+def sampler_from_spec(spec: str) -> Sampler:
+    """"pc-rho" -> Sampler("pc", grid="rho"); "sde" -> Sampler("sde")."""
+    name, rho = (spec[: -len("-rho")], True) if spec.endswith("-rho") else (spec, False)
+    return Sampler(name, grid="rho" if rho else "uniform")
 
 
 def reverse_order_parameter(model: DiffusionModel, budget: Budget, seed: int) -> tuple[list[float], list[float]]:
@@ -244,6 +253,7 @@ def main() -> None:
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
+    parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
     parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
@@ -282,7 +292,10 @@ def main() -> None:
         grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
-            trained, train_s = train(data, method, budget, args.seed, device, args.groups, objective)
+            if args.load_models:
+                trained, train_s = DiffusionModel.from_pretrained(args.load_models / f"{label}_{objective.label(method)}", device=device), 0.0
+            else:
+                trained, train_s = train(data, method, budget, args.seed, device, args.groups, objective)
             if args.save_models:
                 trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
