@@ -149,26 +149,38 @@ def first_checkpoint_exists(run: Path):  # noqa: ANN201
     return lambda: (run / "checkpoints").exists() and any(p.name.startswith("step-") for p in (run / "checkpoints").iterdir())
 
 
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("straight") / "run"
-    result = subprocess.run([sys.executable, *train_command(run)], env=ENVIRONMENT, capture_output=True, text=True, timeout=600)
+def launcher(processes: int) -> list[str]:
+    return [sys.executable] if processes == 1 else [*TORCHRUN, "--nproc_per_node", str(processes)]
+
+
+def uninterrupted(tmp_path_factory, processes: int) -> Path:
+    run = tmp_path_factory.mktemp(f"straight{processes}") / "run"
+    result = subprocess.run([*launcher(processes), *train_command(run)], env=ENVIRONMENT, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return run
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> Path:
+    return uninterrupted(tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="module")
+def straight_run_of_two(tmp_path_factory) -> Path:
+    return uninterrupted(tmp_path_factory, 2)
+
+
 def assert_resumes_to_the_straight_run(run: Path, straight: Path, processes: int = 1) -> None:
-    launcher = [sys.executable] if processes == 1 else [*TORCHRUN, "--nproc_per_node", str(processes)]
-    result = subprocess.run([*launcher, *train_command(run, "--resume")], env=ENVIRONMENT, capture_output=True,
+    """Resume ``run`` with as many processes as ``straight`` had: the final weights are bit-identical."""
+    result = subprocess.run([*launcher(processes), *train_command(run, "--resume")], env=ENVIRONMENT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     final = f"checkpoints/step-{STEPS:08d}"
     for name in ("model.safetensors", "ema.safetensors"):
         expected, resumed = load_file(straight / final / name), load_file(run / final / name)
         for key in expected:
-            # Gloo's all-reduce adds in another order than one process: equal up to float rounding.
-            same = torch.equal if processes == 1 else lambda a, b: torch.allclose(a, b, atol=1e-6, rtol=1e-5)
-            assert same(expected[key], resumed[key]), (name, key)
+            assert torch.equal(expected[key], resumed[key]), (name, key)
 
 
 def stopped_step(message: str, signal_name: str, run: Path) -> int:
@@ -205,7 +217,7 @@ def test_train_stops_on_a_signal_says_so_in_one_line_and_resumes_bit_identical(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["torchrun", "one worker", "process group"])
-def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight_run, target):
+def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight_run_of_two, target):
     """SIGTERM to torchrun (which forwards it), to rank 1 alone, or SIGINT to the whole group (Ctrl-C)."""
     run = tmp_path / "run"
     job = subprocess.Popen([*TORCHRUN, "--nproc_per_node", "2", *train_command(run)], env=ENVIRONMENT,
@@ -231,7 +243,7 @@ def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight
     assert "lost contact" not in stderr, stderr[-3000:]
     if target == "one worker":
         assert job.returncode != 0  # torchrun reports the workers' 143
-    assert_resumes_to_the_straight_run(run, straight_run, processes=2)
+    assert_resumes_to_the_straight_run(run, straight_run_of_two, processes=2)
 
 
 @pytest.mark.slow
