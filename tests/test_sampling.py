@@ -102,8 +102,8 @@ def _mixture_score(process: KuramotoProcess, centres: list[float], width: float)
 
 
 @pytest.mark.parametrize("sampler,nfe", [
-    ("sde", 100), ("ode", 100), ("ode-heun", 51), ("sde", 20), ("pc", 100), ("pc", 40), (RHO_SDE, 20), (RHO_HEUN, 21),
-], ids=["sde", "ode", "heun", "sde20", "pc", "pc40", "sde20-rho", "heun21-rho"])
+    ("sde", 100), ("ode", 100), ("ode-heun", 51), ("sde", 20), ("pc", 40), (RHO_SDE, 20), (RHO_HEUN, 21),
+], ids=["sde", "ode", "heun", "sde20", "pc40", "sde20-rho", "heun21-rho"])
 def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
     # No coupling and no reference pull: the forward process is wrapped Brownian motion, whose
     # marginals are wrapped normals of the data mixture, so the exact score is known. The mixture
@@ -232,7 +232,7 @@ def test_langevin_corrector_alone_samples_its_target_on_the_circle():
     process = KuramotoProcess(KuramotoConfig(steps=10))
     centre, width = 2.8, 0.4
     generator = torch.Generator().manual_seed(0)
-    x = (torch.rand(20000, 1, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+    x = (torch.rand(8000, 1, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
 
     def score(state):
         y = state.detach().clone().requires_grad_(True)
@@ -240,7 +240,7 @@ def test_langevin_corrector_alone_samples_its_target_on_the_circle():
             (grad,) = torch.autograd.grad(wrapped_normal_log_prob(y, centre, width).sum(), y)
         return grad
 
-    for _ in range(400):  # ε ≈ 2·0.15²·σ² ≈ 0.007: relaxed after ~25 steps, a stationary bias ≈ ε/4σ² ≈ 1 % in σ
+    for _ in range(400):  # at the target ε ≈ 2·0.15²·σ² ≈ 0.007 (smaller from the spread-out start); bias ≈ 1 % in σ
         x = langevin_corrector_step(process, x, score(x), 0.15, generator)
     resultant = torch.exp(1j * (x[:, 0] - centre)).mean()
     assert abs(float(torch.angle(resultant))) < 0.02
