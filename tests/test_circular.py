@@ -158,3 +158,27 @@ def test_image_phase_round_trip_and_clipping():
     across_seam = torch.tensor([0.95 * math.pi, -0.97 * math.pi, 0.0], dtype=torch.float64)
     decoded, clipped = phase_to_image(across_seam)
     assert clipped == 2 and decoded.abs().max() <= 1.0
+
+
+def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
+    from kuramoto_diffusion.settings import image_model_config
+
+    x = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    half = 0.5 * math.pi
+    assert torch.allclose(image_to_phase(x, half), half * x)
+    back, clipped = phase_to_image(torch.tensor([0.25 * math.pi, 0.6 * math.pi, -3.0], dtype=torch.float64), half)
+    assert torch.allclose(back, torch.tensor([0.5, 1.0, -1.0], dtype=torch.float64)) and clipped == 2
+    process = KuramotoProcess(KuramotoConfig(phase_range=half))
+    assert torch.allclose(process.encode(x), half * x) and torch.allclose(process.decode(process.encode(x))[0], x)
+    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi), 1, 8, "tiny"))
+    model.save_pretrained(tmp_path / "m")
+    loaded = DiffusionModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.process.phase_range == pytest.approx(0.7 * math.pi)
+    assert float(loaded.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(64 * math.log(0.7 * math.pi))
+    # Saved models from before the setting (no key) keep the paper's 0.9π.
+    assert KuramotoConfig().phase_range == pytest.approx(0.9 * math.pi)
+    for bad in (0.0, math.pi, -1.0, math.inf):
+        with pytest.raises(UserError, match=r"phase_range must be in \(0, π\)"):
+            KuramotoConfig(phase_range=bad)

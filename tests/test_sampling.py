@@ -261,3 +261,14 @@ def test_langevin_corrector_alone_samples_its_target_on_the_circle():
 def test_bad_sampler_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):
         Sampler(**settings)
+
+
+def test_seam_crossings_are_the_jumps_across_pi_between_grid_steps():
+    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
+    result = model.sample(6, nfe=20, batch_size=4, generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    # Brute force from the recorded states: a wrapped state that moved by more than π passed ±π.
+    expected = [int(((after - before).abs() > math.pi).sum()) for before, after in zip(result.trajectory, result.trajectory[1:])]
+    assert result.seam_crossings == expected and len(expected) == 20
+    assert sum(expected) > 0  # the prior's spread phases do cross early on
+    euclidean = DiffusionModel(image_model_config(EuclideanConfig(), 1, 8, "tiny"))
+    assert euclidean.sample(2, nfe=3).seam_crossings == []

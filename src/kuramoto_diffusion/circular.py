@@ -179,16 +179,17 @@ def order_parameter(theta: Tensor, dims: int | tuple[int, ...] | None = None) ->
     return torch.sqrt(mean_cos**2 + mean_sin**2), torch.atan2(mean_sin, mean_cos)
 
 
-def image_to_phase(image: Tensor) -> Tensor:
-    """Pixel values in [-1, 1] to phases θ = 0.9·π·x in [-0.9π, 0.9π]."""
-    return IMAGE_PHASE_RANGE * image
+def image_to_phase(image: Tensor, phase_range: float = IMAGE_PHASE_RANGE) -> Tensor:
+    """Pixel values in [-1, 1] to phases θ = a·x in [-a, a], a = ``phase_range`` (the paper's 0.9π)."""
+    return phase_range * image
 
 
-def phase_to_image(theta: Tensor) -> tuple[Tensor, int]:
-    """Phases to pixel values x = wrap(θ)/(0.9π) clipped to [-1, 1], and the number of clipped values.
+def phase_to_image(theta: Tensor, phase_range: float = IMAGE_PHASE_RANGE) -> tuple[Tensor, int]:
+    """Phases to pixel values x = wrap(θ)/a clipped to [-1, 1], and the number of clipped values.
 
-    The clipped count measures mass that crossed the seam (decoded |x| > 1).
+    The clipped count measures mass that crossed the seam or strayed into the gap between ±a and ±π
+    (decoded |x| > 1).
     """
-    image = wrap(theta) / IMAGE_PHASE_RANGE
+    image = wrap(theta) / phase_range
     clipped = int((image.abs() > 1.0).sum())
     return image.clamp(-1.0, 1.0), clipped

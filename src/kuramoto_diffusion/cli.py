@@ -57,6 +57,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_open_interval(text: str) -> float:
+    """A number in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1) (a fraction of π), got {text}")
+    return value
+
+
 def unit_interval(text: str) -> float:
     """A number in [0, 1)."""
     try:
@@ -199,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see README)")
     _add_bad_image_option(train)
     _add_process_options(train, for_flows=True)
+    train.add_argument("--phase-range", type=unit_open_interval, default=None,
+                       help="Kuramoto image encoding θ = a·π·x: a in (0, 1) (default 0.9, the paper's); saved with the model")
     _add_common(train)
 
     sample = commands.add_parser(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,13 @@ from .viz import (
 )
 
 
-def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, padding: str) -> ProcessConfig:
-    """The process a CLI name (kuramoto-local, kuramoto-global, euclidean, phase-amplitude) stands for."""
+def process_config(
+    name: str, *, steps: int, schedule: str, neighbourhood: int, padding: str, phase_range: float | None = None
+) -> ProcessConfig:
+    """The process a CLI name (kuramoto-local, kuramoto-global, euclidean, phase-amplitude) stands for;
+    ``phase_range`` in units of π (Kuramoto image encoding, default the paper's 0.9)."""
+    if phase_range is not None and name not in ("kuramoto-local", "kuramoto-global"):
+        raise UserError(f"--phase-range sets the image encoding of the Kuramoto processes; --process {name} has none")
     if name == "euclidean":
         return EuclideanConfig(steps=steps)
     if name == "phase-amplitude":
@@ -56,7 +62,9 @@ def process_config(name: str, *, steps: int, schedule: str, neighbourhood: int, 
     if name not in ("kuramoto-local", "kuramoto-global"):
         raise UserError(f"unknown process {name!r}; valid values are kuramoto-local, kuramoto-global, euclidean, phase-amplitude")
     coupling = name.split("-", 1)[1]
-    return KuramotoConfig(coupling=coupling, steps=steps, schedule=schedule, neighbourhood=neighbourhood, padding=padding)
+    extra = {} if phase_range is None else {"phase_range": phase_range * math.pi}
+    return KuramotoConfig(coupling=coupling, steps=steps, schedule=schedule, neighbourhood=neighbourhood, padding=padding,
+                          **extra)
 
 
 def forward_picture(
@@ -188,8 +196,11 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
                 )
             training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
         else:
+            if args.phase_range is not None and (angles or flows):
+                raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
             process = process_config(
-                process_name, steps=args.steps, schedule=args.schedule, neighbourhood=neighbourhood, padding=args.padding
+                process_name, steps=args.steps, schedule=args.schedule, neighbourhood=neighbourhood, padding=args.padding,
+                phase_range=args.phase_range,
             )
             if flows:
                 normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(args.seed)))

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from .circular import IMAGE_PHASE_RANGE, wrap
+from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
 from .config import config_from_dict, config_to_dict, read_json, write_json_atomic
 from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
@@ -374,13 +374,14 @@ class DiffusionModel:
 
     def encoding_log_jacobian(self, data: Tensor) -> Tensor:
         """log|det ∂state/∂data| of ``encode`` per sample (N,): D·log a for images on the torus (θ = a·x,
-        a = the phase range), 0 for Euclidean images and for angles; for flows, per pixel,
+        a = ``KuramotoConfig.phase_range``), 0 for Euclidean images and for angles; for flows, per pixel,
         −log|v| − log(|v| + ε) − log s (phase–amplitude: φ = atan2, a = (log(|v| + ε) − μ)/s) or −2·log σ_v (Euclidean)."""
         samples = data.shape[0]
         if self.config.data_kind == "image":
             if not self.process.periodic:
                 return torch.zeros(samples, dtype=torch.float64)
-            return torch.full((samples,), math.prod(data.shape[1:]) * math.log(IMAGE_PHASE_RANGE), dtype=torch.float64)
+            phase_range = self.config.process.phase_range  # type: ignore[union-attr] - a periodic image process is Kuramoto
+            return torch.full((samples,), math.prod(data.shape[1:]) * math.log(phase_range), dtype=torch.float64)
         if self.config.data_kind == "flow":
             norm = self.config.flow
             pixels = math.prod(data.shape[2:])
@@ -520,4 +521,5 @@ def _concatenate(results: list[SampleResult]) -> SampleResult:
         trajectory,
         order,
         first.function_evaluations,  # per sample: every batch runs the same sweep
+        [sum(counts) for counts in zip(*(r.seam_crossings for r in results))],
     )

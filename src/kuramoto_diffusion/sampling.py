@@ -32,6 +32,7 @@ with the forward kernel, so the filled region can adjust to what was pasted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ class SampleResult:
     trajectory: list[Tensor] | None
     order_parameter: list[float]
     function_evaluations: int  # network evaluations per sample (the NFE of the sweep)
+    # Per interval of the grid: phase values that crossed the seam at ±π (all samples together;
+    # empty for a process without phases). A crossing is a move |Δθ| > π after wrapping, which a
+    # step of size < π only makes by passing ±π: the black–white "salt" of decoded images.
+    seam_crossings: list[int] = dataclasses.field(default_factory=list)
 
 
 def step_grid(start: int, intervals: int) -> list[int]:
@@ -267,7 +272,9 @@ def _sweep(
     # R(t) costs a device synchronisation per step, so it is only tracked with the trajectory.
     order = [_mean_order(process, x)] if record_trajectory else []
     evaluations = 0
+    crossings: list[Tensor] = []  # counted on the device, read once at the end
     for upper, lower in zip(grid[:-1], grid[1:]):
+        before = x
         for repeat in range(resample):
             if repeat > 0:  # back up to `upper` with the forward kernel and redo the interval
                 x = forward_transition(process, x, lower, upper, generator)
@@ -275,10 +282,13 @@ def _sweep(
             evaluations += used
             if known is not None:
                 x = known.paste(x, lower)
+        if process.periodic:
+            crossings.append(((process.order_phases(x) - process.order_phases(before)).abs() > math.pi).sum())
         if trajectory is not None:
             trajectory.append(x.cpu())
             order.append(_mean_order(process, x))
-    return SampleResult(x, grid, trajectory, order, evaluations)
+    seam = torch.stack(crossings).tolist() if crossings else []
+    return SampleResult(x, grid, trajectory, order, evaluations, seam)
 
 
 def reverse_interval(

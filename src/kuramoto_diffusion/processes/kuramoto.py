@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..circular import (
+    IMAGE_PHASE_RANGE,
     fit_von_mises,
     image_to_phase,
     order_parameter,
@@ -60,6 +61,7 @@ class KuramotoConfig:
     coupling_range: tuple[float, float] = (3e-5, 0.03)  # K per step at the 100-step reference
     noise_var_range: tuple[float, float] = (1e-4, 0.1)  # σ² per step at the 100-step reference
     prior_concentration: float = 1.2  # κ of the von Mises prior; 1.2 is the authors' hard-coded value
+    phase_range: float = IMAGE_PHASE_RANGE  # a of the image encoding θ = a·x (radians, in (0, π)); the paper's 0.9π
 
     def __post_init__(self) -> None:
         choice_check("coupling", self.coupling, COUPLINGS)
@@ -72,6 +74,10 @@ class KuramotoConfig:
             raise UserError(f"steps must be ≥ 1, got {self.steps}")
         if min(self.coupling_range) < 0 or min(self.noise_var_range) <= 0:
             raise UserError("coupling_range must be ≥ 0 and noise_var_range > 0")
+        if not (math.isfinite(self.phase_range) and 0 < self.phase_range < math.pi):
+            raise UserError(
+                f"phase_range must be in (0, π) radians (black and white meet at ±π), got {self.phase_range!r}"
+            )
         if not math.isfinite(self.prior_concentration) or self.prior_concentration < 0:
             raise UserError(f"prior_concentration must be finite and ≥ 0, got {self.prior_concentration}")
 
@@ -218,10 +224,10 @@ class KuramotoProcess(ForwardProcess):
         self._check_shape(x)
 
     def encode(self, data: Tensor) -> Tensor:
-        return image_to_phase(data)
+        return image_to_phase(data, self.config.phase_range)
 
     def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        return phase_to_image(x)
+        return phase_to_image(x, self.config.phase_range)
 
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         # The one-step kernel into t_query has scale σ_{t_query−1}: predicting σ·score gives
