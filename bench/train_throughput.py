@@ -7,7 +7,9 @@ For Kuramoto global and local coupling at T = 100 and T = 1000, times training s
 examples/s and the speedup pool ÷ re-simulate (measured in the same run), for each network
 preset: the pool removes the O(T) forward cost, so the speedup is larger the cheaper the
 network is relative to T forward steps. Keys ``speedup_local_T1000`` etc. are for the first
-preset, ``speedup_local_T1000_<preset>`` for each. Also records
+preset, ``speedup_local_T1000_<preset>`` for each. ``forward_share_*``: the share of the pool's step
+time spent advancing the chains (pool advance time ÷ step time), and ``speedup_ceiling_*`` the
+speed-up of a step with no forward cost at all (the network's own cost bounds the pool's). Also records
 peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU).
 Writes bench/results/train_throughput.json.
 """
@@ -30,7 +32,8 @@ from kuramoto_diffusion.training import Trainer, resolve_device
 
 def examples_per_second(
     process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device
-) -> float:
+) -> tuple[float, float]:
+    """(examples/s, the share of the step time spent advancing the chain pool; 0 without a pool)."""
     source = open_image_source("textures", args.image_size, channels=1)
     config = RunConfig(
         model=image_model_config(process, 1, args.image_size, preset),
@@ -42,6 +45,20 @@ def examples_per_second(
         trainer = Trainer(config, source, folder, device=device, quiet=True)
         trainer.start()
         trainer.train_step()  # warm-up
+        advancing = [0.0]
+        if trainer.pool is not None:
+            advance = trainer.pool.advance
+
+            def timed_advance() -> None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                began = time.perf_counter()
+                advance()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                advancing[0] += time.perf_counter() - began
+
+            trainer.pool.advance = timed_advance  # type: ignore[method-assign]
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -49,7 +66,8 @@ def examples_per_second(
             trainer.train_step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return args.steps * args.batch_size / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        return args.steps * args.batch_size / elapsed, advancing[0] / elapsed
 
 
 def main() -> None:
@@ -69,15 +87,21 @@ def main() -> None:
         for steps in (100, 1000):
             for coupling in ("global", "local"):
                 process = KuramotoConfig(coupling=coupling, steps=steps)
-                pool = examples_per_second(process, "pool", preset, args, device)
-                reference = examples_per_second(process, "resimulate", preset, args, device)
+                pool, forward_share = examples_per_second(process, "pool", preset, args, device)
+                reference, _ = examples_per_second(process, "resimulate", preset, args, device)
+                # The pool cannot beat a step without any forward cost: that ceiling is 1/(1 − share) × the pool's rate.
+                ceiling = reference and pool / (1 - forward_share) / reference
                 rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_examples_per_s": pool,
-                             "resimulate_examples_per_s": reference, "speedup": pool / reference})
-                payload[f"speedup_{coupling}_T{steps}_{preset}"] = pool / reference
-                if preset == args.presets[0]:
-                    payload[f"speedup_{coupling}_T{steps}"] = pool / reference
+                             "resimulate_examples_per_s": reference, "speedup": pool / reference,
+                             "forward_share": forward_share, "speedup_ceiling": ceiling})
+                for key, value in (("speedup", pool / reference), ("forward_share", forward_share),
+                                   ("speedup_ceiling", ceiling)):
+                    payload[f"{key}_{coupling}_T{steps}_{preset}"] = value
+                    if preset == args.presets[0]:
+                        payload[f"{key}_{coupling}_T{steps}"] = value
     payload["rows"] = rows
-    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s", "speedup"])
+    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s",
+                                          "speedup", "forward_share", "speedup_ceiling"])
     if device.type == "cuda":
         payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
         payload["peak_memory_kind"] = "CUDA max_memory_allocated"
