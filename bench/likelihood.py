@@ -2,7 +2,7 @@
 
     python bench/likelihood.py --part torus [--budget tiny|small] [--torus-nfes 200 100 50 20] [--seed 0]
     python bench/likelihood.py --part images --models DIR [--data fingerprints textures] [--num 16]
-                               [--image-nfes 20 50] [--probes 2] [--out bench/results/likelihood.json]
+                               [--image-nfes 200 100 50] [--probes 2] [--out bench/results/likelihood.json]
 
 torus   On each known 2-torus density (``data.torus``), trains a Kuramoto model (global coupling) and
         a Euclidean VP model (angles as they are) with ``bench/torus.py``'s training at T = 100, then
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=16, help="held-out images per data set")
     parser.add_argument("--probes", type=int, default=2)
     parser.add_argument("--torus-nfes", type=int, nargs="+", default=[200, 100, 50, 20])
-    parser.add_argument("--image-nfes", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--image-nfes", type=int, nargs="+", default=[200, 100, 50])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "likelihood.json")
