@@ -205,6 +205,14 @@ class Case:
     expect: str  # words the one stderr line must contain (errors, warnings)
 
 
+# Rows whose message is also checked in-process by a library test (test_sampling, test_inpainting,
+# test_circular, test_likelihood): through the CLI they run with the slow tests, to keep the fast suite short.
+ALSO_CHECKED_IN_PROCESS = {
+    "inpaint-white-mask", "inpaint-black-mask", "inpaint-inverted-white-mask", "corrector-on-ode", "snr-zero",
+    "grid-unknown", "rho-without-grid", "probes-zero", "nll-wrong-data", "phase-range-outside",
+}
+
+
 def _forward(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
     return lambda p: ["--data", str(p[data]), "--image-size", "8", "--num", "1", "--frames", "2", "--steps", "3",
                       "--out", str(p["out"] / "forward.png"), *extra]
@@ -427,7 +435,8 @@ def _run_cli(arguments: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case.id in ALSO_CHECKED_IN_PROCESS else case
+                                  for case in CASES], ids=[case.id for case in CASES])
 def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path) -> None:
     paths = {**inputs, "out": tmp_path / "out"}
     paths["out"].mkdir()

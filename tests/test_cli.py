@@ -69,8 +69,8 @@ def test_resume_and_info(trained_run):
 
 
 @pytest.mark.parametrize("sampler", [["--sampler", "sde"], ["--sampler", "ode"], ["--sampler", "ode-heun"],
-                                     ["--sampler", "pc", "--snr", "0.1"], ["--corrector-steps", "2", "--grid", "rho"]],
-                         ids=["sde", "ode", "ode-heun", "pc", "sde-corrector-rho"])
+                                     ["--corrector-steps", "2", "--snr", "0.1", "--grid", "rho"]],
+                         ids=["sde", "ode", "ode-heun", "pc-from-corrector-options-rho"])
 def test_sample_writes_grid_and_single_images(trained_run, tmp_path, sampler):
     grid = tmp_path / "grid.png"
     result = run("sample", "--checkpoint", str(trained_run), "--num", "3", *sampler, "--nfe", "6",
