@@ -595,7 +595,6 @@ def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
 def likelihood_command(args: argparse.Namespace) -> dict[str, object]:
     """``evaluate --nll --checkpoint M --real DATA``: the model's negative log-likelihood of --num held-out examples
     through the probability-flow ODE (``DiffusionModel.log_likelihood``); bits/dim for images (dequantised)."""
-    import math
     import time
 
     from .likelihood import bits_per_dim, dequantise

@@ -297,11 +297,10 @@ def reverse_interval(
     x: Tensor,
     upper: int,
     lower: int,
-    sampler: "str | Sampler",
+    sampler: Sampler,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, int]:
     """One interval of ``sampler`` from states x at step ``upper`` down to ``lower``; returns (x, network evaluations)."""
-    sampler = as_sampler(sampler)
     if sampler.name in ("sde", "pc"):
         corrections = sampler.corrector_steps or 0
         for _ in range(corrections):

@@ -88,7 +88,6 @@ class DiffusionScheduler:
         self.process: ForwardProcess = build_process(process_config)
         self.timesteps: Tensor = torch.zeros(0, dtype=torch.long)
         self.num_inference_steps: int | None = None
-        self._grid: list[int] = []  # the sweep's steps, decreasing, ending at 0
         self._lower_of: dict[int, int] = {}  # grid step -> the next (lower) grid step
         self._heun_start: _HeunStart | None = None
 
@@ -138,7 +137,6 @@ class DiffusionScheduler:
             uppers = grid[:1] + [step for step in grid[1:-1] for _ in range(2)]
         self.timesteps = torch.tensor(uppers, dtype=torch.long)
         self.num_inference_steps = len(uppers)
-        self._grid = grid
         self._lower_of = dict(zip(grid[:-1], grid[1:]))
         self._heun_start = None
 
@@ -186,7 +184,7 @@ class DiffusionScheduler:
         return [*steps, 0]
 
     def _describe_grid(self) -> str:
-        grid = self._grid
+        grid = [*self._lower_of, 0]  # the upper ends in order, then the end of the sweep
         shown = ", ".join(map(str, grid)) if len(grid) <= 6 else f"{grid[0]}, {grid[1]}, {grid[2]}, …, {grid[-2]}, {grid[-1]}"
         return f"[{shown}]"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -35,10 +35,6 @@ class Stopped(Exception):
     @property
     def exit_status(self) -> int:
         return 128 + self.signal_number
-
-    @property
-    def signal_name(self) -> str:
-        return signal_name(self.signal_number)
 
 
 def signal_name(signal_number: int) -> str:
@@ -71,12 +67,20 @@ def stop_requests() -> Iterator[StopRequests]:
     nothing and the returned requests stay empty.
     """
     requests = StopRequests()
+    with _handlers(dict.fromkeys(STOP_SIGNALS, requests.record)):
+        yield requests
+
+
+@contextlib.contextmanager
+def _handlers(handlers: dict[int, Callable[[int, FrameType | None], None]]) -> Iterator[None]:
+    """Install ``handlers`` (signal number -> handler) for the block and restore the previous ones after it;
+    nothing outside the main thread, the only one that receives signals."""
     if threading.current_thread() is not threading.main_thread():
-        yield requests
+        yield
         return
-    previous = {number: signal.signal(number, requests.record) for number in STOP_SIGNALS}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     try:
-        yield requests
+        yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -98,11 +102,5 @@ def _interrupt(signal_number: int, frame: FrameType | None) -> None:
 def sigterm_interrupts() -> Iterator[None]:
     """Inside the block SIGTERM raises ``Interrupted`` (a KeyboardInterrupt) instead of ending the process
     silently, so that the command line can say what was kept; the main thread only."""
-    if threading.current_thread() is not threading.main_thread():
+    with _handlers({signal.SIGTERM: _interrupt}):
         yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

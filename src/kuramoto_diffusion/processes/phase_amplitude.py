@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,9 +123,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
 
     def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """(σ² of the phase, 1 − exp(−Σβ) of the amplitude) over the stride, along the channel axis."""
-        like = like if like is not None else torch.zeros((1, 2, 1, 1), dtype=torch.float64)
-        phase_variance = self._interval_sum("cumulative_noise_var", t, stride, like)
-        return self._per_channel(phase_variance, self.amplitude.noise_variance(t, stride, like=like))
+        return self._channel_variances(t, stride, like, self.amplitude.noise_variance)
 
     # ----- geometry and drift -----------------------------------------------------------
     def _check_shape(self, x: Tensor) -> None:
@@ -156,9 +155,15 @@ class PhaseAmplitudeProcess(ForwardProcess):
 
     def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         """(σ² of the phase, ∫β of the amplitude) over the stride, along the channel axis."""
+        return self._channel_variances(t, stride, like, self.amplitude.flow_noise_variance)
+
+    def _channel_variances(
+        self, t: Step, stride: Step, like: Tensor | None, amplitude_variance: Callable[..., Tensor]
+    ) -> Tensor:
+        """The phase's σ² over the stride and ``amplitude_variance(t, stride, like=…)``, along the channel axis."""
         like = like if like is not None else torch.zeros((1, 2, 1, 1), dtype=torch.float64)
         phase_variance = self._interval_sum("cumulative_noise_var", t, stride, like)
-        return self._per_channel(phase_variance, self.amplitude.flow_noise_variance(t, stride, like=like))
+        return self._per_channel(phase_variance, amplitude_variance(t, stride, like=like))
 
     def _phase_drift_and_shifted_amplitude(self, x: Tensor, t: Step, stride: Step) -> tuple[Tensor, Tensor]:
         """The phase channel's drift over the stride, and b = a + λr, on which the amplitude is a VP process."""
