@@ -125,7 +125,7 @@ def test_flow_with_the_whole_horizon_starts_every_example_from_the_data(tmp_path
                       FixedImages(), tmp_path / "run")
     trainer.start()
     assert trainer.window == 20 and trainer.anchored_at_data and trainer.pool is None
-    x_start, t_start, stride, _ = trainer.starting_states()
+    x_start, t_start, stride, _, _ = trainer.starting_states()
     assert torch.equal(t_start, torch.zeros_like(t_start))
     assert set(stride.tolist()) <= set(range(1, 21)) and len(set(stride.tolist())) > 5
     images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
@@ -137,7 +137,7 @@ def test_flow_with_a_shorter_window_draws_from_the_chain_pool(tmp_path):
                       FixedImages(), tmp_path / "run")
     trainer.start()
     assert trainer.pool is not None and not trainer.anchored_at_data
-    _, t_start, stride, _ = trainer.starting_states()
+    _, t_start, stride, _, _ = trainer.starting_states()
     assert int(stride.max()) <= 5 and bool((t_start + stride <= 20).all())
 
 
@@ -262,7 +262,7 @@ def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
     images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
     seen_early = seen_late = 0
     for _ in range(5):
-        x_start, t_start, stride, _ = trainer.starting_states()
+        x_start, t_start, stride, _, _ = trainer.starting_states()
         query = t_start + stride
         assert bool((query <= 20).all()) and bool((stride >= 1).all())
         early = query <= 6

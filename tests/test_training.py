@@ -114,7 +114,8 @@ def test_pool_steps_stay_uniform_and_chains_restart():
     for _ in range(50):
         pool.advance()
         counts += torch.bincount(pool.t, minlength=10)
-        states, t, labels = pool.draw(6)
+        states, t, labels, estimates = pool.draw(6)
+        assert estimates is None  # only the propagated objective's pool carries them
         drawn += torch.bincount(t, minlength=10)
         assert torch.allclose(states[:, 0, 0, 0], labels.float() * 0.1, atol=1e-4)  # no coupling, ~no noise
     assert torch.equal(counts, torch.full((10,), 150.0))  # exactly 3 chains per step at all times

@@ -248,7 +248,7 @@ class DataConfig:
 
 FORWARD_STATES = ("pool", "resimulate")
 # DSM objectives (training/loss.py): which kernel (merged-stride Euler or linearised flow) and whether draws are antithetic
-OBJECTIVES = ("markov", "antithetic", "flow", "flow-antithetic")
+OBJECTIVES = ("markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
 NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
 

@@ -150,6 +150,34 @@ class ForwardProcess(ABC):
             mean = torch.where(active, self.project(mean + drift), mean)
         return mean, variance
 
+    def contraction_bound(self, t: int) -> float:
+        """An upper bound a_t on how much one fine step from step t can shrink a small perturbation
+        (1 − a_t ≤ the smallest singular value of the step's Jacobian, to first order), for the
+        propagated objective's weights (``training/loss.py``)."""
+        raise UserError(f"the {type(self).__name__} has no contraction bound; the propagated objective needs one")
+
+    def propagate_score(self, x: Tensor, t: Step, estimate: Tensor, *, inverse_terms: int = 2) -> Tensor:
+        """An estimate of the score at x_t carried through the deterministic part of the step, to its image
+        u = x + drift(x, t) (before the noise):
+
+            ∇_u log q(u) = M⁻ᵀ (∇_x log p_t(x) − ∇_x log |det M(x)|),   M = I + ∂drift/∂x
+
+        for q the density of u (the change of variables of an invertible step). ``estimate`` stands for
+        ∇ log p_t(x); M⁻ᵀ is applied by the fixed point w ← v − (∂drift/∂x)ᵀ w (``inverse_terms`` rounds, each
+        one vector–Jacobian product, error O(|∂drift/∂x|^(terms+1))), and log |det M| ≈ tr ∂drift/∂x =
+        Σ ``drift_derivative``, to first order in the drift. Computed with autograd (no graph is kept).
+        """
+        with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            state = x.detach().requires_grad_(True)
+            drift, derivative = self.drift_and_derivative(state, t)
+            (log_det_gradient,) = torch.autograd.grad(derivative.sum(), state, retain_graph=True)
+            carried = estimate - log_det_gradient
+            inverse = carried
+            for round_ in range(inverse_terms):
+                (transposed,) = torch.autograd.grad(drift, state, grad_outputs=inverse, retain_graph=round_ < inverse_terms - 1)
+                inverse = carried - transposed
+        return inverse.detach()
+
     def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic part of a reverse-SDE step from the later state x (at t + stride) to t.
 

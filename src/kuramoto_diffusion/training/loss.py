@@ -26,12 +26,32 @@ The objective (``settings.OBJECTIVES``) says which kernel and which draws:
   fraction ≈ h·σ²/Σσ² of a unit-variance noise as the Markov target's is (SPEC §3, §11). But the
   closure is biased late in the chain, where the chain is far from Gaussian around its
   deterministic path (measured: BENCHMARKS.md, "Quality I"); ``resolve_anchor`` uses it only early.
+* ``propagated``: exact one-step draws from chain states x_s that carry an unbiased estimate e_s of
+  their own marginal score, E[e_s | x_s] = ∇ log p_s(x_s), so the target keeps the chain's history
+  instead of one step of it. With u = x_s + drift(x_s) and x' = project(u + σ_s z),
+
+      e' = (1 − β_s) · ∂/∂x' log p(x' | x_s)  +  β_s · M⁻ᵀ (e_s − ∇ log |det M|)      (M = ∂u/∂x_s)
+
+  Both terms are unbiased for ∇ log p_{s+1}(x'): the first is the one-step DSM identity; the second is
+  the score of u's density (``ForwardProcess.propagate_score``, a change of variables), and adding the
+  kernel's Gaussian noise to u keeps E[∇_u log q(u) | x'] = ∇ log p_{s+1}(x'). So any fixed weights β_s
+  give an unbiased target, with the chain's true marginal at every query (no merged-window bias). The
+  weights follow the linear-noise variance of a pattern contracting at the process's bound a_s,
+
+      v_0 = 0,   v_{s+1} = (1 − a_s)² v_s + σ_s²,   β_s = (1 − a_s)² v_s / v_{s+1},
+
+  which for a linear process makes e exactly the data-anchored score −(x − m(x_0))/v, DDPM's target,
+  and keeps the carried noise from growing in the fastest-contracting patterns. The loss scale is √v.
+  The chain pool carries e (``ChainPool(..., carry_scores=True)``); β_0 = 0 starts it at the data.
 * ``…-antithetic`` (``antithetic`` is ``markov`` with it): the draws of each starting state come
   in pairs z, −z. Unbiased; for a symmetric kernel the part of the gradient that is linear in z,
   the O(1/σ) noise of the target, cancels within each pair. Needs an even number of draws.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -51,18 +71,74 @@ def uses_antithetic_draws(objective: str) -> bool:
     return objective.endswith("antithetic")
 
 
+def uses_propagated_scores(objective: str) -> bool:
+    return objective.startswith("propagated")
+
+
+@dataclass(frozen=True)
+class PropagationSchedule:
+    """The propagated objective's weights: β_s (s = 0 … T−1) and the variance v_s (s = 0 … T), float64."""
+
+    weight: Tensor
+    variance: Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def propagation_schedule(process: ForwardProcess) -> PropagationSchedule:
+    """β_s and v_s of the propagated objective (see the module docstring), from the process's noise and its
+    ``contraction_bound``."""
+    variance, weight = [0.0], []
+    for step in range(process.steps):
+        carried = (1.0 - process.contraction_bound(step)) ** 2 * variance[-1]
+        variance.append(carried + float(process.noise_variance(step, 1)))
+        weight.append(carried / variance[-1])
+    return PropagationSchedule(torch.tensor(weight, dtype=torch.float64), torch.tensor(variance, dtype=torch.float64))
+
+
+def propagated_draw(
+    process: ForwardProcess, x_start: Tensor, t_start: Tensor, estimate: Tensor, noise: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One exact step from each row's state, with the propagated target: (x', e', the loss scale √v_{s+1}).
+
+    ``estimate`` is e_s, the unbiased score estimate each state carries (any finite value where s = 0,
+    whose weight β_0 is 0). Computed in the states' own precision, outside autocast.
+    """
+    schedule = propagation_schedule(process)
+    shape = (-1, *([1] * (x_start.dim() - 1)))
+    index = t_start.cpu()
+    weight = schedule.weight[index].to(x_start).reshape(shape)
+    with torch.autocast(device_type=x_start.device.type, enabled=False):
+        mean = process.transition_mean(x_start, t_start, 1)
+        scale = process.transition_scale(t_start, 1, like=x_start)
+        x_next = process.project(mean + scale * noise)
+        fresh = process.kernel_score(x_next, mean, scale)
+        target = fresh
+        if bool((index > 0).any()):
+            carried = process.propagate_score(x_start, t_start, estimate)
+            target = (1.0 - weight) * fresh + weight * carried
+    return x_next, target, schedule.variance[index + 1].to(x_start).reshape(shape).sqrt()
+
+
 def resolve_window(objective: str, window: int, process: ForwardProcess) -> int:
     """The DSM window h in fine steps: ``window``, or with 0 the objective's default (markov: 10, flow: T).
 
     Raises a UserError for a window longer than the process, or an objective the process cannot use.
     """
-    if uses_linearised_kernel(objective) and process.closed_form_marginal:
+    if (uses_linearised_kernel(objective) or uses_propagated_scores(objective)) and process.closed_form_marginal:
         raise UserError(
-            f"objective {objective!r} linearises the kernel across a window, but the {type(process).__name__}'s strides "
+            f"objective {objective!r} corrects a chain's kernel, but the {type(process).__name__}'s strides "
             "are already exact; use objective 'markov' or 'antithetic'"
         )
     if window > process.steps:
         raise UserError(f"the DSM window {window} is longer than the process's T = {process.steps}; use at most {process.steps}")
+    if uses_propagated_scores(objective):
+        if window > 1:
+            raise UserError(
+                f"objective {objective!r} takes exact one-step draws and carries the chain's history in its target; "
+                "use window 1 (or 0), or objective 'markov' for a merged window"
+            )
+        process.contraction_bound(0)  # raises for a process without one
+        return 1
     if window:
         return window
     return process.steps if uses_linearised_kernel(objective) else min(DEFAULT_MARKOV_WINDOW, process.steps)
@@ -76,6 +152,8 @@ def resolve_anchor(objective: str, anchor: int, window: int, process: ForwardPro
     """
     if anchor > process.steps:
         raise UserError(f"the anchor horizon {anchor} is longer than the process's T = {process.steps}; use at most {process.steps}")
+    if anchor and uses_propagated_scores(objective):
+        raise UserError(f"objective {objective!r} is anchored at the data through its carried estimate; use anchor 0")
     if uses_linearised_kernel(objective) and window >= process.steps:
         return process.steps
     return anchor
@@ -141,8 +219,12 @@ def score_matching_loss(
     autocast_dtype: torch.dtype | None = None,
     objective: str = "markov",
     linearise_from_data: bool = False,
+    estimate: Tensor | None = None,
 ) -> Tensor:
     """Mean weighted DSM loss over ``draws`` kernel samples per starting state (a scalar tensor).
+
+    ``estimate``: the score estimates the starting states carry, for the propagated objective (the stride
+    is then 1).
 
     ``linearise_from_data``: rows that start from the data (s = 0) use the linearised kernel whatever the
     objective (the anchored early queries of a Markov objective; see ``resolve_anchor``).
@@ -152,15 +234,22 @@ def score_matching_loss(
     With ``autocast_dtype`` (bfloat16, float16) only the network runs in mixed precision; the
     kernel draw, its score target and the loss stay in float32.
     """
+    propagated = uses_propagated_scores(objective)
+    if propagated and (estimate is None or bool((stride != 1).any())):
+        raise ValueError("the propagated objective needs the states' score estimates and strides of 1")
     if draws > 1:
         x_start, t_start, stride = (v.repeat_interleave(draws, 0) for v in (x_start, t_start, stride))
+        estimate = estimate.repeat_interleave(draws, 0) if estimate is not None else None
         condition = condition.repeat_interleave(draws, 0) if condition is not None else None
         class_labels = class_labels.repeat_interleave(draws, 0) if class_labels is not None else None
     if noise is None:
         noise = kernel_noise(tuple(x_start.shape), draws, uses_antithetic_draws(objective), generator,
                              x_start.device, x_start.dtype)
-    linearised: bool | Tensor = uses_linearised_kernel(objective) or (linearise_from_data and t_start == 0)
-    x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise, linearised=linearised)
+    if propagated:
+        x_next, target, scale = propagated_draw(process, x_start, t_start, estimate, noise)
+    else:
+        linearised: bool | Tensor = uses_linearised_kernel(objective) or (linearise_from_data and t_start == 0)
+        x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise, linearised=linearised)
     t_query = t_start + stride
     c = process.output_scale(t_query, like=x_next)
     device_type = x_next.device.type

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 import torch
 from torch import Tensor
@@ -40,9 +40,16 @@ from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel,
 from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit
 from ..settings import RunConfig
 from ..stopping import Stopped, signal_name, stop_requests
-from .chain_pool import ChainPool, resimulate_states
+from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
-from .loss import kernel_noise, resolve_anchor, resolve_window, score_matching_loss, uses_antithetic_draws
+from .loss import (
+    kernel_noise,
+    resolve_anchor,
+    resolve_window,
+    score_matching_loss,
+    uses_antithetic_draws,
+    uses_propagated_scores,
+)
 
 
 class BatchSource(Protocol):
@@ -81,6 +88,16 @@ def use_deterministic_algorithms() -> None:
 
 
 MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
+
+
+class StartingStates(NamedTuple):
+    """One batch of DSM starting points (``Trainer.starting_states``)."""
+
+    x: Tensor  # states x_s
+    t: Tensor  # their steps s (B,)
+    stride: Tensor  # the kernel's stride to the query step (B,)
+    conditions: Tensor | None  # class labels or forecasting context
+    estimates: Tensor | None  # the propagated objective's carried score estimates e_s
 
 
 def default_pool_size(steps: int, batch_size: int) -> int:
@@ -244,7 +261,8 @@ class Trainer:
     def _make_pool(self) -> None:
         if self.anchored_at_data or self.train_config.forward_states != "pool":
             return
-        self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator)
+        self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator,
+                              carry_scores=uses_propagated_scores(self.train_config.objective))
 
     @classmethod
     def resume(
@@ -284,29 +302,37 @@ class Trainer:
         return trainer
 
     # ----- the loop ---------------------------------------------------------------------
-    def starting_states(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """(x_s, s, stride, conditions or None) for one batch of DSM examples (see ``loss.py``)."""
+    def starting_states(self) -> StartingStates:
+        """(x_s, s, stride, conditions or None, carried score estimates or None) for one batch of DSM examples
+        (see ``loss.py``)."""
         batch = self.train_config.batch_size
         steps = self.process.steps
         if self.anchored_at_data:
             # From the data with t uniform in 1 … T: DDPM's ε-prediction for exact strides, or the flow kernel.
             x0, labels = self.encoded_batch(batch, self.own_rows())
             stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
-            return x0, torch.zeros_like(stride), stride, labels
+            return StartingStates(x0, torch.zeros_like(stride), stride, labels, None)
+        propagated = uses_propagated_scores(self.train_config.objective)
+        estimates = None
         if self.pool is not None:
             self.pool.advance()
-            x_start, t_start, labels = self.pool.draw(batch)
+            x_start, t_start, labels, estimates = self.pool.draw(batch)
         else:
             t_start = torch.randint(0, steps, (batch,), generator=self.noise_generator, device=self.device)
             x0, labels = self.encoded_batch(batch, self.own_rows())
-            x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
+            if propagated:
+                x_start, estimates = resimulate_states_and_scores(self.process, x0, t_start, self.noise_generator)
+            else:
+                x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
+        if propagated:  # one exact step; the history is in the estimate
+            return StartingStates(x_start, t_start, torch.ones_like(t_start), labels, estimates)
         # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
         room = torch.clamp(steps - t_start, max=self.window)
         uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
         stride = 1 + (uniform * room).long()
         if self.anchor:
             x_start, t_start, stride, labels = self._anchor_early_queries(x_start, t_start, stride, labels)
-        return x_start, t_start, stride, labels
+        return StartingStates(x_start, t_start, stride, labels, None)
 
     def _anchor_early_queries(
         self, x_start: Tensor, t_start: Tensor, stride: Tensor, labels: Tensor | None
@@ -352,7 +378,7 @@ class Trainer:
         cfg = self.train_config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        x_start, t_start, stride, conditions = self.starting_states()
+        x_start, t_start, stride, conditions, estimates = self.starting_states()
         conditions = self.drop_conditions(conditions)
         context, labels = (conditions, None) if self.config.model.context_frames else (None, conditions)
         noise = kernel_noise((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), cfg.draws,
@@ -368,6 +394,7 @@ class Trainer:
                     class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
                     condition=None if context is None else context[rows],
                     autocast_dtype=self.autocast_dtype, objective=cfg.objective, linearise_from_data=self.anchor > 0,
+                    estimate=None if estimates is None else estimates[rows],
                 )
                 share = (rows.stop - rows.start) / cfg.batch_size
                 # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
