@@ -38,7 +38,8 @@ network learns from a far noisier gradient.
 Objectives (Kuramoto-local model unless marked): markov h1 (the paper's loss), markov h10 (the
 default window), markov h10 d2 (two independent draws: the control for the antithetic pair),
 antithetic h10 d2, flow hT (linearised kernel from the data), flow h20 (from the chain),
-flow-antithetic hT d2, and the Euclidean model's ε-loss.
+flow-antithetic hT d2, propagated (one exact step from chain states carrying their score estimate), and
+the Euclidean model's ε-loss.
 
 Budgets (one CPU thread; times measured with OMP_NUM_THREADS=1 on the 2-core development
 machine while two other benchmark processes shared it):
@@ -66,7 +67,14 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import resolve_device, score_matching_loss
-from kuramoto_diffusion.training.loss import kernel_noise, resolve_window, uses_antithetic_draws, uses_linearised_kernel
+from kuramoto_diffusion.training.loss import (
+    kernel_noise,
+    propagated_draw,
+    resolve_window,
+    uses_antithetic_draws,
+    uses_linearised_kernel,
+    uses_propagated_scores,
+)
 
 STEPS = 100  # T
 IMAGE_SIZE = 32
@@ -108,6 +116,7 @@ OBJECTIVES = (
     Objective("flow hT (anchored)", "kuramoto", "flow", 0, 1),
     Objective("flow h20", "kuramoto", "flow", 20, 1),
     Objective("flow-antithetic hT d2", "kuramoto", "flow-antithetic", 0, 2),
+    Objective("propagated", "kuramoto", "propagated", 0, 1),
     Objective("euclidean ε (DDPM)", "euclidean", "markov", 0, 1),
 )
 REFERENCE = "markov h1 (paper)"
@@ -148,6 +157,18 @@ def band_pairs(window: int, band: tuple[int, int]) -> tuple[Tensor, Tensor, Tens
                 strides.append(k)
                 weights.append(1.0 / room)  # P(s) = 1/T is common to all
     return torch.tensor(starts), torch.tensor(strides), torch.tensor(weights, dtype=torch.float64)
+
+
+def propagated_trajectory(process, x0: Tensor, steps: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:  # noqa: ANN001
+    """Chain states 0 … steps and the propagated objective's score estimates they carry (zeros at step 0)."""
+    states, estimates = [x0], [torch.zeros_like(x0)]
+    for step in range(steps):
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        x, estimate, _ = propagated_draw(process, states[-1], torch.full((len(x0),), step, device=x0.device),
+                                         estimates[-1], noise)
+        states.append(x)
+        estimates.append(estimate)
+    return torch.stack(states), torch.stack(estimates)
 
 
 class ZeroNetwork(torch.nn.Module):
@@ -208,7 +229,8 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
             kuramoto = models["kuramoto"]
             x0 = {"kuramoto": kuramoto.encode(data), "euclidean": models["euclidean"].encode(data)}
             # Exact chain states: fresh chains from this replicate's data, every state up to step band_end − 1.
-            trajectory = kuramoto.process.simulate(x0["kuramoto"], band[1] - 1, noise_generator, return_trajectory=True)
+            # They carry the propagated objective's score estimates (the states are the same chain either way).
+            trajectory, estimates = propagated_trajectory(kuramoto.process, x0["kuramoto"], band[1] - 1, noise_generator)
             for objective in OBJECTIVES:
                 model = models[objective.model]
                 process = model.process
@@ -227,6 +249,8 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
                 noise = kernel_noise((states * objective.draws, *x_start.shape[1:]), objective.draws,
                                      uses_antithetic_draws(objective.name), noise_generator, device, x_start.dtype)
                 arguments = dict(draws=objective.draws, noise=noise, objective=objective.name)
+                if uses_propagated_scores(objective.name):
+                    arguments["estimate"] = estimates[t_start, torch.arange(states, device=device)]
                 loss = score_matching_loss(model.network, process, x_start, t_start, stride, **arguments)
                 grads = torch.autograd.grad(loss, parameters[objective.model], allow_unused=True)
                 gradients[objective.label][r] = torch.cat([

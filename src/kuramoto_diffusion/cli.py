@@ -176,10 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective", choices=OBJECTIVES, default="markov",
         help="DSM objective: markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
              "(the linearised kernel: mean along the deterministic chain, variance linearised; window T starts every "
-             "example from the data), and either with ±z antithetic draw pairs (needs an even --draws)",
+             "example from the data), propagated (exact one-step draws from chains that carry an unbiased estimate of "
+             "their own score: no window bias, the history in the target; window 1), and each with ±z antithetic draw "
+             "pairs (needs an even --draws)",
     )
     train.add_argument("--window", type=non_negative_int, default=0,
-                       help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow)")
+                       help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow, 1 for propagated)")
     train.add_argument("--anchor", type=non_negative_int, default=0,
                        help="queries at t ≤ this start from the data with the linearised kernel, later ones from the chain (0: none)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")

@@ -132,6 +132,35 @@ class KuramotoProcess(ForwardProcess):
         averaged = F.conv2d(averaged, weights.view(1, 1, 1, size))
         return averaged.reshape(batch, channels, height, width)
 
+    def average_transpose(self, field: Tensor) -> Tensor:
+        """Aᵀ·field for the neighbourhood average A of ``neighbourhood_mean``: (Aᵀv)_l = Σ_i A_il v_i.
+
+        Global coupling and circular padding give a symmetric A; near a reflect-padded border A is not
+        symmetric, and the adjoint of the padding adds the reflected taps back onto their sources."""
+        if self.config.coupling == "global":
+            return field.mean(dim=tuple(range(1, field.dim())), keepdim=True)
+        batch, channels, height, width = field.shape
+        size = self.config.neighbourhood
+        flat = field.reshape(batch * channels, 1, height, width)
+        flipped = self._kernel_1d.flip(0).to(device=field.device, dtype=field.dtype)
+        # The adjoint of each (valid) convolution pass is the full correlation with the flipped kernel; written as
+        # zero padding and conv2d, which is several times faster than conv_transpose2d on the CPU.
+        spread = F.pad(flat, (size - 1, size - 1, size - 1, size - 1))
+        spread = F.conv2d(F.conv2d(spread, flipped.view(1, 1, 1, size)), flipped.view(1, 1, size, 1))
+        if size > 1:
+            rows, columns = self._padding_sources(height, field.device), self._padding_sources(width, field.device)
+            spread = torch.zeros(*spread.shape[:2], height, spread.shape[3], dtype=field.dtype,
+                                 device=field.device).index_add_(2, rows, spread)
+            spread = torch.zeros(*spread.shape[:3], width, dtype=field.dtype, device=field.device).index_add_(3, columns, spread)
+        return spread.reshape(batch, channels, height, width)
+
+    def _padding_sources(self, length: int, device: torch.device) -> Tensor:
+        """For each position of a padded axis, the index of the sample the padding copies there."""
+        size = self.config.neighbourhood
+        index = torch.arange(length, dtype=torch.float64).view(1, 1, length)
+        padded = F.pad(index, ((size - 1) // 2, size // 2), mode=self.config.padding)
+        return padded.view(-1).round().long().to(device)
+
     def coupling_field(self, theta: Tensor) -> Tensor:
         """C_i(θ) = Im(m_i e^{−iθ_i}): mean of sin(θ_j − θ_i) over i's neighbourhood."""
         self._check_shape(theta)
@@ -229,6 +258,33 @@ class KuramotoProcess(ForwardProcess):
             response = (self._kernel_1d[None, :] * torch.cos(frequencies[:, None] * offsets[None, :])).sum(1)
             coupling = 1.0 - min(0.0, float(response.min()))  # the 2-D minimum is the 1-D one times the other axis's 1
         return float(self.coupling_strength(t, 1)) * (coupling + cfg.ref_strength)
+
+    def propagate_score(self, x: Tensor, t: Step, estimate: Tensor, *, inverse_terms: int = 2) -> Tensor:
+        """``ForwardProcess.propagate_score`` in closed form (the same quantities, without autograd).
+
+        With the drift K·Δ, m = A e^{iθ} and b = Aᵀ e^{iθ} (``average_transpose``):
+
+            (∂drift/∂θ)ᵀ w = K · (cos θ · Aᵀ(w cos θ) + sin θ · Aᵀ(w sin θ) − w · Re(m e^{−iθ}) − κ_ref cos(ψ_ref − θ) · w)
+            ∇ tr ∂drift/∂θ = K · (−C − Im(b e^{−iθ}) − κ_ref sin(ψ_ref − θ))
+        """
+        self._check_shape(x)
+        cfg = self.config
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            strength = self.coupling_strength(t, 1, like=x)
+            cos_theta, sin_theta = torch.cos(x), torch.sin(x)
+            mean_cos, mean_sin = self.neighbourhood_mean(x)
+            back_cos, back_sin = self.average_transpose(cos_theta), self.average_transpose(sin_theta)
+            coupling = mean_sin * cos_theta - mean_cos * sin_theta
+            reverse_coupling = back_sin * cos_theta - back_cos * sin_theta
+            log_det_gradient = strength * (-coupling - reverse_coupling - cfg.ref_strength * torch.sin(cfg.ref_phase - x))
+            diagonal = -(mean_cos * cos_theta + mean_sin * sin_theta) - cfg.ref_strength * torch.cos(cfg.ref_phase - x)
+            carried = estimate - log_det_gradient
+            inverse = carried
+            for _ in range(inverse_terms):
+                transposed = cos_theta * self.average_transpose(inverse * cos_theta) + sin_theta * self.average_transpose(
+                    inverse * sin_theta) + diagonal * inverse
+                inverse = carried - strength * transposed
+        return inverse
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         return wrapped_normal_log_prob(x, mean, scale)
