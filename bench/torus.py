@@ -24,7 +24,8 @@ truth  Against the exact marginal of the discrete chain (``metrics.chain_margina
          pushed through the forward chain): the method's own floor, beside the histogram floor;
        - one Kuramoto-global model per objective (``TRUTH_MODELS``): markov (window 10, 5, 1), antithetic,
          flow, flow-antithetic (window 0 = the objective's default: markov 10, flow T), flow with window 20,
-         and markov with windows 10 and 5 anchored at the data for t ≤ T/4; the antithetic objectives draw ±z
+         markov with windows 10 and 5 anchored at the data for t ≤ T/4, and propagated (indices 9 and 10, the
+         second with antithetic pairs); the antithetic objectives draw ±z
          pairs (draws = 2) from half the batch, so every model sees batch_size network examples per step.
          Per t: the learned score's p_t-weighted relative L2 error against the grid score,
          sqrt(Σ w |s_θ − s|² / Σ w |s|²), and the least-squares slope through the origin of learned on true
@@ -114,7 +115,7 @@ TRUTH_DENSITY = "wrapped-mixture"
 # (objective, window, draws, anchor as a fraction of T): window 0 is the objective's default (markov 10, flow T)
 TRUTH_MODELS = (("markov", 0, 1, 0.0), ("markov", 5, 1, 0.0), ("markov", 1, 1, 0.0), ("antithetic", 0, 2, 0.0),
                 ("flow", 0, 1, 0.0), ("flow", 20, 1, 0.0), ("flow-antithetic", 0, 2, 0.0),
-                ("markov", 0, 1, 0.25), ("markov", 5, 1, 0.25))
+                ("markov", 0, 1, 0.25), ("markov", 5, 1, 0.25), ("propagated", 0, 1, 0.0), ("propagated-antithetic", 0, 2, 0.0))
 TRUTH_BUCKETS = ((1, 5), (6, 10), (11, 25), (26, 50), (51, 100))  # at T = 100; scaled by T/100
 TRUTH_SAMPLER_COLUMNS = ["T", "score", "start", "sampler", "nfe", "kl", "kl_floor", "nll", "nll_exact_samples", "sample_s"]
 

@@ -206,10 +206,11 @@ class Case:
 
 
 # Rows whose message is also checked in-process by a library test (test_sampling, test_inpainting,
-# test_circular, test_likelihood): through the CLI they run with the slow tests, to keep the fast suite short.
+# test_circular, test_likelihood, test_propagated): through the CLI they run with the slow tests, to keep the fast suite short.
 ALSO_CHECKED_IN_PROCESS = {
     "inpaint-white-mask", "inpaint-black-mask", "inpaint-inverted-white-mask", "corrector-on-ode", "snr-zero",
     "grid-unknown", "rho-without-grid", "probes-zero", "nll-wrong-data", "phase-range-outside",
+    "propagated-window", "propagated-anchor", "propagated-exact-strides",
 }
 
 
@@ -356,6 +357,12 @@ CASES = [
          _train("good", "--objective", "flow", "--process", "euclidean"), "error", "strides are already exact"),
     Case("antithetic-odd-draws", "train", "--objective antithetic with one draw", _train("good", "--objective", "antithetic"),
          "error", "draws must be even"),
+    Case("propagated-window", "train", "--objective propagated with --window 10",
+         _train("good", "--objective", "propagated", "--window", "10"), "error", "use window 1 (or 0)"),
+    Case("propagated-anchor", "train", "--objective propagated with --anchor 25",
+         _train("good", "--objective", "propagated", "--anchor", "25"), "error", "use anchor 0"),
+    Case("propagated-exact-strides", "train", "--objective propagated with --process euclidean",
+         _train("good", "--objective", "propagated", "--process", "euclidean"), "error", "strides are already exact"),
     Case("anchor-longer-than-T", "train", "--anchor 200 with T = 100", _train("good", "--anchor", "200"),
          "error", "anchor horizon 200 is longer"),
     Case("window-longer-than-T", "train", "--window 200 with T = 100", _train("good", "--window", "200"),
