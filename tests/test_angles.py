@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from cli_runner import shared_cli
 from kuramoto_diffusion.config import config_from_dict, config_to_dict
 from kuramoto_diffusion.data import AngleFileSource, open_angle_source, open_image_source, read_angle_file, save_angles
 from kuramoto_diffusion.errors import UserError
@@ -220,9 +219,7 @@ def test_data_config_records_degrees_and_old_configs_still_load() -> None:
 
 # ----- the command line --------------------------------------------------------------------------
 def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "kuramoto_diffusion", *arguments], capture_output=True, text=True,
-                          timeout=240, env=environment, cwd=ROOT)
+    return shared_cli().run(list(arguments), timeout=240, cwd=ROOT)
 
 
 def test_cli_round_trip_in_degrees(tmp_path: Path, degrees_data: np.ndarray) -> None:

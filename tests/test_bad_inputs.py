@@ -1,6 +1,7 @@
 """The bad-input matrix: every command against every kind of bad input, through the real CLI.
 
-Each case runs ``python -m kuramoto_diffusion ...`` in a subprocess and checks the outcome:
+Each case runs ``python -m kuramoto_diffusion ...`` in its own process (forked from one interpreter that
+imported the package once, ``cli_runner.ForkingCLI``) and checks the outcome:
 an error exits 2 with exactly one line on stderr that contains the expected words, shows no
 Python traceback and leaves no output file behind; an accepted input exits 0 and writes its
 output (a skipped file adds one warning line). ``docs/robustness.md`` is generated from CASES
@@ -11,11 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from cli_runner import ForkingCLI, shared_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "robustness.md"
@@ -434,20 +434,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _run_cli(arguments: list[str]) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "kuramoto_diffusion", *arguments], capture_output=True, text=True, timeout=240,
-        env=environment, cwd=ROOT,
-    )
+@pytest.fixture(scope="module")
+def cli() -> ForkingCLI:
+    """The real CLI, one process per command, forked from one interpreter that imported the package once."""
+    return shared_cli()
 
 
 @pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case.id in ALSO_CHECKED_IN_PROCESS else case
                                   for case in CASES], ids=[case.id for case in CASES])
-def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path, cli: ForkingCLI) -> None:
     paths = {**inputs, "out": tmp_path / "out"}
     paths["out"].mkdir()
-    result = _run_cli([case.command, *case.argv(paths)])
+    result = cli.run([case.command, *case.argv(paths)])
     stderr_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr, result.stderr
     output = paths["out"] / OUTPUTS[case.command]
@@ -468,8 +466,8 @@ def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path) -> None:
     assert not inputs["pickle_marker"].exists(), "a pickle payload was executed"
 
 
-def test_debug_shows_the_traceback(inputs: dict[str, Path], tmp_path: Path) -> None:
-    result = _run_cli(["sample", "--checkpoint", str(inputs["ckpt_cut"]), "--out", str(tmp_path / "x.png"), "--debug"])
+def test_debug_shows_the_traceback(inputs: dict[str, Path], tmp_path: Path, cli: ForkingCLI) -> None:
+    result = cli.run(["sample", "--checkpoint", str(inputs["ckpt_cut"]), "--out", str(tmp_path / "x.png"), "--debug"])
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
@@ -502,7 +500,7 @@ def robustness_markdown() -> str:
         "",
         "Generated from `tests/test_bad_inputs.py` (`python tests/test_bad_inputs.py`); the test suite",
         "fails when this file and the tests disagree. Every row is run through the real command line",
-        "in a subprocess. An **error** exits with status 2 and exactly one line on stderr (no Python",
+        "in its own process. An **error** exits with status 2 and exactly one line on stderr (no Python",
         "traceback unless `--debug`) and leaves no output behind; **accepted** exits 0 and writes its",
         "output; **accepted with a warning** exits 0 and prints one warning line (with the count).",
         "",

@@ -1,18 +1,20 @@
-"""The command line, driven in subprocesses like a user would."""
+"""The command line, driven in its own processes like a user would."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from cli_runner import shared_cli
+
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "kuramoto_diffusion", *args], capture_output=True, text=True, timeout=300)
+    """``python -m kuramoto_diffusion *args`` in its own process (forked from one interpreter: ``cli_runner``)."""
+    result = shared_cli().run(list(args), timeout=300, cwd=Path.cwd())
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
     return result

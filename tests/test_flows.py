@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_runner import shared_cli
 from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
 from kuramoto_diffusion.data.flows import FlowSource, phase_amplitude_to_velocity, velocity_to_phase_amplitude
 from kuramoto_diffusion.data.navier_stokes import (
@@ -316,8 +317,7 @@ def test_cli_generate_round_trip(tmp_path):
     out = tmp_path / "flows"
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "kuramoto_diffusion", "flows", "generate", "--out", str(out), *args]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+        return shared_cli().run(["flows", "generate", "--out", str(out), *args], timeout=120, cwd=Path.cwd())
 
     common = ("--num", "2", "--size", "32", "--frames", "3", "--spinup-time", "0.5", "--frame-interval", "0.25", "--seed", "0")
     result = run(*common, "--quiet")
