@@ -10,7 +10,9 @@ network is relative to T forward steps. Keys ``speedup_local_T1000`` etc. are fo
 preset, ``speedup_local_T1000_<preset>`` for each. ``forward_share_*``: the share of the pool's step
 time spent advancing the chains (pool advance time ÷ step time), and ``speedup_ceiling_*`` the
 speed-up of a step with no forward cost at all (the network's own cost bounds the pool's). Also records
-peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU).
+peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU). ``--objectives markov
+propagated`` adds the pool's examples/s with each other objective and its ratio to markov's (key
+``ratio_<objective>_to_markov_<coupling>_T<steps>_<preset>``).
 Writes bench/results/train_throughput.json.
 """
 
@@ -31,7 +33,8 @@ from kuramoto_diffusion.training import Trainer, resolve_device
 
 
 def examples_per_second(
-    process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device
+    process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device,
+    objective: str = "markov",
 ) -> tuple[float, float]:
     """(examples/s, the share of the step time spent advancing the chain pool; 0 without a pool)."""
     source = open_image_source("textures", args.image_size, channels=1)
@@ -39,7 +42,7 @@ def examples_per_second(
         model=image_model_config(process, 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
         training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, forward_states=forward_states,
-                             fit_prior=False, checkpoint_every=10**6, sample_every=0),
+                             fit_prior=False, checkpoint_every=10**6, sample_every=0, objective=objective),
     )
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, source, folder, device=device, quiet=True)
@@ -77,11 +80,13 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--objectives", nargs="+", default=["markov"],
+                        help="also time these DSM objectives with the pool, as a ratio to markov in the same run")
     parser.add_argument("--out", type=Path, default=Path("train_throughput.json"),
                         help="JSON file (a bare name goes into bench/results/)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    rows = []
+    rows, objective_rows = [], []
     payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
     for preset in args.presets:
         for steps in (100, 1000):
@@ -99,9 +104,22 @@ def main() -> None:
                     payload[f"{key}_{coupling}_T{steps}_{preset}"] = value
                     if preset == args.presets[0]:
                         payload[f"{key}_{coupling}_T{steps}"] = value
+                for objective in args.objectives:
+                    if objective == "markov":
+                        continue
+                    other, other_share = examples_per_second(process, "pool", preset, args, device, objective)
+                    objective_rows.append({"preset": preset, "coupling": coupling, "T": steps, "objective": objective,
+                                           "examples_per_s": other, "markov_examples_per_s": pool,
+                                           "ratio_to_markov": other / pool, "forward_share": other_share})
+                    payload[f"ratio_{objective}_to_markov_{coupling}_T{steps}_{preset}"] = other / pool
     payload["rows"] = rows
     payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s",
                                           "speedup", "forward_share", "speedup_ceiling"])
+    if objective_rows:
+        payload["objective_rows"] = objective_rows
+        payload["objective_table"] = print_table(objective_rows, ["preset", "coupling", "T", "objective", "examples_per_s",
+                                                                  "markov_examples_per_s", "ratio_to_markov",
+                                                                  "forward_share"])
     if device.type == "cuda":
         payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
         payload["peak_memory_kind"] = "CUDA max_memory_allocated"
