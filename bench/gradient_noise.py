@@ -132,7 +132,7 @@ def train(model: str, budget: Budget, seed: int, device: torch.device) -> tuple[
     config = RunConfig(
         model=image_model_config(process_for(model), 1, IMAGE_SIZE, "tiny"),
         data=DataConfig(source="fingerprints", image_size=IMAGE_SIZE, channels=1, seed=seed),
-        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.train_batch, lr=budget.lr,
+        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.train_batch, lr=budget.lr, objective="markov",
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
                              ema_warmup_steps=min(100, budget.train_steps // 3), checkpoint_every=10**9,
                              sample_every=0, log_every=max(1, budget.train_steps // 10), seed=seed),

@@ -4,7 +4,7 @@
                             [--methods euclidean kuramoto-global kuramoto-local] [--seed 0]
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
-                            [--objective markov|antithetic|flow|flow-antithetic] [--window H] [--anchor A] [--draws D]
+                            [--objective auto|markov|antithetic|flow|flow-antithetic|propagated] [--window H] [--anchor A] [--draws D]
                             [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D]
 
 For every data set, trains each method with the same UNet, the same number of training
@@ -110,7 +110,7 @@ def real_sets(data: str, budget: Budget, seed: int) -> tuple[torch.Tensor, torch
 class Objective:
     """The Kuramoto models' DSM objective (the Euclidean model keeps DDPM's ε-loss)."""
 
-    name: str = "markov"
+    name: str = "auto"  # TrainConfig's default: propagated for Kuramoto (loss.resolve_objective)
     window: int = 0  # 0: the objective's default
     draws: int = 1
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
@@ -247,7 +247,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
     parser.add_argument("--groups", type=int, default=None, help="GroupNorm groups of the UNet (default: the preset's)")
-    parser.add_argument("--objective", default="markov", help="the Kuramoto models' DSM objective")
+    parser.add_argument("--objective", default="auto", help="the Kuramoto models' DSM objective (auto: propagated)")
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")

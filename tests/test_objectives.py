@@ -172,7 +172,7 @@ def test_the_window_defaults_to_the_objectives_and_is_checked():
 
 
 def test_training_config_checks_the_objective():
-    with pytest.raises(UserError, match="unknown objective 'ddpm'; valid values are markov, antithetic, flow"):
+    with pytest.raises(UserError, match="unknown objective 'ddpm'; valid values are auto, markov, antithetic, flow"):
         TrainConfig(objective="ddpm")
     with pytest.raises(UserError, match="draws must be even"):
         TrainConfig(objective="flow-antithetic", draws=3)

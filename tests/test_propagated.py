@@ -283,3 +283,21 @@ def test_objectives_that_do_not_fit_are_refused():
         resolve_anchor("propagated", 25, 1, kuramoto)
     with pytest.raises(UserError, match="draws must be even"):
         TrainConfig(objective="propagated-antithetic", draws=1)
+
+
+def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path):
+    from kuramoto_diffusion.training.loss import resolve_objective
+
+    assert TrainConfig().objective == "auto"
+    assert resolve_objective("auto", KuramotoProcess(coupling="local")) == "propagated"
+    assert resolve_objective("auto", EuclideanVPProcess()) == "markov"  # DDPM's ε-loss
+    assert resolve_objective("auto", PhaseAmplitudeProcess(PhaseAmplitudeConfig())) == "markov"
+    assert resolve_objective("antithetic", KuramotoProcess()) == "antithetic"
+    assert resolve_objective("auto", KuramotoProcess(), window=10) == "markov"  # a merged window asks for markov
+    assert resolve_objective("auto", KuramotoProcess(), anchor=25) == "markov"
+    # The run's saved config names the objective it resolved to, so a resume or a reader sees what was trained.
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1), FixedImages(),
+                      tmp_path / "run")
+    assert trainer.train_config.objective == "propagated" and trainer.config.training.objective == "propagated"
+    euclidean = Trainer(run_config(EuclideanConfig(steps=20), steps=1), FixedImages(), tmp_path / "euclidean")
+    assert euclidean.train_config.objective == "markov"

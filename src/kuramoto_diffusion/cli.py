@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)")
     train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
     train.add_argument(
-        "--objective", choices=OBJECTIVES, default="markov",
-        help="DSM objective: markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
+        "--objective", choices=OBJECTIVES, default="auto",
+        help="DSM objective: auto (propagated for the Kuramoto processes, markov for the Euclidean baseline, whose "
+             "loss is then DDPM's ε-prediction, and for phase-amplitude flows), markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
              "(the linearised kernel: mean along the deterministic chain, variance linearised; window T starts every "
              "example from the data), propagated (exact one-step draws from chains that carry an unbiased estimate of "
              "their own score: no window bias, the history in the target; window 1), and each with ±z antithetic draw "

@@ -247,8 +247,9 @@ class DataConfig:
 
 
 FORWARD_STATES = ("pool", "resimulate")
-# DSM objectives (training/loss.py): which kernel (merged-stride Euler or linearised flow) and whether draws are antithetic
-OBJECTIVES = ("markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic")
+# DSM objectives (training/loss.py): which kernel and target, and whether draws are antithetic; "auto" is the
+# measured best the process supports (``loss.resolve_objective``), written into the saved config as resolved
+OBJECTIVES = ("auto", "markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
 NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
 
@@ -263,7 +264,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
-    objective: str = "markov"  # see OBJECTIVES and training/loss.py
+    objective: str = "auto"  # see OBJECTIVES and training/loss.py
     window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
     anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference

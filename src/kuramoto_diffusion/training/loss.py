@@ -119,6 +119,22 @@ def propagated_draw(
     return x_next, target, schedule.variance[index + 1].to(x_start).reshape(shape).sqrt()
 
 
+def resolve_objective(objective: str, process: ForwardProcess, window: int = 0, anchor: int = 0) -> str:
+    """``objective``, or for "auto" the measured best the process supports: ``propagated`` where the process has a
+    contraction bound (Kuramoto), ``markov`` elsewhere (DDPM's ε-loss for the Euclidean process, whose strides are
+    exact; the phase–amplitude process has no bound yet), and ``markov`` whenever a window above 1 or an anchor is
+    set, the settings of the merged-window objective. BENCHMARKS.md, "Quality I"."""
+    if objective != "auto":
+        return objective
+    if process.closed_form_marginal or window > 1 or anchor:
+        return "markov"
+    try:
+        process.contraction_bound(0)
+    except UserError:
+        return "markov"
+    return "propagated"
+
+
 def resolve_window(objective: str, window: int, process: ForwardProcess) -> int:
     """The DSM window h in fine steps: ``window``, or with 0 the objective's default (markov: 10, flow: T).
 

@@ -37,7 +37,7 @@ from ..checkpoint import (
 from ..config import write_json_atomic
 from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
-from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit
+from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
 from ..settings import RunConfig
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
@@ -45,6 +45,7 @@ from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
 from .loss import (
     kernel_noise,
     resolve_anchor,
+    resolve_objective,
     resolve_window,
     score_matching_loss,
     uses_antithetic_draws,
@@ -122,8 +123,10 @@ class Trainer:
     ) -> None:
         if run_config.training is None:
             raise UserError("the run config has no training settings")
-        self.config = run_config
-        self.train_config = run_config.training
+        training = run_config.training
+        objective = resolve_objective(training.objective, build_process(run_config.model.process), training.window, training.anchor)
+        self.train_config = dataclasses.replace(run_config.training, objective=objective)
+        self.config = dataclasses.replace(run_config, training=self.train_config)  # saved with the resolved objective
         self.source = source
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
@@ -135,7 +138,7 @@ class Trainer:
         self.checkpointed_step: int | None = None  # the step of the last checkpoint this trainer wrote or loaded
         seed = self.train_config.seed
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
-        self.model = DiffusionModel(run_config.model, run_config=run_config).to(self.device)
+        self.model = DiffusionModel(run_config.model, run_config=self.config).to(self.device)
         self.window = resolve_window(self.train_config.objective, self.train_config.window, self.process)
         self.anchor = resolve_anchor(self.train_config.objective, self.train_config.anchor, self.window, self.process)
         self.ema_network = copy.deepcopy(self.model.network).requires_grad_(False)
