@@ -301,3 +301,19 @@ def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path
     assert trainer.train_config.objective == "propagated" and trainer.config.training.objective == "propagated"
     euclidean = Trainer(run_config(EuclideanConfig(steps=20), steps=1), FixedImages(), tmp_path / "euclidean")
     assert euclidean.train_config.objective == "markov"
+
+
+def test_a_run_saved_before_the_objective_setting_resumes_with_its_own_loss(tmp_path):
+    import json
+
+    from kuramoto_diffusion.model import CONFIG_NAME, load_run_config
+
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1, objective="markov"),
+                      FixedImages(), tmp_path / "run")
+    trainer.start()
+    path = tmp_path / "run" / CONFIG_NAME
+    data = json.loads(path.read_text())
+    del data["training"]["objective"]  # as written before the setting existed
+    path.write_text(json.dumps(data))
+    _, loaded = load_run_config(path)
+    assert loaded.training.objective == "markov"

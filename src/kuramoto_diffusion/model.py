@@ -494,6 +494,10 @@ def load_run_config(path: Path) -> tuple[ModelConfig, Any]:
         raise UserError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config")
     if set(data) == {"model"}:
         return config_from_dict(ModelConfig, data["model"], where=f"{path}:model"), None
+    if isinstance(data.get("training"), dict):
+        # Runs saved before the objective was a setting trained with the merged-window loss; the default is now
+        # "auto", so name it for them (a resume must continue the same objective and its chain pool).
+        data["training"].setdefault("objective", "markov")
     run_config = config_from_dict(RunConfig, data, where=str(path))
     return run_config.model, run_config
 
