@@ -121,7 +121,9 @@ def test_hutchinson_agrees_with_the_exact_divergence_and_is_reproducible():
     assert not torch.equal(estimates[0].log_likelihood, estimates[2].log_likelihood)
     for estimate in estimates:
         deviation = (estimate.log_likelihood - exact.log_likelihood) / estimate.probe_standard_error
-        assert float(deviation.abs().max()) < 4.5 and float(deviation.square().mean()) < 2.0
+        # The standard error comes from 8 probes, so each deviation is t-distributed with 7 degrees of freedom
+        # (E z² = 1.4, P(|z| > 6) ≈ 6e-4): bounds that a correct estimator fails about 1 % of the time.
+        assert float(deviation.abs().max()) < 6.0 and float(deviation.square().mean()) < 2.6
         assert bool((estimate.probe_standard_error > 0).all())
 
 
