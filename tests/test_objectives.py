@@ -21,16 +21,17 @@ def random_phases(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return (torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1) * 3.1
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        KuramotoConfig(coupling="global"),
-        KuramotoConfig(coupling="local", neighbourhood=5, padding="reflect"),
-        KuramotoConfig(coupling="local", neighbourhood=4, padding="reflect"),
-        KuramotoConfig(coupling="local", neighbourhood=3, padding="circular", kernel="gaussian"),
-    ],
-    ids=["global", "local-reflect-5", "local-reflect-4", "local-circular-gaussian"],
-)
+# Every coupling geometry whose Jacobian differs: global, reflect borders (odd and even M), circular + Gaussian.
+COUPLING_CONFIGS = [
+    KuramotoConfig(coupling="global"),
+    KuramotoConfig(coupling="local", neighbourhood=5, padding="reflect"),
+    KuramotoConfig(coupling="local", neighbourhood=4, padding="reflect"),
+    KuramotoConfig(coupling="local", neighbourhood=3, padding="circular", kernel="gaussian"),
+]
+COUPLING_IDS = ["global", "local-reflect-5", "local-reflect-4", "local-circular-gaussian"]
+
+
+@pytest.mark.parametrize("config", COUPLING_CONFIGS, ids=COUPLING_IDS)
 def test_drift_derivative_is_the_diagonal_of_the_autograd_jacobian(config):
     process = KuramotoProcess(config)
     theta = random_phases((1, 2, 6, 7))

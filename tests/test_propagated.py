@@ -34,6 +34,7 @@ from kuramoto_diffusion.training.loss import (
     resolve_anchor,
     resolve_window,
 )
+from test_objectives import COUPLING_CONFIGS, COUPLING_IDS
 from test_training import FixedImages, run_config
 
 
@@ -73,16 +74,7 @@ def test_propagate_score_is_the_change_of_variables_score_to_second_order(coupli
     assert 3.0 < errors[0] / errors[1] < 5.0
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        KuramotoConfig(coupling="global"),
-        KuramotoConfig(coupling="local", neighbourhood=5, padding="reflect"),
-        KuramotoConfig(coupling="local", neighbourhood=4, padding="reflect"),
-        KuramotoConfig(coupling="local", neighbourhood=3, padding="circular", kernel="gaussian"),
-    ],
-    ids=["global", "local-reflect-5", "local-reflect-4", "local-circular-gaussian"],
-)
+@pytest.mark.parametrize("config", COUPLING_CONFIGS, ids=COUPLING_IDS)
 def test_the_closed_form_propagation_equals_the_autograd_definition(config):
     process = KuramotoProcess(config)
     x, estimate = random_phases((3, 2, 6, 7), seed=6), random_phases((3, 2, 6, 7), seed=7)

@@ -107,6 +107,7 @@ class KuramotoProcess(ForwardProcess):
         super().__init__(cumulative_schedule(cfg.schedule, *cfg.noise_var_range, cfg.steps))
         self._kernel_1d = _kernel_weights(cfg.kernel, cfg.neighbourhood)
         self._self_weights_1d: dict[int, Tensor] = {}  # image side -> diagonal of the padded 1-D average
+        self._padding_sources_cache: dict[tuple[int, torch.device], Tensor] = {}  # (side, device) -> padded indices
 
     # ----- coupling ---------------------------------------------------------------------
     def neighbourhood_mean(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,11 +156,15 @@ class KuramotoProcess(ForwardProcess):
         return spread.reshape(batch, channels, height, width)
 
     def _padding_sources(self, length: int, device: torch.device) -> Tensor:
-        """For each position of a padded axis, the index of the sample the padding copies there."""
-        size = self.config.neighbourhood
-        index = torch.arange(length, dtype=torch.float64).view(1, 1, length)
-        padded = F.pad(index, ((size - 1) // 2, size // 2), mode=self.config.padding)
-        return padded.view(-1).round().long().to(device)
+        """For each position of a padded axis, the index of the sample the padding copies there; cached per
+        length and device (the propagated objective asks for it several times per chain step)."""
+        key = (length, device)
+        if key not in self._padding_sources_cache:
+            size = self.config.neighbourhood
+            index = torch.arange(length, dtype=torch.float64).view(1, 1, length)
+            padded = F.pad(index, ((size - 1) // 2, size // 2), mode=self.config.padding)
+            self._padding_sources_cache[key] = padded.view(-1).round().long().to(device)
+        return self._padding_sources_cache[key]
 
     def coupling_field(self, theta: Tensor) -> Tensor:
         """C_i(θ) = Im(m_i e^{−iθ_i}): mean of sin(θ_j − θ_i) over i's neighbourhood."""
