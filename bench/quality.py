@@ -5,7 +5,7 @@
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
                             [--objective auto|markov|antithetic|flow|flow-antithetic|propagated] [--window H] [--anchor A] [--draws D]
-                            [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D]
+                            [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D] [--steps T]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
@@ -18,8 +18,12 @@ size: the metrics' own floor at that sample size.
 the Euclidean model always trains on DDPM's ε-loss). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
 method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
---sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun or pc
-(one corrector step, snr 0.16), with "-rho" for the ρ = 7 time grid (``sampling.Sampler``): pc-rho:100.
+--sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun, pc
+(one corrector step, snr 0.16) or euler-maruyama, with "-rho" for the ρ = 7 time grid (``sampling.Sampler``):
+pc-rho:100. euler-maruyama on the Euclidean model is the paper's protocol for its "SGM" baseline (as we
+infer it: Euler–Maruyama on the reverse VP-SDE); on the Kuramoto models it is the sde step itself.
+--steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
+labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
 
 Figures in --figures: metric against NFE per data set (one line per method and sampler), sample
@@ -44,6 +48,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -244,6 +250,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", default=["fingerprints", "textures"])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="diffusion steps T instead of the budget's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
     parser.add_argument("--groups", type=int, default=None, help="GroupNorm groups of the UNet (default: the preset's)")
@@ -270,13 +277,15 @@ def main() -> None:
     objective = Objective(args.objective, args.window, args.draws, args.anchor)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
+    if args.steps is not None:
+        budget = dataclasses.replace(budget, steps=args.steps)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rows: list[dict] = []
     order_curves: dict[str, dict] = {}
 
     def save(complete: bool) -> None:
-        payload = {"command": f"python bench/quality.py --budget {args.budget}", "complete": complete,
+        payload = {"command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]), "complete": complete,
                    "objective": dataclasses.asdict(objective),
                    "settings": dataclasses.asdict(budget), "seed": args.seed, "data": args.data,
                    "methods": args.methods, "rows": rows, "order_parameter": order_curves}
@@ -300,10 +309,12 @@ def main() -> None:
                 trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
             # conventions exist in the literature, and at small budgets they differ a lot.
-            variants = [(objective.label(method), trained)]
+            # With --steps the rows say their T, so --merge keeps them apart from the budget's.
+            horizon = f" T{budget.steps}" if args.steps is not None else ""
+            variants = [(objective.label(method) + horizon, trained)]
             if method == "euclidean":
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
-                variants.append(("euclidean-clip", trained.with_process(clipped_process)))
+                variants.append(("euclidean-clip" + horizon, trained.with_process(clipped_process)))
             for name, model in variants:
                 for sampler, nfe in budget.sweeps:
                     row, images = sample_and_evaluate(model, budget, sampler, nfe, real, options, args.seed)

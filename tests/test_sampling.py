@@ -125,6 +125,53 @@ def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
         assert spread == pytest.approx(width, rel=0.25 if nfe >= 50 else 0.5)
 
 
+@pytest.mark.parametrize("nfe", [100, 20])
+def test_euler_maruyama_on_vp_follows_the_gaussian_moment_recursion(nfe):
+    # With Gaussian data the exact score is linear in x, so each Euler–Maruyama step of the reverse
+    # VP-SDE is x ← a·x + b + √B·z with B = ∫β over the interval: mean and variance of the samples
+    # follow a recursion computed here from β alone. At T = 100 it visibly misses the data variance
+    # (first order in β·dt), which is why "sde" is DDPM's ancestral step instead.
+    process = EuclideanVPProcess(steps=100)
+    mean, var = 0.3, 0.04
+    count = 200_000
+    prior = process.prior_sample((count, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler="euler-maruyama",
+                           nfe=nfe, generator=torch.Generator().manual_seed(1))
+    cumulative = process._cumulative_beta.double()
+    grid = step_grid(100, nfe)
+    assert result.steps == grid and result.function_evaluations == len(grid) - 1
+    m, v = prior.mean().item(), prior.var().item()
+    for upper, lower in zip(grid[:-1], grid[1:]):
+        interval_beta = float(cumulative[upper] - cumulative[lower])
+        alpha_bar = math.exp(-float(cumulative[upper]))
+        marginal_var = alpha_bar * var + 1 - alpha_bar
+        slope = 1 + 0.5 * interval_beta - interval_beta / marginal_var
+        m = slope * m + interval_beta * math.sqrt(alpha_bar) * mean / marginal_var
+        v = slope**2 * v + (interval_beta if lower > 0 else 0.0)
+    samples = result.states[:, 0]
+    assert samples.mean().item() == pytest.approx(m, abs=4 * math.sqrt(v / count))
+    assert samples.var().item() == pytest.approx(v, rel=0.02)
+    assert abs(v - var) > 0.05 * var  # the recursion itself is off the data at this T: the test can tell
+
+
+def test_euler_maruyama_recovers_gaussian_data_at_t1000():
+    process = EuclideanVPProcess(steps=1000)
+    mean, var = 0.3, 0.04
+    prior = process.prior_sample((20000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler="euler-maruyama",
+                           generator=torch.Generator().manual_seed(1))
+    assert result.states.mean().item() == pytest.approx(mean, abs=0.01)
+    assert result.states.var().item() == pytest.approx(var, rel=0.1)
+
+
+def test_euler_maruyama_is_the_sde_step_on_the_torus():
+    # The Kuramoto chain is the Euler scheme of its SDE, so the two samplers are one formula there.
+    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
+    a = model.sample(4, sampler="sde", nfe=7, generator=torch.Generator().manual_seed(3)).states
+    b = model.sample(4, sampler="euler-maruyama", nfe=7, generator=torch.Generator().manual_seed(3)).states
+    assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_sample_images_returns_pil_images_of_the_right_size():
     model = DiffusionModel(image_model_config(KuramotoConfig(), 1, 8, "tiny"))
     pictures = model.sample_images(3, nfe=4, generator=torch.Generator().manual_seed(0))

@@ -22,7 +22,7 @@ from .settings import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from .stopping import Stopped, signal_name, sigterm_interrupts
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
-SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc")
+SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
 GRID_NAMES = ("uniform", "rho")
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_sampler_options(parser: argparse.ArgumentParser, applies: str = "") -> None:
     """--sampler, --nfe, --grid, --rho, --corrector-steps, --snr: what ``commands.sampler_from_args`` turns into a Sampler."""
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde",
-                        help="reverse SDE, ODE Euler, ODE Heun, or pc: the reverse SDE with a Langevin corrector" + applies)
+                        help="reverse SDE, ODE Euler, ODE Heun, pc: the reverse SDE with a Langevin corrector, or "
+                             "euler-maruyama: Euler–Maruyama on the continuous reverse SDE (the same as sde on the "
+                             "torus; for Euclidean models score_sde's predictor instead of DDPM's step)" + applies)
     parser.add_argument("--nfe", type=positive_int, default=None,
                         help="network evaluations, at most (default: T); pc counts its corrector's" + applies)
     parser.add_argument("--grid", choices=GRID_NAMES, default="uniform",

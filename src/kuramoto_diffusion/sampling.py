@@ -6,6 +6,11 @@ exact VP factors), so NFE < T works. With drift D = drift(x, s, h), variance v =
 and the score s(x, t) = F(x, t)/c(t) of the network, on the torus:
 
     reverse SDE:  θ ← wrap( θ − D + v·s(θ, t) + √v·z )     (no noise on the last interval)
+    Euler–Maruyama on the continuous reverse SDE dx = [f − g²·s]dt + g·dw̄, for every process:
+                  x ← project( x − F + G·s(x, t) + √G·z ),  F = ∫f, G = ∫g² over the interval
+                  (``flow_drift``, ``flow_noise_variance``). A Kuramoto chain is the Euler scheme of
+                  its SDE, so there this is the "sde" step itself; for VP it is score_sde's
+                  Euler–Maruyama predictor, x + ½B·x + B·s + √B·z with B = ∫β, not DDPM's ancestral step
     ODE (Euler):  θ ← wrap( θ − D + ½v·s(θ, t) )
     ODE (Heun):   θ̃ = Euler step;  θ̂ = Euler step from θ̃ with s(θ̃, s);
                   θ ← wrap( θ + ½(wrap(θ̃ − θ) + wrap(θ̂ − θ̃)) )   (Euler on the last interval)
@@ -45,7 +50,7 @@ from .errors import UserError
 from .processes import ForwardProcess
 from .processes.base import ScoreFn
 
-SAMPLERS = ("sde", "ode", "ode-heun", "pc")
+SAMPLERS = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
 GRIDS = ("uniform", "rho")
 DEFAULT_SNR = 0.16  # score_sde's for VP models on CIFAR-10
 
@@ -55,9 +60,10 @@ class Sampler:
     """How a reverse sweep integrates: the integrator, its time grid and, for "pc", the Langevin corrector.
 
     ``name``: "sde" (Euler–Maruyama; DDPM's ancestral step for VP), "ode" (probability-flow Euler;
-    DDIM for VP), "ode-heun" (second order) or "pc" (the reverse SDE as predictor, each grid step
+    DDIM for VP), "ode-heun" (second order), "pc" (the reverse SDE as predictor, each grid step
     first corrected by ``corrector_steps`` Langevin steps at target signal-to-noise ratio ``snr``;
-    defaults 1 and ``DEFAULT_SNR``). ``grid``: "uniform" or "rho" with exponent ``rho`` (module
+    defaults 1 and ``DEFAULT_SNR``) or "euler-maruyama" (Euler–Maruyama on the continuous reverse
+    SDE for every process, VP included: the sampler of the paper's Euclidean baseline, as we infer). ``grid``: "uniform" or "rho" with exponent ``rho`` (module
     docstring). Everywhere a sampler is taken, its name alone is short for ``Sampler(name)``.
     """
 
@@ -306,6 +312,8 @@ def reverse_interval(
         for _ in range(corrections):
             x = langevin_corrector_step(process, x, score_fn(x, upper), sampler.snr, generator)
         return reverse_sde_step(process, x, score_fn(x, upper), upper, lower, generator), 1 + corrections
+    if sampler.name == "euler-maruyama":
+        return euler_maruyama_step(process, x, score_fn(x, upper), upper, lower, generator), 1
     return process.reverse_ode_step(x, score_fn, upper, lower, heun=sampler.name == "ode-heun")
 
 
@@ -388,6 +396,27 @@ def reverse_sde_step(
         return x
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return process.project(x + process.transition_scale(lower, stride, like=x) * noise)
+
+
+def euler_maruyama_step(
+    process: ForwardProcess,
+    x: Tensor,
+    score: Tensor,
+    upper: int,
+    lower: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One Euler–Maruyama step of the continuous reverse SDE from states ``x`` at ``upper`` to ``lower``.
+
+    x ← project(x − F + G·score + √G·z) with F = ∫f (``flow_drift``) and G = ∫g² (``flow_noise_variance``)
+    over the interval, both at x; no noise when lower = 0.
+    """
+    stride = upper - lower
+    variance = process.flow_noise_variance(lower, stride, like=x)
+    x = x - process.flow_drift(x, lower, stride) + variance * score
+    if lower > 0:
+        x = x + variance.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return process.project(x)
 
 
 def langevin_corrector_step(
