@@ -128,9 +128,8 @@ class KuramotoProcess(ForwardProcess):
         mode = self.config.padding
         flat = field.reshape(batch * channels, 1, height, width)
         padded = F.pad(flat, (before, after, before, after), mode=mode) if size > 1 else flat
-        weights = self._kernel_1d.to(device=field.device, dtype=field.dtype)
-        averaged = F.conv2d(padded, weights.view(1, 1, size, 1))
-        averaged = F.conv2d(averaged, weights.view(1, 1, 1, size))
+        weights = self._kernel_1d.tolist()
+        averaged = _correlate(_correlate(padded, weights, 2, height), weights, 3, width)
         return averaged.reshape(batch, channels, height, width)
 
     def average_transpose(self, field: Tensor) -> Tensor:
@@ -143,11 +142,10 @@ class KuramotoProcess(ForwardProcess):
         batch, channels, height, width = field.shape
         size = self.config.neighbourhood
         flat = field.reshape(batch * channels, 1, height, width)
-        flipped = self._kernel_1d.flip(0).to(device=field.device, dtype=field.dtype)
-        # The adjoint of each (valid) convolution pass is the full correlation with the flipped kernel; written as
-        # zero padding and conv2d, which is several times faster than conv_transpose2d on the CPU.
+        flipped = self._kernel_1d.flip(0).tolist()
+        # The adjoint of each (valid) correlation pass is the full correlation with the flipped kernel.
         spread = F.pad(flat, (size - 1, size - 1, size - 1, size - 1))
-        spread = F.conv2d(F.conv2d(spread, flipped.view(1, 1, 1, size)), flipped.view(1, 1, size, 1))
+        spread = _correlate(_correlate(spread, flipped, 3, width + size - 1), flipped, 2, height + size - 1)
         if size > 1:
             rows, columns = self._padding_sources(height, field.device), self._padding_sources(width, field.device)
             spread = torch.zeros(*spread.shape[:2], height, spread.shape[3], dtype=field.dtype,
@@ -362,6 +360,17 @@ class KuramotoProcess(ForwardProcess):
 def coupling_from_mean(theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
     """C = Im(m·e^{−iθ}) = Im(m)·cos θ − Re(m)·sin θ for the neighbourhood mean phasor m = (mean_cos, mean_sin)."""
     return mean_sin * torch.cos(theta) - mean_cos * torch.sin(theta)
+
+
+def _correlate(field: Tensor, weights: list[float], dim: int, length: int) -> Tensor:
+    """Σ_k w_k · field[…, i + k, …] along ``dim`` for i < ``length``: a valid 1-D correlation.
+
+    Written as shifted slices: on one-channel images this is many times faster than ``conv2d``
+    (measured ~20× on the CPU for 32-px batches), and it is the chain's innermost operation."""
+    out = field.narrow(dim, 0, length) * weights[0]
+    for offset, weight in enumerate(weights[1:], start=1):
+        out = out.add(field.narrow(dim, offset, length), alpha=weight)
+    return out
 
 
 def _kernel_weights(kernel: str, size: int) -> Tensor:
