@@ -10,7 +10,7 @@ regresses a unit-variance target whose useful part, σ times the marginal score,
 network learns from a far noisier gradient.
 
 1. Trains a tiny UNet on 32-px fingerprints (train split) with Kuramoto-local at T = 100 (the
-   library's default objective: markov, window 10, one draw) and the same UNet under the Euclidean
+   former default objective, markov window 10 with one draw, so that runs stay comparable) and the same UNet under the Euclidean
    VP process (DDPM's ε-loss), with the trainer as bench/quality.py does. The weights are then
    fixed: the EMA network of each run (what the samplers use), in eval mode.
 2. At those weights, for each objective below and each band of query steps t = s + stride, draws R
@@ -127,7 +127,7 @@ def process_for(model: str) -> ProcessConfig:
 
 
 def train(model: str, budget: Budget, seed: int, device: torch.device) -> tuple[DiffusionModel, float]:
-    """The tiny UNet trained with the library's default objective (Kuramoto: markov h10; Euclidean: ε)."""
+    """The tiny UNet trained with the former default objective (Kuramoto: markov h10; Euclidean: ε)."""
     source = open_image_source("fingerprints", IMAGE_SIZE, channels=1, split="train", seed=seed)
     config = RunConfig(
         model=image_model_config(process_for(model), 1, IMAGE_SIZE, "tiny"),
