@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -14,7 +15,15 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import ChainPool, Trainer, TrainingDiverged, resimulate_states, score_matching_loss
+from kuramoto_diffusion.training import (
+    ChainPool,
+    Trainer,
+    TrainingDiverged,
+    default_pool_advance,
+    default_pool_size,
+    resimulate_states,
+    score_matching_loss,
+)
 
 
 class FixedImages:
@@ -121,6 +130,86 @@ def test_pool_steps_stay_uniform_and_chains_restart():
     assert torch.equal(counts, torch.full((10,), 150.0))  # exactly 3 chains per step at all times
     assert sum(fresh[1:]) == 150  # 3 chains restart per advance
     assert drawn.min() > 0.5 * drawn.mean()
+
+
+@pytest.mark.parametrize("carry", [False, True], ids=["plain", "propagated"])
+def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
+    # Round-robin blocks of 7 of 30 chains: after k advances every chain has moved ⌊7k/30⌋ or one more
+    # steps (mod T), and with a noiseless chain each state is the deterministic chain of its data at its t.
+    process = KuramotoProcess(steps=10, coupling="local", neighbourhood=3, noise_var_range=(1e-12, 1e-12))
+    images = FixedImages(30).images
+    served = [0]
+
+    def data_fn(n):
+        start = served[0]
+        served[0] += n
+        return process.encode(images[torch.arange(start, start + n) % 30]), None
+
+    pool = ChainPool(process, 30, data_fn, torch.Generator().manual_seed(0), carry_scores=carry, advance_count=7)
+    start_t = pool.t.clone()
+    moves = torch.zeros(30, dtype=torch.long)
+    for advance in range(1, 12):
+        pool.advance()
+        moves[(torch.arange(7) + 7 * (advance - 1)) % 30] += 1
+        assert torch.equal(pool.t, (start_t + moves) % 10)
+        assert int(moves.max() - moves.min()) <= 1
+    if carry:
+        assert pool.estimates is not None and bool((pool.estimates[pool.t == 0] == 0).all())
+    # Noiseless, a chain at t is its starting image (chain i started from image i) pushed t steps along the drift.
+    restarted = (start_t + moves) >= 10
+    assert 0 < int(restarted.sum()) < 30
+    for index in range(30):
+        if restarted[index]:
+            continue  # it restarted from a later image
+        expected = process.simulate(process.encode(images[index : index + 1]), int(pool.t[index]))
+        torch.testing.assert_close(pool.states[index], expected[0], rtol=0, atol=1e-4)
+
+
+def test_a_partially_advancing_pool_resumes_exactly():
+    process = KuramotoProcess(steps=10, coupling="local", neighbourhood=3)
+    source = FixedImages(4)
+
+    def make() -> ChainPool:
+        data_generator = torch.Generator().manual_seed(2)
+        return ChainPool(process, 20, lambda n: (process.encode(source.sample_batch(n, data_generator)), None),
+                         torch.Generator().manual_seed(0), advance_count=6)
+
+    straight, interrupted = make(), make()
+    for _ in range(4):
+        straight.advance()
+        interrupted.advance()
+    restored = make()
+    restored.load_state_dict(interrupted.state_dict())
+    restored.generator.set_state(interrupted.generator.get_state())
+    restored.data_fn = interrupted.data_fn
+    for _ in range(5):
+        straight.advance()
+        restored.advance()
+    assert restored.cursor == straight.cursor == (9 * 6) % 20
+    assert torch.equal(restored.t, straight.t) and torch.equal(restored.states, straight.states)
+
+
+def test_resimulation_is_each_example_simulated_to_its_own_step():
+    # A noiseless coupled chain is deterministic: each row must be its own example simulated to its own t,
+    # whatever order the rows come in (the loop touches only the rows still short of their t).
+    process = KuramotoProcess(steps=10, coupling="local", neighbourhood=3, noise_var_range=(1e-12, 1e-12))
+    x0 = process.encode(FixedImages(5).images)
+    t = torch.tensor([3, 0, 10, 7, 3])
+    states = resimulate_states(process, x0, t, torch.Generator().manual_seed(0))
+    for index in range(5):
+        expected = process.simulate(x0[index : index + 1], int(t[index]))
+        torch.testing.assert_close(states[index], expected[0], rtol=0, atol=1e-4)
+
+
+def test_default_pool_advance_is_every_chain_at_t100_and_a_quarter_at_t1000(tmp_path):
+    assert default_pool_advance(default_pool_size(100, 32), 32) == 200 == default_pool_size(100, 32)
+    assert default_pool_size(1000, 32) == 1000 and default_pool_advance(1000, 32) == 256
+    trainer = Trainer(run_config(dataclasses.replace(LOCAL, steps=50), batch_size=4, pool_advance=9), FixedImages(4),
+                      tmp_path / "run", quiet=True)
+    trainer.start()
+    assert trainer.pool is not None and trainer.pool.size == 50 and trainer.pool.advance_count == 9
+    with pytest.raises(UserError, match="pool-advance must be ≥ 0"):
+        TrainConfig(pool_advance=-1)
 
 
 def test_resimulate_reference_masks_each_example_at_its_step():

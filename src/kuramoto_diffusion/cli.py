@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--anchor", type=non_negative_int, default=0,
                        help="queries at t ≤ this start from the data with the linearised kernel, later ones from the chain (0: none)")
     train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
+    train.add_argument("--pool-size", type=non_negative_int, default=0,
+                       help="chains in the pool (0: max(T, 4·batch) rounded up to a multiple of T)")
+    train.add_argument("--pool-advance", type=non_negative_int, default=0,
+                       help="chains the pool advances per step, in turn (0: min(pool size, 8·batch): all at T = 100, "
+                            "256 of 1000 at T = 1000 and batch 32)")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
     train.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights used for sampling")
     train.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")

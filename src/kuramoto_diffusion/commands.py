@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace, context: DistributedContext, device: torch.
             train_steps=args.train_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
             precision=args.precision, compile=args.compile, draws=args.draws,
             objective=args.objective, window=args.window, anchor=args.anchor,
-            forward_states=args.forward_states, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
+            forward_states=args.forward_states, pool_size=args.pool_size, pool_advance=args.pool_advance, lr=args.lr, ema_decay=args.ema_decay, fit_prior=not args.no_fit_prior,
             checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
             sample_every=args.sample_every, seed=args.seed, on_nonfinite=args.on_nan, class_dropout=args.class_dropout,
         )

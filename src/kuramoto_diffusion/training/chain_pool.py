@@ -1,17 +1,21 @@
 """Where training states x_t come from, at O(1) forward cost per example (SPEC §3).
 
-``ChainPool`` keeps N forward chains staggered in t. Every training step advances all of
-them by one step (one elementwise/convolution update) and chains that reach T restart from
-fresh data at t = 0, so the pool's steps stay a fixed multiset: with N a multiple of T, t
-is exactly uniform over 0 … T−1. Each chain is an exact forward simulation, so a state at
-step t has the distribution of direct simulation to t.
+``ChainPool`` keeps N forward chains staggered in t. Every training step advances n of them
+(all by default) by one step, in turn (round-robin), and chains that reach T restart from fresh
+data at t = 0. With n = N the pool's steps stay a fixed multiset: with N a multiple of T, t is
+exactly uniform over 0 … T−1; with n < N each chain moves once every N/n training steps and the
+multiset is that of n = N to within one step per chain. Each chain is an exact forward
+simulation, so a state at step t has the distribution of direct simulation to t, whatever n.
+n sets the forward cost of a training step (n chain steps) and the rate at which fresh data
+enters (n/T examples per step); at T = 1000 all N ≥ T chains cost more than the network.
 
 With ``carry_scores`` (the propagated objective, ``loss.py``) every chain also carries its unbiased
 score estimate e_t, updated by each step (``loss.propagated_draw``); a chain restarted at t = 0 carries
 zeros, which the first step's weight β_0 = 0 ignores.
 
 ``resimulate_states`` is the authors' reference: every batch is simulated from t = 0 up to
-the largest sampled t, with masks (O(T) sequential steps per batch).
+the largest sampled t (O(T) sequential steps per batch); each step only touches the rows that
+have not reached their t. The pool's initial fill uses it too.
 """
 
 from __future__ import annotations
@@ -29,21 +33,32 @@ DataFn = Callable[[int], tuple[Tensor, Tensor | None]]
 
 
 class ChainPool:
-    """N staggered forward chains; ``advance`` steps them all, ``draw`` samples a batch of (x_t, t, conditions, e_t).
+    """N staggered forward chains; ``advance`` steps n of them in turn, ``draw`` samples a batch of (x_t, t, conditions, e_t).
 
     Conditions (class labels, or the previous frames a forecasting model sees) travel with their chain:
     a chain keeps the condition of the example it started from until it restarts.
     """
 
     def __init__(
-        self, process: ForwardProcess, size: int, data_fn: DataFn, generator: torch.Generator, *, carry_scores: bool = False
+        self,
+        process: ForwardProcess,
+        size: int,
+        data_fn: DataFn,
+        generator: torch.Generator,
+        *,
+        carry_scores: bool = False,
+        advance_count: int | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be ≥ 1, got {size}")
+        if advance_count is not None and advance_count < 1:
+            raise ValueError(f"chains advanced per step must be ≥ 1, got {advance_count}")
         self.process = process
         self.data_fn = data_fn
         self.generator = generator
         self.size = size
+        self.advance_count = size if advance_count is None else min(advance_count, size)
+        self.cursor = 0  # the first chain of the next round-robin block
         # Chain i starts at step i·T/N (rounded down): a staggered, uniform spread.
         self.t = (torch.arange(size) * process.steps) // size
         x0, self.conditions = data_fn(size)
@@ -54,13 +69,20 @@ class ChainPool:
             self.states = resimulate_states(process, x0, self.t, generator)
 
     def advance(self) -> None:
-        """Move every chain one step forward; chains that reach T restart from fresh data at t = 0."""
-        t = self.t.to(self.states.device)
-        if self.estimates is None:
-            self.states = self.process.step(self.states, t, generator=self.generator)
+        """Move the next ``advance_count`` chains one step forward; chains that reach T restart from fresh data at t = 0."""
+        if self.advance_count == self.size:
+            self.states, self.estimates = self._step(self.states, self.t, self.estimates)
+            self.t = self.t + 1
         else:
-            self.states, self.estimates = _propagated_step(self.process, self.states, t, self.estimates, self.generator)
-        self.t = self.t + 1
+            chosen = (self.cursor + torch.arange(self.advance_count)) % self.size
+            self.cursor = (self.cursor + self.advance_count) % self.size
+            index = chosen.to(self.states.device)
+            estimates = None if self.estimates is None else self.estimates[index]
+            states, estimates = self._step(self.states[index], self.t[chosen], estimates)
+            self.states[index] = states
+            if self.estimates is not None:
+                self.estimates[index] = estimates
+            self.t[chosen] += 1
         finished = self.t >= self.process.steps
         count = int(finished.sum())
         if count:
@@ -72,6 +94,13 @@ class ChainPool:
             if self.conditions is not None and conditions is not None:
                 self.conditions[index] = conditions.to(self.conditions)
             self.t[finished] = 0
+
+    def _step(self, states: Tensor, t: Tensor, estimates: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """One chain step of ``states`` at steps ``t`` (with their carried estimates, if any)."""
+        device_t = t.to(states.device)
+        if estimates is None:
+            return self.process.step(states, device_t, generator=self.generator), None
+        return _propagated_step(self.process, states, device_t, estimates, self.generator)
 
     def draw(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """A batch of (states, steps, conditions or None, carried score estimates or None) sampled from the pool
@@ -86,7 +115,7 @@ class ChainPool:
         return self.states[device_index], self.t[index].to(self.states.device), conditions, estimates
 
     def state_dict(self) -> dict[str, Tensor]:
-        state = {"states": self.states.detach().cpu(), "t": self.t.clone()}
+        state = {"states": self.states.detach().cpu(), "t": self.t.clone(), "cursor": torch.tensor([self.cursor])}
         if self.estimates is not None:
             state["estimates"] = self.estimates.detach().cpu()
         if self.conditions is not None:
@@ -106,18 +135,55 @@ class ChainPool:
         if self.estimates is not None:
             self.estimates = state["estimates"].to(self.estimates)
         self.t = state["t"].clone().long()
+        # Checkpoints from before round-robin advancing have no cursor; they advanced every chain.
+        self.cursor = int(state["cursor"][0]) % self.size if "cursor" in state else 0
         if self.conditions is not None:
             self.conditions = state["labels"].to(self.conditions)
 
 
 def resimulate_states(process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None) -> Tensor:
-    """x_t for each example, simulated from t = 0: max(t) sequential steps, examples that are done are masked."""
-    x = x0
-    device_t = t.to(x0.device)
-    for step in range(int(t.max()) if t.numel() else 0):
-        active = (device_t > step).reshape(-1, *([1] * (x.dim() - 1)))
-        x = torch.where(active, process.step(x, step, generator=generator), x)
-    return x
+    """x_t for each example, simulated from t = 0: max(t) sequential steps, each over the examples not yet at their t."""
+    return _advance_each((x0,), t, lambda rows, step: (process.step(rows[0], step, generator=generator),))[0]
+
+
+def resimulate_states_and_scores(
+    process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """``resimulate_states`` with the propagated objective's score estimates carried along (zeros at t = 0)."""
+
+    def step_rows(rows: tuple[Tensor, ...], step: int) -> tuple[Tensor, Tensor]:
+        x, estimate = rows
+        return _propagated_step(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
+
+    x, estimate = _advance_each((x0, torch.zeros_like(x0)), t, step_rows)
+    return x, estimate
+
+
+def _advance_each(
+    tensors: tuple[Tensor, ...], t: Tensor, step_rows: Callable[[tuple[Tensor, ...], int], tuple[Tensor, ...]]
+) -> tuple[Tensor, ...]:
+    """Row i of every tensor advanced t_i steps by ``step_rows(rows, step)`` (the rows at step + 1).
+
+    Sorted by t (descending), the rows still short of their t are a prefix, so step s touches only the
+    #(t > s) rows that need it: Σ t_i row-steps in all instead of N·max(t)."""
+    if not len(t):
+        return tuple(tensors)
+    t = t.cpu()
+    order = torch.argsort(t, descending=True, stable=True)
+    remaining = t[order]
+    device_order = order.to(tensors[0].device)
+    rows = [x[device_order] for x in tensors]  # copies, advanced in place
+    for step in range(int(remaining[0])):
+        active = int((remaining > step).sum())
+        advanced = step_rows(tuple(r[:active] for r in rows), step)
+        for row, new in zip(rows, advanced):
+            row[:active] = new
+    results = []
+    for x, row in zip(tensors, rows):
+        result = torch.empty_like(x)
+        result[device_order] = row
+        results.append(result)
+    return tuple(results)
 
 
 def _propagated_step(
@@ -127,16 +193,3 @@ def _propagated_step(
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     x_next, estimate_next, _ = propagated_draw(process, x, t, estimate, noise)
     return x_next, estimate_next
-
-
-def resimulate_states_and_scores(
-    process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
-    """``resimulate_states`` with the propagated objective's score estimates carried along (zeros at t = 0)."""
-    x, estimate = x0, torch.zeros_like(x0)
-    device_t = t.to(x0.device)
-    for step in range(int(t.max()) if t.numel() else 0):
-        active = (device_t > step).reshape(-1, *([1] * (x.dim() - 1)))
-        x_next, estimate_next = _propagated_step(process, x, torch.full_like(device_t, step), estimate, generator)
-        x, estimate = torch.where(active, x_next, x), torch.where(active, estimate_next, estimate)
-    return x, estimate

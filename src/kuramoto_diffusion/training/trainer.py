@@ -107,6 +107,15 @@ def default_pool_size(steps: int, batch_size: int) -> int:
     return math.ceil(wanted / steps) * steps
 
 
+def default_pool_advance(pool_size: int, batch_size: int) -> int:
+    """min(pool size, 8·batch): at most 8 chain steps per starting state and training step.
+
+    With the default pool this advances every chain up to T = 8·batch (T = 100: all 200 chains at batch 32).
+    At T = 1000 it is 256 of 1000 chains: the forward state's share of a step stays small (BENCHMARKS.md,
+    "Training throughput"), while each chain still walks the exact chain, only more slowly."""
+    return min(pool_size, 8 * batch_size)
+
+
 class Trainer:
     """Trains a ``DiffusionModel`` on a ``BatchSource`` and writes checkpoints under ``run_dir``."""
 
@@ -256,6 +265,12 @@ class Trainer:
         return self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
 
     @property
+    def pool_advance(self) -> int:
+        """Chains the pool advances per training step: the configured number, or ``default_pool_advance``."""
+        return min(self.pool_size, self.train_config.pool_advance or default_pool_advance(
+            self.pool_size, self.train_config.batch_size))
+
+    @property
     def anchored_at_data(self) -> bool:
         """Every DSM example starts from the data at s = 0 (no chains): exact strides (VP), or the flow kernel
         across the whole horizon."""
@@ -265,7 +280,8 @@ class Trainer:
         if self.anchored_at_data or self.train_config.forward_states != "pool":
             return
         self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator,
-                              carry_scores=uses_propagated_scores(self.train_config.objective))
+                              carry_scores=uses_propagated_scores(self.train_config.objective),
+                              advance_count=self.pool_advance)
 
     @classmethod
     def resume(
