@@ -15,7 +15,8 @@ crops of the held-out split. A "real" row compares two independent held-out sets
 size: the metrics' own floor at that sample size.
 
 --objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/loss.py;
-the Euclidean model always trains on DDPM's ε-loss). With D draws per starting state the batch
+the Euclidean model always trains on DDPM's ε-loss), --pool-advance N the chains their pool advances
+per step (label "n N"). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
 method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
 --sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun, pc
@@ -120,6 +121,7 @@ class Objective:
     window: int = 0  # 0: the objective's default
     draws: int = 1
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
+    pool_advance: int = 0  # chains the pool advances per step (TrainConfig.pool_advance; 0: the default)
 
     def label(self, method: str) -> str:
         if method == "euclidean" or self == Objective():
@@ -127,7 +129,8 @@ class Objective:
         window = f" h{self.window}" if self.window else ""
         draws = f" d{self.draws}" if self.draws != 1 else ""
         anchor = f" a{self.anchor}" if self.anchor else ""
-        return f"{method}[{self.name}{window}{anchor}{draws}]"
+        advance = f" n{self.pool_advance}" if self.pool_advance else ""
+        return f"{method}[{self.name}{window}{anchor}{draws}{advance}]"
 
 
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
@@ -142,6 +145,7 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
         training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
                              objective=objective.name if kuramoto else "markov",
                              window=objective.window if kuramoto else 0, anchor=objective.anchor if kuramoto else 0,
+                             pool_advance=objective.pool_advance if kuramoto else 0,
                              lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
                              checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
@@ -258,6 +262,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
+    parser.add_argument("--pool-advance", type=int, default=0,
+                        help="chains the Kuramoto models' pool advances per step (0: TrainConfig's default)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
@@ -274,7 +280,7 @@ def main() -> None:
     budget = BUDGETS[args.budget]
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=tuple((s.split(":")[0], int(s.split(":")[1])) for s in args.sweeps))
-    objective = Objective(args.objective, args.window, args.draws, args.anchor)
+    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:
