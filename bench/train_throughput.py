@@ -1,6 +1,7 @@
 """Training throughput: the O(1) chain pool against the authors' re-simulate-to-t, same network.
 
     python bench/train_throughput.py [--steps 5] [--presets small tiny] [--image-size 32]
+                                     [--horizons 100 1000] [--objective auto] [--objectives markov ...]
 
 For Kuramoto global and local coupling at T = 100 and T = 1000, times training steps
 (forward states + loss + backward + AdamW) with each way of getting x_t, and reports
@@ -10,15 +11,22 @@ network is relative to T forward steps. Keys ``speedup_local_T1000`` etc. are fo
 preset, ``speedup_local_T1000_<preset>`` for each. ``forward_share_*``: the share of the pool's step
 time spent advancing the chains (pool advance time ÷ step time), and ``speedup_ceiling_*`` the
 speed-up of a step with no forward cost at all (the network's own cost bounds the pool's). Also records
-peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU). ``--objectives markov
-propagated`` adds the pool's examples/s with each other objective and its ratio to markov's (key
-``ratio_<objective>_to_markov_<coupling>_T<steps>_<preset>``).
+peak memory of training at the default preset (RSS on CPU, CUDA peak on GPU).
+
+Every run uses TrainConfig's defaults, ``--objective`` (auto: propagated for Kuramoto) and the default
+number of chains the pool advances per step (``pool_advance`` column). Where that is fewer than all of
+them (T = 1000), a row "every chain" times the same pool advancing all N, the design before
+2026-12-02 (keys ``forward_share_all_<coupling>_T<steps>[_<preset>]``). ``--objectives markov ...`` adds
+the pool's examples/s with each other objective and its ratio to ``--objective``'s (key
+``ratio_<objective>_to_default_<coupling>_T<steps>_<preset>``).
 Writes bench/results/train_throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,20 +37,22 @@ from common import peak_rss_mib, print_table, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import Trainer, resolve_device
+from kuramoto_diffusion.training import Trainer, default_pool_size, resolve_device
 
 
 def examples_per_second(
     process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device,
-    objective: str = "markov",
-) -> tuple[float, float]:
-    """(examples/s, the share of the step time spent advancing the chain pool; 0 without a pool)."""
+    objective: str, pool_advance: int = 0,
+) -> tuple[float, float, int]:
+    """(examples/s, the share of the step time spent advancing the chain pool (0 without a pool), chains advanced
+    per step)."""
     source = open_image_source("textures", args.image_size, channels=1)
     config = RunConfig(
         model=image_model_config(process, 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
         training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, forward_states=forward_states,
-                             fit_prior=False, checkpoint_every=10**6, sample_every=0, objective=objective),
+                             fit_prior=False, checkpoint_every=10**6, sample_every=0, objective=objective,
+                             pool_advance=pool_advance),
     )
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, source, folder, device=device, quiet=True)
@@ -70,55 +80,70 @@ def examples_per_second(
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-        return args.steps * args.batch_size / elapsed, advancing[0] / elapsed
+        advanced = trainer.pool.advance_count if trainer.pool is not None else 0
+        return args.steps * args.batch_size / elapsed, advancing[0] / elapsed, advanced
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
+    parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--objectives", nargs="+", default=["markov"],
-                        help="also time these DSM objectives with the pool, as a ratio to markov in the same run")
+    parser.add_argument("--objective", default="auto", help="the DSM objective of every run (TrainConfig's default)")
+    parser.add_argument("--objectives", nargs="+", default=[],
+                        help="also time these DSM objectives with the pool, as a ratio to --objective's in the same run")
     parser.add_argument("--out", type=Path, default=Path("train_throughput.json"),
                         help="JSON file (a bare name goes into bench/results/)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows, objective_rows = [], []
-    payload: dict[str, object] = {"command": "python bench/train_throughput.py", "settings": vars(args)}
+    payload: dict[str, object] = {"command": shlex.join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
+                                  "settings": {key: str(value) if isinstance(value, Path) else value
+                                               for key, value in vars(args).items()}}
     for preset in args.presets:
-        for steps in (100, 1000):
+        for steps in args.horizons:
             for coupling in ("global", "local"):
                 process = KuramotoConfig(coupling=coupling, steps=steps)
-                pool, forward_share = examples_per_second(process, "pool", preset, args, device)
-                reference, _ = examples_per_second(process, "resimulate", preset, args, device)
+                pool, forward_share, advanced = examples_per_second(process, "pool", preset, args, device, args.objective)
+                reference, _, _ = examples_per_second(process, "resimulate", preset, args, device, args.objective)
                 # The pool cannot beat a step without any forward cost: that ceiling is 1/(1 − share) × the pool's rate.
                 ceiling = reference and pool / (1 - forward_share) / reference
-                rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_examples_per_s": pool,
-                             "resimulate_examples_per_s": reference, "speedup": pool / reference,
-                             "forward_share": forward_share, "speedup_ceiling": ceiling})
+                rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_advance": advanced,
+                             "pool_examples_per_s": pool, "resimulate_examples_per_s": reference,
+                             "speedup": pool / reference, "forward_share": forward_share, "speedup_ceiling": ceiling})
                 for key, value in (("speedup", pool / reference), ("forward_share", forward_share),
                                    ("speedup_ceiling", ceiling)):
                     payload[f"{key}_{coupling}_T{steps}_{preset}"] = value
                     if preset == args.presets[0]:
                         payload[f"{key}_{coupling}_T{steps}"] = value
+                size = default_pool_size(steps, args.batch_size)
+                if advanced < size:  # the same pool advancing every chain: the former design
+                    every, every_share, _ = examples_per_second(process, "pool", preset, args, device, args.objective, size)
+                    rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_advance": size,
+                                 "pool_examples_per_s": every, "resimulate_examples_per_s": reference,
+                                 "speedup": every / reference, "forward_share": every_share,
+                                 "speedup_ceiling": reference and every / (1 - every_share) / reference})
+                    payload[f"forward_share_all_{coupling}_T{steps}_{preset}"] = every_share
+                    if preset == args.presets[0]:
+                        payload[f"forward_share_all_{coupling}_T{steps}"] = every_share
                 for objective in args.objectives:
-                    if objective == "markov":
+                    if objective == args.objective:
                         continue
-                    other, other_share = examples_per_second(process, "pool", preset, args, device, objective)
+                    other, other_share, _ = examples_per_second(process, "pool", preset, args, device, objective)
                     objective_rows.append({"preset": preset, "coupling": coupling, "T": steps, "objective": objective,
-                                           "examples_per_s": other, "markov_examples_per_s": pool,
-                                           "ratio_to_markov": other / pool, "forward_share": other_share})
-                    payload[f"ratio_{objective}_to_markov_{coupling}_T{steps}_{preset}"] = other / pool
+                                           "examples_per_s": other, "default_examples_per_s": pool,
+                                           "ratio_to_default": other / pool, "forward_share": other_share})
+                    payload[f"ratio_{objective}_to_default_{coupling}_T{steps}_{preset}"] = other / pool
     payload["rows"] = rows
-    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_examples_per_s", "resimulate_examples_per_s",
+    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_advance", "pool_examples_per_s", "resimulate_examples_per_s",
                                           "speedup", "forward_share", "speedup_ceiling"])
     if objective_rows:
         payload["objective_rows"] = objective_rows
         payload["objective_table"] = print_table(objective_rows, ["preset", "coupling", "T", "objective", "examples_per_s",
-                                                                  "markov_examples_per_s", "ratio_to_markov",
+                                                                  "default_examples_per_s", "ratio_to_default",
                                                                   "forward_share"])
     if device.type == "cuda":
         payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
