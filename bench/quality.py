@@ -23,6 +23,8 @@ method trained with other than the default objective is labelled e.g. ``kuramoto
 (one corrector step, snr 0.16) or euler-maruyama, with "-rho" for the ρ = 7 time grid (``sampling.Sampler``):
 pc-rho:100. euler-maruyama on the Euclidean model is the paper's protocol for its "SGM" baseline (as we
 infer it: Euler–Maruyama on the reverse VP-SDE); on the Kuramoto models it is the sde step itself.
+--clip-sweeps gives the clipped Euclidean variant ("euclidean-clip") its own list; with no values
+it is not sampled (its rows cost as much as the plain model's).
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
@@ -248,6 +250,11 @@ def merge_results(paths: list[Path], figures: Path) -> list[dict]:
     return rows
 
 
+def parse_sweeps(sweeps: list[str]) -> tuple[tuple[str, int], ...]:
+    """``sampler:NFE`` strings as (sampler, NFE) pairs."""
+    return tuple((sweep.split(":")[0], int(sweep.split(":")[1])) for sweep in sweeps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
@@ -268,6 +275,8 @@ def main() -> None:
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
     parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
+    parser.add_argument("--clip-sweeps", nargs="*", default=None,
+                        help="(sampler:NFE ...) for the clipped Euclidean variant (default: --sweeps; none: skip it)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -279,7 +288,8 @@ def main() -> None:
         return
     budget = BUDGETS[args.budget]
     if args.sweeps:
-        budget = dataclasses.replace(budget, sweeps=tuple((s.split(":")[0], int(s.split(":")[1])) for s in args.sweeps))
+        budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
+    clip_sweeps = budget.sweeps if args.clip_sweeps is None else parse_sweeps(args.clip_sweeps)
     objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
@@ -318,11 +328,11 @@ def main() -> None:
             # With --steps the rows say their T, so --merge keeps them apart from the budget's.
             horizon = f" T{budget.steps}" if args.steps is not None else ""
             variants = [(objective.label(method) + horizon, trained)]
-            if method == "euclidean":
+            if method == "euclidean" and clip_sweeps:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
                 variants.append(("euclidean-clip" + horizon, trained.with_process(clipped_process)))
             for name, model in variants:
-                for sampler, nfe in budget.sweeps:
+                for sampler, nfe in (clip_sweeps if name.startswith("euclidean-clip") else budget.sweeps):
                     row, images = sample_and_evaluate(model, budget, sampler, nfe, real, options, args.seed)
                     rows.append({"data": label, "method": name, **row, "train_s": train_s})
                     if sampler == "sde" and nfe == 0:
