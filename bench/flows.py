@@ -42,10 +42,10 @@ from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
 from kuramoto_diffusion.metrics.flows import evaluate_flows, forecast_error
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, ProcessConfig
-from kuramoto_diffusion.settings import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config
+from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config
 from kuramoto_diffusion.training import resolve_device
-from kuramoto_diffusion.viz import save_image_atomic
-from kuramoto_diffusion.viz_flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
+from kuramoto_diffusion.viz.images import save_image_atomic
+from kuramoto_diffusion.viz.flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
 
 # phase-amplitude-split: one network per field (the default of flow models); -joint: one network for both
 METHODS = ("phase-amplitude-split", "phase-amplitude-joint", "euclidean")
@@ -263,7 +263,7 @@ def forecast_plot(forecasts: list[dict]) -> "object":
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kuramoto_diffusion.viz import figure_to_image
+    from kuramoto_diffusion.viz.images import figure_to_image
 
     figure, axis = plt.subplots(figsize=(5, 3.4))
     for entry in forecasts:

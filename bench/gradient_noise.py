@@ -65,7 +65,7 @@ from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
-from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import resolve_device, score_matching_loss
 from kuramoto_diffusion.training.loss import (
     kernel_noise,

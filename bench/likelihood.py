@@ -31,7 +31,7 @@ import torch
 from common import RESULTS, print_table, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.data.torus import TORUS_DENSITIES, open_torus_source
-from kuramoto_diffusion.likelihood import bits_per_dim, dequantise
+from kuramoto_diffusion.sampling.likelihood import bits_per_dim, dequantise
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.training import resolve_device

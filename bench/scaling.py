@@ -34,7 +34,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from kuramoto_diffusion.data import open_image_source
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
     from kuramoto_diffusion.training import Trainer
     from kuramoto_diffusion.training.distributed import init_distributed, shutdown_distributed
 

@@ -74,8 +74,8 @@ from kuramoto_diffusion.metrics.density import heldout_nll, histogram_kl, kl_flo
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.processes.kuramoto import KuramotoProcess
-from kuramoto_diffusion.sampling import reverse_sweep
-from kuramoto_diffusion.settings import RunConfig, TrainConfig, angle_model_config
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
+from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.training import resolve_device
 from kuramoto_diffusion.training.loss import resolve_window
 
@@ -339,7 +339,7 @@ def plot_main(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kuramoto_diffusion.viz import figure_to_image, save_image_atomic
+    from kuramoto_diffusion.viz.images import figure_to_image, save_image_atomic
 
     main_rows = [r for r in rows if r["part"] == "main"]
     densities = list(dict.fromkeys(r["density"] for r in main_rows))

@@ -19,7 +19,7 @@ import torch
 from diffusers import UNet2DModel
 
 from kuramoto_diffusion.data.textures import TextureSource
-from kuramoto_diffusion.diffusers_integration import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
+from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.training.chain_pool import resimulate_states
 from kuramoto_diffusion.training.loss import score_matching_loss

@@ -27,7 +27,7 @@ ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": ""}
 
 _SERVER = r"""
 import json, os, runpy, sys, traceback
-import kuramoto_diffusion.cli  # noqa: F401 - torch and the package, imported once before forking
+import kuramoto_diffusion.app.cli  # noqa: F401 - torch and the package, imported once before forking
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()

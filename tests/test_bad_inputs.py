@@ -134,7 +134,7 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
 
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.settings import image_model_config
+    from kuramoto_diffusion.config import image_model_config
 
     torch.manual_seed(0)
     good = root / "model"
@@ -170,7 +170,7 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     (variant("ckpt_pickle_beside") / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     np.save(root / "angles_pickle.npy", np.array([_Payload(marker), 1.0], dtype=object), allow_pickle=True)
     paths["angles_pickle"] = root / "angles_pickle.npy"
-    from kuramoto_diffusion.settings import angle_model_config
+    from kuramoto_diffusion.config import angle_model_config
 
     paths["angle_model"] = root / "angle_model"
     DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(paths["angle_model"])
@@ -178,7 +178,7 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
                    ).save_pretrained(paths["class_model"])
     from kuramoto_diffusion.processes import PhaseAmplitudeConfig
-    from kuramoto_diffusion.settings import FlowNormalisation, flow_model_config
+    from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
 
     paths["flow_model"] = root / "flow_model"
     DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(paths["flow_model"])

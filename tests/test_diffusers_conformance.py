@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kuramoto_diffusion.diffusers_integration import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
+from kuramoto_diffusion.sampling.diffusers import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import KuramotoConfig
-from kuramoto_diffusion.sampling import sweep_grid
-from kuramoto_diffusion.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
+from kuramoto_diffusion.sampling.sweep import sweep_grid
+from kuramoto_diffusion.sampling.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 12

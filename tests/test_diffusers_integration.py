@@ -17,15 +17,15 @@ import pytest
 import torch
 
 import kuramoto_diffusion
-from kuramoto_diffusion.config import config_to_dict
-from kuramoto_diffusion.diffusers_integration import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
+from kuramoto_diffusion.serialization import config_to_dict
+from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.sampling import reverse_sweep
-from kuramoto_diffusion.scheduler import SCHEDULER_CONFIG_NAME, SCHEDULER_SAMPLERS, KuramotoScheduler
-from kuramoto_diffusion.settings import image_model_config
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
+from kuramoto_diffusion.sampling.scheduler import SCHEDULER_CONFIG_NAME, SCHEDULER_SAMPLERS, KuramotoScheduler
+from kuramoto_diffusion.config import image_model_config
 
 STEPS = 20
 PROCESS = KuramotoConfig(coupling="local", neighbourhood=3, steps=STEPS)
@@ -191,9 +191,9 @@ def test_wrapper_is_the_tangent_projection_of_the_unet_at_1000_t_over_T():
 def test_missing_diffusers_is_a_one_line_user_error(monkeypatch):
     # A fresh import of the module with diffusers blocked; monkeypatch puts the real module back afterwards.
     monkeypatch.setitem(sys.modules, "diffusers", None)
-    monkeypatch.delitem(sys.modules, "kuramoto_diffusion.diffusers_integration")
+    monkeypatch.delitem(sys.modules, "kuramoto_diffusion.sampling.diffusers")
     with pytest.raises(UserError, match=r"pip install diffusers \(or pip install kuramoto-diffusion\[diffusers\]\)") as caught:
-        importlib.import_module("kuramoto_diffusion.diffusers_integration")
+        importlib.import_module("kuramoto_diffusion.sampling.diffusers")
     assert "\n" not in str(caught.value)
 
 
@@ -207,11 +207,11 @@ def test_only_the_integration_module_imports_diffusers():
             for line in path.read_text(encoding="utf-8").splitlines()
         )
     )
-    assert importing == ["diffusers_integration.py"]
+    assert importing == ["sampling/diffusers.py"]
 
 
 def test_from_pretrained_never_reaches_for_the_hub(tmp_path):
-    from kuramoto_diffusion.diffusers_integration import KuramotoDiffusersScheduler
+    from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler
 
     with pytest.raises(UserError, match="no scheduler_config.json here"):
         KuramotoDiffusersScheduler.from_pretrained("some-user/some-hub-repo")

@@ -28,7 +28,7 @@ from kuramoto_diffusion.circular import (
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, build_process
-from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 from kuramoto_diffusion.training import trainer as trainer_module
 

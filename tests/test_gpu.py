@@ -18,8 +18,8 @@ import torch
 
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, PhaseAmplitudeConfig
-from kuramoto_diffusion.sampling import SAMPLERS
-from kuramoto_diffusion.settings import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config, image_model_config
+from kuramoto_diffusion.sampling.sweep import SAMPLERS
+from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config, image_model_config
 from kuramoto_diffusion.training import Trainer, loss as loss_module
 
 CUDA = torch.cuda.is_available()

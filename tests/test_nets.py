@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from kuramoto_diffusion.config import config_from_dict, config_to_dict
+from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.nets import (
     MLP,
@@ -281,7 +281,7 @@ def test_presets_let_the_output_follow_the_input_mean(preset):
     """
     from kuramoto_diffusion.model import build_network
     from kuramoto_diffusion.processes import EuclideanConfig
-    from kuramoto_diffusion.settings import image_model_config
+    from kuramoto_diffusion.config import image_model_config
 
     def relative_mean_spread(**overrides):
         torch.manual_seed(0)

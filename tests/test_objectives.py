@@ -11,7 +11,7 @@ from kuramoto_diffusion.circular import wrap
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
-from kuramoto_diffusion.settings import RunConfig, TrainConfig, angle_model_config
+from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.training import Trainer, score_matching_loss
 from kuramoto_diffusion.training.loss import kernel_noise, resolve_window
 from test_training import FixedImages, run_config
@@ -236,7 +236,7 @@ def test_linearised_kernel_of_a_linear_drift_is_the_exact_stride():
 
 def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
     from kuramoto_diffusion.processes import PhaseAmplitudeConfig
-    from kuramoto_diffusion.settings import FlowNormalisation, flow_model_config
+    from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
 
     class Flows:
         def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:

@@ -17,8 +17,8 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets import UNet, unet_config_from_preset
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, PhaseAmplitudeProcess, build_process
-from kuramoto_diffusion.sampling import reverse_sweep
-from kuramoto_diffusion.settings import FlowNormalisation, ModelConfig, flow_model_config
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
+from kuramoto_diffusion.config import FlowNormalisation, ModelConfig, flow_model_config
 
 
 def _states(batch: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
@@ -258,7 +258,7 @@ def test_bad_configurations_and_states_are_clear_errors():
     with pytest.raises(UserError, match="channels \\(phase, log amplitude\\)"):
         process.step(torch.zeros(2, 3, 8, 8), 0)
     with pytest.raises(UserError, match="flow data"):
-        from kuramoto_diffusion.settings import image_model_config
+        from kuramoto_diffusion.config import image_model_config
 
         image_model_config(PhaseAmplitudeConfig(), 1, 32, "tiny")
     with pytest.raises(UserError, match="must be finite and > 0"):
@@ -282,7 +282,7 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
 
     import numpy as np
 
-    from kuramoto_diffusion.cli import main
+    from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
     common = ["--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "10", "--batch-size", "4",
@@ -406,7 +406,7 @@ class _CountingFlows:
 
 @pytest.mark.parametrize("process", [PhaseAmplitudeConfig(steps=8), EuclideanConfig(steps=8)])
 def test_trainer_pairs_each_frame_with_the_frames_before_it_and_drops_contexts(tmp_path, process):
-    from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig
+    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig
     from kuramoto_diffusion.training import Trainer
 
     normalisation = FlowNormalisation(log_speed_mean=1.0, log_speed_std=1.0, velocity_std=1.0)
@@ -438,7 +438,7 @@ def test_trainer_pairs_each_frame_with_the_frames_before_it_and_drops_contexts(t
 def test_cli_forecasts_a_rollout_and_scores_it(flow_folder, tmp_path):
     import numpy as np
 
-    from kuramoto_diffusion.cli import main
+    from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",
@@ -485,7 +485,7 @@ class _DriftingFlows:
 @pytest.mark.parametrize("process", [EuclideanConfig(steps=20), PhaseAmplitudeConfig(steps=20, neighbourhood=3)])
 def test_a_trained_forecaster_uses_its_context(tmp_path, process):
     from kuramoto_diffusion.metrics.flows import forecast_error
-    from kuramoto_diffusion.settings import DataConfig, RunConfig, TrainConfig
+    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig
     from kuramoto_diffusion.training import Trainer
 
     source = _DriftingFlows()
@@ -537,7 +537,7 @@ def test_split_networks_are_periodic_tangent_and_each_sees_the_other_field():
 
 
 def test_cli_trains_split_networks_and_refuses_them_elsewhere(flow_folder, tmp_path):
-    from kuramoto_diffusion.cli import main
+    from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",

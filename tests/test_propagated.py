@@ -24,7 +24,7 @@ from kuramoto_diffusion.processes import (
     PhaseAmplitudeConfig,
     PhaseAmplitudeProcess,
 )
-from kuramoto_diffusion.settings import TrainConfig
+from kuramoto_diffusion.config import TrainConfig
 from kuramoto_diffusion.training import ChainPool, Trainer, resimulate_states
 from kuramoto_diffusion.training.chain_pool import resimulate_states_and_scores
 from kuramoto_diffusion.training.loss import (

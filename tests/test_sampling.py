@@ -11,7 +11,7 @@ from kuramoto_diffusion.circular import wrapped_normal_log_prob
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
-from kuramoto_diffusion.sampling import (
+from kuramoto_diffusion.sampling.sweep import (
     SAMPLERS,
     Sampler,
     intervals_for_nfe,
@@ -21,7 +21,7 @@ from kuramoto_diffusion.sampling import (
     step_grid,
     sweep_grid,
 )
-from kuramoto_diffusion.settings import image_model_config
+from kuramoto_diffusion.config import image_model_config
 
 
 def test_step_grid():

@@ -263,7 +263,7 @@ KL_BOUND = 0.25
 def test_kuramoto_learns_the_wrapped_mixture(tmp_path):
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.settings import RunConfig, TrainConfig, angle_model_config
+    from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
     from kuramoto_diffusion.training import Trainer
 
     density = open_torus_source("wrapped-mixture")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from kuramoto_diffusion.data.navier_stokes import random_vorticity, velocity_from_vorticity
 from kuramoto_diffusion.errors import UserError
-from kuramoto_diffusion.viz_flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
+from kuramoto_diffusion.viz.flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
 
 N = 32
 

@@ -1,176 +1,316 @@
-"""Frozen-dataclass configuration with strict JSON round trips.
-
-Every configurable piece of the project (process, network, data, training) is a
-frozen dataclass. ``config_to_dict``/``config_from_dict`` convert them to and from
-plain JSON values; unknown keys and values of the wrong type are errors, never
-silently ignored.
-"""
+"""Frozen configurations of a run: model, data and training, saved together as config.json."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import types
-import typing
-from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+import math
+from dataclasses import dataclass
+from typing import Any
 
+import torch
+
+from .serialization import choice_check
+from .data import BAD_IMAGE_POLICIES, is_angle_spec, is_flow_spec
+from .data.flows import velocity_to_phase_amplitude
 from .errors import UserError
-
-T = TypeVar("T")
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """Convert a (nested) config dataclass to JSON-compatible values."""
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        out[field.name] = _to_json_value(getattr(config, field.name))
-    return out
+from .nets import MLPConfig, UNetConfig, unet_config_from_preset
+from .processes import ProcessConfig
 
 
-def _to_json_value(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return config_to_dict(value)
-    if isinstance(value, (tuple, list)):
-        return [_to_json_value(v) for v in value]
-    return value
+@dataclass(frozen=True)
+class FlowNormalisation:
+    """How a flow model maps velocities (data units) to states, measured on the training data.
 
-
-def config_from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and ill-typed values.
-
-    ``where`` names the source (a file, a key path) in error messages.
+    Phase–amplitude models: a = (log(|v| + speed_epsilon) − log_speed_mean) / log_speed_std.
+    Euclidean models: the velocity divided by ``velocity_std`` (the RMS of one component).
     """
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise UserError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
-            f"valid keys are {', '.join(sorted(fields))}"
+
+    log_speed_mean: float = 0.0
+    log_speed_std: float = 1.0
+    velocity_std: float = 1.0
+    speed_epsilon: float = 1e-4
+
+    @classmethod
+    def measure(cls, velocity: "torch.Tensor", speed_epsilon: float = 1e-4) -> "FlowNormalisation":
+        """The normalisation of a (B, 2, N, N) sample of training velocities."""
+        velocity = velocity.to(torch.float64)
+        _, log_speed = velocity_to_phase_amplitude(velocity, speed_epsilon)
+        return cls(
+            log_speed_mean=float(log_speed.mean()), log_speed_std=float(log_speed.std()),
+            velocity_std=float(velocity.square().mean().sqrt()), speed_epsilon=speed_epsilon,
         )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except (UserError, TypeError, ValueError) as error:  # the config's own checks: say which file and key
-        raise UserError(f"{where}: {error}") from None
+
+    def __post_init__(self) -> None:
+        for name in ("log_speed_std", "velocity_std", "speed_epsilon"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"flow normalisation {name} must be finite and > 0, got {value}")
+        if not math.isfinite(self.log_speed_mean):
+            raise UserError(f"flow normalisation log_speed_mean must be finite, got {self.log_speed_mean}")
 
 
-def _coerce(annotation: Any, value: Any, where: str) -> Any:
-    """Check ``value`` against ``annotation`` and convert JSON lists to tuples / nested dataclasses."""
-    origin = get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        tagged = _tagged_dataclass(get_args(annotation), value, where)
-        if tagged is not None:
-            return config_from_dict(tagged, value, where=where)
-        errors = []
-        for option in get_args(annotation):
-            try:
-                return _coerce(option, value, where)
-            except UserError as error:
-                errors.append(str(error))
-        raise UserError(f"{where}: {value!r} does not match {_type_name(annotation)}")
-    if annotation is type(None):
-        if value is None:
-            return None
-        raise UserError(f"{where}: expected null, got {value!r}")
-    if origin is typing.Literal:
-        if value in get_args(annotation):
-            return value
-        choices = ", ".join(repr(a) for a in get_args(annotation))
-        raise UserError(f"{where}: {value!r} is not one of {choices}")
-    if origin is tuple:
-        args = get_args(annotation)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        return config_from_dict(annotation, value, where=where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{where}: expected true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise UserError(f"{where}: expected an integer, got {value!r}")
-    if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"{where}: expected a number, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+DATA_KINDS = ("image", "angle", "flow")
+FLOW_NETWORKS = ("joint", "split")
 
 
-def _tagged_dataclass(options: tuple[Any, ...], value: Any, where: str) -> type | None:
-    """For a union of dataclasses told apart by their ``kind`` default, the one ``value["kind"]`` names."""
-    classes = [o for o in options if dataclasses.is_dataclass(o)]
-    if not classes or not isinstance(value, dict):
-        return None
-    kinds = {}
-    for cls in classes:
-        kind_field = {f.name: f for f in dataclasses.fields(cls)}.get("kind")
-        if kind_field is None or kind_field.default is dataclasses.MISSING:
-            return None
-        kinds[kind_field.default] = cls
-    if value.get("kind") not in kinds:
-        raise UserError(f"{where}.kind: {value.get('kind')!r} is not one of {', '.join(map(repr, kinds))}")
-    return kinds[value["kind"]]
+@dataclass(frozen=True)
+class ModelConfig:
+    """What it takes to rebuild a model: the process, the data's shape and one backbone."""
+
+    process: ProcessConfig
+    channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
+    image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
+    data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are; flow: velocities
+    unet: UNetConfig | None = None
+    mlp: MLPConfig | None = None
+    class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
+    flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
+    context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
+    flow_networks: str = "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
+
+    def __post_init__(self) -> None:
+        if (self.unet is None) == (self.mlp is None):
+            raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
+        backbone_classes = self.unet.num_classes if self.unet is not None else self.mlp.num_classes  # type: ignore[union-attr]
+        if backbone_classes != len(self.class_names):
+            raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise UserError(f"class names must be distinct, got {', '.join(self.class_names)}")
+        choice_check("data_kind", self.data_kind, DATA_KINDS)
+        if (self.data_kind == "flow") != (self.flow is not None):
+            raise UserError("a flow model needs its flow normalisation, and only flow models have one")
+        if self.process.kind == "phase-amplitude" and (self.data_kind, self.channels) != ("flow", 2):
+            raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
+        if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
+            raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
+        choice_check("flow_networks", self.flow_networks, FLOW_NETWORKS)
+        if self.flow_networks == "split" and (self.process.kind != "phase-amplitude" or self.unet is None):
+            raise UserError("flow_networks 'split' (one network per field) is for phase-amplitude flow models")
+        if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or self.unet is None)):
+            raise UserError(f"context_frames (forecasting) is for flow models, ≥ 0; got {self.context_frames}")
+        if self.context_frames and self.unet.condition_channels != self.context_channels:  # type: ignore[union-attr]
+            raise UserError(
+                f"a forecasting model on {self.context_frames} frames needs condition_channels = {self.context_channels}, "
+                f"got {self.unet.condition_channels}"  # type: ignore[union-attr]
+            )
+        if self.channels < 1:
+            raise UserError(f"channels must be ≥ 1, got {self.channels}")
+        width = self.backbone_channels
+        backbone_in = self.unet.in_channels if self.unet is not None else self.mlp.in_features  # type: ignore[union-attr]
+        backbone_out = self.unet.out_channels if self.unet is not None else self.mlp.out_features  # type: ignore[union-attr]
+        if backbone_in != width or backbone_out != width:
+            raise UserError(
+                f"the backbone takes {backbone_in} and returns {backbone_out} channels, but {self.channels} data "
+                f"channel(s) of a {'periodic' if self.periodic else 'Euclidean'} process need {width}"
+            )
+
+    @property
+    def periodic(self) -> bool:
+        """True when any state channel is a phase."""
+        return self.periodic_channels > 0
+
+    @property
+    def periodic_channels(self) -> int:
+        """How many leading state channels are phases: all (Kuramoto), none (Euclidean), or the flow direction."""
+        return periodic_channel_count(self.process, self.channels)
+
+    @property
+    def backbone_channels(self) -> int:
+        """Phases enter the network as [cos θ, sin θ]: each periodic channel counts twice."""
+        return self.channels + self.periodic_channels
+
+    @property
+    def context_channels(self) -> int:
+        """Condition channels of a forecasting model: each context frame as the network sees states, plus a
+        "context given" channel (all zero = no context, for classifier-free guidance)."""
+        return self.context_frames * self.backbone_channels + 1
+
+    def split_unet_configs(self) -> tuple[UNetConfig, UNetConfig]:
+        """The two UNets of ``flow_networks="split"``: the phase one ([cos φ, sin φ] in, (a, b) out, the other
+        channels as condition) and the real one, each with the stored network's sizes and any external condition."""
+        unet = self.unet
+        periodic, rest = self.periodic_channels, self.channels - self.periodic_channels
+        extra = unet.condition_channels  # type: ignore[union-attr]
+        return (
+            dataclasses.replace(unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra),  # type: ignore[arg-type]
+            dataclasses.replace(unet, in_channels=rest, out_channels=rest, condition_channels=2 * periodic + extra),  # type: ignore[arg-type]
+        )
+
+    def state_shape(self, num: int) -> tuple[int, ...]:
+        if self.unet is not None:
+            return (num, self.channels, self.image_size, self.image_size)
+        return (num, self.channels)
 
 
-def _type_name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+def periodic_channel_count(process: ProcessConfig, channels: int) -> int:
+    """Leading state channels that are phases under ``process``."""
+    return {"kuramoto": channels, "euclidean": 0, "phase-amplitude": 1}[process.kind]
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as pretty JSON via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def image_model_config(
+    process: ProcessConfig,
+    channels: int,
+    image_size: int,
+    preset: str = "small",
+    class_names: tuple[str, ...] = (),
+    **unet_overrides: Any,
+) -> ModelConfig:
+    """A UNet model config for images of ``channels`` × ``image_size``² under ``process`` (class-conditional
+    on ``class_names`` if given)."""
+    width = channels + periodic_channel_count(process, channels)
+    unet = unet_config_from_preset(
+        preset, in_channels=width, out_channels=width, image_size=image_size, num_classes=len(class_names), **unet_overrides
+    )
+    return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet, class_names=tuple(class_names))
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, turning missing files and syntax errors into one-line UserErrors."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); restore or re-create it") from None
+def flow_model_config(
+    process: ProcessConfig,
+    image_size: int,
+    normalisation: FlowNormalisation,
+    preset: str = "small",
+    context_frames: int = 0,
+    networks: str | None = None,
+    **unet_overrides: Any,
+) -> ModelConfig:
+    """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process,
+    forecasting from ``context_frames`` previous frames if > 0. ``networks``: "split" gives each field its own
+    network conditioned on the other (phase-amplitude only; see ``ModelConfig.split_unet_configs``), "joint" one
+    network for both; None takes split for phase-amplitude (measured better, BENCHMARKS.md) and joint otherwise.
+
+    The network pads circularly (the flow box is periodic). States are (phase, log speed) or (v_x, v_y)/std.
+    """
+    if process.kind not in ("phase-amplitude", "euclidean"):
+        raise UserError(f"flows are modelled with the phase-amplitude or the euclidean process, not {process.kind!r}")
+    if networks is None:
+        networks = "split" if process.kind == "phase-amplitude" else "joint"
+    width = 2 + periodic_channel_count(process, 2)
+    condition_channels = context_frames * width + 1 if context_frames else 0
+    unet = unet_config_from_preset(
+        preset, **{"in_channels": width, "out_channels": width, "image_size": image_size, "padding_mode": "circular",
+                   "condition_channels": condition_channels, **unet_overrides},
+    )
+    return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation,
+                       context_frames=context_frames, flow_networks=networks)
 
 
-def save_config(config: Any, path: str | os.PathLike[str]) -> None:
-    write_json_atomic(path, config_to_dict(config))
+
+# MLP sizes for angle data by the CLI's --preset names: tiny for tests and quick tries, small is MLPConfig's default.
+ANGLE_MLP_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden_features": 64, "num_layers": 2},
+    "small": {"hidden_features": 256, "num_layers": 4},
+}
 
 
-def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
-    return config_from_dict(cls, read_json(path), where=str(path))
+def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small", **mlp_overrides: Any) -> ModelConfig:
+    """An MLP model config for flat vectors of ``dims`` angles (radians) under ``process``; sizes from
+    ``ANGLE_MLP_PRESETS[preset]``, then ``mlp_overrides`` (MLPConfig fields)."""
+    if preset not in ANGLE_MLP_PRESETS:
+        raise UserError(f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}")
+    width = dims + periodic_channel_count(process, dims)
+    mlp = MLPConfig(**{"in_features": width, "out_features": width, **ANGLE_MLP_PRESETS[preset], **mlp_overrides})
+    return ModelConfig(process=process, channels=dims, image_size=0, data_kind="angle", mlp=mlp)
 
 
-def choice_check(name: str, value: str, choices: typing.Iterable[str]) -> None:
-    """Raise a UserError listing the valid choices when ``value`` is not one of them."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise UserError(f"unknown {name} {value!r}; valid values are {', '.join(choices)}")
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training data come from: images and how they are cut, or angle data (``angles:FILE``, ``torus:NAME``)."""
+
+    source: str = "textures"  # textures | fingerprints | a folder of images | a CIFAR-10 binary archive | angles:FILE | torus:NAME | flows:PATH
+    image_size: int = 32  # images and flows (the grid side N); the CLI stores 0 for angle data
+    channels: int = 1  # image channels; for angle data the number D of angles per row; 2 for flows
+    flip: bool = True
+    val_fraction: float = 0.1
+    seed: int = 0
+    on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
+    classes: bool = False  # each first-level subfolder is a class (class-conditional training)
+    lazy: bool = False  # image folders: decode the files of each batch on demand instead of holding all in memory
+    degrees: bool = False  # angle files: the values are degrees (samples are written back in degrees)
+
+    def __post_init__(self) -> None:
+        choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        if is_angle_spec(self.source):
+            if self.channels < 1:
+                raise UserError(f"angle data needs channels = D ≥ 1 angles per row, got {self.channels}")
+        elif is_flow_spec(self.source):
+            if self.channels != 2 or self.classes or self.degrees:
+                raise UserError("flow data has 2 channels (v_x, v_y) and no classes or degrees")
+        else:
+            if self.degrees:
+                raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop --degrees")
+            if self.image_size < 8:
+                raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
+            if self.channels not in (1, 3):
+                raise UserError(f"channels must be 1 or 3, got {self.channels}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+FORWARD_STATES = ("pool", "resimulate")
+# DSM objectives (training/loss.py): which kernel and target, and whether draws are antithetic; "auto" is the
+# measured best the process supports (``loss.resolve_objective``), written into the saved config as resolved
+OBJECTIVES = ("auto", "markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic")
+PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
+NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging and checkpointing of a training run."""
+
+    train_steps: int = 2000
+    batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
+    grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
+    compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
+    draws: int = 1  # kernel draws per starting state (the authors use 5)
+    objective: str = "auto"  # see OBJECTIVES and training/loss.py
+    window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
+    anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
+    forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
+    pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
+    pool_advance: int = 0  # chains advanced per step, in turn; 0: min(pool size, 8·batch), all of them at T = 100
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ema_warmup_steps: int = 100  # decay ramps as min(decay, (1 + n)/(10 + n)) for the first steps
+    fit_prior: bool = True  # fit the prior κ to simulated terminal states instead of the fixed 1.2
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    sample_every: int = 1000
+    log_every: int = 25
+    seed: int = 0
+    on_nonfinite: str = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
+    class_dropout: float = 0.1  # class-conditional models: labels replaced by "no class" this often (for guidance)
+
+    def __post_init__(self) -> None:
+        choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
+        choice_check("precision", self.precision, PRECISIONS)
+        choice_check("objective", self.objective, OBJECTIVES)
+        for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("window", "anchor", "pool_size", "pool_advance", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.class_dropout <= 1.0:
+            raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
+        if self.objective.endswith("antithetic") and self.draws % 2:
+            raise UserError(f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}")
+        if self.forward_states not in FORWARD_STATES:
+            raise UserError(f"unknown forward_states {self.forward_states!r}; valid values are {', '.join(FORWARD_STATES)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run: saved as config.json beside the weights."""
+
+    model: ModelConfig
+    data: DataConfig | None = None
+    training: TrainConfig | None = None

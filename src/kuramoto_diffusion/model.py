@@ -20,17 +20,17 @@ from torch import Tensor, nn
 
 from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
-from .config import config_from_dict, config_to_dict, read_json, write_json_atomic
+from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
-from .settings import ModelConfig, RunConfig
-from .likelihood import LikelihoodResult, ode_log_likelihood
-from .sampling import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
-from .viz import to_uint8
+from .config import ModelConfig, RunConfig
+from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
+from .sampling.sweep import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
+from .viz.images import to_uint8
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import read_json
+from ..serialization import read_json
 from ..errors import UserError
 from .flow_generation import METADATA_NAME
 from .images import check_split, check_val_fraction, split_counts, split_indices

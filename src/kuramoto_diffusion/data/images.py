@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import choice_check
+from ..serialization import choice_check
 from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import choice_check, write_json_atomic
+from ..serialization import choice_check, write_json_atomic
 from ..errors import UserError
 from .images import (
     BAD_IMAGE_POLICIES,

@@ -35,7 +35,7 @@ from ..circular import (
     wrapped_normal_log_prob,
     wrapped_normal_score,
 )
-from ..config import choice_check
+from ..serialization import choice_check
 from ..errors import UserError
 from .base import ForwardProcess, resolve_config, Step
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule

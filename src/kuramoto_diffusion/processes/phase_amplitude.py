@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..circular import wrap
-from ..config import choice_check
+from ..serialization import choice_check
 from ..errors import UserError
 from .base import ForwardProcess, ScoreFn, Step, resolve_config
 from .euclidean import EuclideanConfig, EuclideanVPProcess

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import choice_check
+from ..serialization import choice_check
 
 SCHEDULE_SHAPES = ("linear", "paper-100")
 REFERENCE_STEPS = 100

@@ -34,11 +34,11 @@ from ..checkpoint import (
     prune_checkpoints,
     save_tensors,
 )
-from ..config import write_json_atomic
+from ..serialization import write_json_atomic
 from ..errors import UserError
 from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
 from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
-from ..settings import RunConfig
+from ..config import RunConfig
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
 from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
@@ -539,7 +539,7 @@ class Trainer:
 
     def write_samples(self, writer: Any, num: int = 16) -> Path:
         """A grid of EMA samples (reverse SDE, fixed seed) to samples/step-N.png and TensorBoard."""
-        from ..viz import image_grid, save_image_atomic
+        from ..viz.images import image_grid, save_image_atomic
 
         model = self.ema_model()
         result = model.sample(num, nfe=min(self.process.steps, 100), generator=torch.Generator().manual_seed(0))

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .circular import order_parameter
-from .errors import UserError
-from .processes import ForwardProcess
-from .processes.base import ScoreFn
+from ..circular import order_parameter
+from ..errors import UserError
+from ..processes import ForwardProcess
+from ..processes.base import ScoreFn
 
 SAMPLERS = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
 GRIDS = ("uniform", "rho")

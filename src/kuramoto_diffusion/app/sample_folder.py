@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .model import DiffusionModel
-from .stopping import Stopped, signal_name, stop_requests
-from .training.distributed import SINGLE_PROCESS, DistributedContext
-from .viz import image_grid, save_image_atomic
+from ..model import DiffusionModel
+from ..stopping import Stopped, signal_name, stop_requests
+from ..training.distributed import SINGLE_PROCESS, DistributedContext
+from ..viz.images import image_grid, save_image_atomic
 
 
 def image_path(folder: Path, index: int) -> Path:

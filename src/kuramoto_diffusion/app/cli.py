@@ -15,11 +15,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__
-from .data.images import BAD_IMAGE_POLICIES
-from .errors import UserError
-from .settings import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
-from .stopping import Stopped, signal_name, sigterm_interrupts
+from .. import __version__
+from ..data.images import BAD_IMAGE_POLICIES
+from ..errors import UserError
+from ..config import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..stopping import Stopped, signal_name, sigterm_interrupts
 
 PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     if getattr(args, "deterministic", False):
-        from .training import use_deterministic_algorithms
+        from ..training import use_deterministic_algorithms
 
         use_deterministic_algorithms()
     try:
@@ -460,7 +460,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_flows(args: argparse.Namespace) -> int:
-    from .data.flow_generation import FlowSettings, generate_flows
+    from ..data.flow_generation import FlowSettings, generate_flows
 
     if args.flows_command != "generate":  # pragma: no cover - argparse allows only the actions above
         raise UserError(f"unknown flows action {args.flows_command!r}")
@@ -472,7 +472,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
     if args.device == "cpu":
         device: object = "cpu"
     else:
-        from .training import resolve_device  # imports the training stack, so only when needed
+        from ..training import resolve_device  # imports the training stack, so only when needed
 
         device = resolve_device(args.device)
     report = generate_flows(args.out, args.num, settings, device=device, quiet=args.quiet)

@@ -24,7 +24,7 @@ Conventions (the process's, SPEC §3 and §5):
 
 The step formulas live in the process (``reverse_sde_mean``, ``transition_scale``, ``project``,
 ``reverse_ode_step``) and in ``sampling.reverse_sde_step``; this module only sequences them.
-diffusers itself is not needed here; with diffusers installed, ``diffusers_integration`` offers
+diffusers itself is not needed here; with diffusers installed, ``sampling.diffusers`` offers
 the same scheduler as a real ``SchedulerMixin``/``ConfigMixin`` subclass.
 """
 
@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
-from .errors import UserError
-from .processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
-from .processes.base import ScoreFn
-from .sampling import reverse_sde_step, sweep_grid
+from ..serialization import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
+from ..errors import UserError
+from ..processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
+from ..processes.base import ScoreFn
+from .sweep import reverse_sde_step, sweep_grid
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 # The samplers with one network evaluation per step() call; "pc" (a corrector between steps) is not one of them.

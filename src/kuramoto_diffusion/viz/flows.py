@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .data.navier_stokes import vorticity_from_velocity
-from .errors import UserError
-from .metrics.flows import _check_velocity, energy_spectrum
-from .viz import figure_to_image
+from ..data.navier_stokes import vorticity_from_velocity
+from ..errors import UserError
+from ..metrics.flows import _check_velocity, energy_spectrum
+from .images import figure_to_image
 
 
 def _pyplot():

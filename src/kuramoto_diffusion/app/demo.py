@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 from .commands import forward_picture, save_trajectory_animation, train_command
-from .data import open_image_source
-from .model import DiffusionModel
-from .viz import (
+from ..data import open_image_source
+from ..model import DiffusionModel
+from ..viz.images import (
     image_grid,
     labelled_rows,
     order_parameter_curve,

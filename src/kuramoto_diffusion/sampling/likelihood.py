@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import UserError
-from .processes import ForwardProcess
-from .processes.base import ScoreFn
-from .sampling import step_grid
+from ..errors import UserError
+from ..processes import ForwardProcess
+from ..processes.base import ScoreFn
+from .sweep import step_grid
 
 PIXEL_STEP = 127.5  # data units per grey level: y = x/127.5 − 1
 

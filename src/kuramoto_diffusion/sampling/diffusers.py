@@ -17,7 +17,7 @@ A diffusers-style loop::
         output = network(scheduler.scale_model_input(x, t), scheduler.network_time(t, x))
         x = scheduler.step(output, t, x, generator=generator).prev_sample
 
-Conventions are those of ``kuramoto_diffusion.scheduler``: states are phases in radians, timesteps
+Conventions are those of ``kuramoto_diffusion.sampling.scheduler``: states are phases in radians, timesteps
 are integer steps t ∈ 1 … T, the network output is F = c(t)·score. Only this module imports diffusers;
 ``import kuramoto_diffusion`` works without it.
 """
@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import config_from_dict, config_to_dict
-from .errors import UserError
-from .nets.score import ScoreNetwork
-from .processes import ForwardProcess, KuramotoConfig
+from ..serialization import config_from_dict, config_to_dict
+from ..errors import UserError
+from ..nets.score import ScoreNetwork
+from ..processes import ForwardProcess, KuramotoConfig
 from .scheduler import KuramotoScheduler, SchedulerConfig
 
 try:
@@ -44,7 +44,7 @@ try:
     from diffusers.schedulers.scheduling_utils import SchedulerOutput
 except ImportError:
     raise UserError(
-        "kuramoto_diffusion.diffusers_integration needs diffusers: "
+        "kuramoto_diffusion.sampling.diffusers needs diffusers: "
         "pip install diffusers (or pip install kuramoto-diffusion[diffusers])"
     ) from None
 
@@ -88,7 +88,7 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         if process_dict.get("kind", "kuramoto") != "kuramoto":
             raise UserError(
                 f"{type(self).__name__} needs a Kuramoto process (kind 'kuramoto'), got kind {process_dict['kind']!r}; "
-                "use kuramoto_diffusion.scheduler.DiffusionScheduler for other processes"
+                "use kuramoto_diffusion.sampling.scheduler.DiffusionScheduler for other processes"
             )
         parsed = config_from_dict(
             SchedulerConfig, {"process": {"kind": "kuramoto", **process_dict}, "sampler": sampler}, where=type(self).__name__

@@ -12,17 +12,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import latest_checkpoint, list_checkpoints
-from .config import config_to_dict, read_json, write_json_atomic
-from .data import DATA_CHOICES, is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source, save_angles
-from .data.angles import radians_to_user_units, save_array_atomic
-from .data.flow_generation import save_npz_atomic
-from .data.images import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
-from .errors import UserError
-from .nets import count_parameters
-from .model import CONFIG_NAME, DiffusionModel, load_run_config
-from .processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, PhaseAmplitudeConfig, ProcessConfig, build_process
-from .settings import (
+from ..checkpoint import latest_checkpoint, list_checkpoints
+from ..serialization import config_to_dict, read_json, write_json_atomic
+from ..data import DATA_CHOICES, is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source, save_angles
+from ..data.angles import radians_to_user_units, save_array_atomic
+from ..data.flow_generation import save_npz_atomic
+from ..data.images import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
+from ..errors import UserError
+from ..nets import count_parameters
+from ..model import CONFIG_NAME, DiffusionModel, load_run_config
+from ..processes import EuclideanConfig, KuramotoConfig, KuramotoProcess, PhaseAmplitudeConfig, ProcessConfig, build_process
+from ..config import (
     DataConfig,
     FlowNormalisation,
     RunConfig,
@@ -31,13 +31,13 @@ from .settings import (
     flow_model_config,
     image_model_config,
 )
-from .training import Trainer, resolve_device
+from ..training import Trainer, resolve_device
 from .sample_folder import image_path, sample_to_folder
-from .sampling import Sampler
-from .stopping import Stopped
-from .training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
-from .viz_flows import flow_field_grid
-from .viz import (
+from ..sampling.sweep import Sampler
+from ..stopping import Stopped
+from ..training.distributed import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
+from ..viz.flows import flow_field_grid
+from ..viz.images import (
     angle_density_plot,
     forward_figure,
     image_grid,
@@ -458,7 +458,7 @@ def forecast_flows(args: argparse.Namespace, model: DiffusionModel, generator: t
     """``sample --context FILE.npz --rollout K`` for forecasting models: --num rollouts of K frames after the first F
     frames of the file. Writes ``forecast`` (num, K, 2, N, N), ``context`` (F, 2, N, N) and, when the file holds
     frames after the context, ``truth`` and the relative L2 error per forecast frame. Returns the forecasts."""
-    from .metrics.flows import forecast_error
+    from ..metrics.flows import forecast_error
 
     frames = model.config.context_frames
     if args.context is None:
@@ -539,7 +539,7 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
 def evaluate_command(args: argparse.Namespace) -> dict[str, object]:
     """``kuramoto-diffusion evaluate``: weight-free metrics (and FID/KID with local Inception weights);
     flow metrics when --real is flow data (``evaluate_flow_command``)."""
-    from .metrics import evaluate_images
+    from ..metrics import evaluate_images
 
     if args.nll:
         return likelihood_command(args)
@@ -597,7 +597,7 @@ def likelihood_command(args: argparse.Namespace) -> dict[str, object]:
     through the probability-flow ODE (``DiffusionModel.log_likelihood``); bits/dim for images (dequantised)."""
     import time
 
-    from .likelihood import bits_per_dim, dequantise
+    from ..sampling.likelihood import bits_per_dim, dequantise
 
     if args.checkpoint is None:
         raise UserError("--nll needs --checkpoint MODEL: the likelihood is the model's, of the --real data")
@@ -668,7 +668,7 @@ def check_same_flow_size(fake_size: int, real_size: int) -> None:
 def evaluate_flow_command(args: argparse.Namespace) -> dict[str, object]:
     """``evaluate --real flows:PATH``: energy spectrum, spectral slope, vorticity and divergence of generated
     velocity fields (--fake: a samples .npz or a flows folder; or --checkpoint: a flow model) against real ones."""
-    from .metrics.flows import evaluate_flows
+    from ..metrics.flows import evaluate_flows
 
     settings: dict[str, object] = {"real": args.real, "real_split": args.real_split, "seed": args.seed, "num": args.num}
     real_source = open_flow_source(args.real, split=args.real_split, seed=args.seed)

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .circular import order_parameter
-from .processes import ForwardProcess
+from ..circular import order_parameter
+from ..processes import ForwardProcess
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
