@@ -17,7 +17,7 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import Trainer
-from kuramoto_diffusion.training.distributed import DistributedContext
+from kuramoto_diffusion.runtime import DistributedContext
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}

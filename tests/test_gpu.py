@@ -177,7 +177,7 @@ def test_training_on_cuda(tmp_path, monkeypatch, name, precision):
 @needs_cuda
 @pytest.mark.parametrize("name", ["kuramoto-local", "euclidean"])
 def test_resume_on_cuda_is_exact(tmp_path, name):
-    from kuramoto_diffusion.training import use_deterministic_algorithms
+    from kuramoto_diffusion.runtime import use_deterministic_algorithms
 
     use_deterministic_algorithms()
     check_resume("cuda", name, tmp_path)

@@ -10,43 +10,30 @@ from typing import Any
 import torch
 
 from .serialization import choice_check
-from .data import BAD_IMAGE_POLICIES, is_angle_spec, is_flow_spec
-from .data.flows import velocity_to_phase_amplitude
+from .codecs import FlowNormalisation
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
 
 
-@dataclass(frozen=True)
-class FlowNormalisation:
-    """How a flow model maps velocities (data units) to states, measured on the training data.
 
-    Phase–amplitude models: a = (log(|v| + speed_epsilon) − log_speed_mean) / log_speed_std.
-    Euclidean models: the velocity divided by ``velocity_std`` (the RMS of one component).
-    """
 
-    log_speed_mean: float = 0.0
-    log_speed_std: float = 1.0
-    velocity_std: float = 1.0
-    speed_epsilon: float = 1e-4
+# What a data spec (DataConfig.source) names: these prefixes, "textures", "fingerprints", a CIFAR-10 archive or
+# an image folder.
+ANGLE_PREFIX = "angles:"  # a .csv or .npy file of N rows by D angles
+TORUS_PREFIX = "torus:"  # a 2-torus density of data/torus.py
+FLOW_PREFIX = "flows:"  # a flows folder, .npz files or PDEArena HDF5
+BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use
 
-    @classmethod
-    def measure(cls, velocity: "torch.Tensor", speed_epsilon: float = 1e-4) -> "FlowNormalisation":
-        """The normalisation of a (B, 2, N, N) sample of training velocities."""
-        velocity = velocity.to(torch.float64)
-        _, log_speed = velocity_to_phase_amplitude(velocity, speed_epsilon)
-        return cls(
-            log_speed_mean=float(log_speed.mean()), log_speed_std=float(log_speed.std()),
-            velocity_std=float(velocity.square().mean().sqrt()), speed_epsilon=speed_epsilon,
-        )
 
-    def __post_init__(self) -> None:
-        for name in ("log_speed_std", "velocity_std", "speed_epsilon"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UserError(f"flow normalisation {name} must be finite and > 0, got {value}")
-        if not math.isfinite(self.log_speed_mean):
-            raise UserError(f"flow normalisation log_speed_mean must be finite, got {self.log_speed_mean}")
+def is_angle_spec(spec: object) -> bool:
+    """Whether a data spec names angle data (``angles:PATH`` or ``torus:NAME``) rather than images."""
+    return isinstance(spec, str) and spec.startswith((ANGLE_PREFIX, TORUS_PREFIX))
+
+
+def is_flow_spec(spec: object) -> bool:
+    """Whether a data spec names flow data (``flows:PATH``: a generator folder, npz files or PDEArena HDF5)."""
+    return isinstance(spec, str) and spec.startswith(FLOW_PREFIX)
 
 
 DATA_KINDS = ("image", "angle", "flow")
@@ -237,7 +224,7 @@ class DataConfig:
                 raise UserError("flow data has 2 channels (v_x, v_y) and no classes or degrees")
         else:
             if self.degrees:
-                raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop --degrees")
+                raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop degrees=True")
             if self.image_size < 8:
                 raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
             if self.channels not in (1, 3):

@@ -12,16 +12,18 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
 from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
-from .data.flows import phase_amplitude_to_velocity, velocity_to_phase_amplitude
+from .codecs import phase_amplitude_to_velocity, to_uint8, velocity_to_phase_amplitude
 from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
@@ -30,7 +32,6 @@ from .processes.base import ScoreFn
 from .config import ModelConfig, RunConfig
 from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
 from .sampling.sweep import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
-from .viz.images import to_uint8
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -144,7 +145,7 @@ class DiffusionModel:
     def class_labels(self, names: str | list[str], num: int) -> Tensor:
         """(num,) label indices for a class name (or one name per sample); unknown names are a UserError listing the known."""
         if not self.config.class_names:
-            raise UserError("this model is not class-conditional (trained without --classes); drop --class and --guidance")
+            raise UserError("this model is not class-conditional (trained without classes=True); drop class_name and guidance")
         names = [names] * num if isinstance(names, str) else list(names)
         unknown = [name for name in names if name not in self.config.class_names]
         if unknown:
@@ -157,7 +158,7 @@ class DiffusionModel:
         channels, plus a channel of ones that tells "context given" from the all-zero "no context"."""
         frames = self.config.context_frames
         if not frames:
-            raise UserError("this model does not forecast (trained without --context-frames); sample it without --context")
+            raise UserError("this model does not forecast (trained without context_frames); sample it without a context")
         if previous.dim() != 5 or previous.shape[1] < frames or previous.shape[2:] != self.config.state_shape(1)[1:]:
             raise UserError(
                 f"the context must hold at least {frames} frames of size {format_size(self.config.state_shape(1)[1:])}, "
@@ -173,11 +174,11 @@ class DiffusionModel:
         """rows -> the (guided) score function of those rows of the batch."""
         if class_labels is None and condition is None:
             if guidance != 1.0:
-                raise UserError("guidance needs a class (--class NAME) or a forecasting context; without one the model "
+                raise UserError("guidance needs a class (class_name) or a forecasting context; without one the model "
                                 "samples unconditionally")
             return lambda rows: self.score
         if class_labels is not None and not self.config.class_names:
-            raise UserError("this model is not class-conditional (trained without --classes); drop --class and --guidance")
+            raise UserError("this model is not class-conditional (trained without classes=True); drop class_name and guidance")
         if class_labels is None and guidance != 1.0 and not self.config.context_frames:
             raise UserError("guidance needs a class or a forecasting context; a field condition is not guided")
 
@@ -316,6 +317,8 @@ class DiffusionModel:
 
     def sample_images(self, num: int, **options: object) -> list[Image.Image]:
         """``sample`` (same keyword options) decoded to PIL images (images models only)."""
+        from PIL import Image  # here only: loading a model needs no image library
+
         if self.config.data_kind != "image":
             raise UserError("sample_images needs an image model; use sample() and decode() for angle data")
         images, _ = self.decode(self.sample(num, **options).states)  # type: ignore[arg-type]

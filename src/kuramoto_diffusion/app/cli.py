@@ -1,4 +1,4 @@
-"""Command line: argument parsing only; every command calls the library layers.
+"""Command line: flags become typed requests (one dataclass per subcommand, in its module) and nothing else.
 
 Exit status: 0 success, 2 bad input or usage (one line on stderr, no traceback unless
 --debug), 1 unexpected internal error, 128 + the signal number when stopped by a signal: 143 for
@@ -9,6 +9,8 @@ save first (stopping.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import signal
 import sys
 import warnings
@@ -16,12 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..data.images import BAD_IMAGE_POLICIES
 from ..errors import UserError
-from ..config import NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..config import BAD_IMAGE_POLICIES, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..processes import PROCESS_NAMES
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 
-PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
 SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
 GRID_NAMES = ("uniform", "rho")
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
@@ -315,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampler_options(parser: argparse.ArgumentParser, applies: str = "") -> None:
-    """--sampler, --nfe, --grid, --rho, --corrector-steps, --snr: what ``commands.sampler_from_args`` turns into a Sampler."""
+    """--sampler, --nfe, --grid, --rho, --corrector-steps, --snr: ``sample.SamplerOptions``."""
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde",
                         help="reverse SDE, ODE Euler, ODE Heun, pc: the reverse SDE with a Langevin corrector, or "
                              "euler-maruyama: Euler–Maruyama on the continuous reverse SDE (the same as sde on the "
@@ -365,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     if getattr(args, "deterministic", False):
-        from ..training import use_deterministic_algorithms
+        from ..runtime import use_deterministic_algorithms
 
         use_deterministic_algorithms()
     try:
@@ -383,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         status, message = describe_failure(error)
+        message = flags_for_parameters(message, parameter_flags(parser, args.command))
         print(f"{prefix}: error: {message}", file=sys.stderr)
         return status
 
@@ -402,6 +404,43 @@ def describe_failure(error: Exception) -> tuple[int, str]:
     return 1, f"internal error ({type(error).__name__}: {detail}); rerun with --debug for the traceback and report it"
 
 
+# Library parameters whose flag has another name, by command.
+PARAMETER_ALIASES = {"train": {"run_dir": "--out"}, "flows": {"out_dir": "--out"}}
+
+
+def parameter_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Python parameter name → flag: every subcommand's options, ``command``'s own winning."""
+    def options(sub: argparse.ArgumentParser) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for nested in action.choices.values():
+                    found.update(options(nested))
+            elif action.option_strings:
+                found.setdefault(action.dest, max(action.option_strings, key=len))
+        return found
+
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    flags: dict[str, str] = {}
+    for name, sub in subcommands.items():
+        if name != command:
+            flags.update(options(sub))
+    flags.update(options(subcommands[command]))
+    flags.update(PARAMETER_ALIASES.get(command, {}))
+    return flags
+
+
+def flags_for_parameters(message: str, flags: dict[str, str]) -> str:
+    """A library error as the command line says it: ``name=True`` becomes the flag, ``name=value`` the flag and
+    the value, and a bare snake_case ``name`` the flag (single words only in the ``=`` forms: they are also prose)."""
+    for name, flag in sorted(flags.items(), key=lambda item: -len(item[0])):
+        message = re.sub(rf"(?<![\w.-]){name}=True\b", flag, message)
+        message = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", message)
+        if "_" in name:
+            message = re.sub(rf"(?<![\w.-]){name}(?![\w=-])", flag, message)
+    return message
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
     return f"kuramoto-diffusion: warning: {message}\n"
 
@@ -411,42 +450,51 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message)
 
 
-# ----- commands ------------------------------------------------------------------------------
-def _cmd_forward(args: argparse.Namespace) -> int:
-    from .commands import forward_picture
+# ----- commands: each turns its flags into a typed request and calls its module ----------------
+def request_from(args: argparse.Namespace, request_type: type) -> object:
+    """The ``request_type`` dataclass filled from the parsed flags of the same names (nested option groups,
+    such as the sampler's, from theirs)."""
+    values = {}
+    for option in dataclasses.fields(request_type):
+        nested = option.default_factory
+        if nested is not dataclasses.MISSING and dataclasses.is_dataclass(nested):
+            values[option.name] = request_from(args, nested)
+        else:
+            values[option.name] = getattr(args, option.name)
+    return request_type(**values)
 
-    path = forward_picture(
-        data=args.data, image_size=args.image_size, num=args.num, frames=args.frames, out=args.out,
-        steps=args.steps, schedule=args.schedule, neighbourhood=args.neighbourhood, padding=args.padding, seed=args.seed,
-        on_bad_image=args.on_bad_image,
-    )
+
+def _cmd_forward(args: argparse.Namespace) -> int:
+    from .forward import ForwardRequest, forward_picture
+
+    path = forward_picture(request_from(args, ForwardRequest))
     _say(args, f"wrote {path}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .commands import train_command
+    from .train import TrainRequest, train
 
-    train_command(args)
+    train(request_from(args, TrainRequest))
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .commands import sample_command
+    from .sample import SampleRequest, sample
 
-    sample_command(args)
+    sample(request_from(args, SampleRequest))
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .commands import evaluate_command
+    from .evaluate import EvaluateRequest, evaluate
 
-    evaluate_command(args)
+    evaluate(request_from(args, EvaluateRequest))
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .commands import info_text
+    from .info import info_text
 
     print(info_text(args.path))
     return 0
@@ -472,7 +520,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
     if args.device == "cpu":
         device: object = "cpu"
     else:
-        from ..training import resolve_device  # imports the training stack, so only when needed
+        from ..runtime import resolve_device
 
         device = resolve_device(args.device)
     report = generate_flows(args.out, args.num, settings, device=device, quiet=args.quiet)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from .commands import forward_picture, save_trajectory_animation, train_command
 from ..data import open_image_source
 from ..model import DiffusionModel
 from ..viz.images import (
@@ -24,8 +23,11 @@ from ..viz.images import (
     save_animation,
     save_image_atomic,
 )
+from .forward import ForwardRequest, forward_picture
+from .sample import save_trajectory_animation
+from .train import TrainRequest, train
 
-PRETRAINED = Path(__file__).parent / "pretrained" / "textures-local-32"
+PRETRAINED = Path(__file__).parent.parent / "pretrained" / "textures-local-32"
 
 
 def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", seed: int = 0, quiet: bool = False) -> None:
@@ -33,7 +35,7 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda message: None) if quiet else print
     say("1/4 forward processes: Kuramoto global, Kuramoto local and Euclidean on texture crops")
-    forward_path = forward_picture(data="textures", image_size=32, num=3, frames=9, out=out / "forward.png", seed=seed)
+    forward_path = forward_picture(ForwardRequest(data="textures", image_size=32, num=3, frames=9, out=out / "forward.png", seed=seed))
 
     run_dir = out / "run"
     have_pretrained = (PRETRAINED / "model.safetensors").is_file()
@@ -41,25 +43,16 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
         f"2/4 fine-tuning the shipped model for {fine_tune_steps} steps" if have_pretrained
         else f"2/4 no shipped model found: training from scratch for {fine_tune_steps} steps (expect noise-like samples)"
     )
-    from .cli import build_parser  # the train command's own parser: every option gets its default
-
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    train_arguments = [
-        "train", "--device", device, "--data", "textures", "--image-size", "32", "--channels", "1",
-        "--process", "kuramoto-local", "--preset", "small", "--train-steps", str(max(fine_tune_steps, 1)),
-        "--batch-size", "32", "--draws", "1",
+    steps = max(fine_tune_steps, 1)
+    request = TrainRequest(
+        out=run_dir, device=device, data="textures", image_size=32, channels="1", process="kuramoto-local",
+        preset="small", train_steps=steps, batch_size=32, draws=1,
         # window 1: the loss the shipped model was trained with (it predates the measured default of 10).
-        "--window", "1", "--lr", "1e-4", "--ema-decay", "0.999", "--checkpoint-every", str(max(fine_tune_steps, 1)),
-        "--keep-checkpoints", "1", "--sample-every", "0", "--out", str(run_dir), "--steps", "100", "--seed", str(seed),
-    ]
-    if resume:
-        train_arguments.append("--resume")
-    elif have_pretrained:
-        train_arguments += ["--init-from", str(PRETRAINED)]
-    if quiet:
-        train_arguments.append("--quiet")
-    arguments = build_parser().parse_args(train_arguments)
-    model = train_command(arguments)
+        window=1, lr=1e-4, ema_decay=0.999, checkpoint_every=steps, keep_checkpoints=1, sample_every=0, steps=100,
+        seed=seed, quiet=quiet, resume=resume, init_from=PRETRAINED if have_pretrained and not resume else None,
+    )
+    model = train(request)
 
     say("3/4 sampling 36 textures with the reverse SDE (100 steps)")
     generator = torch.Generator().manual_seed(seed)

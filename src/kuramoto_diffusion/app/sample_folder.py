@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..model import DiffusionModel
 from ..stopping import Stopped, signal_name, stop_requests
-from ..training.distributed import SINGLE_PROCESS, DistributedContext
+from ..runtime import SINGLE_PROCESS, DistributedContext
 from ..viz.images import image_grid, save_image_atomic
 
 

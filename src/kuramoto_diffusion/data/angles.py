@@ -9,7 +9,7 @@
 - ``torus:NAME``: one of the 2-torus densities with a known density (``data.torus``), in radians.
 
 Units: every source hands out float32 radians wrapped to [-π, π), which is what an angle model
-(``settings.angle_model_config``) takes. A file's values may use any convention inside one turn
+(``config.angle_model_config``) takes. A file's values may use any convention inside one turn
 either side of zero ([-π, π), [0, 2π), [-180°, 180°), [0°, 360°)): values in
 [-2π, 2π] (radians) or [-360°, 360°] (degrees) are wrapped silently; anything outside is an
 error, because it nearly always means the unit is wrong (degrees read as radians). Bad files
@@ -30,22 +30,16 @@ import torch
 from torch import Tensor
 
 from ..circular import TWO_PI, wrap
+from ..config import ANGLE_PREFIX, TORUS_PREFIX, is_angle_spec
 from ..errors import UserError
 from .images import check_split, check_val_fraction, split_indices
 from .torus import TORUS_DENSITIES, TorusDensity, open_torus_source
 
-ANGLE_PREFIX = "angles:"
-TORUS_PREFIX = "torus:"
 ANGLE_EXTENSIONS = (".npy", ".csv")
 # Largest accepted |value|, in radians after unit conversion: one full turn, plus slack for
 # values such as 2π printed with 4 decimals (6.2832).
 RANGE_LIMIT = TWO_PI + 1e-3
 _DEGREES_PER_RADIAN = 180.0 / math.pi
-
-
-def is_angle_spec(spec: object) -> bool:
-    """Whether a ``--data`` spec names angle data (``angles:PATH`` or ``torus:NAME``) rather than images."""
-    return isinstance(spec, str) and spec.startswith((ANGLE_PREFIX, TORUS_PREFIX))
 
 
 @runtime_checkable
@@ -199,11 +193,11 @@ def _check_range(values: np.ndarray, radians: np.ndarray, path: Path, *, degrees
             raise UserError(
                 f"{path}: {where} outside [-360, 360] degrees; wrap the angles first, e.g. (x + 180) % 360 - 180"
             )
-        raise UserError(f"{path}: {where} outside [-2π, 2π] radians; if the file holds degrees, pass --degrees (degrees=True)")
+        raise UserError(f"{path}: {where} outside [-2π, 2π] radians; if the file holds degrees, pass degrees=True")
     if degrees and float(np.abs(values).max()) <= RANGE_LIMIT and values.shape[0] >= 10:
         warnings.warn(
-            f"{path}: every value lies within ±{TWO_PI:.4f}, as radians would, although --degrees was given; "
-            "if the file holds radians, drop --degrees",
+            f"{path}: every value lies within ±{TWO_PI:.4f}, as radians would, although degrees=True was given; "
+            "if the file holds radians, drop degrees=True",
             stacklevel=3,
         )
 
@@ -302,7 +296,7 @@ def open_angle_source(
         )
     if spec.startswith(TORUS_PREFIX):
         if degrees:
-            raise UserError(f"{spec}: the torus densities are defined in radians; drop --degrees")
+            raise UserError(f"{spec}: the torus densities are defined in radians; drop degrees=True")
         return TorusAngleSource(open_torus_source(spec[len(TORUS_PREFIX):]))
     path = spec[len(ANGLE_PREFIX):]
     if not path:

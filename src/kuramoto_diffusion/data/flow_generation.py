@@ -170,7 +170,7 @@ def generate_flows(
         raise UserError(f"num must be a whole number ≥ 1, got {num!r}")
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: is a file; --out must be a folder (new, or one written by flows generate)")
+        raise UserError(f"{out}: is a file; out_dir must be a folder (new, or one written by generate_flows)")
     out.mkdir(parents=True, exist_ok=True)
     metadata_path = out / METADATA_NAME
     if metadata_path.exists():
@@ -178,7 +178,7 @@ def generate_flows(
         num_recorded = max(num, int(read_json(metadata_path).get("num", 0)))
     else:
         if any(not entry.name.startswith(".") for entry in out.iterdir()):
-            raise UserError(f"{out}: holds files but no {METADATA_NAME}; pick a new or empty folder for --out")
+            raise UserError(f"{out}: holds files but no {METADATA_NAME}; pick a new or empty folder for out_dir")
         num_recorded = num
     write_json_atomic(
         metadata_path,
@@ -202,7 +202,7 @@ def generate_flows(
 def _check_same_settings(metadata_path: Path, settings: FlowSettings) -> None:
     metadata = read_json(metadata_path)
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or "settings" not in metadata:
-        raise UserError(f"{metadata_path}: not a {FORMAT} metadata file; pick a new folder for --out")
+        raise UserError(f"{metadata_path}: not a {FORMAT} metadata file; pick a new folder for out_dir")
     saved = config_from_dict(FlowSettings, metadata["settings"], where=str(metadata_path))
     differences = [
         f"{field.name} {getattr(saved, field.name)!r} (now {getattr(settings, field.name)!r})"
@@ -212,7 +212,7 @@ def _check_same_settings(metadata_path: Path, settings: FlowSettings) -> None:
     if differences:
         raise UserError(
             f"{metadata_path.parent}: was generated with {', '.join(differences)}; "
-            "use the same settings to resume, or another --out"
+            "use the same settings to resume, or another out_dir"
         )
 
 

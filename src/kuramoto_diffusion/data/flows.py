@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import FLOW_PREFIX, is_flow_spec
 from ..serialization import read_json
 from ..errors import UserError
 from .flow_generation import METADATA_NAME
@@ -40,35 +41,16 @@ PDEARENA_DATASETS = ("vx", "vy")
 PDEARENA_GROUPS = ("train", "valid", "test")
 
 
-FLOW_PREFIX = "flows:"
-
-
-def is_flow_spec(spec: object) -> bool:
-    """Whether a ``--data`` spec names flow data (``flows:PATH``: a generator folder, npz files or PDEArena HDF5)."""
-    return isinstance(spec, str) and spec.startswith(FLOW_PREFIX)
 
 
 def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0) -> "FlowSource":
     """The ``FlowSource`` of a ``flows:PATH`` spec."""
     path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
     if not path:
-        raise UserError("flows: needs a path, e.g. --data flows:data/flows (a folder written by 'flows generate')")
+        raise UserError("flows: needs a path, e.g. flows:data/flows (a folder written by 'flows generate')")
     return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed)
 
 
-def velocity_to_phase_amplitude(velocity: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
-    """(B, 2, N, N) velocity (vx, vy) -> phase atan2(vy, vx) in (−π, π] and log(|v| + eps), each (B, 1, N, N)."""
-    vx, vy = velocity[:, 0:1], velocity[:, 1:2]
-    return torch.atan2(vy, vx), torch.log(torch.hypot(vx, vy) + eps)
-
-
-def phase_amplitude_to_velocity(phase: Tensor, log_amplitude: Tensor, eps: float = 1e-4) -> Tensor:
-    """The inverse of ``velocity_to_phase_amplitude``: (B, 1, N, N) each -> (B, 2, N, N) velocity.
-
-    Speeds below ``eps`` come back as 0 (log_amplitude below log(eps) is clipped).
-    """
-    speed = (torch.exp(log_amplitude) - eps).clamp_min(0.0)
-    return torch.cat([speed * torch.cos(phase), speed * torch.sin(phase)], dim=1)
 
 
 class _Trajectory:
@@ -248,7 +230,7 @@ def _find_flow_files(path: Path) -> tuple[list[Path], list[Path]]:
     npz = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in NPZ_EXTENSIONS]
     hdf5 = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in HDF5_EXTENSIONS]
     if not visible:
-        raise UserError(f"{path}: folder is empty; generate data with 'kuramoto-diffusion flows generate --out {path}'")
+        raise UserError(f"{path}: folder is empty; generate trajectories into it first ('kuramoto-diffusion flows generate', or generate_flows)")
     if npz and hdf5:
         raise UserError(f"{path}: holds both .npz and .h5 files; keep one kind per folder")
     if not npz and not hdf5:

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import BAD_IMAGE_POLICIES
 from ..serialization import choice_check
 from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MIN_IMAGE_SIZE = 8
 SPLITS = ("train", "val", "all")
-BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use
 
 # Modes whose pixels carry no colour. Palette images are decided by their palette.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -47,11 +47,11 @@ _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I
 def check_image_size(image_size: object, *, largest: int | None = None, what: str = "image_size") -> int:
     """Return ``image_size`` if it is an int in [8, largest]; otherwise raise a one-line UserError."""
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-        raise UserError(f"{what} must be an integer number of pixels, got {image_size!r}; pass e.g. --image-size 32")
+        raise UserError(f"{what} must be an integer number of pixels, got {image_size!r}; pass e.g. image_size=32")
     if image_size < MIN_IMAGE_SIZE:
-        raise UserError(f"{what} {image_size} is too small; use --image-size {MIN_IMAGE_SIZE} or more")
+        raise UserError(f"{what} {image_size} is too small; use image_size={MIN_IMAGE_SIZE} or more")
     if largest is not None and image_size > largest:
-        raise UserError(f"{what} {image_size} is too large for this data; use --image-size {largest} or less")
+        raise UserError(f"{what} {image_size} is too large for this data; use image_size={largest} or less")
     return int(image_size)
 
 
@@ -359,7 +359,7 @@ def read_image_at_least(path: Path, image_size: int, channels: int, shorter: int
     if min(height, width) < image_size:
         raise UserError(
             f"{path}: image is {width}x{height} pixels, smaller than image_size {image_size} on its "
-            f"shorter side; use --image-size {max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
+            f"shorter side; use image_size={max(MIN_IMAGE_SIZE, min(height, width))} or less, or remove the file"
         )
     return resize_shorter_side(convert_channels(pixels, channels), shorter)
 

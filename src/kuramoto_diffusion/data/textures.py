@@ -18,7 +18,6 @@ right-hand strip of every photo, val_fraction of its width but at least one crop
 from __future__ import annotations
 
 import numpy as np
-import skimage.data
 import torch
 
 from ..errors import UserError
@@ -40,6 +39,8 @@ def load_texture_photo(name: str) -> np.ndarray:
     """The scikit-image texture photo ``name`` as uint8 (H, W), grayscale."""
     if name not in TEXTURE_PHOTOS:
         raise UserError(f"unknown texture photo {name!r}; valid values are {', '.join(TEXTURE_PHOTOS)}")
+    import skimage.data  # here only: scikit-image is slow to import and most jobs never need it
+
     try:
         photo = np.asarray(getattr(skimage.data, name)())
     except Exception as error:  # a stripped or broken scikit-image install

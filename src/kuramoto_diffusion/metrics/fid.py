@@ -39,7 +39,7 @@ def load_inception(path: str | os.PathLike[str] | None) -> torch.jit.ScriptModul
     Loading TorchScript runs the code stored in the archive through the TorchScript interpreter,
     so only use a file from a trusted source (the NVIDIA URL above).
     """
-    hint = f"download {INCEPTION_URL} on a machine with internet and pass --inception-weights PATH"
+    hint = f"download {INCEPTION_URL} on a machine with internet and pass it as inception_weights=PATH"
     if path is None:
         raise UserError(f"FID/KID need the Inception weights file; {hint}")
     if not Path(path).expanduser().is_file():

@@ -8,8 +8,6 @@ from .trainer import (
     TrainingDiverged,
     default_pool_advance,
     default_pool_size,
-    resolve_device,
-    use_deterministic_algorithms,
 )
 
 __all__ = [
@@ -20,7 +18,5 @@ __all__ = [
     "default_pool_advance",
     "default_pool_size",
     "resimulate_states",
-    "resolve_device",
     "score_matching_loss",
-    "use_deterministic_algorithms",
 ]

@@ -16,7 +16,7 @@ target is the marginal score at s + h, which is what the samplers need.
 * Euclidean VP: strides are exact, so s = 0, x_0 is the data and h is uniform in 1 … T:
   the target c·s* is the noise ε and the loss is DDPM's usual ε-prediction.
 
-The objective (``settings.OBJECTIVES``) says which kernel and which draws:
+The objective (``config.OBJECTIVES``) says which kernel and which draws:
 
 * ``markov``: the merged-stride kernel above (Euler across the window; exact for h = 1).
 * ``flow``: ``ForwardProcess.linearised_kernel`` across the window: the mean follows the

@@ -41,7 +41,7 @@ from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, 
 from ..config import RunConfig
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
-from .distributed import SINGLE_PROCESS, DistributedContext, gradient_sync
+from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
 from .loss import (
     kernel_noise,
     resolve_anchor,
@@ -61,31 +61,6 @@ class BatchSource(Protocol):
 
 class TrainingDiverged(UserError):
     """The loss or the gradients became NaN/inf."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"unknown device {name!r}; valid values are auto, cpu, cuda")
-    return torch.device(name)
-
-
-def use_deterministic_algorithms() -> None:
-    """Ask PyTorch for deterministic kernels (process-wide).
-
-    On the CPU every kernel this package uses is already deterministic. On CUDA this turns off
-    cuDNN autotuning, selects deterministic convolution algorithms, sets the cuBLAS workspace
-    that deterministic matrix products need, and warns (instead of failing) for any op without a
-    deterministic implementation (for the UNet: the backward of nearest-neighbour upsampling).
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
@@ -242,7 +217,7 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 if latest_checkpoint(self.run_dir) is not None:
                     raise UserError(
-                        f"{self.run_dir}: already holds checkpoints; pass --resume to continue it or choose another --out"
+                        f"{self.run_dir}: already holds checkpoints; pass resume=True to continue it or choose another run_dir"
                     )
                 _check_writable(self.run_dir)
                 _check_free_space(self.run_dir, self.checkpoint_bytes())
@@ -303,7 +278,7 @@ class Trainer:
         run_dir = Path(run_dir)
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
-            raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without --resume")
+            raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
         _, run_config = load_run_config(checkpoint / CONFIG_NAME)
         if run_config is None or run_config.training is None:
             raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
@@ -450,7 +425,7 @@ class Trainer:
     def _diverged_message(self, what: str) -> str:
         last = latest_checkpoint(self.run_dir)
         kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
-        return f"training stopped: {what}; {kept}; try a lower --lr"
+        return f"training stopped: {what}; {kept}; try a smaller learning rate"
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -521,7 +496,7 @@ class Trainer:
                 reason = " ".join(str(error).split())[:160]
                 raise UserError(
                     f"process {self.context.rank} of {self.context.world_size} lost contact with the others at step "
-                    f"{self.step + 1} ({reason}); {kept}; restart the job with --resume"
+                    f"{self.step + 1} ({reason}); {kept}; restart the job with resume=True"
                 ) from None
             finally:
                 progress.close()
@@ -576,7 +551,7 @@ class Trainer:
             kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
             raise UserError(
                 f"{error.filename or final}: cannot write the checkpoint ({error.strerror or error}); {kept}; "
-                "free some space or fix the permissions, then continue with --resume"
+                "free some space or fix the permissions, then continue with resume=True"
             ) from None
         self.checkpointed_step = self.step
         prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
@@ -630,7 +605,7 @@ def _check_writable(folder: Path) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"{folder}: cannot write there ({error.strerror}); choose another --out") from None
+        raise UserError(f"{folder}: cannot write there ({error.strerror}); choose another run_dir") from None
 
 
 def _check_free_space(folder: Path, checkpoint_bytes: int) -> None:
@@ -640,7 +615,7 @@ def _check_free_space(folder: Path, checkpoint_bytes: int) -> None:
     if free < needed:
         raise UserError(
             f"{folder}: only {free / 2**20:.1f} MiB free, but a checkpoint takes about {checkpoint_bytes / 2**20:.1f} MiB "
-            f"and two must fit; free some space or choose another --out"
+            f"and two must fit; free some space or choose another run_dir"
         )
 
 

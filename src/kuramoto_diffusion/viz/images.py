@@ -14,13 +14,10 @@ from PIL import Image
 from torch import Tensor
 
 from ..circular import order_parameter
+from ..codecs import to_uint8
 from ..processes import ForwardProcess
 
 
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(B, C, H, W) values in [-1, 1] to (B, H, W, C) uint8."""
-    array = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return array.permute(0, 2, 3, 1).numpy()
 
 
 def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, upscale: int = 1) -> Image.Image:

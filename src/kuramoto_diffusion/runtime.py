@@ -1,6 +1,7 @@
-"""Data-parallel training with torch.distributed, launched by ``torchrun`` (or Slurm through it).
+"""Where and how a job runs: the device, deterministic kernels, and data-parallel training with
+torch.distributed, launched by ``torchrun`` (or Slurm through it).
 
-The design keeps every rank's randomness identical: all ranks seed the same generators, draw
+Data parallelism: The design keeps every rank's randomness identical: all ranks seed the same generators, draw
 the same global batch (starting states, strides, kernel noise, label dropout) and keep the same
 chain pool, and each rank runs the network on its own contiguous slice of that batch (split
 further into ``grad_accum`` micro-batches). DistributedDataParallel averages the gradients, so
@@ -21,7 +22,32 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
+from .errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; valid values are auto, cpu, cuda")
+    return torch.device(name)
+
+
+def use_deterministic_algorithms() -> None:
+    """Ask PyTorch for deterministic kernels (process-wide).
+
+    On the CPU every kernel this package uses is already deterministic. On CUDA this turns off
+    cuDNN autotuning, selects deterministic convolution algorithms, sets the cuBLAS workspace
+    that deterministic matrix products need, and warns (instead of failing) for any op without a
+    deterministic implementation (for the UNet: the backward of nearest-neighbour upsampling).
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 @dataclass(frozen=True)
@@ -46,7 +72,7 @@ class DistributedContext:
         pieces = self.world_size * grad_accum
         if batch_size % pieces:
             raise UserError(
-                f"--batch-size {batch_size} does not split into {self.world_size} process(es) × --grad-accum {grad_accum}; "
+                f"batch_size {batch_size} does not split into {self.world_size} process(es) × grad_accum {grad_accum}; "
                 f"use a multiple of {pieces}"
             )
         size = batch_size // pieces
@@ -98,8 +124,6 @@ def init_distributed(device_name: str, timeout_minutes: float = 30.0) -> tuple[D
     Without torchrun: the single-process context and ``device_name`` resolved as usual. With it:
     NCCL and GPU LOCAL_RANK when CUDA is used, Gloo on the CPU.
     """
-    from .trainer import resolve_device
-
     device = resolve_device(device_name)
     if not launched_by_torchrun():
         return SINGLE_PROCESS, device
@@ -109,7 +133,7 @@ def init_distributed(device_name: str, timeout_minutes: float = 30.0) -> tuple[D
         if local_rank >= torch.cuda.device_count():
             raise UserError(
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                "use --nproc_per_node ≤ the number of GPUs"
+                "start at most one process per visible GPU"
             )
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

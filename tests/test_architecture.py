@@ -1,0 +1,190 @@
+"""The package's layering, checked on its source: no import cycles (imports inside functions count), argparse
+only in the app, no command-line flag in a library error, and a light ``DiffusionModel`` import."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import kuramoto_diffusion
+from kuramoto_diffusion.app.cli import build_parser, flags_for_parameters, parameter_flags
+
+PACKAGE = Path(kuramoto_diffusion.__file__).parent
+NAME = "kuramoto_diffusion"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def type_checking_blocks(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            skipped.update(id(child) for statement in node.body for child in ast.walk(statement))
+    return skipped
+
+
+def imported_modules(name: str) -> set[str]:
+    """The package modules ``name`` imports anywhere in its source (a submodule named in ``from X import y`` is
+    X.y; importing X.y also runs the __init__ of every package above it)."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = type_checking_blocks(tree)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        targets: list[str] = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        for target in targets:
+            parts = target.split(".")
+            for length in range(1, len(parts) + 1):
+                candidate = ".".join(parts[:length])
+                # The packages above the importing module are already being imported when it runs.
+                if candidate in MODULES and candidate != name and not name.startswith(candidate + "."):
+                    found.add(candidate)
+    return found
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components of more than one module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for neighbour in graph[node]:
+            if neighbour not in index:
+                visit(neighbour)
+                low[node] = min(low[node], low[neighbour])
+            elif neighbour in on_stack:
+                low[node] = min(low[node], index[neighbour])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return components
+
+
+def test_the_package_has_no_import_cycles():
+    graph = {name: imported_modules(name) for name in MODULES}
+    assert f"{NAME}.model" in graph[f"{NAME}.app.train"]  # the walk sees imports at all
+    assert strongly_connected(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_imports_inside_functions_count():
+    # cli imports its subcommand modules only when a command runs.
+    assert f"{NAME}.app.train" in imported_modules(f"{NAME}.app.cli")
+
+
+def test_argparse_is_imported_by_the_app_alone():
+    importing = sorted(
+        name for name, path in MODULES.items()
+        if any(isinstance(node, (ast.Import, ast.ImportFrom))
+               and any(alias.name == "argparse" for alias in node.names) or getattr(node, "module", None) == "argparse"
+               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+    )
+    assert importing and all(name.startswith(f"{NAME}.app.") for name in importing), importing
+
+
+def error_texts(tree: ast.AST) -> list[str]:
+    """The string pieces of every ``raise`` and ``warnings.warn(...)`` in a module."""
+    texts = []
+    for node in ast.walk(tree):
+        is_warning = isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn"
+        if isinstance(node, ast.Raise) or is_warning:
+            texts += [piece.value for piece in ast.walk(node) if isinstance(piece, ast.Constant) and isinstance(piece.value, str)]
+    return texts
+
+
+def test_no_library_error_names_a_command_line_flag():
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z]")
+    offending = {
+        name: [text for text in error_texts(ast.parse(path.read_text(encoding="utf-8"))) if flag.search(text)]
+        for name, path in MODULES.items() if not name.startswith(f"{NAME}.app")
+    }
+    assert {name: texts for name, texts in offending.items() if texts} == {}
+    # and the check does see flags where the app names them
+    app_texts = error_texts(ast.parse(MODULES[f"{NAME}.app.train"].read_text(encoding="utf-8")))
+    assert any(flag.search(text) for text in app_texts)
+
+
+def test_the_app_says_library_parameters_as_flags():
+    parser = build_parser()
+    train = parameter_flags(parser, "train")
+    assert flags_for_parameters("pass resume=True or choose another run_dir", train) == "pass --resume or choose another --out"
+    assert flags_for_parameters("use image_size=8 or more", train) == "use --image-size 8 or more"
+    assert flags_for_parameters("batch_size 33 does not split × grad_accum 2", train) == "--batch-size 33 does not split × --grad-accum 2"
+    # single words are prose unless written name=value; a flag of the command itself wins over another's
+    assert flags_for_parameters("the num of images", train) == "the num of images"
+    assert flags_for_parameters("choose another out_dir", parameter_flags(parser, "sample")) == "choose another --out-dir"
+    assert flags_for_parameters("choose another out_dir", parameter_flags(parser, "flows")) == "choose another --out"
+
+
+def test_loading_a_model_imports_no_image_or_plotting_library():
+    code = ("import sys; from kuramoto_diffusion.model import DiffusionModel; "
+            "print(' '.join(m for m in ('skimage', 'matplotlib', 'PIL') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
+    # the same probe does see a heavy import
+    code_heavy = code.replace("from kuramoto_diffusion.model import DiffusionModel", "import kuramoto_diffusion.viz.images")
+    assert "PIL" in subprocess.run([sys.executable, "-c", code_heavy], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_request_defaults_are_the_command_lines():
+    import argparse
+    import dataclasses
+
+    from kuramoto_diffusion.app.evaluate import EvaluateRequest
+    from kuramoto_diffusion.app.forward import ForwardRequest
+    from kuramoto_diffusion.app.sample import SampleRequest, SamplerOptions
+    from kuramoto_diffusion.app.train import TrainRequest
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, request in [("forward", ForwardRequest), ("train", TrainRequest), ("sample", SampleRequest),
+                             ("evaluate", EvaluateRequest)]:
+        defaults = {action.dest: action.default for action in subcommands[command]._actions}
+        for option in dataclasses.fields(request):
+            if option.default_factory is SamplerOptions:
+                for nested in dataclasses.fields(SamplerOptions):
+                    assert defaults[nested.name] == nested.default, (command, nested.name)
+            elif option.default is not dataclasses.MISSING:
+                assert defaults[option.name] == option.default, (command, option.name)
