@@ -43,7 +43,7 @@ from kuramoto_diffusion.metrics.flows import evaluate_flows, forecast_error
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, ProcessConfig
 from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config
-from kuramoto_diffusion.training import resolve_device
+from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.viz.images import save_image_atomic
 from kuramoto_diffusion.viz.flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
 

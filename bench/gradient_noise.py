@@ -66,7 +66,8 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import resolve_device, score_matching_loss
+from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.training import score_matching_loss
 from kuramoto_diffusion.training.loss import (
     kernel_noise,
     propagated_draw,

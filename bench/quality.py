@@ -66,7 +66,7 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.sampling.sweep import Sampler
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import resolve_device
+from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.viz.images import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")

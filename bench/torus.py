@@ -76,7 +76,7 @@ from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.processes.kuramoto import KuramotoProcess
 from kuramoto_diffusion.sampling.sweep import reverse_sweep
 from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
-from kuramoto_diffusion.training import resolve_device
+from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training.loss import resolve_window
 
 BINS = 50

@@ -37,7 +37,8 @@ from common import peak_rss_mib, print_table, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import Trainer, default_pool_size, resolve_device
+from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.training import Trainer, default_pool_size
 
 
 def examples_per_second(
