@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from .serialization import choice_check
 from .codecs import FlowNormalisation
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
-
-
-
+from .serialization import choice_check
 
 # What a data spec (DataConfig.source) names: these prefixes, "textures", "fingerprints", a CIFAR-10 archive or
 # an image folder.
@@ -179,7 +173,6 @@ def flow_model_config(
     )
     return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation,
                        context_frames=context_frames, flow_networks=networks)
-
 
 
 # MLP sizes for angle data by the CLI's --preset names: tiny for tests and quick tries, small is MLPConfig's default.

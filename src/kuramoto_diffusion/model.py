@@ -8,7 +8,6 @@ used for sampling when present). Nothing is unpickled.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,24 +19,22 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from PIL import Image
 
-from .circular import wrap
 from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
-from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
-from .codecs import phase_amplitude_to_velocity, to_uint8, velocity_to_phase_amplitude
+from .codecs import Codec, build_codec, to_uint8
+from .config import ModelConfig, RunConfig
 from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
-from .config import ModelConfig, RunConfig
 from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
 from .sampling.sweep import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
+from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 EMA_WEIGHTS_NAME = "ema.safetensors"
 FORMAT_VERSION = 1
-MAX_LOG_SPEED_DEVIATIONS = 8.0  # flow decode: normalised log speeds are clipped to ± this
 
 
 def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
@@ -55,6 +52,7 @@ class DiffusionModel:
     def __init__(self, config: ModelConfig, network: ScoreNetwork | None = None, run_config: Any = None) -> None:
         self.config = config
         self.process: ForwardProcess = build_process(config.process)
+        self.codec: Codec = build_codec(config, self.process)
         self.network = network if network is not None else build_network(config)
         # The full run configuration (data, training) travels with the weights for provenance.
         self.run_config = run_config
@@ -82,32 +80,12 @@ class DiffusionModel:
         """
         if data.dtype in (torch.float16, torch.bfloat16):
             data = data.float()
-        if self.config.data_kind == "image":
-            return self.process.encode(data)
-        if self.config.data_kind == "flow":
-            norm = self.config.flow
-            if not self.config.periodic:
-                return data / norm.velocity_std  # type: ignore[union-attr]
-            phase, log_speed = velocity_to_phase_amplitude(data, norm.speed_epsilon)  # type: ignore[union-attr]
-            return self.process.project(torch.cat([phase, (log_speed - norm.log_speed_mean) / norm.log_speed_std], 1))  # type: ignore[union-attr]
-        return self.process.project(data)
+        return self.codec.encode(data)
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
         """States to data, and how many values were clipped (images) — angles come back wrapped to [-π, π),
         flows as velocities in the data's units."""
-        if self.config.data_kind == "image":
-            return self.process.decode(states)
-        if self.config.data_kind == "flow":
-            norm = self.config.flow
-            if not self.config.periodic:
-                return states * norm.velocity_std, 0  # type: ignore[union-attr]
-            # Beyond ±MAX_LOG_SPEED_DEVIATIONS standard deviations a log speed is a sampling failure, not a flow;
-            # clipping it keeps exp() finite, and the count reports it as clipped values do for images.
-            amplitude = states[:, 1:2]
-            clipped = int((amplitude.abs() > MAX_LOG_SPEED_DEVIATIONS).sum())
-            log_speed = amplitude.clamp(-MAX_LOG_SPEED_DEVIATIONS, MAX_LOG_SPEED_DEVIATIONS) * norm.log_speed_std + norm.log_speed_mean  # type: ignore[union-attr]
-            return phase_amplitude_to_velocity(states[:, :1], log_speed, norm.speed_epsilon), clipped  # type: ignore[union-attr]
-        return wrap(states), 0
+        return self.codec.decode(states)
 
     # ----- score ------------------------------------------------------------------------
     def score(
@@ -379,21 +357,7 @@ class DiffusionModel:
         """log|det ∂state/∂data| of ``encode`` per sample (N,): D·log a for images on the torus (θ = a·x,
         a = ``KuramotoConfig.phase_range``), 0 for Euclidean images and for angles; for flows, per pixel,
         −log|v| − log(|v| + ε) − log s (phase–amplitude: φ = atan2, a = (log(|v| + ε) − μ)/s) or −2·log σ_v (Euclidean)."""
-        samples = data.shape[0]
-        if self.config.data_kind == "image":
-            if not self.process.periodic:
-                return torch.zeros(samples, dtype=torch.float64)
-            phase_range = self.config.process.phase_range  # type: ignore[union-attr] - a periodic image process is Kuramoto
-            return torch.full((samples,), math.prod(data.shape[1:]) * math.log(phase_range), dtype=torch.float64)
-        if self.config.data_kind == "flow":
-            norm = self.config.flow
-            pixels = math.prod(data.shape[2:])
-            if not self.config.periodic:
-                return torch.full((samples,), -2.0 * pixels * math.log(norm.velocity_std), dtype=torch.float64)  # type: ignore[union-attr]
-            speed = torch.hypot(data[:, 0], data[:, 1]).to(torch.float64)
-            per_pixel = -torch.log(speed) - torch.log(speed + norm.speed_epsilon) - math.log(norm.log_speed_std)  # type: ignore[union-attr]
-            return per_pixel.flatten(1).sum(1).cpu()
-        return torch.zeros(samples, dtype=torch.float64)
+        return self.codec.log_jacobian(data)
 
     @torch.no_grad()
     def forward_then_reverse(

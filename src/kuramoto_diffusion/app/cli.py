@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..errors import UserError
 from ..config import BAD_IMAGE_POLICIES, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..errors import UserError
 from ..processes import PROCESS_NAMES
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 

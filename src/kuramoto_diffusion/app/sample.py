@@ -16,7 +16,7 @@ from torch import Tensor
 from ..data import is_angle_spec, open_flow_source, open_image_source, save_angles
 from ..data.angles import radians_to_user_units, save_array_atomic
 from ..data.flow_generation import save_npz_atomic
-from ..data.images import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
+from ..data.image_io import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
 from ..errors import UserError
 from ..model import DiffusionModel
 from ..processes import KuramotoProcess
@@ -24,7 +24,14 @@ from ..runtime import DistributedContext, init_distributed, launched_by_torchrun
 from ..sampling import Sampler
 from ..stopping import Stopped
 from ..viz.flows import flow_field_grid
-from ..viz.images import angle_density_plot, image_grid, labelled_rows, order_parameter_plot, save_animation, save_image_atomic
+from ..viz.images import (
+    angle_density_plot,
+    image_grid,
+    labelled_rows,
+    order_parameter_plot,
+    save_animation,
+    save_image_atomic,
+)
 from .sample_folder import image_path, sample_to_folder
 from .train import open_training_data
 

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from ..model import DiffusionModel
-from ..stopping import Stopped, signal_name, stop_requests
 from ..runtime import SINGLE_PROCESS, DistributedContext
+from ..stopping import Stopped, signal_name, stop_requests
 from ..viz.images import image_grid, save_image_atomic
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import latest_checkpoint
 from ..config import (
     DataConfig,
     FlowNormalisation,
@@ -26,11 +25,12 @@ from ..config import (
 )
 from ..data import is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source
 from ..errors import UserError
-from ..model import CONFIG_NAME, DiffusionModel, load_run_config
+from ..model import CONFIG_NAME, DiffusionModel
 from ..processes import process_config
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
 from ..training import Trainer
+from ..training.checkpointing import last_run_config
 
 
 @dataclass(frozen=True)
@@ -104,127 +104,7 @@ def train(request: TrainRequest) -> DiffusionModel:
 
 
 def _train(request: TrainRequest, context: DistributedContext, device: torch.device) -> DiffusionModel:
-    if request.resume:
-        checkpoint = latest_checkpoint(request.out)
-        if checkpoint is None:
-            raise UserError(f"{request.out}: no complete checkpoint to resume from; run without --resume to start")
-        _, saved = load_run_config(checkpoint / CONFIG_NAME)
-        if saved is None or saved.data is None:
-            raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
-        if request.data is not None and request.data != saved.data.source:
-            raise UserError(
-                f"{request.out} was trained on {saved.data.source!r}, not {request.data!r}; drop --data when resuming "
-                "(or start a new run with --init-from to fine-tune on other data)"
-            )
-        source = open_training_data(saved.data)
-        trainer = Trainer.resume(request.out, source, train_steps=request.train_steps, device=device, quiet=request.quiet,
-                                 context=context, grad_accum=request.grad_accum)
-        if trainer.step >= request.train_steps and not request.quiet:
-            print(f"{request.out} is already at step {trainer.step} ≥ --train-steps {request.train_steps}; nothing to do")
-    else:
-        channels = None if request.channels == "auto" else int(request.channels)
-        data_spec = request.data if request.data is not None else "textures"
-        angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
-        process_name = request.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
-        check_process_fits_data(process_name, angles=angles, flows=flows)
-        # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
-        neighbourhood = request.neighbourhood if request.neighbourhood is not None else 4 if flows else 5
-        if request.context_frames and not flows:
-            raise UserError("--context-frames (forecasting) needs flow data: --data flows:PATH")
-        if request.flow_networks is not None and not flows:
-            raise UserError("--flow-networks is for flow models (--data flows:PATH)")
-        if request.flow_networks == "split" and process_name != "phase-amplitude":
-            raise UserError("--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network")
-        if flows:
-            if request.classes:
-                raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
-            source = open_flow_source(data_spec, split="train", seed=request.seed)
-            if request.context_frames >= min(source.frame_counts):
-                raise UserError(
-                    f"{data_spec}: --context-frames {request.context_frames} needs trajectories of at least "
-                    f"{request.context_frames + 1} frames, and the shortest has {min(source.frame_counts)}; use fewer context frames"
-                )
-            data = DataConfig(source=data_spec, image_size=source.size, channels=2, flip=False, seed=request.seed)
-        elif angles:
-            check_angle_training_options(process_name, request.classes)
-            source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
-            data = DataConfig(source=data_spec, image_size=0, channels=source.dims, seed=request.seed, degrees=request.degrees)
-        else:
-            source = open_image_source(
-                data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
-                classes=request.classes, lazy=request.lazy,
-            )
-            data = DataConfig(source=data_spec, image_size=request.image_size, channels=source.channels, seed=request.seed,
-                              on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy)
-        class_names = source.class_names if request.classes else ()
-        training = TrainConfig(
-            train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
-            precision=request.precision, compile=request.compile, draws=request.draws,
-            objective=request.objective, window=request.window, anchor=request.anchor,
-            forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance, lr=request.lr, ema_decay=request.ema_decay, fit_prior=not request.no_fit_prior,
-            checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
-            sample_every=request.sample_every, seed=request.seed, on_nonfinite=request.on_nan, class_dropout=request.class_dropout,
-        )
-        pretrained = DiffusionModel.from_pretrained(request.init_from) if request.init_from else None
-        if pretrained is not None:
-            model_config = pretrained.config
-            if model_config.class_names != class_names:
-                raise UserError(
-                    f"{request.init_from}: the model's classes ({', '.join(model_config.class_names) or 'none'}) differ from the "
-                    f"data's ({', '.join(class_names) or 'none'}); fine-tune on data with the same classes"
-                )
-            if angles and (model_config.data_kind, model_config.channels) != ("angle", source.dims):
-                raise UserError(
-                    f"{request.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
-                    f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
-                )
-            if flows and (model_config.data_kind, model_config.image_size, model_config.context_frames) != (
-                "flow", source.size, request.context_frames
-            ):
-                raise UserError(
-                    f"{request.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px with "
-                    f"{model_config.context_frames} context frame(s) but the data is flows at {source.size} px and "
-                    f"--context-frames is {request.context_frames}; fine-tune a flow model of the same size and context"
-                )
-            if not angles and not flows and (model_config.channels != source.channels or model_config.image_size != request.image_size):
-                raise UserError(
-                    f"{request.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
-                    f"the data has {source.channels} at {request.image_size} px; match --channels and --image-size"
-                )
-            training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
-        else:
-            if request.phase_range is not None and (angles or flows):
-                raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
-            process = process_config(
-                process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-                phase_range=None if request.phase_range is None else request.phase_range * math.pi,
-            )
-            if flows:
-                normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
-                model_config = flow_model_config(process, source.size, normalisation, request.preset,
-                                                 context_frames=request.context_frames, networks=request.flow_networks)
-            elif angles:
-                model_config = angle_model_config(process, source.dims, request.preset)
-            else:
-                # --padding circular makes the whole model periodic in space (coupling and network), so that
-                # samples tile seamlessly; otherwise the network pads with zeros.
-                padding_mode = "circular" if request.padding == "circular" else "zeros"
-                model_config = image_model_config(
-                    process, source.channels, request.image_size, request.preset, class_names=class_names,
-                    padding_mode=padding_mode,
-                )
-        run_config = RunConfig(model=model_config, data=data, training=training)
-        trainer = Trainer(run_config, source, request.out, device=device, quiet=request.quiet, context=context)
-        if pretrained is not None:
-            trainer.initialise_from(pretrained)
-        trainer.start()
-        report = trainer.prior_report
-        if report is not None and not request.quiet:
-            gaps = ", ".join(f"{gap:.3f}" for gap in report.moment_gaps)
-            print(
-                f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
-                f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
-            )
+    trainer = _resumed_trainer(request, context, device) if request.resume else _new_trainer(request, context, device)
     try:
         model = trainer.train()
     except Stopped as stop:
@@ -235,6 +115,132 @@ def _train(request: TrainRequest, context: DistributedContext, device: torch.dev
         example = {"angle": "samples.csv", "flow": "samples.npz"}.get(trainer.config.model.data_kind, "samples.png")
         print(f"sample with: kuramoto-diffusion sample --checkpoint {request.out} --num 16 --out {example}")
     return model
+
+
+def _resumed_trainer(request: TrainRequest, context: DistributedContext, device: torch.device) -> Trainer:
+    """The Trainer of ``request.out`` at its last complete checkpoint, on the data it was trained on."""
+    checkpoint, saved = last_run_config(request.out)
+    if saved.data is None:
+        raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
+    if request.data is not None and request.data != saved.data.source:
+        raise UserError(
+            f"{request.out} was trained on {saved.data.source!r}, not {request.data!r}; drop --data when resuming "
+            "(or start a new run with --init-from to fine-tune on other data)"
+        )
+    source = open_training_data(saved.data)
+    trainer = Trainer.resume(request.out, source, train_steps=request.train_steps, device=device, quiet=request.quiet,
+                             context=context, grad_accum=request.grad_accum)
+    if trainer.step >= request.train_steps and not request.quiet:
+        print(f"{request.out} is already at step {trainer.step} ≥ --train-steps {request.train_steps}; nothing to do")
+    return trainer
+
+
+def _new_trainer(request: TrainRequest, context: DistributedContext, device: torch.device) -> Trainer:
+    """A started Trainer for a new run (fresh or fine-tuned from ``init_from``): the data decides the model's shape."""
+    channels = None if request.channels == "auto" else int(request.channels)
+    data_spec = request.data if request.data is not None else "textures"
+    angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
+    process_name = request.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
+    check_process_fits_data(process_name, angles=angles, flows=flows)
+    # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
+    neighbourhood = request.neighbourhood if request.neighbourhood is not None else 4 if flows else 5
+    if request.context_frames and not flows:
+        raise UserError("--context-frames (forecasting) needs flow data: --data flows:PATH")
+    if request.flow_networks is not None and not flows:
+        raise UserError("--flow-networks is for flow models (--data flows:PATH)")
+    if request.flow_networks == "split" and process_name != "phase-amplitude":
+        raise UserError("--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network")
+    if flows:
+        if request.classes:
+            raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
+        source = open_flow_source(data_spec, split="train", seed=request.seed)
+        if request.context_frames >= min(source.frame_counts):
+            raise UserError(
+                f"{data_spec}: --context-frames {request.context_frames} needs trajectories of at least "
+                f"{request.context_frames + 1} frames, and the shortest has {min(source.frame_counts)}; use fewer context frames"
+            )
+        data = DataConfig(source=data_spec, image_size=source.size, channels=2, flip=False, seed=request.seed)
+    elif angles:
+        check_angle_training_options(process_name, request.classes)
+        source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
+        data = DataConfig(source=data_spec, image_size=0, channels=source.dims, seed=request.seed, degrees=request.degrees)
+    else:
+        source = open_image_source(
+            data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
+            classes=request.classes, lazy=request.lazy,
+        )
+        data = DataConfig(source=data_spec, image_size=request.image_size, channels=source.channels, seed=request.seed,
+                          on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy)
+    class_names = source.class_names if request.classes else ()
+    training = TrainConfig(
+        train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
+        precision=request.precision, compile=request.compile, draws=request.draws,
+        objective=request.objective, window=request.window, anchor=request.anchor,
+        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance, lr=request.lr, ema_decay=request.ema_decay, fit_prior=not request.no_fit_prior,
+        checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
+        sample_every=request.sample_every, seed=request.seed, on_nonfinite=request.on_nan, class_dropout=request.class_dropout,
+    )
+    pretrained = DiffusionModel.from_pretrained(request.init_from) if request.init_from else None
+    if pretrained is not None:
+        model_config = pretrained.config
+        if model_config.class_names != class_names:
+            raise UserError(
+                f"{request.init_from}: the model's classes ({', '.join(model_config.class_names) or 'none'}) differ from the "
+                f"data's ({', '.join(class_names) or 'none'}); fine-tune on data with the same classes"
+            )
+        if angles and (model_config.data_kind, model_config.channels) != ("angle", source.dims):
+            raise UserError(
+                f"{request.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
+                f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
+            )
+        if flows and (model_config.data_kind, model_config.image_size, model_config.context_frames) != (
+            "flow", source.size, request.context_frames
+        ):
+            raise UserError(
+                f"{request.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px with "
+                f"{model_config.context_frames} context frame(s) but the data is flows at {source.size} px and "
+                f"--context-frames is {request.context_frames}; fine-tune a flow model of the same size and context"
+            )
+        if not angles and not flows and (model_config.channels != source.channels or model_config.image_size != request.image_size):
+            raise UserError(
+                f"{request.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
+                f"the data has {source.channels} at {request.image_size} px; match --channels and --image-size"
+            )
+        training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
+    else:
+        if request.phase_range is not None and (angles or flows):
+            raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
+        process = process_config(
+            process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi,
+        )
+        if flows:
+            normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
+            model_config = flow_model_config(process, source.size, normalisation, request.preset,
+                                             context_frames=request.context_frames, networks=request.flow_networks)
+        elif angles:
+            model_config = angle_model_config(process, source.dims, request.preset)
+        else:
+            # --padding circular makes the whole model periodic in space (coupling and network), so that
+            # samples tile seamlessly; otherwise the network pads with zeros.
+            padding_mode = "circular" if request.padding == "circular" else "zeros"
+            model_config = image_model_config(
+                process, source.channels, request.image_size, request.preset, class_names=class_names,
+                padding_mode=padding_mode,
+            )
+    run_config = RunConfig(model=model_config, data=data, training=training)
+    trainer = Trainer(run_config, source, request.out, device=device, quiet=request.quiet, context=context)
+    if pretrained is not None:
+        trainer.initialise_from(pretrained)
+    trainer.start()
+    report = trainer.prior_report
+    if report is not None and not request.quiet:
+        gaps = ", ".join(f"{gap:.3f}" for gap in report.moment_gaps)
+        print(
+            f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
+            f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
+        )
+    return trainer
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

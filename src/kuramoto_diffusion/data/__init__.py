@@ -21,8 +21,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..config import BAD_IMAGE_POLICIES
 from ..errors import UserError
-from .flows import FLOW_PREFIX, FlowSource, is_flow_spec, open_flow_source
 from .angles import (
     ANGLE_EXTENSIONS,
     AngleFileSource,
@@ -35,8 +35,10 @@ from .angles import (
 )
 from .cifar import Cifar10Source, is_cifar_path, read_cifar10_binary
 from .fingerprints import FingerprintSource, synthesize_fingerprint
+from .flows import FLOW_PREFIX, FlowSource, is_flow_spec, open_flow_source
+from .image_io import IMAGE_EXTENSIONS
+from .images import ImageFolderSource, InMemoryImageSource
 from .lazy_folder import LazyImageFolderSource
-from .images import BAD_IMAGE_POLICIES, IMAGE_EXTENSIONS, ImageFolderSource, InMemoryImageSource
 from .textures import TextureSource
 
 DATA_CHOICES = ("textures", "fingerprints")  # embedded sets

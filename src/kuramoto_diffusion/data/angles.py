@@ -32,7 +32,7 @@ from torch import Tensor
 from ..circular import TWO_PI, wrap
 from ..config import ANGLE_PREFIX, TORUS_PREFIX, is_angle_spec
 from ..errors import UserError
-from .images import check_split, check_val_fraction, split_indices
+from .splits import check_split, check_val_fraction, split_indices
 from .torus import TORUS_DENSITIES, TorusDensity, open_torus_source
 
 ANGLE_EXTENSIONS = (".npy", ".csv")

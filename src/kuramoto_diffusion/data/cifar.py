@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .images import InMemoryImageSource, check_channels, check_image_size, check_split, convert_channels, resize_uint8
+from .image_io import check_channels, check_image_size, convert_channels, resize_uint8
+from .images import InMemoryImageSource
+from .splits import check_split
 
 CIFAR_SIDE = 32
 RECORD_BYTES = 1 + 3 * CIFAR_SIDE * CIFAR_SIDE  # label + RGB planes = 3073

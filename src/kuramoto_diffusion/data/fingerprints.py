@@ -33,15 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .images import (
-    InMemoryImageSource,
-    check_channels,
-    check_image_size,
-    check_split,
-    check_val_fraction,
-    resize_uint8,
-    split_counts,
-)
+from .image_io import check_channels, check_image_size, resize_uint8
+from .images import InMemoryImageSource
+from .splits import check_split, check_val_fraction, split_counts
 
 # Bump when the synthesizer changes, so that stale disk caches are not reused.
 SYNTHESIZER_VERSION = 2

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 from ..errors import UserError
+from ..serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 from .navier_stokes import FORCINGS, NavierStokes2D, check_grid_size, forcing_field, random_vorticity
 
 FORMAT = "kuramoto-diffusion-flows/1"

@@ -30,17 +30,15 @@ import torch
 from torch import Tensor
 
 from ..config import FLOW_PREFIX, is_flow_spec
-from ..serialization import read_json
 from ..errors import UserError
+from ..serialization import read_json
 from .flow_generation import METADATA_NAME
-from .images import check_split, check_val_fraction, split_counts, split_indices
+from .splits import check_split, check_val_fraction, split_counts, split_indices
 
 NPZ_EXTENSIONS = (".npz",)
 HDF5_EXTENSIONS = (".h5", ".hdf5")
 PDEARENA_DATASETS = ("vx", "vy")
 PDEARENA_GROUPS = ("train", "valid", "test")
-
-
 
 
 def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0) -> "FlowSource":
@@ -49,8 +47,6 @@ def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0
     if not path:
         raise UserError("flows: needs a path, e.g. flows:data/flows (a folder written by 'flows generate')")
     return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed)
-
-
 
 
 class _Trajectory:

@@ -24,24 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..serialization import choice_check, write_json_atomic
+from ..config import BAD_IMAGE_POLICIES
 from ..errors import UserError
-from .images import (
-    BAD_IMAGE_POLICIES,
+from ..serialization import choice_check, write_json_atomic
+from .image_io import (
     check_channels,
     check_image_size,
-    check_split,
-    check_val_fraction,
-    crop_batch,
-    draw_crop_picks,
     find_image_files,
     folder_classes,
     folder_labels,
     image_is_colour,
     list_folder_images,
     read_image_at_least,
-    split_indices,
 )
+from .images import crop_batch, draw_crop_picks
+from .splits import check_split, check_val_fraction, split_indices
 
 INDEX_VERSION = 1
 PROBED_FILES = 256

@@ -21,15 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .images import (
-    InMemoryImageSource,
-    check_channels,
-    check_image_size,
-    check_split,
-    check_val_fraction,
-    convert_channels,
-    resize_uint8,
-)
+from .image_io import check_channels, check_image_size, convert_channels, resize_uint8
+from .images import InMemoryImageSource
+from .splits import check_split, check_val_fraction
 
 TEXTURE_PHOTOS = ("brick", "grass", "gravel")
 LARGEST_TEXTURE_SIZE = 512

@@ -160,6 +160,7 @@ def _kde_log_density(points: Tensor, centres: Tensor, kappa: Tensor, *, chunk_si
 _CV_OCTAVES = tuple(range(-4, 2))
 _CV_REFINEMENTS = (0.5, 0.25)
 
+
 def select_bandwidth(samples: Tensor, bandwidth: float | tuple[float, float] | str | None = None,
                      *, cv_points: int = 1000, seed: int = 0, chunk_size: int = 512) -> Tensor:
     """The KDE bandwidth (h₁, h₂) in radians, float64.

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..circular import IMAGE_PHASE_RANGE
 from ..errors import UserError
 
 Step = int | Tensor
@@ -284,7 +285,7 @@ class ForwardProcess(ABC):
     def order_phases(self, x: Tensor) -> Tensor:
         """The phases whose order parameter R(t) the samplers record: periodic states as they are;
         Euclidean states read as image phases (0.9π·x), still a useful coarse-to-fine indicator."""
-        return x if self.periodic else x * (0.9 * torch.pi)
+        return x if self.periodic else x * IMAGE_PHASE_RANGE
 
     @abstractmethod
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .base import ForwardProcess, resolve_config, ScoreFn, Step
+from .base import ForwardProcess, ScoreFn, Step, resolve_config
 from .schedules import vp_cumulative_beta
 
 

@@ -35,9 +35,9 @@ from ..circular import (
     wrapped_normal_log_prob,
     wrapped_normal_score,
 )
-from ..serialization import choice_check
 from ..errors import UserError
-from .base import ForwardProcess, resolve_config, Step
+from ..serialization import choice_check
+from .base import ForwardProcess, Step, resolve_config
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule
 
 COUPLINGS = ("global", "local")

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from ..circular import wrap
-from ..serialization import choice_check
 from ..errors import UserError
+from ..serialization import choice_check
 from .base import ForwardProcess, ScoreFn, Step, resolve_config
 from .euclidean import EuclideanConfig, EuclideanVPProcess
 from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean

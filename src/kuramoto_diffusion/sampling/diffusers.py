@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..serialization import config_from_dict, config_to_dict
 from ..errors import UserError
 from ..nets.score import ScoreNetwork
 from ..processes import ForwardProcess, KuramotoConfig
+from ..serialization import config_from_dict, config_to_dict
 from .scheduler import KuramotoScheduler, SchedulerConfig
 
 try:

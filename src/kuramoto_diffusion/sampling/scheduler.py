@@ -37,10 +37,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..serialization import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
 from ..errors import UserError
 from ..processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
 from ..processes.base import ScoreFn
+from ..serialization import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
 from .sweep import reverse_sde_step, sweep_grid
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"

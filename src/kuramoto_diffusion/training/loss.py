@@ -57,8 +57,8 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..processes import ForwardProcess
 from ..nets.score import ScoreNetwork
+from ..processes import ForwardProcess
 
 DEFAULT_MARKOV_WINDOW = 10  # the best window on the 2-torus benchmark at T = 100 (BENCHMARKS.md)
 
@@ -173,6 +173,29 @@ def resolve_anchor(objective: str, anchor: int, window: int, process: ForwardPro
     if uses_linearised_kernel(objective) and window >= process.steps:
         return process.steps
     return anchor
+
+
+def window_strides(t_start: Tensor, steps: int, window: int, generator: torch.Generator | None) -> Tensor:
+    """The DSM window's strides: h uniform in 1 … min(window, T − s) for each start step s, so that every query
+    step 1 … T is trained."""
+    room = torch.clamp(steps - t_start, max=window)
+    uniform = torch.rand(t_start.shape, generator=generator, device=t_start.device)
+    return 1 + (uniform * room).long()
+
+
+def drop_conditions(
+    conditions: Tensor | None, probability: float, generator: torch.Generator | None, *, null_label: int | None
+) -> Tensor | None:
+    """Each row's condition replaced, with ``probability``, by "no condition": the label ``null_label`` for
+    class labels (B,), or all zeros for context features (``null_label=None``). So the same network also learns
+    the unconditional score that classifier-free guidance needs."""
+    if conditions is None:
+        return None
+    rows = conditions.shape[0]
+    dropped = torch.rand((rows,), generator=generator, device=conditions.device) < probability
+    if null_label is None:
+        return torch.where(dropped.reshape(rows, *([1] * (conditions.dim() - 1))), 0.0, conditions)
+    return torch.where(dropped, null_label, conditions)
 
 
 def kernel_noise(

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -22,27 +20,25 @@ from typing import Any, NamedTuple, NoReturn, Protocol
 import torch
 from torch import Tensor
 
-from ..checkpoint import (
-    COMPLETE_MARKER,
-    checkpoint_name,
-    commit_directory,
-    latest_checkpoint,
-    load_module_weights,
-    load_tensors,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    prune_checkpoints,
-    save_tensors,
-)
-from ..serialization import write_json_atomic
-from ..errors import UserError
-from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, DiffusionModel, load_run_config, run_config_dict
-from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
+from ..checkpoint import checkpoint_name, latest_checkpoint, prune_checkpoints
 from ..config import RunConfig
+from ..errors import UserError
+from ..model import CONFIG_NAME, DiffusionModel, run_config_dict
+from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
+from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
+from ..serialization import write_json_atomic
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
-from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
+from .checkpointing import (
+    TrainingState,
+    check_free_space,
+    check_writable,
+    last_run_config,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .loss import (
+    drop_conditions,
     kernel_noise,
     resolve_anchor,
     resolve_objective,
@@ -50,6 +46,7 @@ from .loss import (
     score_matching_loss,
     uses_antithetic_draws,
     uses_propagated_scores,
+    window_strides,
 )
 
 
@@ -219,8 +216,8 @@ class Trainer:
                     raise UserError(
                         f"{self.run_dir}: already holds checkpoints; pass resume=True to continue it or choose another run_dir"
                     )
-                _check_writable(self.run_dir)
-                _check_free_space(self.run_dir, self.checkpoint_bytes())
+                check_writable(self.run_dir)
+                check_free_space(self.run_dir, self.checkpoint_bytes())
             if self.train_config.fit_prior:
                 self.fit_prior()  # the same on every rank: same seeds, same data
             if main:
@@ -275,13 +272,7 @@ class Trainer:
 
         Every process loads the same checkpoint; the number of processes may differ from the saved run's.
         """
-        run_dir = Path(run_dir)
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
-        _, run_config = load_run_config(checkpoint / CONFIG_NAME)
-        if run_config is None or run_config.training is None:
-            raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
+        checkpoint, run_config = last_run_config(run_dir)
         if train_steps is not None:
             run_config = dataclasses.replace(
                 run_config, training=dataclasses.replace(run_config.training, train_steps=train_steps)
@@ -320,10 +311,7 @@ class Trainer:
                 x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
         if propagated:  # one exact step; the history is in the estimate
             return StartingStates(x_start, t_start, torch.ones_like(t_start), labels, estimates)
-        # DSM window: stride uniform in 1 … min(h, T − s), so every query step 1 … T is trained.
-        room = torch.clamp(steps - t_start, max=self.window)
-        uniform = torch.rand(t_start.shape, generator=self.noise_generator, device=self.device)
-        stride = 1 + (uniform * room).long()
+        stride = window_strides(t_start, steps, self.window, self.noise_generator)
         if self.anchor:
             x_start, t_start, stride, labels = self._anchor_early_queries(x_start, t_start, stride, labels)
         return StartingStates(x_start, t_start, stride, labels, None)
@@ -349,16 +337,10 @@ class Trainer:
         return x_start, t_start, stride, labels
 
     def drop_conditions(self, conditions: Tensor | None) -> Tensor | None:
-        """Replace each class label by the "no class" label, or each forecasting context by all zeros ("no
-        context"), with probability class_dropout, so the same network also learns the unconditional score
-        that classifier-free guidance needs."""
-        if conditions is None:
-            return None
-        rows = conditions.shape[0]
-        dropped = torch.rand((rows,), generator=self.noise_generator, device=conditions.device) < self.train_config.class_dropout
-        if self.config.model.context_frames:
-            return torch.where(dropped.reshape(rows, *([1] * (conditions.dim() - 1))), 0.0, conditions)
-        return torch.where(dropped, len(self.config.model.class_names), conditions)
+        """``loss.drop_conditions`` with this run's dropout: class labels become the "no class" label, forecasting
+        contexts all zeros."""
+        null_label = None if self.config.model.context_frames else len(self.config.model.class_names)
+        return drop_conditions(conditions, self.train_config.class_dropout, self.noise_generator, null_label=null_label)
 
     def train_step(self) -> float | None:
         """One optimiser step; returns the loss, or None when a non-finite step was skipped.
@@ -540,83 +522,28 @@ class Trainer:
         for name, network in (("weights", self.model.network), ("EMA weights", self.ema_network)):
             if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
                 raise TrainingDiverged(self._diverged_message(f"the {name} are NaN or infinite at step {self.step}"))
-        folder = self.run_dir / "checkpoints"
-        final = folder / checkpoint_name(self.step)
-        temporary = folder / f".tmp-{final.name}"
         try:
-            self._write_checkpoint(folder, temporary, final)
+            final = write_checkpoint(self.run_dir, self.step, self.training_state(),
+                                     run_config_dict(self.config.model, self.config))
         except OSError as error:
-            shutil.rmtree(temporary, ignore_errors=True)  # never leave half a checkpoint taking the space
             last = latest_checkpoint(self.run_dir)
             kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
             raise UserError(
-                f"{error.filename or final}: cannot write the checkpoint ({error.strerror or error}); {kept}; "
+                f"{error.filename or self.run_dir}: cannot write the checkpoint ({error.strerror or error}); {kept}; "
                 "free some space or fix the permissions, then continue with resume=True"
             ) from None
         self.checkpointed_step = self.step
         prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
         return final
 
-    def _write_checkpoint(self, folder: Path, temporary: Path, final: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        save_tensors(self.model.network.state_dict(), temporary / WEIGHTS_NAME)
-        save_tensors(self.ema_network.state_dict(), temporary / EMA_WEIGHTS_NAME)
-        optimizer_tensors, optimizer_meta = optimizer_to_tensors(self.optimizer)
-        save_tensors(optimizer_tensors, temporary / "optimizer.safetensors")
-        trainer_tensors = {
-            "rng.data": self.data_generator.get_state(),
-            "rng.noise": self.noise_generator.get_state(),
-            "rng.global": torch.get_rng_state(),
-        }
-        if self.pool is not None:
-            trainer_tensors.update({f"pool.{k}": v for k, v in self.pool.state_dict().items()})
-        if self.scaler.is_enabled():
-            trainer_tensors.update({f"scaler.{k}": torch.as_tensor(v) for k, v in self.scaler.state_dict().items()
-                                    if isinstance(v, (int, float))})
-        save_tensors(trainer_tensors, temporary / "trainer.safetensors")
-        write_json_atomic(temporary / CONFIG_NAME, run_config_dict(self.config.model, self.config))
-        # state.json is written last: its presence marks the checkpoint as complete.
-        write_json_atomic(temporary / COMPLETE_MARKER, {"step": self.step, "optimizer": optimizer_meta})
-        commit_directory(temporary, final)
+    def training_state(self) -> TrainingState:
+        """What a checkpoint saves of this trainer (the live objects: reading a checkpoint restores them)."""
+        return TrainingState(self.model.network, self.ema_network, self.optimizer, self.data_generator,
+                             self.noise_generator, self.pool, self.scaler)
 
     def load_checkpoint(self, checkpoint: Path) -> None:
         """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""
-        load_module_weights(self.model.network, checkpoint / WEIGHTS_NAME)
-        load_module_weights(self.ema_network, checkpoint / EMA_WEIGHTS_NAME)
-        state = json.loads((checkpoint / COMPLETE_MARKER).read_text())
-        optimizer_from_tensors(self.optimizer, load_tensors(checkpoint / "optimizer.safetensors"), state["optimizer"])
-        tensors = load_tensors(checkpoint / "trainer.safetensors")
-        self.data_generator.set_state(tensors["rng.data"])
-        self.noise_generator.set_state(tensors["rng.noise"])
-        torch.set_rng_state(tensors["rng.global"])
-        if self.pool is not None:
-            self.pool.load_state_dict({k.removeprefix("pool."): v for k, v in tensors.items() if k.startswith("pool.")})
-        scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
-        if self.scaler.is_enabled() and scaler_state:
-            self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
-        self.step = self.checkpointed_step = int(state["step"])
-
-
-def _check_writable(folder: Path) -> None:
-    probe = folder / ".write-test"
-    try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{folder}: cannot write there ({error.strerror}); choose another run_dir") from None
-
-
-def _check_free_space(folder: Path, checkpoint_bytes: int) -> None:
-    """Refuse to start when the disk cannot hold two checkpoints (one is written before the old is pruned)."""
-    needed = 2 * checkpoint_bytes
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise UserError(
-            f"{folder}: only {free / 2**20:.1f} MiB free, but a checkpoint takes about {checkpoint_bytes / 2**20:.1f} MiB "
-            f"and two must fit; free some space or choose another run_dir"
-        )
+        self.step = self.checkpointed_step = read_checkpoint(checkpoint, self.training_state())
 
 
 def _summary_writer(folder: Path):  # noqa: ANN202 - SummaryWriter or None

@@ -13,11 +13,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..circular import order_parameter
+from ..circular import IMAGE_PHASE_RANGE, order_parameter
 from ..codecs import to_uint8
 from ..processes import ForwardProcess
-
-
 
 
 def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, upscale: int = 1) -> Image.Image:
@@ -141,7 +139,7 @@ def forward_figure(
         rows.append((f"{name}\nt = {steps_label}", strip))
         phases = trajectory[:, images.shape[0] :]
         if not process.periodic:
-            phases = phases * (0.9 * math.pi)  # the same phase reading as images, for comparison
+            phases = phases * IMAGE_PHASE_RANGE  # the same phase reading as images, for comparison
         r = order_parameter_curve(phases)
         curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
     plot = order_parameter_plot(curves, "order parameter R(t) along the forward process")

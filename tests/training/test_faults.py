@@ -32,7 +32,7 @@ from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 from kuramoto_diffusion.training import trainer as trainer_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
 
 

@@ -21,7 +21,7 @@ from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.sampling.sweep import sweep_grid
 from kuramoto_diffusion.sampling.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 12
 PROCESS = KuramotoConfig(coupling="local", neighbourhood=3, steps=STEPS)
 SHAPE = (2, 1, 6, 6)

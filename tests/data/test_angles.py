@@ -17,7 +17,7 @@ from kuramoto_diffusion.data import AngleFileSource, open_angle_source, open_ima
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.config import DataConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def independent_radians(degrees: np.ndarray) -> np.ndarray:

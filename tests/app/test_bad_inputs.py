@@ -5,7 +5,7 @@ imported the package once, ``cli_runner.ForkingCLI``) and checks the outcome:
 an error exits 2 with exactly one line on stderr that contains the expected words, shows no
 Python traceback and leaves no output file behind; an accepted input exits 0 and writes its
 output (a skipped file adds one warning line). ``docs/robustness.md`` is generated from CASES
-(``python tests/test_bad_inputs.py``), and a test keeps it current.
+(``python tests/app/test_bad_inputs.py``), and a test keeps it current.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import dataclasses
 import json
 import pickle
 import struct
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cli_runner import ForkingCLI, shared_cli
+if __name__ == "__main__":  # run as a script: the shared helpers are one folder up (tests/conftest.py does it for pytest)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cli_runner import ForkingCLI, shared_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "robustness.md"
 
 
@@ -498,7 +501,7 @@ def robustness_markdown() -> str:
     lines = [
         "# Robustness: what each command does with bad input",
         "",
-        "Generated from `tests/test_bad_inputs.py` (`python tests/test_bad_inputs.py`); the test suite",
+        "Generated from `tests/app/test_bad_inputs.py` (`python tests/app/test_bad_inputs.py`); the test suite",
         "fails when this file and the tests disagree. Every row is run through the real command line",
         "in its own process. An **error** exits with status 2 and exactly one line on stderr (no Python",
         "traceback unless `--debug`) and leaves no output behind; **accepted** exits 0 and writes its",
@@ -529,14 +532,14 @@ def robustness_markdown() -> str:
         "- SIGTERM or SIGINT (Ctrl-C) during `train` finishes the step, writes a checkpoint, prints",
         "  one line naming the step and how to continue, and exits with 143 or 130; under torchrun",
         "  every process stops after the same step. `sample --out-dir` stops after its current chunk.",
-        "  Signals sent while that checkpoint is written are ignored (tests/test_stopping.py).",
+        "  Signals sent while that checkpoint is written are ignored (tests/training/test_stopping.py).",
         "",
     ]
     return "\n".join(lines)
 
 
 def test_robustness_doc_is_current() -> None:
-    assert DOC.read_text() == robustness_markdown(), "run: python tests/test_bad_inputs.py"
+    assert DOC.read_text() == robustness_markdown(), "run: python tests/app/test_bad_inputs.py"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from kuramoto_diffusion.data import (
     synthesize_fingerprint,
 )
 from kuramoto_diffusion.data.fingerprints import print_seed
-from kuramoto_diffusion.data.images import read_image
+from kuramoto_diffusion.data.image_io import read_image
 from kuramoto_diffusion.errors import UserError
 
 def noise_image(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:

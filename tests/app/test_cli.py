@@ -103,7 +103,7 @@ def test_inpaint_keeps_known_pixels_and_edit_takes_an_image_file(trained_run, tm
     run("sample", "--checkpoint", str(trained_run), "--inpaint", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"),
         "--num", "2", "--nfe", "4", "--resample", "2", "--out", str(tmp_path / "filled.png"),
         "--out-dir", str(tmp_path / "filled"), "--quiet", "--device", "cpu")
-    from kuramoto_diffusion.data.images import read_image_for_model, read_mask_for_model
+    from kuramoto_diffusion.data.image_io import read_image_for_model, read_mask_for_model
 
     image, dims = read_image_for_model(tmp_path / "image.png", 16, 1)
     known = read_mask_for_model(tmp_path / "mask.png", 16, tmp_path / "image.png", dims)[0, 0] == 0
