@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import is_angle_spec, open_flow_source, open_image_source, save_angles
+from ..data import is_angle_spec, open_flow_source, open_image_source, open_source, save_angles
 from ..data.angles import radians_to_user_units, save_array_atomic
 from ..data.flow_generation import save_npz_atomic
 from ..data.image_io import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
@@ -33,7 +33,6 @@ from ..viz.images import (
     save_image_atomic,
 )
 from .sample_folder import image_path, sample_to_folder
-from .train import open_training_data
 
 
 @dataclass(frozen=True)
@@ -257,7 +256,7 @@ def sample_flows(request: SampleRequest, model: DiffusionModel, generator: torch
     real: Tensor | None = None
     if request.out_plot is not None and data is not None:
         # Opened before sampling, so that moved training data fails fast.
-        real = open_training_data(data, split="all").fixed_batch(min(request.num, 4), seed=request.seed)
+        real = open_source(data, split="all").fixed_batch(min(request.num, 4), seed=request.seed)
     result = model.sample(request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size,
                           guidance=request.guidance)
     velocity, clipped = model.decode(result.states)
@@ -319,7 +318,7 @@ def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torc
     real: np.ndarray | None = None
     if request.out_plot is not None and data is not None and is_angle_spec(data.source):
         # Opened before sampling, so that a moved training file fails fast.
-        real = radians_to_user_units(open_training_data(data).fixed_batch(request.num, seed=request.seed), degrees=degrees)
+        real = radians_to_user_units(open_source(data).fixed_batch(request.num, seed=request.seed), degrees=degrees)
     result = model.sample(
         request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size, **guided,
     )

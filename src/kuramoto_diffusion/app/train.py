@@ -23,7 +23,7 @@ from ..config import (
     flow_model_config,
     image_model_config,
 )
-from ..data import is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source
+from ..data import is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source, open_source
 from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel
 from ..processes import process_config
@@ -81,17 +81,6 @@ class TrainRequest:
     quiet: bool = False
 
 
-def open_training_data(data: DataConfig, split: str = "train"):  # noqa: ANN201 - an ImageSource, AngleSource or FlowSource
-    if is_flow_spec(data.source):
-        return open_flow_source(data.source, split=split, val_fraction=data.val_fraction, seed=data.seed)
-    if is_angle_spec(data.source):
-        return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction, seed=data.seed)
-    return open_image_source(
-        data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
-        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes, lazy=data.lazy,
-    )
-
-
 def train(request: TrainRequest) -> DiffusionModel:
     """Train as ``request`` says and return the trained model (EMA weights); rank 0 alone talks under torchrun."""
     context, device = init_distributed(request.device)
@@ -127,7 +116,7 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
             f"{request.out} was trained on {saved.data.source!r}, not {request.data!r}; drop --data when resuming "
             "(or start a new run with --init-from to fine-tune on other data)"
         )
-    source = open_training_data(saved.data)
+    source = open_source(saved.data)
     trainer = Trainer.resume(request.out, source, train_steps=request.train_steps, device=device, quiet=request.quiet,
                              context=context, grad_accum=request.grad_accum)
     if trainer.step >= request.train_steps and not request.quiet:

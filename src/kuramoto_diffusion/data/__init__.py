@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..config import BAD_IMAGE_POLICIES
+from ..config import BAD_IMAGE_POLICIES, DataConfig
 from ..errors import UserError
 from .angles import (
     ANGLE_EXTENSIONS,
@@ -126,7 +126,21 @@ def open_image_source(
     )
 
 
+def open_source(data: DataConfig, split: str = "train") -> "ImageSource | AngleSource | FlowSource":
+    """The source a run's ``DataConfig`` names (images, angles or flows), at ``split``."""
+    if is_flow_spec(data.source):
+        return open_flow_source(data.source, split=split, val_fraction=data.val_fraction, seed=data.seed)
+    if is_angle_spec(data.source):
+        return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction,
+                                 seed=data.seed)
+    return open_image_source(
+        data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
+        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes, lazy=data.lazy,
+    )
+
+
 __all__ = [
+    "open_source",
     "FLOW_PREFIX",
     "FlowSource",
     "is_flow_spec",

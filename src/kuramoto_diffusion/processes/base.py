@@ -287,9 +287,12 @@ class ForwardProcess(ABC):
         Euclidean states read as image phases (0.9π·x), still a useful coarse-to-fine indicator."""
         return x if self.periodic else x * IMAGE_PHASE_RANGE
 
-    @abstractmethod
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
-        """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning)."""
+        """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning).
+
+        By default the scale σ_{t−1} of the one-step kernel into t (per channel where the process has channels):
+        predicting σ·score gives the one-step DSM target unit variance (SPEC §3)."""
+        return self.transition_scale(t_query - 1, 1, like=like)
 
     @abstractmethod
     def prior_sample(

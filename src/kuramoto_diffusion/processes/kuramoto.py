@@ -305,11 +305,6 @@ class KuramotoProcess(ForwardProcess):
     def decode(self, x: Tensor) -> tuple[Tensor, int]:
         return phase_to_image(x, self.config.phase_range)
 
-    def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
-        # The one-step kernel into t_query has scale σ_{t_query−1}: predicting σ·score gives
-        # the one-step DSM target unit variance (SPEC §3).
-        return self.transition_scale(t_query - 1, 1, like=like)
-
     def prior_sample(
         self,
         shape: tuple[int, ...],

@@ -263,10 +263,6 @@ class PhaseAmplitudeProcess(ForwardProcess):
     def decode(self, x: Tensor) -> tuple[Tensor, int]:
         return self.project(x), 0
 
-    def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
-        # Per channel, the scale of the one-step kernel into t_query (Kuramoto's choice, SPEC §3).
-        return self.transition_scale(t_query - 1, 1, like=like)
-
     def prior_sample(
         self,
         shape: tuple[int, ...],
