@@ -127,7 +127,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, bool, str]]:
         "semicolons": (folder / "semicolons.csv", True, "'30;40' is not a number; the file must hold comma-separated"),
         "header_only": (folder / "header_only.csv", True, "no data rows"),
         "binary": (folder / "binary.csv", True, "not a text file"),
-        "degrees_without_flag": (folder / "degrees.csv", False, "outside [-2π, 2π] radians; if the file holds degrees, pass --degrees"),
+        "degrees_without_flag": (folder / "degrees.csv", False, "outside [-2π, 2π] radians; if the file holds degrees, pass degrees=True"),
         "beyond_a_turn": (folder / "beyond_360.csv", True, "outside [-360, 360] degrees"),
     }
 
@@ -144,14 +144,14 @@ def test_bad_files_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
 def test_specs_that_are_not_angle_files(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="names no file"):
         open_angle_source("angles:")
-    with pytest.raises(UserError, match="drop --degrees"):
+    with pytest.raises(UserError, match="drop degrees=True"):
         open_angle_source("torus:checkerboard", degrees=True)
     with pytest.raises(UserError, match="valid names are"):
         open_angle_source("torus:donut")
     with pytest.raises(UserError, match="angle data is angles:FILE"):
         open_angle_source("textures")
     write_csv(tmp_path / "d.csv", np.zeros((3, 2)), header=None)
-    with pytest.raises(UserError, match="pass --data angles:"):
+    with pytest.raises(UserError, match="pass the data as angles:"):
         open_image_source(str(tmp_path / "d.csv"), 16)
     torus = open_angle_source("torus:wrapped-mixture")
     batch = torus.sample_batch(64, torch.Generator().manual_seed(0))
@@ -161,7 +161,7 @@ def test_specs_that_are_not_angle_files(tmp_path: Path) -> None:
 
 def test_degrees_flag_on_radian_looking_data_warns(tmp_path: Path) -> None:
     write_csv(tmp_path / "rad.csv", np.random.default_rng(1).uniform(-3, 3, (20, 2)), header=None)
-    with pytest.warns(UserWarning, match="drop --degrees"):
+    with pytest.warns(UserWarning, match="drop degrees=True"):
         read_angle_file(tmp_path / "rad.csv", degrees=True)
 
 

@@ -219,7 +219,7 @@ def test_bad_folders_raise_one_line_user_errors_naming_the_culprit(tmp_path, set
     if setup == "missing":
         assert_one_line_user_error(excinfo, str(folder))
     if setup == "too_small":
-        assert_one_line_user_error(excinfo, "30x10", "--image-size 10")
+        assert_one_line_user_error(excinfo, "30x10", "image_size=10")
     if setup in ("zero_byte", "truncated", "garbage"):
         assert_one_line_user_error(excinfo, "remove or replace")
 

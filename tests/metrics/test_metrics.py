@@ -366,7 +366,7 @@ def test_load_inception_without_a_file_explains_how_to_get_one(tmp_path):
         with pytest.raises(UserError) as excinfo:
             load_inception(path)
         message = str(excinfo.value)
-        assert "inception-2015-12-05.pt" in message and "--inception-weights" in message and "\n" not in message
+        assert "inception-2015-12-05.pt" in message and "inception_weights=PATH" in message and "\n" not in message
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"<html>not found</html>")
     with pytest.raises(UserError, match="not a TorchScript model"):

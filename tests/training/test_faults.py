@@ -75,7 +75,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer_module, "save_tensors", disk_fills_up)
     trainer.train_config = TrainConfig(**{**trainer.train_config.__dict__, "train_steps": 20})
-    with pytest.raises(UserError, match="No space left on device.*step-00000010 is kept.*--resume"):
+    with pytest.raises(UserError, match="No space left on device.*step-00000010 is kept.*resume=True"):
         trainer.train()
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["step-00000010"]  # no half-written directory left

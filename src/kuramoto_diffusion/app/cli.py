@@ -363,8 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     prefix = f"kuramoto-diffusion {args.command}"
+    flags = parameter_flags(parser, args.command)
     if not args.debug:
-        warnings.formatwarning = _one_line_warning
+        warnings.formatwarning = one_line_warning(flags)
     if getattr(args, "deterministic", False):
         from ..runtime import use_deterministic_algorithms
 
@@ -384,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         status, message = describe_failure(error)
-        message = flags_for_parameters(message, parameter_flags(parser, args.command))
+        message = flags_for_parameters(message, flags)
         print(f"{prefix}: error: {message}", file=sys.stderr)
         return status
 
@@ -441,8 +442,13 @@ def flags_for_parameters(message: str, flags: dict[str, str]) -> str:
     return message
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
-    return f"kuramoto-diffusion: warning: {message}\n"
+def one_line_warning(flags: dict[str, str]) -> Callable[..., str]:
+    """``warnings.formatwarning`` for the command line: one line, library parameters said as flags."""
+    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                       line: str | None = None) -> str:
+        return f"kuramoto-diffusion: warning: {flags_for_parameters(str(message), flags)}\n"
+
+    return format_warning
 
 
 def _say(args: argparse.Namespace, message: str) -> None:

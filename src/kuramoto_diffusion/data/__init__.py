@@ -116,7 +116,7 @@ def open_image_source(
             )
         raise UserError(f"{path}: no such file or folder; check the path")
     if path.is_file() and path.suffix.lower() in ANGLE_EXTENSIONS:
-        raise UserError(f"{path}: a {path.suffix} file is angle data; pass angles:{spec} as the data (and degrees=True if it holds degrees)")
+        raise UserError(f"{path}: a {path.suffix} file is angle data; pass the data as angles:{spec} (and degrees=True if it holds degrees)")
     if is_cifar_path(path):
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
     folder_source = LazyImageFolderSource if lazy else ImageFolderSource
