@@ -30,6 +30,7 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, build_process
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
+from kuramoto_diffusion.training import checkpointing as checkpointing_module
 from kuramoto_diffusion.training import trainer as trainer_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     trainer.train()
     written = sum(p.stat().st_size for p in (tmp_path / "run" / "checkpoints" / "step-00000010").iterdir())
     assert 0.7 < trainer.checkpoint_bytes() / written < 1.3  # the estimate behind the free-space check
-    real_save = trainer_module.save_tensors
+    real_save = checkpointing_module.save_tensors
     calls = {"n": 0}
 
     def disk_fills_up(tensors, path):
@@ -73,7 +74,7 @@ def test_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_save(tensors, path)
 
-    monkeypatch.setattr(trainer_module, "save_tensors", disk_fills_up)
+    monkeypatch.setattr(checkpointing_module, "save_tensors", disk_fills_up)
     trainer.train_config = TrainConfig(**{**trainer.train_config.__dict__, "train_steps": 20})
     with pytest.raises(UserError, match="No space left on device.*step-00000010 is kept.*resume=True"):
         trainer.train()

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.stopping import STOP_SIGNALS, Stopped, stop_requests
 from kuramoto_diffusion.training import Trainer
-from kuramoto_diffusion.training import trainer as trainer_module
+from kuramoto_diffusion.training import checkpointing as checkpointing_module
 from test_distributed import ENVIRONMENT, TORCHRUN
 from test_faults import FixedImages, make_trainer, random_images
 
@@ -80,7 +80,7 @@ def test_signals_during_checkpoint_writes_do_not_cut_them_short(tmp_path, monkey
     straight = make_trainer(tmp_path / "straight", steps=12, checkpoint_every=5)
     straight.train()
     trainer = make_trainer(tmp_path / "stopped", steps=12, checkpoint_every=5)
-    original_save = trainer_module.save_tensors
+    original_save = checkpointing_module.save_tensors
     files_written = []
 
     def save_between_signals(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -89,7 +89,7 @@ def test_signals_during_checkpoint_writes_do_not_cut_them_short(tmp_path, monkey
         files_written.append(path.name)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(trainer_module, "save_tensors", save_between_signals)
+    monkeypatch.setattr(checkpointing_module, "save_tensors", save_between_signals)
     with pytest.raises(Stopped) as stopped:
         trainer.train()
     assert stopped.value.signal_number == signal.SIGTERM and stopped.value.exit_status == 143
@@ -97,7 +97,7 @@ def test_signals_during_checkpoint_writes_do_not_cut_them_short(tmp_path, monkey
     assert checkpoint_names(tmp_path / "stopped") == ["step-00000005"]
     assert sorted(files_written) == sorted(CHECKPOINT_FILES)
     DiffusionModel.from_pretrained(tmp_path / "stopped")
-    monkeypatch.setattr(trainer_module, "save_tensors", original_save)
+    monkeypatch.setattr(checkpointing_module, "save_tensors", original_save)
     resumed = Trainer.resume(tmp_path / "stopped", FixedImages(random_images()), quiet=True)
     resumed.train()
     assert_same_networks(straight, resumed)
@@ -105,7 +105,7 @@ def test_signals_during_checkpoint_writes_do_not_cut_them_short(tmp_path, monkey
 
 def test_a_signal_during_the_stopping_write_is_ignored(tmp_path, monkeypatch):
     trainer = make_trainer(tmp_path / "run", steps=8, checkpoint_every=100)
-    original_step, original_save = trainer.train_step, trainer_module.save_tensors
+    original_step, original_save = trainer.train_step, checkpointing_module.save_tensors
 
     def step_with_a_signal() -> float | None:
         if trainer.step == 1:
@@ -117,7 +117,7 @@ def test_a_signal_during_the_stopping_write_is_ignored(tmp_path, monkeypatch):
         original_save(tensors, path)
 
     monkeypatch.setattr(trainer, "train_step", step_with_a_signal)
-    monkeypatch.setattr(trainer_module, "save_tensors", save_after_a_signal)
+    monkeypatch.setattr(checkpointing_module, "save_tensors", save_after_a_signal)
     with pytest.raises(Stopped) as stopped:
         trainer.train()
     assert stopped.value.signal_number == signal.SIGINT and stopped.value.exit_status == 130
