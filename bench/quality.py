@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import json
 import shlex
 import sys
@@ -124,6 +125,7 @@ class Objective:
     draws: int = 1
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
     pool_advance: int = 0  # chains the pool advances per step (TrainConfig.pool_advance; 0: the default)
+    phase_range: float = 0.0  # the image encoding θ = a·π·x, a in (0, 1) (KuramotoConfig.phase_range; 0: 0.9)
 
     def label(self, method: str) -> str:
         if method == "euclidean" or self == Objective():
@@ -132,7 +134,8 @@ class Objective:
         draws = f" d{self.draws}" if self.draws != 1 else ""
         anchor = f" a{self.anchor}" if self.anchor else ""
         advance = f" n{self.pool_advance}" if self.pool_advance else ""
-        return f"{method}[{self.name}{window}{anchor}{draws}{advance}]"
+        phase_range = f" r{self.phase_range:g}π" if self.phase_range else ""
+        return f"{method}[{self.name}{window}{anchor}{draws}{advance}{phase_range}]"
 
 
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
@@ -140,8 +143,11 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
     source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
     kuramoto = method != "euclidean"
     draws = objective.draws if kuramoto else 1
+    process = process_for(method, budget.steps)
+    if kuramoto and objective.phase_range:
+        process = dataclasses.replace(process, phase_range=objective.phase_range * math.pi)
     config = RunConfig(
-        model=image_model_config(process_for(method, budget.steps), 1, budget.image_size, budget.preset,
+        model=image_model_config(process, 1, budget.image_size, budget.preset,
                                  **({} if groups is None else {"groups": groups})),
         data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
         training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
@@ -166,7 +172,11 @@ def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe
     sample_s = time.perf_counter() - start
     metrics = evaluate_images(real, images.cpu(), **options)
     row = {"sampler": sampler, "nfe": result.function_evaluations, **metrics,
-           "clipped_fraction": clipped / images.numel(), "sample_s": sample_s}
+           "clipped_fraction": clipped / images.numel(), "sample_s": sample_s,
+           # values that crossed ±π along the sweep (per sample), and in its last tenth of intervals
+           "seam_crossings_per_sample": sum(result.seam_crossings) / budget.samples,
+           "late_seam_crossings_per_sample": sum(result.seam_crossings[-max(1, len(result.seam_crossings) // 10):])
+           / budget.samples}
     return row, images
 
 
@@ -271,6 +281,8 @@ def main() -> None:
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
     parser.add_argument("--pool-advance", type=int, default=0,
                         help="chains the Kuramoto models' pool advances per step (0: TrainConfig's default)")
+    parser.add_argument("--phase-range", type=float, default=0.0,
+                        help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: the paper's 0.9)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
@@ -290,7 +302,7 @@ def main() -> None:
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
     clip_sweeps = budget.sweeps if args.clip_sweeps is None else parse_sweeps(args.clip_sweeps)
-    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance)
+    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance, args.phase_range)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:
