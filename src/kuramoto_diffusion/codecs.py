@@ -172,8 +172,6 @@ def build_codec(config: "ModelConfig", process: "ForwardProcess") -> Codec:
     """The codec of a model's data kind."""
     if config.data_kind == "image":
         return ImageCodec(process, getattr(config.process, "phase_range", None) if process.periodic else None)
-    if config.data_kind == "flow":
-        if config.flow is None:
-            raise UserError("a flow model needs its flow normalisation (ModelConfig.flow)")
-        return FlowCodec(process, config.flow, config.periodic)
+    if config.data_kind == "flow":  # ModelConfig guarantees its normalisation
+        return FlowCodec(process, config.flow, config.periodic)  # type: ignore[arg-type]
     return AngleCodec(process)
