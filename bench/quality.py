@@ -25,6 +25,9 @@ pc-rho:100. euler-maruyama on the Euclidean model is the paper's protocol for it
 infer it: Euler–Maruyama on the reverse VP-SDE); on the Kuramoto models it is the sde step itself.
 --clip-sweeps gives the clipped Euclidean variant ("euclidean-clip") its own list; with no values
 it is not sampled (its rows cost as much as the plain model's).
+--phase-range a trains the Kuramoto models with the image encoding θ = a·π·x (label "r<a>π"; the default
+is the paper's 0.9). Every row counts the values that crossed the seam at ±π along the sweep, per sample
+(``seam_crossings_per_sample``), and those in the sweep's last tenth (``late_seam_crossings_per_sample``).
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
