@@ -180,3 +180,12 @@ def test_demo_runs_end_to_end(tmp_path):
     result = run("demo", "--out", str(out), "--fine-tune-steps", "1", "--device", "cpu")
     for name in ("samples_vs_real.png", "forward.png", "forward_reverse.gif", "generation.gif", "order_parameter.png"):
         assert (out / name).is_file(), (name, result.stdout)
+
+
+def test_demo_finds_the_shipped_model():
+    # Without it the demo silently trains from scratch (and its pictures are noise): the path must follow moves.
+    from kuramoto_diffusion.app.demo import PRETRAINED
+    from kuramoto_diffusion.model import DiffusionModel
+
+    assert (PRETRAINED / "model.safetensors").is_file()
+    assert DiffusionModel.from_pretrained(PRETRAINED).config.data_kind == "image"
