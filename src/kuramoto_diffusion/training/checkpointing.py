@@ -104,7 +104,7 @@ def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
 
 
 def last_run_config(run_dir: str | Path) -> tuple[Path, RunConfig]:
-    """The last complete checkpoint of a run and its run config (with data and training settings), or a
+    """The last complete checkpoint of a run and its run config (which has training settings), or a
     UserError saying why the run cannot be resumed."""
     run_dir = Path(run_dir)
     checkpoint = latest_checkpoint(run_dir)
