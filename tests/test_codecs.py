@@ -28,13 +28,13 @@ NORMALISATION = FlowNormalisation(log_speed_mean=-0.3, log_speed_std=0.8, veloci
 
 def codec_cases():
     image_torus = build_process(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi))
-    yield "image-kuramoto", ImageCodec(image_torus, 0.7 * math.pi), torch.rand(1, 1, 3, 3, dtype=torch.float64) * 1.8 - 0.9
-    yield "image-euclidean", ImageCodec(build_process(EuclideanConfig()), None), torch.rand(1, 1, 3, 3, dtype=torch.float64) - 0.5
+    yield "image-kuramoto", ImageCodec(image_torus), torch.rand(1, 1, 3, 3, dtype=torch.float64) * 1.8 - 0.9
+    yield "image-euclidean", ImageCodec(build_process(EuclideanConfig())), torch.rand(1, 1, 3, 3, dtype=torch.float64) - 0.5
     angles = build_process(KuramotoConfig(coupling="global"))
     yield "angle", AngleCodec(angles), torch.rand(1, 4, dtype=torch.float64) * 4 - 2
     velocity = torch.randn(1, 2, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    yield "flow-phase-amplitude", FlowCodec(build_process(PhaseAmplitudeConfig()), NORMALISATION, True), velocity
-    yield "flow-euclidean", FlowCodec(build_process(EuclideanConfig()), NORMALISATION, False), velocity
+    yield "flow-phase-amplitude", FlowCodec(build_process(PhaseAmplitudeConfig()), NORMALISATION), velocity
+    yield "flow-euclidean", FlowCodec(build_process(EuclideanConfig()), NORMALISATION), velocity
 
 
 CASES = list(codec_cases())
@@ -53,10 +53,10 @@ def test_decode_inverts_encode(name, codec, data):
 
 
 def test_decoding_counts_what_it_clips():
-    codec = ImageCodec(build_process(KuramotoConfig(coupling="local")), 0.9 * math.pi)
+    codec = ImageCodec(build_process(KuramotoConfig(coupling="local")))
     images, clipped = codec.decode(torch.tensor([[[[0.95 * math.pi, 0.5, -math.pi + 1e-3]]]], dtype=torch.float64))
     assert clipped == 2 and images.abs().max() <= 1
-    flow = FlowCodec(build_process(PhaseAmplitudeConfig()), NORMALISATION, True)
+    flow = FlowCodec(build_process(PhaseAmplitudeConfig()), NORMALISATION)
     states = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
     states[0, 1, 0, 0] = 100.0  # a log speed 100 standard deviations out: a sampling failure
     velocity, clipped = flow.decode(states)

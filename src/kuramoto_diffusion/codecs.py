@@ -102,7 +102,11 @@ class ImageCodec:
     """Images in [-1, 1] through the process's map."""
 
     process: "ForwardProcess"
-    phase_range: float | None  # a of θ = a·x on the torus; None: the identity (Euclidean)
+
+    @property
+    def phase_range(self) -> float | None:
+        """a of θ = a·x on the torus (a periodic image process is Kuramoto); None: the identity (Euclidean)."""
+        return self.process.config.phase_range if self.process.periodic else None  # type: ignore[attr-defined]
 
     def encode(self, data: Tensor) -> Tensor:
         return self.process.encode(data)
@@ -111,7 +115,8 @@ class ImageCodec:
         return self.process.decode(states)
 
     def log_jacobian(self, data: Tensor) -> Tensor:
-        log_scale = 0.0 if self.phase_range is None else math.prod(data.shape[1:]) * math.log(self.phase_range)
+        phase_range = self.phase_range
+        log_scale = 0.0 if phase_range is None else math.prod(data.shape[1:]) * math.log(phase_range)
         return torch.full((data.shape[0],), log_scale, dtype=torch.float64)
 
 
@@ -135,20 +140,19 @@ class AngleCodec:
 class FlowCodec:
     """Velocity fields (B, 2, N, N): (direction, normalised log speed) for phase–amplitude, v/σ_v for Euclidean."""
 
-    process: "ForwardProcess"
+    process: "ForwardProcess"  # phase–amplitude (periodic) or Euclidean
     normalisation: FlowNormalisation
-    periodic: bool
 
     def encode(self, data: Tensor) -> Tensor:
         norm = self.normalisation
-        if not self.periodic:
+        if not self.process.periodic:
             return data / norm.velocity_std
         phase, log_speed = velocity_to_phase_amplitude(data, norm.speed_epsilon)
         return self.process.project(torch.cat([phase, (log_speed - norm.log_speed_mean) / norm.log_speed_std], 1))
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
         norm = self.normalisation
-        if not self.periodic:
+        if not self.process.periodic:
             return states * norm.velocity_std, 0
         # Beyond ±MAX_LOG_SPEED_DEVIATIONS standard deviations a log speed is a sampling failure, not a flow;
         # clipping it keeps exp() finite, and the count reports it as clipped values do for images.
@@ -160,7 +164,7 @@ class FlowCodec:
     def log_jacobian(self, data: Tensor) -> Tensor:
         # Per pixel −log|v| − log(|v| + ε) − log s (φ = atan2, a = (log(|v| + ε) − μ)/s), or −2·log σ_v.
         norm = self.normalisation
-        if not self.periodic:
+        if not self.process.periodic:
             return torch.full((data.shape[0],), -2.0 * math.prod(data.shape[2:]) * math.log(norm.velocity_std),
                               dtype=torch.float64)
         speed = torch.hypot(data[:, 0], data[:, 1]).to(torch.float64)
@@ -171,7 +175,7 @@ class FlowCodec:
 def build_codec(config: "ModelConfig", process: "ForwardProcess") -> Codec:
     """The codec of a model's data kind."""
     if config.data_kind == "image":
-        return ImageCodec(process, getattr(config.process, "phase_range", None) if process.periodic else None)
+        return ImageCodec(process)
     if config.data_kind == "flow":  # ModelConfig guarantees its normalisation
-        return FlowCodec(process, config.flow, config.periodic)  # type: ignore[arg-type]
+        return FlowCodec(process, config.flow)  # type: ignore[arg-type]
     return AngleCodec(process)
