@@ -1,0 +1,45 @@
+"""The demo's comparison of shipped models: kuramoto_vs_euclidean.png."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from kuramoto_diffusion.app.demo import compare_shipped_models
+from kuramoto_diffusion.config import image_model_config
+from kuramoto_diffusion.model import DiffusionModel
+from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
+from kuramoto_diffusion.viz.images import image_grid
+
+
+def save_untrained(directory, process) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    DiffusionModel(image_model_config(process, 1, 8, "tiny")).save_pretrained(directory)
+
+
+def test_the_comparison_shows_real_crops_then_each_shipped_model_of_a_complete_pair(tmp_path):
+    save_untrained(tmp_path / "fp-k", KuramotoConfig(coupling="local", steps=3))
+    save_untrained(tmp_path / "fp-e", EuclideanConfig(steps=3))
+    save_untrained(tmp_path / "tex-k", KuramotoConfig(coupling="local", steps=3))  # its baseline is missing
+    pairs = {"fingerprints": ("fp-k", "fp-e"), "textures": ("tex-k", "tex-e")}
+    picture = tmp_path / "out" / "comparison.png"
+
+    drawn = compare_shipped_models(picture, root=tmp_path, pairs=pairs, num=3, seed=1)
+
+    assert [(entry.data, entry.model) for entry in drawn] == [("fingerprints", "fp-k"), ("fingerprints", "fp-e")]
+    assert all(0.0 <= entry.clipped_fraction <= 1.0 for entry in drawn)
+    row_height = image_grid(torch.zeros(3, 1, 8, 8), columns=3, upscale=2).height
+    with Image.open(picture) as image:
+        assert image.height == 3 * row_height  # real crops, Kuramoto, Euclidean: the textures pair is left out
+    first = picture.read_bytes()
+    compare_shipped_models(picture, root=tmp_path, pairs=pairs, num=3, seed=1)
+    assert picture.read_bytes() == first  # seeded
+    compare_shipped_models(picture, root=tmp_path, pairs=pairs, num=3, seed=2)
+    assert picture.read_bytes() != first
+
+
+def test_no_picture_without_a_complete_pair(tmp_path):
+    save_untrained(tmp_path / "fp-k", KuramotoConfig(coupling="local", steps=3))
+    picture = tmp_path / "comparison.png"
+    assert compare_shipped_models(picture, root=tmp_path, pairs={"fingerprints": ("fp-k", "fp-e")}, num=2) == []
+    assert not picture.exists()
