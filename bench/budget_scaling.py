@@ -33,6 +33,7 @@ from common import RESULTS, print_table, write_json
 from kuramoto_diffusion.viz.images import figure_to_image, save_image_atomic
 
 METRICS = ("swd_mean", "orientation_w1")
+METRIC_TITLES = {"swd_mean": "SWD ×1e3", "orientation_w1": "orientation W1"}
 
 
 def family(method: str) -> str | None:
@@ -137,7 +138,7 @@ def scaling_plot(points: list[dict], floors: dict[str, dict[str, float]], method
             axis.set_xscale("log")
             axis.set_yscale("log")
             axis.set_xlabel("training examples")
-            axis.set_title(f"{data}: {metric}")
+            axis.set_title(f"{data}: {METRIC_TITLES[metric]}")
             axis.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
     figure.suptitle("best sample quality against training budget (lower is better)", y=1.02)
