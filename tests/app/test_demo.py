@@ -27,7 +27,8 @@ def test_the_comparison_shows_real_crops_then_each_shipped_model_of_a_complete_p
     drawn = compare_shipped_models(picture, root=tmp_path, pairs=pairs, num=3, seed=1)
 
     assert [(entry.data, entry.model) for entry in drawn] == [("fingerprints", "fp-k"), ("fingerprints", "fp-e")]
-    assert all(0.0 <= entry.clipped_fraction <= 1.0 for entry in drawn)
+    assert 0.0 <= drawn[0].clipped_fraction <= 1.0
+    assert drawn[1].clipped_fraction == 0.0  # the baseline is sampled with x₀ clipping, its best sampler
     row_height = image_grid(torch.zeros(3, 1, 8, 8), columns=3, upscale=2).height
     with Image.open(picture) as image:
         assert image.height == 3 * row_height  # real crops, Kuramoto, Euclidean: the textures pair is left out

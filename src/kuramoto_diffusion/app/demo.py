@@ -9,6 +9,7 @@ README). Without the texture model, the demo trains from scratch for ``fine_tune
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,9 @@ def compare_shipped_models(
     device: str = "cpu",
 ) -> list[ShippedSamples]:
     """Write one picture with, per data set of ``pairs`` whose two models are under ``root``: ``num`` held-out
-    crops, then ``num`` samples of each model (reverse SDE, one step per diffusion step, the sampler each
-    model's config sets up). Returns what was drawn; an empty list (and no picture) when no pair is shipped.
+    crops, then ``num`` samples of each model with the reverse SDE at one step per diffusion step, the
+    Euclidean one with DDPM's x₀ clipping (its best sampler in BENCHMARKS.md). Returns what was drawn; an
+    empty list (and no picture) when no pair is shipped.
     """
 
     rows: list[tuple[str, Image.Image]] = []
@@ -69,6 +71,8 @@ def compare_shipped_models(
         if not all((root / name / "model.safetensors").is_file() for name in names):
             continue
         models = [DiffusionModel.from_pretrained(root / name, device=device) for name in names]
+        models = [model if model.config.periodic else
+                  model.with_process(dataclasses.replace(model.config.process, clip_denoised=True)) for model in models]
         real = open_image_source(data, models[0].config.image_size, channels=1, split="val").fixed_batch(num, seed=seed)
         rows.append((f"{data}: real", image_grid(real, columns=num, upscale=2)))
         for name, model in zip(names, models):
