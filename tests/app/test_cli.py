@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -178,8 +179,13 @@ def test_demo_runs_end_to_end(tmp_path):
     # The README's first command: it must keep working as options are added to train.
     out = tmp_path / "demo"
     result = run("demo", "--out", str(out), "--fine-tune-steps", "1", "--device", "cpu")
-    for name in ("samples_vs_real.png", "forward.png", "forward_reverse.gif", "generation.gif", "order_parameter.png"):
+    for name in ("samples_vs_real.png", "forward.png", "forward_reverse.gif", "generation.gif", "order_parameter.png",
+                 "kuramoto_vs_euclidean.png"):
         assert (out / name).is_file(), (name, result.stdout)
+    # Issue 16 §7: no salt pixels in the shipped models' samples, below 0.1 % of values clipped at decode.
+    clipped = {name: float(percent) for name, percent in re.findall(r"(\S+-32): ([0-9.]+) % of decoded values clipped", result.stdout)}
+    assert "fingerprints-kuramoto-local-32" in clipped, result.stdout
+    assert all(percent < 0.1 for percent in clipped.values()), clipped
 
 
 def test_demo_finds_the_shipped_model():

@@ -44,3 +44,28 @@ def test_no_picture_without_a_complete_pair(tmp_path):
     picture = tmp_path / "comparison.png"
     assert compare_shipped_models(picture, root=tmp_path, pairs={"fingerprints": ("fp-k", "fp-e")}, num=2) == []
     assert not picture.exists()
+
+
+def test_each_shipped_pair_is_a_fair_comparison_within_the_size_bound():
+    # README "The shipped models": same network, examples, seed and budget for both methods, at most 10 MB each.
+    from kuramoto_diffusion.app.demo import PRETRAINED_ROOT, SHIPPED_PAIRS
+    from kuramoto_diffusion.serialization import read_json
+
+    shipped = [(data, names) for data, names in SHIPPED_PAIRS.items()
+               if all((PRETRAINED_ROOT / name / "model.safetensors").is_file() for name in names)]
+    assert shipped, "no complete pair under pretrained/"
+    for data, names in shipped:
+        configs = [read_json(PRETRAINED_ROOT / name / "config.json") for name in names]
+        for name in names:
+            assert (PRETRAINED_ROOT / name / "model.safetensors").stat().st_size <= 10 * 2**20, name
+        kuramoto, euclidean = (DiffusionModel.from_pretrained(PRETRAINED_ROOT / name) for name in names)
+        assert kuramoto.config.periodic and kuramoto.config.process.coupling == "local"
+        assert not euclidean.config.periodic
+        assert kuramoto.config.process.steps == euclidean.config.process.steps
+        # The same UNet but for its input and output channels: a phase enters as (cos, sin), a grey value as one.
+        widths = ("in_channels", "out_channels")
+        assert ({k: v for k, v in configs[0]["model"]["unet"].items() if k not in widths}
+                == {k: v for k, v in configs[1]["model"]["unet"].items() if k not in widths})
+        assert configs[0]["data"] == configs[1]["data"] and configs[0]["data"]["source"] == data
+        for key in ("train_steps", "batch_size", "seed", "lr", "ema_decay"):
+            assert configs[0]["training"][key] == configs[1]["training"][key], (data, key)
