@@ -141,7 +141,8 @@ def scaling_plot(points: list[dict], floors: dict[str, dict[str, float]], method
             axis.set_title(f"{data}: {METRIC_TITLES[metric]}")
             axis.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
-    figure.suptitle("best sample quality against training budget (lower is better)", y=1.02)
+    figure.suptitle("best sample quality against training budget (lower is better)")
+    figure.tight_layout()
     picture = figure_to_image(figure)
     plt.close(figure)
     return picture

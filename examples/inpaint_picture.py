@@ -19,7 +19,7 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.viz import image_grid, labelled_rows, save_image_atomic
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-local-32"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-kuramoto-local-32"
 NUM_IMAGES = 6
 HOLE = 12  # side of the masked centre square, pixels (of 32)
 SDEDIT_STEPS = (10, 25, 50, 75)

@@ -18,7 +18,7 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.sampling.scheduler import KuramotoScheduler
 from kuramoto_diffusion.viz import image_grid, save_image_atomic
 
-PRETRAINED = Path(kuramoto_diffusion.__file__).parent / "pretrained" / "textures-local-32"
+PRETRAINED = Path(kuramoto_diffusion.__file__).parent / "pretrained" / "textures-kuramoto-local-32"
 
 
 def main(output: Path, num_images: int = 8, num_inference_steps: int = 25, seed: int = 0) -> None:
