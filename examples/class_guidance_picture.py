@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kuramoto_diffusion.cli import main as cli
+from kuramoto_diffusion.app.cli import main as cli
 from kuramoto_diffusion.model import DiffusionModel
-from kuramoto_diffusion.viz import image_grid, labelled_rows, save_image_atomic
+from kuramoto_diffusion.viz.images import image_grid, labelled_rows, save_image_atomic
 
 
 def stripes(horizontal: bool, size: int, phase: float) -> np.ndarray:

@@ -23,7 +23,7 @@ from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, Pe
 from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.training.chain_pool import resimulate_states
 from kuramoto_diffusion.training.loss import score_matching_loss
-from kuramoto_diffusion.viz import image_grid, save_image_atomic
+from kuramoto_diffusion.viz.images import image_grid, save_image_atomic
 
 IMAGE_SIZE = 32
 PROCESS = KuramotoConfig(coupling="local", neighbourhood=5, steps=100)  # the shipped texture model's process

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kuramoto_diffusion import cli
+from kuramoto_diffusion.app import cli
 from kuramoto_diffusion.data import read_angle_file
-from kuramoto_diffusion.viz import angle_density_plot, save_image_atomic
+from kuramoto_diffusion.viz.images import angle_density_plot, save_image_atomic
 
 # (name, φ centre, ψ centre, φ spread, ψ spread, weight); angles and spreads in degrees.
 CLUSTERS = (

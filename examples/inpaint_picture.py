@@ -17,7 +17,7 @@ import torch
 
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
-from kuramoto_diffusion.viz import image_grid, labelled_rows, save_image_atomic
+from kuramoto_diffusion.viz.images import image_grid, labelled_rows, save_image_atomic
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-kuramoto-local-32"
 NUM_IMAGES = 6

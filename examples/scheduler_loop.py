@@ -16,7 +16,7 @@ import torch
 import kuramoto_diffusion
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.sampling.scheduler import KuramotoScheduler
-from kuramoto_diffusion.viz import image_grid, save_image_atomic
+from kuramoto_diffusion.viz.images import image_grid, save_image_atomic
 
 PRETRAINED = Path(kuramoto_diffusion.__file__).parent / "pretrained" / "textures-kuramoto-local-32"
 
