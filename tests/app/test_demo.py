@@ -48,13 +48,12 @@ def test_no_picture_without_a_complete_pair(tmp_path):
 
 def test_each_shipped_pair_is_a_fair_comparison_within_the_size_bound():
     # README "The shipped models": same network, examples, seed and budget for both methods, at most 10 MB each.
-    from kuramoto_diffusion.app.demo import PRETRAINED_ROOT, SHIPPED_PAIRS
+    from kuramoto_diffusion.app.demo import PRETRAINED_ROOT, SHIPPED_PAIRS, complete_pairs
     from kuramoto_diffusion.serialization import read_json
 
-    shipped = [(data, names) for data, names in SHIPPED_PAIRS.items()
-               if all((PRETRAINED_ROOT / name / "model.safetensors").is_file() for name in names)]
-    assert shipped, "no complete pair under pretrained/"
-    for data, names in shipped:
+    shipped = complete_pairs(PRETRAINED_ROOT, SHIPPED_PAIRS)
+    assert set(shipped) == set(SHIPPED_PAIRS), f"pairs missing under pretrained/: {set(SHIPPED_PAIRS) - set(shipped)}"
+    for data, names in shipped.items():
         configs = [read_json(PRETRAINED_ROOT / name / "config.json") for name in names]
         for name in names:
             assert (PRETRAINED_ROOT / name / "model.safetensors").stat().st_size <= 10 * 2**20, name

@@ -50,6 +50,12 @@ class ShippedSamples:
     clipped_fraction: float  # decoded values outside [-1, 1], as a fraction of all values
 
 
+def complete_pairs(root: Path, pairs: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The entries of ``pairs`` whose two model folders under ``root`` both hold weights."""
+    return {data: names for data, names in pairs.items()
+            if all((root / name / "model.safetensors").is_file() for name in names)}
+
+
 def compare_shipped_models(
     path: Path,
     *,
@@ -67,9 +73,7 @@ def compare_shipped_models(
 
     rows: list[tuple[str, Image.Image]] = []
     drawn: list[ShippedSamples] = []
-    for data, names in pairs.items():
-        if not all((root / name / "model.safetensors").is_file() for name in names):
-            continue
+    for data, names in complete_pairs(root, pairs).items():
         models = [DiffusionModel.from_pretrained(root / name, device=device) for name in names]
         models = [model if model.config.periodic else
                   model.with_process(dataclasses.replace(model.config.process, clip_denoised=True)) for model in models]
@@ -104,7 +108,8 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     request = TrainRequest(
         out=run_dir, device=device, data="textures", image_size=32, channels="1", process="kuramoto-local",
         # The shipped model's own network and objective (the defaults, propagated); the preset only matters without it.
-        preset="tiny", train_steps=steps, batch_size=32, lr=1e-4, ema_decay=0.999, checkpoint_every=steps, keep_checkpoints=1, sample_every=0, steps=100,
+        preset="tiny", train_steps=steps, batch_size=32, lr=1e-4, ema_decay=0.999,
+        checkpoint_every=steps, keep_checkpoints=1, sample_every=0, steps=100,
         seed=seed, quiet=quiet, resume=resume, init_from=PRETRAINED if have_pretrained and not resume else None,
     )
     model = train(request)
