@@ -15,8 +15,8 @@ crops of the held-out split. A "real" row compares two independent held-out sets
 size: the metrics' own floor at that sample size.
 
 --objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/loss.py;
-the Euclidean model always trains on DDPM's ε-loss), --pool-advance N the chains their pool advances
-per step (label "n N"). With D draws per starting state the batch
+the Euclidean model always trains on DDPM's ε-loss), --pool-advance n the chains their pool advances
+per step (label "n n"), --pool-size N the chains in it (label "N N"; fresh data enters at n/T examples per step). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
 method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
 --sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun, pc
@@ -129,6 +129,7 @@ class Objective:
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
     pool_advance: int = 0  # chains the pool advances per step (TrainConfig.pool_advance; 0: the default)
     phase_range: float = 0.0  # the image encoding θ = a·π·x, a in (0, 1) (KuramotoConfig.phase_range; 0: 0.9)
+    pool_size: int = 0  # chains in the pool (TrainConfig.pool_size; 0: the default)
 
     def label(self, method: str) -> str:
         if method == "euclidean" or self == Objective():
@@ -137,8 +138,9 @@ class Objective:
         draws = f" d{self.draws}" if self.draws != 1 else ""
         anchor = f" a{self.anchor}" if self.anchor else ""
         advance = f" n{self.pool_advance}" if self.pool_advance else ""
+        pool = f" N{self.pool_size}" if self.pool_size else ""
         phase_range = f" r{self.phase_range:g}π" if self.phase_range else ""
-        return f"{method}[{self.name}{window}{anchor}{draws}{advance}{phase_range}]"
+        return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}]"
 
 
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
@@ -156,6 +158,7 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
         training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
                              objective=objective.name if kuramoto else "markov",
                              window=objective.window if kuramoto else 0, anchor=objective.anchor if kuramoto else 0,
+                             pool_size=objective.pool_size if kuramoto else 0,
                              pool_advance=objective.pool_advance if kuramoto else 0,
                              lr=budget.lr,
                              warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
@@ -284,6 +287,8 @@ def main() -> None:
     parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
     parser.add_argument("--pool-advance", type=int, default=0,
                         help="chains the Kuramoto models' pool advances per step (0: TrainConfig's default)")
+    parser.add_argument("--pool-size", type=int, default=0,
+                        help="chains in the Kuramoto models' pool (0: TrainConfig's default, max(T, 4·batch))")
     parser.add_argument("--phase-range", type=float, default=0.0,
                         help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: the paper's 0.9)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
@@ -305,7 +310,8 @@ def main() -> None:
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
     clip_sweeps = budget.sweeps if args.clip_sweeps is None else parse_sweeps(args.clip_sweeps)
-    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance, args.phase_range)
+    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance, args.phase_range,
+                          pool_size=args.pool_size)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:
