@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -152,10 +153,10 @@ def test_order_parameter_against_complex_mean():
 def test_image_phase_round_trip_and_clipping():
     x = torch.linspace(-1, 1, 11, dtype=torch.float64)
     theta = image_to_phase(x)
-    assert theta.abs().max().item() == pytest.approx(0.9 * math.pi)
+    assert theta.abs().max().item() == pytest.approx(0.5 * math.pi)
     back, clipped = phase_to_image(theta)
     assert torch.allclose(back, x) and clipped == 0
-    across_seam = torch.tensor([0.95 * math.pi, -0.97 * math.pi, 0.0], dtype=torch.float64)
+    across_seam = torch.tensor([0.55 * math.pi, -0.97 * math.pi, 0.0], dtype=torch.float64)
     decoded, clipped = phase_to_image(across_seam)
     assert clipped == 2 and decoded.abs().max() <= 1.0
 
@@ -177,8 +178,15 @@ def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
     loaded = DiffusionModel.from_pretrained(tmp_path / "m")
     assert loaded.config.process.phase_range == pytest.approx(0.7 * math.pi)
     assert float(loaded.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(64 * math.log(0.7 * math.pi))
-    # Saved models from before the setting (no key) keep the paper's 0.9π.
-    assert KuramotoConfig().phase_range == pytest.approx(0.9 * math.pi)
+    # The default is half the circle; a model saved before the setting (no key) keeps the paper's 0.9π.
+    assert KuramotoConfig().phase_range == pytest.approx(0.5 * math.pi)
+    config_path = tmp_path / "m" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["model"]["process"]["phase_range"]
+    config_path.write_text(json.dumps(saved))
+    legacy = DiffusionModel.from_pretrained(tmp_path / "m")
+    assert legacy.config.process.phase_range == pytest.approx(0.9 * math.pi)
+    assert float(legacy.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(64 * math.log(0.9 * math.pi))
     for bad in (0.0, math.pi, -1.0, math.inf):
         with pytest.raises(UserError, match=r"phase_range must be in \(0, π\)"):
             KuramotoConfig(phase_range=bad)

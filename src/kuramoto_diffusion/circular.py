@@ -15,8 +15,10 @@ from .errors import UserError
 
 TWO_PI = 2.0 * math.pi
 
-# Images use 0.9·π of the circle so that black (-1) and white (+1) do not meet at the seam ±π.
-IMAGE_PHASE_RANGE = 0.9 * math.pi
+# Images use part of the circle so that black (-1) and white (+1) do not meet at the seam ±π: the paper
+# took 0.9π; half the circle gave better samples at every budget measured (BENCHMARKS.md, "phase range").
+PAPER_PHASE_RANGE = 0.9 * math.pi
+IMAGE_PHASE_RANGE = 0.5 * math.pi
 
 # A wrapped-normal image term (d + 2πk) whose distance exceeds this many scales carries
 # relative weight below exp(-81/2) ≈ 2.6e-18: negligible even in float64.
@@ -183,7 +185,7 @@ def order_parameter(theta: Tensor, dims: int | tuple[int, ...] | None = None) ->
 
 
 def image_to_phase(image: Tensor, phase_range: float = IMAGE_PHASE_RANGE) -> Tensor:
-    """Pixel values in [-1, 1] to phases θ = a·x in [-a, a], a = ``phase_range`` (the paper's 0.9π)."""
+    """Pixel values in [-1, 1] to phases θ = a·x in [-a, a], a = ``phase_range`` (default 0.5π; the paper's 0.9π)."""
     return phase_range * image
 
 

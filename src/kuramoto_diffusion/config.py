@@ -41,7 +41,7 @@ class ModelConfig:
     process: ProcessConfig
     channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
     image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
-    data_kind: str = "image"  # image: values in [-1, 1] mapped to 0.9π phases; angle: radians as they are; flow: velocities
+    data_kind: str = "image"  # image: values in [-1, 1] mapped to phases a·x (KuramotoConfig.phase_range); angle: radians as they are; flow: velocities
     unet: UNetConfig | None = None
     mlp: MLPConfig | None = None
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order

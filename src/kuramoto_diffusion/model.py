@@ -72,7 +72,7 @@ class DiffusionModel:
 
     # ----- data <-> states ---------------------------------------------------------------
     def encode(self, data: Tensor) -> Tensor:
-        """Data to process states: images through the process's map (0.9π phases on the torus); angles as they are;
+        """Data to process states: images through the process's map (phases a·x on the torus); angles as they are;
         flow velocities (B, 2, N, N) to (direction, normalised log speed) or to velocity / its RMS (Euclidean).
 
         Half-precision data are promoted to float32 first: phases near the seam and small kernel

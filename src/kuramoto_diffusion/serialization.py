@@ -3,7 +3,9 @@
 Every configurable piece of the project (process, network, data, training) is a
 frozen dataclass. ``config_to_dict``/``config_from_dict`` convert them to and from
 plain JSON values; unknown keys and values of the wrong type are errors, never
-silently ignored.
+silently ignored. A key absent from the file takes the field's default, except where a class lists
+it in ``ABSENT_KEY_VALUES``: a default that changed after files were written without the key, so
+those files keep the value they were written with.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def config_from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
             f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
             f"valid keys are {', '.join(sorted(fields))}"
         )
-    kwargs = {}
+    kwargs = {name: value for name, value in getattr(cls, "ABSENT_KEY_VALUES", {}).items() if name not in data}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}.{name}")
     try:

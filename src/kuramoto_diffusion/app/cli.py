@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bad_image_option(train)
     _add_process_options(train, for_flows=True)
     train.add_argument("--phase-range", type=unit_open_interval, default=None,
-                       help="Kuramoto image encoding θ = a·π·x: a in (0, 1) (default 0.9, the paper's); saved with the model")
+                       help="Kuramoto image encoding θ = a·π·x: a in (0, 1) (default 0.5; the paper's 0.9); saved with the model")
     _add_common(train)
 
     sample = commands.add_parser(

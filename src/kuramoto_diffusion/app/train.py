@@ -76,7 +76,7 @@ class TrainRequest:
     schedule: str = "linear"
     neighbourhood: int | None = None  # None: 5 for images, 4 for flows
     padding: str = "reflect"
-    phase_range: float | None = None  # a fraction of π; None: the paper's 0.9
+    phase_range: float | None = None  # a fraction of π; None: KuramotoConfig's default (0.5)
     seed: int = 0
     quiet: bool = False
 

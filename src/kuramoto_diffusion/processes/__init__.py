@@ -21,7 +21,7 @@ def process_config(
     phase_range: float | None = None,
 ) -> ProcessConfig:
     """The config of the process ``name`` (one of ``PROCESS_NAMES``) at T = ``steps``; ``phase_range`` (radians,
-    in (0, π)) sets the Kuramoto image encoding θ = a·x (None: the paper's 0.9π)."""
+    in (0, π)) sets the Kuramoto image encoding θ = a·x (None: KuramotoConfig's default, 0.5π)."""
     if name not in PROCESS_NAMES:
         raise UserError(f"unknown process {name!r}; valid values are {', '.join(PROCESS_NAMES)}")
     if phase_range is not None and not name.startswith("kuramoto-"):

@@ -284,7 +284,7 @@ class ForwardProcess(ABC):
 
     def order_phases(self, x: Tensor) -> Tensor:
         """The phases whose order parameter R(t) the samplers record: periodic states as they are;
-        Euclidean states read as image phases (0.9π·x), still a useful coarse-to-fine indicator."""
+        Euclidean states read as image phases (the default a·x), still a useful coarse-to-fine indicator."""
         return x if self.periodic else x * IMAGE_PHASE_RANGE
 
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:

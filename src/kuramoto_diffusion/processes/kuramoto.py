@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..circular import (
     IMAGE_PHASE_RANGE,
+    PAPER_PHASE_RANGE,
     fit_von_mises,
     image_to_phase,
     order_parameter,
@@ -47,7 +48,8 @@ KERNELS = ("box", "gaussian")
 
 @dataclass(frozen=True)
 class KuramotoConfig:
-    """Settings of a Kuramoto forward process; the defaults are the authors' image settings at T = 100."""
+    """Settings of a Kuramoto forward process; the defaults are the authors' image settings at T = 100,
+    but for the phase range, which is measured (BENCHMARKS.md)."""
 
     kind: Literal["kuramoto"] = "kuramoto"
     coupling: str = "global"
@@ -61,7 +63,10 @@ class KuramotoConfig:
     coupling_range: tuple[float, float] = (3e-5, 0.03)  # K per step at the 100-step reference
     noise_var_range: tuple[float, float] = (1e-4, 0.1)  # σ² per step at the 100-step reference
     prior_concentration: float = 1.2  # κ of the von Mises prior; 1.2 is the authors' hard-coded value
-    phase_range: float = IMAGE_PHASE_RANGE  # a of the image encoding θ = a·x (radians, in (0, π)); the paper's 0.9π
+    phase_range: float = IMAGE_PHASE_RANGE  # a of the image encoding θ = a·x (radians, in (0, π)); the paper's: 0.9π
+
+    # Models saved before phase_range was a setting were trained with the paper's 0.9π.
+    ABSENT_KEY_VALUES: ClassVar[dict[str, float]] = {"phase_range": PAPER_PHASE_RANGE}
 
     def __post_init__(self) -> None:
         choice_check("coupling", self.coupling, COUPLINGS)

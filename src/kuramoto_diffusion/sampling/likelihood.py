@@ -30,7 +30,7 @@ x/127.5 − 1 that training saw):
     log P(x) ≥ E_u[log p_y(y)] − D·log 127.5,      bits/dim = −(log p_y(y) − D·log 127.5) / (D·ln 2)
 
 where p_y is the density of the data in model units: p_y = p_θ·a^D on the torus (θ = a·y, a = the
-phase range, 0.9π) and p_y itself in ℝ (``DiffusionModel.log_likelihood`` adds log a^D).
+phase range, 0.5π by default) and p_y itself in ℝ (``DiffusionModel.log_likelihood`` adds log a^D).
 """
 
 from __future__ import annotations
