@@ -67,9 +67,12 @@ def test_is_a_diffusers_scheduler_with_a_complete_config():
     assert scheduler.config.process == config_to_dict(PROCESS)
     assert scheduler.config.sampler == "ode-heun"
     assert scheduler.init_noise_sigma == 1.0 and scheduler.order == 2
-    # A KuramotoConfig, a partial dict and None all end up as the full JSON dict.
+    # A KuramotoConfig, a partial dict and None all end up as the full JSON dict. A dict without
+    # phase_range is a file written before it was a setting: it keeps the paper's 0.9π, not the default.
     assert KuramotoDiffusersScheduler(process=PROCESS).config.process == config_to_dict(PROCESS)
-    assert KuramotoDiffusersScheduler(process={"steps": STEPS}).config.process == config_to_dict(KuramotoConfig(steps=STEPS))
+    partial = KuramotoDiffusersScheduler(process={"steps": STEPS}).config.process
+    assert partial == config_to_dict(KuramotoConfig(steps=STEPS, phase_range=0.9 * math.pi))
+    assert KuramotoConfig().phase_range != 0.9 * math.pi  # else the line above tells nothing
     assert KuramotoDiffusersScheduler().config.num_train_timesteps == KuramotoConfig().steps
 
 

@@ -63,7 +63,9 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
     """Reverse-time sampler of a Kuramoto process, one network evaluation per ``step``, as a diffusers scheduler.
 
     ``process``: the Kuramoto process config as a JSON dict (``config_to_dict(KuramotoConfig(...))``;
-    missing keys take ``KuramotoConfig``'s defaults; None is the default process) or a ``KuramotoConfig``.
+    missing keys take ``KuramotoConfig``'s defaults, except ``phase_range``: a dict without it is read as
+    written before it was a setting, so it takes the paper's 0.9π; None is the default process) or a
+    ``KuramotoConfig``.
     ``sampler``: "sde", "ode" or "ode-heun" (see ``DiffusionScheduler``). ``num_train_timesteps``: T,
     the process's ``steps``; None takes it from the process, any other value must equal it.
 
