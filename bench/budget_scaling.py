@@ -7,7 +7,8 @@
 Reads result files of ``bench/quality.py`` (any budgets, any data sets). A row's budget is its file's
 training examples, train_steps × batch_size. A row's method family is its label up to the first "[" or
 space, with "euclidean-clip" (the same weights with x₀ clipping) counted as "euclidean"; rows trained
-at another T than the budget's (labels such as "euclidean T1000") are left out. For every data set,
+at another T than the budget's (labels such as "euclidean T1000") are left out, and a model trained at
+a phase range of its own (label "r0.5π") is a family of its own ("kuramoto-local r0.5π"). For every data set,
 family, budget and seed the best value of each metric over the family's rows (samplers, NFE, variants)
 is taken, the convention of the K/E ratios in BENCHMARKS.md; the point is its mean over the seeds given.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -34,6 +36,7 @@ from kuramoto_diffusion.viz.images import figure_to_image, save_image_atomic
 
 METRICS = ("swd_mean", "orientation_w1")
 METRIC_TITLES = {"swd_mean": "SWD ×1e3", "orientation_w1": "orientation W1"}
+PHASE_RANGE_TAG = re.compile(r" (r[0-9.]+π)")  # bench/quality.py's label of --phase-range
 
 
 def family(method: str) -> str | None:
@@ -41,7 +44,11 @@ def family(method: str) -> str | None:
     if " T" in method:
         return None
     name = method.split("[")[0].split(" ")[0]
-    return "euclidean" if name == "euclidean-clip" else name
+    if name == "euclidean-clip":
+        return "euclidean"
+    # A model trained at a phase range of its own is a line of its own: "kuramoto-local r0.5π".
+    phase_range = PHASE_RANGE_TAG.search(method)
+    return f"{name} {phase_range.group(1)}" if phase_range else name
 
 
 def best_points(paths: list[Path], methods: list[str]) -> tuple[list[dict], dict[str, dict[str, float]]]:

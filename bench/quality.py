@@ -25,8 +25,9 @@ pc-rho:100. euler-maruyama on the Euclidean model is the paper's protocol for it
 infer it: Euler–Maruyama on the reverse VP-SDE); on the Kuramoto models it is the sde step itself.
 --clip-sweeps gives the clipped Euclidean variant ("euclidean-clip") its own list; with no values
 it is not sampled (its rows cost as much as the plain model's).
---phase-range a trains the Kuramoto models with the image encoding θ = a·π·x (label "r<a>π"; the default
-is the paper's 0.9). Every row counts the values that crossed the seam at ±π along the sweep, per sample
+--phase-range a trains the Kuramoto models with the image encoding θ = a·π·x (label "r<a>π"; without it
+KuramotoConfig's default, 0.5 since 2026-12-03: unlabelled Kuramoto rows written before then are at the
+paper's 0.9). Every row counts the values that crossed the seam at ±π along the sweep, per sample
 (``seam_crossings_per_sample``), and those in the sweep's last tenth (``late_seam_crossings_per_sample``).
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
@@ -128,7 +129,7 @@ class Objective:
     draws: int = 1
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)
     pool_advance: int = 0  # chains the pool advances per step (TrainConfig.pool_advance; 0: the default)
-    phase_range: float = 0.0  # the image encoding θ = a·π·x, a in (0, 1) (KuramotoConfig.phase_range; 0: 0.9)
+    phase_range: float = 0.0  # the image encoding θ = a·π·x, a in (0, 1) (KuramotoConfig.phase_range; 0: its default)
     pool_size: int = 0  # chains in the pool (TrainConfig.pool_size; 0: the default)
 
     def label(self, method: str) -> str:
@@ -290,7 +291,7 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=0,
                         help="chains in the Kuramoto models' pool (0: TrainConfig's default, max(T, 4·batch))")
     parser.add_argument("--phase-range", type=float, default=0.0,
-                        help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: the paper's 0.9)")
+                        help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: KuramotoConfig's default, 0.5)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
