@@ -59,6 +59,8 @@ def test_each_shipped_pair_is_a_fair_comparison_within_the_size_bound():
             assert (PRETRAINED_ROOT / name / "model.safetensors").stat().st_size <= 10 * 2**20, name
         kuramoto, euclidean = (DiffusionModel.from_pretrained(PRETRAINED_ROOT / name) for name in names)
         assert kuramoto.config.periodic and kuramoto.config.process.coupling == "local"
+        # Trained with the winning defaults: the encoding's phase range is today's default, not the paper's 0.9π.
+        assert kuramoto.config.process.phase_range == KuramotoConfig().phase_range, (data, "phase_range")
         assert not euclidean.config.periodic
         assert kuramoto.config.process.steps == euclidean.config.process.steps
         # The same UNet but for its input and output channels: a phase enters as (cos, sin), a grey value as one.
