@@ -255,7 +255,10 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    ema_warmup_steps: int = 100  # decay ramps as min(decay, (1 + n)/(10 + n)) for the first steps
+    # The EMA's decay at step n is min(ema_decay, (1 + n)/(10 + n)) (diffusers' ramp), so a short run averages
+    # only its recent, trained weights. 0: the ramp runs the whole run; N > 0: the full ema_decay from step N on
+    # (the rule of runs saved before 2026-12-06, with N = 100, which left a 600-step run's EMA mostly untrained).
+    ema_warmup_steps: int = 0
     fit_prior: bool = True  # fit the prior κ to simulated terminal states instead of the fixed 1.2
     checkpoint_every: int = 500
     keep_checkpoints: int = 3

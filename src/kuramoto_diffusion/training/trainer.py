@@ -73,6 +73,14 @@ class StartingStates(NamedTuple):
     estimates: Tensor | None  # the propagated objective's carried score estimates e_s
 
 
+def ema_decay_at(step: int, decay: float, warmup_steps: int) -> float:
+    """The EMA's decay after ``step`` optimiser steps (0-based): min(decay, (1 + n)/(10 + n)), diffusers' ramp,
+    through the whole run (``warmup_steps`` 0) or up to ``warmup_steps`` only."""
+    if warmup_steps and step > warmup_steps:
+        return decay
+    return min(decay, (1 + step) / (10 + step))
+
+
 def default_pool_size(steps: int, batch_size: int) -> int:
     """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
     wanted = max(steps, 4 * batch_size)
@@ -412,9 +420,7 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         cfg = self.train_config
-        decay = cfg.ema_decay
-        if self.step <= cfg.ema_warmup_steps:
-            decay = min(decay, (1 + self.step) / (10 + self.step))
+        decay = ema_decay_at(self.step, cfg.ema_decay, cfg.ema_warmup_steps)
         for ema, live in zip(self.ema_network.parameters(), self.model.network.parameters()):
             ema.lerp_(live, 1.0 - decay)
         for ema, live in zip(self.ema_network.buffers(), self.model.network.buffers()):
