@@ -7,9 +7,11 @@ one, never half of one. Nothing is ever unpickled: only safetensors and JSON are
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,22 @@ COMPLETE_MARKER = "state.json"
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write tensors to a safetensors file (contiguous CPU copies) via a temporary file and a rename."""
+    """Write tensors to a safetensors file (contiguous CPU copies) via a temporary file and a rename.
+
+    A failed write (a full disk, say) raises an OSError naming ``path`` and leaves no temporary file.
+    """
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
-    os.replace(temporary, path)
+    try:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
+        os.replace(temporary, path)
+    except (SafetensorError, OSError) as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
+        # safetensors reports I/O failures as its own error type; the disk's state is the user's to fix.
+        text = str(error)
+        code = errno.ENOSPC if "No space left" in text else errno.EIO
+        raise OSError(code, os.strerror(code) if code == errno.ENOSPC else text, str(path)) from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -53,7 +67,18 @@ def load_module_weights(module: torch.nn.Module, path: Path) -> None:
             else f"shape of {wrong[0]} is {tuple(tensors[wrong[0]].shape)}, config needs {tuple(expected[wrong[0]].shape)}"
         )
         raise UserError(f"{path}: weights do not match config.json ({detail}); the weights belong to another model")
+    check_finite(tensors, path)
     module.load_state_dict(tensors)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A UserError naming the first tensor of ``path`` holding a NaN or an infinity: such weights sample garbage."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"{path}: tensor {name} holds NaN or infinite values; the file is damaged or training diverged, "
+                "use an earlier checkpoint"
+            )
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -101,6 +126,40 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def temporary_directory_name(final_name: str) -> str:
+    """A name for ``final_name`` while it is written, unique to this process: ``.tmp-step-N.HOST.PID``, so that
+    writers never share one and pruning can tell a dead writer's leftovers from a live one's."""
+    return f".tmp-{final_name}.{_host_token()}.{os.getpid()}"
+
+
+def _host_token() -> str:
+    return socket.gethostname().replace(".", "_") or "localhost"
+
+
+_LEGACY_TEMPORARY = re.compile(r"^\.tmp-step-\d{8}$")
+_TEMPORARY_PATTERN = re.compile(r"^\.tmp-.+\.(?P<host>[^.]+)\.(?P<pid>\d+)$")
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether a temporary directory was left by a process of this host that is gone (or by this process, whose
+    writes are finished whenever pruning runs). Another host's, or an unrecognised name, is never touched."""
+    if _LEGACY_TEMPORARY.match(path.name):  # written before names were unique (no PID to ask): always stale
+        return True
+    match = _TEMPORARY_PATTERN.match(path.name)
+    if match is None or match["host"] != _host_token():
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def commit_directory(temporary: Path, final: Path) -> None:
     """Atomically move a fully written directory into place (replacing an older one of the same name)."""
     for path in temporary.iterdir():
@@ -116,10 +175,21 @@ def commit_directory(temporary: Path, final: Path) -> None:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete checkpoints, and stale temporary directories."""
+    """Delete all but the newest ``keep`` complete checkpoints, and temporary directories of writers that are gone.
+
+    A ``step-N.old`` left by a kill between the two renames of ``commit_directory`` is put back when ``step-N``
+    is missing (it is the complete checkpoint), and deleted otherwise.
+    """
     folder = run_dir / "checkpoints"
     for stale in folder.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if _abandoned(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+    for backup in folder.glob("step-*.old"):
+        final = backup.with_name(backup.name.removesuffix(".old"))
+        if CHECKPOINT_PATTERN.match(final.name) and not final.exists() and (backup / COMPLETE_MARKER).is_file():
+            os.replace(backup, final)
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

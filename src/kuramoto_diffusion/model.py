@@ -19,7 +19,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from PIL import Image
 
-from .checkpoint import latest_checkpoint, load_module_weights, save_tensors
+from .checkpoint import list_checkpoints, load_module_weights, save_tensors
 from .codecs import Codec, build_codec, to_uint8
 from .config import ModelConfig, RunConfig
 from .errors import UserError
@@ -424,24 +424,39 @@ class DiffusionModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> "DiffusionModel":
-        """Load a model directory, a training checkpoint, or a run directory (its latest checkpoint)."""
+        """Load a model directory, a training checkpoint, or a run directory: its newest checkpoint that loads
+        (a newer damaged one is skipped with a warning naming its file and the reason)."""
         path = Path(path)
         if not path.exists():
             raise UserError(f"{path}: no such checkpoint or run directory; check the path")
-        if not (path / WEIGHTS_NAME).is_file():
-            latest = latest_checkpoint(path)
-            if latest is None:
-                raise UserError(
-                    f"{path}: no {WEIGHTS_NAME} and no complete checkpoint under {path / 'checkpoints'}; "
-                    "train first or point to a checkpoint directory"
-                )
-            path = latest
+        if (path / WEIGHTS_NAME).is_file():
+            return cls._load_directory(path, use_ema).to(device)
+        candidates = list_checkpoints(path)
+        if not candidates:
+            raise UserError(
+                f"{path}: no {WEIGHTS_NAME} and no complete checkpoint under {path / 'checkpoints'}; "
+                "train first or point to a checkpoint directory"
+            )
+        failures: list[str] = []
+        for checkpoint in reversed(candidates):
+            try:
+                model = cls._load_directory(checkpoint, use_ema)
+            except UserError as error:
+                failures.append(str(error))
+                continue
+            for failure in failures:
+                warnings.warn(f"skipped a damaged checkpoint: {failure}; loaded {checkpoint.name}", stacklevel=2)
+            return model.to(device)
+        raise UserError(f"{path}: every checkpoint is damaged (newest: {failures[0]})")
+
+    @classmethod
+    def _load_directory(cls, path: Path, use_ema: bool) -> "DiffusionModel":
         model_config, run_config = load_run_config(path / CONFIG_NAME)
         model = cls(model_config, run_config=run_config)
         weights = path / EMA_WEIGHTS_NAME if use_ema and (path / EMA_WEIGHTS_NAME).is_file() else path / WEIGHTS_NAME
         load_module_weights(model.network, weights)
         model.checkpoint_path = path
-        return model.to(device)
+        return model
 
 
 def run_config_dict(model_config: ModelConfig, run_config: Any) -> dict[str, Any]:

@@ -72,13 +72,18 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
         tagged = _tagged_dataclass(get_args(annotation), value, where)
         if tagged is not None:
             return config_from_dict(tagged, value, where=where)
+        classes = [option for option in get_args(annotation) if dataclasses.is_dataclass(option)]
+        if isinstance(value, dict) and len(classes) == 1:
+            # An optional section (``training: TrainConfig | None``): its own error names the one bad key.
+            return config_from_dict(classes[0], value, where=where)
         errors = []
         for option in get_args(annotation):
             try:
                 return _coerce(option, value, where)
             except UserError as error:
                 errors.append(str(error))
-        raise UserError(f"{where}: {value!r} does not match {_type_name(annotation)}")
+        shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
+        raise UserError(f"{where}: {shown} does not match {_type_name(annotation)}")
     if annotation is type(None):
         if value is None:
             return None

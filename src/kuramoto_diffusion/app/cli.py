@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=PRESET_NAMES, default="small",
         help="network size: a UNet for images; for angle data an MLP, tiny (64 wide, 2 blocks) or small (256 wide, 4 blocks)",
     )
-    train.add_argument("--train-steps", type=positive_int, default=2000, help="optimiser steps in total")
+    train.add_argument("--train-steps", type=positive_int, default=2000,
+                       help="optimiser steps in total; with --resume the run's own target unless given (a larger value extends the run)")
     train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step, all processes together (torchrun: each runs batch ÷ processes)")
     train.add_argument("--grad-accum", type=positive_int, default=1,
                        help="micro-batches per process and step: same result, less memory (batch must divide)")
@@ -193,7 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="chains the pool advances per step, in turn (0: min(pool size, 8·batch): all at T = 100, "
                             "256 of 1000 at T = 1000 and batch 32)")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
-    train.add_argument("--ema-decay", type=unit_interval, default=0.999, help="EMA decay of the weights used for sampling")
+    train.add_argument("--warmup-steps", type=non_negative_int, default=200,
+                       help="learning-rate warm-up: the rate rises linearly to --lr over this many steps (0: none)")
+    train.add_argument("--ema-decay", type=unit_interval, default=0.999,
+                       help="EMA decay of the weights used for sampling; its ramp min(decay, (1+n)/(10+n)) makes a short run's "
+                            "EMA average only its recent weights (0.999 is reached after about 9,000 steps)")
+    train.add_argument("--ema-warmup-steps", type=non_negative_int, default=0,
+                       help="steps the EMA ramp lasts; 0: the whole run (diffusers' rule). A fixed early end, such as the "
+                            "100 of runs saved before 2026-12-06, leaves a run of a few hundred steps sampling noise")
     train.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints")
     train.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
     train.add_argument("--sample-every", type=non_negative_int, default=1000, help="steps between sample grids (0: off)")
@@ -201,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", type=Path, default=None, help="start from the weights of this model/checkpoint (fine-tuning)")
     train.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to train")
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its newest whole checkpoint (damaged newer ones are skipped "
+                            "with a warning); options that would change the run are refused")
+    train.add_argument("--resume-from", type=Path, default=None, metavar="CHECKPOINT",
+                       help="continue the run in --out from this checkpoint folder (e.g. OUT/checkpoints/step-00000500)")
     train.add_argument(
         "--on-nan", choices=NONFINITE_POLICIES, default="stop",
         help="a NaN/inf loss or gradient: stop (keeping the last good checkpoint), or skip that step (stops after 10 in a row)",
@@ -360,7 +372,10 @@ def _add_flows_parser(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.command == "train":
+        args.given = given_options(parser, "train", argv)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     prefix = f"kuramoto-diffusion {args.command}"
     flags = parameter_flags(parser, args.command)
@@ -483,6 +498,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     train(request_from(args, TrainRequest))
     return 0
+
+
+def given_options(parser: argparse.ArgumentParser, command: str, argv: Sequence[str]) -> frozenset[str]:
+    """The dests of ``command``'s options that ``argv`` gives (argparse cannot tell a typed default from an absent
+    option, so the command's arguments are parsed again with every default suppressed)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    rest = list(argv)[list(argv).index(command) + 1:]
+    defaults = {action: action.default for action in sub._actions}
+    required = {action: action.required for action in sub._actions}
+    try:
+        for action in sub._actions:
+            action.default, action.required = argparse.SUPPRESS, False
+        found, _ = sub.parse_known_args(rest, argparse.Namespace())
+    finally:
+        for action, default in defaults.items():
+            action.default, action.required = default, required[action]
+    return frozenset(vars(found))
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ from ..checkpoint import list_checkpoints
 from ..model import DiffusionModel
 from ..nets import count_parameters
 from ..processes import KuramotoProcess
-from ..serialization import config_to_dict, read_json
+from ..serialization import config_to_dict
+from ..training.checkpointing import validate_checkpoint
 
 
 def info_text(path: Path) -> str:
@@ -18,8 +19,9 @@ def info_text(path: Path) -> str:
     checkpoint = getattr(model, "checkpoint_path", path)
     lines = [f"model directory: {checkpoint}"]
     state = checkpoint / "state.json"
-    if state.is_file():
-        lines.append(f"step: {read_json(state)['step']}")
+    if state.is_file():  # a training checkpoint: checked whole, so damage is reported as resume reports it
+        step, _ = validate_checkpoint(checkpoint)
+        lines.append(f"step: {step}")
     if path.is_dir() and (path / "checkpoints").is_dir():
         lines.append(f"complete checkpoints: {', '.join(p.name for p in list_checkpoints(path)) or 'none'}")
     process = model.process

@@ -15,6 +15,9 @@ from pathlib import Path
 import torch
 
 from ..config import (
+    ANGLE_MLP_PRESETS,
+    ANGLE_PREFIX,
+    FLOW_PREFIX,
     DataConfig,
     FlowNormalisation,
     RunConfig,
@@ -23,14 +26,24 @@ from ..config import (
     flow_model_config,
     image_model_config,
 )
-from ..data import is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source, open_source
+from ..data import (
+    DATA_CHOICES,
+    is_angle_spec,
+    is_flow_spec,
+    open_angle_source,
+    open_flow_source,
+    open_image_source,
+    open_source,
+)
 from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel
-from ..processes import process_config
+from ..nets.unet import UNET_PRESETS
+from ..processes import ProcessConfig, process_config
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
 from ..training import Trainer
-from ..training.checkpointing import last_run_config
+from ..training.checkpointing import resumable_checkpoint
+from ..training.run_lock import RunLock
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,9 @@ class TrainRequest:
     pool_size: int = 0
     pool_advance: int = 0
     lr: float = 2e-4
+    warmup_steps: int = 200
     ema_decay: float = 0.999
+    ema_warmup_steps: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     sample_every: int = 1000
@@ -65,6 +80,7 @@ class TrainRequest:
     init_from: Path | None = None
     device: str = "auto"
     resume: bool = False
+    resume_from: Path | None = None  # a checkpoint folder of the run in ``out`` to resume from (implies resume)
     on_nan: str = "stop"
     lazy: bool = False
     classes: bool = False
@@ -79,6 +95,7 @@ class TrainRequest:
     phase_range: float | None = None  # a fraction of π; None: KuramotoConfig's default (0.5)
     seed: int = 0
     quiet: bool = False
+    given: frozenset[str] = frozenset()  # the options the user typed (a resume checks them against the run)
 
 
 def train(request: TrainRequest) -> DiffusionModel:
@@ -93,7 +110,8 @@ def train(request: TrainRequest) -> DiffusionModel:
 
 
 def _train(request: TrainRequest, context: DistributedContext, device: torch.device) -> DiffusionModel:
-    trainer = _resumed_trainer(request, context, device) if request.resume else _new_trainer(request, context, device)
+    resuming = request.resume or request.resume_from is not None
+    trainer = _resumed_trainer(request, context, device) if resuming else _new_trainer(request, context, device)
     try:
         model = trainer.train()
     except Stopped as stop:
@@ -107,21 +125,154 @@ def _train(request: TrainRequest, context: DistributedContext, device: torch.dev
 
 
 def _resumed_trainer(request: TrainRequest, context: DistributedContext, device: torch.device) -> Trainer:
-    """The Trainer of ``request.out`` at its last complete checkpoint, on the data it was trained on."""
-    checkpoint, saved = last_run_config(request.out)
+    """The Trainer of ``request.out`` at its newest whole checkpoint (or ``resume_from``), on the data it was
+    trained on. Options the user gave must agree with the run, except those that only schedule files and
+    logging (``RESUME_CHANGEABLE``) and ``--train-steps``, which extends (or shortens) the run's target."""
+    if context.is_main:  # a live writer is the first thing to report (Trainer.resume takes the lock for good)
+        probe = RunLock(request.out)
+        probe.acquire()
+        probe.release()
+    checkpoint, saved = resumable_checkpoint(request.out, request.resume_from)
     if saved.data is None:
         raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
-    if request.data is not None and request.data != saved.data.source:
+    disagreeing = resume_conflicts(request, saved)
+    if disagreeing:
         raise UserError(
-            f"{request.out} was trained on {saved.data.source!r}, not {request.data!r}; drop --data when resuming "
-            "(or start a new run with --init-from to fine-tune on other data)"
+            f"--resume: {'; '.join(disagreeing)} (the run's settings are in {checkpoint / CONFIG_NAME}); drop "
+            f"{'that option' if len(disagreeing) == 1 else 'those options'} to continue the run as it was, or start a new "
+            f"run with --init-from {request.out} to change them"
         )
-    source = open_source(saved.data)
-    trainer = Trainer.resume(request.out, source, train_steps=request.train_steps, device=device, quiet=request.quiet,
-                             context=context, grad_accum=request.grad_accum)
-    if trainer.step >= request.train_steps and not request.quiet:
-        print(f"{request.out} is already at step {trainer.step} ≥ --train-steps {request.train_steps}; nothing to do")
+    data = dataclasses.replace(saved.data, source=resumed_data_spec(request, saved.data.source))
+    source = open_source(data)
+    given = request.given
+    changes = {name: getattr(request, name) for name in ("checkpoint_every", "keep_checkpoints", "sample_every")
+               if name in given}
+    if "on_nan" in given:
+        changes["on_nonfinite"] = request.on_nan
+    train_steps = request.train_steps if "train_steps" in given else None
+    trainer = Trainer.resume(request.out, source, checkpoint=checkpoint, train_steps=train_steps, device=device,
+                             quiet=request.quiet, context=context, grad_accum=request.grad_accum, training_changes=changes)
+    if trainer.step >= trainer.train_config.train_steps and not request.quiet:
+        print(f"{request.out} is already at step {trainer.step}, its target; pass a larger --train-steps to train further")
     return trainer
+
+
+def resumed_data_spec(request: TrainRequest, saved_spec: str) -> str:
+    """The data a resumed run reads: its own (stored absolute since 2026-12-06). ``--data`` is accepted when it
+    names the same place, however written; an older run's relative path that no longer resolves from here
+    takes the ``--data`` given instead."""
+    if request.data is None:
+        return saved_spec
+    given = canonical_data_spec(request.data)
+    if given == canonical_data_spec(saved_spec):
+        return saved_spec
+    if not _spec_path_exists(saved_spec) and _spec_path_exists(given):
+        return given  # a relative path saved by an older version, started from another folder
+    raise UserError(
+        f"{request.out} was trained on {saved_spec!r}, not {request.data!r}; drop --data when resuming "
+        "(or start a new run with --init-from to fine-tune on other data)"
+    )
+
+
+def canonical_data_spec(spec: str) -> str:
+    """A data spec with its path made absolute, so that a run resumes from any working directory (embedded
+    sets and ``torus:NAME`` stay as they are; a path that does not exist is left for the reader to reject)."""
+    for prefix in (ANGLE_PREFIX, FLOW_PREFIX):
+        if spec.startswith(prefix):
+            path = Path(spec[len(prefix):]).expanduser()
+            return prefix + str(path.resolve()) if path.exists() else spec
+    if spec in DATA_CHOICES or is_angle_spec(spec):
+        return spec
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _spec_path_exists(spec: str) -> bool:
+    for prefix in (ANGLE_PREFIX, FLOW_PREFIX):
+        if spec.startswith(prefix):
+            return Path(spec[len(prefix):]).expanduser().exists()
+    return spec in DATA_CHOICES or is_angle_spec(spec) or Path(spec).expanduser().exists()
+
+
+def process_name_of(process: ProcessConfig) -> str:
+    """The ``--process`` name of a process config."""
+    coupling = getattr(process, "coupling", None)
+    return f"{process.kind}-{coupling}" if coupling is not None else process.kind
+
+
+# Option → the run's saved value (None: the option does not apply to this run), for the options a resume
+# cannot change: each defines the run's model, data or arithmetic.
+_SAVED_VALUES = {
+    "batch_size": lambda run: run.training.batch_size,
+    "precision": lambda run: run.training.precision,
+    "compile": lambda run: run.training.compile,
+    "draws": lambda run: run.training.draws,
+    "window": lambda run: run.training.window,
+    "anchor": lambda run: run.training.anchor,
+    "forward_states": lambda run: run.training.forward_states,
+    "pool_size": lambda run: run.training.pool_size,
+    "pool_advance": lambda run: run.training.pool_advance,
+    "lr": lambda run: run.training.lr,
+    "warmup_steps": lambda run: run.training.warmup_steps,
+    "ema_decay": lambda run: run.training.ema_decay,
+    "ema_warmup_steps": lambda run: run.training.ema_warmup_steps,
+    "no_fit_prior": lambda run: not run.training.fit_prior,
+    "seed": lambda run: run.training.seed,
+    "class_dropout": lambda run: run.training.class_dropout,
+    "process": lambda run: process_name_of(run.model.process),
+    "steps": lambda run: run.model.process.steps,
+    "schedule": lambda run: getattr(run.model.process, "schedule", None),
+    "neighbourhood": lambda run: getattr(run.model.process, "neighbourhood", None),
+    "padding": lambda run: getattr(run.model.process, "padding", None),
+    "image_size": lambda run: run.model.image_size if run.model.data_kind == "image" else None,
+    "channels": lambda run: str(run.model.channels) if run.model.data_kind == "image" else None,
+    "flow_networks": lambda run: run.model.flow_networks if run.model.data_kind == "flow" else None,
+    "context_frames": lambda run: run.model.context_frames,
+    "degrees": lambda run: run.data.degrees,
+    "lazy": lambda run: run.data.lazy,
+    "classes": lambda run: run.data.classes,
+    "on_bad_image": lambda run: run.data.on_bad_image,
+}
+
+
+def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
+    """'--lr 0.001 (the run: 0.0002)' for every option the user gave that disagrees with the saved run."""
+    found = []
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in sorted(request.given):
+        given = getattr(request, name, None)
+        if name == "init_from" and given is not None:
+            found.append("--init-from starts a new run; it cannot be combined with --resume")
+        elif name == "objective" and given not in ("auto", saved.training.objective):
+            found.append(f"--objective {given} (the run: {saved.training.objective})")
+        elif name == "phase_range" and given is not None:
+            saved_range = getattr(saved.model.process, "phase_range", None)
+            if saved_range is None or not math.isclose(given * math.pi, saved_range, rel_tol=1e-9):
+                found.append(f"--phase-range {given} (the run: {'none' if saved_range is None else saved_range / math.pi:.4g})")
+        elif name == "preset" and not preset_matches(given, saved):
+            found.append(f"--preset {given} (the run's network is another size)")
+        elif name in _SAVED_VALUES:
+            value = _SAVED_VALUES[name](saved)
+            if value is not None and given is not None and given != value:
+                shown = "" if isinstance(given, bool) else f" {given}"
+                found.append(f"{flag(name)}{shown} (the run: {value})")
+    return found
+
+
+def preset_matches(preset: str, saved: RunConfig) -> bool:
+    """Whether the network size ``preset`` names is the saved run's (the fields the preset sets)."""
+    model = saved.model
+    if model.mlp is not None:
+        sizes = ANGLE_MLP_PRESETS.get(preset)
+        return sizes is not None and all(getattr(model.mlp, key) == value for key, value in sizes.items())
+    fields = UNET_PRESETS.get(preset)
+    if fields is None or model.unet is None:
+        return False
+    set_per_run = {"in_channels", "out_channels", "image_size", "num_classes", "padding_mode", "condition_channels"}
+    return all(getattr(model.unet, key) == value for key, value in fields.items() if key not in set_per_run)
 
 
 def _new_trainer(request: TrainRequest, context: DistributedContext, device: torch.device) -> Trainer:
@@ -148,24 +299,26 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                 f"{data_spec}: --context-frames {request.context_frames} needs trajectories of at least "
                 f"{request.context_frames + 1} frames, and the shortest has {min(source.frame_counts)}; use fewer context frames"
             )
-        data = DataConfig(source=data_spec, image_size=source.size, channels=2, flip=False, seed=request.seed)
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=source.size, channels=2, flip=False, seed=request.seed)
     elif angles:
         check_angle_training_options(process_name, request.classes)
         source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
-        data = DataConfig(source=data_spec, image_size=0, channels=source.dims, seed=request.seed, degrees=request.degrees)
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=0, channels=source.dims, seed=request.seed,
+                          degrees=request.degrees)
     else:
         source = open_image_source(
             data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
             classes=request.classes, lazy=request.lazy,
         )
-        data = DataConfig(source=data_spec, image_size=request.image_size, channels=source.channels, seed=request.seed,
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=source.channels, seed=request.seed,
                           on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy)
     class_names = source.class_names if request.classes else ()
     training = TrainConfig(
         train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
         precision=request.precision, compile=request.compile, draws=request.draws,
         objective=request.objective, window=request.window, anchor=request.anchor,
-        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance, lr=request.lr, ema_decay=request.ema_decay, fit_prior=not request.no_fit_prior,
+        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance, lr=request.lr, warmup_steps=request.warmup_steps, ema_decay=request.ema_decay,
+        ema_warmup_steps=request.ema_warmup_steps, fit_prior=not request.no_fit_prior,
         checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
         sample_every=request.sample_every, seed=request.seed, on_nonfinite=request.on_nan, class_dropout=request.class_dropout,
     )

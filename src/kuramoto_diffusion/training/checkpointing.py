@@ -9,28 +9,30 @@ while writing keeps its previous checkpoint.
 
 from __future__ import annotations
 
-import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import (
+    CHECKPOINT_PATTERN,
     COMPLETE_MARKER,
     checkpoint_name,
     commit_directory,
-    latest_checkpoint,
+    list_checkpoints,
     load_module_weights,
     load_tensors,
     optimizer_from_tensors,
     optimizer_to_tensors,
     save_tensors,
+    temporary_directory_name,
 )
 from ..config import RunConfig
 from ..errors import UserError
-from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_run_config
-from ..serialization import write_json_atomic
+from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, build_network, load_run_config
+from ..serialization import read_json, write_json_atomic
 from .chain_pool import ChainPool
 
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -55,7 +57,7 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
     leaves no partial directory behind."""
     folder = run_dir / "checkpoints"
     final = folder / checkpoint_name(step)
-    temporary = folder / f".tmp-{final.name}"
+    temporary = folder / temporary_directory_name(final.name)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temporary, ignore_errors=True)
@@ -85,35 +87,107 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
     return final
 
 
+GENERATOR_KEYS = ("rng.data", "rng.noise", "rng.global")
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint that cannot be used whole: a file is missing, does not parse, lacks a key, or does not fit."""
+
+
 def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
-    """Restore ``state`` from a checkpoint directory in place; returns its step."""
+    """Restore ``state`` from a checkpoint directory in place; returns its step. Anything that does not fit is a
+    ``DamagedCheckpoint`` naming the file (``validate_checkpoint`` checks the rest before a trainer is built)."""
+    step, _ = validate_checkpoint(checkpoint)
     load_module_weights(state.network, checkpoint / WEIGHTS_NAME)
     load_module_weights(state.ema_network, checkpoint / EMA_WEIGHTS_NAME)
-    saved = json.loads((checkpoint / COMPLETE_MARKER).read_text())
+    saved = read_json(checkpoint / COMPLETE_MARKER)
     optimizer_from_tensors(state.optimizer, load_tensors(checkpoint / OPTIMIZER_TENSORS), saved["optimizer"])
     tensors = load_tensors(checkpoint / TRAINER_TENSORS)
     state.data_generator.set_state(tensors["rng.data"])
     state.noise_generator.set_state(tensors["rng.noise"])
     torch.set_rng_state(tensors["rng.global"])
     if state.pool is not None:
-        state.pool.load_state_dict({k.removeprefix("pool."): v for k, v in tensors.items() if k.startswith("pool.")})
+        pool_state = {k.removeprefix("pool."): v for k, v in tensors.items() if k.startswith("pool.")}
+        try:
+            state.pool.load_state_dict(pool_state)
+        except (KeyError, ValueError, RuntimeError) as error:
+            reason = f"no {error}" if isinstance(error, KeyError) else str(error)
+            raise DamagedCheckpoint(f"{checkpoint / TRAINER_TENSORS}: the chain pool does not fit the run ({reason})") from None
     scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
     if state.scaler.is_enabled() and scaler_state:
         state.scaler.load_state_dict({**state.scaler.state_dict(), **scaler_state})
-    return int(saved["step"])
+    return step
+
+
+def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
+    """Check a checkpoint whole before it is used: every file parses, every expected key and tensor is there,
+    the weights fit the config's network and are finite, and the optimizer state fits those weights.
+
+    Returns (step, run config); raises ``DamagedCheckpoint`` naming the file and the reason.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        marker = checkpoint / COMPLETE_MARKER
+        saved = read_json(marker)
+        if not isinstance(saved, dict) or not isinstance(saved.get("step"), int) or not isinstance(saved.get("optimizer"), dict):
+            raise UserError(f"{marker}: lacks its 'step' number or 'optimizer' settings; the file is damaged")
+        match = CHECKPOINT_PATTERN.match(checkpoint.name)
+        if match is not None and int(match.group(1)) != saved["step"]:
+            raise UserError(f"{marker}: says step {saved['step']} in a folder named {checkpoint.name}; the file is damaged")
+        _, run_config = load_run_config(checkpoint / CONFIG_NAME)
+        if run_config is None or run_config.training is None:
+            raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights; leave the caller's RNG alone
+            network = build_network(run_config.model)
+        for name in (WEIGHTS_NAME, EMA_WEIGHTS_NAME):
+            load_module_weights(network, checkpoint / name)
+        optimizer = torch.optim.AdamW(network.parameters(), lr=run_config.training.lr)
+        try:
+            optimizer_from_tensors(optimizer, load_tensors(checkpoint / OPTIMIZER_TENSORS), saved["optimizer"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            raise UserError(f"{checkpoint / OPTIMIZER_TENSORS}: does not fit the weights ({error}); the file is damaged") from None
+        tensors = load_tensors(checkpoint / TRAINER_TENSORS)
+        missing = [key for key in GENERATOR_KEYS if key not in tensors]
+        if missing:
+            raise UserError(f"{checkpoint / TRAINER_TENSORS}: lacks {', '.join(missing)}; the file is damaged")
+    except DamagedCheckpoint:
+        raise
+    except UserError as error:
+        raise DamagedCheckpoint(str(error)) from None
+    return saved["step"], run_config
+
+
+def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) -> tuple[Path, RunConfig]:
+    """The checkpoint to resume ``run_dir`` from, and its run config: ``chosen`` if given (it must be whole), else
+    the newest complete checkpoint that passes ``validate_checkpoint``. Each newer one that fails is skipped with
+    a one-line warning naming its file and the reason."""
+    run_dir = Path(run_dir)
+    if chosen is not None:
+        chosen = Path(chosen)
+        if not (chosen / COMPLETE_MARKER).is_file():
+            raise UserError(f"{chosen}: not a complete checkpoint (no {COMPLETE_MARKER}); choose one of {run_dir / 'checkpoints'}")
+        return chosen, validate_checkpoint(chosen)[1]
+    candidates = list_checkpoints(run_dir)
+    if not candidates:
+        raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
+    failures = []
+    for checkpoint in reversed(candidates):
+        try:
+            _, run_config = validate_checkpoint(checkpoint)
+        except DamagedCheckpoint as error:
+            failures.append(str(error))
+            continue
+        for failure in failures:
+            warnings.warn(f"skipped a damaged checkpoint: {failure}; resuming from {checkpoint.name}", stacklevel=2)
+        return checkpoint, run_config
+    raise DamagedCheckpoint(
+        f"{run_dir}: every checkpoint is damaged (newest: {failures[0]}); start a new run or repair a checkpoint"
+    )
 
 
 def last_run_config(run_dir: str | Path) -> tuple[Path, RunConfig]:
-    """The last complete checkpoint of a run and its run config (which has training settings), or a
-    UserError saying why the run cannot be resumed."""
-    run_dir = Path(run_dir)
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
-    _, run_config = load_run_config(checkpoint / CONFIG_NAME)
-    if run_config is None or run_config.training is None:
-        raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
-    return checkpoint, run_config
+    """The checkpoint a resume of ``run_dir`` starts from and its run config (see ``resumable_checkpoint``)."""
+    return resumable_checkpoint(run_dir)
 
 
 def check_writable(folder: Path) -> None:

@@ -33,10 +33,11 @@ from .checkpointing import (
     TrainingState,
     check_free_space,
     check_writable,
-    last_run_config,
+    resumable_checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
+from .run_lock import RunFolderBusy, RunLock
 from .loss import (
     drop_conditions,
     kernel_noise,
@@ -59,6 +60,25 @@ class BatchSource(Protocol):
 class TrainingDiverged(UserError):
     """The loss or the gradients became NaN/inf."""
 
+
+# TrainConfig fields a resume may change: they schedule logging and files, not the arithmetic of a step.
+RESUME_CHANGEABLE = ("train_steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
+                     "on_nonfinite")
+
+
+class _NoLock:
+    """The lock of a process that does not write (torchrun ranks other than 0)."""
+
+    held = False
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+_NO_LOCK = _NoLock()
 
 MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
 
@@ -145,6 +165,8 @@ class Trainer:
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         # fp16 gradients underflow without loss scaling; the scaler skips steps whose gradients overflow.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
+        # One writer per run folder: rank 0 holds the lock from start()/resume() to the end of train().
+        self.lock = RunLock(self.run_dir) if context.is_main else _NO_LOCK
 
     @property
     def train_network(self) -> torch.nn.Module:
@@ -219,7 +241,7 @@ class Trainer:
         main = self.context.is_main
         try:
             if main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.lock.acquire()  # creates run_dir; a second writer stops here
                 if latest_checkpoint(self.run_dir) is not None:
                     raise UserError(
                         f"{self.run_dir}: already holds checkpoints; pass resume=True to continue it or choose another run_dir"
@@ -231,8 +253,10 @@ class Trainer:
             if main:
                 write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
             self._make_pool()
-        except BaseException:
-            if created and main:
+        except BaseException as error:
+            busy = isinstance(error, RunFolderBusy)
+            self.lock.release()
+            if created and main and not busy:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             self.context.all_succeeded(False)
             raise
@@ -269,29 +293,51 @@ class Trainer:
         run_dir: str | Path,
         source: BatchSource,
         *,
+        checkpoint: str | Path | None = None,
         train_steps: int | None = None,
         device: str | torch.device = "cpu",
         quiet: bool = False,
         on_log: Callable[[int, dict[str, float]], None] | None = None,
         context: DistributedContext = SINGLE_PROCESS,
         grad_accum: int | None = None,
+        training_changes: dict[str, Any] | None = None,
     ) -> "Trainer":
-        """Continue a run from its last complete checkpoint (optionally with a new total of steps).
+        """Continue a run from ``checkpoint``, or from its newest whole checkpoint (damaged newer ones are skipped
+        with a warning; ``checkpointing.resumable_checkpoint``).
 
-        Every process loads the same checkpoint; the number of processes may differ from the saved run's.
+        ``train_steps`` sets a new total (below the checkpoint's step is an error); ``grad_accum`` and
+        ``training_changes`` (TrainConfig fields that do not change the result: see ``RESUME_CHANGEABLE``) replace
+        the saved settings. A changed setting is written into the run's config.json. Every process loads the same
+        checkpoint; the number of processes may differ from the saved run's.
         """
-        checkpoint, run_config = last_run_config(run_dir)
-        if train_steps is not None:
-            run_config = dataclasses.replace(
-                run_config, training=dataclasses.replace(run_config.training, train_steps=train_steps)
-            )
+        changes = dict(training_changes or {})
+        unsafe = sorted(set(changes) - set(RESUME_CHANGEABLE))
+        if unsafe:
+            raise UserError(f"{', '.join(unsafe)} cannot change when a run resumes; start a new run (init_from) instead")
         if grad_accum is not None:  # a memory setting: it does not change the result
-            run_config = dataclasses.replace(
-                run_config, training=dataclasses.replace(run_config.training, grad_accum=grad_accum)
-            )
-        trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
-        trainer._make_pool()
-        trainer.load_checkpoint(checkpoint)
+            changes["grad_accum"] = grad_accum
+        if train_steps is not None:
+            changes["train_steps"] = train_steps
+        lock = RunLock(Path(run_dir)) if context.is_main else _NO_LOCK
+        lock.acquire()  # before reading: a live writer may be replacing the newest checkpoint
+        try:
+            chosen, run_config = resumable_checkpoint(run_dir, checkpoint)
+            saved_training = run_config.training
+            run_config = dataclasses.replace(run_config, training=dataclasses.replace(saved_training, **changes))
+            trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
+            trainer.lock = lock
+            trainer._make_pool()
+            trainer.load_checkpoint(chosen)
+            if trainer.step > trainer.train_config.train_steps:
+                raise UserError(
+                    f"train_steps {trainer.train_config.train_steps} is below the step {trainer.step} of {chosen}; "
+                    "give a larger total to train further"
+                )
+            if context.is_main and trainer.train_config != saved_training:
+                write_json_atomic(trainer.run_dir / CONFIG_NAME, run_config_dict(trainer.config.model, trainer.config))
+        except BaseException:
+            lock.release()
+            raise
         return trainer
 
     # ----- the loop ---------------------------------------------------------------------
@@ -437,6 +483,7 @@ class Trainer:
 
         cfg = self.train_config
         main = self.context.is_main
+        self.lock.acquire()  # held already after start() or resume(); taken here when neither ran
         with stop_requests() as stop:
             writer = _summary_writer(self.run_dir / "tensorboard") if main else None
             examples = cfg.batch_size * cfg.draws
@@ -490,6 +537,7 @@ class Trainer:
                 progress.close()
                 if writer is not None:
                     writer.close()
+                self.lock.release()
         return self.ema_model()
 
     def _stop(self, signal_number: int) -> NoReturn:
