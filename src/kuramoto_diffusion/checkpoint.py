@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .serialization import atomic_path
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 COMPLETE_MARKER = "state.json"
@@ -25,9 +26,8 @@ COMPLETE_MARKER = "state.json"
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write tensors to a safetensors file (contiguous CPU copies) via a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
