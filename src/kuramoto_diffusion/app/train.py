@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..config import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     DataConfig,
     FlowNormalisation,
     RunConfig,
@@ -31,6 +32,7 @@ from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
 from ..training import Trainer
 from ..training.checkpointing import last_run_config
+from .limits import MAX_BATCH_VALUES, check_values, values_per_example
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class TrainRequest:
     flow_networks: str | None = None
     context_frames: int = 0
     on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     steps: int = 100
     schedule: str = "linear"
     neighbourhood: int | None = None  # None: 5 for images, 4 for flows
@@ -156,10 +159,17 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     else:
         source = open_image_source(
             data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
-            classes=request.classes, lazy=request.lazy,
+            classes=request.classes, lazy=request.lazy, max_image_pixels=request.max_image_pixels,
         )
         data = DataConfig(source=data_spec, image_size=request.image_size, channels=source.channels, seed=request.seed,
-                          on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy)
+                          on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy,
+                          max_image_pixels=request.max_image_pixels)
+    per_example = values_per_example(data.channels, data.image_size) * (1 + request.context_frames)
+    micro_batch = -(-request.batch_size // request.grad_accum)  # what one forward pass holds
+    check_values(micro_batch * request.draws * per_example, MAX_BATCH_VALUES,
+                 f"--batch-size {request.batch_size} ÷ --grad-accum {request.grad_accum} × --draws {request.draws} × "
+                 f"{per_example:,} values per example",
+                 "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)")
     class_names = source.class_names if request.classes else ()
     training = TrainConfig(
         train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
