@@ -170,8 +170,8 @@ class FlowSource:
                 total_bytes += _npz_velocity_bytes(npz_path)
                 if total_bytes > max_bytes:
                     raise UserError(
-                        f"{npz_path}: the 'velocity' arrays read so far declare {total_bytes / 2**30:.2f} GiB as float32, "
-                        f"more than the limit of {max_bytes / 2**30:.2f} GiB (max_bytes={max_bytes}); use fewer or smaller "
+                        f"{npz_path}: the 'velocity' arrays read so far declare {_in_bytes(total_bytes)} as float32, "
+                        f"more than the limit of {_in_bytes(max_bytes)} (max_bytes={max_bytes}); use fewer or smaller "
                         "trajectories, or raise max_bytes if the memory is there"
                     )
             self.trajectories: list[_Trajectory] = [_read_npz_trajectory(npz_path) for npz_path in chosen_paths]
@@ -253,6 +253,13 @@ def _find_flow_files(path: Path) -> tuple[list[Path], list[Path]]:
     if not npz and not hdf5:
         raise UserError(f"{path}: no .npz or .h5/.hdf5 flow files found; generate data with 'kuramoto-diffusion flows generate'")
     return npz, hdf5
+
+
+def _in_bytes(count: int) -> str:
+    """A byte count in words: GiB or MiB with two decimals, or plain bytes below 1 MiB."""
+    if count >= 2**30:
+        return f"{count / 2**30:.2f} GiB"
+    return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count} bytes"
 
 
 def _npz_velocity_bytes(path: Path) -> int:

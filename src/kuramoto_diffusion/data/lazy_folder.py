@@ -191,10 +191,18 @@ class LazyImageFolderSource:
         """
         chosen = range(len(which))[rows] if rows is not None else range(len(which))
         skipped_before = len(self.skipped)
-        images = dict(zip(chosen, self._pool.map(self._decode, [which[row] for row in chosen])))
-        for row, image in images.items():
+        # Each picked file is decoded once, even when several rows pick it (rows share the read-only array).
+        unique = list(dict.fromkeys(which[row] for row in chosen))
+        decoded = dict(zip(unique, self._pool.map(self._decode, unique)))
+        replacements: dict[int, tuple[int, np.ndarray]] = {}
+        images: dict[int, np.ndarray] = {}
+        for row in chosen:
+            image = decoded[which[row]]
             if image is None:
-                which[row], images[row] = self._replacement(which[row])
+                if which[row] not in replacements:
+                    replacements[which[row]] = self._replacement(which[row])
+                which[row], image = replacements[which[row]]
+            images[row] = image
         if len(self.skipped) > skipped_before:
             # One warning per batch, after it is complete: a folder where nothing decodes ends with its one error line.
             path, reason = self.skipped[skipped_before]
