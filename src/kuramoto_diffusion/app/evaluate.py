@@ -125,6 +125,8 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     probes = 2 if request.probes is None else request.probes
     model = DiffusionModel.from_pretrained(request.checkpoint, device=resolve_device(request.device))
     kind = model.config.data_kind
+    check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
+                 f"--num {request.num} examples held in memory", "lower --num")
     generator = torch.Generator().manual_seed(request.seed)
     if kind == "image":
         if is_flow_spec(request.real) or is_angle_spec(request.real):
