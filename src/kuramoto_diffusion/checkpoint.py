@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .serialization import atomic_path
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 COMPLETE_MARKER = "state.json"
@@ -30,18 +31,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
     A failed write (a full disk, say) raises an OSError naming ``path`` and leaves no temporary file.
     """
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
-        os.replace(temporary, path)
-    except (SafetensorError, OSError) as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OSError(error.errno, error.strerror or str(error), str(path)) from None
-        # safetensors reports I/O failures as its own error type; the disk's state is the user's to fix.
-        text = str(error)
-        code = errno.ENOSPC if "No space left" in text else errno.EIO
-        raise OSError(code, os.strerror(code) if code == errno.ENOSPC else text, str(path)) from None
+    with atomic_path(path) as temporary:
+        try:
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(temporary))
+        except SafetensorError as error:
+            # safetensors reports I/O failures as its own error type; the disk's state is the user's to fix.
+            text = " ".join(str(error).split())
+            code = errno.ENOSPC if "No space left" in text or "StorageFull" in text else errno.EIO
+            raise OSError(code, os.strerror(code) if code == errno.ENOSPC else text, str(path)) from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -18,6 +18,10 @@ ANGLE_PREFIX = "angles:"  # a .csv or .npy file of N rows by D angles
 TORUS_PREFIX = "torus:"  # a 2-torus density of data/torus.py
 FLOW_PREFIX = "flows:"  # a flows folder, .npz files or PDEArena HDF5
 BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use
+# The most pixels (width × height) an image file may declare before it is decoded: Pillow's own default
+# (1024³ / 4 / 3 ≈ 89.5 million, 0.25 GiB as 8-bit RGB). A file declaring more is refused from its header
+# as a possible decompression bomb (a 446 KB PNG can declare 12000 × 12000 and cost 2.3 GB decoded).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 
 def is_angle_spec(spec: object) -> bool:
@@ -206,9 +210,12 @@ class DataConfig:
     classes: bool = False  # each first-level subfolder is a class (class-conditional training)
     lazy: bool = False  # image folders: decode the files of each batch on demand instead of holding all in memory
     degrees: bool = False  # angle files: the values are degrees (samples are written back in degrees)
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # image folders: larger files are refused from their header
 
     def __post_init__(self) -> None:
         choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        if self.max_image_pixels < 1:
+            raise UserError(f"max_image_pixels must be ≥ 1, got {self.max_image_pixels}")
         if is_angle_spec(self.source):
             if self.channels < 1:
                 raise UserError(f"angle data needs channels = D ≥ 1 angles per row, got {self.channels}")

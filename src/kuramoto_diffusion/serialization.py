@@ -15,6 +15,8 @@ import json
 import os
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -145,16 +147,34 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A hidden temporary path beside ``path`` (``.NAME.tmp-PID``) to write into; renamed onto ``path`` when the
+    block ends, removed when it fails. An OSError of the temporary file is raised again naming ``path`` (the
+    user's file, not ``.NAME.tmp-PID``), so that a full disk or a missing permission reads as the user's path."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None or os.fspath(error.filename) == os.fspath(temporary) or error.filename2 is not None:
+            raise OSError(error.errno, error.strerror or " ".join(str(error).split()), str(path)) from error
+        raise
+    finally:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is gone or unwritable: there is nothing to clean
+
+
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as pretty JSON via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2, sort_keys=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

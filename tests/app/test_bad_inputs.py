@@ -55,6 +55,18 @@ def _png_claiming_size(path: Path, width: int, height: int) -> None:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
+def _npz_claiming_shape(path: Path, shape: tuple[int, ...]) -> None:
+    """A .npz whose 'velocity' header declares ``shape`` (float32) with no data after it: a few hundred bytes
+    on disk that np.load would try to turn into shape's worth of memory."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("velocity.npy", header.getvalue())
+
+
 class _Payload:
     """Unpickling this creates the file it names: proof that a pickle was executed."""
 
@@ -90,6 +102,17 @@ def _make_folders(root: Path) -> dict[str, Path]:
     frames = [Image.fromarray(_texture(24, i)) for i in range(3)]
     frames[0].save(folder("animated") / "clip.gif", save_all=True, append_images=frames[1:], loop=0)
     _png_claiming_size(folder("huge") / "bomb.png", 60_000, 60_000)
+    Image.fromarray(_texture(120, 12)).save(folder("big") / "large.png")  # 14,400 pixels
+    links = folder("links")
+    _good_images(links)
+    (links / "dangling.png").symlink_to(root / "nowhere.png")
+    (links / "loop1.png").symlink_to(links / "loop2.png")
+    (links / "loop2.png").symlink_to(links / "loop1.png")
+    (folder("foreign") / "notes.txt").write_text("the user's own file\n")
+    Image.fromarray(_texture(16, 13)).save(folder("sampled_other") / "000000.png")
+    (paths["sampled_other"] / "sample-manifest.json").write_text(json.dumps(
+        {"checkpoint": "/elsewhere/model", "weights_sha256": "0" * 64, "settings": {"seed": 0}}))
+    Image.fromarray(_texture(16, 14)).save(folder("sampled_unknown") / "000000.png")
     Image.fromarray(_texture(4, 7)).save(folder("tiny") / "icon.png")
     mixed = folder("mixed")
     Image.fromarray(_texture(24, 8)).save(mixed / "grey.png")
@@ -186,11 +209,12 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     paths["flow_model"] = root / "flow_model"
     DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(paths["flow_model"])
     velocity = np.random.default_rng(0).normal(size=(4, 2, 16, 16)).astype(np.float32)
-    for name in ("flows", "flows_nan"):
+    for name in ("flows", "flows_nan", "flows_huge"):
         paths[name] = root / name
         paths[name].mkdir()
     np.savez(paths["flows"] / "trajectory_00000.npz", velocity=velocity)
     np.savez(paths["flows"] / "trajectory_00001.npz", velocity=velocity[::-1].copy())
+    _npz_claiming_shape(paths["flows_huge"] / "trajectory_00000.npz", (100_000, 2, 1024, 1024))
     velocity[2, 0, 3, 3] = np.nan
     np.savez(paths["flows_nan"] / "trajectory_00000.npz", velocity=velocity)
     paths["pickle_marker"] = marker
@@ -250,7 +274,18 @@ CASES = [
     Case("zero-byte", "train", "zero-byte .png among good images", _train("zero_byte"), "error", "empty file (0 bytes)"),
     Case("truncated", "forward", "truncated .png", _forward("truncated"), "error", "cannot decode image"),
     Case("not-an-image", "forward", "text file named .jpg", _forward("not_image"), "error", "cannot decode image"),
-    Case("decompression-bomb", "forward", "PNG declaring 60000×60000 pixels", _forward("huge"), "error", "cannot decode image"),
+    Case("decompression-bomb", "forward", "PNG declaring 60000×60000 pixels (checked from the header, nothing decoded)",
+         _forward("huge"), "error", "more than the limit of 89,478,485"),
+    Case("over-pixel-limit", "forward", "120×120 image with --max-image-pixels 10000", _forward("big", "--max-image-pixels", "10000"),
+         "error", "if you trust it raise --max-image-pixels 14400"),
+    Case("pixel-limit-raised", "forward", "120×120 image with --max-image-pixels 20000", _forward("big", "--max-image-pixels", "20000"),
+         "accepted", ""),
+    Case("dangling-symlink", "forward", "a dangling symlink among good images", _forward("links"), "error",
+         "dangling.png: cannot open (No such file or directory)"),
+    Case("skip-symlinks", "forward", "a dangling symlink and a symlink loop, --on-bad-image skip",
+         _forward("links", "--on-bad-image", "skip"), "accepted with a warning", "skipped 3 of 6"),
+    Case("lazy-skip-all-bad", "train", "--lazy --on-bad-image skip on a folder where no file decodes",
+         _train("all_bad", "--lazy", "--on-bad-image", "skip"), "error", "is usable"),
     Case("too-small", "forward", "4×4 image, --image-size 8", _forward("tiny"), "error", "smaller than --image-size 8 on its shorter side; use --image-size"),
     Case("sixteen-bit", "forward", "16-bit greyscale PNG", _forward("sixteen_bit"), "accepted", ""),
     Case("cmyk", "forward", "CMYK JPEG", _forward("cmyk"), "accepted", ""),
@@ -323,9 +358,34 @@ CASES = [
     Case("flows-out-under-a-file", "flows", "flows generate --out inside a plain file",
          lambda p: ["generate", "--out", str(p["a_file"] / "flows"), "--num", "1", "--size", "16", "--quiet"],
          "error", "a_file.txt"),
+    Case("out-not-run-folder", "train", "--out a folder of other files (not a run)",
+         lambda p: _train("good")(p)[:-3] + ["--out", str(p["foreign"])], "error", "is not empty and not a run folder"),
+    Case("out-inside-data", "train", "--out inside the --data folder",
+         lambda p: _train("good")(p)[:-3] + ["--out", str(p["good"] / "run")], "error", "is inside the --data folder"),
+    Case("out-dir-other-model", "sample", "--out-dir made by another model (its manifest differs)",
+         lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_other"])], "error", "its images were made with another model"),
+    Case("out-dir-unknown-images", "sample", "--out-dir holding numbered images but no manifest",
+         lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_unknown"])], "error", "no sample-manifest.json"),
     Case("resume-nothing", "train", "--resume on a folder without checkpoints",
          lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
     # options
+    Case("draws-cap", "train", "--draws 1000000", _train("good", "--draws", "1000000"), "error", "must be ≤ 4,096"),
+    Case("batch-estimate", "train", "--batch-size 1000000 × --draws 1000", _train("good", "--batch-size", "1000000", "--draws", "1000"),
+         "error", "more than the cap of 268,435,456"),
+    Case("sample-num-cap", "sample", "--num 100000000", _sample("model", "--num", "100000000"), "error", "must be ≤ 10,000,000"),
+    Case("sample-batch-estimate", "sample", "--num and --batch-size 2000000", _sample("model", "--num", "2000000", "--batch-size", "2000000"),
+         "error", "lower --batch-size"),
+    Case("sample-held-estimate", "sample", "--num 9000000 held in memory (no --out-dir)", _sample("model", "--num", "9000000"),
+         "error", "write images in chunks with --out-dir"),
+    Case("corrector-cap", "sample", "--corrector-steps 1000", _sample("model", "--sampler", "pc", "--corrector-steps", "1000"),
+         "error", "must be ≤ 100"),
+    Case("resample-cap", "sample", "--resample 1000", _sample("model", "--resample", "1000"), "error", "must be ≤ 100"),
+    Case("forward-frames-cap", "forward", "--frames 1000", _forward("good", "--frames", "1000"), "error", "must be ≤ 100"),
+    Case("evaluate-num-estimate", "evaluate", "--num 9000000 (real and generated sets held together)",
+         lambda p: ["--checkpoint", str(p["model"]), "--num", "9000000", "--json", str(p["out"] / "metrics.json")], "error", "lower --num"),
+    Case("flows-frames-estimate", "flows", "flows generate --frames 100000",
+         lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--frames", "100000", "--quiet"], "error",
+         "lower --frames or --size"),
     Case("num-zero", "sample", "--num 0", _sample("model", "--num", "0"), "error", "must be ≥ 1"),
     Case("num-text", "sample", "--num abc", _sample("model", "--num", "abc"), "error", "expected a whole number"),
     Case("nfe-negative", "sample", "--nfe -3", _sample("model", "--nfe", "-3"), "error", "must be ≥ 1"),
@@ -411,6 +471,8 @@ CASES = [
     # flows
     Case("flows-nan", "train", "flows:FOLDER whose velocity holds a NaN", _train_flows("flows_nan"), "error",
          "holds NaN or infinite values"),
+    Case("flows-npz-huge", "train", "flows .npz whose header declares 100000×2×1024×1024 floats (nothing decompressed)",
+         _train_flows("flows_huge"), "error", "more than the limit of 4.00 GiB"),
     Case("flows-kuramoto-local", "train", "--process kuramoto-local on flow data", _train_flows("flows", "--process", "kuramoto-local"),
          "error", "does not model flows"),
     Case("flows-classes", "train", "--classes on flow data", _train_flows("flows", "--classes"), "error", "flow data has no classes"),
@@ -452,6 +514,7 @@ def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path, cli: For
     stderr_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr, result.stderr
     output = paths["out"] / OUTPUTS[case.command]
+    assert result.returncode != 1, f"exit 1 is for bugs, not for bad input: {result.stderr}"
     if case.outcome == "error":
         assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
         assert len(stderr_lines) == 1, result.stderr
@@ -521,6 +584,28 @@ def robustness_markdown() -> str:
         "  decompression bomb, smaller than `--image-size`) stops the command by default",
         "  (`--on-bad-image error`); `--on-bad-image skip` leaves such files out with one warning",
         "  that gives the count and the first file, and stops only if nothing usable is left.",
+        "- An image file whose header declares more than `--max-image-pixels` pixels (default Pillow's",
+        "  89,478,485, about 0.25 GiB as 8-bit RGB) is refused before it is decoded, naming the file and the",
+        "  value to pass if the file is trusted (`max_image_pixels=` in the Python API). A path that cannot be",
+        "  opened (a dangling symlink, a symlink loop) counts as a bad file. `train --lazy --on-bad-image skip`",
+        "  tries each file at most once and stops with one line when no file of the split decodes.",
+        "- A flow `.npz` is checked from its array header before anything is decompressed: its `velocity`",
+        "  arrays may take at most 4 GiB as float32 together (`FlowSource(max_bytes=...)`).",
+        "- Options that multiply memory or work are capped when parsed (`--draws` ≤ 4,096, `--corrector-steps`",
+        "  and `--resample` ≤ 100, `forward --num` ≤ 64 and `--frames` ≤ 100, `--num` ≤ 10,000,000), and the values",
+        "  a command holds are estimated from the options before it starts: one batch through the network at",
+        "  most 2^28 values (1 GiB as float32, before activations), results held until written at most 2^30",
+        "  (4 GiB). Running out of memory anyway (Python's MemoryError or torch's allocation error) exits 2",
+        "  with one line naming options of that command to lower.",
+        "- `sample --out-dir DIR` writes `DIR/sample-manifest.json` (the checkpoint, a SHA-256 of the model's",
+        "  config and weights, the seed, sampler, NFE, batch size and other settings). A rerun continues only",
+        "  with the same model and settings (a larger `--num` is fine); otherwise it stops in one line naming",
+        "  what differs. A folder of numbered images without a manifest is refused.",
+        "- `train --out` of a new run refuses a non-empty folder that is not a run folder (visible entries other",
+        "  than `config.json`, `checkpoints`, `samples`, `tensorboard`, or a `config.json` that is not a run's),",
+        "  and a folder inside the `--data` image or flow folder.",
+        "- Every write goes through a temporary `.NAME.tmp-PID` beside the file and a rename; a failure removes",
+        "  the temporary file, and its error names the user's path.",
         "- An inpainting mask is white where to fill and black where to keep (diffusers, OpenCV, LaMa;",
         "  `--invert-mask` for RePaint's masks) and must have the image's size; grey mask pixels are",
         "  thresholded at 50 % (≥ 128 = white) with one warning; the Python API (`DiffusionModel.inpaint`)",

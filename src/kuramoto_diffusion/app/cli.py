@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..config import BAD_IMAGE_POLICIES, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from ..errors import UserError
 from ..processes import PROCESS_NAMES
 from ..stopping import Stopped, signal_name, sigterm_interrupts
+from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
 
 SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
 GRID_NAMES = ("uniform", "rho")
@@ -46,6 +47,17 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def capped_positive_int(cap: int) -> Callable[[str], int]:
+    """A whole number in [1, cap]: options that multiply memory or time (app/limits.py says why each cap)."""
+    def parse(text: str) -> int:
+        value = positive_int(text)
+        if value > cap:
+            raise argparse.ArgumentTypeError(f"must be ≤ {cap:,} (a cap against runaway memory or time), got {value:,}")
+        return value
+
+    return parse
 
 
 def positive_float(text: str) -> float:
@@ -107,7 +119,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_bad_image_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
-        help="a folder file that cannot be decoded or is too small: stop, or skip it with one warning and a count",
+        help="a folder file that cannot be opened or decoded, or is too small or too large: stop, or skip it with one "
+             "warning and a count",
+    )
+    parser.add_argument(
+        "--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="an image file declaring more pixels (width × height) is refused from its header before it is decoded "
+             "(a decompression-bomb guard, Pillow's limit); raise it for large images you trust",
     )
 
 
@@ -137,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     forward.add_argument("--data", default="textures", help="textures, fingerprints, or a folder of images")
     forward.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
-    forward.add_argument("--num", type=positive_int, default=3, help="images to show")
-    forward.add_argument("--frames", type=positive_int, default=9, help="snapshots per strip")
+    forward.add_argument("--num", type=capped_positive_int(OPTION_CAPS["forward_num"]), default=3, help="images to show")
+    forward.add_argument("--frames", type=capped_positive_int(OPTION_CAPS["forward_frames"]), default=9, help="snapshots per strip")
     forward.add_argument("--out", type=Path, default=Path("forward.png"), help="output PNG")
     _add_bad_image_option(forward)
     _add_process_options(forward)
@@ -173,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)")
-    train.add_argument("--draws", type=positive_int, default=1, help="kernel draws per starting state")
+    train.add_argument("--draws", type=capped_positive_int(OPTION_CAPS["draws"]), default=1, help="kernel draws per starting state")
     train.add_argument(
         "--objective", choices=OBJECTIVES, default="auto",
         help="DSM objective: auto (propagated for the Kuramoto processes, markov for the Euclidean baseline, whose "
@@ -240,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate images with the reverse SDE or the probability-flow ODE.",
     )
     sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
-    sample.add_argument("--num", "--num-images", dest="num", type=positive_int, default=64,
+    sample.add_argument("--num", "--num-images", dest="num", type=capped_positive_int(OPTION_CAPS["num"]), default=64,
                         help="images to generate (under torchrun write --num-images: torchrun claims --num… for itself)")
     _add_sampler_options(sample)
     sample.add_argument("--batch-size", type=positive_int, default=64, help="images per batch")
@@ -267,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --inpaint: mask of the image's size, white = fill, black = keep (as diffusers, OpenCV, LaMa)")
     sample.add_argument("--invert-mask", action="store_true",
                         help="with --mask: white = keep, black = fill (RePaint's convention)")
-    sample.add_argument("--resample", type=positive_int, default=1, help="with --inpaint: RePaint resampling repeats per interval")
+    sample.add_argument("--resample", type=capped_positive_int(OPTION_CAPS["resample"]), default=1, help="with --inpaint: RePaint resampling repeats per interval")
     sample.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     sample.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     sample.add_argument("--clip-denoised", action="store_true",
@@ -294,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--fake", default=None, help="a folder of generated images (flows: a samples .npz or flows folder)")
     source.add_argument("--checkpoint", type=Path, default=None, help="sample from this model instead")
-    evaluate.add_argument("--num", type=positive_int, default=256, help="images per set")
+    evaluate.add_argument("--num", type=capped_positive_int(OPTION_CAPS["num"]), default=256, help="images per set")
     _add_sampler_options(evaluate, " (with --checkpoint)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")
     evaluate.add_argument("--image-size", type=image_size, default=32, help="with --fake: pixels per side")
@@ -338,7 +356,7 @@ def _add_sampler_options(parser: argparse.ArgumentParser, applies: str = "") -> 
     parser.add_argument("--grid", choices=GRID_NAMES, default="uniform",
                         help="time grid: uniform in t, or rho: EDM's ρ-spacing of the process's noise level")
     parser.add_argument("--rho", type=positive_float, default=7.0, help="with --grid rho: the exponent ρ")
-    parser.add_argument("--corrector-steps", type=positive_int, default=None,
+    parser.add_argument("--corrector-steps", type=capped_positive_int(OPTION_CAPS["corrector_steps"]), default=None,
                         help="pc (implied with sde): Langevin corrector steps per grid step (default 1)")
     parser.add_argument("--snr", type=positive_float, default=None,
                         help="pc (implied with sde): the corrector's target signal-to-noise ratio (default 0.16)")
@@ -355,7 +373,7 @@ def _add_flows_parser(commands: argparse._SubParsersAction) -> None:
         "Rerunning skips the trajectories already written.",
     )
     generate.add_argument("--out", type=Path, required=True, help="output folder")
-    generate.add_argument("--num", type=positive_int, default=16, help="trajectories")
+    generate.add_argument("--num", type=capped_positive_int(OPTION_CAPS["num"]), default=16, help="trajectories")
     generate.add_argument("--size", type=positive_int, default=64, help="grid points per side (64 or 128; any even number ≥ 8)")
     generate.add_argument("--frames", type=positive_int, default=8, help="snapshots per trajectory")
     generate.add_argument("--viscosity", type=positive_float, default=1e-3, help="kinematic viscosity ν")
@@ -399,23 +417,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        status, message = describe_failure(error)
+        status, message = describe_failure(error, args.command)
         message = flags_for_parameters(message, flags)
         print(f"{prefix}: error: {message}", file=sys.stderr)
         return status
 
 
-def describe_failure(error: Exception) -> tuple[int, str]:
-    """Exit status and one-line message for an exception that reached the command line."""
+# What to lower when a command runs out of memory: options each command has (a test checks they exist).
+MEMORY_ADVICE = {
+    "forward": "lower --num, --frames or --image-size",
+    "train": "lower --batch-size (or raise --grad-accum: same result, less memory), --draws or --image-size",
+    "sample": "lower --batch-size (images per batch; the result is the same)",
+    "evaluate": "lower --batch-size or --num",
+    "flows": "lower --size or --frames",
+    "demo": "use --device cpu, or free memory",
+    "info": "free memory",
+}
+# torch reports a failed allocation as a RuntimeError (torch.OutOfMemoryError, a subclass, on CUDA).
+_TORCH_OUT_OF_MEMORY = re.compile(r"can't allocate memory|out of memory|not enough memory|failed to allocate", re.IGNORECASE)
+
+
+def describe_failure(error: Exception, command: str | None = None) -> tuple[int, str]:
+    """Exit status and one-line message for an exception that reached the command line (``command``: the
+    subcommand, whose options the out-of-memory advice names)."""
     if isinstance(error, UserError):
         return 2, str(error)
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and _TORCH_OUT_OF_MEMORY.search(str(error))):
+        return 2, f"out of memory; {MEMORY_ADVICE.get(command or '', 'free memory or ask for less')}"
     if isinstance(error, OSError):
         # Disk full, permission denied, a file where a folder should be: the user's environment.
         where = f"{error.filename}: " if error.filename else ""
         reason = error.strerror or str(error)
         return 2, f"{where}{reason}; check the path, its permissions and the free space"
-    if isinstance(error, MemoryError):
-        return 2, "out of memory; lower --batch-size (or --num / --image-size)"
     detail = " ".join(str(error).split())
     return 1, f"internal error ({type(error).__name__}: {detail}); rerun with --debug for the traceback and report it"
 
@@ -555,6 +588,9 @@ def _cmd_flows(args: argparse.Namespace) -> int:
         forcing_amplitude=args.forcing_amplitude, forcing_wavenumber=args.forcing_wavenumber,
         spinup_time=args.spinup_time, frame_interval=args.frame_interval,
     )
+    check_values(args.frames * 4 * args.size**2, MAX_HELD_VALUES,
+                 f"--frames {args.frames} of velocity and vorticity (4 values per point) at --size {args.size}",
+                 "lower --frames or --size (each trajectory is held whole before it is written)")
     if args.device == "cpu":
         device: object = "cpu"
     else:

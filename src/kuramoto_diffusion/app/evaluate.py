@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from ..data import DATA_CHOICES, is_angle_spec, is_flow_spec, open_angle_source, open_flow_source, open_image_source
 from ..errors import UserError
 from ..model import DiffusionModel
 from ..runtime import resolve_device
 from ..serialization import write_json_atomic
+from .limits import MAX_BATCH_VALUES, MAX_HELD_VALUES, check_values, values_per_example
 from .sample import SamplerOptions, with_clip_denoised
 
 
@@ -38,6 +40,7 @@ class EvaluateRequest:
     json: Path | None = None
     device: str = "auto"
     on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     seed: int = 0
     quiet: bool = False
 
@@ -67,6 +70,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
                 "through sample --out-plot FILE.png"
             )
         image_size, channels = model.config.image_size, model.config.channels
+        check_evaluate_sizes(request, channels, image_size)
         result = model.sample(request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, batch_size=request.batch_size,
                               generator=torch.Generator().manual_seed(request.seed))
         fake, clipped = model.decode(result.states)
@@ -76,15 +80,17 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
     else:
         fake_source = open_image_source(
             request.fake, request.image_size, channels=None if request.channels == "auto" else int(request.channels), split="all",
-            on_bad_image=request.on_bad_image,
+            on_bad_image=request.on_bad_image, max_image_pixels=request.max_image_pixels,
         )
         image_size, channels = request.image_size, fake_source.channels
+        check_evaluate_sizes(request, channels, image_size)
         # A folder gives each of its images once (up to --num); the embedded sets give --num crops.
         count = request.num if request.fake in DATA_CHOICES else min(request.num, len(fake_source))
         fake = fake_source.fixed_batch(count, seed=request.seed)
         settings.update(fake=request.fake)
     real_source = open_image_source(
-        request.real, image_size, channels=channels, split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image
+        request.real, image_size, channels=channels, split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
+        max_image_pixels=request.max_image_pixels,
     )
     real = real_source.fixed_batch(request.num, seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
@@ -96,6 +102,15 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         metrics["clipped_fraction"] = fake_clipped
     settings.update(image_size=image_size, channels=channels, num_real=int(real.shape[0]), num_fake=int(fake.shape[0]))
     return report_metrics(request, metrics, settings)
+
+
+def check_evaluate_sizes(request: EvaluateRequest, channels: int, image_size: int) -> None:
+    """Refuse --num and --batch-size whose real and generated sets (held together) or sampling batch exceed the caps."""
+    per_example = values_per_example(channels, image_size)
+    check_values(2 * request.num * per_example, MAX_HELD_VALUES,
+                 f"2 sets of --num {request.num} images of {per_example:,} values", "lower --num")
+    check_values(min(request.batch_size, request.num) * per_example, MAX_BATCH_VALUES,
+                 f"--batch-size {request.batch_size} images of {per_example:,} values", "lower --batch-size")
 
 
 def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
@@ -110,12 +125,15 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     probes = 2 if request.probes is None else request.probes
     model = DiffusionModel.from_pretrained(request.checkpoint, device=resolve_device(request.device))
     kind = model.config.data_kind
+    check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
+                 f"--num {request.num} examples held in memory", "lower --num")
     generator = torch.Generator().manual_seed(request.seed)
     if kind == "image":
         if is_flow_spec(request.real) or is_angle_spec(request.real):
             raise UserError(f"{request.checkpoint} is an image model; --real must be images (textures, fingerprints or a folder)")
         source = open_image_source(request.real, model.config.image_size, channels=model.config.channels,
-                                   split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image)
+                                   split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
+                                   max_image_pixels=request.max_image_pixels)
         data = dequantise(source.fixed_batch(request.num, seed=request.seed + 1), generator)
     elif kind == "flow":
         if not is_flow_spec(request.real):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from ..data import open_image_source
 from ..processes import build_process, process_config
 from ..viz.images import forward_figure, save_image_atomic
@@ -21,6 +22,7 @@ class ForwardRequest:
     frames: int = 9
     out: Path = Path("forward.png")
     on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     steps: int = 100
     schedule: str = "linear"
     neighbourhood: int = 5
@@ -32,7 +34,8 @@ class ForwardRequest:
 def forward_picture(request: ForwardRequest) -> Path:
     """Strips of ``num`` images through Kuramoto global, local and Euclidean diffusion, plus R(t), to ``out``."""
     data, image_size, num, seed = request.data, request.image_size, request.num, request.seed
-    source = open_image_source(data, image_size, split="all", seed=seed, on_bad_image=request.on_bad_image)
+    source = open_image_source(data, image_size, split="all", seed=seed, on_bad_image=request.on_bad_image,
+                               max_image_pixels=request.max_image_pixels)
     images = source.fixed_batch(num, seed=seed)
     order_batch = source.fixed_batch(32, seed=seed + 1)
     processes = {

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
 from ..data import is_angle_spec, open_flow_source, open_image_source, open_source, save_angles
 from ..data.angles import radians_to_user_units, save_array_atomic
 from ..data.flow_generation import save_npz_atomic
@@ -32,6 +33,7 @@ from ..viz.images import (
     save_animation,
     save_image_atomic,
 )
+from .limits import MAX_BATCH_VALUES, MAX_HELD_VALUES, check_values, values_per_example
 from .sample_folder import image_path, sample_to_folder
 
 
@@ -84,6 +86,7 @@ class SampleRequest:
     context: Path | None = None
     rollout: int = 1
     on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     seed: int = 0
     quiet: bool = False
 
@@ -95,6 +98,87 @@ def with_clip_denoised(model: DiffusionModel, clip: bool) -> DiffusionModel:
     if model.config.process.kind != "euclidean":
         raise UserError("--clip-denoised is for Euclidean models; Kuramoto states are phases and need no clipping")
     return model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
+
+
+def check_sample_sizes(request: SampleRequest, model: DiffusionModel) -> None:
+    """Refuse a --batch-size, or a --num held in memory (all but plain sampling into --out-dir), beyond the caps."""
+    per_example = values_per_example(model.config.channels, model.config.image_size)
+    check_values(min(request.batch_size, request.num) * per_example, MAX_BATCH_VALUES,
+                 f"--batch-size {request.batch_size} examples of {per_example:,} values", "lower --batch-size")
+    held_examples = request.num * (request.rollout if model.config.context_frames else 1)
+    plain_folder = (request.out_dir is not None and request.inpaint is None and request.from_data is None
+                    and request.save_trajectory is None and request.out_npy is None)
+    if not plain_folder:
+        check_values(held_examples * per_example, MAX_HELD_VALUES,
+                     f"--num {request.num}{f' × --rollout {request.rollout}' if model.config.context_frames else ''} examples "
+                     f"of {per_example:,} values held in memory",
+                     "lower --num, or write images in chunks with --out-dir DIR (image models)")
+
+
+MANIFEST_NAME = "sample-manifest.json"
+
+
+def folder_manifest(request: SampleRequest, model: DiffusionModel, plain: bool) -> dict[str, object]:
+    """What makes the images of ``sample --out-dir``: the model (its config and weights, hashed), the seed, the
+    sampler and the other settings an image depends on. Not --num (a rerun may ask for more images of the same run)."""
+    import hashlib
+    import json
+
+    from ..serialization import config_to_dict
+
+    digest = hashlib.sha256(json.dumps(config_to_dict(model.config), sort_keys=True).encode())
+    for name, tensor in sorted(model.network.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    settings: dict[str, object] = {
+        "seed": request.seed, "batch_size": request.batch_size, "class": request.class_name, "guidance": request.guidance,
+        "clip_denoised": request.clip_denoised, "no_ema": request.no_ema, **dataclasses.asdict(request.sampling),
+    }
+    if not plain:
+        settings.update(inpaint=None if request.inpaint is None else str(request.inpaint),
+                        mask=None if request.mask is None else str(request.mask), invert_mask=request.invert_mask,
+                        resample=request.resample, from_data=request.from_data, start_step=request.start_step)
+    checkpoint = getattr(model, "checkpoint_path", None) or request.checkpoint
+    return {"checkpoint": str(Path(checkpoint).resolve()), "weights_sha256": digest.hexdigest(), "settings": settings}
+
+
+def claim_out_dir(request: SampleRequest, model: DiffusionModel, plain: bool, context: DistributedContext) -> None:
+    """Write --out-dir's manifest, or check that the one there matches: images of another model, seed, sampler or
+    NFE are never mixed into a folder (nor kept as if they were this run's). Rank 0 writes; every process checks."""
+    from ..serialization import read_json, write_json_atomic
+
+    folder = request.out_dir
+    assert folder is not None
+    manifest = folder_manifest(request, model, plain)
+    path = folder / MANIFEST_NAME
+    fresh = f"pass a new --out-dir, or delete {folder} to start it afresh"
+    has_images = folder.is_dir() and any(folder.glob("[0-9][0-9][0-9][0-9][0-9][0-9].png"))
+    if context.is_main and (not path.exists() or not has_images):  # no images yet: nothing to mix, (re)claim it
+        if has_images:
+            raise UserError(f"{folder}: holds numbered images but no {MANIFEST_NAME} saying what made them; {fresh}")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, manifest)
+    context.barrier()
+    try:
+        saved = read_json(path)
+    except UserError:
+        raise UserError(f"{path}: unreadable manifest; {fresh}") from None
+    if saved == manifest:
+        return
+    if not isinstance(saved, dict):
+        saved = {}
+    differ = []
+    if saved.get("weights_sha256") != manifest["weights_sha256"]:
+        differ.append(f"another model ({saved.get('checkpoint', '?')})")
+    old = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+    new = manifest["settings"]
+    assert isinstance(new, dict)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            differ.append(f"--{key.replace('_', '-')} {old.get(key)} (now {new.get(key)})")
+    if not differ:  # only the checkpoint's path changed: same weights and settings, the same images
+        return
+    raise UserError(f"{folder}: its images were made with {', '.join(differ)}; {fresh}")
 
 
 def sample_into_folder(
@@ -152,6 +236,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         raise UserError("--start-step needs --from-data (the images to start from)")
     if request.resample != 1 and request.inpaint is None:
         raise UserError("--resample applies to --inpaint only")
+    check_sample_sizes(request, model)
     class_labels = model.class_labels(request.class_name, request.num) if request.class_name is not None else None
     guided = {"class_labels": class_labels, "guidance": request.guidance}
     if model.config.data_kind == "angle":
@@ -166,13 +251,15 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         raise UserError(f"{request.out_npy}: --out-npy writes a NumPy .npy file; name it e.g. samples.npy")
     out = request.out if request.out is not None else Path("samples.png")
     plain = request.inpaint is None and request.from_data is None and not record and request.out_npy is None
+    if request.out_dir is not None:
+        claim_out_dir(request, model, plain, context)
     if request.out_dir is not None and plain:
         sample_into_folder(request, model, class_labels, out, context)
         return
     shown: torch.Tensor | None = None  # the input shown first in the grid
     if request.inpaint is not None:
-        image, dims = read_image_for_model(request.inpaint, size, channels)
-        mask = read_mask_for_model(request.mask, size, request.inpaint, dims)
+        image, dims = read_image_for_model(request.inpaint, size, channels, request.max_image_pixels)
+        mask = read_mask_for_model(request.mask, size, request.inpaint, dims, request.max_image_pixels)
         if request.invert_mask:
             mask = 1 - mask
         shown = torch.where(mask == 0, image, -1.0)
@@ -185,12 +272,13 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         if not 1 <= start <= model.process.steps:
             raise UserError(f"--start-step must be in 1…{model.process.steps} (the model's T), got {start}")
         if Path(request.from_data).is_file():
-            image, _ = read_image_for_model(request.from_data, size, channels)
+            image, _ = read_image_for_model(request.from_data, size, channels, request.max_image_pixels)
             real = image.expand(request.num, -1, -1, -1)
             shown = image
         else:
             source = open_image_source(
-                request.from_data, size, channels=channels, split="all", seed=request.seed, on_bad_image=request.on_bad_image
+                request.from_data, size, channels=channels, split="all", seed=request.seed, on_bad_image=request.on_bad_image,
+                max_image_pixels=request.max_image_pixels,
             )
             real = source.fixed_batch(request.num, seed=request.seed)
         result = model.forward_then_reverse(

@@ -17,6 +17,7 @@ import torch
 from ..config import (
     ANGLE_MLP_PRESETS,
     ANGLE_PREFIX,
+    DEFAULT_MAX_IMAGE_PIXELS,
     FLOW_PREFIX,
     DataConfig,
     FlowNormalisation,
@@ -44,6 +45,7 @@ from ..stopping import Stopped
 from ..training import Trainer
 from ..training.checkpointing import resumable_checkpoint
 from ..training.run_lock import RunLock
+from .limits import MAX_BATCH_VALUES, check_values, values_per_example
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class TrainRequest:
     flow_networks: str | None = None
     context_frames: int = 0
     on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     steps: int = 100
     schedule: str = "linear"
     neighbourhood: int | None = None  # None: 5 for images, 4 for flows
@@ -143,6 +146,8 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
             f"run with --init-from {request.out} to change them"
         )
     data = dataclasses.replace(saved.data, source=resumed_data_spec(request, saved.data.source))
+    if "max_image_pixels" in request.given:  # a safety limit, not part of the result
+        data = dataclasses.replace(data, max_image_pixels=request.max_image_pixels)
     source = open_source(data)
     given = request.given
     changes = {name: getattr(request, name) for name in ("checkpoint_every", "keep_checkpoints", "sample_every")
@@ -279,6 +284,7 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     """A started Trainer for a new run (fresh or fine-tuned from ``init_from``): the data decides the model's shape."""
     channels = None if request.channels == "auto" else int(request.channels)
     data_spec = request.data if request.data is not None else "textures"
+    check_fresh_out(request.out, data_spec)
     angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
     process_name = request.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
     check_process_fits_data(process_name, angles=angles, flows=flows)
@@ -308,10 +314,17 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     else:
         source = open_image_source(
             data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
-            classes=request.classes, lazy=request.lazy,
+            classes=request.classes, lazy=request.lazy, max_image_pixels=request.max_image_pixels,
         )
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=source.channels, seed=request.seed,
-                          on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees, lazy=request.lazy)
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=source.channels,
+                          seed=request.seed, on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees,
+                          lazy=request.lazy, max_image_pixels=request.max_image_pixels)
+    per_example = values_per_example(data.channels, data.image_size) * (1 + request.context_frames)
+    micro_batch = -(-request.batch_size // request.grad_accum)  # what one forward pass holds
+    check_values(micro_batch * request.draws * per_example, MAX_BATCH_VALUES,
+                 f"--batch-size {request.batch_size} ÷ --grad-accum {request.grad_accum} × --draws {request.draws} × "
+                 f"{per_example:,} values per example",
+                 "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)")
     class_names = source.class_names if request.classes else ()
     training = TrainConfig(
         train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
@@ -383,6 +396,42 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
         )
     return trainer
+
+
+# What a run folder holds (training/trainer.py); a folder with other visible entries is someone else's.
+RUN_ENTRIES = frozenset({CONFIG_NAME, "checkpoints", "samples", "tensorboard"})
+
+
+def check_fresh_out(out: Path, data_spec: str) -> None:
+    """--out of a fresh run: an empty or new folder, or a run folder (the trainer then refuses one with checkpoints);
+    never a folder of other files, which the run would overwrite, nor a folder inside the image folder --data, where
+    the run's sample grids would become training data."""
+    from ..config import FLOW_PREFIX, is_angle_spec
+
+    if data_spec not in ("textures", "fingerprints") and not is_angle_spec(data_spec):
+        data_path = Path(data_spec[len(FLOW_PREFIX):] if data_spec.startswith(FLOW_PREFIX) else data_spec).expanduser()
+        if data_path.is_dir():
+            resolved_out, resolved_data = out.expanduser().resolve(), data_path.resolve()
+            if resolved_out == resolved_data or resolved_data in resolved_out.parents:
+                raise UserError(f"{out}: is inside the --data folder {data_path}; the run's files (sample grids) would be "
+                                "read as training data; put --out outside it")
+    if not out.is_dir():
+        return  # new (created by the trainer) or not a folder (the trainer's check names it)
+    foreign = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(".") and entry.name not in RUN_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise UserError(f"{out}: is not empty and not a run folder (it holds {shown}); a new run would overwrite files "
+                        "there; pass a new or empty --out")
+    config = out / CONFIG_NAME
+    if config.is_file():
+        try:
+            import json
+
+            is_run = isinstance(json.loads(config.read_text(encoding="utf-8")).get("training"), dict)
+        except (OSError, ValueError, AttributeError):
+            is_run = False
+        if not is_run:
+            raise UserError(f"{config}: is not a run's config.json and a new run would overwrite it; pass a new or empty --out")
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..config import BAD_IMAGE_POLICIES, DataConfig
+from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, DataConfig
 from ..errors import UserError
 from .angles import (
     ANGLE_EXTENSIONS,
@@ -79,6 +79,7 @@ def open_image_source(
     on_bad_image: str = "error",
     classes: bool = False,
     lazy: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageSource:
     """spec is "textures", "fingerprints", a path to a folder of images, or a path to a CIFAR-10 binary
     archive (cifar-10-binary.tar.gz) / its extracted folder cifar-10-batches-bin. split is "train", "val" or "all";
@@ -89,6 +90,8 @@ def open_image_source(
     (also accepted as "test"); see their modules. ``on_bad_image`` ("error" | "skip") applies to
     image folders, and so does ``classes`` (each first-level subfolder is a class): see ``ImageFolderSource``.
     ``lazy`` opens a folder as a ``LazyImageFolderSource`` (files decoded per batch; for folders larger than memory).
+    ``max_image_pixels``: an image file of a folder whose header declares more pixels (width × height) is refused
+    before it is decoded (a decompression-bomb guard; default Pillow's 89,478,485); raise it for trusted large files.
     """
     if classes and spec in ("textures", "fingerprints"):
         raise UserError(f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class")
@@ -122,7 +125,7 @@ def open_image_source(
     folder_source = LazyImageFolderSource if lazy else ImageFolderSource
     return folder_source(
         path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip,
-        on_bad_image=on_bad_image, classes=classes,
+        on_bad_image=on_bad_image, classes=classes, max_image_pixels=max_image_pixels,
     )
 
 
@@ -136,6 +139,7 @@ def open_source(data: DataConfig, split: str = "train") -> "ImageSource | AngleS
     return open_image_source(
         data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
         seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes, lazy=data.lazy,
+        max_image_pixels=data.max_image_pixels,
     )
 
 

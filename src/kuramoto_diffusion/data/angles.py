@@ -32,6 +32,7 @@ from torch import Tensor
 from ..circular import TWO_PI, wrap
 from ..config import ANGLE_PREFIX, TORUS_PREFIX, is_angle_spec
 from ..errors import UserError
+from ..serialization import atomic_path
 from .splits import check_split, check_val_fraction, split_indices
 from .torus import TORUS_DENSITIES, TorusDensity, open_torus_source
 
@@ -322,17 +323,13 @@ def save_array_atomic(path: str | os.PathLike[str], array: np.ndarray, *, csv_he
     if suffix not in (".npy", ".csv"):
         raise UserError(f"{path}: cannot write an array to a {path.suffix or 'suffix-less'} file; use .csv or .npy")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as temporary:
         if suffix == ".npy":
             with open(temporary, "wb") as handle:
                 np.save(handle, array, allow_pickle=False)
         else:
             with open(temporary, "w", encoding="utf-8", newline="") as handle:
                 np.savetxt(handle, array, fmt=f"%.{csv_decimals}f", delimiter=",", header=",".join(csv_header), comments="")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def save_angles(path: str | os.PathLike[str], radians: Tensor, *, degrees: bool) -> np.ndarray:

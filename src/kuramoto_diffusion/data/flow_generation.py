@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
+from ..serialization import atomic_path, config_from_dict, config_to_dict, read_json, write_json_atomic
 from .navier_stokes import FORCINGS, NavierStokes2D, check_grid_size, forcing_field, random_vorticity
 
 FORMAT = "kuramoto-diffusion-flows/1"
@@ -139,15 +139,10 @@ def simulate_trajectory(settings: FlowSettings, index: int, *, device: torch.dev
 
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as an uncompressed .npz via a hidden temporary file and ``os.replace``."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def generate_flows(

@@ -19,6 +19,7 @@ one-line ``UserError`` that names the file and what is wrong.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Sequence
@@ -39,14 +40,19 @@ NPZ_EXTENSIONS = (".npz",)
 HDF5_EXTENSIONS = (".h5", ".hdf5")
 PDEARENA_DATASETS = ("vx", "vy")
 PDEARENA_GROUPS = ("train", "valid", "test")
+# The most memory the velocity arrays of the .npz files of one source may take as float32 (they are read whole):
+# 4 GiB. Checked from the array headers in the zip archives before any data is decompressed, since a small
+# compressed file can declare a huge array (a 29 MB file reached 10 GB). ``max_bytes`` raises it.
+DEFAULT_MAX_FLOW_BYTES = 4 * 2**30
 
 
-def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0) -> "FlowSource":
+def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0,
+                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> "FlowSource":
     """The ``FlowSource`` of a ``flows:PATH`` spec."""
     path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
     if not path:
         raise UserError("flows: needs a path, e.g. flows:data/flows (a folder written by 'flows generate')")
-    return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed)
+    return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed, max_bytes=max_bytes)
 
 
 class _Trajectory:
@@ -115,6 +121,8 @@ class FlowSource:
       subset of ``val_fraction`` (at least one) and the training rest.
     - ``group``: for HDF5 files, the group to read ("train", "valid", "test"); None takes the one
       group the files hold (an error if they hold several).
+    - ``max_bytes``: .npz files are read whole; their ``velocity`` arrays may take at most this many bytes as
+      float32 together (default 4 GiB), checked from the array headers before anything is decompressed.
 
     Attributes: ``name`` (the path), ``size`` (N), ``channels`` (2: vx, vy), ``frame_counts``
     (frames per trajectory of this split), ``metadata`` (the generator's flows.json, or None).
@@ -130,8 +138,11 @@ class FlowSource:
         val_fraction: float = 0.1,
         seed: int = 0,
         group: str | None = None,
+        max_bytes: int = DEFAULT_MAX_FLOW_BYTES,
     ) -> None:
         split = check_split(split)
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise UserError(f"max_bytes must be a positive whole number of bytes, got {max_bytes!r}")
         val_fraction = check_val_fraction(val_fraction)
         path = Path(path).expanduser()
         self.name = str(path)
@@ -153,7 +164,17 @@ class FlowSource:
             )
         chosen = split_indices(total, split, val_fraction, seed, where=str(path))
         if npz_paths:
-            self.trajectories: list[_Trajectory] = [_read_npz_trajectory(npz_paths[int(i)]) for i in chosen]
+            chosen_paths = [npz_paths[int(i)] for i in chosen]
+            total_bytes = 0
+            for npz_path in chosen_paths:  # every header first: nothing is decompressed before all fit
+                total_bytes += _npz_velocity_bytes(npz_path)
+                if total_bytes > max_bytes:
+                    raise UserError(
+                        f"{npz_path}: the 'velocity' arrays read so far declare {_in_bytes(total_bytes)} as float32, "
+                        f"more than the limit of {_in_bytes(max_bytes)} (max_bytes={max_bytes}); use fewer or smaller "
+                        "trajectories, or raise max_bytes if the memory is there"
+                    )
+            self.trajectories: list[_Trajectory] = [_read_npz_trajectory(npz_path) for npz_path in chosen_paths]
         else:
             self.trajectories = [
                 _HDF5Trajectory(self._hdf5, file, group, index, frames)
@@ -232,6 +253,46 @@ def _find_flow_files(path: Path) -> tuple[list[Path], list[Path]]:
     if not npz and not hdf5:
         raise UserError(f"{path}: no .npz or .h5/.hdf5 flow files found; generate data with 'kuramoto-diffusion flows generate'")
     return npz, hdf5
+
+
+def _in_bytes(count: int) -> str:
+    """A byte count in words: GiB or MiB with two decimals, or plain bytes below 1 MiB."""
+    if count >= 2**30:
+        return f"{count / 2**30:.2f} GiB"
+    return f"{count / 2**20:.2f} MiB" if count >= 2**20 else f"{count} bytes"
+
+
+def _npz_velocity_bytes(path: Path) -> int:
+    """Bytes of the ``velocity`` array of the .npz file ``path`` as float32, from its .npy header alone (nothing is
+    decompressed beyond the header); a one-line UserError for a file that is not a zip of .npy arrays, has no
+    ``velocity``, or declares a shape or type that is not a float array (frames, 2, N, N)."""
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise UserError(f"{path}: not a readable .npz file (not a zip archive); regenerate it or save it with np.savez")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if "velocity.npy" not in names:
+                found = ", ".join(name.removesuffix(".npy") for name in names) or "nothing"
+                raise UserError(f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)")
+            with archive.open("velocity.npy") as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version in ((2, 0), (3, 0)):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"unknown .npy format version {version}")
+    except UserError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError) as error:
+        raise UserError(f"{path}: not a readable .npz file ({' '.join(str(error).split()) or type(error).__name__}); regenerate it") from None
+    if dtype.hasobject:
+        raise UserError(f"{path}: 'velocity' holds Python objects (never unpickled); save a float array")
+    if dtype.kind not in "iuf":
+        raise UserError(f"{path}: 'velocity' holds {dtype} values; save a float array")
+    if len(shape) != 4 or shape[1] != 2:
+        raise UserError(f"{path}: 'velocity' has shape {tuple(shape)}; expected (frames, 2, N, N) with channels (vx, vy)")
+    return math.prod(int(n) for n in shape) * 4  # Python ints: a forged shape cannot overflow
 
 
 def _read_npz_trajectory(path: Path) -> _ArrayTrajectory:

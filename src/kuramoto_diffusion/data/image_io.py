@@ -5,6 +5,7 @@ line reads. Every failure is a one-line UserError naming the file."""
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,12 +14,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import DEFAULT_MAX_IMAGE_PIXELS  # ``max_image_pixels`` raises it for trusted files
 from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 MIN_IMAGE_SIZE = 8
 # Modes whose pixels carry no colour. Palette images are decided by their palette.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# Pillow's own bomb check runs inside Image.open, before this module can name the file: it is switched off
+# for the open call alone (under this lock, as Image.MAX_IMAGE_PIXELS is a global) and replaced by
+# ``_check_pixels``, which names the file, the size and the option.
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def check_image_size(image_size: object, *, largest: int | None = None, what: str = "image_size") -> int:
@@ -132,17 +138,57 @@ def list_folder_images(
     return folder, paths
 
 
+def check_max_image_pixels(max_image_pixels: object) -> int:
+    """Return ``max_image_pixels`` if it is a positive int; otherwise raise a one-line UserError."""
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or max_image_pixels < 1:
+        raise UserError(f"max_image_pixels must be a positive whole number of pixels, got {max_image_pixels!r}")
+    return int(max_image_pixels)
+
+
+def _open_image(path: Path, max_image_pixels: int) -> Image.Image:
+    """``Image.open`` (the header only; pixels are not decoded yet), refusing a file that cannot be opened
+    (a dangling symlink, a symlink loop, no permission) or that declares more than ``max_image_pixels``."""
+    try:
+        if path.stat().st_size == 0:
+            raise UserError(f"{path}: empty file (0 bytes); remove or replace it")
+    except OSError as error:  # dangling symlink, symlink loop, permission denied
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"{path}: cannot open ({reason}); fix or remove the file (a broken link?)") from None
+    try:
+        with _PILLOW_LIMIT_LOCK:
+            pillow_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = pillow_limit
+    except OSError as error:
+        if isinstance(error, Image.UnidentifiedImageError) or error.errno is None:
+            raise _decode_failure(path, error) from None
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"{path}: cannot open ({reason}); fix or remove the file") from None
+    except Exception as error:  # Pillow raises many types for bad files; all mean the same to the user
+        raise _decode_failure(path, error) from None
+    width, height = image.size
+    if width * height > max_image_pixels:
+        image.close()
+        raise UserError(
+            f"{path}: image is {width}x{height} = {width * height:,} pixels, more than the limit of {max_image_pixels:,} "
+            "(a guard against decompression bombs); shrink the file, or if you trust it raise max_image_pixels="
+            f"{width * height}"
+        )
+    return image
+
+
 def _decode_failure(path: Path, error: BaseException) -> UserError:
     reason = " ".join(str(error).split()) or type(error).__name__
     return UserError(f"{path}: cannot decode image ({reason}); the file is truncated or corrupt, remove or replace it")
 
 
-def image_is_colour(path: Path) -> bool:
+def image_is_colour(path: Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> bool:
     """Whether the image at ``path`` has colour, judged from its header (mode and palette) only."""
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file (0 bytes); remove or replace it")
     try:
-        with Image.open(path) as image:
+        with _open_image(path, max_image_pixels) as image:
             if image.mode in _GRAY_MODES:
                 return False
             if image.mode in ("P", "PA"):
@@ -181,19 +227,22 @@ def _to_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))  # RGB, RGBA (alpha dropped), CMYK, YCbCr, ...
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Fully decode the first frame of an image file -> uint8 (H, W, 1) for gray or (H, W, 3) for colour.
 
     16-bit images are scaled to 8 bits (v / 257); alpha channels are dropped. Any decoding
-    problem (zero bytes, truncation, unknown format) becomes a UserError that names the file.
+    problem (zero bytes, truncation, unknown format, a path that cannot be opened) becomes a UserError
+    that names the file, and so does a header declaring more than ``max_image_pixels`` pixels (checked
+    before anything is decoded).
     """
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: empty file (0 bytes); remove or replace it")
+    image = _open_image(path, max_image_pixels)
     try:
-        with Image.open(path) as image:
+        with image:
             image.seek(0)  # multi-frame (GIF-like TIFF, multipage): the first frame
             image.load()  # decode everything now, so truncation is caught here and not during training
             return _to_uint8(image)
+    except UserError:
+        raise
     except Exception as error:
         raise _decode_failure(path, error) from None
 
@@ -213,7 +262,8 @@ def centre_square(image: np.ndarray, size: int, resample: Image.Resampling = Ima
     return image[top : top + size, left : left + size].copy()  # writable: Pillow's arrays are read-only
 
 
-def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels: int) -> tuple[torch.Tensor, tuple[int, int]]:
+def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels: int,
+                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image file as a (1, channels, image_size, image_size) tensor in [-1, 1], and its original (width, height).
 
     The image is resized so that its shorter side is image_size and centre-cropped to a square.
@@ -221,13 +271,14 @@ def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: no such image file; check the path")
-    pixels = read_image(path)
+    pixels = read_image(path, check_max_image_pixels(max_image_pixels))
     size = (pixels.shape[1], pixels.shape[0])
     square = centre_square(convert_channels(pixels, channels), image_size)
     return uint8_batch_to_tensor(square[None]), size
 
 
-def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_path: str | os.PathLike[str], image_dims: tuple[int, int]) -> torch.Tensor:
+def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_path: str | os.PathLike[str], image_dims: tuple[int, int],
+                        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
     """A mask file as a (1, 1, image_size, image_size) tensor of 0/1: 1 where it is white (the region to
     fill, in the convention of ``DiffusionModel.inpaint``), 0 where it is black.
 
@@ -237,7 +288,7 @@ def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_pat
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: no such mask file; check the path")
-    pixels = convert_channels(read_image(path), 1)
+    pixels = convert_channels(read_image(path, check_max_image_pixels(max_image_pixels)), 1)
     if (pixels.shape[1], pixels.shape[0]) != tuple(image_dims):
         raise UserError(
             f"{path}: mask is {pixels.shape[1]}x{pixels.shape[0]} pixels but {image_path} is {image_dims[0]}x{image_dims[1]}; "
@@ -254,10 +305,11 @@ def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_pat
     return torch.from_numpy((square[..., 0] >= 128).astype(np.float32))[None, None]
 
 
-def read_image_at_least(path: Path, image_size: int, channels: int, shorter: int) -> np.ndarray:
+def read_image_at_least(path: Path, image_size: int, channels: int, shorter: int,
+                        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``read_image``, converted to ``channels`` and resized so the shorter side is ``shorter``; a UserError
     naming the file and the fix if the image is smaller than ``image_size``."""
-    pixels = read_image(path)
+    pixels = read_image(path, max_image_pixels)
     height, width = pixels.shape[:2]
     if min(height, width) < image_size:
         raise UserError(

@@ -31,7 +31,9 @@ from ..config import BAD_IMAGE_POLICIES
 from ..errors import UserError
 from ..serialization import choice_check
 from .image_io import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     check_channels,
+    check_max_image_pixels,
     check_image_size,
     folder_classes,
     folder_labels,
@@ -166,6 +168,9 @@ class ImageFolderSource(InMemoryImageSource):
     - ``on_bad_image``: "error" stops at the first file that cannot be decoded (empty, truncated, not
       an image, a decompression bomb) or is smaller than image_size; "skip" leaves such files out
       and emits one warning with the count and the first file and reason (``self.skipped`` lists all).
+      A path that cannot be opened (a dangling symlink, a symlink loop) counts as such a file.
+    - ``max_image_pixels``: a file whose header declares more pixels (width × height) is refused before
+      it is decoded, as a possible decompression bomb (``image_io.DEFAULT_MAX_IMAGE_PIXELS``).
 
     Raises UserError (one line, naming the file) for a missing path, an empty folder, a folder
     without images, an unusable image (with "error"), or no usable image at all (with "skip").
@@ -184,8 +189,10 @@ class ImageFolderSource(InMemoryImageSource):
         crop_scale: float = 1.0,
         on_bad_image: str = "error",
         classes: bool = False,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         image_size = check_image_size(image_size)
+        max_image_pixels = check_max_image_pixels(max_image_pixels)
         choice_check("on_bad_image", on_bad_image, BAD_IMAGE_POLICIES)
         split = check_split(split)
         val_fraction = check_val_fraction(val_fraction)
@@ -207,14 +214,14 @@ class ImageFolderSource(InMemoryImageSource):
 
         if channels is None:
             # Header-only probe of every file (not just this split) so that train and val agree.
-            channels = 3 if any(usable(image_is_colour, path) for path in all_paths) else 1
+            channels = 3 if any(usable(lambda p: image_is_colour(p, max_image_pixels), path) for path in all_paths) else 1
             self.skipped.clear()  # reported below, for this split's files only
         indices = split_indices(len(all_paths), split, val_fraction, seed, where=str(folder))
         self.crop_scale = float(crop_scale)
         shorter = round(image_size * crop_scale)
 
         def decoded(path: Path) -> np.ndarray:
-            return read_image_at_least(path, image_size, channels, shorter)
+            return read_image_at_least(path, image_size, channels, shorter, max_image_pixels)
 
         self.paths: list[Path] = []
         images = []

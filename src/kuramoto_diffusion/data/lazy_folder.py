@@ -28,7 +28,9 @@ from ..config import BAD_IMAGE_POLICIES
 from ..errors import UserError
 from ..serialization import choice_check, write_json_atomic
 from .image_io import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     check_channels,
+    check_max_image_pixels,
     check_image_size,
     find_image_files,
     folder_classes,
@@ -113,8 +115,10 @@ class LazyImageFolderSource:
         classes: bool = False,
         workers: int = 4,
         index_cache: Path | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.image_size = check_image_size(image_size)
+        self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         split = check_split(split)
         val_fraction = check_val_fraction(val_fraction)
         channels = check_channels(channels)
@@ -132,11 +136,12 @@ class LazyImageFolderSource:
         self.paths: list[Path] = [all_paths[int(i)] for i in indices]
         self.labels = torch.tensor(folder_labels(folder, self.paths, self.class_names)) if classes else None
         self.skipped: list[tuple[Path, str]] = []
+        self._bad: set[int] = set()  # indices into self.paths of files skipped once: never decoded again
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
 
     def _safe_colour(self, path: Path) -> bool:
         try:
-            return image_is_colour(path)
+            return image_is_colour(path, self.max_image_pixels)
         except UserError:
             if self.on_bad_image == "error":
                 raise
@@ -148,16 +153,34 @@ class LazyImageFolderSource:
     def __repr__(self) -> str:
         return f"LazyImageFolderSource(name={self.name!r}, files={len(self)}, channels={self.channels})"
 
-    def _decode(self, path: Path) -> np.ndarray | None:
-        """uint8 (H, W, channels) resized so the shorter side is image_size; None for a skipped bad file."""
+    def _decode(self, index: int) -> np.ndarray | None:
+        """File ``index`` of ``self.paths`` as uint8 (H, W, channels) resized so the shorter side is image_size;
+        None for a skipped bad file (remembered, so that it is neither decoded nor reported again)."""
+        if index in self._bad:
+            return None
+        path = self.paths[index]
         try:
-            return read_image_at_least(path, self.image_size, self.channels, self.image_size)
+            return read_image_at_least(path, self.image_size, self.channels, self.image_size, self.max_image_pixels)
         except UserError as error:
             if self.on_bad_image == "error":
                 raise
-            self.skipped.append((path, str(error)))
-            warnings.warn(f"skipped {path} ({error}); {len(self.skipped)} skipped so far", stacklevel=3)
+            self._bad.add(index)
+            self.skipped.append((path, str(error)))  # reported by _crops once the batch is complete
             return None
+
+    def _replacement(self, index: int) -> tuple[int, np.ndarray]:
+        """The first usable file after bad file ``index`` (cyclically): at most one pass over the list, then a
+        UserError, so that a folder where nothing decodes stops instead of looping."""
+        for step in range(1, len(self.paths) + 1):
+            candidate = (index + step) % len(self.paths)
+            image = self._decode(candidate)
+            if image is not None:
+                return candidate, image
+        first = self.skipped[0][1] if self.skipped else "no file decodes"
+        raise UserError(
+            f"{self.name}: none of the {len(self.paths)} image file(s) of this split is usable "
+            f"(first: {first}); fix or remove the files"
+        )
 
     def _crops(self, which: list[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
                rows: slice | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -167,12 +190,25 @@ class LazyImageFolderSource:
         of a data-parallel job must agree on the picks while decoding only its own rows).
         """
         chosen = range(len(which))[rows] if rows is not None else range(len(which))
-        images = dict(zip(chosen, self._pool.map(self._decode, [self.paths[which[row]] for row in chosen])))
-        for row, image in images.items():
-            while image is None:
-                which[row] = (which[row] + 1) % len(self.paths)
-                image = self._decode(self.paths[which[row]])
+        skipped_before = len(self.skipped)
+        # Each picked file is decoded once, even when several rows pick it (rows share the read-only array).
+        unique = list(dict.fromkeys(which[row] for row in chosen))
+        decoded = dict(zip(unique, self._pool.map(self._decode, unique)))
+        replacements: dict[int, tuple[int, np.ndarray]] = {}
+        images: dict[int, np.ndarray] = {}
+        for row in chosen:
+            image = decoded[which[row]]
+            if image is None:
+                if which[row] not in replacements:
+                    replacements[which[row]] = self._replacement(which[row])
+                which[row], image = replacements[which[row]]
             images[row] = image
+        if len(self.skipped) > skipped_before:
+            # One warning per batch, after it is complete: a folder where nothing decodes ends with its one error line.
+            path, reason = self.skipped[skipped_before]
+            others = len(self.skipped) - skipped_before - 1
+            more = f" and {others} more in this batch" if others else ""
+            warnings.warn(f"skipped {path} ({reason}){more}; {len(self.skipped)} skipped so far", stacklevel=3)
         batch = torch.zeros(len(which), self.channels, self.image_size, self.image_size)
         if images:
             batch[chosen.start:chosen.stop] = crop_batch(

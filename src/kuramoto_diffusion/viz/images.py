@@ -16,6 +16,7 @@ from torch import Tensor
 from ..circular import IMAGE_PHASE_RANGE, order_parameter
 from ..codecs import to_uint8
 from ..processes import ForwardProcess
+from ..serialization import atomic_path
 
 
 def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, upscale: int = 1) -> Image.Image:
@@ -41,9 +42,8 @@ def save_image_atomic(picture: Image.Image, path: str | os.PathLike[str], **opti
     """Save a PIL image via a temporary file and a rename, so a killed run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    picture.save(tmp, format=_format_of(path), **options)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format=_format_of(path), **options)
 
 
 def _format_of(path: Path) -> str:
@@ -99,10 +99,9 @@ def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike[str], 
     """Write frames as a looping GIF (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     first, *rest = [f.convert("P", palette=Image.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
-    first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
 
 
 def order_parameter_curve(trajectory: Tensor) -> Tensor:
