@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kuramoto_diffusion.data import FingerprintSource, InMemoryImageSource
-from kuramoto_diffusion.data.reference_sets import crop_capacity, disjoint_crop_sets, held_out_source
+from kuramoto_diffusion.data.reference_sets import complement_crops, crop_capacity, disjoint_crop_sets, held_out_source
 from kuramoto_diffusion.errors import UserError
 
 
@@ -77,3 +77,17 @@ def test_fingerprints_held_out_extension_starts_with_the_validation_prints() -> 
         np.testing.assert_array_equal(extended.images[51 + offset], resize_uint8(native[..., None], 16, 16))
     training = FingerprintSource(16, split="train", seed=0).images
     assert not any(np.array_equal(extended.images[-1], image) for image in training)
+
+
+def test_complement_crops_avoid_their_reference_set_and_repeat_only_when_short() -> None:
+    source = InMemoryImageSource(labelled_strips(2, 30, 4), 4, name="strips", channels=1, flip=False)
+    references = disjoint_crop_sets(source, 3, 18, seed=4)
+    floor, distinct = complement_crops(source, 3, 1, 30, seed=4)
+    ids = window_ids(floor)
+    assert distinct == 30 and len(set(ids)) == 30
+    assert not set(ids) & set(window_ids(references[1]))  # outside set 1's band …
+    assert all(9 <= (value % 120) // 4 < 18 for value in window_ids(references[1]))
+    assert all(not 9 <= (value % 120) // 4 < 18 for value in ids)
+    short, distinct = complement_crops(source, 3, 0, 50, seed=4)  # 36 windows outside band 0
+    counts = np.bincount(window_ids(short))
+    assert distinct == 36 and len(set(window_ids(short))) == 36 and counts.max() == 2

@@ -77,6 +77,31 @@ def crop_capacity(source: InMemoryImageSource, parts: int, seed: int = 0) -> int
     return min(sum(block.count for block in part) for part in partition_windows(source, parts, seed))
 
 
+def _draw(source: InMemoryImageSource, blocks: Sequence[_Block], size: int, rng: np.random.Generator) -> torch.Tensor:
+    """``size`` crops of the windows in ``blocks``: distinct while there are enough, then each window again in a
+    fresh random order (so no window is used twice before all are used once); random flips where the source flips."""
+    counts = np.array([block.count for block in blocks])
+    ends = np.cumsum(counts)
+    total = int(ends[-1])
+    rounds = -(-size // total)
+    flat = np.concatenate([rng.choice(total, size=min(total, size - k * total), replace=False) for k in range(rounds)])
+    which = np.searchsorted(ends, flat, side="right")
+    offsets = flat - (ends[which] - counts[which])
+    images = source.images
+    chosen, positions = [], np.empty((size, 2), dtype=np.float64)
+    for row, (block_index, offset) in enumerate(zip(which, offsets)):
+        block = blocks[int(block_index)]
+        width = block.lefts[1] - block.lefts[0]
+        top, left = block.tops[0] + int(offset) // width, block.lefts[0] + int(offset) % width
+        image = images[block.image]
+        chosen.append(image)
+        # crop_batch takes fractional positions: the centre of the pixel's bin maps back to it exactly.
+        positions[row] = ((top + 0.5) / (image.shape[0] - source.image_size + 1),
+                          (left + 0.5) / (image.shape[1] - source.image_size + 1))
+    coins = (rng.random(size) < 0.5).tolist()
+    return crop_batch(chosen, positions, coins, source.image_size, flip=source.flip)
+
+
 def disjoint_crop_sets(source: InMemoryImageSource, parts: int, size: int, seed: int = 0) -> list[torch.Tensor]:
     """``parts`` sets of ``size`` crops each, float32 (size, C, image_size, image_size) in [-1, 1]: distinct
     windows within a set, none shared between sets, flipped at random where the source flips. Deterministic
@@ -89,27 +114,23 @@ def disjoint_crop_sets(source: InMemoryImageSource, parts: int, size: int, seed:
         raise UserError(f"{source.name}: the held-out split fills {parts} disjoint sets with at most {capacity} "
                         f"distinct crops each, not {size}; ask for fewer sets or smaller ones")
     rng = np.random.default_rng([seed, 1])
-    images = source.images
-    sets = []
-    for part in partition:
-        counts = np.array([block.count for block in part])
-        ends = np.cumsum(counts)
-        flat = rng.choice(int(ends[-1]), size=size, replace=False)
-        which = np.searchsorted(ends, flat, side="right")
-        offsets = flat - (ends[which] - counts[which])
-        chosen, positions = [], np.empty((size, 2), dtype=np.float64)
-        for row, (block_index, offset) in enumerate(zip(which, offsets)):
-            block = part[int(block_index)]
-            width = block.lefts[1] - block.lefts[0]
-            top, left = block.tops[0] + int(offset) // width, block.lefts[0] + int(offset) % width
-            image = images[block.image]
-            chosen.append(image)
-            # crop_batch takes fractional positions: the centre of the pixel's bin maps back to it exactly.
-            positions[row] = ((top + 0.5) / (image.shape[0] - source.image_size + 1),
-                              (left + 0.5) / (image.shape[1] - source.image_size + 1))
-        coins = (rng.random(size) < 0.5).tolist()
-        sets.append(crop_batch(chosen, positions, coins, source.image_size, flip=source.flip))
-    return sets
+    return [_draw(source, part, size, rng) for part in partition]
+
+
+def complement_crops(source: InMemoryImageSource, parts: int, excluded: int, size: int, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """``size`` crops from the windows outside part ``excluded`` of ``disjoint_crop_sets``' partition (same
+    ``parts`` and ``seed``): a real set that shares no window with reference set ``excluded``, e.g. to measure
+    the real-against-real floor. Windows repeat only where the other parts hold fewer than ``size``. Returns
+    the crops and the number of distinct windows among them."""
+    partition = partition_windows(source, parts, seed)
+    if not 0 <= excluded < parts:
+        raise UserError(f"part {excluded} does not exist among {parts} parts")
+    blocks = [block for index, part in enumerate(partition) if index != excluded for block in part]
+    available = sum(block.count for block in blocks)
+    if available == 0:
+        raise UserError(f"{source.name}: the held-out split has no window outside set {excluded}; ask for more sets")
+    rng = np.random.default_rng([seed, 2, excluded, size])
+    return _draw(source, blocks, size, rng), min(size, available)
 
 
 def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int | None = None,
