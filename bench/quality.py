@@ -172,7 +172,10 @@ def protocol_for(data: str, budget: Budget, seed: int, groups: int, reference_se
     if group_size < 2:
         raise UserError(f"--groups {groups}: the budget's {budget.samples} samples leave fewer than 2 per group; "
                         "pass fewer groups")
-    source = held_out_source(data, budget.image_size, seed=seed, channels=1, minimum=reference_sets * group_size)
+    # Enough held-out images (fingerprints: extended as needed) for R sets of group_size, and for the floor's
+    # G groups outside any one set: (R − 1)/R of them must hold G × group_size.
+    minimum = max(reference_sets * group_size, -(-groups * group_size * reference_sets // (reference_sets - 1)))
+    source = held_out_source(data, budget.image_size, seed=seed, channels=1, minimum=minimum)
     capacity = crop_capacity(source, reference_sets, seed)
     size = reference_size or min(group_size, capacity)
     if size > capacity or size < min(MIN_REFERENCE_SIZE, group_size):

@@ -63,11 +63,13 @@ def test_more_sets_than_the_held_out_split_can_fill_raise() -> None:
         disjoint_crop_sets(InMemoryImageSource(labelled_strips(1, 4, 4), 4, name="one", channels=1), 2, 1)
 
 
-def test_fingerprints_held_out_extension_starts_with_the_validation_prints() -> None:
+def test_fingerprints_held_out_extension_starts_with_the_validation_prints(tmp_path, monkeypatch) -> None:
     plain = held_out_source("fingerprints", 16, seed=0, minimum=10)
     assert isinstance(plain, FingerprintSource) and len(plain) == 51
-    extended = held_out_source("fingerprints", 16, seed=0, minimum=53)
+    extended = held_out_source("fingerprints", 16, seed=0, minimum=53, cache_dir=tmp_path)
     assert len(extended) == 53
+    cached = list(tmp_path.iterdir())
+    assert len(cached) == 1 and "from512-n2-seed0" in cached[0].name
     np.testing.assert_array_equal(np.asarray(extended.images[:51]), np.asarray(plain.images))
     # The extra prints are prints 512 and 513 of the seed-0 sequence (FingerprintSource: print i has seed print_seed(0, i)).
     from kuramoto_diffusion.data.fingerprints import NATIVE_PRINT_SIZE, print_seed, synthesize_fingerprint
@@ -77,6 +79,15 @@ def test_fingerprints_held_out_extension_starts_with_the_validation_prints() -> 
         np.testing.assert_array_equal(extended.images[51 + offset], resize_uint8(native[..., None], 16, 16))
     training = FingerprintSource(16, split="train", seed=0).images
     assert not any(np.array_equal(extended.images[-1], image) for image in training)
+    # A rerun reads the extra prints from the cache instead of synthesizing them.
+    import kuramoto_diffusion.data.fingerprints as fingerprints
+
+    def no_synthesis(*args: object) -> None:
+        raise AssertionError("the cached prints should have been read")
+
+    monkeypatch.setattr(fingerprints, "synthesize_fingerprint", no_synthesis)
+    again = held_out_source("fingerprints", 16, seed=0, minimum=53, cache_dir=tmp_path)
+    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(extended.images))
 
 
 def test_complement_crops_avoid_their_reference_set_and_repeat_only_when_short() -> None:

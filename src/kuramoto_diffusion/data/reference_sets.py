@@ -18,8 +18,11 @@ which no split of the default set contains and so no model was trained on.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -133,15 +136,46 @@ def complement_crops(source: InMemoryImageSource, parts: int, excluded: int, siz
     return _draw(source, blocks, size, rng), min(size, available)
 
 
-def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int | None = None,
-                    minimum: int = 0, on_bad_image: str = "error") -> InMemoryImageSource:
+def _extra_prints(seed: int, first: int, count: int, cache_dir: Path | None) -> np.ndarray:
+    """uint8 (count, 96, 96): prints first … first + count − 1 of the seed's sequence, kept in ``cache_dir`` (None:
+    not cached) as an .npz so that reruns of a protocol do not synthesize them again (~10 ms each, more on a busy
+    machine). A missing, partial or foreign cache file is only synthesized again."""
+    from .fingerprints import NATIVE_PRINT_SIZE, SYNTHESIZER_VERSION, print_seed, synthesize_fingerprint
+
+    path = None if cache_dir is None else (
+        Path(cache_dir) / f"fingerprints-v{SYNTHESIZER_VERSION}-{NATIVE_PRINT_SIZE}px-from{first}-n{count}-seed{seed}.npz")
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as stored:  # never unpickle
+                prints = stored["prints"]
+            if prints.shape == (count, NATIVE_PRINT_SIZE, NATIVE_PRINT_SIZE) and prints.dtype == np.uint8:
+                return prints
+        except Exception:  # noqa: BLE001 - any unreadable cache file is synthesized again
+            pass
+    prints = np.stack([np.rint(synthesize_fingerprint(NATIVE_PRINT_SIZE, print_seed(seed, index)) * 255.0).astype(np.uint8)
+                       for index in range(first, first + count)])
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write to a temporary file and rename, so a crash or a concurrent run never leaves half a file.
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".fingerprints-", suffix=".tmp")
+            with os.fdopen(handle, "wb") as file:
+                np.savez_compressed(file, prints=prints)
+            os.replace(temporary, path)
+        except OSError:
+            pass  # a read-only or full disk only costs the synthesis next time
+    return prints
+
+
+def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int | None = None, minimum: int = 0,
+                    on_bad_image: str = "error", cache_dir: str | os.PathLike[str] | None | bool = True) -> InMemoryImageSource:
     """The held-out ("val") split of ``spec`` as ``open_image_source`` opens it, except for the synthetic
     fingerprints when their held-out prints (51 of the default 512) are fewer than ``minimum``: then the
     held-out prints followed by prints 512, 513, … of the same seed's sequence, ``minimum`` in all. Those lie
-    beyond the default set, so neither of its splits contains them and no model was trained on them
-    (~10 ms each to synthesize; they are not cached)."""
+    beyond the default set, so neither of its splits contains them and no model was trained on them.
+    ``cache_dir``: where the extra prints are kept (True: the fingerprints' default cache folder; None: nowhere)."""
     from . import open_image_source
-    from .fingerprints import NATIVE_PRINT_SIZE, FingerprintSource, print_seed, synthesize_fingerprint
+    from .fingerprints import FingerprintSource, default_cache_dir
     from .image_io import resize_uint8
 
     if spec != "fingerprints":
@@ -149,9 +183,9 @@ def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int 
     held_out = FingerprintSource(image_size, channels=channels, split="val", seed=seed)
     if minimum <= len(held_out):
         return held_out
-    extra = []
-    for index in range(held_out.num_prints, held_out.num_prints + minimum - len(held_out)):
-        native = np.rint(synthesize_fingerprint(NATIVE_PRINT_SIZE, print_seed(seed, index)) * 255.0).astype(np.uint8)
-        extra.append(np.repeat(resize_uint8(native[..., None], image_size, image_size), held_out.channels, axis=-1))
-    images = np.concatenate([np.asarray(held_out.images), np.stack(extra)])
+    folder = default_cache_dir() if cache_dir is True else (None if cache_dir in (None, False) else Path(cache_dir))
+    natives = _extra_prints(seed, held_out.num_prints, minimum - len(held_out), folder)
+    extra = np.stack([np.repeat(resize_uint8(native[..., None], image_size, image_size), held_out.channels, axis=-1)
+                      for native in natives])
+    images = np.concatenate([np.asarray(held_out.images), extra])
     return InMemoryImageSource(images, image_size, name="fingerprints", channels=held_out.channels, flip=held_out.flip)
