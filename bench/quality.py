@@ -6,13 +6,31 @@
                             [--figures bench/results/quality]
                             [--objective auto|markov|antithetic|flow|flow-antithetic|propagated] [--window H] [--anchor A] [--draws D]
                             [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D] [--steps T]
+                            [--groups 4] [--reference-sets 4] [--reference-size N] [--load-models DIR]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
-reverse SDE at NFE = T (and 50) and the ODE at NFE 10, 25, 50, and evaluates every weight-free
-metric of ``kuramoto_diffusion.metrics`` (plus FID/KID with --inception-weights) against random
-crops of the held-out split. A "real" row compares two independent held-out sets of the same
-size: the metrics' own floor at that sample size.
+reverse SDE at NFE = T (and 50) and the ODE at NFE 10, 25, 50, and evaluates every metric that
+``metrics.evaluate_images`` returns (plus FID/KID with --inception-weights) by the protocol of
+docs/benchmarks-protocol.md:
+
+- the budget's samples are split into --groups G groups (default 4: 1,024 samples = 4 × 256 at the small
+  budget), and every group is scored against each of --reference-sets R disjoint held-out reference sets
+  (default 4; ``data.reference_sets``: no crop window is in two sets; fingerprints use disjoint held-out
+  prints, extended beyond the default 512-print set as needed; the textures' held-out strips hold 291
+  windows of 32 px, so their sets share no window but neighbouring windows overlap in pixels);
+- each row gives each metric's mean over the G × R cells (the plain key, as before), its percentile-bootstrap
+  95 % interval ("intervals"), and the cell tables ("tables", metric -> G × R), which bench/headline.py pools
+  across seeds;
+- the "real" row is the floor: for each reference set, G groups of real crops from the windows outside it,
+  at the models' group size, scored the same way; ``swd_excess`` is each cell's SWD minus the floor's mean
+  SWD on the same reference set;
+- "ratios" gives K/E of every Kuramoto row against the best Euclidean row per metric, paired by
+  reference set (metrics.intervals.ratio_interval).
+
+--reference-size N sets the crops per reference set (default: the group size, or what the held-out split
+can fill if less; more sets than it can fill is an error). --norm-groups is the UNet's GroupNorm groups
+(it was --groups before 2026-12-06). JSON files written before the protocol (no "tables") still --merge.
 
 --objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/loss.py;
 the Euclidean model always trains on DDPM's ε-loss), --pool-advance n the chains their pool advances
@@ -39,11 +57,11 @@ the real data's R.
 
 Budgets (32 px grey images; one CPU thread unless you allow more):
 
-tiny   20 steps, 16 samples at T = 20: seconds; checks the script end to end.
-small  'tiny' UNet preset, 2,000 steps of 32 (lr 5e-4, EMA 0.995) at T = 100, 256 samples:
-       7–10 min of training and 3–6 min of sampling per model: 84 min for 2 data sets ×
-       3 methods with OMP_NUM_THREADS=1 on the 2-core development machine (while it was shared).
-medium 'small' with 4× the training (8,000 steps) and only the SDE at T and the ODE at NFE 50:
+tiny   20 steps, 16 samples (4 groups of 4) at T = 20: seconds; checks the script end to end.
+small  'tiny' UNet preset, 2,000 steps of 32 (lr 5e-4, EMA 0.995) at T = 100, 1,024 samples:
+       7–10 min of training per model; sampling takes 4× what it took with the former 256 samples
+       (3–6 min per sweep then), and scoring G × R = 16 cells per sweep.
+medium 'small' (1,024 samples) with 4× the training (8,000 steps) and only the SDE at T and the ODE at NFE 50:
        about 35 min per model on one thread; checks how the gap changes with training.
 paper  'small' preset at 64 px, 100,000 steps of 64 at T = 1,000, 5,000 samples: GPU only.
 
@@ -63,10 +81,15 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.circular import order_parameter
 from kuramoto_diffusion.data import open_image_source
+from kuramoto_diffusion.data.reference_sets import complement_crops, crop_capacity, disjoint_crop_sets, held_out_source
+from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics import evaluate_images
+from kuramoto_diffusion.metrics.intervals import difference_table, mean_interval, ratio_interval
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.sampling.sweep import Sampler
@@ -94,14 +117,14 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget("tiny", 32, 20, 20, 8, 1e-3, 5, 0.9, 16, 16, (("sde", 0), ("ode", 5))),
-    "small": Budget("tiny", 32, 100, 2000, 32, 5e-4, 100, 0.995, 256, 128,
+    "small": Budget("tiny", 32, 100, 2000, 32, 5e-4, 100, 0.995, 1024, 128,
                     (("sde", 0), ("sde", 50), ("ode", 10), ("ode", 25), ("ode", 50))),
-    "medium": Budget("tiny", 32, 100, 8000, 32, 5e-4, 100, 0.995, 256, 128, (("sde", 0), ("ode", 50))),
+    "medium": Budget("tiny", 32, 100, 8000, 32, 5e-4, 100, 0.995, 1024, 128, (("sde", 0), ("ode", 50))),
     "paper": Budget("small", 64, 1000, 100_000, 64, 2e-4, 1000, 0.9999, 5000, 250,
                     (("sde", 0), ("sde", 100), ("ode", 10), ("ode", 25), ("ode", 50))),
 }
 
-COLUMNS = ["data", "method", "sampler", "nfe", "swd_mean", "orientation_w1", "coherence_gap",
+COLUMNS = ["data", "method", "sampler", "nfe", "swd_mean", "swd_excess", "orientation_w1", "coherence_gap",
            "log_spectral_distance", "pixel_w1", "clipped_fraction", "ridge_frequency_w1", "fid", "kid",
            "train_s", "sample_s"]
 
@@ -112,12 +135,90 @@ def process_for(method: str, steps: int) -> ProcessConfig:
     return KuramotoConfig(coupling=method.removeprefix("kuramoto-"), steps=steps)
 
 
-def real_sets(data: str, budget: Budget, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent sets of held-out random crops: the reference and the floor's second set."""
-    source = open_image_source(data, budget.image_size, channels=1, split="val", seed=seed)
-    first = source.sample_batch(budget.samples, torch.Generator().manual_seed(50_000 + seed))
-    second = source.sample_batch(budget.samples, torch.Generator().manual_seed(60_000 + seed))
-    return first, second
+MIN_REFERENCE_SIZE = 8  # fewer distinct crops per reference set make SWD and the histograms meaningless
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How samples are scored: ``groups`` groups of ``group_size`` samples, each against every one of
+    ``reference_sets`` disjoint held-out sets of ``reference_size`` crops (docs/benchmarks-protocol.md)."""
+
+    groups: int
+    reference_sets: int
+    group_size: int
+    reference_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RealSets:
+    """The reference sets, and per reference set ``groups`` real groups that share no crop window with it
+    (the floor: real against real at the models' set sizes)."""
+
+    references: list[torch.Tensor]
+    floors: list[list[torch.Tensor]]  # [reference set][group]
+    floor_distinct: int  # distinct windows in the smallest floor draw (< groups × group_size: windows repeat)
+    source_images: int  # base images of the held-out source
+
+
+def protocol_for(data: str, budget: Budget, seed: int, groups: int, reference_sets: int,
+                 reference_size: int = 0) -> tuple[Protocol, object]:
+    """The protocol's sizes, and the held-out source they are drawn from (fingerprints: extended as needed).
+    ``reference_size`` 0: the group size, or what the held-out split can fill if that is less."""
+    if groups < 2:
+        raise UserError(f"--groups {groups}: an interval needs at least 2 groups of samples; pass --groups 2 or more")
+    if reference_sets < 2:
+        raise UserError(f"--reference-sets {reference_sets}: an interval needs at least 2 reference sets; pass 2 or more")
+    group_size = budget.samples // groups
+    if group_size < 2:
+        raise UserError(f"--groups {groups}: the budget's {budget.samples} samples leave fewer than 2 per group; "
+                        "pass fewer groups")
+    # Enough held-out images (fingerprints: extended as needed) for R sets of group_size, and for the floor's
+    # G groups outside any one set: (R − 1)/R of them must hold G × group_size.
+    minimum = max(reference_sets * group_size, -(-groups * group_size * reference_sets // (reference_sets - 1)))
+    source = held_out_source(data, budget.image_size, seed=seed, channels=1, minimum=minimum)
+    capacity = crop_capacity(source, reference_sets, seed)
+    size = reference_size or min(group_size, capacity)
+    if size > capacity or size < min(MIN_REFERENCE_SIZE, group_size):
+        raise UserError(f"--reference-sets {reference_sets}: the held-out split of {Path(data).name} fills "
+                        f"{reference_sets} disjoint sets with {capacity} distinct crops each"
+                        f"{f', not --reference-size {reference_size}' if reference_size else ''}; "
+                        "ask for fewer reference sets or smaller ones")
+    return Protocol(groups, reference_sets, group_size, size), source
+
+
+def real_sets(source: object, protocol: Protocol, seed: int) -> RealSets:
+    """Disjoint reference sets, and for each the floor's real groups drawn from the windows outside it."""
+    references = disjoint_crop_sets(source, protocol.reference_sets, protocol.reference_size, seed)
+    floors, distinct = [], []
+    for index in range(protocol.reference_sets):
+        crops, count = complement_crops(source, protocol.reference_sets, index, protocol.groups * protocol.group_size, seed)
+        floors.append(list(crops.split(protocol.group_size)))
+        distinct.append(count)
+    return RealSets(references, floors, min(distinct), len(source))
+
+
+def score_table(references: list[torch.Tensor], groups: list[list[torch.Tensor]], options: dict) -> dict[str, np.ndarray]:
+    """Every metric of ``evaluate_images`` for every (group, reference set) cell: metric -> (groups, sets).
+    ``groups[r][g]`` is group g as scored against reference set r (the same tensor for every r for a model)."""
+    cells: dict[str, np.ndarray] = {}
+    num_groups = len(groups[0])
+    for r, reference in enumerate(references):
+        for g in range(num_groups):
+            for name, value in evaluate_images(reference, groups[r][g], **options).items():
+                cells.setdefault(name, np.full((num_groups, len(references)), np.nan))[g, r] = value
+    return cells
+
+
+def summarise(tables: dict[str, np.ndarray], floor: dict[str, np.ndarray] | None, seed: int) -> dict:
+    """Row entries of a scored table: each metric's mean (plain key, as before), its bootstrap 95 % interval,
+    the cell tables, and SWD's excess over the floor (paired by reference set) where a floor is given."""
+    tables = dict(tables)
+    if floor is not None and "swd_mean" in tables and "swd_mean" in floor:
+        tables["swd_excess"] = difference_table(tables["swd_mean"], floor["swd_mean"])
+    row: dict = {name: float(table.mean()) for name, table in tables.items()}
+    row["intervals"] = {name: mean_interval(table, seed=seed).as_dict() for name, table in tables.items()}
+    row["tables"] = {name: table.tolist() for name, table in tables.items()}
+    return row
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,21 +270,25 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
     return train_quietly(config, source, device)
 
 
-def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe: int, real: torch.Tensor,
-                        options: dict, seed: int) -> tuple[dict, torch.Tensor]:
-    """Samples of one sampler at one NFE (0: T), their metrics against ``real``, and the images."""
+def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe: int, real: RealSets,
+                        protocol: Protocol, floor: dict[str, np.ndarray], options: dict, seed: int) -> tuple[dict, torch.Tensor]:
+    """``protocol.groups`` groups of samples of one sampler at one NFE (0: T), every metric of every group
+    against every reference set with its mean and interval, and the images."""
+    count = protocol.groups * protocol.group_size
     start = time.perf_counter()
-    result = model.sample(budget.samples, sampler=sampler_from_spec(sampler), nfe=nfe or budget.steps,
+    result = model.sample(count, sampler=sampler_from_spec(sampler), nfe=nfe or budget.steps,
                           generator=torch.Generator().manual_seed(seed + 1), batch_size=budget.sample_batch)
     images, clipped = model.decode(result.states)
     sample_s = time.perf_counter() - start
-    metrics = evaluate_images(real, images.cpu(), **options)
-    row = {"sampler": sampler, "nfe": result.function_evaluations, **metrics,
+    images = images.cpu()
+    groups = list(images.split(protocol.group_size))
+    tables = score_table(real.references, [groups] * protocol.reference_sets, options)
+    row = {"sampler": sampler, "nfe": result.function_evaluations, **summarise(tables, floor, seed),
            "clipped_fraction": clipped / images.numel(), "sample_s": sample_s,
            # values that crossed ±π along the sweep (per sample), and in its last tenth of intervals
-           "seam_crossings_per_sample": sum(result.seam_crossings) / budget.samples,
+           "seam_crossings_per_sample": sum(result.seam_crossings) / count,
            "late_seam_crossings_per_sample": sum(result.seam_crossings[-max(1, len(result.seam_crossings) // 10):])
-           / budget.samples}
+           / count}
     return row, images
 
 
@@ -263,8 +368,49 @@ def merge_results(paths: list[Path], figures: Path) -> list[dict]:
     figures.mkdir(parents=True, exist_ok=True)
     for data in dict.fromkeys(row["data"] for row in rows):
         save_image_atomic(metric_plot(rows, data, METRIC_NAMES), figures / f"{data}_metrics.png")
-    print_table(rows, [c for c in COLUMNS if any(c in row for row in rows)])
+    print_rows(rows)
     return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    """The rows as a Markdown table; a metric with an interval prints as "mean [low, high]" (rows written before
+    the interval protocol print their single value)."""
+    def shown(row: dict) -> dict:
+        intervals = row.get("intervals", {})
+        return {key: (f"{intervals[key]['mean']:.4g} [{intervals[key]['low']:.4g}, {intervals[key]['high']:.4g}]"
+                      if key in intervals else value) for key, value in row.items()}
+
+    print_table([shown(row) for row in rows], [c for c in COLUMNS if any(c in row for row in rows)])
+
+
+RATIO_METRICS = ("swd_mean", "swd_excess", "orientation_w1")
+
+
+def method_ratios(rows: list[dict], seed: int) -> list[dict]:
+    """K/E within one run, per data set: every Kuramoto row against the Euclidean row with the lowest mean on
+    each metric, with the paired bootstrap interval (paired by reference set; one seed). Rows without
+    cell tables (written before the interval protocol) are left out."""
+    ratios = []
+    for data in dict.fromkeys(row["data"] for row in rows):
+        scored = [row for row in rows if row["data"] == data and "tables" in row]
+        for metric in RATIO_METRICS:
+            euclidean = [row for row in scored if row["method"].startswith("euclidean") and metric in row["tables"]]
+            if not euclidean:
+                continue
+            best = min(euclidean, key=lambda row: row[metric])
+            for row in scored:
+                if not row["method"].startswith("kuramoto") or metric not in row["tables"]:
+                    continue
+                try:
+                    interval = ratio_interval(row["tables"][metric], best["tables"][metric], seed=seed)
+                except UserError as error:  # e.g. a non-positive excess in the denominator
+                    print(f"{data} {row['method']} {metric}: no ratio ({error})")
+                    continue
+                ratios.append({"data": data, "metric": metric,
+                               "kuramoto": f"{row['method']} {row['sampler']}:{row['nfe']}",
+                               "euclidean": f"{best['method']} {best['sampler']}:{best['nfe']}",
+                               **interval.as_dict()})
+    return ratios
 
 
 def parse_sweeps(sweeps: list[str]) -> tuple[tuple[str, int], ...]:
@@ -281,7 +427,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="diffusion steps T instead of the budget's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
-    parser.add_argument("--groups", type=int, default=None, help="GroupNorm groups of the UNet (default: the preset's)")
+    parser.add_argument("--norm-groups", type=int, default=None,
+                        help="GroupNorm groups of the UNet (default: the preset's; this was --groups before 2026-12-06)")
+    parser.add_argument("--groups", type=int, default=4,
+                        help="score the budget's samples as this many groups (≥ 2; samples per group = budget ÷ groups)")
+    parser.add_argument("--reference-sets", type=int, default=4,
+                        help="score every group against this many disjoint held-out reference sets (≥ 2)")
+    parser.add_argument("--reference-size", type=int, default=0,
+                        help="crops per reference set (0: the group size, or what the held-out split can fill if less)")
     parser.add_argument("--objective", default="auto", help="the Kuramoto models' DSM objective (auto: propagated)")
     parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
     parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
@@ -307,6 +460,14 @@ def main() -> None:
     if args.merge:
         merge_results(args.merge, args.figures)
         return
+    try:
+        run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args: argparse.Namespace) -> None:
     budget = BUDGETS[args.budget]
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
@@ -321,28 +482,37 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rows: list[dict] = []
     order_curves: dict[str, dict] = {}
+    protocols: dict[str, dict] = {}
 
     def save(complete: bool) -> None:
         payload = {"command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]), "complete": complete,
-                   "objective": dataclasses.asdict(objective),
+                   "budget": args.budget, "objective": dataclasses.asdict(objective),
                    "settings": dataclasses.asdict(budget), "seed": args.seed, "data": args.data,
-                   "methods": args.methods, "rows": rows, "order_parameter": order_curves}
+                   "methods": args.methods, "protocol": protocols, "rows": rows,
+                   "ratios": method_ratios(rows, args.seed), "order_parameter": order_curves}
         write_json(args.out, payload, quiet=not complete)
 
     for data in args.data:
         label = Path(data).name if data not in ("fingerprints", "textures") else data
         fingerprints = data == "fingerprints"
-        real, second = real_sets(data, budget, args.seed)
+        protocol, held_out = protocol_for(data, budget, args.seed, args.groups, args.reference_sets, args.reference_size)
+        real = real_sets(held_out, protocol, args.seed)
+        protocols[label] = {**dataclasses.asdict(protocol), "floor_distinct_crops": real.floor_distinct,
+                            "held_out_images": real.source_images}
+        print(f"{label}: {protocol.groups} groups of {protocol.group_size} samples against {protocol.reference_sets} "
+              f"disjoint held-out sets of {protocol.reference_size} crops ({real.source_images} held-out base images; "
+              f"floor groups hold {real.floor_distinct} distinct crops of {protocol.groups * protocol.group_size})", flush=True)
         options = {"seed": args.seed, "inception_weights": args.inception_weights, "fingerprints": fingerprints}
-        rows.append({"data": label, "method": "real", "sampler": "-", "nfe": 0,
-                     **evaluate_images(real, second, **options), "clipped_fraction": 0.0})
-        grids = [("real (held out)", image_grid(real[:32], columns=16, upscale=2))]
+        floor = score_table(real.references, real.floors, options)
+        rows.append({"data": label, "method": "real", "sampler": "-", "nfe": 0, **summarise(floor, None, args.seed),
+                     "clipped_fraction": 0.0, **dataclasses.asdict(protocol)})
+        grids = [("real (held out)", image_grid(real.references[0][:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
             if args.load_models:
                 trained, train_s = DiffusionModel.from_pretrained(args.load_models / f"{label}_{objective.label(method)}", device=device), 0.0
             else:
-                trained, train_s = train(data, method, budget, args.seed, device, args.groups, objective)
+                trained, train_s = train(data, method, budget, args.seed, device, args.norm_groups, objective)
             if args.save_models:
                 trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
@@ -355,11 +525,13 @@ def main() -> None:
                 variants.append(("euclidean-clip" + horizon, trained.with_process(clipped_process)))
             for name, model in variants:
                 for sampler, nfe in (clip_sweeps if name.startswith("euclidean-clip") else budget.sweeps):
-                    row, images = sample_and_evaluate(model, budget, sampler, nfe, real, options, args.seed)
-                    rows.append({"data": label, "method": name, **row, "train_s": train_s})
+                    row, images = sample_and_evaluate(model, budget, sampler, nfe, real, protocol, floor, options, args.seed)
+                    rows.append({"data": label, "method": name, **row, "train_s": train_s, **dataclasses.asdict(protocol)})
                     if sampler == "sde" and nfe == 0:
                         grids.append((f"{name} SDE {row['nfe']}", image_grid(images[:32], columns=16, upscale=2)))
-                    print(f"{label} {name} {sampler} NFE {row['nfe']}: swd {row['swd_mean']:.2f} "
+                    swd, excess = row["intervals"]["swd_mean"], row["intervals"]["swd_excess"]
+                    print(f"{label} {name} {sampler} NFE {row['nfe']}: swd {swd['mean']:.2f} [{swd['low']:.2f}, "
+                          f"{swd['high']:.2f}], excess {excess['mean']:.2f} [{excess['low']:.2f}, {excess['high']:.2f}], "
                           f"orientation {row['orientation_w1']:.3f} ({row['sample_s']:.0f} s)", flush=True)
             if trained.config.periodic:
                 curves[objective.label(method)] = reverse_order_parameter(trained, budget, args.seed + 2)
@@ -373,7 +545,11 @@ def main() -> None:
         if curves:
             save_image_atomic(order_plot(curves, real_r, label), args.figures / f"{label}_order_parameter.png")
     save(True)
-    print_table(rows, [c for c in COLUMNS if any(c in row for row in rows)])
+    print_rows(rows)
+    ratios = method_ratios(rows, args.seed)
+    if ratios:
+        print_table([{**ratio, "K/E": f"{ratio['mean']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"} for ratio in ratios],
+                    ["data", "metric", "kuramoto", "euclidean", "K/E"])
 
 
 if __name__ == "__main__":

@@ -162,6 +162,31 @@ def test_evaluate_a_checkpoint_and_a_folder(trained_run, tmp_path):
     assert_clean_error(missing, "inception")
 
 
+def test_evaluate_with_groups_and_reference_sets_prints_intervals(trained_run, tmp_path):
+    out, raw = tmp_path / "intervals.json", tmp_path / "raw.json"
+    common = ["evaluate", "--checkpoint", str(trained_run), "--num", "6", "--nfe", "3", "--groups", "2",
+              "--reference-sets", "3", "--device", "cpu"]
+    result = run(*common, "--json", str(out))
+    payload = json.loads(out.read_text())
+    settings, tables = payload["settings"], payload["tables"]
+    assert (settings["groups"], settings["reference_sets"], settings["group_size"], settings["reference_size"]) == (2, 3, 6, 6)
+    assert settings["ema"] is True
+    swd = tables["swd_mean"]
+    assert len(swd) == 2 and all(len(row) == 3 for row in swd)
+    interval = payload["intervals"]["swd_mean"]
+    assert interval["mean"] == pytest.approx(sum(map(sum, swd)) / 6, rel=1e-12)
+    assert interval["low"] <= interval["mean"] <= interval["high"] and interval["low"] < interval["high"]
+    assert re.search(r"^swd_mean\s+\S+\s+\[\S+, \S+\]$", result.stdout, re.MULTILINE), result.stdout
+    # --no-ema samples the raw weights: after 6 steps they differ from the EMA's, and so do the scores.
+    run(*common, "--no-ema", "--quiet", "--json", str(raw))
+    unaveraged = json.loads(raw.read_text())
+    assert unaveraged["settings"]["ema"] is False and unaveraged["tables"]["swd_mean"] != swd
+    assert_clean_error(run(*common[:-6], "--groups", "1", check=False), "--groups", "≥ 2")
+    assert_clean_error(run(*common[:-4], "--reference-sets", "30", "--device", "cpu", check=False),
+                       "--reference-sets 30", "at most 3 distinct crops")
+    assert_clean_error(run("evaluate", "--nll", "--checkpoint", str(trained_run), "--groups", "2", check=False), "--nll")
+
+
 def test_evaluate_nll_reports_bits_per_dim_with_standard_errors(trained_run, tmp_path):
     out = tmp_path / "nll.json"
     result = run("evaluate", "--nll", "--checkpoint", str(trained_run), "--real", "textures", "--num", "3", "--nfe", "3",

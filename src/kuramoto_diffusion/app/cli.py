@@ -324,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "probability-flow ODE (bits/dim for images), instead of the sample metrics")
     evaluate.add_argument("--probes", type=positive_int, default=None,
                           help="with --nll: Hutchinson probes for states of more than 32 values (default 2)")
+    evaluate.add_argument("--groups", type=lambda text: _whole_number(text, 2), default=None,
+                          help="score --num × G samples as G groups of --num, each against every reference set, and "
+                               "print each metric's mean with its bootstrap 95 %% interval (≥ 2; --reference-sets alone: 4)")
+    evaluate.add_argument("--reference-sets", type=lambda text: _whole_number(text, 2), default=None,
+                          help="R disjoint held-out sets of --num real crops to score every group against (≥ 2; "
+                               "--groups alone: 4); more than the split can fill is an error")
+    evaluate.add_argument("--no-ema", action="store_true", help="with --checkpoint: the raw weights instead of the EMA")
     evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
     evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     _add_bad_image_option(evaluate)

@@ -43,6 +43,29 @@ class EvaluateRequest:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     seed: int = 0
     quiet: bool = False
+    no_ema: bool = False
+    groups: int | None = None  # with reference_sets: the interval protocol (None for both: one set against one)
+    reference_sets: int | None = None
+
+
+PROTOCOL_DEFAULT = 4  # groups or reference sets when only the other is given (bench/quality.py's default)
+
+
+def protocol_sizes(request: EvaluateRequest) -> tuple[int, int] | None:
+    """(groups, reference sets) of the interval protocol, or None for the single comparison."""
+    if request.groups is None and request.reference_sets is None:
+        return None
+    groups = PROTOCOL_DEFAULT if request.groups is None else request.groups
+    sets = PROTOCOL_DEFAULT if request.reference_sets is None else request.reference_sets
+    for flag, value in (("--groups", groups), ("--reference-sets", sets)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise UserError(f"{flag} {value}: an interval needs at least 2; pass {flag} 2 or more")
+    return groups, sets
+
+
+def load_model(request: EvaluateRequest) -> DiffusionModel:
+    """--checkpoint's model, with its EMA weights unless --no-ema."""
+    return DiffusionModel.from_pretrained(request.checkpoint, use_ema=not request.no_ema, device=resolve_device(request.device))
 
 
 def evaluate(request: EvaluateRequest) -> dict[str, object]:
@@ -54,14 +77,16 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         return likelihood_command(request)
     if request.probes is not None:
         raise UserError("--probes sets Hutchinson's estimator of --nll; add --nll or leave --probes out")
+    sizes = protocol_sizes(request)
     if is_flow_spec(request.real):
+        if sizes is not None:
+            raise UserError("--groups and --reference-sets apply to images; leave them out for flow data")
         return evaluate_flows_command(request)
+    groups = 1 if sizes is None else sizes[0]
     fake_clipped: float | None = None
     settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
     if request.checkpoint is not None:
-        model = with_clip_denoised(
-            DiffusionModel.from_pretrained(request.checkpoint, device=resolve_device(request.device)), request.clip_denoised
-        )
+        model = with_clip_denoised(load_model(request), request.clip_denoised)
         if model.config.data_kind == "flow":
             raise UserError(f"{request.checkpoint} is a flow model; compare it with flow data: --real flows:PATH")
         if model.config.data_kind != "image":
@@ -70,24 +95,31 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
                 "through sample --out-plot FILE.png"
             )
         image_size, channels = model.config.image_size, model.config.channels
-        check_evaluate_sizes(request, channels, image_size)
-        result = model.sample(request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, batch_size=request.batch_size,
-                              generator=torch.Generator().manual_seed(request.seed))
+        check_evaluate_sizes(request, channels, image_size, groups)
+        result = model.sample(groups * request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe,
+                              batch_size=request.batch_size, generator=torch.Generator().manual_seed(request.seed))
         fake, clipped = model.decode(result.states)
+        fake = fake.cpu()
         fake_clipped = clipped / fake.numel()
         settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations,
-                        clip_denoised=request.clip_denoised)
+                        clip_denoised=request.clip_denoised, ema=not request.no_ema)
     else:
         fake_source = open_image_source(
             request.fake, request.image_size, channels=None if request.channels == "auto" else int(request.channels), split="all",
             on_bad_image=request.on_bad_image, max_image_pixels=request.max_image_pixels,
         )
         image_size, channels = request.image_size, fake_source.channels
-        check_evaluate_sizes(request, channels, image_size)
-        # A folder gives each of its images once (up to --num); the embedded sets give --num crops.
-        count = request.num if request.fake in DATA_CHOICES else min(request.num, len(fake_source))
-        fake = fake_source.fixed_batch(count, seed=request.seed)
+        check_evaluate_sizes(request, channels, image_size, groups)
+        # A folder gives each of its images once (up to --num per group); the embedded sets give --num crops per group.
+        wanted = groups * request.num
+        count = wanted if request.fake in DATA_CHOICES else min(wanted, len(fake_source))
+        if count // groups < 2:
+            raise UserError(f"{request.fake}: {count} image(s) make fewer than 2 per group for --groups {groups}; "
+                            "add images or pass fewer groups")
+        fake = fake_source.fixed_batch(count - count % groups, seed=request.seed)
         settings.update(fake=request.fake)
+    if sizes is not None:
+        return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings)
     real_source = open_image_source(
         request.real, image_size, channels=channels, split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
         max_image_pixels=request.max_image_pixels,
@@ -104,13 +136,66 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
     return report_metrics(request, metrics, settings)
 
 
-def check_evaluate_sizes(request: EvaluateRequest, channels: int, image_size: int) -> None:
+def check_evaluate_sizes(request: EvaluateRequest, channels: int, image_size: int, groups: int = 1) -> None:
     """Refuse --num and --batch-size whose real and generated sets (held together) or sampling batch exceed the caps."""
     per_example = values_per_example(channels, image_size)
-    check_values(2 * request.num * per_example, MAX_HELD_VALUES,
-                 f"2 sets of --num {request.num} images of {per_example:,} values", "lower --num")
+    held = (groups + max(1, request.reference_sets or 1)) * request.num
+    check_values(held * per_example, MAX_HELD_VALUES,
+                 f"{held} images (--num {request.num} per group and reference set) of {per_example:,} values", "lower --num")
     check_values(min(request.batch_size, request.num) * per_example, MAX_BATCH_VALUES,
                  f"--batch-size {request.batch_size} images of {per_example:,} values", "lower --batch-size")
+
+
+def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_clipped: float | None, image_size: int,
+                            channels: int, sizes: tuple[int, int], settings: dict[str, object]) -> dict[str, object]:
+    """The interval protocol (docs/benchmarks-protocol.md): ``fake`` in G equal groups, each scored against R
+    disjoint held-out reference sets of --num crops; each metric's mean over the G × R cells with its
+    percentile-bootstrap 95 % interval (``metrics.intervals``)."""
+    from ..data.reference_sets import disjoint_crop_sets, held_out_source
+    from ..metrics import evaluate_images
+    from ..metrics.intervals import mean_interval
+
+    groups, sets = sizes
+    if request.real_split == "val":
+        real_source = held_out_source(request.real, image_size, seed=request.seed, channels=channels,
+                                      minimum=sets * request.num, on_bad_image=request.on_bad_image)
+    else:
+        real_source = open_image_source(request.real, image_size, channels=channels, split=request.real_split,
+                                        seed=request.seed, on_bad_image=request.on_bad_image,
+                                        max_image_pixels=request.max_image_pixels)
+    try:
+        references = disjoint_crop_sets(real_source, sets, request.num, seed=request.seed + 1)
+    except UserError as error:
+        raise UserError(f"--reference-sets {sets} of --num {request.num}: {error}") from None
+    if request.inception_weights is None and not request.quiet:
+        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")
+    cells: dict[str, list[list[float]]] = {}
+    fake_groups = fake.split(fake.shape[0] // groups)[:groups]
+    for g, group in enumerate(fake_groups):
+        for reference in references:
+            scores = evaluate_images(reference, group, seed=request.seed, inception_weights=request.inception_weights,
+                                     fingerprints=request.real == "fingerprints")
+            for name, value in scores.items():
+                cells.setdefault(name, [[] for _ in range(groups)])[g].append(value)
+    intervals = {name: mean_interval(table, seed=request.seed) for name, table in cells.items()}
+    metrics: dict[str, float] = {name: interval.mean for name, interval in intervals.items()}
+    if fake_clipped is not None:
+        metrics["clipped_fraction"] = fake_clipped
+    settings.update(image_size=image_size, channels=channels, groups=groups, reference_sets=sets,
+                    group_size=int(fake_groups[0].shape[0]), reference_size=request.num,
+                    held_out_images=len(real_source))
+    payload: dict[str, object] = {"metrics": metrics, "intervals": {name: i.as_dict() for name, i in intervals.items()},
+                                  "tables": cells, "settings": settings}
+    if not request.quiet:
+        print(f"{groups} groups of {settings['group_size']} against {sets} disjoint held-out sets of {request.num}; "
+              "mean [95 % bootstrap interval]")
+        width = max(len(name) for name in metrics)
+        for name, value in metrics.items():
+            extra = f"  [{intervals[name].low:.6g}, {intervals[name].high:.6g}]" if name in intervals else ""
+            print(f"{name:<{width}}  {value:.6g}{extra}")
+    if request.json is not None:
+        write_json_atomic(request.json, payload)
+    return payload
 
 
 def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
@@ -122,8 +207,10 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
 
     if request.checkpoint is None:
         raise UserError("--nll needs --checkpoint MODEL: the likelihood is the model's, of the --real data")
+    if protocol_sizes(request) is not None:
+        raise UserError("--groups and --reference-sets score samples; --nll scores held-out data, so leave them out")
     probes = 2 if request.probes is None else request.probes
-    model = DiffusionModel.from_pretrained(request.checkpoint, device=resolve_device(request.device))
+    model = load_model(request)
     kind = model.config.data_kind
     check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
                  f"--num {request.num} examples held in memory", "lower --num")
@@ -197,7 +284,7 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
     settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
     real_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
     if request.checkpoint is not None:
-        model = DiffusionModel.from_pretrained(request.checkpoint, device=resolve_device(request.device))
+        model = load_model(request)
         if model.config.data_kind != "flow":
             raise UserError(f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
         check_same_flow_size(model.config.image_size, real_source.size)

@@ -1,0 +1,45 @@
+"""bench/quality.py's scoring protocol: set sizes, the one-line errors, and the excess over the floor."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import quality  # noqa: E402 - bench/ is a folder of scripts, put on the path above
+from kuramoto_diffusion.errors import UserError  # noqa: E402
+
+
+def test_summarise_gives_means_intervals_tables_and_the_excess_per_reference_set() -> None:
+    rng = np.random.default_rng(0)
+    swd = rng.uniform(10, 20, (4, 3))
+    floor = rng.uniform(5, 8, (4, 3))
+    row = quality.summarise({"swd_mean": swd, "pixel_w1": swd / 10}, {"swd_mean": floor}, seed=0)
+    expected = swd - floor.mean(axis=0)[None, :]
+    np.testing.assert_allclose(np.array(row["tables"]["swd_excess"]), expected, rtol=0, atol=1e-12)
+    assert row["swd_excess"] == pytest.approx(expected.mean(), rel=1e-12)
+    assert row["swd_mean"] == pytest.approx(swd.mean(), rel=1e-12)
+    for name in ("swd_mean", "swd_excess", "pixel_w1"):
+        interval = row["intervals"][name]
+        assert interval["low"] <= row[name] <= interval["high"]
+    assert "swd_excess" not in quality.summarise({"swd_mean": swd}, None, seed=0)
+
+
+def test_protocol_sizes_and_errors() -> None:
+    budget = dataclasses.replace(quality.BUDGETS["tiny"], samples=1024)
+    protocol, source = quality.protocol_for("textures", budget, 0, 4, 4)
+    # 97 window positions per photo in 4 row bands (25, 24, 24, 24) × 3 photos: 72 crops per set.
+    assert (protocol.group_size, protocol.reference_size, len(source)) == (256, 72, 3)
+    with pytest.raises(UserError, match=r"^--groups 1: .*pass --groups 2 or more$"):
+        quality.protocol_for("textures", budget, 0, 1, 4)
+    with pytest.raises(UserError, match=r"^--reference-sets 1:"):
+        quality.protocol_for("textures", budget, 0, 4, 1)
+    with pytest.raises(UserError, match=r"^--reference-sets 40: the held-out split of textures fills 40 disjoint sets with 6 "):
+        quality.protocol_for("textures", budget, 0, 4, 40)
+    with pytest.raises(UserError, match="not --reference-size 100"):
+        quality.protocol_for("textures", budget, 0, 4, 4, reference_size=100)
