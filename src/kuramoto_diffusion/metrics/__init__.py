@@ -101,7 +101,7 @@ def evaluate_images(
     Keys: "swd_level_<side>" and "swd_mean" (SWD ×1e3), "orientation_w1" (radians, ≤ π/2),
     "coherence_gap" (coherence units, [0, 1]), "log_spectral_distance" (dB), "pixel_w1"
     (pixel-value units), "kid_random" (kernel units, ≈ 0 for equal distributions, can be slightly
-    negative), "singular_points_w1" (points per image) and "minutiae_w1" (minutiae per 1000 px²) —
+    negative; left out when a set has a single image), "singular_points_w1" (points per image) and "minutiae_w1" (minutiae per 1000 px²) —
     the last two on every image set, fingerprint or not (colour is averaged to grey; see
     docs/metrics.md); with ``fingerprints`` also "ridge_frequency_w1" (cycles/px); with
     ``inception_weights`` (path to inception-2015-12-05.pt) also "fid" and "kid".
@@ -113,7 +113,8 @@ def evaluate_images(
     results.update(orientation_distance(real, fake))
     results["log_spectral_distance"] = log_spectral_distance(real, fake)
     results["pixel_w1"] = pixel_histogram_w1(real, fake)
-    results["kid_random"] = kid_random(real, fake)
+    if min(real.shape[0], fake.shape[0]) >= 2:  # the unbiased estimator needs two images per set
+        results["kid_random"] = kid_random(real, fake)
     results["singular_points_w1"] = singular_points_w1(real, fake)
     results["minutiae_w1"] = minutiae_w1(real, fake)
     if fingerprints:
