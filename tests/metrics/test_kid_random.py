@@ -107,3 +107,39 @@ def test_bad_input_is_a_user_error(real, fake, fragment):
 def test_mmd_rejects_mismatched_features():
     with pytest.raises(UserError, match="features"):
         unbiased_mmd2(np.zeros((3, 4)), np.zeros((3, 5)))
+
+
+def numpy_features(network: RandomFeatureNet, image: np.ndarray) -> np.ndarray:
+    """The network's features of one image (C, H, W), written with explicit loops in float64 numpy."""
+    from kuramoto_diffusion.metrics.kid_random import FEATURE_STRIDES
+
+    hidden, pooled = image, []
+    for weight, stride in zip(network.weights, FEATURE_STRIDES):
+        w = weight.numpy()
+        padded = np.pad(hidden, ((0, 0), (1, 1), (1, 1)))
+        rows = (hidden.shape[1] - 1) // stride + 1
+        cols = (hidden.shape[2] - 1) // stride + 1
+        out = np.zeros((w.shape[0], rows, cols))
+        for r in range(rows):
+            for c in range(cols):
+                patch = padded[:, r * stride : r * stride + 3, c * stride : c * stride + 3]
+                out[:, r, c] = np.tensordot(w, patch, axes=([1, 2, 3], [0, 1, 2]))
+        hidden = np.maximum(out, 0.0)
+        pooled.append(hidden.mean(axis=(1, 2)))
+    return np.concatenate(pooled)
+
+
+def test_features_match_an_explicit_convolution_and_the_weights_come_from_the_documented_seed():
+    network = RandomFeatureNet(3)
+    images = textured(2, torch.Generator().manual_seed(4), size=9).repeat(1, 3, 1, 1)
+    images[:, 1] *= 0.5  # make the channels differ
+    features = network(images).numpy()
+    for image, row in zip(images.numpy(), features):
+        np.testing.assert_allclose(row, numpy_features(network, image), rtol=1e-12, atol=1e-14)
+    # The weights are plain draws of torch's CPU generator (platform independent) at FEATURE_SEED:
+    # the grey first layer, then the RGB one, then the shared layers.
+    generator = torch.Generator().manual_seed(FEATURE_SEED)
+    grey_first = torch.randn((16, 1, 3, 3), generator=generator, dtype=torch.float64) * math.sqrt(2.0 / 9)
+    rgb_first = torch.randn((16, 3, 3, 3), generator=generator, dtype=torch.float64) * math.sqrt(2.0 / 27)
+    assert torch.equal(RandomFeatureNet(1).weights[0], grey_first)
+    assert torch.equal(network.weights[0], rgb_first)
