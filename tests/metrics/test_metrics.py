@@ -42,6 +42,9 @@ WEIGHT_FREE_KEYS = (
     "coherence_gap",
     "log_spectral_distance",
     "pixel_w1",
+    "kid_random",
+    "singular_points_w1",
+    "minutiae_w1",
 )
 
 
@@ -104,12 +107,19 @@ def test_every_metric_is_zero_for_a_set_against_itself(evaluations):
     assert set(evaluations["self"]) == set(WEIGHT_FREE_KEYS)
     for key, value in evaluations["self"].items():
         assert isinstance(value, float)
-        assert abs(value) < 1e-9, key
+        if key == "kid_random":
+            # The unbiased MMD² of a set against itself is 2/(n−1)·(mean k − mean diagonal k): ≤ 0 for a PSD
+            # kernel (1ᵀK1 ≤ n·tr K), and of order 1/n, far below a real difference.
+            assert -1e-3 * evaluations["different"][key] < value <= 0.0
+        else:
+            assert abs(value) < 1e-9, key
 
 
 def test_a_same_distribution_split_is_closer_than_a_different_set(evaluations):
     for key in WEIGHT_FREE_KEYS:
-        assert 0 < evaluations["split"][key] < 0.6 * evaluations["different"][key], key
+        # KID is unbiased, so a same-distribution split may come out slightly negative.
+        lower = -0.01 * evaluations["different"][key] if key == "kid_random" else 0.0
+        assert lower < evaluations["split"][key] < 0.6 * evaluations["different"][key], key
 
 
 def test_distances_are_symmetric(evaluations):
