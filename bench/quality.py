@@ -125,8 +125,8 @@ BUDGETS = {
 }
 
 COLUMNS = ["data", "method", "sampler", "nfe", "swd_mean", "swd_excess", "orientation_w1", "coherence_gap",
-           "log_spectral_distance", "pixel_w1", "clipped_fraction", "ridge_frequency_w1", "fid", "kid",
-           "train_s", "sample_s"]
+           "log_spectral_distance", "pixel_w1", "clipped_fraction", "ridge_frequency_w1", "kid_random",
+           "singular_points_w1", "minutiae_w1", "fid", "kid", "train_s", "sample_s"]
 
 
 def process_for(method: str, steps: int) -> ProcessConfig:
@@ -355,7 +355,7 @@ def order_plot(curves: dict[str, tuple[list[float], list[float]]], real_r: float
     return picture
 
 
-METRIC_NAMES = ["swd_mean", "orientation_w1", "log_spectral_distance", "pixel_w1"]
+METRIC_NAMES = ["swd_mean", "orientation_w1", "kid_random", "minutiae_w1"]
 
 
 def merge_results(paths: list[Path], figures: Path) -> list[dict]:
