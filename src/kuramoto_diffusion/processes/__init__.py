@@ -27,15 +27,17 @@ def process_config(
     ``KuramotoConfig``; None takes its default."""
     if name not in PROCESS_NAMES:
         raise UserError(f"unknown process {name!r}; valid values are {', '.join(PROCESS_NAMES)}")
-    extra = {
+    if phase_range is not None and not name.startswith("kuramoto-"):
+        raise UserError(f"phase_range sets the image encoding of the Kuramoto processes; the {name} process has none")
+    regime = {
         key: value
-        for key, value in (("phase_range", phase_range), ("coupling_range", coupling_range),
-                           ("coupling_shape", coupling_shape), ("coupling_norm", coupling_norm),
-                           ("ref_strength", ref_strength))
+        for key, value in (("coupling_range", coupling_range), ("coupling_shape", coupling_shape),
+                           ("coupling_norm", coupling_norm), ("ref_strength", ref_strength))
         if value is not None
     }
-    if extra and not name.startswith("kuramoto-"):
-        raise UserError(f"{', '.join(extra)} set(s) a Kuramoto process; the {name} process has none")
+    if regime and not name.startswith("kuramoto-"):
+        raise UserError(f"{', '.join(regime)} set(s) the Kuramoto coupling; the {name} process has none")
+    extra = {**regime, **({} if phase_range is None else {"phase_range": phase_range})}
     if name == "euclidean":
         return EuclideanConfig(steps=steps)
     if name == "phase-amplitude":
