@@ -27,6 +27,7 @@ class ChainSynchrony:
     times: tuple[int, ...]
     distances: tuple[int, ...]
     correlation: Tensor  # (len(times), len(distances), 2): mean cos(θ_p − θ_q); [..., 0] vertical, [..., 1] horizontal
+    gap_spread: Tensor  # (len(times),): std over images of the per-image d_first − d_last (axes averaged)
     order: Tensor  # (len(times),): mean over images of R
     order_spread: Tensor  # (len(times),): standard deviation over images of R
 
@@ -48,12 +49,15 @@ def forward_synchrony(
     if not times or times[0] < 0 or times[-1] > process.steps:
         raise UserError(f"times must be steps in 0…{process.steps}, got {times}")
     state = theta0
-    correlations, orders = [], []
+    correlations, gaps, orders = [], [], []
     for t in range(times[-1] + 1):
         if t in times:
-            correlations.append(phase_correlation(state, distances).mean(dim=0))
+            per_image = phase_correlation(state, distances)
+            correlations.append(per_image.mean(dim=0))
+            gaps.append((per_image[:, 0] - per_image[:, -1]).mean(dim=1).std())
             orders.append(order_parameter(state.detach().to(torch.float64))[0])
         if t < times[-1]:
             state = process.step(state, t, generator=generator)
     order = torch.stack(orders)
-    return ChainSynchrony(times, tuple(distances), torch.stack(correlations), order.mean(dim=1), order.std(dim=1))
+    return ChainSynchrony(times, tuple(distances), torch.stack(correlations), torch.stack(gaps), order.mean(dim=1),
+                          order.std(dim=1))
