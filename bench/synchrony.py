@@ -22,7 +22,6 @@ no coupling, global, local, local with K × 3 and κ_ref 0.5, local with K × 10
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from pathlib import Path

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import von_mises_sample, wrap
+from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess, process_config
 from kuramoto_diffusion.processes.kuramoto import UNIT_NORM_GUARD
 from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
@@ -190,3 +192,13 @@ def test_process_config_builds_each_regime():
     assert (config.coupling_range, config.coupling_shape, config.coupling_norm) == ((0.0, 0.09), "constant", "unit")
     with pytest.raises(UserError, match="ref_strength set"):
         process_config("euclidean", steps=100, ref_strength=0.5)
+
+
+def test_the_exact_chain_marginal_takes_no_coupling():
+    """No coupling with κ_ref = 0 and global coupling with K = 0 are the same wrapped Brownian motion on the 2-torus."""
+    data = open_torus_source("wrapped-mixture")
+    none = ChainMarginal(KuramotoProcess(coupling="none", ref_strength=0.0, steps=10), data, 32)
+    zero = ChainMarginal(KuramotoProcess(coupling="global", coupling_range=(0.0, 0.0), ref_strength=0.0, steps=10), data, 32)
+    torch.testing.assert_close(none.density(10), zero.density(10), rtol=0, atol=0)
+    with pytest.raises(UserError, match="needs global coupling or none"):
+        ChainMarginal(KuramotoProcess(coupling="local", steps=10), data, 32)
