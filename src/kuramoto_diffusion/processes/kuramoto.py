@@ -203,9 +203,9 @@ class KuramotoProcess(ForwardProcess):
         self._check_shape(theta)
         if self.config.coupling == "none":
             return torch.zeros_like(theta)
-        return self.coupling_from_mean(theta, *self.neighbourhood_mean(theta))
+        return self._normed_coupling(theta, *self.neighbourhood_mean(theta))
 
-    def coupling_from_mean(self, theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
+    def _normed_coupling(self, theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
         """C from the neighbourhood mean phasor m = (mean_cos, mean_sin), in this process's norm."""
         coupling = coupling_from_mean(theta, mean_cos, mean_sin)
         if self.config.coupling_norm == "unit":
@@ -217,7 +217,7 @@ class KuramotoProcess(ForwardProcess):
         if self.config.coupling == "none":
             return 0.0, 0.0
         mean_cos, mean_sin = self.neighbourhood_mean(theta)
-        return self.coupling_from_mean(theta, mean_cos, mean_sin), self.coupling_derivative(theta, mean_cos, mean_sin)
+        return self._normed_coupling(theta, mean_cos, mean_sin), self.coupling_derivative(theta, mean_cos, mean_sin)
 
     def direction(self, theta: Tensor) -> Tensor:
         """Δ(θ) = C(θ) + κ_ref · sin(ψ_ref − θ): the synchronising force per unit K."""
@@ -271,7 +271,7 @@ class KuramotoProcess(ForwardProcess):
         response = F.conv1d(padded, self._kernel_1d.view(1, 1, size))  # response[k, 0, i]: weight of sample k at i
         return response[:, 0, :].diagonal()
 
-    def _check_shape(self, theta: Tensor) -> None:  # only local coupling needs a spatial grid
+    def _check_shape(self, theta: Tensor) -> None:
         if self.config.coupling == "local" and theta.dim() != 4:
             raise UserError(
                 f"local coupling needs images of shape (batch, channels, height, width), got shape {tuple(theta.shape)}"
