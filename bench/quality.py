@@ -47,6 +47,9 @@ it is not sampled (its rows cost as much as the plain model's).
 KuramotoConfig's default, 0.5 since 2026-12-03: unlabelled Kuramoto rows written before then are at the
 paper's 0.9). Every row counts the values that crossed the seam at ±π along the sweep, per sample
 (``seam_crossings_per_sample``), and those in the sweep's last tenth (``late_seam_crossings_per_sample``).
+--coupling-range LO HI, --coupling-shape constant, --coupling-norm unit and --ref-strength κ set the Kuramoto
+models' regime (KuramotoConfig; labels "K<lo>,<hi>", "Kconst", "unit", "κ<value>"); --methods kuramoto-none trains
+the process without a coupling term (wrapped Ornstein–Uhlenbeck; with --ref-strength 0 wrapped Brownian motion).
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
@@ -98,6 +101,8 @@ from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.viz.images import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
+# Also trainable with --methods: no coupling term (wrapped Ornstein–Uhlenbeck; with --ref-strength 0 wrapped Brownian motion).
+EXTRA_METHODS = ("kuramoto-none",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +237,20 @@ class Objective:
     pool_advance: int = 0  # chains the pool advances per step (TrainConfig.pool_advance; 0: the default)
     phase_range: float = 0.0  # the image encoding θ = a·π·x, a in (0, 1) (KuramotoConfig.phase_range; 0: its default)
     pool_size: int = 0  # chains in the pool (TrainConfig.pool_size; 0: the default)
+    # The Kuramoto regime (KuramotoConfig; None / the default: its default), labelled so that --merge keeps rows apart.
+    coupling_range: tuple[float, float] | None = None  # K per step at T = 100 (label "K<lo>,<hi>")
+    coupling_shape: str = "schedule"  # constant: K = coupling_range[1] every step (label "Kconst")
+    coupling_norm: str = "mean-field"  # unit: sin(arg m − θ) (label "unit")
+    ref_strength: float | None = None  # κ_ref (label "κ<value>")
+
+    def regime(self) -> dict:
+        """The KuramotoConfig fields this objective sets."""
+        regime = {"coupling_shape": self.coupling_shape, "coupling_norm": self.coupling_norm}
+        if self.coupling_range is not None:
+            regime["coupling_range"] = tuple(self.coupling_range)
+        if self.ref_strength is not None:
+            regime["ref_strength"] = self.ref_strength
+        return regime
 
     def label(self, method: str) -> str:
         if method == "euclidean" or self == Objective():
@@ -242,7 +261,11 @@ class Objective:
         advance = f" n{self.pool_advance}" if self.pool_advance else ""
         pool = f" N{self.pool_size}" if self.pool_size else ""
         phase_range = f" r{self.phase_range:g}π" if self.phase_range else ""
-        return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}]"
+        regime = f" K{self.coupling_range[0]:g},{self.coupling_range[1]:g}" if self.coupling_range is not None else ""
+        regime += " Kconst" if self.coupling_shape == "constant" else ""
+        regime += " unit" if self.coupling_norm == "unit" else ""
+        regime += f" κ{self.ref_strength:g}" if self.ref_strength is not None else ""
+        return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}{regime}]"
 
 
 def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
@@ -253,6 +276,8 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
     process = process_for(method, budget.steps)
     if kuramoto and objective.phase_range:
         process = dataclasses.replace(process, phase_range=objective.phase_range * math.pi)
+    if kuramoto:
+        process = dataclasses.replace(process, **objective.regime())
     config = RunConfig(
         model=image_model_config(process, 1, budget.image_size, budget.preset,
                                  **({} if groups is None else {"groups": groups})),
@@ -422,7 +447,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--data", nargs="+", default=["fingerprints", "textures"])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS + EXTRA_METHODS, default=list(METHODS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="diffusion steps T instead of the budget's")
     parser.add_argument("--device", default="auto")
@@ -445,6 +470,14 @@ def main() -> None:
                         help="chains in the Kuramoto models' pool (0: TrainConfig's default, max(T, 4·batch))")
     parser.add_argument("--phase-range", type=float, default=0.0,
                         help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: KuramotoConfig's default, 0.5)")
+    parser.add_argument("--coupling-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="the Kuramoto models' K per step at T = 100 (default: KuramotoConfig's, 3e-05 0.03)")
+    parser.add_argument("--coupling-shape", choices=("schedule", "constant"), default="schedule",
+                        help="the Kuramoto models' K along the chain: the schedule's shape, or HI every step")
+    parser.add_argument("--coupling-norm", choices=("mean-field", "unit"), default="mean-field",
+                        help="the Kuramoto models' coupling: mean of sines, or the unit-modulus sin(arg m − θ)")
+    parser.add_argument("--ref-strength", type=float, default=None,
+                        help="the Kuramoto models' κ_ref (default: KuramotoConfig's, 1.5)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
@@ -473,7 +506,10 @@ def run(args: argparse.Namespace) -> None:
         budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
     clip_sweeps = budget.sweeps if args.clip_sweeps is None else parse_sweeps(args.clip_sweeps)
     objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance, args.phase_range,
-                          pool_size=args.pool_size)
+                          pool_size=args.pool_size,
+                          coupling_range=None if args.coupling_range is None else tuple(args.coupling_range),
+                          coupling_shape=args.coupling_shape, coupling_norm=args.coupling_norm,
+                          ref_strength=args.ref_strength)
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:

@@ -184,6 +184,29 @@ def order_parameter(theta: Tensor, dims: int | tuple[int, ...] | None = None) ->
     return torch.sqrt(mean_cos**2 + mean_sin**2), torch.atan2(mean_sin, mean_cos)
 
 
+def phase_correlation(theta: Tensor, distances: tuple[int, ...] = (1, 2, 4, 8)) -> Tensor:
+    """Mean cos(θ_p − θ_q) over the pixel pairs (p, q) ``distance`` px apart along each image axis, per example.
+
+    ``theta``: phases (batch, channels, height, width) in radians; each distance must be below both sides.
+    Returns float64 (batch, len(distances), 2): [..., 0] vertical pairs (along height), [..., 1] horizontal
+    (along width). 1 where phases agree at that distance, ≈ 0 for independent uniform phases; a spatially
+    ordered field has the curve fall with distance, a globally synchronised one keeps it flat.
+    """
+    if theta.dim() != 4:
+        raise UserError(f"phase_correlation needs images (batch, channels, height, width), got shape {tuple(theta.shape)}")
+    if not distances or min(distances) < 1 or max(distances) >= min(theta.shape[-2:]):
+        raise UserError(f"distances must be in 1…{min(theta.shape[-2:]) - 1} px for {tuple(theta.shape[-2:])} images, got {distances}")
+    theta = theta.detach().to(torch.float64)
+    out = torch.empty(theta.shape[0], len(distances), 2, dtype=torch.float64, device=theta.device)
+    for index, distance in enumerate(distances):
+        for axis in (0, 1):
+            dim = 2 + axis
+            length = theta.shape[dim] - distance
+            difference = theta.narrow(dim, distance, length) - theta.narrow(dim, 0, length)
+            out[:, index, axis] = torch.cos(difference).mean(dim=(1, 2, 3))
+    return out
+
+
 def image_to_phase(image: Tensor, phase_range: float = IMAGE_PHASE_RANGE) -> Tensor:
     """Pixel values in [-1, 1] to phases θ = a·x in [-a, a], a = ``phase_range`` (default 0.5π; the paper's 0.9π)."""
     return phase_range * image

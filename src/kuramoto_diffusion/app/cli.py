@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from ..errors import UserError
-from ..processes import PROCESS_NAMES
+from ..processes import COUPLING_NORMS, COUPLING_SHAPES, PROCESS_NAMES, KuramotoConfig
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
 
@@ -67,6 +67,17 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text}")
     return value
 
 
@@ -175,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--degrees", action="store_true", help="with --data angles:FILE: the file holds degrees, not radians")
     train.add_argument(
         "--process", choices=PROCESS_NAMES, default=None,
-        help="forward process (default: kuramoto-local for images, kuramoto-global for angle data, phase-amplitude for flows)",
+        help="forward process (default: kuramoto-local for images, kuramoto-global for angle data, phase-amplitude for flows; "
+        "kuramoto-none drops the coupling and keeps the reference pull: a wrapped Ornstein–Uhlenbeck process)",
     )
     train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
     train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
@@ -251,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_options(train, for_flows=True)
     train.add_argument("--phase-range", type=unit_open_interval, default=None,
                        help="Kuramoto image encoding θ = a·π·x: a in (0, 1) (default 0.5; the paper's 0.9); saved with the model")
+    regime = KuramotoConfig()
+    train.add_argument("--coupling-range", type=non_negative_float, nargs=2, metavar=("LO", "HI"),
+                       default=regime.coupling_range,
+                       help="Kuramoto coupling K per step at T = 100, from LO to HI (the paper's values by default)")
+    train.add_argument("--coupling-shape", choices=COUPLING_SHAPES, default=regime.coupling_shape,
+                       help="K along the chain: schedule (from LO to HI in --schedule's shape), or constant (HI every step)")
+    train.add_argument("--coupling-norm", choices=COUPLING_NORMS, default=regime.coupling_norm,
+                       help="mean-field: the mean of sin(θ_j − θ_i) over the neighbourhood; unit: sin(arg m_i − θ_i), "
+                       "the unit-modulus mean field (the authors' strength)")
+    train.add_argument("--ref-strength", type=non_negative_float, default=regime.ref_strength,
+                       help="κ_ref, the Kuramoto pull towards the reference phase relative to the coupling (0: none; "
+                       "with --process kuramoto-none that is wrapped Brownian motion)")
     _add_common(train)
 
     sample = commands.add_parser(

@@ -31,6 +31,9 @@ def info_text(path: Path) -> str:
             f"process: Kuramoto {cfg.coupling} coupling, T = {cfg.steps}, schedule {cfg.schedule}, "
             f"neighbourhood {cfg.neighbourhood}, padding {cfg.padding}"
         )
+        low, high = cfg.coupling_range
+        coupling = f"K = {high:g} every step" if cfg.coupling_shape == "constant" else f"K {low:g} → {high:g}"
+        lines.append(f"regime: {coupling}, {cfg.coupling_norm} coupling norm, κ_ref = {cfg.ref_strength:g}")
         lines.append(f"prior: von Mises(ψ_ref = {cfg.ref_phase:g}, κ = {cfg.prior_concentration:.4f})")
     else:
         lines.append(f"process: Euclidean VP, T = {process.steps}; prior: N(0, I)")

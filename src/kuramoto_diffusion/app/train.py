@@ -39,7 +39,7 @@ from ..data import (
 from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel
 from ..nets.unet import UNET_PRESETS
-from ..processes import ProcessConfig, process_config
+from ..processes import KuramotoConfig, ProcessConfig, process_config
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
 from ..training import Trainer
@@ -96,6 +96,10 @@ class TrainRequest:
     neighbourhood: int | None = None  # None: 5 for images, 4 for flows
     padding: str = "reflect"
     phase_range: float | None = None  # a fraction of π; None: KuramotoConfig's default (0.5)
+    coupling_range: tuple[float, float] = KuramotoConfig.coupling_range  # Kuramoto K per step at T = 100 (LO, HI)
+    coupling_shape: str = KuramotoConfig.coupling_shape  # schedule | constant
+    coupling_norm: str = KuramotoConfig.coupling_norm  # mean-field | unit
+    ref_strength: float = KuramotoConfig.ref_strength  # κ_ref ≥ 0
     seed: int = 0
     quiet: bool = False
     given: frozenset[str] = frozenset()  # the options the user typed (a resume checks them against the run)
@@ -229,6 +233,10 @@ _SAVED_VALUES = {
     "schedule": lambda run: getattr(run.model.process, "schedule", None),
     "neighbourhood": lambda run: getattr(run.model.process, "neighbourhood", None),
     "padding": lambda run: getattr(run.model.process, "padding", None),
+    "coupling_range": lambda run: getattr(run.model.process, "coupling_range", None),
+    "coupling_shape": lambda run: getattr(run.model.process, "coupling_shape", None),
+    "coupling_norm": lambda run: getattr(run.model.process, "coupling_norm", None),
+    "ref_strength": lambda run: getattr(run.model.process, "ref_strength", None),
     "image_size": lambda run: run.model.image_size if run.model.data_kind == "image" else None,
     "channels": lambda run: str(run.model.channels) if run.model.data_kind == "image" else None,
     "flow_networks": lambda run: run.model.flow_networks if run.model.data_kind == "flow" else None,
@@ -261,6 +269,8 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
             found.append(f"--preset {given} (the run's network is another size)")
         elif name in _SAVED_VALUES:
             value = _SAVED_VALUES[name](saved)
+            if isinstance(given, (list, tuple)):
+                given = tuple(float(item) for item in given)
             if value is not None and given is not None and given != value:
                 shown = "" if isinstance(given, bool) else f" {given}"
                 found.append(f"{flag(name)}{shown} (the run: {value})")
@@ -288,6 +298,7 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
     process_name = request.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
     check_process_fits_data(process_name, angles=angles, flows=flows)
+    regime = kuramoto_regime(request, process_name)
     # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
     neighbourhood = request.neighbourhood if request.neighbourhood is not None else 4 if flows else 5
     if request.context_frames and not flows:
@@ -361,13 +372,18 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                 f"{request.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
                 f"the data has {source.channels} at {request.image_size} px; match --channels and --image-size"
             )
+        if regime:
+            raise UserError(
+                f"{request.init_from}: the pretrained model brings its own process; drop "
+                f"{', '.join(REGIME_FLAGS[name] for name in regime)} (or train a new model without --init-from)"
+            )
         training = dataclasses.replace(training, fit_prior=False)  # the pretrained model brings its prior
     else:
         if request.phase_range is not None and (angles or flows):
             raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
         process = process_config(
             process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-            phase_range=None if request.phase_range is None else request.phase_range * math.pi,
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **regime,
         )
         if flows:
             normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
@@ -432,6 +448,26 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
             is_run = False
         if not is_run:
             raise UserError(f"{config}: is not a run's config.json and a new run would overwrite it; pass a new or empty --out")
+
+
+REGIME_FLAGS = {"coupling_range": "--coupling-range", "coupling_shape": "--coupling-shape",
+                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength"}
+
+
+def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, object]:
+    """The Kuramoto regime settings of ``request`` that differ from KuramotoConfig's defaults, as ``process_config``
+    keywords; a UserError naming the flags where the process is not a Kuramoto one."""
+    regime = {name: getattr(request, name) for name in REGIME_FLAGS}
+    regime["coupling_range"] = tuple(float(k) for k in regime["coupling_range"])
+    changed = {name: value for name, value in regime.items() if value != getattr(KuramotoConfig, name)}
+    if changed and not process_name.startswith("kuramoto-"):
+        raise UserError(
+            f"{', '.join(REGIME_FLAGS[name] for name in changed)} set(s) the Kuramoto coupling; the {process_name} process "
+            "has none: drop it or use --process kuramoto-local, kuramoto-global or kuramoto-none"
+        )
+    if "coupling_norm" in changed and process_name == "kuramoto-none":
+        raise UserError("--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm")
+    return changed
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

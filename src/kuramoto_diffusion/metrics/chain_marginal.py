@@ -123,7 +123,7 @@ class GridMarginalDensity:
 
 
 class ChainMarginal:
-    """The marginal p_t, t = 0 … t_max, of a global-coupling ``KuramotoProcess`` started from a torus density.
+    """The marginal p_t, t = 0 … t_max, of a global- or no-coupling ``KuramotoProcess`` started from a torus density.
 
     ``grid``: G nodes per axis (G ≥ 8; 128 or more for reference use). ``keep``: the steps whose p_t
     are stored (default all); ``t_max``: the last step propagated (default T). ``widen``: see the
@@ -142,9 +142,9 @@ class ChainMarginal:
     ) -> None:
         if not isinstance(process, KuramotoProcess):
             raise UserError(f"the chain marginal needs a KuramotoProcess, got {type(process).__name__}")
-        if process.config.coupling != "global":
+        if process.config.coupling == "local":  # global and none act on any state shape
             raise UserError(
-                "the exact chain marginal needs global coupling (KuramotoConfig(coupling=\"global\")); local coupling acts on images"
+                "the exact chain marginal needs global coupling or none (KuramotoConfig(coupling=\"global\")); local coupling acts on images"
             )
         if getattr(density, "dims", 2) != 2:
             raise UserError("the exact chain marginal is for densities on the 2-torus")

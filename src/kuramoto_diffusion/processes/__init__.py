@@ -6,31 +6,44 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import ForwardProcess, Step
 from .euclidean import EuclideanConfig, EuclideanVPProcess
-from .kuramoto import COUPLINGS, KERNELS, PADDINGS, KuramotoConfig, KuramotoProcess, PriorFit
+from .kuramoto import COUPLING_NORMS, COUPLING_SHAPES, COUPLINGS, KERNELS, PADDINGS, KuramotoConfig, KuramotoProcess, PriorFit
 from .phase_amplitude import PhaseAmplitudeConfig, PhaseAmplitudeProcess
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule, vp_cumulative_beta
 
 ProcessConfig = KuramotoConfig | EuclideanConfig | PhaseAmplitudeConfig
 
-# The processes by name (phase-amplitude is for flow data only).
-PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "euclidean", "phase-amplitude")
+# The processes by name (phase-amplitude is for flow data only; kuramoto-none has no coupling term).
+PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "kuramoto-none", "euclidean", "phase-amplitude")
 
 
 def process_config(
     name: str, *, steps: int, schedule: str = "linear", neighbourhood: int = 5, padding: str = "reflect",
-    phase_range: float | None = None,
+    phase_range: float | None = None, coupling_range: tuple[float, float] | None = None,
+    coupling_shape: str | None = None, coupling_norm: str | None = None, ref_strength: float | None = None,
 ) -> ProcessConfig:
     """The config of the process ``name`` (one of ``PROCESS_NAMES``) at T = ``steps``; ``phase_range`` (radians,
-    in (0, π)) sets the Kuramoto image encoding θ = a·x (None: KuramotoConfig's default, 0.5π)."""
+    in (0, π)) sets the Kuramoto image encoding θ = a·x. The Kuramoto regime settings ``coupling_range`` (K per step
+    at T = 100), ``coupling_shape``, ``coupling_norm`` and ``ref_strength`` (κ_ref ≥ 0) mean what they mean in
+    ``KuramotoConfig``; None takes its default."""
     if name not in PROCESS_NAMES:
         raise UserError(f"unknown process {name!r}; valid values are {', '.join(PROCESS_NAMES)}")
     if phase_range is not None and not name.startswith("kuramoto-"):
         raise UserError(f"phase_range sets the image encoding of the Kuramoto processes; the {name} process has none")
+    regime = {
+        key: value
+        for key, value in (("coupling_range", coupling_range), ("coupling_shape", coupling_shape),
+                           ("coupling_norm", coupling_norm), ("ref_strength", ref_strength))
+        if value is not None
+    }
+    if regime and not name.startswith("kuramoto-"):
+        raise UserError(f"{', '.join(regime)} set(s) the Kuramoto coupling; the {name} process has none")
+    extra = {**regime, **({} if phase_range is None else {"phase_range": phase_range})}
     if name == "euclidean":
         return EuclideanConfig(steps=steps)
     if name == "phase-amplitude":
         return PhaseAmplitudeConfig(steps=steps, schedule=schedule, neighbourhood=neighbourhood)
-    extra = {} if phase_range is None else {"phase_range": phase_range}
+    if coupling_range is not None:
+        extra["coupling_range"] = tuple(coupling_range)
     return KuramotoConfig(coupling=name.split("-", 1)[1], steps=steps, schedule=schedule, neighbourhood=neighbourhood,
                           padding=padding, **extra)
 
@@ -46,6 +59,8 @@ def build_process(config: ProcessConfig) -> ForwardProcess:
 
 __all__ = [
     "COUPLINGS",
+    "COUPLING_NORMS",
+    "COUPLING_SHAPES",
     "KERNELS",
     "PADDINGS",
     "PROCESS_NAMES",

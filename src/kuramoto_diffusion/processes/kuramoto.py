@@ -8,7 +8,12 @@ itself). With the neighbourhood average m = A(e^{iθ}) of the unit phasors,
     C_i = Im(m_i · e^{−iθ_i}) = Im(m_i)·cos θ_i − Re(m_i)·sin θ_i.
 
 ``global`` averages over every element of an example; ``local`` applies a normalised
-M×M spatial kernel per channel to cos θ and sin θ (a depthwise convolution).
+M×M spatial kernel per channel to cos θ and sin θ (a depthwise convolution); ``none`` drops the
+coupling term (C = 0: a wrapped Ornstein–Uhlenbeck process, or wrapped Brownian motion with κ_ref = 0).
+
+Regimes (``KuramotoConfig``): ``coupling_norm="unit"`` divides C by |m_i|, the unit-modulus mean field
+C_i = sin(arg m_i − θ_i); ``coupling_shape="constant"`` holds K at ``coupling_range[1]`` every step
+instead of following the noise schedule's shape.
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ from ..serialization import choice_check
 from .base import ForwardProcess, Step, resolve_config
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule
 
-COUPLINGS = ("global", "local")
+COUPLINGS = ("global", "local", "none")
+COUPLING_NORMS = ("mean-field", "unit")
+COUPLING_SHAPES = ("schedule", "constant")
+# ε of the unit-modulus coupling's √(|m|² + ε²) in place of |m|: smooth at m = 0, where sin(arg m − θ) jumps,
+# with |∂C_i/∂θ_i| ≤ w_self/ε there; within 6e-6 relative of |m| for |m| ≥ 0.03 (≈ |m| of 1024 random phases;
+# a 5×5 box of random phases has |m| ≈ 0.2).
+UNIT_NORM_GUARD = 1e-4
 PADDINGS = ("reflect", "circular")
 KERNELS = ("box", "gaussian")
 
@@ -64,6 +75,10 @@ class KuramotoConfig:
     noise_var_range: tuple[float, float] = (1e-4, 0.1)  # σ² per step at the 100-step reference
     prior_concentration: float = 1.2  # κ of the von Mises prior; 1.2 is the authors' hard-coded value
     phase_range: float = IMAGE_PHASE_RANGE  # a of the image encoding θ = a·x (radians, in (0, π)); the paper's: 0.9π
+    # mean-field: C_i = Im(m_i e^{−iθ_i}) (|C| ≤ |m_i| ≤ 1); unit: C_i = sin(arg m_i − θ_i), the authors' strength
+    coupling_norm: Literal["mean-field", "unit"] = "mean-field"
+    # schedule: K follows ``schedule`` from coupling_range[0] to [1]; constant: K = coupling_range[1] every step
+    coupling_shape: Literal["schedule", "constant"] = "schedule"
 
     # Models saved before phase_range was a setting were trained with the paper's 0.9π.
     ABSENT_KEY_VALUES: ClassVar[dict[str, float]] = {"phase_range": PAPER_PHASE_RANGE}
@@ -73,12 +88,20 @@ class KuramotoConfig:
         choice_check("padding", self.padding, PADDINGS)
         choice_check("kernel", self.kernel, KERNELS)
         choice_check("schedule", self.schedule, SCHEDULE_SHAPES)
+        choice_check("coupling_norm", self.coupling_norm, COUPLING_NORMS)
+        choice_check("coupling_shape", self.coupling_shape, COUPLING_SHAPES)
+        if self.coupling == "none" and self.coupling_norm != "mean-field":
+            raise UserError(f"coupling_norm {self.coupling_norm!r} normalises a coupling; with coupling 'none' leave it 'mean-field'")
         if self.neighbourhood < 1:
             raise UserError(f"neighbourhood must be ≥ 1 pixel, got {self.neighbourhood}")
         if self.steps < 1:
             raise UserError(f"steps must be ≥ 1, got {self.steps}")
-        if min(self.coupling_range) < 0 or min(self.noise_var_range) <= 0:
-            raise UserError("coupling_range must be ≥ 0 and noise_var_range > 0")
+        if len(self.coupling_range) != 2 or not all(math.isfinite(k) and k >= 0 for k in self.coupling_range):
+            raise UserError(f"coupling_range must be two finite values ≥ 0 (K per step at T = 100), got {tuple(self.coupling_range)}")
+        if min(self.noise_var_range) <= 0:
+            raise UserError("noise_var_range must be > 0")
+        if not (math.isfinite(self.ref_strength) and self.ref_strength >= 0):
+            raise UserError(f"ref_strength (κ_ref) must be finite and ≥ 0, got {self.ref_strength!r}")
         if not (math.isfinite(self.phase_range) and 0 < self.phase_range < math.pi):
             raise UserError(
                 f"phase_range must be in (0, π) radians (black and white meet at ±π), got {self.phase_range!r}"
@@ -108,7 +131,10 @@ class KuramotoProcess(ForwardProcess):
         self.config = resolve_config(KuramotoConfig, config, settings)
         self.steps = self.config.steps
         cfg = self.config
-        self._cumulative_coupling = cumulative_schedule(cfg.schedule, *cfg.coupling_range, cfg.steps)
+        low, high = cfg.coupling_range
+        if cfg.coupling_shape == "constant":
+            low = high
+        self._cumulative_coupling = cumulative_schedule(cfg.schedule, low, high, cfg.steps)
         super().__init__(cumulative_schedule(cfg.schedule, *cfg.noise_var_range, cfg.steps))
         self._kernel_1d = _kernel_weights(cfg.kernel, cfg.neighbourhood)
         self._self_weights_1d: dict[int, Tensor] = {}  # image side -> diagonal of the padded 1-D average
@@ -117,6 +143,8 @@ class KuramotoProcess(ForwardProcess):
     # ----- coupling ---------------------------------------------------------------------
     def neighbourhood_mean(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """(Re m, Im m): the neighbourhood average of the unit phasors e^{iθ}, broadcastable to θ."""
+        if self.config.coupling == "none":
+            raise UserError("a process with coupling 'none' has no neighbourhood mean")
         cos_theta, sin_theta = torch.cos(theta), torch.sin(theta)
         if self.config.coupling == "global":
             dims = tuple(range(1, theta.dim()))
@@ -170,9 +198,26 @@ class KuramotoProcess(ForwardProcess):
         return self._padding_sources_cache[key]
 
     def coupling_field(self, theta: Tensor) -> Tensor:
-        """C_i(θ) = Im(m_i e^{−iθ_i}): mean of sin(θ_j − θ_i) over i's neighbourhood."""
+        """C_i(θ) = Im(m_i e^{−iθ_i}), the mean of sin(θ_j − θ_i) over i's neighbourhood; divided by |m_i| for
+        the unit norm; 0 for no coupling."""
         self._check_shape(theta)
-        return coupling_from_mean(theta, *self.neighbourhood_mean(theta))
+        if self.config.coupling == "none":
+            return torch.zeros_like(theta)
+        return self._normed_coupling(theta, *self.neighbourhood_mean(theta))
+
+    def _normed_coupling(self, theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
+        """C from the neighbourhood mean phasor m = (mean_cos, mean_sin), in this process's norm."""
+        coupling = coupling_from_mean(theta, mean_cos, mean_sin)
+        if self.config.coupling_norm == "unit":
+            coupling = coupling / _guarded_modulus(mean_cos, mean_sin)
+        return coupling
+
+    def _coupling_and_slope(self, theta: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """(C, ∂C_i/∂θ_i) from one neighbourhood average; (0, 0) for no coupling."""
+        if self.config.coupling == "none":
+            return 0.0, 0.0
+        mean_cos, mean_sin = self.neighbourhood_mean(theta)
+        return self._normed_coupling(theta, mean_cos, mean_sin), self.coupling_derivative(theta, mean_cos, mean_sin)
 
     def direction(self, theta: Tensor) -> Tensor:
         """Δ(θ) = C(θ) + κ_ref · sin(ψ_ref − θ): the synchronising force per unit K."""
@@ -183,15 +228,22 @@ class KuramotoProcess(ForwardProcess):
         """∂Δ_i/∂θ_i = ∂C_i/∂θ_i − κ_ref · cos(ψ_ref − θ_i) (see ``coupling_derivative``)."""
         self._check_shape(theta)
         cfg = self.config
-        coupling = self.coupling_derivative(theta, *self.neighbourhood_mean(theta))
+        coupling = 0.0 if cfg.coupling == "none" else self.coupling_derivative(theta, *self.neighbourhood_mean(theta))
         return coupling - cfg.ref_strength * torch.cos(cfg.ref_phase - theta)
 
     def coupling_derivative(self, theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
-        """∂C_i/∂θ_i = −Re(m_i e^{−iθ_i}) + w_self, for the neighbourhood mean phasor m = (mean_cos, mean_sin).
+        """∂C_i/∂θ_i for the neighbourhood mean phasor m = (mean_cos, mean_sin).
 
-        C_i = Σ_j w_ij sin(θ_j − θ_i) gives −Σ_{j≠i} w_ij cos(θ_j − θ_i); m_i includes i itself with
-        weight w_self (``self_weight``), whose cos(0) = 1 is added back.
+        Mean field: C_i = Σ_j w_ij sin(θ_j − θ_i) gives −Σ_{j≠i} w_ij cos(θ_j − θ_i) = −a + w_self, with
+        a = Re(m_i e^{−iθ_i}) and m_i including i itself with weight w_self (``self_weight``), whose cos(0) = 1
+        is added back. Unit norm: with z = m_i e^{−iθ_i} = a + ib, ∂z/∂θ_i = i(w_self − z), and
+        C_i = b/ρ, ρ = √(a² + b² + ε²), so ∂C_i/∂θ_i = w_self·(a² + ε²)/ρ³ − a/ρ.
         """
+        if self.config.coupling_norm == "unit":
+            cos_theta, sin_theta = torch.cos(theta), torch.sin(theta)
+            along = mean_cos * cos_theta + mean_sin * sin_theta  # a
+            modulus = _guarded_modulus(mean_cos, mean_sin)  # ρ
+            return self.self_weight(theta) * (along.square() + UNIT_NORM_GUARD**2) / modulus**3 - along / modulus
         return -(mean_cos * torch.cos(theta) + mean_sin * torch.sin(theta)) + self.self_weight(theta)
 
     def self_weight(self, theta: Tensor) -> Tensor | float:
@@ -244,10 +296,10 @@ class KuramotoProcess(ForwardProcess):
         # One neighbourhood average serves both (the linearised kernel's hot loop).
         self._check_shape(x)
         cfg = self.config
-        mean_cos, mean_sin = self.neighbourhood_mean(x)
+        coupling, coupling_slope = self._coupling_and_slope(x)
         strength = self.coupling_strength(t, 1, like=x)
-        direction = coupling_from_mean(x, mean_cos, mean_sin) + cfg.ref_strength * torch.sin(cfg.ref_phase - x)
-        slope = self.coupling_derivative(x, mean_cos, mean_sin) - cfg.ref_strength * torch.cos(cfg.ref_phase - x)
+        direction = coupling + cfg.ref_strength * torch.sin(cfg.ref_phase - x)
+        slope = coupling_slope - cfg.ref_strength * torch.cos(cfg.ref_phase - x)
         return strength * direction, strength * slope
 
     def contraction_bound(self, t: int) -> float:
@@ -256,9 +308,12 @@ class KuramotoProcess(ForwardProcess):
 
         λ_min(A) is 0 for global coupling (any zero-mean perturbation) and, for local coupling, the smallest
         value of the separable kernel's frequency response (−0.25 for the 5×5 box), so a_t is the contraction
-        of the fastest-decaying pattern there."""
+        of the fastest-decaying pattern there. The unit norm has the same Jacobian near a synchronised state
+        (|m| → 1); no coupling leaves K·κ_ref alone."""
         cfg = self.config
-        if cfg.coupling == "global":
+        if cfg.coupling == "none":
+            coupling = 0.0
+        elif cfg.coupling == "global":
             coupling = 1.0
         else:
             frequencies = torch.linspace(0, math.pi, 513, dtype=torch.float64)
@@ -274,9 +329,13 @@ class KuramotoProcess(ForwardProcess):
 
             (∂drift/∂θ)ᵀ w = K · (cos θ · Aᵀ(w cos θ) + sin θ · Aᵀ(w sin θ) − w · Re(m e^{−iθ}) − κ_ref cos(ψ_ref − θ) · w)
             ∇ tr ∂drift/∂θ = K · (−C − Im(b e^{−iθ}) − κ_ref sin(ψ_ref − θ))
+
+        The unit norm and no coupling take the generic autograd version of ``ForwardProcess``.
         """
         self._check_shape(x)
         cfg = self.config
+        if cfg.coupling == "none" or cfg.coupling_norm == "unit":
+            return super().propagate_score(x, t, estimate, inverse_terms=inverse_terms)
         with torch.autocast(device_type=x.device.type, enabled=False):
             strength = self.coupling_strength(t, 1, like=x)
             cos_theta, sin_theta = torch.cos(x), torch.sin(x)
@@ -360,6 +419,11 @@ class KuramotoProcess(ForwardProcess):
 def coupling_from_mean(theta: Tensor, mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
     """C = Im(m·e^{−iθ}) = Im(m)·cos θ − Re(m)·sin θ for the neighbourhood mean phasor m = (mean_cos, mean_sin)."""
     return mean_sin * torch.cos(theta) - mean_cos * torch.sin(theta)
+
+
+def _guarded_modulus(mean_cos: Tensor, mean_sin: Tensor) -> Tensor:
+    """√(|m|² + ε²): |m| kept away from 0 for the unit-modulus coupling (``UNIT_NORM_GUARD``)."""
+    return torch.sqrt(mean_cos.square() + mean_sin.square() + UNIT_NORM_GUARD**2)
 
 
 def _correlate(field: Tensor, weights: list[float], dim: int, length: int) -> Tensor:
