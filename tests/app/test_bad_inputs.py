@@ -218,6 +218,52 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     velocity[2, 0, 3, 3] = np.nan
     np.savez(paths["flows_nan"] / "trajectory_00000.npz", velocity=velocity)
     paths["pickle_marker"] = marker
+    paths.update(_make_run(root))
+    return paths
+
+
+def _make_run(root: Path) -> dict[str, Path]:
+    """A trained run (2 steps, a checkpoint at each) and copies whose newest checkpoint is damaged."""
+    import shutil
+
+    import torch
+
+    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
+    from kuramoto_diffusion.data import open_source
+    from kuramoto_diffusion.processes import KuramotoConfig
+    from kuramoto_diffusion.training import Trainer
+    from safetensors.torch import load_file, save_file
+
+    data = DataConfig(source="textures", image_size=16)
+    config = RunConfig(model=image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny"), data=data,
+                       training=TrainConfig(train_steps=2, batch_size=4, checkpoint_every=1, sample_every=0, warmup_steps=1))
+    trainer = Trainer(config, open_source(data), root / "run", quiet=True)
+    trainer.start()
+    trainer.train()
+    paths = {"run": root / "run"}
+    newest = Path("checkpoints") / "step-00000002"
+    for name in ("run_damaged", "run_nan"):
+        shutil.copytree(root / "run", root / name)
+        paths[name] = root / name
+    (paths["run_damaged"] / newest / "state.json").write_bytes(b"")
+    tensors = load_file(str(paths["run_nan"] / newest / "ema.safetensors"))
+    first = next(iter(tensors))
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_file(tensors, str(paths["run_nan"] / newest / "ema.safetensors"))
+    paths["run_nan_checkpoint"] = paths["run_nan"] / newest
+    paths["run_damaged_checkpoint"] = paths["run_damaged"] / newest
+    return paths
+
+
+def _resume_copy(run: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
+    """Resume a copy of the run ``run`` made in the case's own output folder (the shared input stays as it is)."""
+    def argv(p: dict[str, Path]) -> list[str]:
+        import shutil
+
+        shutil.copytree(p[run], p["out"] / "run")
+        return ["--out", str(p["out"] / "run"), "--resume", "--quiet", *extra]
+
+    return argv
     return paths
 
 
@@ -312,6 +358,12 @@ CASES = [
     Case("checkpoint-ill-typed", "sample", "config.json with a string where a number belongs", _sample("ckpt_ill_typed"),
          "error", "steps"),
     Case("checkpoint-bad-json", "sample", "config.json that is not valid JSON", _sample("ckpt_bad_json"), "error", "config.json"),
+    Case("checkpoint-nan-weights", "sample", "a checkpoint whose EMA weights hold NaN", _sample("run_nan_checkpoint"), "error",
+         "holds NaN or infinite values"),
+    Case("run-nan-newest", "sample", "a run folder whose newest checkpoint holds NaN weights: the one before is used",
+         _sample("run_nan"), "accepted with a warning", "skipped a damaged checkpoint"),
+    Case("checkpoint-damaged-state", "info", "a training checkpoint with a zero-byte state.json",
+         lambda p: [str(p["run_damaged_checkpoint"])], "error", "state.json: not valid JSON"),
     Case("checkpoint-pickle", "sample", "a pickle payload saved as model.safetensors (never executed)", _sample("ckpt_pickle_weights"),
          "error", "not a readable safetensors file"),
     Case("pickle-beside", "sample", "a pickle file beside good weights (ignored, never executed)", _sample("ckpt_pickle_beside"),
@@ -368,6 +420,18 @@ CASES = [
          lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_unknown"])], "error", "no sample-manifest.json"),
     Case("resume-nothing", "train", "--resume on a folder without checkpoints",
          lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
+    Case("resume-damaged-newest", "train", "--resume when the newest checkpoint is damaged (a zero-byte state.json)",
+         _resume_copy("run_damaged"), "accepted with a warning", "skipped a damaged checkpoint"),
+    Case("resume-from-damaged", "train", "--resume-from a damaged checkpoint",
+         lambda p: ["--out", str(p["run_damaged"]), "--resume-from", str(p["run_damaged_checkpoint"])], "error",
+         "state.json: not valid JSON"),
+    Case("resume-disagreeing-options", "train", "--resume with --lr and --batch-size other than the run's",
+         lambda p: ["--out", str(p["run"]), "--resume", "--lr", "1e-3", "--batch-size", "2"], "error",
+         "--lr 0.001 (the run: 0.0002); --batch-size 2 (the run: 4)"),
+    Case("resume-below-step", "train", "--resume with --train-steps below the run's step",
+         lambda p: ["--out", str(p["run"]), "--resume", "--train-steps", "1"], "error", "--train-steps 1 is below the step 2"),
+    Case("resume-other-data", "train", "--resume with --data other than the run's",
+         lambda p: ["--out", str(p["run"]), "--resume", "--data", "fingerprints"], "error", "was trained on 'textures'"),
     # options
     Case("draws-cap", "train", "--draws 1000000", _train("good", "--draws", "1000000"), "error", "must be ≤ 4,096"),
     Case("batch-estimate", "train", "--batch-size 1000000 × --draws 1000", _train("good", "--batch-size", "1000000", "--draws", "1000"),
@@ -624,6 +688,28 @@ def robustness_markdown() -> str:
         "- 16-bit images are scaled to 8 bits, alpha is dropped, palette and CMYK images are",
         "  converted, and animated images contribute their first frame.",
         "- Only safetensors and JSON are ever read from a checkpoint; other files there are ignored.",
+        "- One writer per run folder: `train` holds an exclusive lock on `RUN/.lock` (the `filelock` library;",
+        "  the kernel drops it when the process ends, kill -9 included, so a dead run never blocks a resume) for",
+        "  the whole run; a second `train` on the same `--out` stops at once with exit 2, naming the holder's PID",
+        "  and host (`RUN/.lock.json`). Under torchrun rank 0 holds it. A checkpoint is written under a name",
+        "  unique to its process (`.tmp-step-N.HOST.PID`), and pruning removes only those of processes that",
+        "  are gone (tests/training/test_run_folder.py).",
+        "- A checkpoint is checked whole before it is used (every file parses; `state.json` has its step; every",
+        "  tensor is there with the config's shapes and is finite; the optimizer state fits the weights; the",
+        "  generator states are there). `--resume` skips a damaged newest checkpoint with one warning naming",
+        "  the file and the reason, and resumes from the newest whole one; `--resume-from CHECKPOINT` chooses",
+        "  one. `sample`, `evaluate` and `info` on a run folder do the same; on a checkpoint folder a NaN or",
+        "  infinite weight is an error.",
+        "- `--resume` trains to the run's own target unless `--train-steps` is given, which extends the run",
+        "  and is written into its `config.json`; a target below the run's step is an error. Options that",
+        "  would change the model, the data or the arithmetic (`--lr`, `--batch-size`, `--preset`, `--process`,",
+        "  `--image-size`, …) are refused in one line listing each with the run's value, unless equal to it;",
+        "  `--checkpoint-every`, `--keep-checkpoints`, `--sample-every`, `--on-nan`, `--grad-accum`,",
+        "  `--max-image-pixels` and `--device` apply. A run stores its data path absolute, so it resumes from",
+        "  any folder, and `--data` naming the same place another way is accepted.",
+        "- A full disk while a checkpoint is written (an OSError, or safetensors' own error) exits 2 naming",
+        "  the file; the older checkpoints stay and no temporary file is left. A wrong type in any section of",
+        "  a `config.json` names that one key and the type it needs.",
         "- SIGTERM or SIGINT (Ctrl-C) during `train` finishes the step, writes a checkpoint, prints",
         "  one line naming the step and how to continue, and exits with 143 or 130; under torchrun",
         "  every process stops after the same step. `sample --out-dir` stops after its current chunk.",
