@@ -427,7 +427,7 @@ CASES = [
          "state.json: not valid JSON"),
     Case("resume-disagreeing-options", "train", "--resume with --lr and --batch-size other than the run's",
          lambda p: ["--out", str(p["run"]), "--resume", "--lr", "1e-3", "--batch-size", "2"], "error",
-         "--lr 0.001 (the run: 0.0002); --batch-size 2 (the run: 4)"),
+         "--batch-size 2 (the run: 4); --lr 0.001 (the run: 0.0002)"),
     Case("resume-below-step", "train", "--resume with --train-steps below the run's step",
          lambda p: ["--out", str(p["run"]), "--resume", "--train-steps", "1"], "error", "--train-steps 1 is below the step 2"),
     Case("resume-other-data", "train", "--resume with --data other than the run's",
