@@ -13,8 +13,8 @@ For Kuramoto global and local coupling, times (µs per image, median of ``--repe
   (three reads and one write of an image-sized array): what any step must at least spend moving its data.
 
 ``propagated_before`` is the propagated step with the implementation before 2026-12-06 patched in (shifted-slice
-correlations on a padded copy, index-based padding adjoint, softmax over stacked wrapped-normal terms; copied
-below), timed in the same rounds: ``speedup`` is its time ÷ ``propagated``'s.
+correlations on a padded copy, index-based padding adjoint, the score update term by term, softmax over stacked
+wrapped-normal terms; copied below), timed in the same rounds: ``speedup`` is its time ÷ ``propagated``'s.
 
 ``state_max_gap`` and ``estimate_max_gap`` (relative to the largest estimate) compare one draw of both, with the
 same noise: they differ by rounding only (float32).
@@ -104,11 +104,32 @@ def _softmax_wrapped_normal_score(x: Tensor, mean: Tensor | float, scale: Tensor
     return -(weights * terms).sum(dim=0) / scale_t**2
 
 
+def _term_by_term_propagate_score(self: KuramotoProcess, x: Tensor, t: object, estimate: Tensor, *,
+                                  inverse_terms: int = 2) -> Tensor:
+    cfg = self.config
+    strength = self.coupling_strength(t, 1, like=x)
+    cos_theta, sin_theta = torch.cos(x), torch.sin(x)
+    mean_cos, mean_sin = self.neighbourhood_mean(x)
+    back_cos, back_sin = self.average_transpose(cos_theta), self.average_transpose(sin_theta)
+    coupling = mean_sin * cos_theta - mean_cos * sin_theta
+    reverse_coupling = back_sin * cos_theta - back_cos * sin_theta
+    log_det_gradient = strength * (-coupling - reverse_coupling - cfg.ref_strength * torch.sin(cfg.ref_phase - x))
+    diagonal = -(mean_cos * cos_theta + mean_sin * sin_theta) - cfg.ref_strength * torch.cos(cfg.ref_phase - x)
+    carried = estimate - log_det_gradient
+    inverse = carried
+    for _ in range(inverse_terms):
+        transposed = cos_theta * self.average_transpose(inverse * cos_theta) + sin_theta * self.average_transpose(
+            inverse * sin_theta) + diagonal * inverse
+        inverse = carried - strength * transposed
+    return inverse
+
+
 @contextlib.contextmanager
 def former_implementation() -> Iterator[None]:
     """The chain step as it was before 2026-12-06 (same results up to rounding)."""
     with mock.patch.object(KuramotoProcess, "_local_average", _slices_local_average), \
             mock.patch.object(KuramotoProcess, "average_transpose", _slices_average_transpose), \
+            mock.patch.object(KuramotoProcess, "propagate_score", _term_by_term_propagate_score), \
             mock.patch("kuramoto_diffusion.processes.kuramoto.wrapped_normal_score", _softmax_wrapped_normal_score):
         yield
 
