@@ -26,7 +26,7 @@ TrainConfig's defaults (the pool, the propagated objective): a Euclidean, a Kura
 Kuramoto-local trainer are built in one process, then timed interleaved, ``--steps`` training steps of
 each in turn for ``--rounds`` rounds, the first round dropped (warm-up). Keys
 ``cost_ratio_<coupling>_T<steps>_<preset>`` (Kuramoto ÷ Euclidean seconds per step, summed over the kept
-rounds) and ``pool_fill_s_<coupling>_T<steps>`` (seconds to build the pool at the start, for the first
+rounds; ``cost_ratio_median_…`` the median of the rounds' ratios, with min and max in the table) and ``pool_fill_s_<coupling>_T<steps>`` (seconds to build the pool at the start, for the first
 preset; ``…_<preset>`` for each).
 """
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -100,9 +101,9 @@ def _synchronise(device: torch.device) -> None:
 
 def interleaved_costs(
     steps: int, preset: str, args: argparse.Namespace, device: torch.device
-) -> tuple[dict[str, float], dict[str, float]]:
-    """({model: seconds per training step}, {coupling: pool fill seconds}) for the Euclidean, Kuramoto-global and
-    Kuramoto-local models at T = ``steps``, timed interleaved (see the module docstring)."""
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """({model: seconds per training step in each kept round}, {coupling: pool fill seconds}) for the Euclidean,
+    Kuramoto-global and Kuramoto-local models at T = ``steps``, timed interleaved (see the module docstring)."""
     source = open_image_source(args.dataset, args.image_size, channels=1)
     processes = {"euclidean": EuclideanConfig(steps=steps), "global": KuramotoConfig(coupling="global", steps=steps),
                  "local": KuramotoConfig(coupling="local", steps=steps)}
@@ -113,7 +114,10 @@ def interleaved_costs(
                 model=image_model_config(process, 1, args.image_size, preset),
                 data=DataConfig(image_size=args.image_size),
                 training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, fit_prior=False,
-                                     checkpoint_every=10**6, sample_every=0, objective=args.objective),
+                                     checkpoint_every=10**6, sample_every=0, objective=args.objective,
+                                     # passed only when set, so that the script also times code from before the option
+                                     **({"pool_fill_trajectories": args.pool_fill_trajectories}
+                                        if args.pool_fill_trajectories and name != "euclidean" else {})),
             )
             folders.append(tempfile.TemporaryDirectory())
             trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
@@ -125,7 +129,7 @@ def interleaved_costs(
                 fills[name] = time.perf_counter() - began
             trainer.train_step()  # warm-up
             trainers[name] = trainer
-        spent = dict.fromkeys(trainers, 0.0)
+        rounds: dict[str, list[float]] = {name: [] for name in trainers}
         for round_ in range(args.rounds):
             for name, trainer in trainers.items():
                 _synchronise(device)
@@ -134,9 +138,8 @@ def interleaved_costs(
                     trainer.train_step()
                 _synchronise(device)
                 if round_:  # the first round is a warm-up
-                    spent[name] += time.perf_counter() - began
-        kept = args.steps * (args.rounds - 1)
-        return {name: seconds / kept for name, seconds in spent.items()}, fills
+                    rounds[name].append((time.perf_counter() - began) / args.steps)
+        return rounds, fills
     finally:
         for folder in folders:
             folder.cleanup()
@@ -147,14 +150,19 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
     rows = []
     for preset in args.presets:
         for steps in args.horizons:
-            per_step, fills = interleaved_costs(steps, preset, args, device)
-            for name, seconds in per_step.items():
-                ratio = seconds / per_step["euclidean"]
-                rows.append({"preset": preset, "model": name, "T": steps, "ms_per_step": 1e3 * seconds,
-                             "cost_ratio": ratio, "pool_fill_s": fills.get(name, 0.0)})
+            rounds, fills = interleaved_costs(steps, preset, args, device)
+            reference = rounds["euclidean"]
+            for name, seconds in rounds.items():
+                ratio = sum(seconds) / sum(reference)
+                # Each round's ratio: their spread shows how much the machine's load moved the figure.
+                each = sorted(mine / theirs for mine, theirs in zip(seconds, reference))
+                rows.append({"preset": preset, "model": name, "T": steps, "ms_per_step": 1e3 * statistics.mean(seconds),
+                             "cost_ratio": ratio, "round_ratio_min": each[0], "round_ratio_median": statistics.median(each),
+                             "round_ratio_max": each[-1], "pool_fill_s": fills.get(name, 0.0)})
                 if name == "euclidean":
                     continue
                 payload[f"cost_ratio_{name}_T{steps}_{preset}"] = ratio
+                payload[f"cost_ratio_median_{name}_T{steps}_{preset}"] = statistics.median(each)
                 payload[f"pool_fill_s_{name}_T{steps}_{preset}"] = fills[name]
                 if preset == args.presets[0]:
                     payload[f"pool_fill_s_{name}_T{steps}"] = fills[name]
@@ -168,6 +176,8 @@ def main() -> None:
                         help="pool: the pool against re-simulation; cost: Kuramoto against Euclidean, interleaved")
     parser.add_argument("--rounds", type=int, default=6, help="--mode cost: rounds of interleaved timing (the first dropped)")
     parser.add_argument("--dataset", default="textures", help="the built-in image data set")
+    parser.add_argument("--pool-fill-trajectories", type=int, default=0,
+                        help="--mode cost: TrainConfig.pool_fill_trajectories of the Kuramoto runs (0: the default fill)")
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
     parser.add_argument("--image-size", type=int, default=32)
@@ -186,7 +196,8 @@ def main() -> None:
                                                for key, value in vars(args).items()}}
     if args.mode in ("cost", "all"):
         payload["cost_rows"] = cost = cost_rows(args, device, payload)
-        payload["cost_table"] = print_table(cost, ["preset", "model", "T", "ms_per_step", "cost_ratio", "pool_fill_s"])
+        payload["cost_table"] = print_table(cost, ["preset", "model", "T", "ms_per_step", "cost_ratio", "round_ratio_min",
+                                                   "round_ratio_median", "round_ratio_max", "pool_fill_s"])
     for preset in args.presets if args.mode != "cost" else ():
         for steps in args.horizons:
             for coupling in ("global", "local"):
