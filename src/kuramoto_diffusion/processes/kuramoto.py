@@ -129,14 +129,16 @@ class KuramotoProcess(ForwardProcess):
 
         Each axis is one product with the padded 1-D average as a matrix (``_average_matrix``: the padding is
         folded in), so no padded copy or shifted slices: measured several times faster on the CPU for 32-px
-        batches than shifted slices, and the chain's innermost operation (bench/chain_step.py)."""
+        batches than shifted slices, and the chain's innermost operation (bench/chain_step.py). Outside autocast,
+        which would run the products in half precision (TF32, if a user enables it on CUDA, still applies)."""
         batch, channels, height, width = field.shape
         size = self.config.neighbourhood
         if size > min(height, width):
             raise UserError(f"neighbourhood {size} is larger than the {height}×{width} image; use at most {min(height, width)}")
         flat = field.reshape(batch * channels, height, width)
         rows, columns = self._average_matrix(height, field), self._average_matrix(width, field)
-        averaged = torch.matmul(rows, torch.matmul(flat, columns.mT))
+        with torch.autocast(device_type=field.device.type, enabled=False):  # an average in the field's precision
+            averaged = torch.matmul(rows, torch.matmul(flat, columns.mT))
         return averaged.reshape(batch, channels, height, width)
 
     def average_transpose(self, field: Tensor) -> Tensor:
@@ -150,7 +152,8 @@ class KuramotoProcess(ForwardProcess):
         batch, channels, height, width = field.shape
         flat = field.reshape(batch * channels, height, width)
         rows, columns = self._average_matrix(height, field), self._average_matrix(width, field)
-        spread = torch.matmul(rows.mT, torch.matmul(flat, columns))
+        with torch.autocast(device_type=field.device.type, enabled=False):
+            spread = torch.matmul(rows.mT, torch.matmul(flat, columns))
         return spread.reshape(batch, channels, height, width)
 
     def _average_matrix(self, length: int, like: Tensor) -> Tensor:
