@@ -20,12 +20,21 @@ them (T = 1000), a row "every chain" times the same pool advancing all N, the de
 the pool's examples/s with each other objective and its ratio to ``--objective``'s (key
 ``ratio_<objective>_to_default_<coupling>_T<steps>_<preset>``).
 Writes bench/results/train_throughput.json.
+
+``--mode cost`` (``all`` does both) instead compares a Kuramoto step with a Euclidean (VP) one, each with
+TrainConfig's defaults (the pool, the propagated objective): a Euclidean, a Kuramoto-global and a
+Kuramoto-local trainer are built in one process, then timed interleaved, ``--steps`` training steps of
+each in turn for ``--rounds`` rounds, the first round dropped (warm-up). Keys
+``cost_ratio_<coupling>_T<steps>_<preset>`` (Kuramoto ÷ Euclidean seconds per step, summed over the kept
+rounds; ``cost_ratio_median_…`` the median of the rounds' ratios, with min and max in the table) and ``pool_fill_s_<coupling>_T<steps>`` (seconds to build the pool at the start, for the first
+preset; ``…_<preset>`` for each).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +44,7 @@ import torch
 
 from common import peak_rss_mib, print_table, write_json
 from kuramoto_diffusion.data import open_image_source
-from kuramoto_diffusion.processes import KuramotoConfig
+from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training import Trainer, default_pool_size
@@ -47,7 +56,7 @@ def examples_per_second(
 ) -> tuple[float, float, int]:
     """(examples/s, the share of the step time spent advancing the chain pool (0 without a pool), chains advanced
     per step)."""
-    source = open_image_source("textures", args.image_size, channels=1)
+    source = open_image_source(args.dataset, args.image_size, channels=1)
     config = RunConfig(
         model=image_model_config(process, 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
@@ -85,9 +94,90 @@ def examples_per_second(
         return args.steps * args.batch_size / elapsed, advancing[0] / elapsed, advanced
 
 
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_costs(
+    steps: int, preset: str, args: argparse.Namespace, device: torch.device
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """({model: seconds per training step in each kept round}, {coupling: pool fill seconds}) for the Euclidean,
+    Kuramoto-global and Kuramoto-local models at T = ``steps``, timed interleaved (see the module docstring)."""
+    source = open_image_source(args.dataset, args.image_size, channels=1)
+    processes = {"euclidean": EuclideanConfig(steps=steps), "global": KuramotoConfig(coupling="global", steps=steps),
+                 "local": KuramotoConfig(coupling="local", steps=steps)}
+    trainers, fills, folders = {}, {}, []
+    try:
+        for name, process in processes.items():
+            config = RunConfig(
+                model=image_model_config(process, 1, args.image_size, preset),
+                data=DataConfig(image_size=args.image_size),
+                training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, fit_prior=False,
+                                     checkpoint_every=10**6, sample_every=0, objective=args.objective,
+                                     # passed only when set, so that the script also times code from before the option
+                                     **({"pool_fill_trajectories": args.pool_fill_trajectories}
+                                        if args.pool_fill_trajectories and name != "euclidean" else {})),
+            )
+            folders.append(tempfile.TemporaryDirectory())
+            trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
+            _synchronise(device)
+            began = time.perf_counter()
+            trainer.start()  # builds the pool (fit_prior is off): the fill
+            _synchronise(device)
+            if name != "euclidean":
+                fills[name] = time.perf_counter() - began
+            trainer.train_step()  # warm-up
+            trainers[name] = trainer
+        rounds: dict[str, list[float]] = {name: [] for name in trainers}
+        for round_ in range(args.rounds):
+            for name, trainer in trainers.items():
+                _synchronise(device)
+                began = time.perf_counter()
+                for _ in range(args.steps):
+                    trainer.train_step()
+                _synchronise(device)
+                if round_:  # the first round is a warm-up
+                    rounds[name].append((time.perf_counter() - began) / args.steps)
+        return rounds, fills
+    finally:
+        for folder in folders:
+            folder.cleanup()
+
+
+def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str, object]) -> list[dict[str, object]]:
+    """The ``--mode cost`` table: seconds per step of each model and Kuramoto ÷ Euclidean, per preset and T."""
+    rows = []
+    for preset in args.presets:
+        for steps in args.horizons:
+            rounds, fills = interleaved_costs(steps, preset, args, device)
+            reference = rounds["euclidean"]
+            for name, seconds in rounds.items():
+                ratio = sum(seconds) / sum(reference)
+                # Each round's ratio: their spread shows how much the machine's load moved the figure.
+                each = sorted(mine / theirs for mine, theirs in zip(seconds, reference))
+                rows.append({"preset": preset, "model": name, "T": steps, "ms_per_step": 1e3 * statistics.mean(seconds),
+                             "cost_ratio": ratio, "round_ratio_min": each[0], "round_ratio_median": statistics.median(each),
+                             "round_ratio_max": each[-1], "pool_fill_s": fills.get(name, 0.0)})
+                if name == "euclidean":
+                    continue
+                payload[f"cost_ratio_{name}_T{steps}_{preset}"] = ratio
+                payload[f"cost_ratio_median_{name}_T{steps}_{preset}"] = statistics.median(each)
+                payload[f"pool_fill_s_{name}_T{steps}_{preset}"] = fills[name]
+                if preset == args.presets[0]:
+                    payload[f"pool_fill_s_{name}_T{steps}"] = fills[name]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="training steps per timing (per round in --mode cost)")
+    parser.add_argument("--mode", choices=["pool", "cost", "all"], default="pool",
+                        help="pool: the pool against re-simulation; cost: Kuramoto against Euclidean, interleaved")
+    parser.add_argument("--rounds", type=int, default=6, help="--mode cost: rounds of interleaved timing (the first dropped)")
+    parser.add_argument("--dataset", default="textures", help="the built-in image data set")
+    parser.add_argument("--pool-fill-trajectories", type=int, default=0,
+                        help="--mode cost: TrainConfig.pool_fill_trajectories of the Kuramoto runs (0: the default fill)")
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
     parser.add_argument("--image-size", type=int, default=32)
@@ -104,7 +194,11 @@ def main() -> None:
     payload: dict[str, object] = {"command": shlex.join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
                                   "settings": {key: str(value) if isinstance(value, Path) else value
                                                for key, value in vars(args).items()}}
-    for preset in args.presets:
+    if args.mode in ("cost", "all"):
+        payload["cost_rows"] = cost = cost_rows(args, device, payload)
+        payload["cost_table"] = print_table(cost, ["preset", "model", "T", "ms_per_step", "cost_ratio", "round_ratio_min",
+                                                   "round_ratio_median", "round_ratio_max", "pool_fill_s"])
+    for preset in args.presets if args.mode != "cost" else ():
         for steps in args.horizons:
             for coupling in ("global", "local"):
                 process = KuramotoConfig(coupling=coupling, steps=steps)
@@ -138,9 +232,10 @@ def main() -> None:
                                            "examples_per_s": other, "default_examples_per_s": pool,
                                            "ratio_to_default": other / pool, "forward_share": other_share})
                     payload[f"ratio_{objective}_to_default_{coupling}_T{steps}_{preset}"] = other / pool
-    payload["rows"] = rows
-    payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_advance", "pool_examples_per_s", "resimulate_examples_per_s",
-                                          "speedup", "forward_share", "speedup_ceiling"])
+    if args.mode != "cost":
+        payload["rows"] = rows
+        payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_advance", "pool_examples_per_s", "resimulate_examples_per_s",
+                                              "speedup", "forward_share", "speedup_ceiling"])
     if objective_rows:
         payload["objective_rows"] = objective_rows
         payload["objective_table"] = print_table(objective_rows, ["preset", "coupling", "T", "objective", "examples_per_s",

@@ -23,6 +23,9 @@ IMAGE_PHASE_RANGE = 0.5 * math.pi
 # A wrapped-normal image term (d + 2πk) whose distance exceeds this many scales carries
 # relative weight below exp(-81/2) ≈ 2.6e-18: negligible even in float64.
 _WRAPPED_NORMAL_TAIL_SCALES = 9.0
+# Log-weights below which an image term's weight (relative to the k = 0 term's 1) is clamped: e^−80 ≈ 1.8e-35 is
+# still a normal float32 and e^−700 a normal float64 (exp slows down many times on subnormal results).
+_NEGLIGIBLE_LOG_WEIGHT = {torch.float64: -700.0, torch.float32: -80.0}
 
 
 def wrap(angle: Tensor) -> Tensor:
@@ -68,10 +71,25 @@ def wrapped_normal_log_prob(x: Tensor, mean: Tensor | float, scale: Tensor | flo
 
 
 def wrapped_normal_score(x: Tensor, mean: Tensor | float, scale: Tensor | float) -> Tensor:
-    """∂/∂x log WN(x; mean, scale²) = Σ_k w_k · (−(d + 2πk)/scale²), w = softmax_k(−(d + 2πk)²/(2 scale²))."""
+    """∂/∂x log WN(x; mean, scale²) = Σ_k w_k · (−(d + 2πk)/scale²), w = softmax_k(−(d + 2πk)²/(2 scale²)),
+    with d = wrap(x − mean) in [−π, π).
+
+    The k = 0 term has the largest log-weight (|d| ≤ π), so the softmax is taken relative to it, term by term
+    (the same log-weight differences as a softmax over the stacked terms). exp is many times slower where its
+    result is subnormal or zero, as it is for most terms at small scales (the chain's draw computes this score at
+    every step, bench/chain_step.py), so log-weights below a floor are raised to it: a weight e^floor (1.8e-35 in
+    float32, 1e-304 in float64) is far below the k = 0 term's 1 at the dtype's precision."""
     terms, scale_t = _wrapped_normal_terms(x, mean, scale)
-    weights = torch.softmax(-0.5 * (terms / scale_t) ** 2, dim=0)
-    return -(weights * terms).sum(dim=0) / scale_t**2
+    log_weights = -0.5 * (terms / scale_t) ** 2
+    k_max = terms.shape[0] // 2
+    offset, centre = terms[k_max], log_weights[k_max]
+    floor = _NEGLIGIBLE_LOG_WEIGHT.get(x.dtype, _NEGLIGIBLE_LOG_WEIGHT[torch.float32])
+    moment, total = offset, torch.ones_like(offset)  # Σ_k w_k·(d + 2πk) and Σ_k w_k, with w_0 = 1
+    for k in range(terms.shape[0]):
+        if k != k_max:
+            weight = torch.exp((log_weights[k] - centre).clamp(min=floor))
+            moment, total = torch.addcmul(moment, weight, terms[k]), total + weight
+    return -(moment / total) / scale_t**2
 
 
 def von_mises_log_prob(x: Tensor, loc: Tensor | float, concentration: Tensor | float) -> Tensor:

@@ -257,6 +257,9 @@ class TrainConfig:
     forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     pool_advance: int = 0  # chains advanced per step, in turn; 0: min(pool size, 8·batch), all of them at T = 100
+    # The pool's start: 0 simulates every chain to its step (≈ N·T/2 chain steps); G > 0 simulates G trajectories to
+    # T and takes each chain as a snapshot of one (≈ G·T steps; exact marginals, but dependent chains at first).
+    pool_fill_trajectories: int = 0
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 200
@@ -282,7 +285,7 @@ class TrainConfig:
         for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("window", "anchor", "pool_size", "pool_advance", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+        for name in ("window", "anchor", "pool_size", "pool_advance", "pool_fill_trajectories", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -24,6 +24,7 @@ from kuramoto_diffusion.training import (
     resimulate_states,
     score_matching_loss,
 )
+from kuramoto_diffusion.training.chain_pool import _snapshot_each, resimulate_states_and_scores, snapshot_states
 
 
 class FixedImages:
@@ -97,6 +98,59 @@ def test_pool_states_match_direct_simulation():
         pool.advance()
     for t in (3, 12, 19):
         chosen = pool.states[pool.t == t]
+        direct = process.simulate(data_fn(4000)[0], t, generator=generator)
+        r_pool, r_direct = order_parameter(chosen)[0], order_parameter(direct)[0]
+        standard_error = math.sqrt(r_pool.var() / len(r_pool) + r_direct.var() / len(r_direct))
+        assert abs(r_pool.mean() - r_direct.mean()) < 4 * standard_error + 1e-3
+        mean_cos_pool, mean_cos_direct = torch.cos(chosen).mean(0), torch.cos(direct).mean(0)
+        assert (mean_cos_pool - mean_cos_direct).abs().max() < 4 * math.sqrt(0.5 / len(chosen)) * 2
+
+
+def test_snapshots_are_each_trajectory_at_each_rows_step():
+    # A step that adds step + 1: after t steps trajectory g holds 1000·g + t(t + 1)/2 exactly, whatever the
+    # order of rows, owners and steps (rows of a trajectory are copied out on the way to its largest t).
+    generator = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 25, (60,), generator=generator)
+    owner = torch.randint(0, 7, (60,), generator=generator)
+    start = 1000.0 * torch.arange(7, dtype=torch.float64).reshape(7, 1)
+    calls = []
+
+    def step_rows(rows, step):
+        calls.append(len(rows[0]))
+        return (rows[0] + (step + 1),)
+
+    (result,) = _snapshot_each((start,), t, owner, step_rows)
+    torch.testing.assert_close(result[:, 0], 1000.0 * owner + (t * (t + 1) / 2).double(), rtol=0, atol=0)
+    horizon = torch.zeros(7, dtype=torch.long).scatter_reduce(0, owner, t, "amax")
+    assert sum(calls) == int(horizon.sum())  # each trajectory simulated once, to its own largest t
+
+
+@pytest.mark.parametrize("carry", [False, True], ids=["plain", "propagated"])
+def test_one_trajectory_per_chain_is_the_independent_fill(carry):
+    # With an owner per row the snapshot fill makes the same noise draws in the same order as resimulation.
+    process = KuramotoProcess(steps=12, coupling="local", neighbourhood=3)
+    x0 = process.encode(FixedImages(9).images)
+    t = torch.tensor([3, 0, 11, 7, 3, 12, 5, 9, 1])
+    states, estimates = snapshot_states(process, x0, t, torch.arange(9), torch.Generator().manual_seed(4), carry_scores=carry)
+    if carry:
+        expected = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(4))
+        assert torch.equal(states, expected[0]) and torch.equal(estimates, expected[1])
+    else:
+        assert torch.equal(states, resimulate_states(process, x0, t, torch.Generator().manual_seed(4)))
+        assert estimates is None
+
+
+def test_a_pool_filled_from_trajectories_has_the_direct_simulations_marginal():
+    # 800 chains from 40 trajectories: the 40 chains at each step come from 40 different trajectories, each an
+    # exact simulation to that step, so they must match direct simulation as the independent fill does.
+    process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
+    source = FixedImages(4)
+    generator = torch.Generator().manual_seed(0)
+    data_fn = lambda n: (process.encode(source.sample_batch(n, generator)), None)  # noqa: E731
+    pool = ChainPool(process, 20 * 40, data_fn, generator, fill_trajectories=40)
+    for t in (3, 12, 19):
+        chosen = pool.states[pool.t == t]
+        assert len(chosen) == 40
         direct = process.simulate(data_fn(4000)[0], t, generator=generator)
         r_pool, r_direct = order_parameter(chosen)[0], order_parameter(direct)[0]
         standard_error = math.sqrt(r_pool.var() / len(r_pool) + r_direct.var() / len(r_direct))

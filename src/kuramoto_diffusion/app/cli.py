@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pool-advance", type=non_negative_int, default=0,
                        help="chains the pool advances per step, in turn (0: min(pool size, 8·batch): all at T = 100, "
                             "256 of 1000 at T = 1000 and batch 32)")
+    train.add_argument("--pool-fill-trajectories", type=non_negative_int, default=0,
+                       help="start the pool from this many simulated trajectories, each chain a snapshot of one at its "
+                            "step (≈ G·T chain steps instead of pool·T/2; exact marginals, correlated chains at first; "
+                            "0: every chain simulated on its own)")
     train.add_argument("--lr", type=positive_float, default=2e-4, help="learning rate (AdamW)")
     train.add_argument("--warmup-steps", type=non_negative_int, default=200,
                        help="learning-rate warm-up: the rate rises linearly to --lr over this many steps (0: none)")

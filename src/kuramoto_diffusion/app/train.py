@@ -71,6 +71,7 @@ class TrainRequest:
     forward_states: str = "pool"
     pool_size: int = 0
     pool_advance: int = 0
+    pool_fill_trajectories: int = 0
     lr: float = 2e-4
     warmup_steps: int = 200
     ema_decay: float = 0.999
@@ -221,6 +222,7 @@ _SAVED_VALUES = {
     "forward_states": lambda run: run.training.forward_states,
     "pool_size": lambda run: run.training.pool_size,
     "pool_advance": lambda run: run.training.pool_advance,
+    "pool_fill_trajectories": lambda run: run.training.pool_fill_trajectories,
     "lr": lambda run: run.training.lr,
     "warmup_steps": lambda run: run.training.warmup_steps,
     "ema_decay": lambda run: run.training.ema_decay,
@@ -341,8 +343,9 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
         train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
         precision=request.precision, compile=request.compile, draws=request.draws,
         objective=request.objective, window=request.window, anchor=request.anchor,
-        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance, lr=request.lr, warmup_steps=request.warmup_steps, ema_decay=request.ema_decay,
-        ema_warmup_steps=request.ema_warmup_steps, fit_prior=not request.no_fit_prior,
+        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance,
+        pool_fill_trajectories=request.pool_fill_trajectories, lr=request.lr, warmup_steps=request.warmup_steps,
+        ema_decay=request.ema_decay, ema_warmup_steps=request.ema_warmup_steps, fit_prior=not request.no_fit_prior,
         checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
         sample_every=request.sample_every, seed=request.seed, on_nonfinite=request.on_nan, class_dropout=request.class_dropout,
     )

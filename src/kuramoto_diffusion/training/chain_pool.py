@@ -15,7 +15,15 @@ zeros, which the first step's weight β_0 = 0 ignores.
 
 ``resimulate_states`` is the authors' reference: every batch is simulated from t = 0 up to
 the largest sampled t (O(T) sequential steps per batch); each step only touches the rows that
-have not reached their t. The pool's initial fill uses it too.
+have not reached their t. The pool's initial fill uses it too: Σ_i t_i ≈ N·T/2 chain steps, all
+unfinished chains advanced together in one batched step per t.
+
+``fill_trajectories`` G > 0 fills the pool more cheaply: G chains are simulated once each, to the
+largest t among the chains they stand for, and chain i is trajectory (i mod G)'s state (and estimate)
+at t_i, a snapshot on the way: ≈ G·T chain steps instead of N·T/2. Each chain is still an exact
+simulation to its t (the same marginal), but the chains of one trajectory are dependent (chain i + G
+continues chain i's state, T·G/N steps later) until they restart from fresh data, so a batch drawn
+early holds correlated examples.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ DataFn = Callable[[int], tuple[Tensor, Tensor | None]]
 class ChainPool:
     """N staggered forward chains; ``advance`` steps n of them in turn, ``draw`` samples a batch of (x_t, t, conditions, e_t).
 
+    ``fill=False`` skips simulating the chains to their starting steps, for a pool whose state is loaded next.
+
     Conditions (class labels, or the previous frames a forecasting model sees) travel with their chain:
     a chain keeps the condition of the example it started from until it restarts.
     """
@@ -48,11 +58,15 @@ class ChainPool:
         *,
         carry_scores: bool = False,
         advance_count: int | None = None,
+        fill_trajectories: int = 0,
+        fill: bool = True,
     ) -> None:
         if size < 1:
             raise ValueError(f"pool size must be ≥ 1, got {size}")
         if advance_count is not None and advance_count < 1:
             raise ValueError(f"chains advanced per step must be ≥ 1, got {advance_count}")
+        if fill_trajectories < 0:
+            raise ValueError(f"fill trajectories must be ≥ 0 (0: one per chain), got {fill_trajectories}")
         self.process = process
         self.data_fn = data_fn
         self.generator = generator
@@ -61,8 +75,18 @@ class ChainPool:
         self.cursor = 0  # the first chain of the next round-robin block
         # Chain i starts at step i·T/N (rounded down): a staggered, uniform spread.
         self.t = (torch.arange(size) * process.steps) // size
-        x0, self.conditions = data_fn(size)
         self.estimates: Tensor | None = None
+        if not fill:  # the states are about to be loaded (resume): the data's shape, unsimulated
+            self.states, self.conditions = data_fn(size)
+            self.estimates = torch.zeros_like(self.states) if carry_scores else None
+            return
+        if 0 < fill_trajectories < size:
+            x0, conditions = data_fn(fill_trajectories)
+            owner = torch.arange(size) % fill_trajectories
+            self.conditions = None if conditions is None else conditions[owner.to(conditions.device)]
+            self.states, self.estimates = snapshot_states(process, x0, self.t, owner, generator, carry_scores=carry_scores)
+            return
+        x0, self.conditions = data_fn(size)
         if carry_scores:
             self.states, self.estimates = resimulate_states_and_scores(process, x0, self.t, generator)
         else:
@@ -157,6 +181,54 @@ def resimulate_states_and_scores(
 
     x, estimate = _advance_each((x0, torch.zeros_like(x0)), t, step_rows)
     return x, estimate
+
+
+def snapshot_states(
+    process: ForwardProcess, x0: Tensor, t: Tensor, owner: Tensor, generator: torch.Generator | None, *,
+    carry_scores: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """(x_t, the propagated score estimates or None) for each row i: trajectory owner[i]'s state after t_i steps,
+    each trajectory (a row of x0) simulated once, to the largest t of its rows (see the module docstring)."""
+    if carry_scores:
+        def step_rows(rows: tuple[Tensor, ...], step: int) -> tuple[Tensor, ...]:
+            x, estimate = rows
+            return _propagated_step(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
+
+        x, estimate = _snapshot_each((x0, torch.zeros_like(x0)), t, owner, step_rows)
+        return x, estimate
+    (x,) = _snapshot_each((x0,), t, owner, lambda rows, step: (process.step(rows[0], step, generator=generator),))
+    return x, None
+
+
+def _snapshot_each(
+    tensors: tuple[Tensor, ...], t: Tensor, owner: Tensor, step_rows: Callable[[tuple[Tensor, ...], int], tuple[Tensor, ...]]
+) -> tuple[Tensor, ...]:
+    """Row i of the results is trajectory owner[i]'s tensors after t_i steps of ``step_rows`` (``_advance_each``'s
+    contract): the trajectories are advanced together, those that still have rows ahead of them (a prefix once
+    sorted by horizon), and every row is copied out at its step."""
+    t, owner = t.cpu(), owner.cpu()
+    horizon = torch.full((len(tensors[0]),), -1, dtype=t.dtype).scatter_reduce(0, owner, t, "amax")
+    order = torch.argsort(horizon, descending=True, stable=True)
+    remaining = horizon[order]
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order))  # trajectory -> its row among the sorted ones
+    device = tensors[0].device
+    rows = [x[order.to(device)] for x in tensors]  # copies, advanced in place
+    results = [torch.empty((len(t), *x.shape[1:]), dtype=x.dtype, device=x.device) for x in tensors]
+    by_step = torch.argsort(t, stable=True)
+    boundaries = torch.searchsorted(t[by_step], torch.arange(int(t.max()) + 2)).tolist()
+    for step in range(int(t.max()) + 1):
+        due = by_step[boundaries[step]:boundaries[step + 1]]  # the rows whose t is this step
+        if len(due):
+            source = position[owner[due]].to(device)
+            for result, row in zip(results, rows):
+                result[due.to(device)] = row[source]
+        active = int((remaining > step).sum())
+        if active:
+            advanced = step_rows(tuple(r[:active] for r in rows), step)
+            for row, new in zip(rows, advanced):
+                row[:active] = new
+    return tuple(results)
 
 
 def _advance_each(

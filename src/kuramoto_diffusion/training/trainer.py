@@ -280,12 +280,14 @@ class Trainer:
         across the whole horizon."""
         return self.process.closed_form_marginal or self.anchor >= self.process.steps
 
-    def _make_pool(self) -> None:
+    def _make_pool(self, fill: bool = True) -> None:
+        """Build the chain pool; ``fill=False`` when a checkpoint's pool is loaded next (no chains simulated)."""
         if self.anchored_at_data or self.train_config.forward_states != "pool":
             return
         self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator,
                               carry_scores=uses_propagated_scores(self.train_config.objective),
-                              advance_count=self.pool_advance)
+                              advance_count=self.pool_advance,
+                              fill_trajectories=self.train_config.pool_fill_trajectories, fill=fill)
 
     @classmethod
     def resume(
@@ -326,7 +328,7 @@ class Trainer:
             run_config = dataclasses.replace(run_config, training=dataclasses.replace(saved_training, **changes))
             trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
             trainer.lock = lock
-            trainer._make_pool()
+            trainer._make_pool(fill=False)  # the checkpoint holds the pool: simulating it first would be thrown away
             trainer.load_checkpoint(chosen)
             if trainer.step > trainer.train_config.train_steps:
                 raise UserError(
