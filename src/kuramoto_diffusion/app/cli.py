@@ -274,10 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="compare generated images with real ones", formatter_class=_Formatter,
         description="Weight-free metrics (Laplacian SWD, orientation statistics, spectrum, pixel histogram, clipping); "
-        "FID and KID only with --inception-weights pointing at a local file.",
+        "FID and KID only with --inception-weights pointing at a local file. Data forms for --real: textures, "
+        "fingerprints, a folder of images; flows:PATH for flow models; angles:FILE and torus:NAME for angle "
+        "models (with --nll).",
     )
     evaluate.add_argument("--real", default="textures",
-                          help="textures, fingerprints, a folder of images, or flows:PATH (flow metrics for flow models)")
+                          help="the reference data: textures, fingerprints, a folder of images or cifar-10-binary.tar.gz "
+                               "(image metrics); flows:PATH (flow metrics for flow models); with --nll also angles:FILE "
+                               "(a .csv/.npy of N rows by D angles) or torus:NAME for angle models")
     evaluate.add_argument("--real-split", choices=("val", "train", "all"), default="val", help="which part of --real")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--fake", default=None, help="a folder of generated images (flows: a samples .npz or flows folder)")
@@ -294,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "probability-flow ODE (bits/dim for images), instead of the sample metrics")
     evaluate.add_argument("--probes", type=positive_int, default=None,
                           help="with --nll: Hutchinson probes for states of more than 32 values (default 2)")
+    evaluate.add_argument("--degrees", action="store_true",
+                          help="with --nll and --real angles:FILE: the file holds degrees (default: the unit the model "
+                               "was trained on)")
     evaluate.add_argument("--json", type=Path, default=None, help="write metrics and settings here")
     evaluate.add_argument("--device", choices=DEVICE_NAMES, default="auto", help="where to sample")
     _add_bad_image_option(evaluate)
@@ -301,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="show a run's config, step and prior", formatter_class=_Formatter)
     info.add_argument("path", type=Path, help="run, checkpoint or model directory")
+    info.add_argument("--all", dest="show_all", action="store_true",
+                      help="the full config as saved, not only the settings that apply to this model")
     _add_common(info)
 
     demo = commands.add_parser(
@@ -502,7 +511,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import info_text
 
-    print(info_text(args.path))
+    print(info_text(args.path, show_all=args.show_all))
     return 0
 
 

@@ -1,0 +1,169 @@
+"""Issue 33 ("The first hour"): a new user's own run says what it is doing, and its output does not mislead."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli_runner import shared_cli
+
+PRETRAINED = Path(__file__).resolve().parents[2] / "src" / "kuramoto_diffusion" / "pretrained"
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = shared_cli().run(list(args), timeout=300, cwd=Path.cwd())
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+    return result
+
+
+def write_stripes(folder: Path, count: int, size: int = 16) -> Path:
+    """``count`` grey stripe images of ``size`` px with random period and phase."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    x = np.arange(size)
+    for index in range(count):
+        period, phase = rng.uniform(4, 8), rng.uniform(0, 2 * np.pi)
+        row = 127.5 + 120 * np.sin(2 * np.pi * x / period + phase)
+        Image.fromarray(np.tile(row, (size, 1)).astype(np.uint8)).save(folder / f"{index:03d}.png")
+    return folder
+
+
+# ----- §4 the clipped-values message, by process, and the undertrained warning -----------------------------------
+def test_clipped_reason_names_the_seam_only_for_the_periodic_process():
+    from kuramoto_diffusion.app.sample import clipped_reason, clipped_summary
+    from kuramoto_diffusion.model import DiffusionModel
+
+    euclidean = DiffusionModel.from_pretrained(PRETRAINED / "textures-euclidean-32")
+    kuramoto = DiffusionModel.from_pretrained(PRETRAINED / "textures-kuramoto-local-32")
+    assert "seam" not in clipped_reason(euclidean) and "[-1, 1]" in clipped_reason(euclidean)
+    assert "seam" in clipped_reason(kuramoto) and "0.5π" in clipped_reason(kuramoto)
+    assert "3 of 200 values (1.50 %)" in clipped_summary(euclidean, 3, 200)
+
+
+def test_undertrained_warning_above_a_few_percent_only():
+    from kuramoto_diffusion.app.sample import UNDERTRAINED_CLIPPED_FRACTION, warn_if_undertrained
+
+    with pytest.warns(UserWarning, match="probably undertrained"):
+        warn_if_undertrained(UNDERTRAINED_CLIPPED_FRACTION + 0.01, "runs/e")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_undertrained(0.005, "runs/e")
+
+
+@pytest.fixture(scope="module")
+def euclidean_run(tmp_path_factory) -> Path:
+    """A Euclidean model trained 2 steps: its samples are noise, mostly outside [-1, 1]."""
+    root = tmp_path_factory.mktemp("euclid")
+    data = write_stripes(root / "stripes", 12)
+    out = root / "run"
+    run("train", "--data", str(data), "--process", "euclidean", "--image-size", "16", "--preset", "tiny",
+        "--train-steps", "2", "--batch-size", "4", "--sample-every", "0", "--out", str(out), "--quiet", "--device", "cpu")
+    return out
+
+
+def test_sample_on_a_euclidean_model_says_no_seam_warns_and_names_the_gif(euclidean_run, tmp_path):
+    gif = tmp_path / "traj.gif"
+    result = run("sample", "--checkpoint", str(euclidean_run), "--num", "2", "--nfe", "4", "--out", str(tmp_path / "s.png"),
+                 "--save-trajectory", str(gif), "--device", "cpu")
+    assert gif.is_file()
+    assert str(gif) in result.stdout and "animated" in result.stdout
+    assert "seam" not in result.stdout and "outside [-1, 1]" in result.stdout
+    warning_lines = [line for line in result.stderr.splitlines() if "probably undertrained" in line]
+    assert len(warning_lines) == 1, result.stderr
+
+
+def test_evaluate_warns_of_the_undertrained_checkpoint(euclidean_run, tmp_path):
+    result = run("evaluate", "--checkpoint", str(euclidean_run), "--real", str(euclidean_run.parent / "stripes"),
+                 "--real-split", "all", "--num", "4", "--nfe", "4", "--json", str(tmp_path / "m.json"), "--device", "cpu")
+    assert "probably undertrained" in result.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["metrics"]["clipped_fraction"] > 0.03
+
+
+# ----- §4 the reference set's size -----------------------------------------------------------------------------
+def test_evaluate_records_the_distinct_reference_images_and_warns(tmp_path):
+    from kuramoto_diffusion.app.evaluate import EvaluateRequest, evaluate
+
+    real = write_stripes(tmp_path / "real", 5)
+    fake = write_stripes(tmp_path / "fake", 12)
+    request = EvaluateRequest(real=str(real), real_split="all", fake=str(fake), num=12, image_size=16, quiet=True)
+    with pytest.warns(UserWarning, match="has 5 image"):
+        payload = evaluate(request)
+    assert payload["settings"]["num_real"] == 5  # not the --num asked for
+    assert payload["settings"]["num_fake"] == 12
+
+
+# ----- §4 the likelihood of angles in degrees, and evaluate --help -------------------------------------------------
+@pytest.fixture(scope="module")
+def degrees_run(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(run, degrees file, the same angles in radians) of an angle model trained 2 steps on degrees."""
+    root = tmp_path_factory.mktemp("degrees")
+    rng = np.random.default_rng(1)
+    radians = rng.vonmises([0.5, -1.0], 4.0, size=(60, 2))
+    np.save(root / "deg.npy", np.rad2deg(radians))
+    np.save(root / "rad.npy", radians)
+    out = root / "run"
+    run("train", "--data", f"angles:{root / 'deg.npy'}", "--degrees", "--preset", "tiny", "--train-steps", "2",
+        "--batch-size", "8", "--out", str(out), "--quiet", "--device", "cpu")
+    return out, root / "deg.npy", root / "rad.npy"
+
+
+def test_nll_of_a_degrees_model_takes_the_unit_from_the_model_and_says_it(degrees_run):
+    from kuramoto_diffusion.app.evaluate import EvaluateRequest, evaluate
+    from kuramoto_diffusion.app.sample import SamplerOptions
+    from kuramoto_diffusion.data import open_angle_source
+    from kuramoto_diffusion.model import DiffusionModel
+
+    out, degrees_file, radians_file = degrees_run
+    sampling = SamplerOptions(nfe=4)
+    request = EvaluateRequest(real=f"angles:{degrees_file}", checkpoint=out, nll=True, num=6, sampling=sampling, quiet=True, device="cpu")
+    automatic = evaluate(request)
+    explicit = evaluate(EvaluateRequest(**{**request.__dict__, "degrees": True}))
+    assert "radians" in automatic["settings"]["nll_unit"] and "nats" in automatic["settings"]["nll_unit"]
+    # Independently: the model's own log-likelihood of the same rows given in radians (exact divergence for 2 angles).
+    model = DiffusionModel.from_pretrained(out)
+    rows = open_angle_source(f"angles:{radians_file}", split="val", seed=0).fixed_batch(6, seed=1)
+    expected = -float(model.log_likelihood(rows, nfe=4).log_likelihood.mean())
+    assert automatic["metrics"]["nll_nats"] == pytest.approx(expected, rel=1e-5)
+    assert explicit["metrics"]["nll_nats"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_nll_prints_its_unit_and_evaluate_help_names_the_data_forms(degrees_run):
+    out, degrees_file, _ = degrees_run
+    result = run("evaluate", "--nll", "--checkpoint", str(out), "--real", f"angles:{degrees_file}", "--num", "4", "--nfe", "4",
+                 "--device", "cpu")
+    assert "NLL in nats" in result.stdout
+    help_text = " ".join(run("evaluate", "--help").stdout.split())
+    for form in ("angles:", "torus:", "flows:", "--degrees"):
+        assert form in help_text
+
+
+# ----- §4 info shows the settings that apply -----------------------------------------------------------------------
+def test_info_of_global_coupling_lists_no_neighbourhood_unless_all(degrees_run):
+    out, _, _ = degrees_run
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["process"]["coupling"] == "global" and "neighbourhood" in config["model"]["process"]
+    short = run("info", str(out)).stdout
+    assert "neighbourhood" not in short and "padding" not in short and "--all" in short
+    assert '"degrees": true' in short  # the unit of the angle files applies
+    full = run("info", str(out), "--all").stdout
+    assert '"neighbourhood"' in full and '"padding"' in full
+
+
+def test_applicable_settings_keep_local_coupling_settings():
+    from kuramoto_diffusion.app.info import applicable_settings
+
+    config = json.loads((PRETRAINED / "textures-kuramoto-local-32" / "config.json").read_text())
+    kept = applicable_settings(config)
+    assert kept["model"]["process"]["neighbourhood"] == 5 and kept["model"]["process"]["padding"] == "reflect"
+    assert "mlp" not in kept["model"] and "degrees" not in kept["data"] and "class_dropout" not in kept["training"]
+    assert config["model"]["mlp"] is None  # the input is left as it was
+    assert not math.isnan(kept["training"]["lr"])
