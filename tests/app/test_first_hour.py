@@ -167,3 +167,24 @@ def test_applicable_settings_keep_local_coupling_settings():
     assert "mlp" not in kept["model"] and "degrees" not in kept["data"] and "class_dropout" not in kept["training"]
     assert config["model"]["mlp"] is None  # the input is left as it was
     assert not math.isnan(kept["training"]["lr"])
+
+
+# ----- §5 shipped models by name ------------------------------------------------------------------------------------
+def test_shipped_models_load_by_name(tmp_path, monkeypatch):
+    from kuramoto_diffusion.model import DiffusionModel, shipped_model_names
+
+    assert "textures-kuramoto-local-32" in shipped_model_names()
+    monkeypatch.chdir(tmp_path)  # away from the repository: the name, not a relative path, must find it
+    by_name = DiffusionModel.from_pretrained("textures-kuramoto-local-32")
+    by_path = DiffusionModel.from_pretrained(PRETRAINED / "textures-kuramoto-local-32")
+    assert by_name.config == by_path.config
+    assert all(torch.equal(a, b) for a, b in zip(by_name.network.state_dict().values(), by_path.network.state_dict().values()))
+    result = run("sample", "--checkpoint", "textures-kuramoto-local-32", "--num", "2", "--nfe", "2",
+                 "--out", str(tmp_path / "named.png"), "--device", "cpu")
+    assert (tmp_path / "named.png").is_file(), result.stdout
+
+
+def test_a_missing_name_lists_the_shipped_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("sample", "--checkpoint", "textures-kuramoto-local-64", "--num", "1", check=False)
+    assert result.returncode == 2 and "textures-kuramoto-local-32" in result.stderr

@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="generate images (or angles) from a trained model", formatter_class=_Formatter,
         description="Generate images with the reverse SDE or the probability-flow ODE.",
     )
-    sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory or model directory")
+    sample.add_argument("--checkpoint", type=Path, required=True, help="run directory, checkpoint directory, model directory, or a shipped model by name "
+                        "(textures-kuramoto-local-32, textures-euclidean-32, fingerprints-kuramoto-local-32, fingerprints-euclidean-32)")
     sample.add_argument("--num", "--num-images", dest="num", type=positive_int, default=64,
                         help="images to generate (under torchrun write --num-images: torchrun claims --num… for itself)")
     _add_sampler_options(sample)
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--real-split", choices=("val", "train", "all"), default="val", help="which part of --real")
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--fake", default=None, help="a folder of generated images (flows: a samples .npz or flows folder)")
-    source.add_argument("--checkpoint", type=Path, default=None, help="sample from this model instead")
+    source.add_argument("--checkpoint", type=Path, default=None,
+                        help="sample from this model instead (a run, checkpoint or model directory, or a shipped model's name)")
     evaluate.add_argument("--num", type=positive_int, default=256, help="images per set")
     _add_sampler_options(evaluate, " (with --checkpoint)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")

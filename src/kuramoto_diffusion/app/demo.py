@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..data import open_image_source
-from ..model import DiffusionModel
+from ..model import PRETRAINED_ROOT, DiffusionModel
 from ..viz.images import (
     image_grid,
     labelled_rows,
@@ -31,7 +31,6 @@ from .forward import ForwardRequest, forward_picture
 from .sample import save_trajectory_animation
 from .train import TrainRequest, train
 
-PRETRAINED_ROOT = Path(__file__).parent.parent / "pretrained"
 # kuramoto_vs_euclidean.png: per data set, the shipped Kuramoto-local model and its Euclidean baseline, trained
 # by bench/quality.py with the same network, examples and seed (README "The shipped models").
 SHIPPED_PAIRS: dict[str, tuple[str, str]] = {
