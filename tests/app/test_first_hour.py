@@ -188,3 +188,23 @@ def test_a_missing_name_lists_the_shipped_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run("sample", "--checkpoint", "textures-kuramoto-local-64", "--num", "1", check=False)
     assert result.returncode == 2 and "textures-kuramoto-local-32" in result.stderr
+
+
+# ----- §5 pictures say what they show ------------------------------------------------------------------------------
+def test_forward_picture_labels_every_column():
+    from kuramoto_diffusion.viz.images import column_header
+
+    labels = [f"t={t}" for t in (0, 25, 50, 75, 100)]
+    header = np.asarray(column_header(labels, tile_width=16, padding=2, upscale=2).convert("L"))
+    pitch = (16 + 2) * 2
+    assert header.shape[1] == (5 * 18 + 2) * 2
+    for column in range(5):  # ink in every column's own span
+        span = header[:, 4 + column * pitch : 4 + (column + 1) * pitch - 4]
+        assert (span < 128).any(), column
+
+
+def test_order_parameter_title_says_which_way_r_goes():
+    from kuramoto_diffusion.viz.images import order_parameter_title
+
+    title = order_parameter_title({"forward": ([0, 1], [0.94, 0.53]), "generation": ([1, 0], [0.53, 0.93])}, "R(t)")
+    assert "forward: falls 0.94 → 0.53" in title and "generation: rises 0.53 → 0.93" in title
