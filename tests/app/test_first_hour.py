@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import subprocess
 import warnings
@@ -208,3 +209,82 @@ def test_order_parameter_title_says_which_way_r_goes():
 
     title = order_parameter_title({"forward": ([0, 1], [0.94, 0.53]), "generation": ([1, 0], [0.53, 0.93])}, "R(t)")
     assert "forward: falls 0.94 → 0.53" in title and "generation: rises 0.53 → 0.93" in title
+
+
+# ----- §3 the start-up summary, the first estimate, the validation loss ---------------------------------------------
+@pytest.fixture(scope="module")
+def talking_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A Kuramoto-local run of 4 steps on 12 stripe images, not quiet: (run, the train command's result)."""
+    root = tmp_path_factory.mktemp("talk")
+    data = write_stripes(root / "stripes", 12)
+    out = root / "run"
+    result = run("train", "--data", str(data), "--image-size", "16", "--preset", "tiny", "--train-steps", "4",
+                 "--batch-size", "4", "--sample-every", "0", "--out", str(out), "--device", "cpu")
+    return out, result
+
+
+def test_train_prints_what_it_found_and_chose(talking_run):
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.nets import count_parameters
+
+    out, result = talking_run
+    text = result.stdout
+    found = re.search(r"(\d+) image\(s\) for training, (\d+) held out for validation", text)
+    assert found and int(found.group(1)) + int(found.group(2)) == 12 and int(found.group(2)) >= 1, text
+    assert "1 channel(s) (grey), 16×16 px" in text
+    assert "Kuramoto local" in text and "preset tiny" in text
+    parameters = count_parameters(DiffusionModel.from_pretrained(out).network)
+    assert f"{parameters:,} parameters" in text
+    assert "objective: propagated" in text and "warm-up of 200 steps" in text
+    assert "EMA: decay 0.999" in text and "(1 + n)/(10 + n)" in text
+    assert "device: cpu" in text and "thread" in text
+    assert re.search(r"first estimate at step 4: [0-9.]+ s per step, 0 steps left", text), text
+    assert text.index("first estimate") > text.index("device: cpu")  # after the summary, once training runs
+
+
+def test_a_quiet_train_prints_nothing(euclidean_run):
+    result = run("train", "--out", str(euclidean_run.parent / "quiet"), "--data", str(euclidean_run.parent / "stripes"),
+                 "--image-size", "16", "--preset", "tiny", "--train-steps", "1", "--batch-size", "4", "--sample-every", "0",
+                 "--quiet", "--device", "cpu")
+    assert result.stdout == ""
+
+
+def test_validation_losses_reach_tensorboard(talking_run):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out, _ = talking_run
+    events = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    per_t = [f"val/loss_t{t}" for t in (10, 25, 50, 75, 100)]
+    assert {*per_t, "val/loss", "val/loss_ema", "train/loss"} <= tags, tags
+    values = {tag: events.Scalars(tag)[-1] for tag in [*per_t, "val/loss"]}
+    assert all(scalar.step == 4 for scalar in values.values())  # at the last step
+    assert values["val/loss"].value == pytest.approx(sum(values[tag].value for tag in per_t) / 5, rel=1e-5)
+
+
+def test_validation_probe_is_fixed_and_follows_the_weights():
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.training.validation import ValidationProbe, validation_steps
+
+    assert validation_steps(100) == [10, 25, 50, 75, 100] and validation_steps(1) == [1] and validation_steps(4) == [1, 2, 3, 4]
+    for name in ("textures-kuramoto-local-32", "textures-euclidean-32"):
+        model = DiffusionModel.from_pretrained(PRETRAINED / name)
+        images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        probe = ValidationProbe(model.process, model.encode(images), seed=3)
+        model.network.train()
+        first, again = probe.losses(model.network), probe.losses(model.network)
+        assert first == again and set(first) == {10, 25, 50, 75, 100}  # fixed states and noise
+        assert model.network.training  # evaluated in eval mode, its training mode restored
+        untrained = DiffusionModel(model.config)  # fresh weights: other losses
+        assert probe.losses(untrained.network) != first
+        assert all(math.isfinite(value) and value > 0 for value in first.values())
+
+
+def test_ema_description_says_where_the_ramp_reaches_the_decay():
+    from kuramoto_diffusion.app.train import ema_description
+
+    full = next(n for n in range(100_000) if (1 + n) / (10 + n) >= 0.999)  # brute force
+    assert f"reaches 0.999 at step {full}" in ema_description(0.999, 0, 20_000)
+    assert "for the whole run of 600 steps" in ema_description(0.999, 0, 600)
+    assert "up to step 100" in ema_description(0.999, 100, 600)
+    assert "off" in ema_description(0.0, 0, 600)
