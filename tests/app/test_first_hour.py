@@ -288,3 +288,19 @@ def test_ema_description_says_where_the_ramp_reaches_the_decay():
     assert "for the whole run of 600 steps" in ema_description(0.999, 0, 600)
     assert "up to step 100" in ema_description(0.999, 100, 600)
     assert "off" in ema_description(0.0, 0, 600)
+
+
+# ----- the README's first run, as a script --------------------------------------------------------------------------
+@pytest.mark.slow  # 600 training steps of the tiny UNet and 64 samples: 5–15 min on 2 CPU cores
+def test_the_first_run_script_trains_samples_and_clips_under_one_percent(tmp_path):
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    result = subprocess.run([sys.executable, str(root / "examples" / "first_run.py"), str(tmp_path / "first")],
+                            capture_output=True, text=True, env=environment, timeout=3600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "first run done" in result.stdout and (tmp_path / "first" / "samples.png").is_file()
+    share = float(re.search(r"first run done: ([0-9.]+) %", result.stdout).group(1)) / 100
+    assert share < 0.01

@@ -351,7 +351,7 @@ def startup_summary(trainer: Trainer, request: TrainRequest, source: object, val
         validation = (f"\n  validation: loss at t = {steps} on {min(VALIDATION_BATCH, len(val_source))} held-out example(s), "  # type: ignore[arg-type]
                       f"every {training.log_every * 4} steps (TensorBoard val/)")
     return (
-        f"train: {training.train_steps} steps of batch {training.batch_size} into {request.out}\n"
+        f"training {training.train_steps} steps of batch {training.batch_size} into {request.out}:\n"
         f"  data: {found}\n"
         f"  shape: {shape}\n"
         f"  process: {name}, T = {process.steps}; network: {network}, {parameters:,} parameters\n"
