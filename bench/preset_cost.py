@@ -36,7 +36,7 @@ def seconds_per_step(preset: str, args: argparse.Namespace, device: torch.device
 
     source = open_image_source("textures", args.image_size, channels=1)
     config = RunConfig(
-        model=image_model_config(process_config(args.process), 1, args.image_size, preset),
+        model=image_model_config(process_config(args.process, steps=100), 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
         training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, fit_prior=False, checkpoint_every=10**6,
                              sample_every=0),

@@ -304,3 +304,18 @@ def test_the_first_run_script_trains_samples_and_clips_under_one_percent(tmp_pat
     assert "first run done" in result.stdout and (tmp_path / "first" / "samples.png").is_file()
     share = float(re.search(r"first run done: ([0-9.]+) %", result.stdout).group(1)) / 100
     assert share < 0.01
+
+
+# ----- §3 presets and their cost --------------------------------------------------------------------------------------
+def test_train_help_and_readme_name_each_presets_use_and_cost():
+    from kuramoto_diffusion.app.cli import PRESET_NAMES
+
+    help_text = " ".join(run("train", "--help").stdout.split())
+    preset_help = help_text[help_text.rindex("--preset {"):][:900]  # the option, not the usage line
+    for name in PRESET_NAMES:
+        assert name in preset_help
+    assert len(re.findall(r"[0-9.]+ s per step", preset_help)) >= 2 and "first runs" in preset_help and "GPU" in preset_help
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in PRESET_NAMES:
+        assert f"| `{name}`" in readme
+    assert "bench/preset_cost.py" in readme
