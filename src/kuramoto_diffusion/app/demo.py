@@ -4,7 +4,7 @@ models beside their Euclidean baselines.
 
 Minutes of CPU training cannot reach textures from scratch, so the package ships small
 models trained by the project (``pretrained/``; the commands that made them are in the
-README). Without the texture model, the demo trains from scratch for ``fine_tune_steps``.
+docs/benchmarks.md). Without the texture model, the demo trains from scratch for ``fine_tune_steps``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .sample import save_trajectory_animation
 from .train import TrainRequest, train
 
 # kuramoto_vs_euclidean.png: per data set, the shipped Kuramoto-local model and its Euclidean baseline, trained
-# by bench/quality.py with the same network, examples and seed (README "The shipped models").
+# by bench/quality.py with the same network, examples and seed (docs/benchmarks.md, "The shipped models").
 SHIPPED_PAIRS: dict[str, tuple[str, str]] = {
     "fingerprints": ("fingerprints-kuramoto-local-32", "fingerprints-euclidean-32"),
     "textures": ("textures-kuramoto-local-32", "textures-euclidean-32"),

@@ -91,7 +91,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
     )
     real = real_source.fixed_batch(distinct_reference_count(request, real_source), seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
-        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")
+        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see docs/evaluating.md) to add them")
     metrics: dict[str, float] = evaluate_images(
         real, fake, seed=request.seed, inception_weights=request.inception_weights, fingerprints=request.real == "fingerprints"
     )
