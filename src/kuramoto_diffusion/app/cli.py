@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "network for both (joint) (default: split for phase-amplitude, joint for euclidean)")
     train.add_argument("--context-frames", type=non_negative_int, default=0,
                        help="flows: forecast the next frame from this many previous frames (3 in the paper; 0: unconditional)")
-    train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see docs/cli.md, "Determinism")")
+    train.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see docs/cli.md, 'Determinism')")
     _add_bad_image_option(train)
     _add_process_options(train, for_flows=True)
     train.add_argument("--phase-range", type=unit_open_interval, default=None,
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="forecasting flow models: a .npz (array 'velocity', frames × 2 × N × N) whose first frames are the "
                         "context; later frames, if any, are the truth the forecast is scored against")
     sample.add_argument("--rollout", type=positive_int, default=1, help="with --context: frames to forecast autoregressively")
-    sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see docs/cli.md, "Determinism")")
+    sample.add_argument("--deterministic", action="store_true", help="deterministic kernels only (slower on GPU; see docs/cli.md, 'Determinism')")
     _add_bad_image_option(sample)
     _add_common(sample)
 
