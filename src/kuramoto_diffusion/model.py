@@ -424,11 +424,15 @@ class DiffusionModel:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> "DiffusionModel":
-        """Load a model directory, a training checkpoint, or a run directory: its newest checkpoint that loads
-        (a newer damaged one is skipped with a warning naming its file and the reason)."""
+        """Load a model directory, a training checkpoint, a run directory (its newest checkpoint that loads: a newer
+        damaged one is skipped with a warning naming its file and the reason), or a shipped model by name
+        (``shipped_model_names()``, e.g. ``"textures-kuramoto-local-32"``) when no such path exists."""
         path = Path(path)
+        if not path.exists() and str(path) in shipped_model_names():
+            path = PRETRAINED_ROOT / str(path)
         if not path.exists():
-            raise UserError(f"{path}: no such checkpoint or run directory; check the path")
+            names = ", ".join(shipped_model_names())
+            raise UserError(f"{path}: no such checkpoint or run directory, nor a shipped model ({names}); check the path")
         if (path / WEIGHTS_NAME).is_file():
             return cls._load_directory(path, use_ema).to(device)
         candidates = list_checkpoints(path)
@@ -457,6 +461,16 @@ class DiffusionModel:
         load_module_weights(model.network, weights)
         model.checkpoint_path = path
         return model
+
+
+PRETRAINED_ROOT = Path(__file__).parent / "pretrained"
+
+
+def shipped_model_names() -> list[str]:
+    """The names of the models shipped with the package (folders of ``pretrained/`` holding weights)."""
+    if not PRETRAINED_ROOT.is_dir():
+        return []
+    return sorted(folder.name for folder in PRETRAINED_ROOT.iterdir() if (folder / WEIGHTS_NAME).is_file())
 
 
 def run_config_dict(model_config: ModelConfig, run_config: Any) -> dict[str, Any]:

@@ -585,7 +585,9 @@ def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path, cli: For
     paths = {**inputs, "out": tmp_path / "out"}
     paths["out"].mkdir()
     result = cli.run([case.command, *case.argv(paths)])
-    stderr_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # The models here are trained for a step or two, so sample's warning that they are probably undertrained (their
+    # clipped share) is right and says nothing about the input under test.
+    stderr_lines = [line for line in result.stderr.splitlines() if line.strip() and "probably undertrained" not in line]
     assert "Traceback" not in result.stderr, result.stderr
     output = paths["out"] / OUTPUTS[case.command]
     assert result.returncode != 1, f"exit 1 is for bugs, not for bad input: {result.stderr}"

@@ -4,7 +4,7 @@ models beside their Euclidean baselines.
 
 Minutes of CPU training cannot reach textures from scratch, so the package ships small
 models trained by the project (``pretrained/``; the commands that made them are in the
-README). Without the texture model, the demo trains from scratch for ``fine_tune_steps``.
+docs/benchmarks.md). Without the texture model, the demo trains from scratch for ``fine_tune_steps``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import torch
 from PIL import Image
 
 from ..data import open_image_source
-from ..model import DiffusionModel
+from ..model import PRETRAINED_ROOT, DiffusionModel
 from ..viz.images import (
     image_grid,
     labelled_rows,
     order_parameter_curve,
     order_parameter_plot,
+    order_parameter_title,
     save_animation,
     save_image_atomic,
 )
@@ -31,9 +32,8 @@ from .forward import ForwardRequest, forward_picture
 from .sample import save_trajectory_animation
 from .train import TrainRequest, train
 
-PRETRAINED_ROOT = Path(__file__).parent.parent / "pretrained"
 # kuramoto_vs_euclidean.png: per data set, the shipped Kuramoto-local model and its Euclidean baseline, trained
-# by bench/quality.py with the same network, examples and seed (README "The shipped models").
+# by bench/quality.py with the same network, examples and seed (docs/benchmarks.md, "The shipped models").
 SHIPPED_PAIRS: dict[str, tuple[str, str]] = {
     "fingerprints": ("fingerprints-kuramoto-local-32", "fingerprints-euclidean-32"),
     "textures": ("textures-kuramoto-local-32", "textures-euclidean-32"),
@@ -133,7 +133,10 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
         "forward (real data)": ([t / T for t in range(T + 1)], forward_r.tolist()),
         "reverse (generation)": ([s / T for s in result.steps], result.order_parameter),
     }
-    save_image_atomic(order_parameter_plot(curves, "R(t): synchronising forward, desynchronising in generation"), out / "order_parameter.png")
+    # The encoded images start more ordered than the prior (θ = a·x lies within ±a of ψ_ref), so R falls
+    # forward and rises back in generation; the title states what the curves do.
+    title = order_parameter_title(curves, "order parameter R(t): real data pushed forward, and generation")
+    save_image_atomic(order_parameter_plot(curves, title), out / "order_parameter.png")
 
     say("5/5 the shipped Kuramoto-local models beside their Euclidean baselines")
     shipped = compare_shipped_models(out / "kuramoto_vs_euclidean.png", seed=seed, device=str(model.device))

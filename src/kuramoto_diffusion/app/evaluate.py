@@ -4,6 +4,7 @@ metrics for flow data, or with ``nll`` the model's negative log-likelihood throu
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..model import DiffusionModel
 from ..runtime import resolve_device
 from ..serialization import write_json_atomic
 from .limits import MAX_BATCH_VALUES, MAX_HELD_VALUES, check_values, values_per_example
-from .sample import SamplerOptions, with_clip_denoised
+from .sample import SamplerOptions, warn_if_undertrained, with_clip_denoised
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class EvaluateRequest:
     inception_weights: Path | None = None
     nll: bool = False
     probes: int | None = None  # None: 2
+    degrees: bool = False  # --real angles:FILE holds degrees (default: the unit the model was trained on)
     json: Path | None = None
     device: str = "auto"
     on_bad_image: str = "error"
@@ -101,6 +103,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         fake, clipped = model.decode(result.states)
         fake = fake.cpu()
         fake_clipped = clipped / fake.numel()
+        warn_if_undertrained(fake_clipped, request.checkpoint)
         settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations,
                         clip_denoised=request.clip_denoised, ema=not request.no_ema)
     else:
@@ -124,9 +127,9 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         request.real, image_size, channels=channels, split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
         max_image_pixels=request.max_image_pixels,
     )
-    real = real_source.fixed_batch(request.num, seed=request.seed + 1)
+    real = real_source.fixed_batch(distinct_reference_count(request, real_source), seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
-        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")
+        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see docs/evaluating.md) to add them")
     metrics: dict[str, float] = evaluate_images(
         real, fake, seed=request.seed, inception_weights=request.inception_weights, fingerprints=request.real == "fingerprints"
     )
@@ -198,6 +201,22 @@ def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_c
     return payload
 
 
+def distinct_reference_count(request: EvaluateRequest, source: object) -> int:
+    """How many distinct reference images --real gives for --num: a folder (or CIFAR, fingerprints) has
+    ``len(source)`` base images in the split, and repeating them adds nothing; textures give fresh crops. Warns when
+    fewer than --num."""
+    if request.real == "textures":
+        return request.num
+    available = len(source)  # type: ignore[arg-type]
+    if available < request.num:
+        warnings.warn(
+            f"--real {request.real} has {available} image(s) in its {request.real_split!r} split, fewer than --num "
+            f"{request.num}: the metrics compare against these {available} distinct reference images (num_real in --json); "
+            "more reference images give steadier metrics (e.g. --real-split all)", stacklevel=2,
+        )
+    return min(request.num, available)
+
+
 def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     """``evaluate --nll --checkpoint M --real DATA``: the model's negative log-likelihood of --num held-out examples
     through the probability-flow ODE (``DiffusionModel.log_likelihood``); bits/dim for images (dequantised)."""
@@ -215,6 +234,8 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
                  f"--num {request.num} examples held in memory", "lower --num")
     generator = torch.Generator().manual_seed(request.seed)
+    if request.degrees and kind != "angle":
+        raise UserError(f"--degrees is for angle data (--real angles:FILE); {request.checkpoint} is a{'n' if kind == 'image' else ''} {kind} model")
     if kind == "image":
         if is_flow_spec(request.real) or is_angle_spec(request.real):
             raise UserError(f"{request.checkpoint} is an image model; --real must be images (textures, fingerprints or a folder)")
@@ -231,7 +252,9 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     else:
         if not is_angle_spec(request.real):
             raise UserError(f"{request.checkpoint} is an angle model; pass its data as --real angles:FILE or torus:NAME")
-        source = open_angle_source(request.real, split=request.real_split, seed=request.seed)
+        degrees = angle_unit_is_degrees(request, model)
+        source = open_angle_source(request.real, degrees=degrees and not request.real.startswith("torus:"),
+                                   split=request.real_split, seed=request.seed)
         data = source.fixed_batch(request.num, seed=request.seed + 1)
     nfe = None if request.sampling.nfe is None else request.sampling.nfe + request.sampling.nfe % 2  # Heun: 2 per interval
     began = time.perf_counter()
@@ -256,8 +279,28 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     settings = {"checkpoint": str(request.checkpoint), "real": request.real, "real_split": request.real_split, "num": count,
                 "seed": request.seed, "nfe": result.function_evaluations, "probes": probes if result.probe_standard_error is not None else 0,
                 "divergence": "exact" if result.probe_standard_error is None else "hutchinson",
-                "dequantisation": "uniform" if kind == "image" else None}
+                "dequantisation": "uniform" if kind == "image" else None, "nll_unit": nll_unit(kind, dimension)}
+    if not request.quiet:
+        print(f"NLL in {settings['nll_unit']}")
     return report_metrics(request, metrics, settings)
+
+
+def angle_unit_is_degrees(request: EvaluateRequest, model: DiffusionModel) -> bool:
+    """Whether --real angles:FILE holds degrees: --degrees, else the unit of the model's own training data."""
+    data = model.run_config.data if model.run_config is not None else None
+    return request.degrees or bool(data is not None and data.degrees)
+
+
+def nll_unit(kind: str, dimension: int) -> str:
+    """What the NLL numbers measure, by data kind (the density is over the model's own coordinates)."""
+    if kind == "image":
+        return ("nats per image (nll_nats) and per value (nll_nats_per_dim), of pixel values in [-1, 1] dequantised; "
+                "bits_per_dim over 8-bit pixel levels (the usual image-model unit)")
+    if kind == "angle":
+        return (f"nats per example of {dimension} angle(s) (nll_nats) and per angle (nll_nats_per_dim), of the density "
+                f"over radians whatever the file's unit (over degrees: add ln(180/π) = {math.log(180 / math.pi):.4f} per angle)")
+    return "nats per velocity field (nll_nats) and per value (nll_nats_per_dim), of the velocities in the data's own units"
+
 
 
 def report_metrics(request: EvaluateRequest, metrics: dict[str, float], settings: dict[str, object]) -> dict[str, object]:

@@ -80,6 +80,7 @@ class _NoLock:
 
 _NO_LOCK = _NoLock()
 
+VALIDATE_EVERY = 4  # logs (of log_every steps) between validation losses
 MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
 
 
@@ -143,6 +144,7 @@ class Trainer:
         self.quiet = quiet or not context.is_main
         context.micro_batches(run_config.training.batch_size, run_config.training.grad_accum)  # checks divisibility
         self.on_log = on_log
+        self.validation: Any = None  # a ValidationProbe (training/validation.py): val/ scalars every VALIDATE_EVERY logs
         self.step = 0
         self.checkpointed_step: int | None = None  # the step of the last checkpoint this trainer wrote or loaded
         seed = self.train_config.seed
@@ -508,9 +510,13 @@ class Trainer:
                                 "lr": self.optimizer.param_groups[0]["lr"],
                             }
                             progress.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}")
+                            if main and self.validation is not None and (
+                                self.step % (cfg.log_every * VALIDATE_EVERY) == 0 or self.step == cfg.train_steps
+                            ):
+                                scalars.update(self.validation.scalars(self.model.network, self.ema_network))
                             if writer is not None:
                                 for name, value in scalars.items():
-                                    writer.add_scalar(f"train/{name}", value, self.step)
+                                    writer.add_scalar(name if "/" in name else f"train/{name}", value, self.step)
                             if self.on_log is not None:
                                 self.on_log(self.step, scalars)
                             window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
