@@ -21,11 +21,13 @@ from .. import __version__
 from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from ..errors import UserError
 from ..processes import COUPLING_NORMS, COUPLING_SHAPES, PROCESS_NAMES, KuramotoConfig
+from ..sampling.grids import GRIDS
+from ..sampling.steps import REVERSE_STEPS
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
 
-SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
-GRID_NAMES = ("uniform", "rho")
+SAMPLER_NAMES = tuple(REVERSE_STEPS)
+GRID_NAMES = tuple(GRIDS)
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
