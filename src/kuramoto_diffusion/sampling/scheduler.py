@@ -45,8 +45,14 @@ from .steps import REVERSE_STEPS, Sampler
 from .sweep import sweep_grid
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
-# The samplers that step() can run one network evaluation per call (a corrector between steps, as pc's, cannot).
-SCHEDULER_SAMPLERS = tuple(name for name, step in REVERSE_STEPS.items() if step.stepwise)
+
+
+def scheduler_samplers() -> tuple[str, ...]:
+    """The samplers ``DiffusionScheduler`` runs now, samplers registered at run time included."""
+    return tuple(name for name, step in REVERSE_STEPS.items() if step.stepwise)
+
+
+SCHEDULER_SAMPLERS = scheduler_samplers()  # the built-in ones
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class SchedulerConfig:
     sampler: str = "sde"  # sde | ode | ode-heun
 
     def __post_init__(self) -> None:
-        choice_check("sampler", self.sampler, SCHEDULER_SAMPLERS)
+        choice_check("sampler", self.sampler, scheduler_samplers())
 
 
 @dataclass

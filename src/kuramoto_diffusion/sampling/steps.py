@@ -189,7 +189,7 @@ REVERSE_STEPS: dict[str, ReverseStep] = {
     "pc": ReverseStep(predictor_corrector, corrector=True),
     "euler-maruyama": ReverseStep(euler_maruyama),
 }
-SAMPLERS = tuple(REVERSE_STEPS)
+SAMPLERS = tuple(REVERSE_STEPS)  # the built-in samplers; read REVERSE_STEPS itself for those registered at run time
 
 
 def corrected_sampler(name: str) -> str | None:
@@ -224,7 +224,7 @@ class Sampler:
 
     def __post_init__(self) -> None:
         if self.name not in REVERSE_STEPS:
-            raise UserError(f"unknown sampler {self.name!r}; valid values are {', '.join(SAMPLERS)}")
+            raise UserError(f"unknown sampler {self.name!r}; valid values are {', '.join(REVERSE_STEPS)}")
         if self.grid not in GRIDS:
             raise UserError(f"unknown time grid {self.grid!r}; valid values are {', '.join(GRIDS)}")
         if not (isinstance(self.rho, (int, float)) and math.isfinite(self.rho) and self.rho > 0):
