@@ -56,8 +56,9 @@ class ReverseStep:
     ``second_order``: it evaluates the score again at the interval's lower end (two evaluations per interval,
     one on the last, whose end t = 0 has no score). ``corrector``: it takes Langevin corrector steps
     (``Sampler.corrector_steps``, ``snr``) before each interval. ``corrected``: the sampler this one becomes
-    when corrector settings are given (sde -> pc). ``stepwise``: ``DiffusionScheduler.step`` can run it one
-    network evaluation per call (it draws no noise before its last evaluation of an interval).
+    when corrector settings are given (sde -> pc). ``stepwise``: ``DiffusionScheduler`` offers it, one network
+    evaluation per ``step`` call (a stepwise step must draw no noise before its last evaluation of an interval,
+    since the scheduler reruns the interval from its start with the scores so far; pc's corrector does).
     """
 
     run: StepFunction
@@ -86,47 +87,6 @@ def probability_flow_step(flow: ProbabilityFlow[Any, Any], x: Any, start: int, e
 
 
 # ----- the steps ----------------------------------------------------------------------------
-def reverse_sde_step(
-    process: ForwardProcess,
-    x: Tensor,
-    score: Tensor,
-    upper: int,
-    lower: int,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """One reverse-SDE interval from states ``x`` at step ``upper`` to step ``lower``, given the score at (x, upper).
-
-    The process's mean step plus √v·z noise (drawn with ``generator`` on x's device), no noise when lower = 0.
-    """
-    stride = upper - lower
-    x = process.reverse_sde_mean(x, score, lower, stride)
-    if lower == 0:
-        return x
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return process.project(x + process.transition_scale(lower, stride, like=x) * noise)
-
-
-def euler_maruyama_step(
-    process: ForwardProcess,
-    x: Tensor,
-    score: Tensor,
-    upper: int,
-    lower: int,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """One Euler–Maruyama step of the continuous reverse SDE from states ``x`` at ``upper`` to ``lower``.
-
-    x ← project(x − F + G·score + √G·z) with F = ∫f (``flow_drift``) and G = ∫g² (``flow_noise_variance``)
-    over the interval, both at x; no noise when lower = 0.
-    """
-    stride = upper - lower
-    variance = process.flow_noise_variance(lower, stride, like=x)
-    x = x - process.flow_drift(x, lower, stride) + variance * score
-    if lower > 0:
-        x = x + variance.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    return process.project(x)
-
-
 def langevin_corrector_step(
     process: ForwardProcess, x: Tensor, score: Tensor, snr: float, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -149,8 +109,14 @@ def langevin_corrector_step(
 
 def sde(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
         sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
-    """The reverse SDE (``reverse_sde_step``)."""
-    return reverse_sde_step(process, x, score_fn(x, upper), upper, lower, generator), 1
+    """The reverse SDE: the process's mean step (``reverse_sde_mean``) plus √v·z noise, v = σ²(lower, upper − lower),
+    drawn with ``generator`` on x's device; no noise when lower = 0."""
+    stride = upper - lower
+    x = process.reverse_sde_mean(x, score_fn(x, upper), lower, stride)
+    if lower == 0:
+        return x, 1
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return process.project(x + process.transition_scale(lower, stride, like=x) * noise), 1
 
 
 def predictor_corrector(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
@@ -165,8 +131,14 @@ def predictor_corrector(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, u
 
 def euler_maruyama(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
                    sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
-    """Euler–Maruyama on the continuous reverse SDE (``euler_maruyama_step``)."""
-    return euler_maruyama_step(process, x, score_fn(x, upper), upper, lower, generator), 1
+    """Euler–Maruyama on the continuous reverse SDE: x ← project(x − F + G·s(x, upper) + √G·z) with F = ∫f
+    (``flow_drift``) and G = ∫g² (``flow_noise_variance``) over the interval, both at x; no noise when lower = 0."""
+    stride = upper - lower
+    variance = process.flow_noise_variance(lower, stride, like=x)
+    x = x - process.flow_drift(x, lower, stride) + variance * score_fn(x, upper)
+    if lower > 0:
+        x = x + variance.sqrt() * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return process.project(x), 1
 
 
 def ode_euler(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
