@@ -4,7 +4,7 @@ For a fixed small model per process (Kuramoto local and global coupling, Euclide
 a tiny UNet with seeded initial weights, T = 12, no training) and every sampler the CLI offers (sde, ode,
 ode-heun, pc, euler-maruyama on the uniform and the rho grid), plus SDEdit from a start step,
 inpainting (with and without resampling), the diffusers-style ``DiffusionScheduler.step`` loop and the
-probability-flow likelihood, the SHA-256 of the resulting tensors (with the grid, the NFE and the seam
+probability-flow likelihood, and for the shipped pretrained models (a few samplers each), the SHA-256 of the resulting tensors (with the grid, the NFE and the seam
 crossings) must equal the entry in ``bit_identity.json``.
 
 ``bit_identity.json`` is a BEHAVIOUR SNAPSHOT, not a reference computed independently: it was written by
@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import kuramoto_diffusion
 from kuramoto_diffusion.config import FlowNormalisation, flow_model_config, image_model_config
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, PhaseAmplitudeConfig, ProcessConfig
@@ -57,6 +58,8 @@ SAMPLERS: dict[str, Sampler] = {
 }
 SAMPLERS["pc2-uniform"] = Sampler("pc", corrector_steps=2, snr=0.1)
 SCHEDULER_SAMPLERS = ("sde", "ode", "ode-heun")
+PRETRAINED = sorted(path for path in (Path(kuramoto_diffusion.__file__).parent / "pretrained").iterdir() if path.is_dir())
+PRETRAINED_SAMPLERS = {"sde-uniform": Sampler("sde"), "ode-heun-rho": Sampler("ode-heun", grid="rho"), "pc-uniform": Sampler("pc")}
 
 
 def _model(name: str) -> DiffusionModel:
@@ -154,6 +157,16 @@ def _cases() -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
             return {"log_likelihood": _digest(result.log_likelihood, result.prior_log_likelihood), "steps": result.steps}
 
         yield f"{process_name}/log-likelihood", likelihood
+
+
+    for directory in PRETRAINED:
+        for sampler_name, sampler in PRETRAINED_SAMPLERS.items():
+            def shipped(directory: Path = directory, sampler: Sampler = sampler) -> dict[str, object]:
+                model = DiffusionModel.from_pretrained(directory)
+                result = model.sample(2, sampler=sampler, nfe=5, generator=torch.Generator().manual_seed(8))
+                return _sweep_record(result)
+
+            yield f"pretrained-{directory.name}/sample/{sampler_name}", shipped
 
 
 CASES = dict(_cases())
