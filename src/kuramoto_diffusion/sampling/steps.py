@@ -234,12 +234,12 @@ class Sampler:
     @property
     def evaluations_per_interval(self) -> int:
         """Network evaluations of one grid interval, except the last of a second-order step (an Euler step)."""
-        return len(self.step.query_steps(2, 1)) + (self.corrector_steps or 0)
+        return (2 if self.step.second_order else 1) + (self.corrector_steps or 0)
 
     @property
     def evaluations_of_last_interval(self) -> int:
         """Network evaluations of the interval into t = 0."""
-        return len(self.step.query_steps(1, 0)) + (self.corrector_steps or 0)
+        return 1 + (self.corrector_steps or 0)  # a second-order step is an Euler step into t = 0
 
 
 def as_sampler(sampler: str | Sampler) -> Sampler:
