@@ -162,7 +162,11 @@ class VPFlow(ProbabilityFlow[Tensor, Tensor]):
     lower: int
 
     def slope(self, x: Tensor, t: int) -> Tensor:
-        return -self.process.edm_sigma(t) * self.process.signal_at(t) * self.score_fn(x, t)
+        return self.slope_from_score(self.score_fn(x, t), t)
+
+    def slope_from_score(self, score: Tensor, t: int) -> Tensor:
+        """dy/dσ at step t given the score there."""
+        return -self.process.edm_sigma(t) * self.process.signal_at(t) * score
 
     def advance(self, x: Tensor, slope: Tensor) -> Tensor:
         signal, sigma = self.process.signal_at, self.process.edm_sigma

@@ -38,7 +38,7 @@ from ..circular import wrap
 from ..errors import UserError
 from ..serialization import choice_check
 from .base import ChainFlow, ForwardProcess, ScoreFn, Step, resolve_config
-from .euclidean import EuclideanConfig, EuclideanVPProcess
+from .euclidean import EuclideanConfig, EuclideanVPProcess, VPFlow
 from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
 from .schedules import REFERENCE_STEPS, SCHEDULE_SHAPES
 
@@ -288,15 +288,18 @@ class PhaseAmplitudeFlow(ChainFlow):
         """(The phase channel of the Euler step from x, the slope of both channels) at step t."""
         score = self.score_fn(x, t)
         end, displacement = self.step(x, score)
-        amplitude = self.process.amplitude
-        slope = -amplitude.edm_sigma(t) * amplitude.signal_at(t) * score[:, AMPLITUDE:]
+        slope = self._amplitude_flow.slope_from_score(score[:, AMPLITUDE:], t)
         return end[:, PHASE:PHASE + 1], torch.cat([displacement[:, PHASE:PHASE + 1], slope], dim=1)
+
+    @property
+    def _amplitude_flow(self) -> VPFlow:
+        """The VP flow of b = a + λr, for its formulas only (``slope_from_score``, ``advance``): b is a shift of a, so
+        its score is the amplitude channel's, which this flow's ``score_fn`` (both channels) does not give alone."""
+        return VPFlow(self.process.amplitude, self.score_fn, self.upper, self.lower)
 
     def _amplitude_advance(self, x: Tensor, slope: Tensor) -> Tensor:
         offset = self.process.coherence_offset(x[:, PHASE:PHASE + 1])
-        signal, sigma = self.process.amplitude.signal_at, self.process.amplitude.edm_sigma
-        y = (x[:, AMPLITUDE:] + offset) / signal(self.upper)
-        return (y + (sigma(self.lower) - sigma(self.upper)) * slope[:, AMPLITUDE:]) * signal(self.lower) - offset
+        return self._amplitude_flow.advance(x[:, AMPLITUDE:] + offset, slope[:, AMPLITUDE:]) - offset
 
     def euler(self, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
         phase, slope = self._phase_step(x, t)
