@@ -190,3 +190,91 @@ def test_request_defaults_are_the_command_lines():
                 assert option.default == frozenset()
             elif option.default is not dataclasses.MISSING:
                 assert defaults[option.name] == option.default, (command, option.name)
+
+
+# ----- the reverse-step registry (sampling/steps.py) -----------------------------------------
+def sampler_name_comparisons(source: str, names: set[str]) -> list[int]:
+    """Lines of ``source`` that compare a value with a sampler name as a string: ``x == "pc"``, ``x in ("sde", …)``,
+    ``case "ode":``."""
+
+    def literals(node: ast.AST) -> set[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return {element.value for element in node.elts if isinstance(element, ast.Constant) and isinstance(element.value, str)}
+        return set()
+
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            compared = set().union(*(literals(operand) for operand in [node.left, *node.comparators]))
+        elif isinstance(node, ast.MatchValue):
+            compared = literals(node.value)
+        else:
+            continue
+        if compared & names:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_sampler_name_check_finds_comparisons():
+    names = {"sde", "pc"}
+    source = 'a = x == "pc"\nb = x in ("sde", "ode")\nmatch x:\n    case "sde":\n        pass\nc = f(sampler="sde")\nd = x == "ode"\n'
+    assert sampler_name_comparisons(source, names) == [1, 2, 4]
+
+
+def test_no_sampler_name_is_compared_as_a_string_outside_the_registry():
+    from kuramoto_diffusion.sampling.steps import REVERSE_STEPS
+
+    registry = MODULES[f"{NAME}.sampling.steps"]
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in MODULES.values()
+        if path != registry
+        for line in sampler_name_comparisons(path.read_text(encoding="utf-8"), set(REVERSE_STEPS))
+    ]
+    assert not found, f"sampler names compared outside sampling/steps.py (ask the registry entry instead): {found}"
+
+
+def test_a_new_sampler_is_one_function_and_one_registry_line(monkeypatch):
+    """A toy step registered at run time samples through DiffusionModel.sample, DiffusionScheduler.step and the CLI."""
+    import torch
+
+    from kuramoto_diffusion.config import image_model_config
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.processes import KuramotoConfig
+    from kuramoto_diffusion.sampling.scheduler import DiffusionScheduler
+    from kuramoto_diffusion.sampling.steps import REVERSE_STEPS, ReverseStep
+    from kuramoto_diffusion.sampling.sweep import sweep_grid
+
+    def noiseless(process, score_fn, x, upper, lower, sampler, generator):  # noqa: ANN001, ARG001 - the StepFunction shape
+        """The reverse SDE's mean step, without its noise."""
+        return process.reverse_sde_mean(x, score_fn(x, upper), lower, upper - lower), 1
+
+    monkeypatch.setitem(REVERSE_STEPS, "toy-noiseless", ReverseStep(noiseless, stepwise=True))  # the one registry line
+
+    torch.manual_seed(0)
+    process_config = KuramotoConfig(coupling="local", neighbourhood=3, steps=10)
+    model = DiffusionModel(image_model_config(process_config, 1, 8, "tiny"))
+    model.network.eval()
+    x_start = model.process.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    result = model.sample(2, sampler="toy-noiseless", nfe=4, x_start=x_start)
+
+    grid = sweep_grid(model.process, "toy-noiseless", 4)
+    assert result.steps == grid and result.function_evaluations == len(grid) - 1 == 4
+    expected = x_start
+    with torch.no_grad():
+        for upper, lower in zip(grid[:-1], grid[1:]):
+            expected = model.process.reverse_sde_mean(expected, model.score(expected, upper), lower, upper - lower)
+    assert torch.equal(result.states, expected)
+
+    scheduler = DiffusionScheduler(process_config, sampler="toy-noiseless")
+    scheduler.set_timesteps(4)
+    x = x_start
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model.network(x, scheduler.network_time(t, x)), t, x).prev_sample
+    assert torch.equal(x, expected)
+
+    arguments = build_parser().parse_args(["sample", "--checkpoint", "model.safetensors", "--sampler", "toy-noiseless"])
+    assert arguments.sampler == "toy-noiseless"

@@ -28,7 +28,8 @@ from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
 from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
-from .sampling.sweep import SampleResult, check_inpainting_mask, format_size, inpaint_sweep, reverse_sweep
+from .sampling.inpainting import check_inpainting_mask, format_size, inpaint_sweep
+from .sampling.sweep import SampleResult, reverse_sweep
 from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 
 CONFIG_NAME = "config.json"

@@ -18,6 +18,7 @@ import torch
 from kuramoto_diffusion.sampling.diffusers import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import KuramotoConfig
+from kuramoto_diffusion.sampling.steps import probability_flow_step
 from kuramoto_diffusion.sampling.sweep import sweep_grid
 from kuramoto_diffusion.sampling.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 
@@ -109,7 +110,7 @@ def test_num_inference_steps_is_exactly_the_network_evaluations(sampler):
     ("sde", STEPS + 1, rf"num_inference_steps = {STEPS + 1} is more than a sde sweep from step {STEPS} can spend \({STEPS} evaluations\)"),
     ("ode", 200, r"more than a ode sweep"),
     ("ode-heun", 2 * STEPS + 1, rf"use at most {2 * STEPS - 1}"),
-    ("ode-heun", 6, r"num_inference_steps is odd \(2k − 1 for k intervals\); got 6: use 5 or 7"),
+    ("ode-heun", 6, r"num_inference_steps is 2k − 1 for k intervals; got 6: use 5 or 7"),
     ("sde", 0, r"num_inference_steps must be an integer ≥ 1 \(network evaluations\), got 0"),
     ("sde", 2.5, r"must be an integer ≥ 1"),
 ])
@@ -154,7 +155,7 @@ def test_custom_timesteps_step_between_the_given_steps():
     output = fake_output(x, torch.tensor(12))
     process = each.process
     score = process.constrain_score(x, 12, output / process.output_scale(12, like=x))
-    expected, _ = process.reverse_ode_step(x, lambda state, step: score, 12, 7, heun=False)
+    expected, _ = probability_flow_step(process.probability_flow(lambda state, step: score, 12, 7), x, 12, 7, second_order=False)
     assert torch.equal(each.step(output, 12, x).prev_sample, expected)
     heun = scheduler("ode-heun")
     heun.set_timesteps(timesteps=[12, 7, 3])

@@ -21,11 +21,11 @@ from .. import __version__
 from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
 from ..errors import UserError
 from ..processes import COUPLING_NORMS, COUPLING_SHAPES, PROCESS_NAMES, KuramotoConfig
+from ..sampling.grids import GRIDS
+from ..sampling.steps import REVERSE_STEPS
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
 
-SAMPLER_NAMES = ("sde", "ode", "ode-heun", "pc", "euler-maruyama")
-GRID_NAMES = ("uniform", "rho")
 PRESET_NAMES = ("tiny", "small", "paper-cifar")
 DEVICE_NAMES = ("auto", "cpu", "cuda")
 
@@ -397,13 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_sampler_options(parser: argparse.ArgumentParser, applies: str = "") -> None:
     """--sampler, --nfe, --grid, --rho, --corrector-steps, --snr: ``sample.SamplerOptions``."""
-    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="sde",
+    parser.add_argument("--sampler", choices=tuple(REVERSE_STEPS), default="sde",
                         help="reverse SDE, ODE Euler, ODE Heun, pc: the reverse SDE with a Langevin corrector, or "
                              "euler-maruyama: Euler–Maruyama on the continuous reverse SDE (the same as sde on the "
                              "torus; for Euclidean models score_sde's predictor instead of DDPM's step)" + applies)
     parser.add_argument("--nfe", type=positive_int, default=None,
                         help="network evaluations, at most (default: T); pc counts its corrector's" + applies)
-    parser.add_argument("--grid", choices=GRID_NAMES, default="uniform",
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="uniform",
                         help="time grid: uniform in t, or rho: EDM's ρ-spacing of the process's noise level")
     parser.add_argument("--rho", type=positive_float, default=7.0, help="with --grid rho: the exponent ρ")
     parser.add_argument("--corrector-steps", type=capped_positive_int(OPTION_CAPS["corrector_steps"]), default=None,

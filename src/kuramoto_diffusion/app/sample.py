@@ -24,6 +24,7 @@ from ..model import DiffusionModel
 from ..processes import KuramotoProcess
 from ..runtime import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
 from ..sampling import Sampler
+from ..sampling.steps import REVERSE_STEPS, corrected_sampler
 from ..stopping import Stopped
 from ..viz.flows import flow_field_grid
 from ..viz.images import (
@@ -52,9 +53,10 @@ class SamplerOptions:
     def build(self) -> Sampler:
         """The Sampler these options name (sde with corrector options is pc)."""
         corrector = self.corrector_steps is not None or self.snr is not None
-        name = "pc" if corrector and self.sampler == "sde" else self.sampler
-        if corrector and name != "pc":
-            raise UserError(f"--corrector-steps and --snr are for --sampler pc (or sde); the {name} sampler has no corrector")
+        name = corrected_sampler(self.sampler) if corrector else self.sampler
+        if name is None:
+            takers = " or ".join(other for other in REVERSE_STEPS if corrected_sampler(other) is not None)
+            raise UserError(f"--corrector-steps and --snr are for --sampler {takers}; the {self.sampler} sampler has no corrector")
         if self.rho != 7.0 and self.grid != "rho":
             raise UserError("--rho sets the exponent of --grid rho; add --grid rho or leave --rho out")
         return Sampler(name, grid=self.grid, rho=self.rho, corrector_steps=self.corrector_steps, snr=self.snr)

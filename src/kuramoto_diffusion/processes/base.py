@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -36,6 +37,61 @@ from ..errors import UserError
 
 Step = int | Tensor
 ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score
+State = TypeVar("State")
+Slope = TypeVar("Slope")
+
+
+class ProbabilityFlow(ABC, Generic[State, Slope]):
+    """An ODE across one interval, in the variables its process integrates it in (EDM's d = (x − D)/σ idea).
+
+    ``slope(x, t)`` is d at states x and step t (it evaluates the network); ``advance(x, d)`` moves the states x
+    at the interval's start along d across the whole interval; ``euler`` is the Euler step and its slope.
+    Euler: x̃, d = euler(x, start); Heun: advance(x, ½(d + slope(x̃, end))), ``sampling.steps.probability_flow_step``.
+    """
+
+    @abstractmethod
+    def slope(self, x: State, t: int) -> Slope:
+        """The slope at states x and step t."""
+
+    @abstractmethod
+    def advance(self, x: State, slope: Slope) -> State:
+        """The states reached from x, at the interval's start, along ``slope`` across the whole interval."""
+
+    def euler(self, x: State, t: int) -> tuple[State, Slope]:
+        """(The Euler step from x with the slope at (x, t), that slope)."""
+        slope = self.slope(x, t)
+        return self.advance(x, slope), slope
+
+
+@dataclass(frozen=True)
+class ChainFlow(ProbabilityFlow[Tensor, Tensor]):
+    """The probability-flow ODE of an Euler chain in its own states (the torus for Kuramoto).
+
+    Its Euler step is the chain's reverse mean with half the noise variance, x̃ = project(x − D(x) + ½v·s(x, t))
+    (D, v over the stride from ``lower``); the slope is the step's wrapped displacement project(x̃ − x), per
+    interval, and ``advance`` adds a slope and wraps.
+    """
+
+    process: "ForwardProcess"
+    score_fn: ScoreFn
+    lower: int
+    stride: int
+
+    def step(self, x: Tensor, score: Tensor) -> tuple[Tensor, Tensor]:
+        """(The Euler step from x given the score at x, its wrapped displacement)."""
+        process = self.process
+        variance = process.noise_variance(self.lower, self.stride, like=x)
+        end = process.project(x - process.drift(x, self.lower, self.stride) + 0.5 * variance * score)
+        return end, process.project(end - x)
+
+    def euler(self, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        return self.step(x, self.score_fn(x, t))
+
+    def slope(self, x: Tensor, t: int) -> Tensor:
+        return self.euler(x, t)[1]
+
+    def advance(self, x: Tensor, slope: Tensor) -> Tensor:
+        return self.process.project(x + slope)
 
 
 def resolve_config(config_class: type, config: Any, settings: dict[str, Any]) -> Any:
@@ -187,24 +243,10 @@ class ForwardProcess(ABC):
         variance = self.noise_variance(t, stride, like=x)
         return self.project(x - self.drift(x, t, stride) + variance * score)
 
-    def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
-        """One probability-flow ODE step from ``upper`` down to ``lower``; returns (x, network evaluations).
-
-        Euler: x̃ = project(x − drift(x) + ½v·s(x, upper)). Heun adds the slope at the end point,
-        x ← project(x + ½((x̃ − x) + (x̂ − x̃))) with x̂ the Euler step from x̃ using s(x̃, lower).
-        """
-        stride = upper - lower
-        variance = self.noise_variance(lower, stride, like=x)
-
-        def euler(state: Tensor, score: Tensor) -> Tensor:
-            return self.project(state - self.drift(state, lower, stride) + 0.5 * variance * score)
-
-        x_euler = euler(x, score_fn(x, upper))
-        if not heun or lower == 0:  # the score is not defined at t = 0: Euler on the last interval
-            return x_euler, 1
-        x_next = euler(x_euler, score_fn(x_euler, lower))
-        first, second = self.project(x_euler - x), self.project(x_next - x_euler)
-        return self.project(x + 0.5 * (first + second)), 2
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "ProbabilityFlow[Tensor, Tensor]":
+        """The probability-flow ODE across the reverse interval ``upper`` → ``lower``, in this process's variables
+        (``ChainFlow`` here; the samplers' Euler and Heun steps are ``sampling.steps.probability_flow_step``)."""
+        return ChainFlow(self, score_fn, lower, upper - lower)
 
     @abstractmethod
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .base import ForwardProcess, ScoreFn, Step, resolve_config
+from .base import ForwardProcess, ProbabilityFlow, ScoreFn, Step, resolve_config
 from .schedules import vp_cumulative_beta
 
 
@@ -109,25 +109,8 @@ class EuclideanVPProcess(ForwardProcess):
         """EDM's σ_t (``edm_sigma``): the level that EDM's ρ-spacing is defined on."""
         return self.edm_sigma(t)
 
-    def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
-        """The ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
-
-        The VP ODE is stiff in x at T = 100 (Euler in x overshoots the data variance by half);
-        in (y, σ) it is nearly linear, which is why DDIM and EDM's Heun integrate it there.
-        """
-        signal, sigma = self.signal_at, self.edm_sigma
-
-        def slope(state: Tensor, t: int) -> Tensor:
-            return -sigma(t) * signal(t) * score_fn(state, t)
-
-        y = x / signal(upper)
-        d_sigma = sigma(lower) - sigma(upper)
-        first = slope(x, upper)
-        y_euler = y + d_sigma * first
-        if not heun or lower == 0:
-            return y_euler * signal(lower), 1
-        second = slope(y_euler * signal(lower), lower)
-        return (y + 0.5 * d_sigma * (first + second)) * signal(lower), 2
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "VPFlow":
+        return VPFlow(self, score_fn, upper, lower)
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         return -0.5 * ((x - mean) / scale) ** 2 - torch.log(scale) - 0.5 * math.log(2 * math.pi)
@@ -162,3 +145,29 @@ class EuclideanVPProcess(ForwardProcess):
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
         return -0.5 * x**2 - 0.5 * math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class VPFlow(ProbabilityFlow[Tensor, Tensor]):
+    """The VP probability-flow ODE in EDM's variables y = x/√ᾱ, σ = √((1 − ᾱ)/ᾱ): dy/dσ = −σ√ᾱ·s. Euler there is DDIM.
+
+    The VP ODE is stiff in x at T = 100 (Euler in x overshoots the data variance by half); in (y, σ) it is
+    nearly linear, which is why DDIM and EDM's Heun integrate it there. The slope is dy/dσ; ``advance`` goes
+    from σ(upper) to σ(lower) and back to x.
+    """
+
+    process: EuclideanVPProcess
+    score_fn: ScoreFn
+    upper: int
+    lower: int
+
+    def slope(self, x: Tensor, t: int) -> Tensor:
+        return self.slope_from_score(self.score_fn(x, t), t)
+
+    def slope_from_score(self, score: Tensor, t: int) -> Tensor:
+        """dy/dσ at step t given the score there."""
+        return -self.process.edm_sigma(t) * self.process.signal_at(t) * score
+
+    def advance(self, x: Tensor, slope: Tensor) -> Tensor:
+        signal, sigma = self.process.signal_at, self.process.edm_sigma
+        return (x / signal(self.upper) + (sigma(self.lower) - sigma(self.upper)) * slope) * signal(self.lower)

@@ -37,8 +37,8 @@ from torch import Tensor
 from ..circular import wrap
 from ..errors import UserError
 from ..serialization import choice_check
-from .base import ForwardProcess, ScoreFn, Step, resolve_config
-from .euclidean import EuclideanConfig, EuclideanVPProcess
+from .base import ChainFlow, ForwardProcess, ScoreFn, Step, resolve_config
+from .euclidean import EuclideanConfig, EuclideanVPProcess, VPFlow
 from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
 from .schedules import REFERENCE_STEPS, SCHEDULE_SHAPES
 
@@ -207,37 +207,8 @@ class PhaseAmplitudeProcess(ForwardProcess):
         amplitude = self.amplitude.reverse_sde_mean(x[:, AMPLITUDE:] + offset, score[:, AMPLITUDE:], t, stride) - offset
         return torch.cat([phase, amplitude], dim=1)
 
-    def reverse_ode_step(self, x: Tensor, score_fn: ScoreFn, upper: int, lower: int, heun: bool) -> tuple[Tensor, int]:
-        """One probability-flow ODE step from ``upper`` down to ``lower``; returns (x, network evaluations).
-
-        Phase: Euler (or Heun) as for Kuramoto. Amplitude: the VP process's step on b = a + λr with r held
-        at the start state, which is DDIM (Euler) or EDM's Heun in y = b/√ᾱ, σ = √((1 − ᾱ)/ᾱ); plain
-        Euler in a is stiff at T = 100, as for the Euclidean VP ODE.
-        """
-        stride = upper - lower
-        variance = self.noise_variance(lower, stride, like=x)
-        offset = self.coherence_offset(x[:, PHASE:PHASE + 1])
-        signal, sigma = self.amplitude.signal_at, self.amplitude.edm_sigma
-        d_sigma = sigma(lower) - sigma(upper)
-        y = (x[:, AMPLITUDE:] + offset) / signal(upper)
-
-        def euler(state: Tensor, score: Tensor, amplitude_slope: Tensor) -> Tensor:
-            phase = self.project(state - self.drift(state, lower, stride) + 0.5 * variance * score)[:, PHASE:PHASE + 1]
-            return torch.cat([phase, (y + d_sigma * amplitude_slope) * signal(lower) - offset], dim=1)
-
-        first_score = score_fn(x, upper)
-        first_slope = -sigma(upper) * signal(upper) * first_score[:, AMPLITUDE:]
-        x_euler = euler(x, first_score, first_slope)
-        if not heun or lower == 0:  # the score is not defined at t = 0: Euler on the last interval
-            return x_euler, 1
-        second_score = score_fn(x_euler, lower)
-        second_slope = -sigma(lower) * signal(lower) * second_score[:, AMPLITUDE:]
-        x_next = euler(x_euler, second_score, second_slope)
-        phase_first = self.project(x_euler - x)[:, PHASE:PHASE + 1]
-        phase_second = self.project(x_next - x_euler)[:, PHASE:PHASE + 1]
-        phase = wrap(x[:, PHASE:PHASE + 1] + 0.5 * (phase_first + phase_second))
-        amplitude = (y + 0.5 * d_sigma * (first_slope + second_slope)) * signal(lower) - offset
-        return torch.cat([phase, amplitude], dim=1), 2
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "PhaseAmplitudeFlow":
+        return PhaseAmplitudeFlow(self, score_fn, lower, upper - lower, upper)
 
     # ----- kernel ------------------------------------------------------------------------
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
@@ -298,3 +269,45 @@ def _split_scale(scale: Tensor) -> tuple[Tensor, Tensor]:
     if scale.dim() == 3:
         return scale[PHASE:PHASE + 1], scale[AMPLITUDE:]
     return scale[:, PHASE:PHASE + 1], scale[:, AMPLITUDE:]
+
+
+@dataclass(frozen=True)
+class PhaseAmplitudeFlow(ChainFlow):
+    """The probability-flow ODE of the phase–amplitude process, per channel in its own variables.
+
+    Phase: as for Kuramoto (``ChainFlow``), the wrapped displacement of the half-noise Euler step. Amplitude:
+    the VP process's slope dy/dσ of b = a + λr, y = b/√ᾱ, σ = √((1 − ᾱ)/ᾱ), with r held at the interval's
+    start (so Euler is DDIM and Heun is EDM's; plain Euler in a is stiff at T = 100, as for the Euclidean
+    VP ODE). The slope holds both along the channel axis.
+    """
+
+    process: PhaseAmplitudeProcess
+    upper: int
+
+    def _phase_step(self, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """(The phase channel of the Euler step from x, the slope of both channels) at step t."""
+        score = self.score_fn(x, t)
+        end, displacement = self.step(x, score)
+        slope = self._amplitude_flow.slope_from_score(score[:, AMPLITUDE:], t)
+        return end[:, PHASE:PHASE + 1], torch.cat([displacement[:, PHASE:PHASE + 1], slope], dim=1)
+
+    @property
+    def _amplitude_flow(self) -> VPFlow:
+        """The VP flow of b = a + λr, for its formulas only (``slope_from_score``, ``advance``): b is a shift of a, so
+        its score is the amplitude channel's, which this flow's ``score_fn`` (both channels) does not give alone."""
+        return VPFlow(self.process.amplitude, self.score_fn, self.upper, self.lower)
+
+    def _amplitude_advance(self, x: Tensor, slope: Tensor) -> Tensor:
+        offset = self.process.coherence_offset(x[:, PHASE:PHASE + 1])
+        return self._amplitude_flow.advance(x[:, AMPLITUDE:] + offset, slope[:, AMPLITUDE:]) - offset
+
+    def euler(self, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        phase, slope = self._phase_step(x, t)
+        return torch.cat([phase, self._amplitude_advance(x, slope)], dim=1), slope
+
+    def slope(self, x: Tensor, t: int) -> Tensor:
+        return self._phase_step(x, t)[1]
+
+    def advance(self, x: Tensor, slope: Tensor) -> Tensor:
+        phase = wrap(x[:, PHASE:PHASE + 1] + slope[:, PHASE:PHASE + 1])
+        return torch.cat([phase, self._amplitude_advance(x, slope)], dim=1)

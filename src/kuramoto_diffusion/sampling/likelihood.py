@@ -44,8 +44,9 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..processes import ForwardProcess
-from ..processes.base import ScoreFn
-from .sweep import step_grid
+from ..processes.base import ProbabilityFlow, ScoreFn
+from .grids import step_grid
+from .steps import probability_flow_step
 
 PIXEL_STEP = 127.5  # data units per grey level: y = x/127.5 − 1
 
@@ -98,17 +99,8 @@ def ode_log_likelihood(
     # One log-density integral per probe (one in all when exact); (K or 1, N).
     integral = torch.zeros((1 if exact else probes, x0.shape[0]), dtype=torch.float64, device=x0.device)
     for lower, upper in zip(grid[:-1], grid[1:]):
-        stride = upper - lower
-        variance = process.flow_noise_variance(lower, stride, like=x)
-
-        def increment(state: Tensor, query: int) -> Tensor:
-            return process.flow_drift(state, lower, stride) - 0.5 * variance * score_fn(state, query)
-
-        first, first_divergence = _with_divergence(increment, x, lower, probe_vectors)
-        x_euler = process.project(x + first)
-        second, second_divergence = _with_divergence(increment, x_euler, upper, probe_vectors)
-        x = process.project(x + 0.5 * (first + second))
-        integral += 0.5 * (first_divergence + second_divergence)
+        flow = _LikelihoodFlow(process, score_fn, lower, upper - lower, probe_vectors)
+        (x, integral), _ = probability_flow_step(flow, (x, integral), lower, upper, second_order=True)
     if terminal_log_prob is None:
         prior = process.prior_log_prob(x).flatten(1).sum(1).to(torch.float64)
     else:
@@ -118,6 +110,45 @@ def ode_log_likelihood(
     if not exact:
         standard_error = estimates.std(0) / math.sqrt(probes) if probes > 1 else torch.full_like(prior, math.nan)
     return LikelihoodResult(estimates.mean(0), prior, standard_error, 2 * (len(grid) - 1), grid)
+
+
+@dataclass(frozen=True)
+class _SlopeWithDivergence:
+    """The increment F of the states over an interval and its divergence (K or 1, N); adds and scales as a pair."""
+
+    increment: Tensor
+    divergence: Tensor
+
+    def __add__(self, other: "_SlopeWithDivergence") -> "_SlopeWithDivergence":
+        return _SlopeWithDivergence(self.increment + other.increment, self.divergence + other.divergence)
+
+    def __rmul__(self, factor: float) -> "_SlopeWithDivergence":
+        return _SlopeWithDivergence(factor * self.increment, factor * self.divergence)
+
+
+@dataclass(frozen=True)
+class _LikelihoodFlow(ProbabilityFlow[tuple[Tensor, Tensor], _SlopeWithDivergence]):
+    """The forward probability-flow ODE over [lower, lower + stride] with the log-density integral beside the
+    states: the slope at step q is F_q(x) = flow_drift(x) − ½·v·s(x, q) and div F_q (module docstring)."""
+
+    process: ForwardProcess
+    score_fn: ScoreFn
+    lower: int
+    stride: int
+    probes: Tensor | None
+
+    def slope(self, x: tuple[Tensor, Tensor], t: int) -> _SlopeWithDivergence:
+        process, lower, stride = self.process, self.lower, self.stride
+        variance = process.flow_noise_variance(lower, stride, like=x[0])
+
+        def increment(state: Tensor, query: int) -> Tensor:
+            return process.flow_drift(state, lower, stride) - 0.5 * variance * self.score_fn(state, query)
+
+        return _SlopeWithDivergence(*_with_divergence(increment, x[0], t, self.probes))
+
+    def advance(self, x: tuple[Tensor, Tensor], slope: _SlopeWithDivergence) -> tuple[Tensor, Tensor]:
+        states, integral = x
+        return self.process.project(states + slope.increment), integral + slope.divergence
 
 
 def _with_divergence(

@@ -22,8 +22,8 @@ Conventions (the process's, SPEC §3 and §5):
   from the process and the same noise draws), so a loop over ``timesteps`` reproduces
   ``DiffusionModel.sample`` bit for bit for the same seed.
 
-The step formulas live in the process (``reverse_sde_mean``, ``transition_scale``, ``project``,
-``reverse_ode_step``) and in ``sampling.reverse_sde_step``; this module only sequences them.
+The steps are those of the registry ``sampling.steps.REVERSE_STEPS`` (its ``stepwise`` entries), the same
+functions the sweep calls; this module only feeds them one network evaluation per call.
 diffusers itself is not needed here; with diffusers installed, ``sampling.diffusers`` offers
 the same scheduler as a real ``SchedulerMixin``/``ConfigMixin`` subclass.
 """
@@ -41,11 +41,18 @@ from ..errors import UserError
 from ..processes import ForwardProcess, KuramotoConfig, ProcessConfig, build_process
 from ..processes.base import ScoreFn
 from ..serialization import choice_check, config_from_dict, config_to_dict, read_json, write_json_atomic
-from .sweep import reverse_sde_step, sweep_grid
+from .steps import REVERSE_STEPS, Sampler
+from .sweep import sweep_grid
 
 SCHEDULER_CONFIG_NAME = "scheduler_config.json"
-# The samplers with one network evaluation per step() call; "pc" (a corrector between steps) is not one of them.
-SCHEDULER_SAMPLERS = ("sde", "ode", "ode-heun")
+
+
+def scheduler_samplers() -> tuple[str, ...]:
+    """The samplers ``DiffusionScheduler`` runs now, samplers registered at run time included."""
+    return tuple(name for name, step in REVERSE_STEPS.items() if step.stepwise)
+
+
+SCHEDULER_SAMPLERS = scheduler_samplers()  # the built-in ones
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class SchedulerConfig:
     sampler: str = "sde"  # sde | ode | ode-heun
 
     def __post_init__(self) -> None:
-        choice_check("sampler", self.sampler, SCHEDULER_SAMPLERS)
+        choice_check("sampler", self.sampler, scheduler_samplers())
 
 
 @dataclass
@@ -67,13 +74,23 @@ class SchedulerOutput:
 
 
 @dataclass
-class _HeunStart:
-    """An ode-heun interval between its two network evaluations: where it started and the first score."""
+class _Pending:
+    """An interval between two of its network evaluations (ode-heun's): its start, the scores so far and the
+    step of the evaluation due next."""
 
     sample: Tensor
-    score: Tensor
+    scores: list[tuple[int, Tensor]]
     upper: int
     lower: int
+    due: int
+
+
+class _ScoreDue(Exception):
+    """Raised inside a step that asks for a score not evaluated yet: the loop must evaluate it at (state, step)."""
+
+    def __init__(self, state: Tensor, step: int) -> None:
+        super().__init__(step)
+        self.state, self.step = state, step
 
 
 class DiffusionScheduler:
@@ -85,16 +102,17 @@ class DiffusionScheduler:
 
     def __init__(self, process_config: ProcessConfig, sampler: str = "sde") -> None:
         self.config = SchedulerConfig(process_config, sampler)
+        self._sampler = Sampler(self.config.sampler)
         self.process: ForwardProcess = build_process(process_config)
         self.timesteps: Tensor = torch.zeros(0, dtype=torch.long)
         self.num_inference_steps: int | None = None
         self._lower_of: dict[int, int] = {}  # grid step -> the next (lower) grid step
-        self._heun_start: _HeunStart | None = None
+        self._pending: _Pending | None = None
 
     @property
     def order(self) -> int:
         """Network evaluations per interval of the solver (diffusers' ``order``): 2 for ode-heun, else 1."""
-        return 2 if self.config.sampler == "ode-heun" else 1
+        return self._sampler.evaluations_per_interval
 
     def __len__(self) -> int:
         """T, the number of steps of the forward process (diffusers: ``num_train_timesteps``)."""
@@ -132,13 +150,11 @@ class DiffusionScheduler:
             if num_inference_steps is None:
                 raise UserError("set_timesteps needs num_inference_steps (the NFE) or timesteps (the grid)")
             grid = sweep_grid(self.process, self.config.sampler, self._checked_nfe(num_inference_steps, start_step), start_step)
-        uppers = grid[:-1]
-        if self.config.sampler == "ode-heun":
-            uppers = grid[:1] + [step for step in grid[1:-1] for _ in range(2)]
+        uppers = [query for upper, lower in zip(grid[:-1], grid[1:]) for query in self._sampler.step.query_steps(upper, lower)]
         self.timesteps = torch.tensor(uppers, dtype=torch.long)
         self.num_inference_steps = len(uppers)
         self._lower_of = dict(zip(grid[:-1], grid[1:]))
-        self._heun_start = None
+        self._pending = None
 
     def _checked_nfe(self, nfe: int, start_step: int | None) -> int:
         """``nfe`` if a sweep from ``start_step`` can spend exactly that many evaluations, else a UserError."""
@@ -146,15 +162,15 @@ class DiffusionScheduler:
             raise UserError(f"num_inference_steps must be an integer ≥ 1 (network evaluations), got {nfe!r}")
         start = self.process.steps if start_step is None else start_step
         sampler = self.config.sampler
-        if sampler == "ode-heun":
-            most = 2 * start - 1
-            if nfe % 2 == 0:
-                raise UserError(
-                    f"ode-heun spends 2 evaluations per interval and 1 on the last, so num_inference_steps is odd "
-                    f"(2k − 1 for k intervals); got {nfe}: use {nfe - 1} or {nfe + 1}"
-                )
-        else:
-            most = start
+        per_interval, last = self._sampler.evaluations_per_interval, self._sampler.evaluations_of_last_interval
+        most = per_interval * (start - 1) + last
+        excess = (nfe - last) % per_interval
+        if excess:
+            raise UserError(
+                f"{sampler} spends {per_interval} evaluations per interval and {last} on the last, so "
+                f"num_inference_steps is {per_interval}k − {per_interval - last} for k intervals; got {nfe}: "
+                f"use {nfe - excess} or {nfe - excess + per_interval}"
+            )
         if nfe > most:
             raise UserError(
                 f"num_inference_steps = {nfe} is more than a {sampler} sweep from step {start} can spend "
@@ -224,32 +240,29 @@ class DiffusionScheduler:
             raise UserError(
                 f"model_output has shape {tuple(model_output.shape)}, sample {tuple(sample.shape)}; they must match"
             )
-        sampler = self.config.sampler
-        pending = self._heun_start
+        pending = self._pending
         # The grid is checked before anything is computed at ``step``: off the grid, c(t) may not exist.
         if pending is not None:
-            if step != pending.lower:
+            if step != pending.due:
                 raise UserError(
-                    f"ode-heun expects timestep {pending.lower} (the second evaluation of the interval "
-                    f"{pending.upper}→{pending.lower}), got {step}; loop over scheduler.timesteps in order"
+                    f"{self.config.sampler} expects timestep {pending.due} (evaluation {len(pending.scores) + 1} of the "
+                    f"interval {pending.upper}→{pending.lower}), got {step}; loop over scheduler.timesteps in order"
                 )
+            start, upper, lower, scores = pending.sample, pending.upper, pending.lower, pending.scores
         else:
-            lower = self._lower_step(step)
+            start, upper, lower, scores = sample, step, self._lower_step(step), []
         score = self.process.constrain_score(sample, step, model_output / self.process.output_scale(step, like=sample))
-        if pending is not None:
-            upper, lower = pending.upper, pending.lower
-            scores = _known_scores({upper: pending.score, lower: score})
-            prev_sample, _ = self.process.reverse_ode_step(pending.sample, scores, upper, lower, heun=True)
-            self._heun_start = None
-        else:
-            if sampler == "sde":
-                prev_sample = reverse_sde_step(self.process, sample, score, step, lower, generator)
-            else:
-                # The Euler step; for ode-heun also the predictor, whose score the next call brings.
-                scores = _known_scores({step: score})
-                prev_sample, _ = self.process.reverse_ode_step(sample, scores, step, lower, heun=False)
-                if sampler == "ode-heun" and lower > 0:
-                    self._heun_start = _HeunStart(sample, score, step, lower)
+        scores = [*scores, (step, score)]
+        # The registry's step runs from the interval's start with the scores evaluated so far; where it asks for
+        # one more (ode-heun's at the Euler predictor), that state is this call's result and the next call's input.
+        try:
+            prev_sample, _ = self._sampler.step.run(
+                self.process, _replayed_scores(scores), start, upper, lower, self._sampler, generator
+            )
+            self._pending = None
+        except _ScoreDue as due:
+            prev_sample = due.state
+            self._pending = _Pending(start, scores, upper, lower, due.step)
         return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
 
     def _lower_step(self, step: int) -> int:
@@ -347,10 +360,18 @@ def _as_step(timestep: int | Tensor) -> int:
     return timestep
 
 
-def _known_scores(scores: dict[int, Tensor]) -> ScoreFn:
-    """A score function that returns already evaluated scores by query step, for ``process.reverse_ode_step``."""
+def _replayed_scores(scores: list[tuple[int, Tensor]]) -> ScoreFn:
+    """A score function that answers a step's queries, in order, with the (step, score) pairs already evaluated,
+    and raises ``_ScoreDue`` at the first query beyond them."""
+    answers = iter(scores)
 
     def score_fn(state: Tensor, step: int) -> Tensor:
-        return scores[step]
+        answer = next(answers, None)
+        if answer is None:
+            raise _ScoreDue(state, step)
+        evaluated_at, score = answer
+        if evaluated_at != step:
+            raise RuntimeError(f"the reverse step asked for the score at step {step}, but it was evaluated at {evaluated_at}")
+        return score
 
     return score_fn
