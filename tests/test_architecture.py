@@ -3,13 +3,17 @@ only in the app, no command-line flag in a library error, and a light ``Diffusio
 
 from __future__ import annotations
 
+import argparse
 import ast
+import dataclasses
 import subprocess
 import sys
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import kuramoto_diffusion
 from kuramoto_diffusion.app.cli import build_parser, flags_for_parameters, parameter_flags
+from kuramoto_diffusion.serialization import field_choices
 
 PACKAGE = Path(kuramoto_diffusion.__file__).parent
 NAME = "kuramoto_diffusion"
@@ -278,3 +282,95 @@ def test_a_new_sampler_is_one_function_and_one_registry_line(monkeypatch):
 
     arguments = build_parser().parse_args(["sample", "--checkpoint", "model.safetensors", "--sampler", "toy-noiseless"])
     assert arguments.sampler == "toy-noiseless"
+
+
+# ----- choices: written once, as Literal[...] fields of the configs ------------------------------
+def option_disagreements(command: argparse.ArgumentParser, request: type, config_fields: Callable[[str], tuple[type, str] | None],
+                         as_field: Callable[[str, object], object] = lambda option, value: value,
+                         own_choices: Mapping[str, Collection[str]] = {}, default_exceptions: Collection[str] = ()) -> list[str]:
+    """What a subcommand's options and the config fields they set disagree on: each request field is an option of
+    its name (``--name-with-dashes``) with the request's default, the default of the field ``config_fields`` names
+    (``as_field`` turns the option's value into the field's; a None request default is decided later, by the data)
+    and the field's Literal choices; an option with choices and no Literal field offers ``own_choices``."""
+    actions = {action.dest: action for action in command._actions}
+    found = []
+    for option in dataclasses.fields(request):
+        if option.name == "given":
+            continue
+        action = actions.get(option.name)
+        if action is None or "--" + option.name.replace("_", "-") not in action.option_strings:
+            found.append(f"{option.name}: no option --{option.name.replace('_', '-')}")
+            continue
+        if option.default is not dataclasses.MISSING and action.default != option.default:
+            found.append(f"{option.name}: the option's default {action.default!r} is not the request's {option.default!r}")
+        target = config_fields(option.name)
+        if target is not None and option.name not in default_exceptions and option.default is not None:
+            cls, name = target
+            field_default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+            if field_default != as_field(option.name, option.default):
+                found.append(f"{option.name}: default {option.default!r}, but {cls.__name__}.{name} defaults to {field_default!r}")
+        try:
+            choices = field_choices(*target) if target is not None else None
+        except TypeError:  # not a Literal field
+            choices = None
+        if choices is not None:
+            if tuple(action.choices or ()) != choices:
+                found.append(f"{option.name}: choices {action.choices}, but {target[0].__name__}.{target[1]} takes {choices}")
+            try:
+                request_choices = field_choices(request, option.name)
+            except TypeError:
+                request_choices = None
+            if request_choices != choices:
+                found.append(f"{option.name}: {request.__name__}.{option.name} is not typed as {target[0].__name__}.{target[1]}")
+        elif action.choices is not None and tuple(action.choices) != tuple(own_choices.get(option.name, ())):
+            found.append(f"{option.name}: choices {action.choices} come from no config field or registry")
+    return found
+
+
+def _config_field(classes: Sequence[type], renamed: Mapping[str, str] = {}) -> Callable[[str], tuple[type, str] | None]:
+    def lookup(option: str) -> tuple[type, str] | None:
+        for cls in classes:
+            name = renamed.get(option, option) if cls is classes[0] else option
+            if name in {f.name for f in dataclasses.fields(cls)}:
+                return cls, name
+        return None
+
+    return lookup
+
+
+def test_each_option_agrees_with_its_config_field_in_name_default_and_choices():
+    from kuramoto_diffusion.app.cli import CHANNEL_NAMES, DEVICE_NAMES
+    from kuramoto_diffusion.app.forward import ForwardRequest
+    from kuramoto_diffusion.app.train import TRAIN_OPTION_FIELDS, TrainRequest, train_option_value
+    from kuramoto_diffusion.config import DataConfig, ModelConfig, TrainConfig
+    from kuramoto_diffusion.nets import UNET_PRESETS
+    from kuramoto_diffusion.processes import PROCESS_NAMES, KuramotoConfig
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    own = {"process": PROCESS_NAMES, "preset": tuple(UNET_PRESETS), "channels": CHANNEL_NAMES, "device": DEVICE_NAMES}
+    train_fields = _config_field([TrainConfig, DataConfig, ModelConfig, KuramotoConfig], TRAIN_OPTION_FIELDS)
+    # --channels: "auto" (from the data) where the field holds the number
+    assert option_disagreements(subcommands["train"], TrainRequest, train_fields, train_option_value, own, {"channels"}) == []
+    assert option_disagreements(subcommands["forward"], ForwardRequest, _config_field([DataConfig, KuramotoConfig])) == []
+    # Every TrainConfig field is an option's (of its own name unless renamed), but for these, which no option sets.
+    without_option = {f.name for f in dataclasses.fields(TrainConfig)} - set(TRAIN_OPTION_FIELDS.values())
+    assert without_option == {"weight_decay", "grad_clip", "log_every"}
+
+
+def test_the_option_check_finds_disagreements():
+    from kuramoto_diffusion.config import TrainConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Request:
+        precision: str = "fp32"
+        objective: str = "auto"
+        window: int = 0
+        lr: float = 1e-3  # another default than the config field's
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")  # a choice missing, the request untyped
+    parser.add_argument("--objective-name", dest="objective", default="auto")  # another name
+    parser.add_argument("--window", type=int, default=1)  # another default than the request's
+    parser.add_argument("--lr", type=float, default=1e-3)
+    found = option_disagreements(parser, Request, _config_field([TrainConfig]))
+    assert [line.split(":")[0] for line in found] == ["precision", "precision", "objective", "window", "lr"], found

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .codecs import FlowNormalisation
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
 from .processes import ProcessConfig
-from .serialization import choice_check
+from .serialization import check_choices
 
 # What a data spec (DataConfig.source) names: these prefixes, "textures", "fingerprints", a CIFAR-10 archive or
 # an image folder.
 ANGLE_PREFIX = "angles:"  # a .csv or .npy file of N rows by D angles
 TORUS_PREFIX = "torus:"  # a 2-torus density of data/torus.py
 FLOW_PREFIX = "flows:"  # a flows folder, .npz files or PDEArena HDF5
-BAD_IMAGE_POLICIES = ("error", "skip")  # what a folder source does with a file it cannot use
+BadImagePolicy = Literal["error", "skip"]  # what a folder source does with a file it cannot use
+BAD_IMAGE_POLICIES: tuple[str, ...] = get_args(BadImagePolicy)
 # The most pixels (width × height) an image file may declare before it is decoded: Pillow's own default
 # (1024³ / 4 / 3 ≈ 89.5 million, 0.25 GiB as 8-bit RGB). A file declaring more is refused from its header
 # as a possible decompression bomb (a 446 KB PNG can declare 12000 × 12000 and cost 2.3 GB decoded).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+IMAGE_CHANNELS = (1, 3)  # grey or RGB
 
 
 def is_angle_spec(spec: object) -> bool:
@@ -34,8 +36,8 @@ def is_flow_spec(spec: object) -> bool:
     return isinstance(spec, str) and spec.startswith(FLOW_PREFIX)
 
 
-DATA_KINDS = ("image", "angle", "flow")
-FLOW_NETWORKS = ("joint", "split")
+DataKind = Literal["image", "angle", "flow"]
+FlowNetworks = Literal["joint", "split"]
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,16 @@ class ModelConfig:
     process: ProcessConfig
     channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
     image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
-    data_kind: str = "image"  # image: values in [-1, 1] mapped to phases a·x (KuramotoConfig.phase_range); angle: radians as they are; flow: velocities
+    data_kind: DataKind = "image"  # image: values in [-1, 1] mapped to phases a·x (KuramotoConfig.phase_range); angle: radians as they are; flow: velocities
     unet: UNetConfig | None = None
     mlp: MLPConfig | None = None
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
     context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
-    flow_networks: str = "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
+    flow_networks: FlowNetworks = "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if (self.unet is None) == (self.mlp is None):
             raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
         backbone_classes = self.unet.num_classes if self.unet is not None else self.mlp.num_classes  # type: ignore[union-attr]
@@ -61,14 +64,12 @@ class ModelConfig:
             raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
         if len(set(self.class_names)) != len(self.class_names):
             raise UserError(f"class names must be distinct, got {', '.join(self.class_names)}")
-        choice_check("data_kind", self.data_kind, DATA_KINDS)
         if (self.data_kind == "flow") != (self.flow is not None):
             raise UserError("a flow model needs its flow normalisation, and only flow models have one")
         if self.process.kind == "phase-amplitude" and (self.data_kind, self.channels) != ("flow", 2):
             raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
         if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
             raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
-        choice_check("flow_networks", self.flow_networks, FLOW_NETWORKS)
         if self.flow_networks == "split" and (self.process.kind != "phase-amplitude" or self.unet is None):
             raise UserError("flow_networks 'split' (one network per field) is for phase-amplitude flow models")
         if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or self.unet is None)):
@@ -206,14 +207,14 @@ class DataConfig:
     flip: bool = True
     val_fraction: float = 0.1
     seed: int = 0
-    on_bad_image: str = "error"  # error | skip: what to do with a file of a folder that cannot be used
+    on_bad_image: BadImagePolicy = "error"  # error | skip: what to do with a file of a folder that cannot be used
     classes: bool = False  # each first-level subfolder is a class (class-conditional training)
     lazy: bool = False  # image folders: decode the files of each batch on demand instead of holding all in memory
     degrees: bool = False  # angle files: the values are degrees (samples are written back in degrees)
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # image folders: larger files are refused from their header
 
     def __post_init__(self) -> None:
-        choice_check("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        check_choices(self)
         if self.max_image_pixels < 1:
             raise UserError(f"max_image_pixels must be ≥ 1, got {self.max_image_pixels}")
         if is_angle_spec(self.source):
@@ -227,18 +228,19 @@ class DataConfig:
                 raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop degrees=True")
             if self.image_size < 8:
                 raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
-            if self.channels not in (1, 3):
+            if self.channels not in IMAGE_CHANNELS:
                 raise UserError(f"channels must be 1 or 3, got {self.channels}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
 
-FORWARD_STATES = ("pool", "resimulate")
+ForwardStates = Literal["pool", "resimulate"]
 # DSM objectives (training/loss.py): which kernel and target, and whether draws are antithetic; "auto" is the
 # measured best the process supports (``loss.resolve_objective``), written into the saved config as resolved
-OBJECTIVES = ("auto", "markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic")
-PRECISIONS = ("fp32", "bf16", "fp16")  # the network's arithmetic in training (fp16 with loss scaling)
-NONFINITE_POLICIES = ("stop", "skip")  # what training does when the loss or the gradients are NaN/inf
+Objective = Literal["auto", "markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+Precision = Literal["fp32", "bf16", "fp16"]  # the network's arithmetic in training (fp16 with loss scaling)
+NonfinitePolicy = Literal["stop", "skip"]  # what training does when the loss or the gradients are NaN/inf
 
 
 @dataclass(frozen=True)
@@ -248,13 +250,13 @@ class TrainConfig:
     train_steps: int = 2000
     batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
     grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
-    precision: str = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
+    precision: Precision = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
-    objective: str = "auto"  # see OBJECTIVES and training/loss.py
+    objective: Objective = "auto"  # see OBJECTIVES and training/loss.py
     window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
     anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
-    forward_states: str = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
+    forward_states: ForwardStates = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     pool_advance: int = 0  # chains advanced per step, in turn; 0: min(pool size, 8·batch), all of them at T = 100
     # The pool's start: 0 simulates every chain to its step (≈ N·T/2 chain steps); G > 0 simulates G trajectories to
@@ -275,13 +277,11 @@ class TrainConfig:
     sample_every: int = 1000
     log_every: int = 25
     seed: int = 0
-    on_nonfinite: str = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
+    on_nonfinite: NonfinitePolicy = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
     class_dropout: float = 0.1  # class-conditional models: labels replaced by "no class" this often (for guidance)
 
     def __post_init__(self) -> None:
-        choice_check("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
-        choice_check("precision", self.precision, PRECISIONS)
-        choice_check("objective", self.objective, OBJECTIVES)
+        check_choices(self)
         for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
@@ -296,8 +296,6 @@ class TrainConfig:
             raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
         if self.objective.endswith("antithetic") and self.draws % 2:
             raise UserError(f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}")
-        if self.forward_states not in FORWARD_STATES:
-            raise UserError(f"unknown forward_states {self.forward_states!r}; valid values are {', '.join(FORWARD_STATES)}")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ those files keep the value they were written with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import types
@@ -194,6 +195,33 @@ def save_config(config: Any, path: str | os.PathLike[str]) -> None:
 
 def load_config(cls: type[T], path: str | os.PathLike[str]) -> T:
     return config_from_dict(cls, read_json(path), where=str(path))
+
+
+def field_choices(cls: type, name: str) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` field ``name`` of dataclass ``cls`` may take (an optional one's without None):
+    the one list of a setting's choices, which the command line offers and ``check_choices`` enforces."""
+    annotation = get_type_hints(cls)[name]
+    if get_origin(annotation) in (Union, types.UnionType):
+        literals = [option for option in get_args(annotation) if get_origin(option) is typing.Literal]
+        annotation = literals[0] if len(literals) == 1 else annotation
+    if get_origin(annotation) is not typing.Literal:
+        raise TypeError(f"{cls.__name__}.{name} is not a Literal field")
+    return get_args(annotation)
+
+
+def check_choices(config: Any) -> None:
+    """Raise ``choice_check``'s one-line UserError for the first ``Literal[...]`` field of dataclass ``config`` whose
+    value is not one of its choices (what a Python caller passed the constructor; files are checked on load)."""
+    for name, choices in _literal_fields(type(config)):
+        choice_check(name, getattr(config, name), choices)
+
+
+@functools.cache
+def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """(name, choices) of each ``Literal[...]`` field of ``cls``, in field order (read once per class)."""
+    hints = get_type_hints(cls)
+    return tuple((f.name, get_args(hints[f.name])) for f in dataclasses.fields(cls)
+                 if get_origin(hints[f.name]) is typing.Literal)
 
 
 def choice_check(name: str, value: str, choices: typing.Iterable[str]) -> None:

@@ -18,16 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import __version__
-from ..config import BAD_IMAGE_POLICIES, DEFAULT_MAX_IMAGE_PIXELS, NONFINITE_POLICIES, OBJECTIVES, PRECISIONS
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_CHANNELS, DataConfig, ModelConfig, TrainConfig
 from ..errors import UserError
-from ..processes import COUPLING_NORMS, COUPLING_SHAPES, PROCESS_NAMES, KuramotoConfig
+from ..nets import UNET_PRESETS
+from ..processes import PROCESS_NAMES, KuramotoConfig
 from ..sampling.grids import GRIDS
 from ..sampling.steps import REVERSE_STEPS
+from ..serialization import field_choices
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
 
-PRESET_NAMES = ("tiny", "small", "paper-cifar")
+PRESET_NAMES = tuple(UNET_PRESETS)  # network sizes; angle data takes the MLP sizes of the same names (config.py)
 DEVICE_NAMES = ("auto", "cpu", "cuda")
+CHANNEL_NAMES = ("auto", *map(str, IMAGE_CHANNELS))  # image channels, or auto: from the data
 
 
 # ----- option types: validated at parse time, so bad values exit 2 with argparse's one line ----
@@ -129,7 +132,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _add_bad_image_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--on-bad-image", choices=BAD_IMAGE_POLICIES, default="error",
+        "--on-bad-image", choices=field_choices(DataConfig, "on_bad_image"), default="error",
         help="a folder file that cannot be opened or decoded, or is too small or too large: stop, or skip it with one "
              "warning and a count",
     )
@@ -142,13 +145,13 @@ def _add_bad_image_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_process_options(parser: argparse.ArgumentParser, *, for_flows: bool = False) -> None:
     parser.add_argument("--steps", type=positive_int, default=100, help="number of diffusion steps T")
-    parser.add_argument("--schedule", choices=("linear", "paper-100"), default="linear", help="Kuramoto schedule shape")
+    parser.add_argument("--schedule", choices=field_choices(KuramotoConfig, "schedule"), default="linear", help="Kuramoto schedule shape")
     if for_flows:
         parser.add_argument("--neighbourhood", type=positive_int, default=None,
                             help="local coupling kernel size M (pixels) (default: 5 for images, 4 for flows)")
     else:
         parser.add_argument("--neighbourhood", type=positive_int, default=5, help="local coupling kernel size M (pixels)")
-    parser.add_argument("--padding", choices=("reflect", "circular"), default="reflect", help="image borders: reflect, or circular for tileable output (local coupling and the network wrap around)")
+    parser.add_argument("--padding", choices=field_choices(KuramotoConfig, "padding"), default="reflect", help="image borders: reflect, or circular for tileable output (local coupling and the network wrap around)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "kuramoto-none drops the coupling and keeps the reference pull: a wrapped Ornstein–Uhlenbeck process)",
     )
     train.add_argument("--image-size", type=image_size, default=32, help="pixels per side")
-    train.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="1 grey, 3 RGB, auto from the data")
+    train.add_argument("--channels", choices=CHANNEL_NAMES, default="auto", help="1 grey, 3 RGB, auto from the data")
     train.add_argument(
         "--preset", choices=PRESET_NAMES, default="small",
         help="network size. Images, a UNet: tiny (0.18 M parameters) for first runs, about 0.5 s per step at batch 32 and "
@@ -204,12 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=positive_int, default=32, help="starting states per step, all processes together (torchrun: each runs batch ÷ processes)")
     train.add_argument("--grad-accum", type=positive_int, default=1,
                        help="micro-batches per process and step: same result, less memory (batch must divide)")
-    train.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    train.add_argument("--precision", choices=field_choices(TrainConfig, "precision"), default="fp32",
                        help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32")
     train.add_argument("--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)")
     train.add_argument("--draws", type=capped_positive_int(OPTION_CAPS["draws"]), default=1, help="kernel draws per starting state")
     train.add_argument(
-        "--objective", choices=OBJECTIVES, default="auto",
+        "--objective", choices=field_choices(TrainConfig, "objective"), default="auto",
         help="DSM objective: auto (propagated for the Kuramoto processes, markov for the Euclidean baseline, whose "
              "loss is then DDPM's ε-prediction, and for phase-amplitude flows), markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
              "(the linearised kernel: mean along the deterministic chain, variance linearised; window T starts every "
@@ -221,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow, 1 for propagated)")
     train.add_argument("--anchor", type=non_negative_int, default=0,
                        help="queries at t ≤ this start from the data with the linearised kernel, later ones from the chain (0: none)")
-    train.add_argument("--forward-states", choices=("pool", "resimulate"), default="pool", help="O(1) chain pool or the authors' re-simulation")
+    train.add_argument("--forward-states", choices=field_choices(TrainConfig, "forward_states"), default="pool", help="O(1) chain pool or the authors' re-simulation")
     train.add_argument("--pool-size", type=non_negative_int, default=0,
                        help="chains in the pool (0: max(T, 4·batch) rounded up to a multiple of T)")
     train.add_argument("--pool-advance", type=non_negative_int, default=0,
@@ -253,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume-from", type=Path, default=None, metavar="CHECKPOINT",
                        help="continue the run in --out from this checkpoint folder (e.g. OUT/checkpoints/step-00000500)")
     train.add_argument(
-        "--on-nan", choices=NONFINITE_POLICIES, default="stop",
+        "--on-nan", choices=field_choices(TrainConfig, "on_nonfinite"), default="stop",
         help="a NaN/inf loss or gradient: stop (keeping the last good checkpoint), or skip that step (stops after 10 in a row)",
     )
     train.add_argument("--lazy", action="store_true",
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--classes", action="store_true", help="class-conditional: each subfolder of --data is a class")
     train.add_argument("--class-dropout", type=unit_interval, default=0.1,
                        help="with --classes or --context-frames: share of labels / contexts dropped (for guidance)")
-    train.add_argument("--flow-networks", choices=("joint", "split"), default=None,
+    train.add_argument("--flow-networks", choices=field_choices(ModelConfig, "flow_networks"), default=None,
                        help="phase-amplitude flows: one network per field, each conditioned on the other (split), or one "
                        "network for both (joint) (default: split for phase-amplitude, joint for euclidean)")
     train.add_argument("--context-frames", type=non_negative_int, default=0,
@@ -275,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--coupling-range", type=non_negative_float, nargs=2, metavar=("LO", "HI"),
                        default=regime.coupling_range,
                        help="Kuramoto coupling K per step at T = 100, from LO to HI (the paper's values by default)")
-    train.add_argument("--coupling-shape", choices=COUPLING_SHAPES, default=regime.coupling_shape,
+    train.add_argument("--coupling-shape", choices=field_choices(KuramotoConfig, "coupling_shape"), default=regime.coupling_shape,
                        help="K along the chain: schedule (from LO to HI in --schedule's shape), or constant (HI every step)")
-    train.add_argument("--coupling-norm", choices=COUPLING_NORMS, default=regime.coupling_norm,
+    train.add_argument("--coupling-norm", choices=field_choices(KuramotoConfig, "coupling_norm"), default=regime.coupling_norm,
                        help="mean-field: the mean of sin(θ_j − θ_i) over the neighbourhood; unit: sin(arg m_i − θ_i), "
                        "the unit-modulus mean field (the authors' strength)")
     train.add_argument("--ref-strength", type=non_negative_float, default=regime.ref_strength,
@@ -354,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_options(evaluate, " (with --checkpoint)")
     evaluate.add_argument("--batch-size", type=positive_int, default=64, help="sampling batch size")
     evaluate.add_argument("--image-size", type=image_size, default=32, help="with --fake: pixels per side")
-    evaluate.add_argument("--channels", choices=("auto", "1", "3"), default="auto", help="with --fake")
+    evaluate.add_argument("--channels", choices=CHANNEL_NAMES, default="auto", help="with --fake")
     evaluate.add_argument("--clip-denoised", action="store_true", help="with a Euclidean --checkpoint: DDPM's x0 clipping")
     evaluate.add_argument("--inception-weights", type=Path, default=None, help="local inception-2015-12-05.pt for FID/KID")
     evaluate.add_argument("--nll", action="store_true",

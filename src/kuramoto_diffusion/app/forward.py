@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, BadImagePolicy
 from ..data import open_image_source
 from ..processes import build_process, process_config
+from ..processes.kuramoto import Padding
+from ..processes.schedules import ScheduleShape
 from ..viz.images import forward_figure, save_image_atomic
 
 
@@ -21,12 +23,12 @@ class ForwardRequest:
     num: int = 3
     frames: int = 9
     out: Path = Path("forward.png")
-    on_bad_image: str = "error"
+    on_bad_image: BadImagePolicy = "error"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     steps: int = 100
-    schedule: str = "linear"
+    schedule: ScheduleShape = "linear"
     neighbourhood: int = 5
-    padding: str = "reflect"
+    padding: Padding = "reflect"
     seed: int = 0
     quiet: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,14 @@ from ..config import (
     ANGLE_PREFIX,
     DEFAULT_MAX_IMAGE_PIXELS,
     FLOW_PREFIX,
+    BadImagePolicy,
     DataConfig,
+    FlowNetworks,
     FlowNormalisation,
+    ForwardStates,
+    NonfinitePolicy,
+    Objective,
+    Precision,
     RunConfig,
     TrainConfig,
     angle_model_config,
@@ -41,11 +48,14 @@ from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
+from ..processes.kuramoto import CouplingNorm, CouplingShape, Padding
+from ..processes.schedules import ScheduleShape
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
 from ..nets import count_parameters
 from ..training import Trainer
 from ..training.checkpointing import resumable_checkpoint
+from ..training.trainer import RESUME_CHANGEABLE
 from ..training.run_lock import RunLock
 from ..training.validation import ValidationProbe, validation_steps
 from .limits import MAX_BATCH_VALUES, check_values, values_per_example
@@ -65,13 +75,13 @@ class TrainRequest:
     train_steps: int = 2000
     batch_size: int = 32
     grad_accum: int = 1
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     compile: bool = False
     draws: int = 1
-    objective: str = "auto"
+    objective: Objective = "auto"
     window: int = 0
     anchor: int = 0
-    forward_states: str = "pool"
+    forward_states: ForwardStates = "pool"
     pool_size: int = 0
     pool_advance: int = 0
     pool_fill_trajectories: int = 0
@@ -87,26 +97,50 @@ class TrainRequest:
     device: str = "auto"
     resume: bool = False
     resume_from: Path | None = None  # a checkpoint folder of the run in ``out`` to resume from (implies resume)
-    on_nan: str = "stop"
+    on_nan: NonfinitePolicy = "stop"
     lazy: bool = False
     classes: bool = False
     class_dropout: float = 0.1
-    flow_networks: str | None = None
+    flow_networks: FlowNetworks | None = None  # None: by the process
     context_frames: int = 0
-    on_bad_image: str = "error"
+    on_bad_image: BadImagePolicy = "error"
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     steps: int = 100
-    schedule: str = "linear"
+    schedule: ScheduleShape = "linear"
     neighbourhood: int | None = None  # None: 5 for images, 4 for flows
-    padding: str = "reflect"
+    padding: Padding = "reflect"
     phase_range: float | None = None  # a fraction of π; None: KuramotoConfig's default (0.5)
     coupling_range: tuple[float, float] = KuramotoConfig.coupling_range  # Kuramoto K per step at T = 100 (LO, HI)
-    coupling_shape: str = KuramotoConfig.coupling_shape  # schedule | constant
-    coupling_norm: str = KuramotoConfig.coupling_norm  # mean-field | unit
+    coupling_shape: CouplingShape = KuramotoConfig.coupling_shape
+    coupling_norm: CouplingNorm = KuramotoConfig.coupling_norm
     ref_strength: float = KuramotoConfig.ref_strength  # κ_ref ≥ 0
     seed: int = 0
     quiet: bool = False
     given: frozenset[str] = frozenset()  # the options the user typed (a resume checks them against the run)
+
+
+# Train options whose TrainConfig field has another name; every other option sets the field of its own name, if
+# TrainConfig has one. option → (field, negated: the option says "no" to what the field says "yes" to).
+RENAMED_TRAIN_OPTIONS: dict[str, tuple[str, bool]] = {"on_nan": ("on_nonfinite", False), "no_fit_prior": ("fit_prior", True)}
+_TRAIN_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainConfig))
+# TrainRequest option → the TrainConfig field it sets (TrainConfig fields without an option keep their defaults).
+TRAIN_OPTION_FIELDS: dict[str, str] = {
+    option.name: field
+    for option in dataclasses.fields(TrainRequest)
+    if (field := RENAMED_TRAIN_OPTIONS.get(option.name, (option.name, False))[0]) in _TRAIN_CONFIG_FIELDS
+}
+
+
+def train_option_value(option: str, value: object) -> object:
+    """A train option's value as its TrainConfig field's, or the field's as the option's (negation is its own inverse)."""
+    negated = RENAMED_TRAIN_OPTIONS.get(option, (option, False))[1]
+    return not value if negated else value
+
+
+def train_config_from(request: TrainRequest) -> TrainConfig:
+    """The TrainConfig that ``request``'s options set, matched by name (``TRAIN_OPTION_FIELDS``)."""
+    values = {field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()}
+    return TrainConfig(**values)  # type: ignore[arg-type]  # each value has its TrainRequest field's type, the field's own
 
 
 def train(request: TrainRequest) -> DiffusionModel:
@@ -162,10 +196,9 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
         data = dataclasses.replace(data, max_image_pixels=request.max_image_pixels)
     source = open_source(data)
     given = request.given
-    changes = {name: getattr(request, name) for name in ("checkpoint_every", "keep_checkpoints", "sample_every")
-               if name in given}
-    if "on_nan" in given:
-        changes["on_nonfinite"] = request.on_nan
+    # --train-steps and --grad-accum are passed on their own (Trainer.resume checks them against the run).
+    changes = {field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()
+               if option in given and field in RESUME_CHANGEABLE and field not in ("train_steps", "grad_accum")}
     train_steps = request.train_steps if "train_steps" in given else None
     trainer = Trainer.resume(request.out, source, checkpoint=checkpoint, train_steps=train_steps, device=device,
                              quiet=request.quiet, context=context, grad_accum=request.grad_accum, training_changes=changes)
@@ -217,26 +250,17 @@ def process_name_of(process: ProcessConfig) -> str:
     return f"{process.kind}-{coupling}" if coupling is not None else process.kind
 
 
+def _saved_training_value(option: str) -> Callable[[RunConfig], object]:
+    field = TRAIN_OPTION_FIELDS[option]
+    return lambda run: train_option_value(option, getattr(run.training, field))
+
+
 # Option → the run's saved value (None: the option does not apply to this run), for the options a resume
-# cannot change: each defines the run's model, data or arithmetic.
-_SAVED_VALUES = {
-    "batch_size": lambda run: run.training.batch_size,
-    "precision": lambda run: run.training.precision,
-    "compile": lambda run: run.training.compile,
-    "draws": lambda run: run.training.draws,
-    "window": lambda run: run.training.window,
-    "anchor": lambda run: run.training.anchor,
-    "forward_states": lambda run: run.training.forward_states,
-    "pool_size": lambda run: run.training.pool_size,
-    "pool_advance": lambda run: run.training.pool_advance,
-    "pool_fill_trajectories": lambda run: run.training.pool_fill_trajectories,
-    "lr": lambda run: run.training.lr,
-    "warmup_steps": lambda run: run.training.warmup_steps,
-    "ema_decay": lambda run: run.training.ema_decay,
-    "ema_warmup_steps": lambda run: run.training.ema_warmup_steps,
-    "no_fit_prior": lambda run: not run.training.fit_prior,
-    "seed": lambda run: run.training.seed,
-    "class_dropout": lambda run: run.training.class_dropout,
+# cannot change: each defines the run's model, data or arithmetic. Every TrainConfig option but those a resume may
+# change (RESUME_CHANGEABLE) is one (--objective is compared on its own: "auto" agrees with any resolved objective).
+_SAVED_VALUES: dict[str, Callable[[RunConfig], object]] = {
+    **{option: _saved_training_value(option) for option, field in TRAIN_OPTION_FIELDS.items()
+       if field not in RESUME_CHANGEABLE and option != "objective"},
     "process": lambda run: process_name_of(run.model.process),
     "steps": lambda run: run.model.process.steps,
     "schedule": lambda run: getattr(run.model.process, "schedule", None),
@@ -346,16 +370,7 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                  f"{per_example:,} values per example",
                  "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)")
     class_names = source.class_names if request.classes else ()
-    training = TrainConfig(
-        train_steps=request.train_steps, batch_size=request.batch_size, grad_accum=request.grad_accum,
-        precision=request.precision, compile=request.compile, draws=request.draws,
-        objective=request.objective, window=request.window, anchor=request.anchor,
-        forward_states=request.forward_states, pool_size=request.pool_size, pool_advance=request.pool_advance,
-        pool_fill_trajectories=request.pool_fill_trajectories, lr=request.lr, warmup_steps=request.warmup_steps,
-        ema_decay=request.ema_decay, ema_warmup_steps=request.ema_warmup_steps, fit_prior=not request.no_fit_prior,
-        checkpoint_every=request.checkpoint_every, keep_checkpoints=request.keep_checkpoints,
-        sample_every=request.sample_every, seed=request.seed, on_nonfinite=request.on_nan, class_dropout=request.class_dropout,
-    )
+    training = train_config_from(request)
     pretrained = DiffusionModel.from_pretrained(request.init_from) if request.init_from else None
     if pretrained is not None:
         model_config = pretrained.config

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..serialization import check_choices
 from .base import ForwardProcess, ProbabilityFlow, ScoreFn, Step, resolve_config
 from .schedules import vp_cumulative_beta
 
@@ -33,6 +34,7 @@ class EuclideanConfig:
     clip_denoised: bool = False
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.steps < 1:
             raise UserError(f"steps must be ≥ 1, got {self.steps}")
         if not 0 < self.beta_min <= self.beta_max:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -42,19 +42,24 @@ from ..circular import (
     wrapped_normal_score,
 )
 from ..errors import UserError
-from ..serialization import choice_check
+from ..serialization import check_choices
 from .base import ForwardProcess, Step, resolve_config
-from .schedules import SCHEDULE_SHAPES, cumulative_schedule
+from .schedules import ScheduleShape, cumulative_schedule
 
-COUPLINGS = ("global", "local", "none")
-COUPLING_NORMS = ("mean-field", "unit")
-COUPLING_SHAPES = ("schedule", "constant")
+Coupling = Literal["global", "local", "none"]
+CouplingNorm = Literal["mean-field", "unit"]
+CouplingShape = Literal["schedule", "constant"]
+COUPLINGS: tuple[str, ...] = get_args(Coupling)
+COUPLING_NORMS: tuple[str, ...] = get_args(CouplingNorm)
+COUPLING_SHAPES: tuple[str, ...] = get_args(CouplingShape)
 # ε of the unit-modulus coupling's √(|m|² + ε²) in place of |m|: smooth at m = 0, where sin(arg m − θ) jumps,
 # with |∂C_i/∂θ_i| ≤ w_self/ε there; within 6e-6 relative of |m| for |m| ≥ 0.03 (≈ |m| of 1024 random phases;
 # a 5×5 box of random phases has |m| ≈ 0.2).
 UNIT_NORM_GUARD = 1e-4
-PADDINGS = ("reflect", "circular")
-KERNELS = ("box", "gaussian")
+Padding = Literal["reflect", "circular"]
+Kernel = Literal["box", "gaussian"]
+PADDINGS: tuple[str, ...] = get_args(Padding)
+KERNELS: tuple[str, ...] = get_args(Kernel)
 
 
 @dataclass(frozen=True)
@@ -63,33 +68,28 @@ class KuramotoConfig:
     but for the phase range, which is measured (BENCHMARKS.md)."""
 
     kind: Literal["kuramoto"] = "kuramoto"
-    coupling: str = "global"
+    coupling: Coupling = "global"
     neighbourhood: int = 5  # M of the M×M local kernel (pixels); even sizes are allowed
-    kernel: str = "box"  # box: uniform M×M; gaussian: std M/4, truncated to M×M
-    padding: str = "reflect"  # reflect for photos; circular for spatially periodic data
+    kernel: Kernel = "box"  # box: uniform M×M; gaussian: std M/4, truncated to M×M
+    padding: Padding = "reflect"  # reflect for photos; circular for spatially periodic data
     ref_phase: float = 0.0  # ψ_ref, radians
     ref_strength: float = 1.5  # κ_ref, pull towards ψ_ref relative to the coupling
     steps: int = 100  # T
-    schedule: str = "linear"
+    schedule: ScheduleShape = "linear"
     coupling_range: tuple[float, float] = (3e-5, 0.03)  # K per step at the 100-step reference
     noise_var_range: tuple[float, float] = (1e-4, 0.1)  # σ² per step at the 100-step reference
     prior_concentration: float = 1.2  # κ of the von Mises prior; 1.2 is the authors' hard-coded value
     phase_range: float = IMAGE_PHASE_RANGE  # a of the image encoding θ = a·x (radians, in (0, π)); the paper's: 0.9π
     # mean-field: C_i = Im(m_i e^{−iθ_i}) (|C| ≤ |m_i| ≤ 1); unit: C_i = sin(arg m_i − θ_i), the authors' strength
-    coupling_norm: Literal["mean-field", "unit"] = "mean-field"
+    coupling_norm: CouplingNorm = "mean-field"
     # schedule: K follows ``schedule`` from coupling_range[0] to [1]; constant: K = coupling_range[1] every step
-    coupling_shape: Literal["schedule", "constant"] = "schedule"
+    coupling_shape: CouplingShape = "schedule"
 
     # Models saved before phase_range was a setting were trained with the paper's 0.9π.
     ABSENT_KEY_VALUES: ClassVar[dict[str, float]] = {"phase_range": PAPER_PHASE_RANGE}
 
     def __post_init__(self) -> None:
-        choice_check("coupling", self.coupling, COUPLINGS)
-        choice_check("padding", self.padding, PADDINGS)
-        choice_check("kernel", self.kernel, KERNELS)
-        choice_check("schedule", self.schedule, SCHEDULE_SHAPES)
-        choice_check("coupling_norm", self.coupling_norm, COUPLING_NORMS)
-        choice_check("coupling_shape", self.coupling_shape, COUPLING_SHAPES)
+        check_choices(self)
         if self.coupling == "none" and self.coupling_norm != "mean-field":
             raise UserError(f"coupling_norm {self.coupling_norm!r} normalises a coupling; with coupling 'none' leave it 'mean-field'")
         if self.neighbourhood < 1:

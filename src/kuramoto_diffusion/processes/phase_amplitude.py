@@ -36,11 +36,11 @@ from torch import Tensor
 
 from ..circular import wrap
 from ..errors import UserError
-from ..serialization import choice_check
+from ..serialization import check_choices
 from .base import ChainFlow, ForwardProcess, ScoreFn, Step, resolve_config
 from .euclidean import EuclideanConfig, EuclideanVPProcess, VPFlow
-from .kuramoto import KERNELS, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
-from .schedules import REFERENCE_STEPS, SCHEDULE_SHAPES
+from .kuramoto import Kernel, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
+from .schedules import REFERENCE_STEPS, ScheduleShape
 
 PHASE, AMPLITUDE = 0, 1  # state channels
 
@@ -52,10 +52,10 @@ class PhaseAmplitudeConfig:
     kind: Literal["phase-amplitude"] = "phase-amplitude"
     steps: int = 100  # T
     neighbourhood: int = 4  # M of the M×M local coupling (SPEC §7: M = 4)
-    kernel: str = "box"
+    kernel: Kernel = "box"
     ref_phase: float = 0.0
     ref_strength: float = 1.5
-    schedule: str = "linear"
+    schedule: ScheduleShape = "linear"
     coupling_range: tuple[float, float] = (3e-5, 0.03)  # K per step at the 100-step reference
     noise_var_range: tuple[float, float] = (1e-4, 0.1)  # phase σ² per step at the 100-step reference
     prior_concentration: float = 1.2
@@ -64,8 +64,7 @@ class PhaseAmplitudeConfig:
     coherence: float = 1.0  # λ of the coherence term −½β·λ·r (0: plain VP on the amplitude)
 
     def __post_init__(self) -> None:
-        choice_check("kernel", self.kernel, KERNELS)
-        choice_check("schedule", self.schedule, SCHEDULE_SHAPES)
+        check_choices(self)
         for name in ("coupling_range", "noise_var_range", "beta_range"):
             value = getattr(self, name)
             if isinstance(value, list):

@@ -17,15 +17,18 @@ Two shapes:
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from ..serialization import choice_check
 
-SCHEDULE_SHAPES = ("linear", "paper-100")
+ScheduleShape = Literal["linear", "paper-100"]
+SCHEDULE_SHAPES: tuple[str, ...] = get_args(ScheduleShape)
 REFERENCE_STEPS = 100
 
 
-def cumulative_schedule(shape: str, start: float, end: float, steps: int) -> torch.Tensor:
+def cumulative_schedule(shape: ScheduleShape, start: float, end: float, steps: int) -> torch.Tensor:
     """Integral of the rate from τ = 0 to τ = t/T for t = 0 … T, float64 of length T + 1.
 
     ``start``/``end`` are per-step values at the 100-step reference.
