@@ -209,7 +209,7 @@ def test_null_class_label_equals_no_labels() -> None:
         (dict(attention_resolutions=(16,)), r"attention_resolutions \[16\] are never reached"),
         (dict(base_channels=48, groups=32), "not divisible by groups=32"),
         (dict(middle_channels=40, groups=16), "middle_channels 40"),
-        (dict(padding_mode="periodic"), "valid modes are zeros, circular, reflect"),
+        (dict(padding_mode="periodic"), "valid values are zeros, circular, reflect"),
         (dict(attention_resolutions=(8,), attention_heads=3), "attention_heads=3"),
         (dict(dropout=1.0), "dropout"),
         (dict(num_classes=-1), "num_classes must be >= 0"),

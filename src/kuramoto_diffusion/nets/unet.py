@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..serialization import check_choices
 from .embeddings import ClassEmbedding, TimeEmbedding, broadcast_time
 
 PaddingMode = Literal["zeros", "circular", "reflect"]
-PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class UNetConfig:
     attention_heads: int = 1
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _require_positive(
             in_channels=self.in_channels,
             out_channels=self.out_channels,
@@ -91,10 +92,6 @@ class UNetConfig:
             raise UserError(f"channel_mults must be a non-empty tuple of positive integers, got {self.channel_mults}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.padding_mode not in PADDING_MODES:
-            raise UserError(
-                f"unknown padding_mode {self.padding_mode!r}; valid modes are {', '.join(PADDING_MODES)}"
-            )
 
         factor = self.downsampling_factor
         if self.image_size % factor:
