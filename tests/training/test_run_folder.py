@@ -365,3 +365,65 @@ def test_a_wrong_type_in_a_config_section_names_the_key_and_the_type(clean_run):
             config_from_dict(RunConfig, broken, where="config.json")
         message = str(caught.value)
         assert message.startswith(f"config.json.{section}.{key}: {expected}") and len(message) < 120
+
+
+# ----- §7 chaos ---------------------------------------------------------------------------------------
+CHAOS_STEPS = 40
+
+
+def _writer(run: Path, resume: bool) -> subprocess.Popen:
+    command = [sys.executable, "-m", "kuramoto_diffusion", *TRAIN, "--train-steps", str(CHAOS_STEPS), "--checkpoint-every", "2",
+               "--keep-checkpoints", "4", "--seed", "5", "--out", str(run), *(["--resume"] if resume else [])]
+    return subprocess.Popen(command, env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_chaos_kills_concurrent_writers_and_damage_never_break_a_run(tmp_path):
+    """Rounds of: a writer killed (-9) at a random moment, a second writer started beside it, the newest checkpoint
+    damaged. After each round every checkpoint not damaged on purpose is whole, and a file the run did not write
+    is untouched; at the end the run is bit-identical to an uninterrupted one and leaves no temporary folder."""
+    import random
+
+    rng = random.Random(7)
+    reference = tmp_path / "reference"
+    straight = _writer(reference, resume=False)
+    assert straight.wait(timeout=900) == 0, straight.stderr.read()[-2000:]
+    run = tmp_path / "run"
+    notes = run / "notes.txt"
+    damaged: set[str] = set()
+    for round_number in range(12):
+        resume = bool(list_checkpoints(run))
+        first = _writer(run, resume)
+        deadline = time.time() + 240
+        while not list_checkpoints(run) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        if not notes.exists() and list_checkpoints(run):
+            notes.write_text("the user's own notes")
+        if rng.random() < 0.5 and first.poll() is None:
+            second = _writer(run, resume=True)
+            _, error = second.communicate(timeout=240)
+            if first.poll() is None:  # still writing: the second one must have stopped at the lock
+                assert second.returncode == 2 and "in use by another training process" in error, error
+        time.sleep(rng.uniform(0.0, 3.0))
+        if first.poll() is None:
+            first.send_signal(signal.SIGKILL)
+        first.wait()
+        for checkpoint in list_checkpoints(run):
+            if checkpoint.name not in damaged:
+                validate_checkpoint(checkpoint)
+        if list_checkpoints(run) and list_checkpoints(run)[-1].name.endswith(str(CHAOS_STEPS)):
+            break
+        if list_checkpoints(run) and rng.random() < 0.5 and len(list_checkpoints(run)) > 1:
+            newest = list_checkpoints(run)[-1]
+            rng.choice(DAMAGE)(newest)
+            damaged.add(newest.name)
+        if notes.exists():
+            assert notes.read_text() == "the user's own notes"
+    finisher = _writer(run, resume=True)
+    assert finisher.wait(timeout=900) == 0, finisher.stderr.read()[-2000:]
+    final = list_checkpoints(run)[-1]
+    assert final.name == f"step-{CHAOS_STEPS:08d}"
+    expected = weights(list_checkpoints(reference)[-1])
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in weights(final).items())
+    assert notes.read_text() == "the user's own notes"
+    assert list((run / "checkpoints").glob(".tmp-*")) == [] and list((run / "checkpoints").glob("*.old")) == []
