@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -19,7 +18,7 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.viz.images import image_grid, labelled_rows, save_image_atomic
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-kuramoto-local-32"
+MODEL_NAME = "textures-kuramoto-local-32"  # a shipped model, loaded by name
 NUM_IMAGES = 6
 HOLE = 12  # side of the masked centre square, pixels (of 32)
 SDEDIT_STEPS = (10, 25, 50, 75)
@@ -35,7 +34,7 @@ def centre_mask(size: int, hole: int) -> torch.Tensor:
 
 
 def main(output: str) -> None:
-    model = DiffusionModel.from_pretrained(MODEL_DIR)
+    model = DiffusionModel.from_pretrained(MODEL_NAME)
     size = model.config.image_size
     images = open_image_source("textures", size, channels=1, split="val").fixed_batch(NUM_IMAGES, seed=0)
     mask = centre_mask(size, HOLE)

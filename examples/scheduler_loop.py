@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-import kuramoto_diffusion
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.sampling.scheduler import KuramotoScheduler
 from kuramoto_diffusion.viz.images import image_grid, save_image_atomic
 
-PRETRAINED = Path(kuramoto_diffusion.__file__).parent / "pretrained" / "textures-kuramoto-local-32"
+PRETRAINED = "textures-kuramoto-local-32"  # a shipped model, loaded by name
 
 
 def main(output: Path, num_images: int = 8, num_inference_steps: int = 25, seed: int = 0) -> None:
