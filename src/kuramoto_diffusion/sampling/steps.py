@@ -226,7 +226,8 @@ class Sampler:
     DDIM for VP), "ode-heun" (second order), "pc" (the reverse SDE as predictor, each grid step
     first corrected by ``corrector_steps`` Langevin steps at target signal-to-noise ratio ``snr``;
     defaults 1 and ``DEFAULT_SNR``) or "euler-maruyama" (Euler–Maruyama on the continuous reverse
-    SDE for every process, VP included: the sampler of the paper's Euclidean baseline, as we infer). ``grid``: a
+    SDE for every process, VP included: the sampler of the paper's Euclidean baseline, as we infer) or "sde-heun"
+    (a second-order stochastic step for few NFE, ``sde_heun``; two evaluations per interval). ``grid``: a
     name in ``grids.GRIDS``, "uniform" or "rho" with exponent ``rho`` (``grids`` module docstring). Everywhere a
     sampler is taken, its name alone is short for ``Sampler(name)``.
     """
