@@ -96,7 +96,8 @@ def _mixture_score(process: KuramotoProcess, centres: list[float], width: float)
 
 @pytest.mark.parametrize("sampler,nfe", [
     ("sde", 100), ("ode", 100), ("ode-heun", 51), ("sde", 20), ("pc", 40), (RHO_SDE, 20), (RHO_HEUN, 21),
-], ids=["sde", "ode", "heun", "sde20", "pc40", "sde20-rho", "heun21-rho"])
+    ("sde-heun", 19), ("sde-heun", 99),
+], ids=["sde", "ode", "heun", "sde20", "pc40", "sde20-rho", "heun21-rho", "sde-heun19", "sde-heun99"])
 def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
     # No coupling and no reference pull: the forward process is wrapped Brownian motion, whose
     # marginals are wrapped normals of the data mixture, so the exact score is known. The mixture
