@@ -33,7 +33,6 @@ import math
 import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
@@ -42,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common import print_table, write_json
+from common import print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training.chain_pool import _propagated_step
@@ -144,14 +143,9 @@ def interleaved_medians(functions: dict[str, Callable[[], object]], repeat: int,
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for round_ in range(repeat + 2):
         for name, function in functions.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            began = time.perf_counter()
-            function()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            seconds = synchronized_seconds(function, device)
             if round_ >= 2:  # two warm-up rounds
-                samples[name].append(time.perf_counter() - began)
+                samples[name].append(seconds)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -28,6 +28,18 @@ def time_call(function: Callable[[], object], *, repeat: int = 5, warmup: int = 
     return statistics.median(samples)
 
 
+def synchronized_seconds(function: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call of ``function``, waiting for the GPU's queued work before and after (on a GPU
+    kernels run asynchronously: without the waits the clock would stop before they finish)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - began
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

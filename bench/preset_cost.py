@@ -16,11 +16,10 @@ import argparse
 import shlex
 import sys
 import tempfile
-import time
 
 import torch
 
-from common import print_table, write_json
+from common import print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import process_config
@@ -46,14 +45,11 @@ def seconds_per_step(preset: str, args: argparse.Namespace, device: torch.device
         trainer.start()
         for _ in range(WARMUP_STEPS):
             trainer.train_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - began) / args.steps, count_parameters(trainer.model.network)
+        def steps() -> None:
+            for _ in range(args.steps):
+                trainer.train_step()
+
+        return synchronized_seconds(steps, device) / args.steps, count_parameters(trainer.model.network)
 
 
 def main() -> None:

@@ -37,12 +37,11 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import peak_rss_mib, print_table, write_json
+from common import peak_rss_mib, print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
@@ -73,30 +72,17 @@ def examples_per_second(
             advance = trainer.pool.advance
 
             def timed_advance() -> None:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                began = time.perf_counter()
-                advance()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                advancing[0] += time.perf_counter() - began
+                advancing[0] += synchronized_seconds(advance, device)
 
             trainer.pool.advance = timed_advance  # type: ignore[method-assign]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.train_step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
+
+        def steps() -> None:
+            for _ in range(args.steps):
+                trainer.train_step()
+
+        elapsed = synchronized_seconds(steps, device)
         advanced = trainer.pool.advance_count if trainer.pool is not None else 0
         return args.steps * args.batch_size / elapsed, advancing[0] / elapsed, advanced
-
-
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def interleaved_costs(
@@ -121,24 +107,17 @@ def interleaved_costs(
             )
             folders.append(tempfile.TemporaryDirectory())
             trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
-            _synchronise(device)
-            began = time.perf_counter()
-            trainer.start()  # builds the pool (fit_prior is off): the fill
-            _synchronise(device)
+            fill = synchronized_seconds(trainer.start, device)  # builds the pool (fit_prior is off): the fill
             if name != "euclidean":
-                fills[name] = time.perf_counter() - began
+                fills[name] = fill
             trainer.train_step()  # warm-up
             trainers[name] = trainer
         rounds: dict[str, list[float]] = {name: [] for name in trainers}
         for round_ in range(args.rounds):
             for name, trainer in trainers.items():
-                _synchronise(device)
-                began = time.perf_counter()
-                for _ in range(args.steps):
-                    trainer.train_step()
-                _synchronise(device)
+                seconds = synchronized_seconds(lambda trainer=trainer: [trainer.train_step() for _ in range(args.steps)], device)
                 if round_:  # the first round is a warm-up
-                    rounds[name].append((time.perf_counter() - began) / args.steps)
+                    rounds[name].append(seconds / args.steps)
         return rounds, fills
     finally:
         for folder in folders:
