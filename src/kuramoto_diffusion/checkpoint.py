@@ -12,8 +12,10 @@ import os
 import re
 import shutil
 import socket
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +26,11 @@ from .serialization import atomic_path
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})$")
 COMPLETE_MARKER = "state.json"
+T = TypeVar("T")
+
+
+class DamagedCheckpoint(UserError):
+    """A checkpoint that cannot be used whole: a file is missing, does not parse, lacks a key, or does not fit."""
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -121,6 +128,27 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def newest_loadable(run_dir: Path, candidates: list[Path], load: Callable[[Path], T], done: str) -> tuple[Path, T]:
+    """The newest of ``candidates`` (complete checkpoints, oldest first) that ``load`` reads, and what it returned.
+
+    Each newer one whose ``load`` raised a UserError is skipped with a one-line warning naming its file, the reason
+    and ``done`` with the checkpoint used ("resuming from step-N"); when none loads, a ``DamagedCheckpoint``.
+    """
+    failures: list[str] = []
+    for checkpoint in reversed(candidates):
+        try:
+            loaded = load(checkpoint)
+        except UserError as error:
+            failures.append(str(error))
+            continue
+        for failure in failures:
+            warnings.warn(f"skipped a damaged checkpoint: {failure}; {done} {checkpoint.name}", stacklevel=3)
+        return checkpoint, loaded
+    raise DamagedCheckpoint(
+        f"{run_dir}: every checkpoint is damaged (newest: {failures[0]}); start a new run or repair a checkpoint"
+    )
 
 
 def temporary_directory_name(final_name: str) -> str:

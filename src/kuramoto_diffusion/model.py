@@ -19,7 +19,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from PIL import Image
 
-from .checkpoint import list_checkpoints, load_module_weights, save_tensors
+from .checkpoint import list_checkpoints, load_module_weights, newest_loadable, save_tensors
 from .codecs import Codec, build_codec, to_uint8
 from .config import ModelConfig, RunConfig
 from .errors import UserError
@@ -442,17 +442,8 @@ class DiffusionModel:
                 f"{path}: no {WEIGHTS_NAME} and no complete checkpoint under {path / 'checkpoints'}; "
                 "train first or point to a checkpoint directory"
             )
-        failures: list[str] = []
-        for checkpoint in reversed(candidates):
-            try:
-                model = cls._load_directory(checkpoint, use_ema)
-            except UserError as error:
-                failures.append(str(error))
-                continue
-            for failure in failures:
-                warnings.warn(f"skipped a damaged checkpoint: {failure}; loaded {checkpoint.name}", stacklevel=2)
-            return model.to(device)
-        raise UserError(f"{path}: every checkpoint is damaged (newest: {failures[0]})")
+        _, model = newest_loadable(path, candidates, lambda checkpoint: cls._load_directory(checkpoint, use_ema), "loaded")
+        return model.to(device)
 
     @classmethod
     def _load_directory(cls, path: Path, use_ema: bool) -> "DiffusionModel":

@@ -10,7 +10,6 @@ while writing keeps its previous checkpoint.
 from __future__ import annotations
 
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +18,11 @@ import torch
 from ..checkpoint import (
     CHECKPOINT_PATTERN,
     COMPLETE_MARKER,
+    DamagedCheckpoint,
     checkpoint_name,
     commit_directory,
     list_checkpoints,
+    newest_loadable,
     load_module_weights,
     load_tensors,
     optimizer_from_tensors,
@@ -90,14 +91,9 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
 GENERATOR_KEYS = ("rng.data", "rng.noise", "rng.global")
 
 
-class DamagedCheckpoint(UserError):
-    """A checkpoint that cannot be used whole: a file is missing, does not parse, lacks a key, or does not fit."""
-
-
 def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
-    """Restore ``state`` from a checkpoint directory in place; returns its step. Anything that does not fit is a
-    ``DamagedCheckpoint`` naming the file (``validate_checkpoint`` checks the rest before a trainer is built)."""
-    step, _ = validate_checkpoint(checkpoint)
+    """Restore ``state`` in place from a checkpoint that ``validate_checkpoint`` passed (``resumable_checkpoint``
+    returns only such); returns its step. A chain pool that does not fit the run is a ``DamagedCheckpoint``."""
     load_module_weights(state.network, checkpoint / WEIGHTS_NAME)
     load_module_weights(state.ema_network, checkpoint / EMA_WEIGHTS_NAME)
     saved = read_json(checkpoint / COMPLETE_MARKER)
@@ -116,7 +112,7 @@ def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
     scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
     if state.scaler.is_enabled() and scaler_state:
         state.scaler.load_state_dict({**state.scaler.state_dict(), **scaler_state})
-    return step
+    return int(saved["step"])
 
 
 def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
@@ -170,24 +166,8 @@ def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) 
     candidates = list_checkpoints(run_dir)
     if not candidates:
         raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
-    failures = []
-    for checkpoint in reversed(candidates):
-        try:
-            _, run_config = validate_checkpoint(checkpoint)
-        except DamagedCheckpoint as error:
-            failures.append(str(error))
-            continue
-        for failure in failures:
-            warnings.warn(f"skipped a damaged checkpoint: {failure}; resuming from {checkpoint.name}", stacklevel=2)
-        return checkpoint, run_config
-    raise DamagedCheckpoint(
-        f"{run_dir}: every checkpoint is damaged (newest: {failures[0]}); start a new run or repair a checkpoint"
-    )
-
-
-def last_run_config(run_dir: str | Path) -> tuple[Path, RunConfig]:
-    """The checkpoint a resume of ``run_dir`` starts from and its run config (see ``resumable_checkpoint``)."""
-    return resumable_checkpoint(run_dir)
+    checkpoint, (_, run_config) = newest_loadable(run_dir, candidates, validate_checkpoint, "resuming from")
+    return checkpoint, run_config
 
 
 def check_writable(folder: Path) -> None:
