@@ -227,21 +227,26 @@ def resumed_data_spec(request: TrainRequest, saved_spec: str) -> str:
 def canonical_data_spec(spec: str) -> str:
     """A data spec with its path made absolute, so that a run resumes from any working directory (embedded
     sets and ``torus:NAME`` stay as they are; a path that does not exist is left for the reader to reject)."""
-    for prefix in (ANGLE_PREFIX, FLOW_PREFIX):
-        if spec.startswith(prefix):
-            path = Path(spec[len(prefix):]).expanduser()
-            return prefix + str(path.resolve()) if path.exists() else spec
-    if spec in DATA_CHOICES or is_angle_spec(spec):
+    path = _spec_path(spec)
+    if path is None or not path.exists():
         return spec
-    path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else spec
+    prefix = next((prefix for prefix in (ANGLE_PREFIX, FLOW_PREFIX) if spec.startswith(prefix)), "")
+    return prefix + str(path.resolve())
 
 
 def _spec_path_exists(spec: str) -> bool:
+    path = _spec_path(spec)
+    return path is None or path.exists()
+
+
+def _spec_path(spec: str) -> Path | None:
+    """The file or folder a data spec names, or None for the embedded sets and ``torus:NAME``."""
     for prefix in (ANGLE_PREFIX, FLOW_PREFIX):
         if spec.startswith(prefix):
-            return Path(spec[len(prefix):]).expanduser().exists()
-    return spec in DATA_CHOICES or is_angle_spec(spec) or Path(spec).expanduser().exists()
+            return Path(spec[len(prefix):]).expanduser()
+    if spec in DATA_CHOICES or is_angle_spec(spec):
+        return None
+    return Path(spec).expanduser()
 
 
 def process_name_of(process: ProcessConfig) -> str:
