@@ -75,14 +75,20 @@ def load_module_weights(module: torch.nn.Module, path: Path) -> None:
     module.load_state_dict(tensors)
 
 
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None when all are finite."""
+    return next((name for name, tensor in tensors.items()
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """A UserError naming the first tensor of ``path`` holding a NaN or an infinity: such weights sample garbage."""
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserError(
-                f"{path}: tensor {name} holds NaN or infinite values; the file is damaged or training diverged, "
-                "use an earlier checkpoint"
-            )
+    name = first_nonfinite(tensors)
+    if name is not None:
+        raise UserError(
+            f"{path}: tensor {name} holds NaN or infinite values; the file is damaged or training diverged, "
+            "use an earlier checkpoint"
+        )
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, NoReturn, Protocol
 import torch
 from torch import Tensor
 
-from ..checkpoint import checkpoint_name, latest_checkpoint, prune_checkpoints
+from ..checkpoint import checkpoint_name, first_nonfinite, latest_checkpoint, prune_checkpoints
 from ..config import RunConfig
 from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel, run_config_dict
@@ -582,7 +582,7 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write everything needed to resume into step-NNNNNNNN/, atomically; prune old ones."""
         for name, network in (("weights", self.model.network), ("EMA weights", self.ema_network)):
-            if not all(torch.isfinite(p).all() for p in network.state_dict().values() if p.is_floating_point()):
+            if first_nonfinite(network.state_dict()) is not None:
                 raise TrainingDiverged(self._diverged_message(f"the {name} are NaN or infinite at step {self.step}"))
         try:
             final = write_checkpoint(self.run_dir, self.step, self.training_state(),
