@@ -1,12 +1,14 @@
 """Known-density benchmark on the 2-torus: Kuramoto against Euclidean, samplers against NFE, DSM window.
 
     python bench/torus.py [--budget tiny|small|paper] [--densities NAME ...] [--part main sweep truth]
-                          [--steps 100] [--truth-steps 100 1000] [--truth-grid 128] [--truth-models I ...] [--seed 0] [--device auto]
+                          [--steps 100] [--processes LABEL ...] [--truth-steps 100 1000] [--truth-grid 128] [--truth-models I ...] [--seed 0] [--device auto]
                           [--out bench/results/torus.json (torus_truth.json for --part truth alone)]
 
 Three parts (SPEC §3, §5, §11; densities from ``kuramoto_diffusion.data.torus``); main and sweep run by default:
 
-main   For each density, trains a Kuramoto model (global coupling) and a Euclidean VP model
+main   For each density, trains a Kuramoto model (global coupling) and a Euclidean VP model (``--processes``
+       adds the no-coupling baselines: ``kuramoto-none``, a wrapped Ornstein–Uhlenbeck chain, and ``torus-brownian``,
+       wrapped Brownian motion with a uniform prior)
        (data in radians as they are, samples wrapped back to [-π, π)) with the same MLP,
        budget and seed at T = --steps; then samples with each sampler (sde, ode, ode-heun) at
        NFE 10, 25, 50, 100 and T (those ≤ T) and reports the histogram KL (50 × 50 bins) beside
@@ -61,6 +63,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -164,9 +168,20 @@ def nfe_grid(nfes: tuple[int, ...], steps: int) -> list[int]:
     return sorted({n for n in (*nfes, steps) if n <= steps})
 
 
+def main_processes(steps: int) -> dict[str, KuramotoConfig | EuclideanConfig]:
+    """The main comparison's processes by label (``--processes``), all at T = ``steps``.
+
+    ``kuramoto-none`` keeps the reference pull (κ_ref 1.5) without coupling: a wrapped Ornstein–Uhlenbeck chain.
+    ``torus-brownian`` has no drift at all (κ_ref 0, so the fitted prior is uniform): wrapped Brownian motion, the
+    torus diffusion of Riemannian score-based models and torsional diffusion. Both isolate what coupling adds."""
+    return {"kuramoto-global": KuramotoConfig(coupling="global", steps=steps),
+            "kuramoto-none": KuramotoConfig(coupling="none", steps=steps),
+            "torus-brownian": KuramotoConfig(coupling="none", ref_strength=0.0, steps=steps),
+            "euclidean": EuclideanConfig(steps=steps)}
+
+
 def run_main(args, budget: Budget, device: torch.device, rows: list[dict], save) -> None:
-    processes = {"kuramoto-global": KuramotoConfig(coupling="global", steps=args.steps),
-                 "euclidean": EuclideanConfig(steps=args.steps)}
+    processes = {label: config for label, config in main_processes(args.steps).items() if label in args.processes}
     for name in args.densities:
         density = open_torus_source(name)
         evaluator = Evaluator(density, budget, args.seed)
@@ -372,6 +387,8 @@ def main() -> None:
     parser.add_argument("--sweep-density", choices=list(TORUS_DENSITIES), default="wrapped-mixture")
     parser.add_argument("--part", nargs="+", choices=["main", "sweep", "truth"], default=["main", "sweep"])
     parser.add_argument("--steps", type=int, default=100, help="T of the main comparison")
+    parser.add_argument("--processes", nargs="+", choices=list(main_processes(100)),
+                        default=["kuramoto-global", "euclidean"], help="the main comparison's processes")
     parser.add_argument("--truth-steps", type=int, nargs="+", default=None, help="T of part truth (default: the budget's)")
     parser.add_argument("--truth-grid", type=int, default=None, help="G of part truth's grid (default: the budget's)")
     parser.add_argument("--truth-models", type=int, nargs="+", default=None,
@@ -396,7 +413,7 @@ def main() -> None:
                 "budget_settings": dataclasses.asdict(budget), "bins": BINS}
 
     def save(complete: bool, tables: dict[str, str] | None = None) -> None:
-        payload = {"command": "python bench/torus.py " + f"--budget {args.budget}", "settings": settings,
+        payload = {"command": shlex.join(["python", "bench/torus.py", *sys.argv[1:]]), "settings": settings,
                    "complete": complete, "wall_s": time.perf_counter() - started, "rows": rows, **(tables or {})}
         write_json(args.out, payload, quiet=not complete)
 
