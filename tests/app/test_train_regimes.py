@@ -37,3 +37,22 @@ def test_train_saves_the_regime_and_samples_with_it(tmp_path, process, options, 
     assert f"κ_ref = {expected['ref_strength']:g}" in info and expected["coupling_norm"] in info
     run("sample", "--checkpoint", str(out), "--num", "2", "--out", str(tmp_path / "samples.png"), "--quiet", "--device", "cpu")
     assert (tmp_path / "samples.png").is_file()
+
+
+def test_train_stores_the_prior_reports_every_gap_and_nll_refuses_a_prior_without_density(tmp_path):
+    out = tmp_path / "run"
+    trained = run("train", "--data", "textures", "--image-size", "16", "--preset", "tiny", "--train-steps", "2",
+                  "--batch-size", "4", "--steps", "10", "--sample-every", "0", "--out", str(out), "--device", "cpu",
+                  "--prior", "relaxed", "--prior-relax-steps", "20")
+    for prior in ("von-mises", "relaxed", "forward-chain"):  # the gap of every candidate, whichever is chosen
+        assert any(line.strip().startswith(f"{prior}: correlation gap") for line in trained.stdout.splitlines()), trained.stdout
+    saved = json.loads((out / "config.json").read_text())["model"]["process"]
+    assert (saved["prior"], saved["prior_relax_steps"]) == ("relaxed", 20)
+    assert saved["prior_start_concentration"] > 0  # the forward-chain start is fitted and stored too
+    assert "prior: relaxed" in run("info", str(out)).stdout
+    run("sample", "--checkpoint", str(out), "--num", "2", "--out", str(tmp_path / "samples.png"), "--quiet", "--device", "cpu")
+    refused = shared_cli().run(["evaluate", "--nll", "--checkpoint", str(out), "--real", "textures", "--num", "2"],
+                               timeout=300, cwd=Path.cwd())
+    lines = [line for line in refused.stderr.strip().splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "prior (relaxed) has no closed-form density" in lines[0] and "retrain it with --prior von-mises" in lines[0]

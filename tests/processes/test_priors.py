@@ -73,7 +73,8 @@ def test_relaxed_without_coupling_reaches_the_closed_form_stationary_law():
 def test_with_strong_coupling_the_relaxed_prior_is_far_closer_to_the_terminal_states():
     for coupling in ("local", "global"):
         process = KuramotoProcess(KuramotoConfig(coupling=coupling, **STRONG))
-        _, report = compare_priors(process, process.encode(_smooth_images(0)), torch.Generator().manual_seed(1))
+        _, report = compare_priors(process, process.encode(_smooth_images(0)), torch.Generator().manual_seed(1),
+                                   draws_generator=torch.Generator().manual_seed(2))
         gaps = {gap.prior: gap for gap in report.gaps}
         assert not gaps["von-mises"].passes and gaps["von-mises"].correlation_gap > 0.1
         assert gaps["relaxed"].correlation_gap < 0.4 * gaps["von-mises"].correlation_gap

@@ -49,6 +49,7 @@ from ..model import CONFIG_NAME, DiffusionModel
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
 from ..processes.kuramoto import CouplingNorm, CouplingShape, Padding
+from ..processes.priors import PriorKind
 from ..processes.schedules import ScheduleShape
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
@@ -114,6 +115,8 @@ class TrainRequest:
     coupling_shape: CouplingShape = KuramotoConfig.coupling_shape
     coupling_norm: CouplingNorm = KuramotoConfig.coupling_norm
     ref_strength: float = KuramotoConfig.ref_strength  # κ_ref ≥ 0
+    prior: PriorKind = KuramotoConfig.prior
+    prior_relax_steps: int = KuramotoConfig.prior_relax_steps
     seed: int = 0
     quiet: bool = False
     given: frozenset[str] = frozenset()  # the options the user typed (a resume checks them against the run)
@@ -275,6 +278,8 @@ _SAVED_VALUES: dict[str, Callable[[RunConfig], object]] = {
     "coupling_shape": lambda run: getattr(run.model.process, "coupling_shape", None),
     "coupling_norm": lambda run: getattr(run.model.process, "coupling_norm", None),
     "ref_strength": lambda run: getattr(run.model.process, "ref_strength", None),
+    "prior": lambda run: getattr(run.model.process, "prior", None),
+    "prior_relax_steps": lambda run: getattr(run.model.process, "prior_relax_steps", None),
     "image_size": lambda run: run.model.image_size if run.model.data_kind == "image" else None,
     "channels": lambda run: str(run.model.channels) if run.model.data_kind == "image" else None,
     "flow_networks": lambda run: run.model.flow_networks if run.model.data_kind == "flow" else None,
@@ -443,6 +448,16 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
             f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
         )
+        if report.gaps:
+            from ..metrics.prior_gap import cheapest_passing, describe_gaps
+
+            chosen = getattr(trainer.process.config, "prior", None)
+            print(f"prior gaps to the simulated t = T states (docs/priors.md); this model's prior: {chosen}")
+            for line in describe_gaps(report):
+                print(f"  {line}")
+            best = cheapest_passing(report)
+            if best is not None and best != chosen and not next(g.passes for g in report.gaps if g.prior == chosen):
+                print(f"  the {chosen} prior is outside tolerance; --prior {best} is the cheapest within it")
     return trainer
 
 
@@ -483,7 +498,8 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
 
 
 REGIME_FLAGS = {"coupling_range": "--coupling-range", "coupling_shape": "--coupling-shape",
-                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength"}
+                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength", "prior": "--prior",
+                "prior_relax_steps": "--prior-relax-steps"}
 
 
 def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, object]:
@@ -494,11 +510,14 @@ def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, objec
     changed = {name: value for name, value in regime.items() if value != getattr(KuramotoConfig, name)}
     if changed and not process_name.startswith("kuramoto-"):
         raise UserError(
-            f"{', '.join(REGIME_FLAGS[name] for name in changed)} set(s) the Kuramoto coupling; the {process_name} process "
+            f"{', '.join(REGIME_FLAGS[name] for name in changed)} set(s) the Kuramoto coupling or prior; the {process_name} process "
             "has none: drop it or use --process kuramoto-local, kuramoto-global or kuramoto-none"
         )
     if "coupling_norm" in changed and process_name == "kuramoto-none":
         raise UserError("--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm")
+    if "prior_relax_steps" in changed and request.prior != "relaxed":
+        raise UserError(f"--prior-relax-steps sets the relaxed prior, and --prior is {request.prior}; add --prior relaxed "
+                        "or drop --prior-relax-steps")
     return changed
 
 

@@ -143,25 +143,38 @@ def compare_priors(
     candidates: tuple[str, ...] = PRIOR_KINDS,
     tolerance: PriorTolerance = PriorTolerance(),
     permutations: int = 200,
+    draws_generator: torch.Generator | None = None,
 ) -> tuple[KuramotoProcess, PriorFit]:
-    """``process.fit_prior`` on states ``theta0``, with the gap of each candidate prior (as many draws as states) to the
-    simulated terminal states in the report. Gaps need phase images at least 9 px a side; other states get none."""
+    """``process.fit_prior`` on states ``theta0`` (terminal states simulated with ``generator``), with the gap of each
+    candidate prior to those terminal states in the report: as many draws as states, drawn on the CPU with
+    ``draws_generator`` (a CPU generator; None: fresh randomness), which also draws the permutations. Gaps need phase
+    images at least 9 px a side; other states get none."""
     terminal = process.simulate(theta0, process.steps, generator=generator)
     fitted, report = process.with_prior_from_terminal(terminal, initial=theta0)
     if terminal.dim() != 4 or min(terminal.shape[-2:]) <= max(GAP_DISTANCES) or len(terminal) < 2:
         return fitted, report
+    terminal = terminal.detach().cpu()
     gaps = []
     for prior in candidates:
         candidate = KuramotoProcess(dataclasses.replace(fitted.config, prior=prior))
-        draws = candidate.prior_sample(tuple(terminal.shape), generator=generator, dtype=terminal.dtype, device=terminal.device)
+        draws = candidate.prior_sample(tuple(terminal.shape), generator=draws_generator, dtype=terminal.dtype)
         gaps.append(prior_gap(terminal, draws, prior=prior, ref_phase=fitted.config.ref_phase, tolerance=tolerance,
-                              permutations=permutations, generator=_cpu_generator(generator),
+                              permutations=permutations, generator=draws_generator,
                               chain_steps=prior_chain_steps(candidate, prior)))
     return fitted, dataclasses.replace(report, gaps=tuple(gaps))
 
 
-def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
-    """The permutations are drawn on the CPU: a device generator seeds a CPU one."""
-    if generator is None or generator.device.type == "cpu":
-        return generator
-    return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator, device=generator.device)))
+def cheapest_passing(report: PriorFit) -> str | None:
+    """The prior of ``report.gaps`` that passes at the fewest chain steps per draw, or None if none passes."""
+    passing = [gap for gap in report.gaps if gap.passes]
+    return min(passing, key=lambda gap: gap.chain_steps).prior if passing else None
+
+
+def describe_gaps(report: PriorFit) -> list[str]:
+    """One line per candidate prior: its gaps, the test and whether it passes (for the train command's output)."""
+    return [
+        f"{gap.prior:>13}: correlation gap {gap.correlation_gap:.3f}, R {gap.prior_order[0]:.3f} ± {gap.prior_order[1]:.3f} "
+        f"(terminal {gap.terminal_order[0]:.3f} ± {gap.terminal_order[1]:.3f}), MMD² {gap.mmd2:+.4f} p = {gap.p_value:.3f}: "
+        f"{'within' if gap.passes else 'outside'} tolerance, {gap.chain_steps} chain steps per draw"
+        for gap in report.gaps
+    ]
