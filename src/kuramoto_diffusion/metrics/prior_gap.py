@@ -11,8 +11,10 @@ and a prior's draws, by
   mean and standard deviation; the kernel is Gaussian, k(x, y) = exp(−|x − y|²/(2h²)), with h the median distance
   between pooled features (the median heuristic), fixed across permutations.
 
-A prior ``passes`` when every gap is within ``PriorTolerance`` (correlation 0.05, R mean 0.05, R spread 0.05) and the
-test does not reject at α = 0.01. The p-value depends on the set sizes: with more images smaller gaps are found.
+A prior ``passes`` when every gap is within ``PriorTolerance``: correlation 0.05, R mean 0.05, R spread 0.05 and
+MMD² 0.05. The tolerance is on effect sizes, which do not shrink with the number of images; the p-value does, and says
+whether a gap is resolved at all: with 256 fingerprint crops it resolves a 0.01 shift of the correlation curve
+(docs/priors.md), well inside the tolerance.
 ``compare_priors`` fits a process's priors to training states and reports the gap of every candidate.
 """
 
@@ -39,7 +41,7 @@ class PriorTolerance:
     correlation: float = 0.05  # max over d of |Δ mean cos(θ_p − θ_q)|
     order: float = 0.05  # |Δ mean R|
     spread: float = 0.05  # |Δ std R| across images
-    alpha: float = 0.01  # the MMD test's level: p < alpha fails
+    mmd2: float = 0.05  # unbiased MMD² of the standardised features (kernel units; i.i.d. against ordered fields: ≈ 0.3–1)
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def prior_gap(
     correlation_gap = float((curve_t - curve_p).abs().max())
     order_gap, spread_gap = abs(order_t[0] - order_p[0]), abs(order_t[1] - order_p[1])
     passes = (correlation_gap <= tolerance.correlation and order_gap <= tolerance.order
-              and spread_gap <= tolerance.spread and p_value >= tolerance.alpha)
+              and spread_gap <= tolerance.spread and mmd2 <= tolerance.mmd2)
     return PriorGap(prior, tuple(distances), tuple(curve_t.tolist()), tuple(curve_p.tolist()), correlation_gap, order_t,
                     order_p, order_gap, spread_gap, mmd2, p_value, passes, chain_steps)
 
