@@ -489,6 +489,8 @@ CASES = [
          "error", "argument --prior-relax-steps: must be ≥ 0"),
     Case("relax-steps-without-relaxed", "train", "--prior-relax-steps without --prior relaxed",
          _train("good", "--prior-relax-steps", "50"), "error", "add --prior relaxed or drop --prior-relax-steps"),
+    Case("prior-auto-unfitted", "train", "--prior auto with --no-fit-prior", _train("good", "--prior", "auto", "--no-fit-prior"),
+         "error", "--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off"),
     Case("prior-euclidean", "train", "--prior with --process euclidean",
          _train("good", "--process", "euclidean", "--prior", "relaxed"), "error", "--prior set(s) the Kuramoto coupling or prior"),
     Case("nll-relaxed-prior", "evaluate", "--nll of a model whose prior (relaxed) has no closed-form density",

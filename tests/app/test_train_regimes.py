@@ -56,3 +56,19 @@ def test_train_stores_the_prior_reports_every_gap_and_nll_refuses_a_prior_withou
     lines = [line for line in refused.stderr.strip().splitlines() if line.strip()]
     assert refused.returncode == 2 and len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert "prior (relaxed) has no closed-form density" in lines[0] and "retrain it with --prior von-mises" in lines[0]
+
+
+def test_prior_auto_is_resolved_at_the_fit_saved_and_accepted_on_resume(tmp_path):
+    out = tmp_path / "run"
+    common = ["--data", "textures", "--image-size", "16", "--preset", "tiny", "--batch-size", "4", "--steps", "10",
+              "--sample-every", "0", "--out", str(out), "--device", "cpu", "--prior", "auto"]
+    trained = run("train", *common, "--train-steps", "2")
+    saved = json.loads((out / "config.json").read_text())
+    chosen = saved["model"]["process"]["prior"]
+    assert chosen in ("von-mises", "relaxed", "forward-chain") and saved["training"]["prior"] == chosen
+    assert f"this model's prior: {chosen} (chosen by --prior auto" in trained.stdout
+    gaps = {line.split(":")[0].strip(): line for line in trained.stdout.splitlines() if "correlation gap" in line}
+    assert "within tolerance" in gaps[chosen]
+    cheaper = {"von-mises": [], "forward-chain": ["von-mises"], "relaxed": ["von-mises", "forward-chain"]}[chosen]  # T = 10 < L = 200
+    assert all("outside tolerance" in gaps[prior] for prior in cheaper)
+    run("train", *common, "--train-steps", "3", "--resume", "--quiet")

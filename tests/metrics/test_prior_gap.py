@@ -86,3 +86,20 @@ def test_features_and_bad_inputs():
         prior_gap(theta, torch.zeros(3, 1, 10, 10))
     with pytest.raises(UserError, match="n, m ≥ 2"):
         mmd_test(torch.zeros(1, 2), torch.zeros(4, 2))
+
+
+def test_auto_resolves_to_the_cheapest_prior_within_tolerance():
+    import dataclasses
+
+    from kuramoto_diffusion.metrics.prior_gap import PriorGap, resolve_prior
+    from kuramoto_diffusion.processes import PriorFit
+
+    def gap(prior: str, steps: int, passes: bool, mmd2: float) -> PriorGap:
+        return PriorGap(prior, (1,), (0.0,), (0.0,), 0.0, (0.0, 0.0), (0.0, 0.0), 0.0, 0.0, mmd2, 0.5, passes, steps)
+
+    report = PriorFit(1.0, 0.0, 0.5, (0.0, 0.0, 0.0), 0.0, 0.5)
+    assert resolve_prior(report) == "von-mises"  # no gaps (flat states)
+    three = (gap("von-mises", 0, False, 0.3), gap("relaxed", 200, True, 0.01), gap("forward-chain", 100, True, 0.02))
+    assert resolve_prior(dataclasses.replace(report, gaps=three)) == "forward-chain"  # the cheaper of the two that pass
+    none_pass = tuple(dataclasses.replace(g, passes=False) for g in three)
+    assert resolve_prior(dataclasses.replace(report, gaps=none_pass)) == "relaxed"  # the smallest MMD²

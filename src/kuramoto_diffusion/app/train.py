@@ -31,6 +31,7 @@ from ..config import (
     Precision,
     RunConfig,
     TrainConfig,
+    TrainPrior,
     angle_model_config,
     flow_model_config,
     image_model_config,
@@ -49,7 +50,6 @@ from ..model import CONFIG_NAME, DiffusionModel
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
 from ..processes.kuramoto import CouplingNorm, CouplingShape, Padding
-from ..processes.priors import PriorKind
 from ..processes.schedules import ScheduleShape
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
@@ -115,7 +115,7 @@ class TrainRequest:
     coupling_shape: CouplingShape = KuramotoConfig.coupling_shape
     coupling_norm: CouplingNorm = KuramotoConfig.coupling_norm
     ref_strength: float = KuramotoConfig.ref_strength  # κ_ref ≥ 0
-    prior: PriorKind = KuramotoConfig.prior
+    prior: TrainPrior = KuramotoConfig.prior  # or "auto" (TrainConfig.prior)
     prior_relax_steps: int = KuramotoConfig.prior_relax_steps
     seed: int = 0
     quiet: bool = False
@@ -304,6 +304,8 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
             found.append("--init-from starts a new run; it cannot be combined with --resume")
         elif name == "objective" and given not in ("auto", saved.training.objective):
             found.append(f"--objective {given} (the run: {saved.training.objective})")
+        elif name == "prior" and given == "auto":
+            pass  # agrees with the prior it was resolved to, whichever
         elif name == "phase_range" and given is not None:
             saved_range = getattr(saved.model.process, "phase_range", None)
             if saved_range is None or not math.isclose(given * math.pi, saved_range, rel_tol=1e-9):
@@ -418,7 +420,7 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
         process = process_config(
             process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **regime,
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **process_regime(regime),
         )
         if flows:
             normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
@@ -452,7 +454,8 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             from ..metrics.prior_gap import cheapest_passing, describe_gaps
 
             chosen = getattr(trainer.process.config, "prior", None)
-            print(f"prior gaps to the simulated t = T states (docs/priors.md); this model's prior: {chosen}")
+            how = " (chosen by --prior auto: the cheapest within tolerance)" if request.prior == "auto" else ""
+            print(f"prior gaps to the simulated t = T states (docs/priors.md); this model's prior: {chosen}{how}")
             for line in describe_gaps(report):
                 print(f"  {line}")
             best = cheapest_passing(report)
@@ -515,10 +518,19 @@ def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, objec
         )
     if "coupling_norm" in changed and process_name == "kuramoto-none":
         raise UserError("--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm")
-    if "prior_relax_steps" in changed and request.prior != "relaxed":
+    if request.prior == "auto" and request.no_fit_prior:
+        raise UserError("--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off; drop "
+                        "--no-fit-prior or name the prior (--prior von-mises, relaxed or forward-chain)")
+    if "prior_relax_steps" in changed and request.prior not in ("relaxed", "auto"):
         raise UserError(f"--prior-relax-steps sets the relaxed prior, and --prior is {request.prior}; add --prior relaxed "
                         "or drop --prior-relax-steps")
     return changed
+
+
+def process_regime(regime: dict[str, object]) -> dict[str, object]:
+    """``kuramoto_regime``'s settings as ``process_config`` takes them: --prior auto leaves the model's prior to the
+    trainer, which resolves it at the prior fit (TrainConfig.prior)."""
+    return {name: value for name, value in regime.items() if not (name == "prior" and value == "auto")}
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

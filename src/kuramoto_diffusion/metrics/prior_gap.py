@@ -172,6 +172,14 @@ def cheapest_passing(report: PriorFit) -> str | None:
     return min(passing, key=lambda gap: gap.chain_steps).prior if passing else None
 
 
+def resolve_prior(report: PriorFit) -> str:
+    """What ``prior="auto"`` becomes: the cheapest prior within tolerance; if none is, the one of smallest MMD²; without
+    gaps (states that are not images), the von Mises prior."""
+    if not report.gaps:
+        return "von-mises"
+    return cheapest_passing(report) or min(report.gaps, key=lambda gap: gap.mmd2).prior
+
+
 def describe_gaps(report: PriorFit) -> list[str]:
     """One line per candidate prior: its gaps, the test and whether it passes (for the train command's output)."""
     return [

@@ -221,13 +221,18 @@ class Trainer:
         Kuramoto also fits the forward-chain prior's start and reports every candidate prior's gap to those states."""
         if isinstance(self.process, KuramotoProcess):
             # Here, not at the top: the metrics package imports scipy and scikit-image, which training needs not.
-            from ..metrics.prior_gap import compare_priors
+            from ..metrics.prior_gap import compare_priors, resolve_prior
 
             # The terminal states take the same noise as before the gaps existed; the candidates' draws and the
             # permutations a CPU generator of their own, so that the training noise that follows is unchanged.
             fitted, report = compare_priors(self.process, self.encoded_batch(num)[0], self.noise_generator,
                                             draws_generator=torch.Generator().manual_seed(self.train_config.seed + 2))
             process_config = fitted.config
+            if self.train_config.prior == "auto":  # resolved here and saved so, as the objective is
+                chosen = resolve_prior(report)
+                process_config = dataclasses.replace(process_config, prior=chosen)
+                self.train_config = dataclasses.replace(self.train_config, prior=chosen)
+                self.config = dataclasses.replace(self.config, training=self.train_config)
         elif isinstance(self.process, PhaseAmplitudeProcess):
             _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
             process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
