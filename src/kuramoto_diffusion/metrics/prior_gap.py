@@ -148,22 +148,32 @@ def compare_priors(
     draws_generator: torch.Generator | None = None,
 ) -> tuple[KuramotoProcess, PriorFit]:
     """``process.fit_prior`` on states ``theta0`` (terminal states simulated with ``generator``), with the gap of each
-    candidate prior to those terminal states in the report: as many draws as states, drawn on the CPU with
-    ``draws_generator`` (a CPU generator; None: fresh randomness), which also draws the permutations. Gaps need phase
-    images at least 9 px a side; other states get none."""
+    candidate prior to those terminal states in the report: as many draws as states, drawn on the states' device with
+    ``draws_generator`` (on that device; None: fresh randomness), which also seeds the permutations (on the CPU). Gaps
+    need phase images at least 9 px a side; other states get none."""
     terminal = process.simulate(theta0, process.steps, generator=generator)
     fitted, report = process.with_prior_from_terminal(terminal, initial=theta0)
     if terminal.dim() != 4 or min(terminal.shape[-2:]) <= max(GAP_DISTANCES) or len(terminal) < 2:
         return fitted, report
-    terminal = terminal.detach().cpu()
+    terminal = terminal.detach()
+    permutation_generator = _cpu_generator(draws_generator)
     gaps = []
     for prior in candidates:
         candidate = KuramotoProcess(dataclasses.replace(fitted.config, prior=prior))
-        draws = candidate.prior_sample(tuple(terminal.shape), generator=draws_generator, dtype=terminal.dtype)
-        gaps.append(prior_gap(terminal, draws, prior=prior, ref_phase=fitted.config.ref_phase, tolerance=tolerance,
-                              permutations=permutations, generator=draws_generator,
+        draws = candidate.prior_sample(tuple(terminal.shape), generator=draws_generator, dtype=terminal.dtype,
+                                       device=terminal.device)
+        gaps.append(prior_gap(terminal.cpu(), draws.cpu(), prior=prior, ref_phase=fitted.config.ref_phase,
+                              tolerance=tolerance, permutations=permutations, generator=permutation_generator,
                               chain_steps=prior_chain_steps(candidate, prior)))
     return fitted, dataclasses.replace(report, gaps=tuple(gaps))
+
+
+def _cpu_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator itself on the CPU; a device generator seeds a CPU one (the permutations are drawn on the CPU)."""
+    if generator is None or generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator().manual_seed(seed)
 
 
 def cheapest_passing(report: PriorFit) -> str | None:

@@ -445,7 +445,8 @@ class KuramotoProcess(ForwardProcess):
             moment_gaps=gaps,
             sine_moment=abs(float(torch.sin(centred).mean())),
             terminal_order_parameter=float(order.mean()),
-            start=None if initial is None else fit_chain_start(initial),
+            # one value per example has no common phase to speak of: the start keeps its defaults (uniform)
+            start=None if initial is None or initial[0].numel() < 2 or len(initial) < 2 else fit_chain_start(initial),
         )
         start = {} if report.start is None else dict(zip(("prior_start_phase", "prior_start_concentration",
                                                           "prior_start_deviation"), report.start))

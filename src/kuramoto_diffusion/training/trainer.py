@@ -224,9 +224,10 @@ class Trainer:
             from ..metrics.prior_gap import compare_priors, resolve_prior
 
             # The terminal states take the same noise as before the gaps existed; the candidates' draws and the
-            # permutations a CPU generator of their own, so that the training noise that follows is unchanged.
+            # permutations a generator of their own, so that the training noise that follows is unchanged.
+            draws_generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed + 2)
             fitted, report = compare_priors(self.process, self.encoded_batch(num)[0], self.noise_generator,
-                                            draws_generator=torch.Generator().manual_seed(self.train_config.seed + 2))
+                                            draws_generator=draws_generator)
             process_config = fitted.config
             if self.train_config.prior == "auto":  # resolved here and saved so, as the objective is
                 chosen = resolve_prior(report)
