@@ -43,7 +43,7 @@ from ..circular import (
 from ..errors import UserError
 from ..serialization import check_choices
 from .base import ForwardProcess, Step, resolve_config
-from .priors import PRIOR_KINDS, PriorKind, draw_prior, fit_chain_start
+from .priors import PriorKind, draw_prior, fit_chain_start
 from .schedules import ScheduleShape, cumulative_schedule
 
 if TYPE_CHECKING:
