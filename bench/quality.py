@@ -50,6 +50,8 @@ paper's 0.9). Every row counts the values that crossed the seam at ±π along th
 --coupling-range LO HI, --coupling-shape constant, --coupling-norm unit and --ref-strength κ set the Kuramoto
 models' regime (KuramotoConfig; labels "K<lo>,<hi>", "Kconst", "unit", "κ<value>"); --methods kuramoto-none trains
 the process without a coupling term (wrapped Ornstein–Uhlenbeck; with --ref-strength 0 wrapped Brownian motion).
+--prior relaxed|forward-chain (and --prior-relax-steps L) sets the Kuramoto models' prior (label "prior:<name>[,L<L>]";
+docs/priors.md); the fit at the start of training prints no gaps here, bench/prior_gap.py measures them.
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
@@ -96,6 +98,7 @@ from kuramoto_diffusion.metrics.intervals import difference_table, mean_interval
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.sampling.sweep import Sampler
+from kuramoto_diffusion.serialization import field_choices
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.viz.images import figure_to_image, image_grid, labelled_rows, save_image_atomic
@@ -242,10 +245,14 @@ class Objective:
     coupling_shape: str = "schedule"  # constant: K = coupling_range[1] every step (label "Kconst")
     coupling_norm: str = "mean-field"  # unit: sin(arg m − θ) (label "unit")
     ref_strength: float | None = None  # κ_ref (label "κ<value>")
+    prior: str = "von-mises"  # KuramotoConfig.prior (label "prior:<name>", with ",L<steps>" for relaxed)
+    prior_relax_steps: int | None = None  # L of the relaxed prior (None: KuramotoConfig's default)
 
     def regime(self) -> dict:
         """The KuramotoConfig fields this objective sets."""
-        regime = {"coupling_shape": self.coupling_shape, "coupling_norm": self.coupling_norm}
+        regime = {"coupling_shape": self.coupling_shape, "coupling_norm": self.coupling_norm, "prior": self.prior}
+        if self.prior_relax_steps is not None:
+            regime["prior_relax_steps"] = self.prior_relax_steps
         if self.coupling_range is not None:
             regime["coupling_range"] = tuple(self.coupling_range)
         if self.ref_strength is not None:
@@ -265,6 +272,8 @@ class Objective:
         regime += " Kconst" if self.coupling_shape == "constant" else ""
         regime += " unit" if self.coupling_norm == "unit" else ""
         regime += f" κ{self.ref_strength:g}" if self.ref_strength is not None else ""
+        regime += f" prior:{self.prior}" if self.prior != "von-mises" else ""
+        regime += f",L{self.prior_relax_steps}" if self.prior == "relaxed" and self.prior_relax_steps is not None else ""
         return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}{regime}]"
 
 
@@ -478,6 +487,10 @@ def main() -> None:
                         help="the Kuramoto models' coupling: mean of sines, or the unit-modulus sin(arg m − θ)")
     parser.add_argument("--ref-strength", type=float, default=None,
                         help="the Kuramoto models' κ_ref (default: KuramotoConfig's, 1.5)")
+    parser.add_argument("--prior", choices=field_choices(KuramotoConfig, "prior"), default="von-mises",
+                        help="the Kuramoto models' prior at t = T (KuramotoConfig.prior; docs/priors.md)")
+    parser.add_argument("--prior-relax-steps", type=int, default=None,
+                        help="chain steps L of --prior relaxed (default: KuramotoConfig's, 200)")
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
     parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
@@ -509,7 +522,9 @@ def run(args: argparse.Namespace) -> None:
                           pool_size=args.pool_size,
                           coupling_range=None if args.coupling_range is None else tuple(args.coupling_range),
                           coupling_shape=args.coupling_shape, coupling_norm=args.coupling_norm,
-                          ref_strength=args.ref_strength)
+                          ref_strength=args.ref_strength, prior=args.prior, prior_relax_steps=args.prior_relax_steps)
+    if args.prior_relax_steps is not None and args.prior != "relaxed":
+        raise UserError("--prior-relax-steps sets the relaxed prior; add --prior relaxed or drop it")
     if args.ema_decay is not None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:

@@ -241,6 +241,8 @@ Objective = Literal["auto", "markov", "antithetic", "flow", "flow-antithetic", "
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 Precision = Literal["fp32", "bf16", "fp16"]  # the network's arithmetic in training (fp16 with loss scaling)
 NonfinitePolicy = Literal["stop", "skip"]  # what training does when the loss or the gradients are NaN/inf
+# The Kuramoto prior a run asks for: one of KuramotoConfig.prior's, or "auto", resolved at the prior fit
+TrainPrior = Literal["von-mises", "relaxed", "forward-chain", "auto"]
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,10 @@ class TrainConfig:
     # (the rule of runs saved before 2026-12-06, with N = 100, which left a 600-step run's EMA mostly untrained).
     ema_warmup_steps: int = 0
     fit_prior: bool = True  # fit the prior κ to simulated terminal states instead of the fixed 1.2
+    # Kuramoto models: the prior (KuramotoConfig.prior), or "auto": at the prior fit, the cheapest candidate whose gap
+    # to the simulated terminal states is within tolerance (metrics/prior_gap.py), written here and into the model's
+    # config as resolved. Other processes ignore it.
+    prior: TrainPrior = "von-mises"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     sample_every: int = 1000
@@ -294,6 +300,8 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.class_dropout <= 1.0:
             raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
+        if self.prior == "auto" and not self.fit_prior:
+            raise UserError("prior 'auto' is chosen at the prior fit, which fit_prior=False turns off; name the prior instead")
         if self.objective.endswith("antithetic") and self.draws % 2:
             raise UserError(f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}")
 

@@ -200,6 +200,9 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
 
     paths["angle_model"] = root / "angle_model"
     DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(paths["angle_model"])
+    paths["relaxed_model"] = root / "relaxed_model"
+    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6, prior="relaxed"), 1, 16, "tiny")
+                   ).save_pretrained(paths["relaxed_model"])
     paths["class_model"] = root / "class_model"
     DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
                    ).save_pretrained(paths["class_model"])
@@ -482,6 +485,17 @@ CASES = [
          "error", "argument --coupling-range: must be a finite number ≥ 0"),
     Case("ref-strength-negative", "train", "--ref-strength < 0 (κ_ref)", _train("good", "--ref-strength", "-0.5"),
          "error", "argument --ref-strength: must be a finite number ≥ 0"),
+    Case("relax-steps-negative", "train", "--prior-relax-steps < 0", _train("good", "--prior", "relaxed", "--prior-relax-steps", "-5"),
+         "error", "argument --prior-relax-steps: must be ≥ 0"),
+    Case("relax-steps-without-relaxed", "train", "--prior-relax-steps without --prior relaxed",
+         _train("good", "--prior-relax-steps", "50"), "error", "add --prior relaxed or drop --prior-relax-steps"),
+    Case("prior-auto-unfitted", "train", "--prior auto with --no-fit-prior", _train("good", "--prior", "auto", "--no-fit-prior"),
+         "error", "--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off"),
+    Case("prior-euclidean", "train", "--prior with --process euclidean",
+         _train("good", "--process", "euclidean", "--prior", "relaxed"), "error", "--prior set(s) the Kuramoto coupling or prior"),
+    Case("nll-relaxed-prior", "evaluate", "--nll of a model whose prior (relaxed) has no closed-form density",
+         lambda p: ["--nll", "--checkpoint", str(p["relaxed_model"]), "--real", "textures", "--num", "2"],
+         "error", "has no closed-form density, which --nll needs; retrain it with --prior von-mises"),
     Case("regime-euclidean", "train", "a Kuramoto regime option with --process euclidean",
          _train("good", "--process", "euclidean", "--ref-strength", "0.5"), "error", "--ref-strength set(s) the Kuramoto coupling"),
     Case("unit-norm-no-coupling", "train", "--coupling-norm unit with --process kuramoto-none",

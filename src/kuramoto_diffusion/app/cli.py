@@ -286,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ref-strength", type=non_negative_float, default=regime.ref_strength,
                        help="κ_ref, the Kuramoto pull towards the reference phase relative to the coupling (0: none; "
                        "with --process kuramoto-none that is wrapped Brownian motion)")
+    train.add_argument("--prior", choices=field_choices(TrainConfig, "prior"), default=regime.prior,
+                       help="Kuramoto prior at t = T: von-mises (i.i.d.; the only one with a density, for evaluate --nll), "
+                       "relaxed (von Mises draws moved --prior-relax-steps chain steps at the t = T rates), forward-chain "
+                       "(the chain run from a fitted start), or auto: the cheapest whose gap to the simulated terminal "
+                       "states is within tolerance, chosen at the start and saved with the model (docs/priors.md)")
+    train.add_argument("--prior-relax-steps", type=non_negative_int, default=regime.prior_relax_steps,
+                       help="chain steps L of --prior relaxed")
     _add_common(train)
 
     sample = commands.add_parser(

@@ -230,6 +230,10 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         raise UserError("--groups and --reference-sets score samples; --nll scores held-out data, so leave them out")
     probes = 2 if request.probes is None else request.probes
     model = load_model(request)
+    prior = getattr(model.process.config, "prior", "von-mises")
+    if prior != "von-mises":
+        raise UserError(f"{request.checkpoint}: the model's prior ({prior}) has no closed-form density, which --nll needs; "
+                        "retrain it with --prior von-mises")
     kind = model.config.data_kind
     check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
                  f"--num {request.num} examples held in memory", "lower --num")

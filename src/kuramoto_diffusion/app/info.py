@@ -36,7 +36,14 @@ def info_text(path: Path, *, show_all: bool = False) -> str:
         coupling = f"K = {high:g} every step" if cfg.coupling_shape == "constant" else f"K {low:g} → {high:g}"
         norm = f", {cfg.coupling_norm} coupling norm" if cfg.coupling != "none" else ""
         lines.append(f"regime: {coupling}{norm}, κ_ref = {cfg.ref_strength:g}")
-        lines.append(f"prior: von Mises(ψ_ref = {cfg.ref_phase:g}, κ = {cfg.prior_concentration:.4f})")
+        von_mises = f"von Mises(ψ_ref = {cfg.ref_phase:g}, κ = {cfg.prior_concentration:.4f})"
+        if cfg.prior == "relaxed":
+            lines.append(f"prior: relaxed, {von_mises} moved {cfg.prior_relax_steps} chain steps at the t = T rates")
+        elif cfg.prior == "forward-chain":
+            lines.append(f"prior: forward-chain, the chain run from a common phase von Mises({cfg.prior_start_phase:.3f}, "
+                         f"κ = {cfg.prior_start_concentration:.3f}) plus deviations von Mises(0, κ = {cfg.prior_start_deviation:.3f})")
+        else:
+            lines.append(f"prior: {von_mises}")
     else:
         lines.append(f"process: Euclidean VP, T = {process.steps}; prior: N(0, I)")
     lines.append(f"network: {count_parameters(model.network):,} parameters")

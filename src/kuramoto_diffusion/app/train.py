@@ -31,6 +31,7 @@ from ..config import (
     Precision,
     RunConfig,
     TrainConfig,
+    TrainPrior,
     angle_model_config,
     flow_model_config,
     image_model_config,
@@ -114,6 +115,8 @@ class TrainRequest:
     coupling_shape: CouplingShape = KuramotoConfig.coupling_shape
     coupling_norm: CouplingNorm = KuramotoConfig.coupling_norm
     ref_strength: float = KuramotoConfig.ref_strength  # κ_ref ≥ 0
+    prior: TrainPrior = KuramotoConfig.prior  # or "auto" (TrainConfig.prior)
+    prior_relax_steps: int = KuramotoConfig.prior_relax_steps
     seed: int = 0
     quiet: bool = False
     given: frozenset[str] = frozenset()  # the options the user typed (a resume checks them against the run)
@@ -275,6 +278,8 @@ _SAVED_VALUES: dict[str, Callable[[RunConfig], object]] = {
     "coupling_shape": lambda run: getattr(run.model.process, "coupling_shape", None),
     "coupling_norm": lambda run: getattr(run.model.process, "coupling_norm", None),
     "ref_strength": lambda run: getattr(run.model.process, "ref_strength", None),
+    "prior": lambda run: getattr(run.model.process, "prior", None),
+    "prior_relax_steps": lambda run: getattr(run.model.process, "prior_relax_steps", None),
     "image_size": lambda run: run.model.image_size if run.model.data_kind == "image" else None,
     "channels": lambda run: str(run.model.channels) if run.model.data_kind == "image" else None,
     "flow_networks": lambda run: run.model.flow_networks if run.model.data_kind == "flow" else None,
@@ -299,6 +304,8 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
             found.append("--init-from starts a new run; it cannot be combined with --resume")
         elif name == "objective" and given not in ("auto", saved.training.objective):
             found.append(f"--objective {given} (the run: {saved.training.objective})")
+        elif name == "prior" and given == "auto":
+            pass  # agrees with the prior it was resolved to, whichever
         elif name == "phase_range" and given is not None:
             saved_range = getattr(saved.model.process, "phase_range", None)
             if saved_range is None or not math.isclose(given * math.pi, saved_range, rel_tol=1e-9):
@@ -413,7 +420,7 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
         process = process_config(
             process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **regime,
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **process_regime(regime),
         )
         if flows:
             normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
@@ -443,6 +450,17 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             f"prior: von Mises κ = {report.concentration:.3f} fitted to simulated t = T states "
             f"(mean direction {report.mean_direction:+.3f} rad, moment gaps {gaps})"
         )
+        if report.gaps:
+            from ..metrics.prior_gap import cheapest_passing, describe_gaps
+
+            chosen = getattr(trainer.process.config, "prior", None)
+            how = " (chosen by --prior auto: the cheapest within tolerance)" if request.prior == "auto" else ""
+            print(f"prior gaps to the simulated t = T states (docs/priors.md); this model's prior: {chosen}{how}")
+            for line in describe_gaps(report):
+                print(f"  {line}")
+            best = cheapest_passing(report)
+            if best is not None and best != chosen and not next(g.passes for g in report.gaps if g.prior == chosen):
+                print(f"  the {chosen} prior is outside tolerance; --prior {best} is the cheapest within it")
     return trainer
 
 
@@ -483,7 +501,8 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
 
 
 REGIME_FLAGS = {"coupling_range": "--coupling-range", "coupling_shape": "--coupling-shape",
-                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength"}
+                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength", "prior": "--prior",
+                "prior_relax_steps": "--prior-relax-steps"}
 
 
 def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, object]:
@@ -494,12 +513,24 @@ def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, objec
     changed = {name: value for name, value in regime.items() if value != getattr(KuramotoConfig, name)}
     if changed and not process_name.startswith("kuramoto-"):
         raise UserError(
-            f"{', '.join(REGIME_FLAGS[name] for name in changed)} set(s) the Kuramoto coupling; the {process_name} process "
+            f"{', '.join(REGIME_FLAGS[name] for name in changed)} set(s) the Kuramoto coupling or prior; the {process_name} process "
             "has none: drop it or use --process kuramoto-local, kuramoto-global or kuramoto-none"
         )
     if "coupling_norm" in changed and process_name == "kuramoto-none":
         raise UserError("--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm")
+    if request.prior == "auto" and request.no_fit_prior:
+        raise UserError("--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off; drop "
+                        "--no-fit-prior or name the prior (--prior von-mises, relaxed or forward-chain)")
+    if "prior_relax_steps" in changed and request.prior not in ("relaxed", "auto"):
+        raise UserError(f"--prior-relax-steps sets the relaxed prior, and --prior is {request.prior}; add --prior relaxed "
+                        "or drop --prior-relax-steps")
     return changed
+
+
+def process_regime(regime: dict[str, object]) -> dict[str, object]:
+    """``kuramoto_regime``'s settings as ``process_config`` takes them: --prior auto leaves the model's prior to the
+    trainer, which resolves it at the prior fit (TrainConfig.prior)."""
+    return {name: value for name, value in regime.items() if not (name == "prior" and value == "auto")}
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

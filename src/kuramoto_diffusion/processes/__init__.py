@@ -20,11 +20,12 @@ def process_config(
     name: str, *, steps: int, schedule: str = "linear", neighbourhood: int = 5, padding: str = "reflect",
     phase_range: float | None = None, coupling_range: tuple[float, float] | None = None,
     coupling_shape: str | None = None, coupling_norm: str | None = None, ref_strength: float | None = None,
+    prior: str | None = None, prior_relax_steps: int | None = None,
 ) -> ProcessConfig:
     """The config of the process ``name`` (one of ``PROCESS_NAMES``) at T = ``steps``; ``phase_range`` (radians,
     in (0, π)) sets the Kuramoto image encoding θ = a·x. The Kuramoto regime settings ``coupling_range`` (K per step
-    at T = 100), ``coupling_shape``, ``coupling_norm`` and ``ref_strength`` (κ_ref ≥ 0) mean what they mean in
-    ``KuramotoConfig``; None takes its default."""
+    at T = 100), ``coupling_shape``, ``coupling_norm`` and ``ref_strength`` (κ_ref ≥ 0), and the prior settings ``prior`` and
+    ``prior_relax_steps``, mean what they mean in ``KuramotoConfig``; None takes its default."""
     if name not in PROCESS_NAMES:
         raise UserError(f"unknown process {name!r}; valid values are {', '.join(PROCESS_NAMES)}")
     if phase_range is not None and not name.startswith("kuramoto-"):
@@ -32,11 +33,12 @@ def process_config(
     regime = {
         key: value
         for key, value in (("coupling_range", coupling_range), ("coupling_shape", coupling_shape),
-                           ("coupling_norm", coupling_norm), ("ref_strength", ref_strength))
+                           ("coupling_norm", coupling_norm), ("ref_strength", ref_strength), ("prior", prior),
+                           ("prior_relax_steps", prior_relax_steps))
         if value is not None
     }
     if regime and not name.startswith("kuramoto-"):
-        raise UserError(f"{', '.join(regime)} set(s) the Kuramoto coupling; the {name} process has none")
+        raise UserError(f"{', '.join(regime)} set(s) the Kuramoto coupling or prior; the {name} process has none")
     extra = {**regime, **({} if phase_range is None else {"phase_range": phase_range})}
     if name == "euclidean":
         return EuclideanConfig(steps=steps)

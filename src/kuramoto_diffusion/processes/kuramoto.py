@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,6 @@ from ..circular import (
     phase_to_image,
     von_mises_log_prob,
     von_mises_moment,
-    von_mises_sample,
     wrap,
     wrapped_normal_log_prob,
     wrapped_normal_score,
@@ -44,7 +43,11 @@ from ..circular import (
 from ..errors import UserError
 from ..serialization import check_choices
 from .base import ForwardProcess, Step, resolve_config
+from .priors import PriorKind, draw_prior, fit_chain_start
 from .schedules import ScheduleShape, cumulative_schedule
+
+if TYPE_CHECKING:
+    from ..metrics.prior_gap import PriorGap
 
 Coupling = Literal["global", "local", "none"]
 CouplingNorm = Literal["mean-field", "unit"]
@@ -84,6 +87,15 @@ class KuramotoConfig:
     coupling_norm: CouplingNorm = "mean-field"
     # schedule: K follows ``schedule`` from coupling_range[0] to [1]; constant: K = coupling_range[1] every step
     coupling_shape: CouplingShape = "schedule"
+    # The prior at t = T (processes/priors.py, docs/priors.md): von-mises, i.i.d. von Mises(ψ_ref, prior_concentration);
+    # relaxed, those draws moved prior_relax_steps steps of the chain at its t = T rates (a Langevin sampler of the
+    # terminal law); forward-chain, the chain run t = 0 … T from a per-image common phase ~ von Mises(prior_start_phase,
+    # prior_start_concentration) plus i.i.d. deviations ~ von Mises(0, prior_start_deviation) (fitted by fit_prior).
+    prior: PriorKind = "von-mises"
+    prior_relax_steps: int = 200  # L ≥ 0 of the relaxed prior
+    prior_start_phase: float = 0.0  # radians
+    prior_start_concentration: float = 0.0  # κ ≥ 0 of the per-image common phase (0: uniform)
+    prior_start_deviation: float = 0.0  # κ ≥ 0 of the i.i.d. deviations from it (0: uniform)
 
     # Models saved before phase_range was a setting were trained with the paper's 0.9π.
     ABSENT_KEY_VALUES: ClassVar[dict[str, float]] = {"phase_range": PAPER_PHASE_RANGE}
@@ -108,6 +120,13 @@ class KuramotoConfig:
             )
         if not math.isfinite(self.prior_concentration) or self.prior_concentration < 0:
             raise UserError(f"prior_concentration must be finite and ≥ 0, got {self.prior_concentration}")
+        if isinstance(self.prior_relax_steps, bool) or not isinstance(self.prior_relax_steps, int) or self.prior_relax_steps < 0:
+            raise UserError(f"prior_relax_steps must be an integer ≥ 0 (chain steps of the relaxed prior), got {self.prior_relax_steps!r}")
+        for name in ("prior_start_concentration", "prior_start_deviation"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise UserError(f"{name} must be finite and ≥ 0, got {getattr(self, name)!r}")
+        if not math.isfinite(self.prior_start_phase):
+            raise UserError(f"prior_start_phase must be finite (radians), got {self.prior_start_phase!r}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,10 @@ class PriorFit:
     moment_gaps: tuple[float, ...]  # |E cos(n(θ−ψ_ref)) − I_n(κ)/I_0(κ)| for n = 1, 2, 3
     sine_moment: float  # |E sin(θ − ψ_ref)|, zero for a symmetric prior
     terminal_order_parameter: float  # mean over examples of R at t = T
+    # The forward-chain prior's start fitted to the initial states (KuramotoConfig.prior_start_*); None: not fitted
+    start: tuple[float, float, float] | None = None
+    # Each candidate prior's gap to the terminal states (metrics.prior_gap.compare_priors fills it)
+    gaps: tuple["PriorGap", ...] = ()
 
 
 class KuramotoProcess(ForwardProcess):
@@ -382,26 +405,31 @@ class KuramotoProcess(ForwardProcess):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        cfg = self.config
-        return von_mises_sample(
-            tuple(shape), cfg.ref_phase, cfg.prior_concentration, generator=generator, dtype=dtype, device=device
-        )
+        """Draws of the configured prior (``KuramotoConfig.prior``; processes/priors.py)."""
+        return draw_prior(self, tuple(shape), generator=generator, dtype=dtype, device=device)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
+        """The von Mises prior's elementwise log density; the relaxed and forward-chain priors have no closed form."""
+        if self.config.prior != "von-mises":
+            raise UserError(
+                f"the model's prior {self.config.prior!r} has no closed-form density, which the likelihood needs; "
+                "use a model trained with prior 'von-mises'"
+            )
         return von_mises_log_prob(x, self.config.ref_phase, self.config.prior_concentration)
 
     # ----- fitting the prior ------------------------------------------------------------
     def fit_prior(self, theta0: Tensor, generator: torch.Generator | None = None) -> tuple["KuramotoProcess", PriorFit]:
-        """Simulate ``theta0`` to t = T and fit the prior's κ by maximum likelihood (mean fixed at ψ_ref).
+        """Simulate ``theta0`` to t = T and fit the prior's κ by maximum likelihood (mean fixed at ψ_ref), and the
+        forward-chain prior's start to ``theta0`` (``priors.fit_chain_start``).
 
-        Returns a process with the fitted ``prior_concentration`` and a report of how far the
-        terminal states are from that von Mises.
+        Returns a process with the fitted ``prior_concentration`` and ``prior_start_*`` and a report of how far the
+        terminal states are from that von Mises (``metrics.prior_gap.compare_priors`` adds each prior's gap).
         """
         terminal = self.simulate(theta0, self.steps, generator=generator)
-        return self.with_prior_from_terminal(terminal)
+        return self.with_prior_from_terminal(terminal, initial=theta0)
 
-    def with_prior_from_terminal(self, terminal: Tensor) -> tuple["KuramotoProcess", PriorFit]:
-        """The κ fit of ``fit_prior`` from given terminal states."""
+    def with_prior_from_terminal(self, terminal: Tensor, initial: Tensor | None = None) -> tuple["KuramotoProcess", PriorFit]:
+        """The κ fit of ``fit_prior`` from given terminal states, and the start fit from ``initial`` if given."""
         ref = self.config.ref_phase
         free_mean, _ = fit_von_mises(terminal)
         _, kappa = fit_von_mises(terminal, loc=ref)
@@ -417,8 +445,12 @@ class KuramotoProcess(ForwardProcess):
             moment_gaps=gaps,
             sine_moment=abs(float(torch.sin(centred).mean())),
             terminal_order_parameter=float(order.mean()),
+            # one value per example has no common phase to speak of: the start keeps its defaults (uniform)
+            start=None if initial is None or initial[0].numel() < 2 or len(initial) < 2 else fit_chain_start(initial),
         )
-        fitted = KuramotoProcess(dataclasses.replace(self.config, prior_concentration=kappa))
+        start = {} if report.start is None else dict(zip(("prior_start_phase", "prior_start_concentration",
+                                                          "prior_start_deviation"), report.start))
+        fitted = KuramotoProcess(dataclasses.replace(self.config, prior_concentration=kappa, **start))
         return fitted, report
 
 

@@ -217,11 +217,28 @@ class Trainer:
         return slice(pieces[0].start, pieces[-1].stop)
 
     def fit_prior(self, num: int = 256) -> None:
-        """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (processes with phases)."""
-        if not isinstance(self.process, (KuramotoProcess, PhaseAmplitudeProcess)):
+        """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (processes with phases);
+        Kuramoto also fits the forward-chain prior's start and reports every candidate prior's gap to those states."""
+        if isinstance(self.process, KuramotoProcess):
+            # Here, not at the top: the metrics package imports scipy and scikit-image, which training needs not.
+            from ..metrics.prior_gap import compare_priors, resolve_prior
+
+            # The terminal states take the same noise as before the gaps existed; the candidates' draws and the
+            # permutations a generator of their own, so that the training noise that follows is unchanged.
+            draws_generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed + 2)
+            fitted, report = compare_priors(self.process, self.encoded_batch(num)[0], self.noise_generator,
+                                            draws_generator=draws_generator)
+            process_config = fitted.config
+            if self.train_config.prior == "auto":  # resolved here and saved so, as the objective is
+                chosen = resolve_prior(report)
+                process_config = dataclasses.replace(process_config, prior=chosen)
+                self.train_config = dataclasses.replace(self.train_config, prior=chosen)
+                self.config = dataclasses.replace(self.config, training=self.train_config)
+        elif isinstance(self.process, PhaseAmplitudeProcess):
+            _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
+            process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
+        else:
             return
-        _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
-        process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
         model_config = dataclasses.replace(self.config.model, process=process_config)
         self.config = dataclasses.replace(self.config, model=model_config)
         self.model = DiffusionModel(model_config, self.model.network, run_config=self.config)
