@@ -97,33 +97,6 @@ def test_stride_sums_the_schedules_over_its_steps():
     assert math.isclose(float(weighted), expected, rel_tol=1e-12)
 
 
-def test_per_example_steps_match_scalar_steps():
-    process = PhaseAmplitudeProcess(steps=30)
-    x = _states(batch=3)
-    steps, strides = torch.tensor([0, 7, 20]), torch.tensor([1, 3, 2])
-    together = process.transition_mean(x, steps, strides)
-    scales = process.transition_scale(steps, strides, like=x)
-    for row in range(3):
-        alone = process.transition_mean(x[row:row + 1], int(steps[row]), int(strides[row]))
-        assert torch.allclose(together[row:row + 1], alone, atol=1e-14)
-        assert torch.allclose(scales[row], process.transition_scale(int(steps[row]), int(strides[row]), like=x))
-
-
-def test_kernel_score_is_the_gradient_of_the_kernel_log_density():
-    process = PhaseAmplitudeProcess(steps=30)
-    x = _states(seed=1)
-    x_next = process.step(x, 12, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
-    mean, scale = process.transition_mean(x, 12, 3), process.transition_scale(12, 3, like=x)
-    (gradient,) = torch.autograd.grad(process.kernel_log_prob(x_next, mean, scale).sum(), x_next)
-    assert torch.allclose(process.kernel_score(x_next, mean, scale), gradient, atol=1e-10)
-    # and the kernel's amplitude part is a normalised density: numerical integral over a ≈ 1
-    grid = torch.linspace(-12, 12, 4001, dtype=torch.float64)
-    points = mean[:1, :, :1, :1].repeat(4001, 1, 1, 1)
-    points[:, 1, 0, 0] = grid
-    density = process.kernel_log_prob(points, mean[:1, :, :1, :1], scale)[:, 1, 0, 0].exp()
-    assert abs(float(torch.trapezoid(density, grid)) - 1) < 1e-6
-
-
 def test_amplitude_without_coherence_is_an_exact_vp_process():
     process = PhaseAmplitudeProcess(steps=40, coherence=0.0)
     start = torch.zeros(4000, 2, 4, 4, dtype=torch.float64)
