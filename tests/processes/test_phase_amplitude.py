@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.config import FlowNormalisation, ModelConfig, flow_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets import UNet, unet_config_from_preset
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, PhaseAmplitudeProcess, build_process
 from kuramoto_diffusion.sampling.sweep import reverse_sweep
-from kuramoto_diffusion.config import FlowNormalisation, ModelConfig, flow_model_config
 
 
 def _states(batch: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
@@ -457,8 +457,8 @@ class _DriftingFlows:
 @pytest.mark.slow
 @pytest.mark.parametrize("process", [EuclideanConfig(steps=20), PhaseAmplitudeConfig(steps=20, neighbourhood=3)])
 def test_a_trained_forecaster_uses_its_context(tmp_path, process):
-    from kuramoto_diffusion.metrics.flows import forecast_error
     from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig
+    from kuramoto_diffusion.metrics.flows import forecast_error
     from kuramoto_diffusion.training import Trainer
 
     source = _DriftingFlows()

@@ -47,7 +47,7 @@ DEFAULT_MAX_FLOW_BYTES = 4 * 2**30
 
 
 def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0,
-                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> "FlowSource":
+                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> FlowSource:
     """The ``FlowSource`` of a ``flows:PATH`` spec."""
     path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
     if not path:

@@ -33,8 +33,8 @@ from ..serialization import choice_check
 from .image_io import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_channels,
-    check_max_image_pixels,
     check_image_size,
+    check_max_image_pixels,
     folder_classes,
     folder_labels,
     image_is_colour,

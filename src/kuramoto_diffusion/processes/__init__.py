@@ -6,7 +6,16 @@ from __future__ import annotations
 from ..errors import UserError
 from .base import ForwardProcess, Step
 from .euclidean import EuclideanConfig, EuclideanVPProcess
-from .kuramoto import COUPLING_NORMS, COUPLING_SHAPES, COUPLINGS, KERNELS, PADDINGS, KuramotoConfig, KuramotoProcess, PriorFit
+from .kuramoto import (
+    COUPLING_NORMS,
+    COUPLING_SHAPES,
+    COUPLINGS,
+    KERNELS,
+    PADDINGS,
+    KuramotoConfig,
+    KuramotoProcess,
+    PriorFit,
+)
 from .phase_amplitude import PhaseAmplitudeConfig, PhaseAmplitudeProcess
 from .schedules import SCHEDULE_SHAPES, cumulative_schedule, vp_cumulative_beta
 

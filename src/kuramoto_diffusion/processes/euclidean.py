@@ -111,7 +111,7 @@ class EuclideanVPProcess(ForwardProcess):
         """EDM's σ_t (``edm_sigma``): the level that EDM's ρ-spacing is defined on."""
         return self.edm_sigma(t)
 
-    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "VPFlow":
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> VPFlow:
         return VPFlow(self, score_fn, upper, lower)
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

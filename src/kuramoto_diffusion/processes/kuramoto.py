@@ -391,7 +391,7 @@ class KuramotoProcess(ForwardProcess):
         return von_mises_log_prob(x, self.config.ref_phase, self.config.prior_concentration)
 
     # ----- fitting the prior ------------------------------------------------------------
-    def fit_prior(self, theta0: Tensor, generator: torch.Generator | None = None) -> tuple["KuramotoProcess", PriorFit]:
+    def fit_prior(self, theta0: Tensor, generator: torch.Generator | None = None) -> tuple[KuramotoProcess, PriorFit]:
         """Simulate ``theta0`` to t = T and fit the prior's κ by maximum likelihood (mean fixed at ψ_ref).
 
         Returns a process with the fitted ``prior_concentration`` and a report of how far the
@@ -400,7 +400,7 @@ class KuramotoProcess(ForwardProcess):
         terminal = self.simulate(theta0, self.steps, generator=generator)
         return self.with_prior_from_terminal(terminal)
 
-    def with_prior_from_terminal(self, terminal: Tensor) -> tuple["KuramotoProcess", PriorFit]:
+    def with_prior_from_terminal(self, terminal: Tensor) -> tuple[KuramotoProcess, PriorFit]:
         """The κ fit of ``fit_prior`` from given terminal states."""
         ref = self.config.ref_phase
         free_mean, _ = fit_von_mises(terminal)
