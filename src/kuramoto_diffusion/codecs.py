@@ -106,7 +106,7 @@ class ImageCodec:
     @property
     def phase_range(self) -> float | None:
         """a of θ = a·x on the torus (a periodic image process is Kuramoto); None: the identity (Euclidean)."""
-        return self.process.config.phase_range if self.process.periodic else None  # type: ignore[attr-defined]
+        return self.process.config.phase_range if self.process.periodic else None
 
     def encode(self, data: Tensor) -> Tensor:
         return self.process.encode(data)

@@ -86,7 +86,7 @@ class InMemoryImageSource:
         name: str,
         channels: int,
         flip: bool = True,
-        labels: Sequence[int] | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
         class_names: Sequence[str] = (),
     ) -> None:
         self.name = name

@@ -287,7 +287,7 @@ class ChainMarginal:
         frac = u - lower
         base = lower.long()
         if order == 1:
-            offsets = (0, 1)
+            offsets: tuple[int, ...] = (0, 1)
             weights = [torch.stack([1 - frac[:, d], frac[:, d]]) for d in range(2)]
         else:
             field = _bspline_coefficients(field)

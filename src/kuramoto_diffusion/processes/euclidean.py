@@ -48,7 +48,7 @@ class EuclideanVPProcess(ForwardProcess):
     closed_form_marginal = True
 
     def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(EuclideanConfig, config, settings)
+        self.config: EuclideanConfig = resolve_config(EuclideanConfig, config, settings)
         self.steps = self.config.steps
         self._cumulative_beta = vp_cumulative_beta(self.config.beta_min, self.config.beta_max, self.steps)
         super().__init__(self._cumulative_beta)

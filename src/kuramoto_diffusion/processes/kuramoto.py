@@ -128,14 +128,15 @@ class KuramotoProcess(ForwardProcess):
     periodic = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(KuramotoConfig, config, settings)
+        self.config: KuramotoConfig = resolve_config(KuramotoConfig, config, settings)
         self.steps = self.config.steps
         cfg = self.config
         low, high = cfg.coupling_range
         if cfg.coupling_shape == "constant":
             low = high
         self._cumulative_coupling = cumulative_schedule(cfg.schedule, low, high, cfg.steps)
-        super().__init__(cumulative_schedule(cfg.schedule, *cfg.noise_var_range, cfg.steps))
+        noise_low, noise_high = cfg.noise_var_range
+        super().__init__(cumulative_schedule(cfg.schedule, noise_low, noise_high, cfg.steps))
         self._kernel_1d = _kernel_weights(cfg.kernel, cfg.neighbourhood)
         self._self_weights_1d: dict[int, Tensor] = {}  # image side -> diagonal of the padded 1-D average
         # (side, device, dtype) -> the padded 1-D average as a matrix

@@ -101,7 +101,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
     periodic = True  # channel 0 is a phase; ``project`` wraps only that channel
 
     def __init__(self, config: PhaseAmplitudeConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(PhaseAmplitudeConfig, config, settings)
+        self.config: PhaseAmplitudeConfig = resolve_config(PhaseAmplitudeConfig, config, settings)
         cfg = self.config
         self.steps = cfg.steps
         self.phase = KuramotoProcess(cfg.phase_config())
