@@ -124,7 +124,7 @@ def lines_and_crossovers(points: list[dict], methods: list[str]) -> tuple[list[d
     return lines, crossovers
 
 
-def scaling_plot(points: list[dict], floors: dict[str, dict[str, float]], methods: list[str]) -> "object":
+def scaling_plot(points: list[dict], floors: dict[str, dict[str, float]], methods: list[str]) -> object:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,15 +37,15 @@ import numpy as np
 import torch
 
 from common import RESULTS, print_table, train_quietly, write_json
+from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config
 from kuramoto_diffusion.data import open_flow_source
 from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
 from kuramoto_diffusion.metrics.flows import evaluate_flows, forecast_error
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, ProcessConfig
-from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config
 from kuramoto_diffusion.runtime import resolve_device
-from kuramoto_diffusion.viz.images import save_image_atomic
 from kuramoto_diffusion.viz.flows import energy_spectra_plot, flow_field_grid, vorticity_histogram_plot
+from kuramoto_diffusion.viz.images import save_image_atomic
 
 # phase-amplitude-split: one network per field (the default of flow models); -joint: one network for both
 METHODS = ("phase-amplitude-split", "phase-amplitude-joint", "euclidean")
@@ -257,7 +257,7 @@ def mean_curve(curves: list[list[float]]) -> list[float]:
     return [sum(c[k] for c in curves if len(c) > k) / sum(1 for c in curves if len(c) > k) for k in range(length)]
 
 
-def forecast_plot(forecasts: list[dict]) -> "object":
+def forecast_plot(forecasts: list[dict]) -> object:
     import matplotlib
 
     matplotlib.use("Agg")

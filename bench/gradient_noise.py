@@ -62,10 +62,10 @@ import torch
 from torch import Tensor
 
 from common import RESULTS, print_table, train_quietly, write_json
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training import score_matching_loss
 from kuramoto_diffusion.training.loss import (

@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from common import print_table, write_json
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets import UNET_PRESETS
 from kuramoto_diffusion.processes import EuclideanConfig
-from kuramoto_diffusion.config import image_model_config
 
 
 def mean_response(preset: str, groups: int | None, seed: int = 0) -> dict[str, float]:

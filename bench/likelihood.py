@@ -31,10 +31,10 @@ import torch
 from common import RESULTS, print_table, write_json
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.data.torus import TORUS_DENSITIES, open_torus_source
-from kuramoto_diffusion.sampling.likelihood import bits_per_dim, dequantise
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.sampling.likelihood import bits_per_dim, dequantise
 from torus import BUDGETS, Evaluator, train
 
 TORUS_COLUMNS = ["density", "method", "nfe", "nll", "nll_se", "true_nll", "kde_nll_exact_samples", "seconds_per_example"]

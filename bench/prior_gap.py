@@ -26,13 +26,13 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, print_table, write_json
-from synchrony import regime_config
 from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.metrics.prior_gap import PriorTolerance, prior_gap
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import KuramotoProcess
 from kuramoto_diffusion.processes.priors import prior_chain_steps
+from synchrony import regime_config
 
 
 def network_pass_seconds(process: KuramotoProcess, states: torch.Tensor) -> float:

@@ -77,19 +77,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import json
+import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
 
 from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.circular import order_parameter
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.data.reference_sets import complement_crops, crop_capacity, disjoint_crop_sets, held_out_source
 from kuramoto_diffusion.errors import UserError
@@ -97,10 +97,9 @@ from kuramoto_diffusion.metrics import evaluate_images
 from kuramoto_diffusion.metrics.intervals import difference_table, mean_interval, ratio_interval
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
+from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.sampling.sweep import Sampler
 from kuramoto_diffusion.serialization import field_choices
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.viz.images import figure_to_image, image_grid, labelled_rows, save_image_atomic
 
 METHODS = ("euclidean", "kuramoto-global", "kuramoto-local")
@@ -339,7 +338,7 @@ def reverse_order_parameter(model: DiffusionModel, budget: Budget, seed: int) ->
     return times, [float(r) for r in result.order_parameter]
 
 
-def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> "object":
+def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> object:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,7 +367,7 @@ def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> "object":
     return picture
 
 
-def order_plot(curves: dict[str, tuple[list[float], list[float]]], real_r: float, data: str) -> "object":
+def order_plot(curves: dict[str, tuple[list[float], list[float]]], real_r: float, data: str) -> object:
     import matplotlib
 
     matplotlib.use("Agg")

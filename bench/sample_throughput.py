@@ -16,9 +16,9 @@ import time
 import torch
 
 from common import peak_rss_mib, print_table, write_json
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.runtime import resolve_device
 
 

@@ -37,8 +37,8 @@ from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.processes.kuramoto import KuramotoProcess
-from kuramoto_diffusion.sampling.sweep import Sampler, reverse_sweep
 from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.sampling.sweep import Sampler, reverse_sweep
 from torus import BUDGETS, TRUTH_DENSITY, Evaluator, train
 
 COLUMNS = ["T", "score", "sampler", "grid", "nfe", "kl", "kl_floor", "nll", "true_nll", "sample_s"]

@@ -32,11 +32,11 @@ HERE = Path(__file__).resolve()
 def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
+    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
     from kuramoto_diffusion.data import open_image_source
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-    from kuramoto_diffusion.training import Trainer
     from kuramoto_diffusion.runtime import init_distributed, shutdown_distributed
+    from kuramoto_diffusion.training import Trainer
 
     context, device = init_distributed(args.device)
     source = open_image_source("textures", 32, channels=1, split="train")

@@ -72,15 +72,15 @@ import torch
 
 from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.data.torus import TORUS_DENSITIES, TorusDensity, open_torus_source
 from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
 from kuramoto_diffusion.metrics.density import heldout_nll, histogram_kl, kl_floor, true_nll
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.processes.kuramoto import KuramotoProcess
-from kuramoto_diffusion.sampling.sweep import reverse_sweep
-from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
 from kuramoto_diffusion.training.loss import resolve_window
 
 BINS = 50

@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 
 from common import peak_rss_mib, print_table, synchronized_seconds, write_json
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training import Trainer, default_pool_size
 

@@ -162,9 +162,9 @@ def test_image_phase_round_trip_and_clipping():
 
 
 def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
+    from kuramoto_diffusion.config import image_model_config
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
-    from kuramoto_diffusion.config import image_model_config
 
     x = torch.linspace(-1, 1, 9, dtype=torch.float64)
     half = 0.5 * math.pi

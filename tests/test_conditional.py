@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import Trainer
 
 LOCAL = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)

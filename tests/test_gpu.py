@@ -16,11 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from kuramoto_diffusion.config import (
+    DataConfig,
+    FlowNormalisation,
+    RunConfig,
+    TrainConfig,
+    flow_model_config,
+    image_model_config,
+)
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, PhaseAmplitudeConfig
 from kuramoto_diffusion.sampling.sweep import SAMPLERS
-from kuramoto_diffusion.config import DataConfig, FlowNormalisation, RunConfig, TrainConfig, flow_model_config, image_model_config
-from kuramoto_diffusion.training import Trainer, loss as loss_module
+from kuramoto_diffusion.training import Trainer
+from kuramoto_diffusion.training import loss as loss_module
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu

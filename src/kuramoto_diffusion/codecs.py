@@ -60,7 +60,7 @@ class FlowNormalisation:
     speed_epsilon: float = 1e-4
 
     @classmethod
-    def measure(cls, velocity: "torch.Tensor", speed_epsilon: float = 1e-4) -> "FlowNormalisation":
+    def measure(cls, velocity: torch.Tensor, speed_epsilon: float = 1e-4) -> FlowNormalisation:
         """The normalisation of a (B, 2, N, N) sample of training velocities."""
         velocity = velocity.to(torch.float64)
         _, log_speed = velocity_to_phase_amplitude(velocity, speed_epsilon)
@@ -101,12 +101,12 @@ class Codec(Protocol):
 class ImageCodec:
     """Images in [-1, 1] through the process's map."""
 
-    process: "ForwardProcess"
+    process: ForwardProcess
 
     @property
     def phase_range(self) -> float | None:
         """a of θ = a·x on the torus (a periodic image process is Kuramoto); None: the identity (Euclidean)."""
-        return self.process.config.phase_range if self.process.periodic else None  # type: ignore[attr-defined]
+        return self.process.config.phase_range if self.process.periodic else None
 
     def encode(self, data: Tensor) -> Tensor:
         return self.process.encode(data)
@@ -124,7 +124,7 @@ class ImageCodec:
 class AngleCodec:
     """Angles in radians; on the torus wrapped to [-π, π)."""
 
-    process: "ForwardProcess"
+    process: ForwardProcess
 
     def encode(self, data: Tensor) -> Tensor:
         return self.process.project(data)
@@ -140,7 +140,7 @@ class AngleCodec:
 class FlowCodec:
     """Velocity fields (B, 2, N, N): (direction, normalised log speed) for phase–amplitude, v/σ_v for Euclidean."""
 
-    process: "ForwardProcess"  # phase–amplitude (periodic) or Euclidean
+    process: ForwardProcess  # phase–amplitude (periodic) or Euclidean
     normalisation: FlowNormalisation
 
     def encode(self, data: Tensor) -> Tensor:
@@ -172,7 +172,7 @@ class FlowCodec:
         return per_pixel.flatten(1).sum(1).cpu()
 
 
-def build_codec(config: "ModelConfig", process: "ForwardProcess") -> Codec:
+def build_codec(config: ModelConfig, process: ForwardProcess) -> Codec:
     """The codec of a model's data kind."""
     if config.data_kind == "image":
         return ImageCodec(process)

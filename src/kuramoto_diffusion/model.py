@@ -27,8 +27,8 @@ from .nets import MLP, UNet
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
-from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
 from .sampling.inpainting import check_inpainting_mask, format_size, inpaint_sweep
+from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
 from .sampling.sweep import SampleResult, reverse_sweep
 from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
 
@@ -62,11 +62,11 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    def to(self, device: torch.device | str) -> "DiffusionModel":
+    def to(self, device: torch.device | str) -> DiffusionModel:
         self.network.to(device)
         return self
 
-    def with_process(self, process_config: ProcessConfig) -> "DiffusionModel":
+    def with_process(self, process_config: ProcessConfig) -> DiffusionModel:
         """The same network under another process config (e.g. with a fitted prior κ)."""
         config = dataclasses.replace(self.config, process=process_config)
         return DiffusionModel(config, self.network, self.run_config)
@@ -424,7 +424,7 @@ class DiffusionModel:
         write_json_atomic(directory / CONFIG_NAME, run_config_dict(self.config, self.run_config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> "DiffusionModel":
+    def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
         """Load a model directory, a training checkpoint, a run directory (its newest checkpoint that loads: a newer
         damaged one is skipped with a warning naming its file and the reason), or a shipped model by name
         (``shipped_model_names()``, e.g. ``"textures-kuramoto-local-32"``) when no such path exists."""
@@ -446,7 +446,7 @@ class DiffusionModel:
         return model.to(device)
 
     @classmethod
-    def _load_directory(cls, path: Path, use_ema: bool) -> "DiffusionModel":
+    def _load_directory(cls, path: Path, use_ema: bool) -> DiffusionModel:
         model_config, run_config = load_run_config(path / CONFIG_NAME)
         model = cls(model_config, run_config=run_config)
         weights = path / EMA_WEIGHTS_NAME if use_ema and (path / EMA_WEIGHTS_NAME).is_file() else path / WEIGHTS_NAME

@@ -75,7 +75,7 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
         tagged = _tagged_dataclass(get_args(annotation), value, where)
         if tagged is not None:
             return config_from_dict(tagged, value, where=where)
-        classes = [option for option in get_args(annotation) if dataclasses.is_dataclass(option)]
+        classes = [option for option in get_args(annotation) if isinstance(option, type) and dataclasses.is_dataclass(option)]
         if isinstance(value, dict) and len(classes) == 1:
             # An optional section (``training: TrainConfig | None``): its own error names the one bad key.
             return config_from_dict(classes[0], value, where=where)
@@ -105,7 +105,7 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
         if len(args) != len(value):
             raise UserError(f"{where}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
         return config_from_dict(annotation, value, where=where)
@@ -130,7 +130,7 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
 
 def _tagged_dataclass(options: tuple[Any, ...], value: Any, where: str) -> type | None:
     """For a union of dataclasses told apart by their ``kind`` default, the one ``value["kind"]`` names."""
-    classes = [o for o in options if dataclasses.is_dataclass(o)]
+    classes = [o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)]
     if not classes or not isinstance(value, dict):
         return None
     kinds = {}
@@ -212,7 +212,8 @@ def field_choices(cls: type, name: str) -> tuple[Any, ...]:
 def check_choices(config: Any) -> None:
     """Raise ``choice_check``'s one-line UserError for the first ``Literal[...]`` field of dataclass ``config`` whose
     value is not one of its choices (what a Python caller passed the constructor; files are checked on load)."""
-    for name, choices in _literal_fields(type(config)):
+    config_class: type = type(config)
+    for name, choices in _literal_fields(config_class):
         choice_check(name, getattr(config, name), choices)
 
 

@@ -95,7 +95,7 @@ def _make_folders(root: Path) -> dict[str, Path]:
     (paths["truncated"] / "cut.png").write_bytes(data[: len(data) // 2])
     _good_images(folder("not_image"))
     (paths["not_image"] / "fake.jpg").write_text("<html>404 Not Found</html>\n")
-    Image.fromarray((_texture(24, 5).astype(np.uint16) * 257)).save(folder("sixteen_bit") / "deep.png")
+    Image.fromarray(_texture(24, 5).astype(np.uint16) * 257).save(folder("sixteen_bit") / "deep.png")
     assert Image.open(paths["sixteen_bit"] / "deep.png").mode.startswith("I")
     Image.fromarray(np.stack([_texture(24, i) for i in range(3)], -1)).convert("CMYK").save(folder("cmyk") / "print.jpg")
     Image.fromarray(_texture(24, 6)).convert("P").save(folder("palette") / "indexed.png")
@@ -158,9 +158,9 @@ def _make_folders(root: Path) -> dict[str, Path]:
 def _make_checkpoints(root: Path) -> dict[str, Path]:
     import torch
 
+    from kuramoto_diffusion.config import image_model_config
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.config import image_model_config
 
     torch.manual_seed(0)
     good = root / "model"
@@ -206,8 +206,8 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     paths["class_model"] = root / "class_model"
     DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
                    ).save_pretrained(paths["class_model"])
-    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
     from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
+    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
 
     paths["flow_model"] = root / "flow_model"
     DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(paths["flow_model"])
@@ -230,12 +230,12 @@ def _make_run(root: Path) -> dict[str, Path]:
     import shutil
 
     import torch
+    from safetensors.torch import load_file, save_file
 
     from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
     from kuramoto_diffusion.data import open_source
     from kuramoto_diffusion.processes import KuramotoConfig
     from kuramoto_diffusion.training import Trainer
-    from safetensors.torch import load_file, save_file
 
     data = DataConfig(source="textures", image_size=16)
     config = RunConfig(model=image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny"), data=data,
@@ -267,7 +267,6 @@ def _resume_copy(run: str, *extra: str) -> Callable[[dict[str, Path]], list[str]
         return ["--out", str(p["out"] / "run"), "--resume", "--quiet", *extra]
 
     return argv
-    return paths
 
 
 # ----- the matrix ------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cli_runner import shared_cli
-from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
+from kuramoto_diffusion.config import DataConfig
 from kuramoto_diffusion.data import AngleFileSource, open_angle_source, open_image_source, read_angle_file, save_angles
 from kuramoto_diffusion.errors import UserError
-from kuramoto_diffusion.config import DataConfig
+from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -249,9 +249,9 @@ def test_cli_round_trip_in_degrees(tmp_path: Path, degrees_data: np.ndarray) -> 
 
 
 def test_image_model_writes_npy(tmp_path: Path) -> None:
+    from kuramoto_diffusion.config import image_model_config
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.config import image_model_config
 
     torch.manual_seed(0)
     DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=4), 1, 8, "tiny")).save_pretrained(tmp_path / "model")

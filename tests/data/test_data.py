@@ -26,6 +26,7 @@ from kuramoto_diffusion.data.fingerprints import print_seed
 from kuramoto_diffusion.data.image_io import read_image
 from kuramoto_diffusion.errors import UserError
 
+
 def noise_image(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:
     shape = (height, width, channels) if channels == 3 else (height, width)
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from cli_runner import shared_cli
-from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
 from kuramoto_diffusion.codecs import phase_amplitude_to_velocity, velocity_to_phase_amplitude
+from kuramoto_diffusion.data.flow_generation import FlowSettings, generate_flows
 from kuramoto_diffusion.data.flows import FlowSource
 from kuramoto_diffusion.data.navier_stokes import (
     NavierStokes2D,

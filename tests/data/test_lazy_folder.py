@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from kuramoto_diffusion.data import ImageFolderSource, LazyImageFolderSource, open_image_source
-from kuramoto_diffusion.data import lazy_folder
+from kuramoto_diffusion.data import ImageFolderSource, LazyImageFolderSource, lazy_folder, open_image_source
 from kuramoto_diffusion.errors import UserError
 
 

@@ -261,9 +261,9 @@ KL_BOUND = 0.25
 
 @pytest.mark.slow
 def test_kuramoto_learns_the_wrapped_mixture(tmp_path):
+    from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.processes import KuramotoConfig
-    from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
     from kuramoto_diffusion.training import Trainer
 
     density = open_torus_source("wrapped-mixture")

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.nets import (
     MLP,
@@ -19,6 +18,7 @@ from kuramoto_diffusion.nets import (
     sinusoidal_embedding,
     unet_config_from_preset,
 )
+from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
 
 
 def tiny(**overrides) -> UNetConfig:
@@ -279,9 +279,9 @@ def test_presets_let_the_output_follow_the_input_mean(preset):
     With one channel per group (groups = 32 on these widths) the mean of the output barely moves when the
     input is shifted by a constant; with the presets' groups (≥ 4 channels per group) it does.
     """
+    from kuramoto_diffusion.config import image_model_config
     from kuramoto_diffusion.model import build_network
     from kuramoto_diffusion.processes import EuclideanConfig
-    from kuramoto_diffusion.config import image_model_config
 
     def relative_mean_spread(**overrides):
         torch.manual_seed(0)

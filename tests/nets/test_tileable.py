@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.metrics import tiling_seam_ratio
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import KuramotoConfig
-from kuramoto_diffusion.config import image_model_config
 
 
 def tileable_images(count: int, size: int, seed: int) -> np.ndarray:

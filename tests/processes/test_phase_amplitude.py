@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.config import FlowNormalisation, ModelConfig, flow_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets import UNet, unet_config_from_preset
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, PhaseAmplitudeConfig, PhaseAmplitudeProcess, build_process
 from kuramoto_diffusion.sampling.sweep import reverse_sweep
-from kuramoto_diffusion.config import FlowNormalisation, ModelConfig, flow_model_config
 
 
 def _states(batch: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
@@ -95,33 +95,6 @@ def test_stride_sums_the_schedules_over_its_steps():
     weighted = process._interval_sum("cumulative_weighted_coupling", 4, 12, like)
     expected = sum(float(process.phase.coupling_strength(t)) for t in range(4, 10))
     assert math.isclose(float(weighted), expected, rel_tol=1e-12)
-
-
-def test_per_example_steps_match_scalar_steps():
-    process = PhaseAmplitudeProcess(steps=30)
-    x = _states(batch=3)
-    steps, strides = torch.tensor([0, 7, 20]), torch.tensor([1, 3, 2])
-    together = process.transition_mean(x, steps, strides)
-    scales = process.transition_scale(steps, strides, like=x)
-    for row in range(3):
-        alone = process.transition_mean(x[row:row + 1], int(steps[row]), int(strides[row]))
-        assert torch.allclose(together[row:row + 1], alone, atol=1e-14)
-        assert torch.allclose(scales[row], process.transition_scale(int(steps[row]), int(strides[row]), like=x))
-
-
-def test_kernel_score_is_the_gradient_of_the_kernel_log_density():
-    process = PhaseAmplitudeProcess(steps=30)
-    x = _states(seed=1)
-    x_next = process.step(x, 12, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
-    mean, scale = process.transition_mean(x, 12, 3), process.transition_scale(12, 3, like=x)
-    (gradient,) = torch.autograd.grad(process.kernel_log_prob(x_next, mean, scale).sum(), x_next)
-    assert torch.allclose(process.kernel_score(x_next, mean, scale), gradient, atol=1e-10)
-    # and the kernel's amplitude part is a normalised density: numerical integral over a ≈ 1
-    grid = torch.linspace(-12, 12, 4001, dtype=torch.float64)
-    points = mean[:1, :, :1, :1].repeat(4001, 1, 1, 1)
-    points[:, 1, 0, 0] = grid
-    density = process.kernel_log_prob(points, mean[:1, :, :1, :1], scale)[:, 1, 0, 0].exp()
-    assert abs(float(torch.trapezoid(density, grid)) - 1) < 1e-6
 
 
 def test_amplitude_without_coherence_is_an_exact_vp_process():
@@ -484,8 +457,8 @@ class _DriftingFlows:
 @pytest.mark.slow
 @pytest.mark.parametrize("process", [EuclideanConfig(steps=20), PhaseAmplitudeConfig(steps=20, neighbourhood=3)])
 def test_a_trained_forecaster_uses_its_context(tmp_path, process):
-    from kuramoto_diffusion.metrics.flows import forecast_error
     from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig
+    from kuramoto_diffusion.metrics.flows import forecast_error
     from kuramoto_diffusion.training import Trainer
 
     source = _DriftingFlows()

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from kuramoto_diffusion.sampling.diffusers import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import KuramotoConfig
+from kuramoto_diffusion.sampling.diffusers import HUB_LOADING_KWARGS, KuramotoDiffusersScheduler
+from kuramoto_diffusion.sampling.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 from kuramoto_diffusion.sampling.steps import probability_flow_step
 from kuramoto_diffusion.sampling.sweep import sweep_grid
-from kuramoto_diffusion.sampling.scheduler import SCHEDULER_SAMPLERS, DiffusionScheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 12

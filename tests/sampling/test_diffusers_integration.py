@@ -17,15 +17,15 @@ import pytest
 import torch
 
 import kuramoto_diffusion
-from kuramoto_diffusion.serialization import config_to_dict
-from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.nets.score import ScoreNetwork
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.sampling.sweep import reverse_sweep
+from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.sampling.scheduler import SCHEDULER_CONFIG_NAME, SCHEDULER_SAMPLERS, KuramotoScheduler
-from kuramoto_diffusion.config import image_model_config
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
+from kuramoto_diffusion.serialization import config_to_dict
 
 STEPS = 20
 PROCESS = KuramotoConfig(coupling="local", neighbourhood=3, steps=STEPS)

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, angle_model_config, image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.orientation import structure_tensor_orientation
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.sampling.inpainting import independent_generator, inpaint_sweep
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, angle_model_config, image_model_config
 from kuramoto_diffusion.training import Trainer
 
 LOCAL = KuramotoConfig(coupling="local", neighbourhood=3)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import IMAGE_PHASE_RANGE, wrapped_normal_log_prob
+from kuramoto_diffusion.config import FlowNormalisation, angle_model_config, flow_model_config, image_model_config
 from kuramoto_diffusion.errors import UserError
-from kuramoto_diffusion.sampling.likelihood import PIXEL_STEP, bits_per_dim, dequantise, ode_log_likelihood
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import (
     EuclideanConfig,
@@ -19,7 +19,7 @@ from kuramoto_diffusion.processes import (
     KuramotoProcess,
     PhaseAmplitudeConfig,
 )
-from kuramoto_diffusion.config import FlowNormalisation, angle_model_config, flow_model_config, image_model_config
+from kuramoto_diffusion.sampling.likelihood import PIXEL_STEP, bits_per_dim, dequantise, ode_log_likelihood
 
 BROWNIAN = KuramotoConfig(coupling="global", ref_strength=0.0, coupling_range=(0.0, 0.0), steps=100)
 CENTRES, WIDTH = (-1.0, 3.0), 0.3  # one component straddles the seam

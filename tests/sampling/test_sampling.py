@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import wrapped_normal_log_prob
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.sampling.grids import rho_step_grid, step_grid
 from kuramoto_diffusion.sampling.steps import SAMPLERS, Sampler, intervals_for_nfe, langevin_corrector_step
 from kuramoto_diffusion.sampling.sweep import reverse_sweep, sweep_grid
-from kuramoto_diffusion.config import image_model_config
 
 
 def test_step_grid():

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
-from kuramoto_diffusion.sampling.sweep import reverse_sweep
 from kuramoto_diffusion.sampling.scheduler import (
     SCHEDULER_CONFIG_NAME,
     SCHEDULER_SAMPLERS,
@@ -19,7 +19,7 @@ from kuramoto_diffusion.sampling.scheduler import (
     KuramotoScheduler,
     SchedulerOutput,
 )
-from kuramoto_diffusion.config import image_model_config
+from kuramoto_diffusion.sampling.sweep import reverse_sweep
 
 STEPS = 20  # T of the test processes; every test samples with fewer evaluations than T
 PROCESSES: dict[str, ProcessConfig] = {

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
-from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.runtime import DistributedContext
+from kuramoto_diffusion.training import Trainer
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -193,8 +193,8 @@ def test_mixed_precision_training_is_close_and_resumes_exactly(tmp_path, precisi
 
 
 def test_sample_folder_is_resumable_and_the_same_on_two_processes(tmp_path):
-    from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.app.sample_folder import sample_to_folder
+    from kuramoto_diffusion.model import DiffusionModel
 
     torch.manual_seed(0)
     model_dir = tmp_path / "model"

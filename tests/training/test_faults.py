@@ -26,10 +26,10 @@ from kuramoto_diffusion.circular import (
     wrapped_normal_log_prob,
     wrapped_normal_score,
 )
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, build_process
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 from kuramoto_diffusion.training import checkpointing as checkpointing_module
 from kuramoto_diffusion.training import trainer as trainer_module
@@ -147,7 +147,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_weights(tm
     rng = random.Random(1)
     kills = 0
     command = _train_cli(run, steps)
-    for attempt in range(12):
+    for _attempt in range(12):
         process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(2.0, 5.0))  # import + set-up take ~2 s; training ~5 steps/s
         if process.poll() is not None:

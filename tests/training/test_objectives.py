@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
-from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.training import Trainer, score_matching_loss
 from kuramoto_diffusion.training.loss import kernel_noise, resolve_window
 from test_training import FixedImages, run_config
@@ -37,31 +37,6 @@ def test_drift_derivative_is_the_diagonal_of_the_autograd_jacobian(config):
     theta = random_phases((1, 2, 6, 7))
     jacobian = torch.autograd.functional.jacobian(lambda x: process.drift(x, 37), theta).reshape(84, 84)
     assert torch.allclose(process.drift_derivative(theta, 37).flatten(), jacobian.diagonal(), atol=1e-14)
-
-
-def test_linearised_kernel_of_one_step_is_the_one_step_kernel():
-    process = KuramotoProcess(coupling="local", neighbourhood=3)
-    theta = random_phases((3, 1, 8, 8))
-    t, one = torch.tensor([0, 41, 99]), torch.ones(3, dtype=torch.long)
-    mean, variance = process.linearised_kernel(theta, t, one)
-    assert torch.allclose(mean, process.transition_mean(theta, t, one), atol=1e-14)
-    assert torch.allclose(variance.sqrt(), process.transition_scale(t, one, like=theta).expand_as(theta), atol=1e-14)
-
-
-def test_linearised_kernel_walks_each_row_for_its_own_stride():
-    # Row by row with a scalar loop (an independent computation of the same recursion).
-    process = KuramotoProcess(coupling="global")
-    theta = random_phases((3, 5))
-    t, stride = torch.tensor([0, 10, 90]), torch.tensor([7, 1, 10])
-    mean, variance = process.linearised_kernel(theta, t, stride)
-    for row in range(3):
-        m, v = theta[row : row + 1], torch.zeros_like(theta[row : row + 1])
-        for step in range(int(t[row]), int(t[row] + stride[row])):
-            jacobian = torch.autograd.functional.jacobian(lambda x: process.drift(x, step), m).reshape(5, 5)
-            v = (1 + jacobian.diagonal()) ** 2 * v + process.noise_variance(step)
-            m = wrap(m + process.drift(m, step))
-        assert torch.allclose(mean[row], m[0], atol=1e-12)
-        assert torch.allclose(variance[row], v[0], atol=1e-12)
 
 
 def test_linearised_kernel_matches_the_chain_over_a_short_window():
@@ -214,29 +189,9 @@ def test_flow_target_is_noise_free_for_a_single_data_point(tmp_path):
     assert math.isfinite(flow) and flow < 0.3 * markov, (flow, markov)
 
 
-def test_phase_amplitude_drift_derivative_is_the_autograd_diagonal():
-    from kuramoto_diffusion.processes import PhaseAmplitudeProcess
-
-    process = PhaseAmplitudeProcess(steps=100)
-    x = torch.cat([random_phases((1, 1, 6, 6)), torch.randn(1, 1, 6, 6, dtype=torch.float64)], dim=1)
-    for t in (3, 60):  # inside and after the amplitude-weighted first T/6 steps
-        jacobian = torch.autograd.functional.jacobian(lambda y: process.drift(y, t), x).reshape(72, 72)
-        assert torch.allclose(process.drift_derivative(x, t).flatten(), jacobian.diagonal(), atol=1e-14)
-
-
-def test_linearised_kernel_of_a_linear_drift_is_the_exact_stride():
-    # The VP drift is linear: the recursion must reproduce its exact strides (mean a·x, variance 1 − ᾱ).
-    process = EuclideanVPProcess(steps=100)
-    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
-    t, stride = torch.tensor([0, 10, 50]), torch.tensor([5, 40, 50])
-    mean, variance = process.linearised_kernel(x, t, stride)
-    assert torch.allclose(mean, process.transition_mean(x, t, stride), atol=1e-13)
-    assert torch.allclose(variance, process.noise_variance(t, stride, like=x).expand_as(x), atol=1e-13)
-
-
 def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
-    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
     from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
+    from kuramoto_diffusion.processes import PhaseAmplitudeConfig
 
     class Flows:
         def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:

@@ -12,19 +12,19 @@ import math
 import pytest
 import torch
 
+from kuramoto_diffusion.config import TrainConfig
 from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
 from kuramoto_diffusion.processes import (
     EuclideanConfig,
-    ForwardProcess,
     EuclideanVPProcess,
+    ForwardProcess,
     KuramotoConfig,
     KuramotoProcess,
     PhaseAmplitudeConfig,
     PhaseAmplitudeProcess,
 )
-from kuramoto_diffusion.config import TrainConfig
 from kuramoto_diffusion.training import ChainPool, Trainer, resimulate_states
 from kuramoto_diffusion.training.chain_pool import resimulate_states_and_scores
 from kuramoto_diffusion.training.loss import (

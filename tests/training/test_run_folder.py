@@ -18,16 +18,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from cli_runner import ENVIRONMENT, shared_cli
 from kuramoto_diffusion import checkpoint as checkpoint_module
 from kuramoto_diffusion.checkpoint import list_checkpoints, prune_checkpoints, temporary_directory_name
-from kuramoto_diffusion.errors import UserError
-from kuramoto_diffusion.model import DiffusionModel, load_run_config
-from kuramoto_diffusion.serialization import config_from_dict
 from kuramoto_diffusion.config import RunConfig
+from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.serialization import config_from_dict
 from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.training.checkpointing import DamagedCheckpoint, resumable_checkpoint, validate_checkpoint
 from kuramoto_diffusion.training.run_lock import RunFolderBusy, RunLock
-from cli_runner import ENVIRONMENT, ROOT, shared_cli
 from test_faults import FixedImages, make_trainer, random_images
 
 TRAIN = ["train", "--data", "textures", "--image-size", "16", "--preset", "tiny", "--steps", "10", "--batch-size", "8",
@@ -311,8 +310,8 @@ def test_resume_below_the_current_step_and_conflicting_options_are_one_line_erro
 def test_a_run_resumes_from_another_folder_and_accepts_its_data_given_another_way(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     for index in range(4):
         pixels = (np.random.default_rng(index).random((20, 20)) * 255).astype("uint8")
@@ -391,7 +390,7 @@ def test_chaos_kills_concurrent_writers_and_damage_never_break_a_run(tmp_path):
     run = tmp_path / "run"
     notes = run / "notes.txt"
     damaged: set[str] = set()
-    for round_number in range(12):
+    for _round_number in range(12):
         resume = bool(list_checkpoints(run))
         first = _writer(run, resume)
         deadline = time.time() + 240

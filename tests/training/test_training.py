@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import order_parameter
+from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, KuramotoProcess
-from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.training import (
     ChainPool,
     Trainer,

@@ -16,6 +16,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import __version__
 from ..config import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_CHANNELS, DataConfig, ModelConfig, TrainConfig
@@ -27,6 +28,10 @@ from ..sampling.steps import REVERSE_STEPS
 from ..serialization import field_choices
 from ..stopping import Stopped, signal_name, sigterm_interrupts
 from .limits import MAX_HELD_VALUES, OPTION_CAPS, check_values
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+    from torch import device as TorchDevice
 
 PRESET_NAMES = tuple(UNET_PRESETS)  # network sizes; angle data takes the MLP sizes of the same names (config.py)
 DEVICE_NAMES = ("auto", "cpu", "cuda")
@@ -565,10 +570,13 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 # ----- commands: each turns its flags into a typed request and calls its module ----------------
-def request_from(args: argparse.Namespace, request_type: type) -> object:
+Request = TypeVar("Request", bound="DataclassInstance")
+
+
+def request_from(args: argparse.Namespace, request_type: type[Request]) -> Request:
     """The ``request_type`` dataclass filled from the parsed flags of the same names (nested option groups,
     such as the sampler's, from theirs)."""
-    values = {}
+    values: dict[str, Any] = {}
     for option in dataclasses.fields(request_type):
         nested = option.default_factory
         if nested is not dataclasses.MISSING and dataclasses.is_dataclass(nested):
@@ -652,7 +660,7 @@ def _cmd_flows(args: argparse.Namespace) -> int:
                  f"--frames {args.frames} of velocity and vorticity (4 values per point) at --size {args.size}",
                  "lower --frames or --size (each trajectory is held whole before it is written)")
     if args.device == "cpu":
-        device: object = "cpu"
+        device: str | TorchDevice = "cpu"
     else:
         from ..runtime import resolve_device
 

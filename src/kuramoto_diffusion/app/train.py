@@ -47,17 +47,17 @@ from ..data import (
 )
 from ..errors import UserError
 from ..model import CONFIG_NAME, DiffusionModel
+from ..nets import count_parameters
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
 from ..processes.kuramoto import CouplingNorm, CouplingShape, Padding
 from ..processes.schedules import ScheduleShape
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
-from ..nets import count_parameters
 from ..training import Trainer
 from ..training.checkpointing import resumable_checkpoint
-from ..training.trainer import RESUME_CHANGEABLE
 from ..training.run_lock import RunLock
+from ..training.trainer import RESUME_CHANGEABLE
 from ..training.validation import ValidationProbe, validation_steps
 from .limits import MAX_BATCH_VALUES, check_values, values_per_example
 

@@ -129,7 +129,7 @@ def open_image_source(
     )
 
 
-def open_source(data: DataConfig, split: str = "train") -> "ImageSource | AngleSource | FlowSource":
+def open_source(data: DataConfig, split: str = "train") -> ImageSource | AngleSource | FlowSource:
     """The source a run's ``DataConfig`` names (images, angles or flows), at ``split``."""
     if is_flow_spec(data.source):
         return open_flow_source(data.source, split=split, val_fraction=data.val_fraction, seed=data.seed)

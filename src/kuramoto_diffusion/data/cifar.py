@@ -156,7 +156,7 @@ def read_cifar10_binary(path: str | os.PathLike[str], split: str = "train") -> t
     decoded = [_decode_batch(found[name], f"{path}:{name}") for name in wanted]
     images = np.concatenate([images for images, _ in decoded])
     labels = np.concatenate([labels for _, labels in decoded])
-    class_names = DEFAULT_CLASS_NAMES
+    class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES
     if META_FILE in found:
         names = tuple(line.strip() for line in found[META_FILE].decode("utf-8", "replace").splitlines() if line.strip())
         if len(names) >= 10:

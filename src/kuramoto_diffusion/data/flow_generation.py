@@ -140,7 +140,7 @@ def simulate_trajectory(settings: FlowSettings, index: int, *, device: torch.dev
 def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as an uncompressed .npz via a hidden temporary file and ``os.replace``."""
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, **arrays)
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub lets **arrays stand for allow_pickle
         handle.flush()
         os.fsync(handle.fileno())
 

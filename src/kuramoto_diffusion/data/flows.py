@@ -47,7 +47,7 @@ DEFAULT_MAX_FLOW_BYTES = 4 * 2**30
 
 
 def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0,
-                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> "FlowSource":
+                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> FlowSource:
     """The ``FlowSource`` of a ``flows:PATH`` spec."""
     path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
     if not path:
@@ -154,8 +154,8 @@ class FlowSource:
                 self.metadata = read_json(path / METADATA_NAME)
             total = len(npz_paths)
         else:
-            group = _choose_group(hdf5_paths, group, self._hdf5)
-            hdf5_samples = _hdf5_samples(hdf5_paths, group, self._hdf5)
+            hdf5_group = _choose_group(hdf5_paths, group, self._hdf5)
+            hdf5_samples = _hdf5_samples(hdf5_paths, hdf5_group, self._hdf5)
             total = len(hdf5_samples)
         if split == "val" and split_counts(total, val_fraction)[1] == 0:
             raise UserError(
@@ -177,7 +177,7 @@ class FlowSource:
             self.trajectories: list[_Trajectory] = [_read_npz_trajectory(npz_path) for npz_path in chosen_paths]
         else:
             self.trajectories = [
-                _HDF5Trajectory(self._hdf5, file, group, index, frames)
+                _HDF5Trajectory(self._hdf5, file, hdf5_group, index, frames)
                 for file, index, frames in (hdf5_samples[int(i)] for i in chosen)
             ]
         self.size = _common_size(self.trajectories, path)
@@ -355,7 +355,7 @@ def _open_hdf5(path: Path, files: _HDF5Files) -> Any:
 
 def _hdf5_samples(paths: Sequence[Path], group: str, files: _HDF5Files) -> list[tuple[Path, int, int]]:
     """(file, sample index, frames) for every sample of ``group`` in ``paths``, after checking the layout."""
-    samples = []
+    samples: list[tuple[Path, int, int]] = []
     for path in paths:
         data = files.open(path)[group]
         missing = [name for name in PDEARENA_DATASETS if name not in data]

@@ -41,7 +41,7 @@ def check_image_size(image_size: object, *, largest: int | None = None, what: st
 def check_channels(channels: object) -> int | None:
     if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
         raise UserError(f"channels must be 1 (grayscale), 3 (RGB) or None (the data's own), got {channels!r}")
-    return None if channels is None else int(channels)  # type: ignore[call-overload]
+    return None if channels is None else int(channels)
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -33,8 +33,8 @@ from ..serialization import choice_check
 from .image_io import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_channels,
-    check_max_image_pixels,
     check_image_size,
+    check_max_image_pixels,
     folder_classes,
     folder_labels,
     image_is_colour,
@@ -86,7 +86,7 @@ class InMemoryImageSource:
         name: str,
         channels: int,
         flip: bool = True,
-        labels: Sequence[int] | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
         class_names: Sequence[str] = (),
     ) -> None:
         self.name = name

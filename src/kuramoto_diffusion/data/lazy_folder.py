@@ -30,8 +30,8 @@ from ..serialization import choice_check, write_json_atomic
 from .image_io import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_channels,
-    check_max_image_pixels,
     check_image_size,
+    check_max_image_pixels,
     find_image_files,
     folder_classes,
     folder_labels,

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -278,7 +279,7 @@ class NavierStokes2D:
         """Scratch tensors reused between steps. Fresh tensors of 0.1–1 MB (128² and up) cost more than
         the FFTs themselves, because glibc hands each one out as newly mapped, zero-filled pages."""
         if self._work is None or self._work.stage.shape != state.shape or self._work.stage.device != state.device:
-            real = {"dtype": self.grid.k_squared.dtype, "device": state.device}
+            real: dict[str, Any] = {"dtype": self.grid.k_squared.dtype, "device": state.device}
             batch = tuple(state.shape[:-2])
             self._work = _Workspace(
                 spectral=torch.empty((*batch, 4, *state.shape[-2:]), dtype=state.dtype, device=state.device),

@@ -23,12 +23,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import UserError
 from .images import InMemoryImageSource, crop_batch
+
+if TYPE_CHECKING:
+    from . import ImageSource
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class _Block:
         return (self.tops[1] - self.tops[0]) * (self.lefts[1] - self.lefts[0])
 
 
-def _images_of(source: object) -> Sequence[np.ndarray]:
+def _images_of(source: object) -> Sequence[np.ndarray] | np.ndarray:
     if not isinstance(source, InMemoryImageSource):
         raise UserError(f"{getattr(source, 'name', source)}: disjoint reference sets need a source held in memory "
                         "(textures, fingerprints or an image folder opened without lazy loading)")
@@ -168,7 +172,7 @@ def _extra_prints(seed: int, first: int, count: int, cache_dir: Path | None) -> 
 
 
 def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int | None = None, minimum: int = 0,
-                    on_bad_image: str = "error", cache_dir: str | os.PathLike[str] | None | bool = True) -> InMemoryImageSource:
+                    on_bad_image: str = "error", cache_dir: str | os.PathLike[str] | None | bool = True) -> ImageSource:
     """The held-out ("val") split of ``spec`` as ``open_image_source`` opens it, except for the synthetic
     fingerprints when their held-out prints (51 of the default 512) are fewer than ``minimum``: then the
     held-out prints followed by prints 512, 513, … of the same seed's sequence, ``minimum`` in all. Those lie
@@ -183,7 +187,7 @@ def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int 
     held_out = FingerprintSource(image_size, channels=channels, split="val", seed=seed)
     if minimum <= len(held_out):
         return held_out
-    folder = default_cache_dir() if cache_dir is True else (None if cache_dir in (None, False) else Path(cache_dir))
+    folder = default_cache_dir() if cache_dir is True else (None if cache_dir is None or cache_dir is False else Path(cache_dir))
     natives = _extra_prints(seed, held_out.num_prints, minimum - len(held_out), folder)
     extra = np.stack([np.repeat(resize_uint8(native[..., None], image_size, image_size), held_out.channels, axis=-1)
                       for native in natives])

@@ -70,9 +70,9 @@ def _gauss_legendre_nodes(edges: Tensor, order: int = _QUADRATURE_ORDER) -> tupl
     """Nodes (bins, order) and weights (bins, order) of Gauss–Legendre quadrature inside each interval."""
     import numpy as np
 
-    unit_nodes, unit_weights = np.polynomial.legendre.leggauss(order)
-    unit_nodes = torch.as_tensor(unit_nodes, dtype=torch.float64)
-    unit_weights = torch.as_tensor(unit_weights, dtype=torch.float64)
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    unit_nodes = torch.as_tensor(nodes, dtype=torch.float64)
+    unit_weights = torch.as_tensor(weights, dtype=torch.float64)
     lower, upper = edges[:-1, None], edges[1:, None]
     half = 0.5 * (upper - lower)
     return lower + half * (unit_nodes + 1.0), half * unit_weights
@@ -185,7 +185,7 @@ class _ProductMixture(TorusDensity):
 def _per_component_pairs(value: object, count: int, what: str) -> Tensor:
     """A float, a list of floats, or a list of (dim-1, dim-2) pairs → a positive (C, 2) float64 tensor."""
     if isinstance(value, (int, float)):
-        rows = [(float(value), float(value))] * count
+        rows: list[tuple[float, ...]] = [(float(value), float(value))] * count
     else:
         items = list(value)  # type: ignore[call-overload]
         if len(items) != count:

@@ -111,7 +111,7 @@ def _frequencies(grid: int) -> Tensor:
 class GridMarginalDensity:
     """p_t as a density object for ``metrics.density.histogram_kl``: ``cell_probabilities`` and ``log_prob``."""
 
-    def __init__(self, marginal: "ChainMarginal", t: int) -> None:
+    def __init__(self, marginal: ChainMarginal, t: int) -> None:
         self.marginal, self.t = marginal, t
         self.name = f"chain-marginal-t{t}"
 
@@ -287,7 +287,7 @@ class ChainMarginal:
         frac = u - lower
         base = lower.long()
         if order == 1:
-            offsets = (0, 1)
+            offsets: tuple[int, ...] = (0, 1)
             weights = [torch.stack([1 - frac[:, d], frac[:, d]]) for d in range(2)]
         else:
             field = _bspline_coefficients(field)

@@ -192,7 +192,7 @@ def select_bandwidth(samples: Tensor, bandwidth: float | tuple[float, float] | s
                 scores[octave] = float(log_density.mean())
             return scores[octave]
 
-        best = max(_CV_OCTAVES, key=score)
+        best: float = max(_CV_OCTAVES, key=score)
         for step in _CV_REFINEMENTS:
             best = max((best - step, best, best + step), key=score)
         return (scott * 2.0**best).clamp(1e-3, TWO_PI)

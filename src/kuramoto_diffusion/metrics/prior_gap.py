@@ -29,7 +29,7 @@ from torch import Tensor
 from ..circular import order_parameter, phase_correlation
 from ..errors import UserError
 from ..processes import KuramotoProcess, PriorFit
-from ..processes.priors import PRIOR_KINDS, prior_chain_steps
+from ..processes.priors import PRIOR_KINDS, PriorKind, prior_chain_steps
 
 GAP_DISTANCES = tuple(range(1, 9))  # px
 
@@ -142,7 +142,7 @@ def compare_priors(
     process: KuramotoProcess,
     theta0: Tensor,
     generator: torch.Generator | None = None,
-    candidates: tuple[str, ...] = PRIOR_KINDS,
+    candidates: tuple[PriorKind, ...] = PRIOR_KINDS,
     tolerance: PriorTolerance = PriorTolerance(),
     permutations: int = 200,
     draws_generator: torch.Generator | None = None,

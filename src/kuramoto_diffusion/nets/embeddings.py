@@ -60,7 +60,7 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, time: Tensor) -> Tensor:
         features = sinusoidal_embedding(time * self.time_scale, self.embedding_dim)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        return self.mlp(features.to(next(self.mlp.parameters()).dtype))  # the first Linear's weight
 
 
 class ClassEmbedding(nn.Module):

@@ -226,7 +226,7 @@ def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
 
 
-def _conv3x3(in_channels: int, out_channels: int, padding_mode: str, stride: int = 1) -> nn.Conv2d:
+def _conv3x3(in_channels: int, out_channels: int, padding_mode: PaddingMode, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, padding_mode=padding_mode)
 
 
@@ -245,7 +245,7 @@ class ResBlock(nn.Module):
         embedding_dim: int,
         *,
         dropout: float,
-        padding_mode: str,
+        padding_mode: PaddingMode,
         groups: int,
     ) -> None:
         super().__init__()
@@ -292,7 +292,7 @@ class SelfAttention(nn.Module):
 class Downsample(nn.Module):
     """Halve the side with a stride-2 3x3 conv (same padding mode as every other conv)."""
 
-    def __init__(self, channels: int, padding_mode: str) -> None:
+    def __init__(self, channels: int, padding_mode: PaddingMode) -> None:
         super().__init__()
         self.conv = _conv3x3(channels, channels, padding_mode, stride=2)
 
@@ -303,7 +303,7 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Double the side: nearest-neighbour upsampling, then a 3x3 conv."""
 
-    def __init__(self, channels: int, padding_mode: str) -> None:
+    def __init__(self, channels: int, padding_mode: PaddingMode) -> None:
         super().__init__()
         self.conv = _conv3x3(channels, channels, padding_mode)
 
@@ -392,6 +392,7 @@ class UNet(nn.Module):
         # the zero score / zero velocity instead of a random field of O(1) bias, which
         # makes the first updates well-scaled (EDM / DDPM++ practice).
         nn.init.zeros_(self.output_conv.weight)
+        assert self.output_conv.bias is not None  # _conv3x3 makes its convolutions with a bias
         nn.init.zeros_(self.output_conv.bias)
 
     def forward(

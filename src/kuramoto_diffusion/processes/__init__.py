@@ -3,12 +3,28 @@ and the joint phase–amplitude process of flows."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from ..errors import UserError
 from .base import ForwardProcess, Step
 from .euclidean import EuclideanConfig, EuclideanVPProcess
-from .kuramoto import COUPLING_NORMS, COUPLING_SHAPES, COUPLINGS, KERNELS, PADDINGS, KuramotoConfig, KuramotoProcess, PriorFit
+from .kuramoto import (
+    COUPLING_NORMS,
+    COUPLING_SHAPES,
+    COUPLINGS,
+    KERNELS,
+    PADDINGS,
+    Coupling,
+    CouplingNorm,
+    CouplingShape,
+    KuramotoConfig,
+    KuramotoProcess,
+    Padding,
+    PriorFit,
+)
 from .phase_amplitude import PhaseAmplitudeConfig, PhaseAmplitudeProcess
-from .schedules import SCHEDULE_SHAPES, cumulative_schedule, vp_cumulative_beta
+from .priors import PriorKind
+from .schedules import SCHEDULE_SHAPES, ScheduleShape, cumulative_schedule, vp_cumulative_beta
 
 ProcessConfig = KuramotoConfig | EuclideanConfig | PhaseAmplitudeConfig
 
@@ -17,10 +33,10 @@ PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "kuramoto-none", "euclidea
 
 
 def process_config(
-    name: str, *, steps: int, schedule: str = "linear", neighbourhood: int = 5, padding: str = "reflect",
+    name: str, *, steps: int, schedule: ScheduleShape = "linear", neighbourhood: int = 5, padding: Padding = "reflect",
     phase_range: float | None = None, coupling_range: tuple[float, float] | None = None,
-    coupling_shape: str | None = None, coupling_norm: str | None = None, ref_strength: float | None = None,
-    prior: str | None = None, prior_relax_steps: int | None = None,
+    coupling_shape: CouplingShape | None = None, coupling_norm: CouplingNorm | None = None,
+    ref_strength: float | None = None, prior: PriorKind | None = None, prior_relax_steps: int | None = None,
 ) -> ProcessConfig:
     """The config of the process ``name`` (one of ``PROCESS_NAMES``) at T = ``steps``; ``phase_range`` (radians,
     in (0, π)) sets the Kuramoto image encoding θ = a·x. The Kuramoto regime settings ``coupling_range`` (K per step
@@ -30,7 +46,7 @@ def process_config(
         raise UserError(f"unknown process {name!r}; valid values are {', '.join(PROCESS_NAMES)}")
     if phase_range is not None and not name.startswith("kuramoto-"):
         raise UserError(f"phase_range sets the image encoding of the Kuramoto processes; the {name} process has none")
-    regime = {
+    regime: dict[str, Any] = {
         key: value
         for key, value in (("coupling_range", coupling_range), ("coupling_shape", coupling_shape),
                            ("coupling_norm", coupling_norm), ("ref_strength", ref_strength), ("prior", prior),
@@ -46,7 +62,7 @@ def process_config(
         return PhaseAmplitudeConfig(steps=steps, schedule=schedule, neighbourhood=neighbourhood)
     if coupling_range is not None:
         extra["coupling_range"] = tuple(coupling_range)
-    return KuramotoConfig(coupling=name.split("-", 1)[1], steps=steps, schedule=schedule, neighbourhood=neighbourhood,
+    return KuramotoConfig(coupling=cast(Coupling, name.split("-", 1)[1]), steps=steps, schedule=schedule, neighbourhood=neighbourhood,
                           padding=padding, **extra)
 
 

@@ -72,7 +72,7 @@ class ChainFlow(ProbabilityFlow[Tensor, Tensor]):
     interval, and ``advance`` adds a slope and wraps.
     """
 
-    process: "ForwardProcess"
+    process: ForwardProcess
     score_fn: ScoreFn
     lower: int
     stride: int
@@ -243,7 +243,7 @@ class ForwardProcess(ABC):
         variance = self.noise_variance(t, stride, like=x)
         return self.project(x - self.drift(x, t, stride) + variance * score)
 
-    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "ProbabilityFlow[Tensor, Tensor]":
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> ProbabilityFlow[Tensor, Tensor]:
         """The probability-flow ODE across the reverse interval ``upper`` → ``lower``, in this process's variables
         (``ChainFlow`` here; the samplers' Euler and Heun steps are ``sampling.steps.probability_flow_step``)."""
         return ChainFlow(self, score_fn, lower, upper - lower)

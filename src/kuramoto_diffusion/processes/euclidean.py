@@ -48,7 +48,7 @@ class EuclideanVPProcess(ForwardProcess):
     closed_form_marginal = True
 
     def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(EuclideanConfig, config, settings)
+        self.config: EuclideanConfig = resolve_config(EuclideanConfig, config, settings)
         self.steps = self.config.steps
         self._cumulative_beta = vp_cumulative_beta(self.config.beta_min, self.config.beta_max, self.steps)
         super().__init__(self._cumulative_beta)
@@ -111,7 +111,7 @@ class EuclideanVPProcess(ForwardProcess):
         """EDM's σ_t (``edm_sigma``): the level that EDM's ρ-spacing is defined on."""
         return self.edm_sigma(t)
 
-    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "VPFlow":
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> VPFlow:
         return VPFlow(self, score_fn, upper, lower)
 
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:

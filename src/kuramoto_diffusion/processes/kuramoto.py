@@ -142,7 +142,7 @@ class PriorFit:
     # The forward-chain prior's start fitted to the initial states (KuramotoConfig.prior_start_*); None: not fitted
     start: tuple[float, float, float] | None = None
     # Each candidate prior's gap to the terminal states (metrics.prior_gap.compare_priors fills it)
-    gaps: tuple["PriorGap", ...] = ()
+    gaps: tuple[PriorGap, ...] = ()
 
 
 class KuramotoProcess(ForwardProcess):
@@ -151,14 +151,15 @@ class KuramotoProcess(ForwardProcess):
     periodic = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(KuramotoConfig, config, settings)
+        self.config: KuramotoConfig = resolve_config(KuramotoConfig, config, settings)
         self.steps = self.config.steps
         cfg = self.config
         low, high = cfg.coupling_range
         if cfg.coupling_shape == "constant":
             low = high
         self._cumulative_coupling = cumulative_schedule(cfg.schedule, low, high, cfg.steps)
-        super().__init__(cumulative_schedule(cfg.schedule, *cfg.noise_var_range, cfg.steps))
+        noise_low, noise_high = cfg.noise_var_range
+        super().__init__(cumulative_schedule(cfg.schedule, noise_low, noise_high, cfg.steps))
         self._kernel_1d = _kernel_weights(cfg.kernel, cfg.neighbourhood)
         self._self_weights_1d: dict[int, Tensor] = {}  # image side -> diagonal of the padded 1-D average
         # (side, device, dtype) -> the padded 1-D average as a matrix
@@ -418,7 +419,7 @@ class KuramotoProcess(ForwardProcess):
         return von_mises_log_prob(x, self.config.ref_phase, self.config.prior_concentration)
 
     # ----- fitting the prior ------------------------------------------------------------
-    def fit_prior(self, theta0: Tensor, generator: torch.Generator | None = None) -> tuple["KuramotoProcess", PriorFit]:
+    def fit_prior(self, theta0: Tensor, generator: torch.Generator | None = None) -> tuple[KuramotoProcess, PriorFit]:
         """Simulate ``theta0`` to t = T and fit the prior's κ by maximum likelihood (mean fixed at ψ_ref), and the
         forward-chain prior's start to ``theta0`` (``priors.fit_chain_start``).
 
@@ -428,7 +429,7 @@ class KuramotoProcess(ForwardProcess):
         terminal = self.simulate(theta0, self.steps, generator=generator)
         return self.with_prior_from_terminal(terminal, initial=theta0)
 
-    def with_prior_from_terminal(self, terminal: Tensor, initial: Tensor | None = None) -> tuple["KuramotoProcess", PriorFit]:
+    def with_prior_from_terminal(self, terminal: Tensor, initial: Tensor | None = None) -> tuple[KuramotoProcess, PriorFit]:
         """The κ fit of ``fit_prior`` from given terminal states, and the start fit from ``initial`` if given."""
         ref = self.config.ref_phase
         free_mean, _ = fit_von_mises(terminal)
@@ -448,9 +449,12 @@ class KuramotoProcess(ForwardProcess):
             # one value per example has no common phase to speak of: the start keeps its defaults (uniform)
             start=None if initial is None or initial[0].numel() < 2 or len(initial) < 2 else fit_chain_start(initial),
         )
-        start = {} if report.start is None else dict(zip(("prior_start_phase", "prior_start_concentration",
-                                                          "prior_start_deviation"), report.start))
-        fitted = KuramotoProcess(dataclasses.replace(self.config, prior_concentration=kappa, **start))
+        fitted_config = dataclasses.replace(self.config, prior_concentration=kappa)
+        if report.start is not None:
+            phase, concentration, deviation = report.start
+            fitted_config = dataclasses.replace(fitted_config, prior_start_phase=phase,
+                                                prior_start_concentration=concentration, prior_start_deviation=deviation)
+        fitted = KuramotoProcess(fitted_config)
         return fitted, report
 
 

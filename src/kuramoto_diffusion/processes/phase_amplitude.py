@@ -101,7 +101,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
     periodic = True  # channel 0 is a phase; ``project`` wraps only that channel
 
     def __init__(self, config: PhaseAmplitudeConfig | None = None, **settings: object) -> None:
-        self.config = resolve_config(PhaseAmplitudeConfig, config, settings)
+        self.config: PhaseAmplitudeConfig = resolve_config(PhaseAmplitudeConfig, config, settings)
         cfg = self.config
         self.steps = cfg.steps
         self.phase = KuramotoProcess(cfg.phase_config())
@@ -206,7 +206,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
         amplitude = self.amplitude.reverse_sde_mean(x[:, AMPLITUDE:] + offset, score[:, AMPLITUDE:], t, stride) - offset
         return torch.cat([phase, amplitude], dim=1)
 
-    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> "PhaseAmplitudeFlow":
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> PhaseAmplitudeFlow:
         return PhaseAmplitudeFlow(self, score_fn, lower, upper - lower, upper)
 
     # ----- kernel ------------------------------------------------------------------------
@@ -256,7 +256,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
     def order_phases(self, x: Tensor) -> Tensor:
         return x[:, PHASE:PHASE + 1]
 
-    def fit_prior(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple["PhaseAmplitudeProcess", PriorFit]:
+    def fit_prior(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[PhaseAmplitudeProcess, PriorFit]:
         """Simulate ``x0`` to t = T and fit the phase prior's κ by maximum likelihood (mean fixed at ψ_ref)."""
         terminal = self.simulate(x0, self.steps, generator=generator)
         _, report = self.phase.with_prior_from_terminal(terminal[:, PHASE:PHASE + 1])

@@ -31,18 +31,18 @@ if TYPE_CHECKING:
     from .kuramoto import KuramotoProcess
 
 PriorKind = Literal["von-mises", "relaxed", "forward-chain"]
-PRIOR_KINDS: tuple[str, ...] = get_args(PriorKind)
+PRIOR_KINDS: tuple[PriorKind, ...] = get_args(PriorKind)
 Device = torch.device | str | None
 
 
-def von_mises_prior(process: "KuramotoProcess", shape: tuple[int, ...], generator: torch.Generator | None,
+def von_mises_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
                     dtype: torch.dtype, device: Device) -> Tensor:
     """i.i.d. von Mises(ψ_ref, prior_concentration) in [-π, π)."""
     cfg = process.config
     return von_mises_sample(tuple(shape), cfg.ref_phase, cfg.prior_concentration, generator=generator, dtype=dtype, device=device)
 
 
-def relax(process: "KuramotoProcess", theta: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
+def relax(process: KuramotoProcess, theta: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
     """``steps`` steps θ ← wrap(θ + K·Δ(θ) + σ·z) of the chain at its t = T rates (K and σ² of step T − 1)."""
     if steps < 0:
         raise UserError(f"relaxation steps must be ≥ 0, got {steps}")
@@ -55,14 +55,14 @@ def relax(process: "KuramotoProcess", theta: Tensor, steps: int, generator: torc
     return theta
 
 
-def relaxed_prior(process: "KuramotoProcess", shape: tuple[int, ...], generator: torch.Generator | None,
+def relaxed_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
                   dtype: torch.dtype, device: Device) -> Tensor:
     """von Mises draws relaxed by ``prior_relax_steps`` terminal-rate chain steps (module docstring)."""
     start = von_mises_prior(process, shape, generator, dtype, device)
     return relax(process, start, process.config.prior_relax_steps, generator)
 
 
-def chain_start(process: "KuramotoProcess", shape: tuple[int, ...], generator: torch.Generator | None,
+def chain_start(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
                 dtype: torch.dtype, device: Device) -> Tensor:
     """The forward-chain prior's start: a common phase per example plus i.i.d. deviations (``fit_chain_start``)."""
     cfg = process.config
@@ -74,7 +74,7 @@ def chain_start(process: "KuramotoProcess", shape: tuple[int, ...], generator: t
     return wrap(common + deviation).to(dtype)
 
 
-def forward_chain_prior(process: "KuramotoProcess", shape: tuple[int, ...], generator: torch.Generator | None,
+def forward_chain_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
                         dtype: torch.dtype, device: Device) -> Tensor:
     """The forward chain run from ``chain_start`` to t = T."""
     return process.simulate(chain_start(process, shape, generator, dtype, device), process.steps, generator=generator)
@@ -87,13 +87,13 @@ PRIOR_SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def draw_prior(process: "KuramotoProcess", shape: tuple[int, ...], generator: torch.Generator | None = None,
+def draw_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32, device: Device = None) -> Tensor:
     """Draws of ``process.config.prior`` of the given shape (radians in [-π, π))."""
     return PRIOR_SAMPLERS[process.config.prior](process, tuple(shape), generator, dtype, device)
 
 
-def prior_chain_steps(process: "KuramotoProcess", prior: str) -> int:
+def prior_chain_steps(process: KuramotoProcess, prior: str) -> int:
     """What a draw of ``prior`` costs, in chain steps (coupling evaluations): 0, L or T."""
     return {"von-mises": 0, "relaxed": process.config.prior_relax_steps, "forward-chain": process.steps}[prior]
 

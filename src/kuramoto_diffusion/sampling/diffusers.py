@@ -114,7 +114,7 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         subfolder: str | None = None,
         return_unused_kwargs: bool = False,
         **kwargs: Any,
-    ) -> "KuramotoDiffusersScheduler":
+    ) -> KuramotoDiffusersScheduler:
         """Load ``scheduler_config.json`` from a local folder; never from the Hugging Face Hub (nothing is downloaded).
 
         diffusers' loading keyword arguments (``HUB_LOADING_KWARGS``: ``local_files_only``,

@@ -119,10 +119,10 @@ class _SlopeWithDivergence:
     increment: Tensor
     divergence: Tensor
 
-    def __add__(self, other: "_SlopeWithDivergence") -> "_SlopeWithDivergence":
+    def __add__(self, other: _SlopeWithDivergence) -> _SlopeWithDivergence:
         return _SlopeWithDivergence(self.increment + other.increment, self.divergence + other.divergence)
 
-    def __rmul__(self, factor: float) -> "_SlopeWithDivergence":
+    def __rmul__(self, factor: float) -> _SlopeWithDivergence:
         return _SlopeWithDivergence(factor * self.increment, factor * self.divergence)
 
 

@@ -310,7 +310,7 @@ class DiffusionScheduler:
         write_json_atomic(directory / SCHEDULER_CONFIG_NAME, contents)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "DiffusionScheduler":
+    def from_pretrained(cls, directory: str | Path) -> DiffusionScheduler:
         """Load ``scheduler_config.json`` from ``directory`` strictly: a foreign ``_class_name``, unknown keys
         or ill-typed values are a UserError naming the file."""
         path = Path(directory) / SCHEDULER_CONFIG_NAME

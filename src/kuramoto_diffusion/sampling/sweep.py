@@ -49,7 +49,10 @@ class SampleResult:
 class Constraint(Protocol):
     """Part of the state held to known values during a sweep (``inpainting.KnownRegion``)."""
 
-    resample: int  # runs of each interval (1: no resampling)
+    @property
+    def resample(self) -> int:
+        """Runs of each interval (1: no resampling); read-only, as a frozen dataclass's field is."""
+        ...
 
     def paste(self, x: Tensor, step: int) -> Tensor:
         """x at grid step ``step`` with the constrained part overwritten."""

@@ -33,11 +33,10 @@ from .checkpointing import (
     TrainingState,
     check_free_space,
     check_writable,
-    resumable_checkpoint,
     read_checkpoint,
+    resumable_checkpoint,
     write_checkpoint,
 )
-from .run_lock import RunFolderBusy, RunLock
 from .loss import (
     drop_conditions,
     kernel_noise,
@@ -49,6 +48,7 @@ from .loss import (
     uses_propagated_scores,
     window_strides,
 )
+from .run_lock import RunFolderBusy, RunLock
 
 
 class BatchSource(Protocol):
@@ -322,7 +322,7 @@ class Trainer:
         context: DistributedContext = SINGLE_PROCESS,
         grad_accum: int | None = None,
         training_changes: dict[str, Any] | None = None,
-    ) -> "Trainer":
+    ) -> Trainer:
         """Continue a run from ``checkpoint``, or from its newest whole checkpoint (damaged newer ones are skipped
         with a warning; ``checkpointing.resumable_checkpoint``).
 

@@ -106,8 +106,8 @@ def energy_spectra_plot(fields: dict[str, Tensor]) -> Image.Image:
     figure, axis = plt.subplots(figsize=(5, 3.6))
     peak = 0.0
     for label, velocity in fields.items():
-        k, spectrum = energy_spectrum(velocity)
-        spectrum = spectrum.numpy()[1:]
+        k, shells = energy_spectrum(velocity)
+        spectrum = shells.numpy()[1:]
         peak = max(peak, float(spectrum.max()))
         # Empty shells (exactly 0) would break the log axis: leave gaps there instead.
         axis.loglog(k.numpy()[1:], np.where(spectrum > 0, spectrum, np.nan), label=label)

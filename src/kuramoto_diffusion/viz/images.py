@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, ups
         canvas[top : top + height, left : left + width] = pixels[index]
     picture = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
     if upscale > 1:
-        picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.NEAREST)
+        picture = picture.resize((picture.width * upscale, picture.height * upscale), Image.Resampling.NEAREST)
     return picture
 
 
@@ -88,7 +88,7 @@ def column_header(labels: Sequence[str], tile_width: int, padding: int = 2, upsc
     return header
 
 
-def order_parameter_title(curves: dict[str, tuple[Sequence[float], Sequence[float]]], what: str) -> str:
+def order_parameter_title(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], what: str) -> str:
     """A title that says what the R(t) curves do: for each, where it starts and ends along its own direction
     (``what``, e.g. "R(t) along the forward process"), and whether it rises or falls."""
     parts = []
@@ -99,7 +99,7 @@ def order_parameter_title(curves: dict[str, tuple[Sequence[float], Sequence[floa
     return f"{what}\n" + "; ".join(parts)
 
 
-def order_parameter_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Image.Image:
+def order_parameter_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Image.Image:
     """R against diffusion time t/T, one line per named (times, values) curve."""
     import matplotlib
 
@@ -124,7 +124,7 @@ def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike[str], 
     """Write frames as a looping GIF (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    first, *rest = [f.convert("P", palette=Image.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
+    first, *rest = [f.convert("P", palette=Image.Palette.ADAPTIVE) if f.mode == "RGB" else f for f in frames]
     with atomic_path(path) as tmp:
         first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
 
@@ -193,7 +193,7 @@ def angle_density_plot(
     if dims == {1}:
         figure, axis = plt.subplots(figsize=(6, 3.6))
         for name, values in panels.items():
-            axis.hist(values[:, 0], bins=edges, density=True, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
+            axis.hist(values[:, 0], bins=edges.tolist(), density=True, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
         axis.set_xlim(-half_turn, half_turn)
         axis.set_xlabel(f"{labels[0] if labels else 'angle 1'} ({unit})")
         axis.set_ylabel(f"density (per {unit})")
