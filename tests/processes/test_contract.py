@@ -28,6 +28,7 @@ import pytest
 import torch
 from scipy.stats import chi2
 
+from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import PROCESS_NAMES, ForwardProcess, ProcessConfig, build_process, process_config
 from kuramoto_diffusion.serialization import config_from_dict, config_to_dict, field_choices, load_config, save_config
 
@@ -52,7 +53,10 @@ def _cases() -> dict[str, Case]:
             local, coupling_norm="unit", kernel="gaussian", padding="circular", neighbourhood=4, schedule="paper-100")),
         "kuramoto-local-constant-strong-no-pull": Case("kuramoto-local", process_config(
             "kuramoto-local", steps=STEPS, coupling_shape="constant", coupling_range=(0.0, 0.3), ref_strength=0.0)),
+        "kuramoto-local-relaxed-prior": Case("kuramoto-local", dataclasses.replace(local, prior="relaxed", prior_relax_steps=5)),
         "kuramoto-global": Case("kuramoto-global", process_config("kuramoto-global", steps=STEPS)),
+        "kuramoto-global-forward-chain-prior": Case(
+            "kuramoto-global", process_config("kuramoto-global", steps=STEPS, prior="forward-chain")),
         "kuramoto-global-unit": Case("kuramoto-global", process_config("kuramoto-global", steps=STEPS, coupling_norm="unit")),
         "kuramoto-none": Case("kuramoto-none", process_config("kuramoto-none", steps=STEPS)),
         "kuramoto-none-no-pull": Case("kuramoto-none", process_config("kuramoto-none", steps=STEPS, ref_strength=0.0)),
@@ -249,10 +253,16 @@ def test_prior_samples_follow_the_prior_density(name):
     """The probability integral transform u = F(x) of each sampled element, F the integral of exp(prior_log_prob)
     over that element (given the other channels), is uniform: a χ² test on 20 bins at significance 1e-6
     (the threshold follows from the sample size through χ²'s distribution, not from a run), and the density
-    integrates to 1."""
+    integrates to 1. A prior with no closed-form density (``relaxed``, ``forward-chain``: docs/priors.md) must say so
+    with a UserError, which the likelihood turns into its refusal, and still draw wrapped, finite phases."""
     process = _process(name)
     samples = process.prior_sample((4000, CASES[name].channels, SIDE, SIDE), generator=torch.Generator().manual_seed(9),
                                    dtype=torch.float64)
+    if getattr(process.config, "prior", "von-mises") != "von-mises":
+        with pytest.raises(UserError, match="no closed-form density"):
+            process.prior_log_prob(samples)
+        assert bool(torch.isfinite(samples).all()) and bool(((samples >= -math.pi) & (samples < math.pi)).all())
+        return
     periodic = _periodic_channels(process, samples)
     for channel, wraps in enumerate(periodic):
         if wraps:
@@ -319,4 +329,8 @@ def test_the_config_round_trips_through_json_to_the_same_process(name, tmp_path)
     for t in (0, STEPS // 2):
         assert torch.equal(rebuilt.drift(x, t, 3), original.drift(x, t, 3))
         assert torch.equal(rebuilt.noise_variance(t, 3, like=x), original.noise_variance(t, 3, like=x))
-    assert torch.equal(rebuilt.prior_log_prob(x), original.prior_log_prob(x))
+    draws = [process.prior_sample(tuple(x.shape), generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+             for process in (original, rebuilt)]
+    assert torch.equal(draws[0], draws[1])
+    if getattr(config, "prior", "von-mises") == "von-mises":
+        assert torch.equal(rebuilt.prior_log_prob(x), original.prior_log_prob(x))
