@@ -1,4 +1,4 @@
-"""DSM objectives (training/loss.py): the linearised (flow) kernel, antithetic draws, windows, and their checks."""
+"""DSM objectives (training/objectives/): the linearised kernel, antithetic draws, windows, and their checks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,19 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, EuclideanVPProcess, KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
-from kuramoto_diffusion.training import Trainer, score_matching_loss
-from kuramoto_diffusion.training.loss import kernel_noise, resolve_window
-from test_training import FixedImages, run_config
+from kuramoto_diffusion.training import Trainer
+from kuramoto_diffusion.training.objectives import kernel_draw, kernel_noise
+from test_training import FixedImages, dsm_loss_of, objective_for, run_config
+
+
+def window_of(objective: str, window: int, process) -> int:
+    """The DSM window the objective resolves ``window`` to on ``process``."""
+    return objective_for(process, objective=objective, window=window, draws=2).window
+
+
+def anchor_of(objective: str, anchor: int, window: int, process) -> int:
+    """The anchor horizon the objective resolves ``anchor`` to on ``process``, with ``window``."""
+    return objective_for(process, objective=objective, window=window, anchor=anchor, draws=2).anchor
 
 
 def random_phases(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -110,8 +120,8 @@ def test_antithetic_pairs_cancel_the_leading_gradient_noise():
         rows = []
         for _ in range(repeats):
             half = torch.arange(0, 64, 2)  # 32 states × 2 draws: 64 network evaluations either way
-            loss = score_matching_loss(network, process, x[half], t[half], stride[half], draws=2,
-                                       generator=generator, objective=objective)
+            loss = dsm_loss_of(network, objective_for(process, objective=objective, draws=2), x[half], t[half],
+                               stride[half], generator)
             rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(network.parameters()))]))
         return torch.stack(rows)
 
@@ -121,28 +131,29 @@ def test_antithetic_pairs_cancel_the_leading_gradient_noise():
     assert (antithetic.mean(0) - markov.mean(0)).norm() < 4 * standard_error
 
 
-def test_flow_with_the_whole_horizon_starts_every_example_from_the_data(tmp_path):
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="flow"),
+def test_linearised_with_the_whole_horizon_starts_every_example_from_the_data(tmp_path):
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised"),
                       FixedImages(), tmp_path / "run")
     trainer.start()
-    assert trainer.window == 20 and trainer.anchored_at_data and trainer.pool is None
-    x_start, t_start, stride, _, _ = trainer.starting_states()
+    objective = trainer.objective
+    assert objective.window == 20 and objective.anchored_at_data and trainer.pool is None
+    x_start, t_start, stride, _, _ = objective.starting_states(16, trainer.noise_generator)
     assert torch.equal(t_start, torch.zeros_like(t_start))
     assert set(stride.tolist()) <= set(range(1, 21)) and len(set(stride.tolist())) > 5
     images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
     assert all(tuple(row) in images for row in x_start.flatten(1).tolist())
 
 
-def test_flow_with_a_shorter_window_draws_from_the_chain_pool(tmp_path):
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="flow", window=5),
-                      FixedImages(), tmp_path / "run")
+def test_linearised_with_a_shorter_window_draws_from_the_chain_pool(tmp_path):
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised",
+                                 window=5), FixedImages(), tmp_path / "run")
     trainer.start()
-    assert trainer.pool is not None and not trainer.anchored_at_data
-    _, t_start, stride, _, _ = trainer.starting_states()
+    assert trainer.pool is not None and not trainer.objective.anchored_at_data
+    _, t_start, stride, _, _ = trainer.objective.starting_states(16, trainer.noise_generator)
     assert int(stride.max()) <= 5 and bool((t_start + stride <= 20).all())
 
 
-@pytest.mark.parametrize("objective", ["antithetic", "flow", "flow-antithetic"])
+@pytest.mark.parametrize("objective", ["antithetic", "linearised", "linearised-antithetic"])
 def test_every_objective_trains_and_resumes_exactly(tmp_path, objective):
     process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
     config = run_config(process, steps=6, objective=objective, draws=2, checkpoint_every=3)
@@ -161,29 +172,29 @@ def test_every_objective_trains_and_resumes_exactly(tmp_path, objective):
 
 def test_the_window_defaults_to_the_objectives_and_is_checked():
     kuramoto = KuramotoProcess(steps=100)
-    assert resolve_window("markov", 0, kuramoto) == 10
-    assert resolve_window("antithetic", 0, KuramotoProcess(steps=6)) == 6
-    assert resolve_window("flow", 0, kuramoto) == 100
-    assert resolve_window("flow-antithetic", 25, kuramoto) == 25
+    assert window_of("markov", 0, kuramoto) == 10
+    assert window_of("antithetic", 0, KuramotoProcess(steps=6)) == 6
+    assert window_of("linearised", 0, kuramoto) == 100
+    assert window_of("linearised-antithetic", 25, kuramoto) == 25
     with pytest.raises(UserError, match="longer than the process's T = 100"):
-        resolve_window("markov", 101, kuramoto)
+        window_of("markov", 101, kuramoto)
     with pytest.raises(UserError, match="strides are already exact"):
-        resolve_window("flow", 0, EuclideanVPProcess())
-    assert resolve_window("antithetic", 0, EuclideanVPProcess(steps=40)) == 10  # antithetic ε draws are fine for VP
+        window_of("linearised", 0, EuclideanVPProcess())
+    assert window_of("antithetic", 0, EuclideanVPProcess(steps=40)) == 10  # antithetic ε draws are fine for VP
 
 
 def test_training_config_checks_the_objective():
-    with pytest.raises(UserError, match="unknown objective 'ddpm'; valid values are auto, markov, antithetic, flow"):
+    with pytest.raises(UserError, match="unknown objective 'ddpm'; valid values are auto, markov, antithetic, linearised"):
         TrainConfig(objective="ddpm")
     with pytest.raises(UserError, match="draws must be even"):
-        TrainConfig(objective="flow-antithetic", draws=3)
+        TrainConfig(objective="linearised-antithetic", draws=3)
     with pytest.raises(UserError, match="window must be ≥ 0"):
         TrainConfig(window=-1)
 
 
-def test_euclidean_trainer_refuses_the_flow_objective(tmp_path):
+def test_euclidean_trainer_refuses_the_linearised_objective(tmp_path):
     with pytest.raises(UserError, match="already exact"):
-        Trainer(run_config(EuclideanConfig(steps=20), objective="flow"), FixedImages(), tmp_path / "run")
+        Trainer(run_config(EuclideanConfig(steps=20), objective="linearised"), FixedImages(), tmp_path / "run")
 
 
 class OnePoint:
@@ -193,8 +204,8 @@ class OnePoint:
         return torch.tensor([[2.0, -2.5]]).expand(batch_size, 2).clone()
 
 
-def test_flow_target_is_noise_free_for_a_single_data_point(tmp_path):
-    # With one data point the flow kernel from the data IS the marginal of its own Gaussian-closure
+def test_linearised_target_is_noise_free_for_a_single_data_point(tmp_path):
+    # With one data point the linearised kernel from the data IS the marginal of its own Gaussian-closure
     # process, so its target is the marginal score itself and the loss can fall towards 0; the Markov
     # target keeps its unit-variance noise (≈ 1 − the explained fraction), so its loss stays high.
     def final_loss(objective: str) -> float:
@@ -210,8 +221,8 @@ def test_flow_target_is_noise_free_for_a_single_data_point(tmp_path):
         trainer.train()
         return losses[-1]
 
-    flow, markov = final_loss("flow"), final_loss("markov")
-    assert math.isfinite(flow) and flow < 0.3 * markov, (flow, markov)
+    linearised, markov = final_loss("linearised"), final_loss("markov")
+    assert math.isfinite(linearised) and linearised < 0.3 * markov, (linearised, markov)
 
 
 def test_phase_amplitude_drift_derivative_is_the_autograd_diagonal():
@@ -234,7 +245,7 @@ def test_linearised_kernel_of_a_linear_drift_is_the_exact_stride():
     assert torch.allclose(variance, process.noise_variance(t, stride, like=x).expand_as(x), atol=1e-13)
 
 
-def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
+def test_linearised_objectives_train_a_phase_amplitude_model(tmp_path):
     from kuramoto_diffusion.processes import PhaseAmplitudeConfig
     from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
 
@@ -242,7 +253,7 @@ def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
         def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
             return torch.randn((batch_size, 2, 8, 8), generator=generator)
 
-    for objective in ("flow", "flow-antithetic"):
+    for objective in ("linearised", "linearised-antithetic"):
         config = RunConfig(
             model=flow_model_config(PhaseAmplitudeConfig(steps=12), 8, FlowNormalisation(), "tiny"),
             training=TrainConfig(train_steps=2, batch_size=4, draws=2, objective=objective, checkpoint_every=10,
@@ -250,7 +261,7 @@ def test_flow_objectives_train_a_phase_amplitude_model(tmp_path):
         )
         trainer = Trainer(config, Flows(), tmp_path / objective)
         trainer.start()
-        assert trainer.anchored_at_data
+        assert trainer.objective.anchored_at_data
         losses = [trainer.train_step() for _ in range(2)]
         assert all(loss is not None and math.isfinite(loss) for loss in losses)
 
@@ -259,11 +270,11 @@ def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
     trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), batch_size=64, anchor=6),
                       FixedImages(), tmp_path / "run")
     trainer.start()
-    assert trainer.pool is not None and trainer.anchor == 6
+    assert trainer.pool is not None and trainer.objective.anchor == 6
     images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
     seen_early = seen_late = 0
     for _ in range(5):
-        x_start, t_start, stride, _, _ = trainer.starting_states()
+        x_start, t_start, stride, _, _ = trainer.objective.starting_states(64, trainer.noise_generator)
         query = t_start + stride
         assert bool((query <= 20).all()) and bool((stride >= 1).all())
         early = query <= 6
@@ -280,8 +291,6 @@ def test_rows_from_the_data_use_the_linearised_kernel_when_anchored():
     x = random_phases((4, 1, 6, 6))
     t, stride = torch.tensor([0, 30, 0, 55]), torch.tensor([20, 4, 9, 3])
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    from kuramoto_diffusion.training.loss import kernel_draw
-
     mixed = kernel_draw(process, x, t, stride, noise, linearised=t == 0)
     linear = kernel_draw(process, x, t, stride, noise, linearised=True)
     euler = kernel_draw(process, x, t, stride, noise, linearised=False)
@@ -293,12 +302,10 @@ def test_rows_from_the_data_use_the_linearised_kernel_when_anchored():
 
 
 def test_anchor_longer_than_the_process_is_refused():
-    from kuramoto_diffusion.training.loss import resolve_anchor
-
     with pytest.raises(UserError, match="anchor horizon 30 is longer than the process's T = 20"):
-        resolve_anchor("markov", 30, 10, KuramotoProcess(steps=20))
-    assert resolve_anchor("flow", 0, 20, KuramotoProcess(steps=20)) == 20  # a window of T anchors everything
-    assert resolve_anchor("markov", 5, 10, KuramotoProcess(steps=20)) == 5
+        anchor_of("markov", 30, 10, KuramotoProcess(steps=20))
+    assert anchor_of("linearised", 0, 20, KuramotoProcess(steps=20)) == 20  # a window of T anchors everything
+    assert anchor_of("markov", 5, 10, KuramotoProcess(steps=20)) == 5
 
 
 @pytest.mark.parametrize("coupling", ["global", "local"])

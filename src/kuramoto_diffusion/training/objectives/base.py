@@ -316,7 +316,12 @@ class Objective:
         are computed for this process's rows only.
         """
         start = self.starting_states(batch, generator)
-        conditions = self.drop_conditions(start.conditions, generator)
+        start = start._replace(conditions=self.drop_conditions(start.conditions, generator))
+        return self.examples_from(start, generator)
+
+    def examples_from(self, start: StartingStates, generator: torch.Generator | None) -> DSMExample:
+        """The kernel draws (``draws`` per state, z from ``generator``) from given starting states: this process's
+        rows of them. The conditions are used as given (no dropout)."""
         x = start.x
         noise = kernel_noise((x.shape[0] * self.draws, *x.shape[1:]), self.draws, self.antithetic, generator,
                              x.device, x.dtype)
@@ -331,7 +336,7 @@ class Objective:
 
         mine = StartingStates(*(repeated(value) for value in start))  # type: ignore[arg-type]
         x_next, target, scale = self.draw(mine, noise[own.start * draws:own.stop * draws])
-        return DSMExample(x_next, mine.t + mine.stride, target, scale, repeated(conditions))
+        return DSMExample(x_next, mine.t + mine.stride, target, scale, mine.conditions)
 
     def loss(self, network: torch.nn.Module, example: DSMExample) -> Tensor:
         """The mean weighted DSM loss of ``network`` on ``example`` (``dsm_loss``; the network in this
