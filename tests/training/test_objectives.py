@@ -316,3 +316,128 @@ def test_drift_and_derivative_together_equal_each_alone(coupling):
     drift, derivative = process.drift_and_derivative(theta, t)
     assert torch.allclose(drift, process.drift(theta, t), atol=1e-15)
     assert torch.allclose(derivative, process.drift_derivative(theta, t), atol=1e-15)
+
+
+# ----- the objective objects, against a direct computation ------------------------------------------------------
+def wrapped_normal_score(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """∂/∂x log Σ_k N(x + 2πk; mean, scale²) by autograd over 9 windings (independent of ``kernel_score``)."""
+    x = x.detach().requires_grad_(True)
+    windings = torch.arange(-4, 5, dtype=x.dtype).reshape(-1, *([1] * x.dim())) * 2 * math.pi
+    log_density = torch.logsumexp(-((x + windings - mean) ** 2) / (2 * scale**2), dim=0).sum()
+    return torch.autograd.grad(log_density, x)[0]
+
+
+def direct_loss(network, process, x_next, t_query, target, scale) -> torch.Tensor:
+    """mean ‖(F(x', t') − c·s*)·σ/|c|‖², written out."""
+    c = process.output_scale(t_query, like=x_next)
+    prediction = network(x_next, t_query.to(torch.float32) / process.steps, None, None)
+    return (((prediction - c * target) * (scale / c.abs())) ** 2).mean()
+
+
+@pytest.mark.parametrize("name", ["markov", "linearised", "propagated"])
+def test_each_objective_loss_is_the_direct_computation_in_float64(name):
+    from kuramoto_diffusion.training.objectives import StartingStates, propagation_schedule
+
+    torch.manual_seed(0)
+    config = KuramotoConfig(coupling="global", steps=30)
+    process = KuramotoProcess(config)
+    network = DiffusionModel(angle_model_config(config, 3, hidden_features=16, num_layers=2)).network.double()
+    for parameter in network.parameters():
+        torch.nn.init.normal_(parameter, std=0.3)
+    x = random_phases((6, 3), seed=2)
+    t = torch.tensor([0, 3, 11, 17, 25, 29])
+    stride = torch.ones_like(t) if name == "propagated" else torch.tensor([4, 1, 7, 2, 5, 1])
+    estimate = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    objective = objective_for(process, objective=name, window=1 if name == "propagated" else 7)
+    start = StartingStates(x, t, stride, None, estimate if name == "propagated" else None)
+    example = objective.examples_from(start, torch.Generator().manual_seed(9))
+    loss = objective.loss(network, example)
+
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    if name == "linearised":
+        mean, variance = process.linearised_kernel(x, t, stride)
+        scale = variance.sqrt()
+    else:
+        mean = wrap(x + process.drift(x, t, stride))
+        scale = process.noise_variance(t, stride, like=x).sqrt()
+    x_next = wrap(mean + scale * z)
+    target = wrapped_normal_score(x_next, mean, scale)
+    if name == "propagated":  # β_s, v_s from their recursion, one step at a time
+        v, beta = [0.0], []
+        for step in range(30):
+            carried = (1 - process.contraction_bound(step)) ** 2 * v[-1]
+            v.append(carried + float(process.noise_variance(step, 1)))
+            beta.append(carried / v[-1])
+        b = torch.tensor(beta, dtype=torch.float64)[t].reshape(-1, 1)
+        target = (1 - b) * target + b * process.propagate_score(x, t, estimate)
+        scale = torch.tensor(v, dtype=torch.float64)[t + 1].reshape(-1, 1).sqrt()
+        assert torch.allclose(propagation_schedule(process).weight, torch.tensor(beta, dtype=torch.float64), atol=1e-15)
+    torch.testing.assert_close(example.x, x_next, rtol=0, atol=1e-12)
+    torch.testing.assert_close(example.target, target, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(loss, direct_loss(network, process, x_next, t + stride, target, scale), rtol=1e-10, atol=0)
+    assert float(loss.detach()) > 0.01  # a real loss: the comparison could fail
+
+
+def test_examples_are_the_objectives_draws_in_a_fixed_order(tmp_path):
+    # examples() = starting states, then condition dropout, then kernel noise, from one generator: replaying the
+    # same generator through the pieces gives the same example bit for bit.
+    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="markov",
+                                 draws=2), FixedImages(), tmp_path / "run")
+    trainer.start()
+    objective = trainer.objective
+    state = trainer.noise_generator.get_state()
+    pool_state = {key: value.clone() for key, value in trainer.pool.state_dict().items()}
+    example = objective.examples(16, trainer.noise_generator)
+    trainer.noise_generator.set_state(state)
+    trainer.pool.load_state_dict(pool_state)
+    start = objective.starting_states(16, trainer.noise_generator)
+    again = objective.examples_from(start, trainer.noise_generator)
+    assert example.x.shape[0] == 32 and torch.equal(example.x, again.x) and torch.equal(example.target, again.target)
+    assert torch.equal(example.t_query, (start.t + start.stride).repeat_interleave(2))
+
+
+def test_capabilities_are_declared_and_the_registry_is_the_configs_list():
+    from kuramoto_diffusion.config import OBJECTIVES as CONFIG_OBJECTIVES
+    from kuramoto_diffusion.training.objectives import OBJECTIVES, LinearisedObjective, MarkovObjective, PropagatedObjective
+
+    assert set(OBJECTIVES) | {"auto"} == set(CONFIG_OBJECTIVES)
+    assert {name for name, choice in OBJECTIVES.items() if choice.antithetic} == {n for n in OBJECTIVES if n.endswith("antithetic")}
+    assert not MarkovObjective.corrects_chain_kernel and LinearisedObjective.corrects_chain_kernel
+    assert PropagatedObjective.carry is not None and MarkovObjective.carry is None
+    assert not PropagatedObjective.takes_window and not PropagatedObjective.takes_anchor
+    assert PropagatedObjective.needs_contraction_bound and KuramotoProcess.contraction_bounded
+    assert not EuclideanVPProcess.contraction_bounded
+
+
+def test_configs_and_checkpoints_saved_with_the_old_name_flow_load_as_linearised(tmp_path):
+    import json
+
+    from kuramoto_diffusion.model import CONFIG_NAME, load_run_config
+
+    process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
+    straight = Trainer(run_config(process, steps=4, objective="linearised", window=5, checkpoint_every=2),
+                       FixedImages(), tmp_path / "straight")
+    straight.start()
+    straight.train()
+    first = Trainer(run_config(process, steps=2, objective="linearised", window=5, checkpoint_every=2), FixedImages(),
+                    tmp_path / "old")
+    first.start()
+    first.train()
+    written = [tmp_path / "old" / CONFIG_NAME, *sorted((tmp_path / "old" / "checkpoints").glob(f"*/{CONFIG_NAME}"))]
+    assert len(written) == 2
+    for path in written:  # as a run from before the rename wrote them
+        data = json.loads(path.read_text())
+        assert data["training"]["objective"] == "linearised"
+        data["training"]["objective"] = "flow"
+        path.write_text(json.dumps(data))
+    assert load_run_config(written[1])[1].training.objective == "linearised"
+    resumed = Trainer.resume(tmp_path / "old", FixedImages(), train_steps=4)
+    assert resumed.train_config.objective == "linearised" and resumed.pool is not None
+    resumed.train()
+    for a, b in zip(straight.model.network.state_dict().values(), resumed.model.network.state_dict().values()):
+        assert torch.equal(a, b)
+    assert DiffusionModel.from_pretrained(tmp_path / "old").run_config.training.objective == "linearised"
+    data = json.loads(written[0].read_text())
+    data["training"].update(objective="flow-antithetic", draws=2)
+    written[0].write_text(json.dumps(data))
+    assert load_run_config(written[0])[1].training.objective == "linearised-antithetic"

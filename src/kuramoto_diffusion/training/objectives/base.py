@@ -71,7 +71,7 @@ NO_CONDITIONING = Conditioning()
 
 def dsm_loss(network: torch.nn.Module, process: ForwardProcess, example: DSMExample, *, context: bool = False,
              autocast_dtype: torch.dtype | None = None) -> Tensor:
-    """The mean weighted DSM loss of ``network`` on ``example`` (a scalar tensor, float32 or the states' dtype).
+    """The mean weighted DSM loss of ``network`` on ``example`` (a scalar tensor in the target's dtype).
 
     ``context``: the example's condition is context features (else class labels). With ``autocast_dtype``
     (bfloat16, float16) only the network runs in mixed precision; the target and the loss stay as drawn.
@@ -81,7 +81,8 @@ def dsm_loss(network: torch.nn.Module, process: ForwardProcess, example: DSMExam
     labels, features = (None, example.condition) if context else (example.condition, None)
     with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         prediction = network(x, process.network_time(t_query).to(x.device), features, labels)
-    return (((prediction.float() - c * example.target) * (example.scale / c.abs())) ** 2).mean()
+    # A mixed-precision prediction is compared in the target's precision (float32, or float64 in tests).
+    return (((prediction.to(example.target.dtype) - c * example.target) * (example.scale / c.abs())) ** 2).mean()
 
 
 def kernel_noise(
