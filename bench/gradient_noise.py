@@ -66,6 +66,7 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.config import Objective as ObjectiveName
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.training.objectives import Objective as DSMObjective
 from kuramoto_diffusion.training.objectives import StartingStates, build_objective, propagated_draw
@@ -97,7 +98,7 @@ BUDGETS = {
 class Objective:
     label: str
     model: str  # "kuramoto" or "euclidean"
-    name: str  # config.OBJECTIVES
+    name: ObjectiveName  # config.OBJECTIVES
     window: int  # 0: the objective's default
     draws: int
 
@@ -136,7 +137,7 @@ def train(model: str, budget: Budget, seed: int, device: torch.device) -> tuple[
 
 def dsm_objective(objective: Objective, model: DiffusionModel) -> DSMObjective:
     """The training objective object of ``objective`` on the model's process (no data: starting states are given)."""
-    return build_objective(model.process, TrainConfig(objective=objective.name, window=objective.window,  # type: ignore[arg-type]
+    return build_objective(model.process, TrainConfig(objective=objective.name, window=objective.window,
                                                       draws=objective.draws))
 
 

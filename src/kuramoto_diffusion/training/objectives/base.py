@@ -329,13 +329,14 @@ class Objective:
         own = self.rows or slice(0, x.shape[0])
         draws = self.draws
 
-        def repeated(value: Tensor | None) -> Tensor | None:
-            if value is None:
-                return None
-            value = value[own]
-            return value.repeat_interleave(draws, 0) if draws > 1 else value
+        def repeated(value: Tensor) -> Tensor:  # this process's rows, each repeated for its draws
+            return value[own].repeat_interleave(draws, 0) if draws > 1 else value[own]
 
-        mine = StartingStates(*(repeated(value) for value in start))  # type: ignore[arg-type]
+        mine = StartingStates(
+            repeated(x), repeated(start.t), repeated(start.stride),
+            None if start.conditions is None else repeated(start.conditions),
+            None if start.estimates is None else repeated(start.estimates),
+        )
         x_next, target, scale = self.draw(mine, noise[own.start * draws:own.stop * draws])
         return DSMExample(x_next, mine.t + mine.stride, target, scale, mine.conditions)
 
