@@ -15,10 +15,10 @@ network learns from a far noisier gradient.
    fixed: the EMA network of each run (what the samplers use), in eval mode.
 2. At those weights, for each objective below and each band of query steps t = s + stride, draws R
    independent minibatches of B network examples (B / draws starting states), all with t in the
-   band, and takes the gradient g of ``score_matching_loss`` w.r.t. every network parameter.
+   band, and takes the gradient g of the objective's loss (``Objective.loss``) w.r.t. every network parameter.
    Chain objectives draw (s, stride) from the trainer's rule (s uniform in 0 … T−1, stride uniform
    in 1 … min(h, T − s)) conditioned on s + stride in the band, with x_s an exact chain state (each
-   replicate simulates fresh chains from fresh data); anchored ones (Euclidean, flow with window T)
+   replicate simulates fresh chains from fresh data); anchored ones (Euclidean, linearised with window T)
    start from the data at s = 0 with stride = t uniform in the band, as the trainer does.
 3. From the Gram matrix of the R gradients (unbiased U-statistics):
      noise   B · E‖g − ḡ‖²   the trace of the gradient covariance per network example (for
@@ -37,8 +37,8 @@ network learns from a far noisier gradient.
 
 Objectives (Kuramoto-local model unless marked): markov h1 (the paper's loss), markov h10 (the
 default window), markov h10 d2 (two independent draws: the control for the antithetic pair),
-antithetic h10 d2, flow hT (linearised kernel from the data), flow h20 (from the chain),
-flow-antithetic hT d2, propagated (one exact step from chain states carrying their score estimate), and
+antithetic h10 d2, linearised hT (the linearised kernel from the data), linearised h20 (from the chain),
+linearised-antithetic hT d2 (results before 2026-12 call these "flow"), propagated (one exact step from chain states carrying their score estimate), and
 the Euclidean model's ε-loss.
 
 Budgets (one CPU thread; times measured with OMP_NUM_THREADS=1 on the 2-core development
@@ -63,19 +63,13 @@ from torch import Tensor
 
 from common import RESULTS, print_table, train_quietly, write_json
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
+from kuramoto_diffusion.config import Objective as ObjectiveName
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, ProcessConfig
 from kuramoto_diffusion.runtime import resolve_device
-from kuramoto_diffusion.training import score_matching_loss
-from kuramoto_diffusion.training.loss import (
-    kernel_noise,
-    propagated_draw,
-    resolve_window,
-    uses_antithetic_draws,
-    uses_linearised_kernel,
-    uses_propagated_scores,
-)
+from kuramoto_diffusion.training.objectives import Objective as DSMObjective
+from kuramoto_diffusion.training.objectives import StartingStates, build_objective, propagated_draw
 
 STEPS = 100  # T
 IMAGE_SIZE = 32
@@ -104,8 +98,8 @@ BUDGETS = {
 class Objective:
     label: str
     model: str  # "kuramoto" or "euclidean"
-    name: str  # settings.OBJECTIVES
-    window: int  # 0: the objective's default (resolve_window)
+    name: ObjectiveName  # config.OBJECTIVES
+    window: int  # 0: the objective's default
     draws: int
 
 
@@ -114,9 +108,9 @@ OBJECTIVES = (
     Objective("markov h10", "kuramoto", "markov", 10, 1),
     Objective("markov h10 d2", "kuramoto", "markov", 10, 2),
     Objective("antithetic h10 d2", "kuramoto", "antithetic", 10, 2),
-    Objective("flow hT (anchored)", "kuramoto", "flow", 0, 1),
-    Objective("flow h20", "kuramoto", "flow", 20, 1),
-    Objective("flow-antithetic hT d2", "kuramoto", "flow-antithetic", 0, 2),
+    Objective("linearised hT (anchored)", "kuramoto", "linearised", 0, 1),
+    Objective("linearised h20", "kuramoto", "linearised", 20, 1),
+    Objective("linearised-antithetic hT d2", "kuramoto", "linearised-antithetic", 0, 2),
     Objective("propagated", "kuramoto", "propagated", 0, 1),
     Objective("euclidean ε (DDPM)", "euclidean", "markov", 0, 1),
 )
@@ -141,9 +135,10 @@ def train(model: str, budget: Budget, seed: int, device: torch.device) -> tuple[
     return train_quietly(config, source, device)
 
 
-def anchored(objective: Objective, window: int, model: DiffusionModel) -> bool:
-    """Every example starts from the data at s = 0 (the trainer's ``anchored_at_data``)."""
-    return model.process.closed_form_marginal or (uses_linearised_kernel(objective.name) and window >= STEPS)
+def dsm_objective(objective: Objective, model: DiffusionModel) -> DSMObjective:
+    """The training objective object of ``objective`` on the model's process (no data: starting states are given)."""
+    return build_objective(model.process, TrainConfig(objective=objective.name, window=objective.window,
+                                                      draws=objective.draws))
 
 
 def band_pairs(window: int, band: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
@@ -214,7 +209,8 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
     for name, model in models.items():
         model.network.eval().requires_grad_(True)
         parameters[name] = [p for p in model.network.parameters()]
-    windows = {o.label: resolve_window(o.name, o.window, models[o.model].process) for o in OBJECTIVES}
+    objects = {o.label: dsm_objective(o, models[o.model]) for o in OBJECTIVES}
+    windows = {label: objective.window for label, objective in objects.items()}
     zero = ZeroNetwork()
     batch, replicates = budget.batch, budget.replicates
     rows: list[dict] = []
@@ -236,7 +232,7 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
                 model = models[objective.model]
                 process = model.process
                 states = batch // objective.draws
-                if anchored(objective, windows[objective.label], model):
+                if objects[objective.label].anchored_at_data:
                     x_start = x0[objective.model][:states]
                     t_start = torch.zeros(states, dtype=torch.long, device=device)
                     stride = torch.randint(band[0], band[1] + 1, (states,), generator=pair_generator).to(device)
@@ -247,12 +243,10 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
                     x_start = trajectory[t_start, torch.arange(states, device=device)]
                     ceiling[objective.label] += (process.noise_variance(t_start.cpu(), stride.cpu())
                                                  / process.noise_variance(0, (t_start + stride).cpu())).tolist()
-                noise = kernel_noise((states * objective.draws, *x_start.shape[1:]), objective.draws,
-                                     uses_antithetic_draws(objective.name), noise_generator, device, x_start.dtype)
-                arguments = dict(draws=objective.draws, noise=noise, objective=objective.name)
-                if uses_propagated_scores(objective.name):
-                    arguments["estimate"] = estimates[t_start, torch.arange(states, device=device)]
-                loss = score_matching_loss(model.network, process, x_start, t_start, stride, **arguments)
+                dsm = objects[objective.label]
+                carried = estimates[t_start, torch.arange(states, device=device)] if type(dsm).carry is not None else None
+                example = dsm.examples_from(StartingStates(x_start, t_start, stride, None, carried), noise_generator)
+                loss = dsm.loss(model.network, example)
                 grads = torch.autograd.grad(loss, parameters[objective.model], allow_unused=True)
                 gradients[objective.label][r] = torch.cat([
                     (g if g is not None else torch.zeros_like(p)).reshape(-1).cpu()
@@ -261,7 +255,7 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
                 losses[objective.label].append(float(loss.detach()))
                 if r < budget.explain:
                     with torch.no_grad():
-                        second_moment = score_matching_loss(zero, process, x_start, t_start, stride, **arguments)
+                        second_moment = dsm.loss(zero, example)
                     explained[objective.label][0] += float(loss.detach())
                     explained[objective.label][1] += float(second_moment)
         statistics = {o.label: gram_statistics(gradients[o.label], batch) for o in OBJECTIVES}
@@ -274,7 +268,7 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
             rows.append({
                 "objective": objective.label, "model": objective.model, "loss_name": objective.name,
                 "window": windows[objective.label], "draws": objective.draws,
-                "anchored": anchored(objective, windows[objective.label], models[objective.model]),
+                "anchored": objects[objective.label].anchored_at_data,
                 "band": f"{band[0]}–{band[1]}", "t_low": band[0], "t_high": band[1],
                 "replicates": replicates, "batch": batch, **stats, "cos_reference": cosine,
                 "loss": sum(losses[objective.label]) / len(losses[objective.label]),
@@ -355,7 +349,7 @@ def main() -> None:
           "(Markov rows: [heuristic ceiling E σ²(s, k)/σ²(0, s+k)])")
     tables["table_explained"] = print_table(
         band_table(rows, lambda r: f"{r['explained']:.3g}" + (f" [{r['markov_ceiling']:.2g}]" if r["markov_ceiling"] is not None
-                                                             and r["loss_name"] != "flow" else "")),
+                                                             and r["loss_name"] not in ("flow", "linearised") else "")),
         ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
     print(f"\nwall time {time.perf_counter() - started:.0f} s (training {sum(training.values()):.0f} s)")
     save(rows, complete=True, tables=tables)

@@ -4,7 +4,7 @@
                             [--methods euclidean kuramoto-global kuramoto-local] [--seed 0]
                             [--device auto] [--out bench/results/quality.json]
                             [--figures bench/results/quality]
-                            [--objective auto|markov|antithetic|flow|flow-antithetic|propagated] [--window H] [--anchor A] [--draws D]
+                            [--objective auto|markov|antithetic|linearised|linearised-antithetic|propagated] [--window H] [--anchor A] [--draws D]
                             [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D] [--steps T]
                             [--groups 4] [--reference-sets 4] [--reference-size N] [--load-models DIR]
 
@@ -32,11 +32,11 @@ docs/benchmarks-protocol.md:
 can fill if less; more sets than it can fill is an error). --norm-groups is the UNet's GroupNorm groups
 (it was --groups before 2026-12-06). JSON files written before the protocol (no "tables") still --merge.
 
---objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/loss.py;
+--objective, --window, --anchor and --draws set the Kuramoto models' DSM objective (training/objectives/;
 the Euclidean model always trains on DDPM's ε-loss), --pool-advance n the chains their pool advances
 per step (label "n n"), --pool-size N the chains in it (label "N N"; fresh data enters at n/T examples per step). With D draws per starting state the batch
 holds batch ÷ D starting states, so every method's network sees the same examples. A Kuramoto
-method trained with other than the default objective is labelled e.g. ``kuramoto-local[flow h20]``.
+method trained with other than the default objective is labelled e.g. ``kuramoto-local[linearised h20]``.
 --sweeps replaces the budget's (sampler, NFE) list; NFE 0 means T. A sampler is sde, ode, ode-heun, pc
 (one corrector step, snr 0.16) or euler-maruyama, with "-rho" for the ρ = 7 time grid (``sampling.Sampler``):
 pc-rho:100. euler-maruyama on the Euclidean model is the paper's protocol for its "SGM" baseline (as we
@@ -232,7 +232,7 @@ def summarise(tables: dict[str, np.ndarray], floor: dict[str, np.ndarray] | None
 class Objective:
     """The Kuramoto models' DSM objective (the Euclidean model keeps DDPM's ε-loss)."""
 
-    name: str = "auto"  # TrainConfig's default: propagated for Kuramoto (loss.resolve_objective)
+    name: str = "auto"  # TrainConfig's default: propagated for Kuramoto (objectives.resolve_objective)
     window: int = 0  # 0: the objective's default
     draws: int = 1
     anchor: int = 0  # queries at t ≤ anchor start from the data (TrainConfig.anchor)

@@ -5,7 +5,7 @@
 
 For Kuramoto (global coupling, two phases) started from the "wrapped-mixture" density, the exact
 marginal p_t of the chain (``metrics.chain_marginal``) gives the true score at every query point.
-Each objective's regression target y at its query point x' (``training/loss.py``) is compared with it:
+Each objective's regression target y at its query point x' (``training/objectives/``) is compared with it:
 
 * slope: the least-squares slope of y on ∇ log p(x'), with its standard error. An unbiased target,
   E[y | x'] = ∇ log p(x'), has slope 1; a network trained on y learns about slope × the true score.
@@ -14,8 +14,9 @@ Each objective's regression target y at its query point x' (``training/loss.py``
 
 Targets: ``markov`` h = 1 (the paper's loss, exact one-step kernel), ``markov`` h = 10 (the merged-Euler
 window, stride 10 from the chain state 10 steps earlier; the trained window draws strides 1 … 10),
-``flow`` h = 10 (the linearised kernel from the same state) and ``propagated`` (one exact step from
-chains that carry their estimate, run from the data). Query points of the markov and flow targets are
+``linearised`` h = 10 (the linearised kernel from the same state; "flow" in results before 2026-12) and
+``propagated`` (one exact step from chains that carry their estimate, run from the data). Query points of the
+markov and linearised targets are
 drawn from their own kernels, as in training; the propagated ones are the chain's own states.
 """
 
@@ -32,7 +33,7 @@ from common import RESULTS, print_table, write_json
 from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
-from kuramoto_diffusion.training.loss import kernel_draw, propagated_draw
+from kuramoto_diffusion.training.objectives import kernel_draw, propagated_draw
 
 COLUMNS = ["T", "target", "t", "slope", "slope_se", "noise", "signal"]
 
@@ -65,11 +66,11 @@ def run(steps: int, chains: int, grid: int, seed: int) -> list[dict]:
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
         x, estimate, _ = propagated_draw(process, x, torch.full((chains,), step), estimate, noise)
         query = step + 1
-        if any(0 <= t - query <= 10 for t in times):  # the markov and flow targets start up to 10 steps earlier
+        if any(0 <= t - query <= 10 for t in times):  # the markov and linearised targets start up to 10 steps earlier
             history[query] = x
         if query in times:
             rows.append({"T": steps, "target": "propagated", "t": query, **compare(estimate, chain.score_at(query, x))})
-    for label, window, linearised in (("markov h1", 1, False), ("markov h10", 10, False), ("flow h10", 10, True)):
+    for label, window, linearised in (("markov h1", 1, False), ("markov h10", 10, False), ("linearised h10", 10, True)):
         for query in times:
             start = max(0, query - window)
             begin_t = torch.full((chains,), start)

@@ -25,7 +25,8 @@ truth  Against the exact marginal of the discrete chain (``metrics.chain_margina
          from the von Mises prior (κ fitted exactly to the grid's p_T) and from exact samples of p_T (the data
          pushed through the forward chain): the method's own floor, beside the histogram floor;
        - one Kuramoto-global model per objective (``TRUTH_MODELS``): markov (window 10, 5, 1), antithetic,
-         flow, flow-antithetic (window 0 = the objective's default: markov 10, flow T), flow with window 20,
+         linearised, linearised-antithetic (window 0 = the objective's default: markov 10, linearised T; "flow" in
+         results before 2026-12), linearised with window 20,
          markov with windows 10 and 5 anchored at the data for t ≤ T/4, and propagated (indices 9 and 10, the
          second with antithetic pairs); the antithetic objectives draw ±z
          pairs (draws = 2) from half the batch, so every model sees batch_size network examples per step.
@@ -48,7 +49,7 @@ small  4,000 steps of 256, MLP 128 × 3 (lr 1e-3, EMA 0.995), 10,000 samples, 2,
        Truth (G = 128, T = 100 and 1000): ≈ 50–60 min estimated (not run yet), measured pieces with two
        other benchmarks sharing the 2 cores: grid build 6–11 s (T = 100) and 78–83 s (T = 1000); a sweep
        of 10,000 samples with the grid score 5.5 ms per step; training ≈ 10–35 ms per step except the
-       flow objectives with window T = 1000, ≈ 0.23 s per step (the linearised kernel walks the whole
+       linearised objectives with window T = 1000, ≈ 0.23 s per step (the linearised kernel walks the whole
        window): ≈ 15 min each of the ≈ 35 min of training at T = 1000; the models' sampling ≈ 6 min.
 paper  SPEC's 8,000 steps of 512, MLP 256 × 4 (lr 1e-3, EMA 0.999), 20,000 samples, 5,000 held
        out: roughly 10 h or more on this CPU (the draws = 5 runs dominate); meant for a GPU or a
@@ -81,7 +82,7 @@ from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.processes.kuramoto import KuramotoProcess
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.sampling.sweep import reverse_sweep
-from kuramoto_diffusion.training.loss import resolve_window
+from kuramoto_diffusion.training.objectives import build_objective
 
 BINS = 50
 
@@ -116,9 +117,9 @@ MAIN_COLUMNS = ["density", "process", "T", "sampler", "nfe", "kl", "kl_floor", "
                 "train_s", "sample_s"]
 SWEEP_COLUMNS = ["density", "T", "window", "draws", "sampler", "nfe", "kl", "kl_floor", "nll", "train_s", "sample_s"]
 TRUTH_DENSITY = "wrapped-mixture"
-# (objective, window, draws, anchor as a fraction of T): window 0 is the objective's default (markov 10, flow T)
+# (objective, window, draws, anchor as a fraction of T): window 0 is the objective's default (markov 10, linearised T)
 TRUTH_MODELS = (("markov", 0, 1, 0.0), ("markov", 5, 1, 0.0), ("markov", 1, 1, 0.0), ("antithetic", 0, 2, 0.0),
-                ("flow", 0, 1, 0.0), ("flow", 20, 1, 0.0), ("flow-antithetic", 0, 2, 0.0),
+                ("linearised", 0, 1, 0.0), ("linearised", 20, 1, 0.0), ("linearised-antithetic", 0, 2, 0.0),
                 ("markov", 0, 1, 0.25), ("markov", 5, 1, 0.25), ("propagated", 0, 1, 0.0), ("propagated-antithetic", 0, 2, 0.0))
 TRUTH_BUCKETS = ((1, 5), (6, 10), (11, 25), (26, 50), (51, 100))  # at T = 100; scaled by T/100
 TRUTH_SAMPLER_COLUMNS = ["T", "score", "start", "sampler", "nfe", "kl", "kl_floor", "nll", "nll_exact_samples", "sample_s"]
@@ -305,7 +306,8 @@ def run_truth(args, budget: Budget, device: torch.device, rows: list[dict], save
             anchor = round(anchor_fraction * steps)
             model, train_s = train(density, KuramotoConfig(coupling="global", steps=steps), budget, args.seed, device,
                                    window=window, draws=draws, objective=objective, batch_size=batch, anchor=anchor)
-            used_window = resolve_window(objective, window, model.process)
+            used_window = build_objective(model.process, TrainConfig(objective=objective, window=window, draws=draws,
+                                                                     anchor=anchor)).window
             label = f"{objective} h{used_window}" + (f" a{anchor}" if anchor else "")
             info = {**base, "model": label, "objective": objective, "window": used_window, "anchor": anchor, "draws": draws,
                     "batch": batch, "train_s": train_s, "model_prior_concentration": model.process.config.prior_concentration}

@@ -374,3 +374,37 @@ def test_the_option_check_finds_disagreements():
     parser.add_argument("--lr", type=float, default=1e-3)
     found = option_disagreements(parser, Request, _config_field([TrainConfig]))
     assert [line.split(":")[0] for line in found] == ["precision", "precision", "objective", "window", "lr"], found
+
+
+def imported_names(name: str, module: str) -> set[str]:
+    """The names module ``name`` imports from package module ``module`` (``from module import a, b``)."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            source = ".".join(base + ([node.module] if node.module else []))
+            if source == module:
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_the_trainer_knows_objectives_only_through_their_interface():
+    # The trainer builds an objective and calls examples() and loss(): no kernel, draw or pool internals.
+    objectives = f"{NAME}.training.objectives"
+    trainer = f"{NAME}.training.trainer"
+    assert not any(module.startswith(objectives + ".") for module in imported_modules(trainer))
+    assert imported_names(trainer, objectives) <= {"Conditioning", "Objective", "build_objective", "resolve_objective"}
+    assert imported_names(trainer, objectives)  # the check sees the import at all
+    # The chain pool carries whatever step it is given; it imports no objective.
+    assert not any(module.startswith(objectives) for module in imported_modules(f"{NAME}.training.chain_pool"))
+
+
+def test_the_loss_and_the_objectives_calls_take_few_parameters():
+    import inspect
+
+    from kuramoto_diffusion.training.objectives import Objective, dsm_loss
+
+    for function in (dsm_loss, Objective.loss, Objective.examples):
+        assert len(inspect.signature(function).parameters) <= 6, function.__qualname__

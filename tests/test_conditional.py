@@ -174,7 +174,7 @@ def test_guided_samples_are_classified_as_their_class(tmp_path):
 
 def test_field_conditioning_channels_reach_the_score_and_the_loss():
     """Extra conditioning channels (the flows' previous frames) enter the UNet beside the state."""
-    from kuramoto_diffusion.training import score_matching_loss
+    from kuramoto_diffusion.training.objectives import Conditioning, StartingStates, build_objective
 
     torch.manual_seed(0)
     model = DiffusionModel(image_model_config(LOCAL, 1, 8, "tiny", condition_channels=2))
@@ -186,7 +186,8 @@ def test_field_conditioning_channels_reach_the_score_and_the_loss():
     assert not torch.allclose(model.score(x, 5, condition=first), model.score(x, 5, condition=second))
     with pytest.raises(UserError, match="condition of shape"):
         model.score(x, 5)
-    loss = score_matching_loss(model.network, model.process, x, torch.zeros(3, dtype=torch.long),
-                               torch.ones(3, dtype=torch.long), condition=second, draws=2)
+    objective = build_objective(model.process, TrainConfig(objective="markov", draws=2), conditioning=Conditioning("context"))
+    start = StartingStates(x, torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long), second, None)
+    loss = objective.loss(model.network, objective.examples_from(start, None))
     loss.backward()
     assert model.network.backbone.input_conv.weight.grad[:, 2:].abs().sum() > 0  # the condition's input weights learn

@@ -28,7 +28,8 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, PhaseAmplitudeConfig
 from kuramoto_diffusion.sampling.sweep import SAMPLERS
 from kuramoto_diffusion.training import Trainer
-from kuramoto_diffusion.training import loss as loss_module
+from kuramoto_diffusion.training.objectives import base as objective_base
+from kuramoto_diffusion.training.objectives import markov
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
@@ -86,20 +87,22 @@ def held_out_loss(trainer: Trainer, source: FixedStates) -> float:
     noise = torch.randn(x.shape, generator=generator).to(trainer.device)
     trainer.model.network.eval()
     with torch.no_grad():
-        return float(loss_module.score_matching_loss(trainer.model.network, trainer.process, x, t, stride, noise=noise))
+        example = objective_base.kernel_example(trainer.process, x, t, stride, noise)
+        return float(objective_base.dsm_loss(trainer.model.network, trainer.process, example))
 
 
 def check_training(device: str, name: str, precision: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20 steps: finite losses, a falling held-out loss, and kernel draws and targets in float32."""
     dtypes: set[torch.dtype] = set()
-    original = loss_module.kernel_draw
+    original = objective_base.kernel_draw
 
     def recording_kernel_draw(*args, **kwargs):
         result = original(*args, **kwargs)
         dtypes.update(tensor.dtype for tensor in result)
         return result
 
-    monkeypatch.setattr(loss_module, "kernel_draw", recording_kernel_draw)
+    for module in (objective_base, markov):  # the validation-style draws and the Markov objective's
+        monkeypatch.setattr(module, "kernel_draw", recording_kernel_draw)
     config = run_config(name, 20, precision)
     source = FixedStates(config)
     trainer = Trainer(config, source, out, device=torch.device(device), quiet=True)

@@ -235,10 +235,15 @@ class DataConfig:
 
 
 ForwardStates = Literal["pool", "resimulate"]
-# DSM objectives (training/loss.py): which kernel and target, and whether draws are antithetic; "auto" is the
-# measured best the process supports (``loss.resolve_objective``), written into the saved config as resolved
-Objective = Literal["auto", "markov", "antithetic", "flow", "flow-antithetic", "propagated", "propagated-antithetic"]
+# DSM objectives (training/objectives/, one class each; ``objectives.OBJECTIVES`` maps these names to them): which
+# kernel and target, and whether draws are antithetic; "auto" is the measured best the process supports
+# (``objectives.resolve_objective``), written into the saved config as resolved
+Objective = Literal["auto", "markov", "antithetic", "linearised", "linearised-antithetic", "propagated",
+                    "propagated-antithetic"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+# Objective names of configs saved before the rename ("flow" also meant the probability-flow ODE and flow data);
+# the loader reads them as the new names.
+LEGACY_OBJECTIVES: dict[str, str] = {"flow": "linearised", "flow-antithetic": "linearised-antithetic"}
 Precision = Literal["fp32", "bf16", "fp16"]  # the network's arithmetic in training (fp16 with loss scaling)
 NonfinitePolicy = Literal["stop", "skip"]  # what training does when the loss or the gradients are NaN/inf
 # The Kuramoto prior a run asks for: one of KuramotoConfig.prior's, or "auto", resolved at the prior fit
@@ -255,8 +260,8 @@ class TrainConfig:
     precision: Precision = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
     draws: int = 1  # kernel draws per starting state (the authors use 5)
-    objective: Objective = "auto"  # see OBJECTIVES and training/loss.py
-    window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, flow T (anchored at the data)
+    objective: Objective = "auto"  # see OBJECTIVES and training/objectives/
+    window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, linearised T (anchored at the data)
     anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
     forward_states: ForwardStates = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from .checkpoint import list_checkpoints, load_module_weights, newest_loadable, save_tensors
 from .codecs import Codec, build_codec, to_uint8
-from .config import ModelConfig, RunConfig
+from .config import LEGACY_OBJECTIVES, ModelConfig, RunConfig
 from .errors import UserError
 from .nets import MLP, UNet
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
@@ -486,6 +486,9 @@ def load_run_config(path: Path) -> tuple[ModelConfig, Any]:
         # Runs saved before the objective was a setting trained with the merged-window loss; the default is now
         # "auto", so name it for them (a resume must continue the same objective and its chain pool).
         data["training"].setdefault("objective", "markov")
+        objective = data["training"]["objective"]
+        if isinstance(objective, str):  # the names before the rename of "flow" to "linearised"
+            data["training"]["objective"] = LEGACY_OBJECTIVES.get(objective, objective)
     run_config = config_from_dict(RunConfig, data, where=str(path))
     return run_config.model, run_config
 

@@ -147,7 +147,7 @@ def test_killing_one_process_stops_the_job_and_resume_continues(tmp_path):
 
 def test_kernel_draw_keeps_full_precision_inside_autocast():
     from kuramoto_diffusion.processes import build_process
-    from kuramoto_diffusion.training.loss import kernel_draw
+    from kuramoto_diffusion.training.objectives import kernel_draw
 
     process = build_process(KuramotoConfig(coupling="local", neighbourhood=5, steps=100))
     generator = torch.Generator().manual_seed(0)

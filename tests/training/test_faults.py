@@ -32,7 +32,6 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, build_process
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 from kuramoto_diffusion.training import checkpointing as checkpointing_module
-from kuramoto_diffusion.training import trainer as trainer_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
@@ -96,16 +95,18 @@ def test_too_little_disk_space_is_known_before_training(tmp_path, monkeypatch):
 
 
 def test_nan_steps_are_skipped_when_asked_and_stop_after_too_many(tmp_path, monkeypatch):
-    real_loss = trainer_module.score_matching_loss
+    from kuramoto_diffusion.training.objectives import Objective
+
+    real_loss = Objective.loss
     bad_calls = {3, 4, 7}
     calls = {"n": 0}
 
-    def sometimes_nan(*args, **kwargs):
+    def sometimes_nan(self, *args, **kwargs):
         calls["n"] += 1
-        loss = real_loss(*args, **kwargs)
+        loss = real_loss(self, *args, **kwargs)
         return loss * float("nan") if calls["n"] in bad_calls else loss
 
-    monkeypatch.setattr(trainer_module, "score_matching_loss", sometimes_nan)
+    monkeypatch.setattr(Objective, "loss", sometimes_nan)
     trainer = make_trainer(tmp_path / "skip", steps=10, on_nonfinite="skip")
     trainer.train()
     assert trainer.step == 10 and trainer.skipped_steps == 3 and calls["n"] == 13

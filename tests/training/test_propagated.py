@@ -1,4 +1,4 @@
-"""The propagated objective (training/loss.py): chain states that carry an unbiased estimate of their own score.
+"""The propagated objective (training/objectives/propagated.py): chain states that carry an unbiased estimate of their own score.
 
 Checked in float64 against independent computations: the change-of-variables score with the exact
 Jacobian and log-determinant (autograd), the closed form of wrapped Brownian motion, and the exact
@@ -27,14 +27,14 @@ from kuramoto_diffusion.processes import (
 )
 from kuramoto_diffusion.training import ChainPool, Trainer, resimulate_states
 from kuramoto_diffusion.training.chain_pool import resimulate_states_and_scores
-from kuramoto_diffusion.training.loss import (
+from kuramoto_diffusion.training.objectives import (
     kernel_draw,
+    propagated_chain_step,
     propagated_draw,
     propagation_schedule,
-    resolve_anchor,
-    resolve_window,
+    resolve_objective,
 )
-from test_objectives import COUPLING_CONFIGS, COUPLING_IDS
+from test_objectives import COUPLING_CONFIGS, COUPLING_IDS, anchor_of, window_of
 from test_training import FixedImages, run_config
 
 
@@ -178,7 +178,8 @@ def test_the_pool_with_estimates_walks_the_same_chains():
     def pool(carry: bool) -> ChainPool:
         data_generator = torch.Generator().manual_seed(1)
         data_fn = lambda n: (process.encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
-        return ChainPool(process, 24, data_fn, torch.Generator().manual_seed(0), carry_scores=carry)
+        return ChainPool(process, 24, data_fn, torch.Generator().manual_seed(0),
+                         carry=propagated_chain_step if carry else None)
 
     plain, carrying = pool(False), pool(True)
     torch.testing.assert_close(plain.states, carrying.states, rtol=0, atol=1e-6)
@@ -203,7 +204,8 @@ def test_resimulation_with_estimates_reaches_the_same_states():
     x0 = process.encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
     t = torch.tensor([0, 1, 5, 11, 3, 7])
     states = resimulate_states(process, x0, t, torch.Generator().manual_seed(3))
-    carried, estimates = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(3))
+    carried, estimates = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(3),
+                                                      propagated_chain_step)
     torch.testing.assert_close(states, carried, rtol=0, atol=1e-6)
     assert bool((estimates[0] == 0).all()) and bool((estimates[1:] != 0).any(dim=(1, 2, 3)).all())
 
@@ -239,7 +241,7 @@ def test_propagated_objectives_train_and_resume_exactly(tmp_path):
         whole = Trainer(run_config(process, steps=6, objective=objective, draws=draws, checkpoint_every=3),
                         FixedImages(), tmp_path / f"{objective}-whole")
         whole.start()
-        assert whole.window == 1 and whole.pool is not None and whole.pool.estimates is not None
+        assert whole.objective.window == 1 and whole.pool is not None and whole.pool.estimates is not None
         whole.train()
         first = Trainer(run_config(process, steps=3, objective=objective, draws=draws, checkpoint_every=3),
                         FixedImages(), tmp_path / f"{objective}-resumed")
@@ -256,7 +258,7 @@ def test_propagated_starting_states_take_one_step_and_carry_estimates(tmp_path):
         trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="propagated",
                                      forward_states=forward_states), FixedImages(), tmp_path / forward_states)
         trainer.start()
-        start = trainer.starting_states()
+        start = trainer.objective.starting_states(16, trainer.noise_generator)
         assert torch.equal(start.stride, torch.ones_like(start.stride))
         assert start.estimates is not None and start.estimates.shape == start.x.shape
         assert bool((start.estimates[start.t == 0] == 0).all())
@@ -264,22 +266,20 @@ def test_propagated_starting_states_take_one_step_and_carry_estimates(tmp_path):
 
 def test_objectives_that_do_not_fit_are_refused():
     kuramoto = KuramotoProcess(steps=100)
-    assert resolve_window("propagated", 0, kuramoto) == 1 and resolve_window("propagated", 1, kuramoto) == 1
+    assert window_of("propagated", 0, kuramoto) == 1 and window_of("propagated", 1, kuramoto) == 1
     with pytest.raises(UserError, match="use window 1 \\(or 0\\)"):
-        resolve_window("propagated", 10, kuramoto)
+        window_of("propagated", 10, kuramoto)
     with pytest.raises(UserError, match="strides are already exact"):
-        resolve_window("propagated", 0, EuclideanVPProcess(EuclideanConfig(steps=20)))
+        window_of("propagated", 0, EuclideanVPProcess(EuclideanConfig(steps=20)))
     with pytest.raises(UserError, match="no contraction bound"):
-        resolve_window("propagated", 0, PhaseAmplitudeProcess(PhaseAmplitudeConfig()))
+        window_of("propagated", 0, PhaseAmplitudeProcess(PhaseAmplitudeConfig()))
     with pytest.raises(UserError, match="use anchor 0"):
-        resolve_anchor("propagated", 25, 1, kuramoto)
+        anchor_of("propagated", 25, 1, kuramoto)
     with pytest.raises(UserError, match="draws must be even"):
         TrainConfig(objective="propagated-antithetic", draws=1)
 
 
 def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path):
-    from kuramoto_diffusion.training.loss import resolve_objective
-
     assert TrainConfig().objective == "auto"
     assert resolve_objective("auto", KuramotoProcess(coupling="local")) == "propagated"
     assert resolve_objective("auto", EuclideanVPProcess()) == "markov"  # DDPM's ε-loss

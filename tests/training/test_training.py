@@ -22,9 +22,9 @@ from kuramoto_diffusion.training import (
     default_pool_advance,
     default_pool_size,
     resimulate_states,
-    score_matching_loss,
 )
 from kuramoto_diffusion.training.chain_pool import _snapshot_each, resimulate_states_and_scores, snapshot_states
+from kuramoto_diffusion.training.objectives import Objective, StartingStates, build_objective, propagated_chain_step
 
 
 class FixedImages:
@@ -36,6 +36,16 @@ class FixedImages:
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         return self.images[torch.randint(0, len(self.images), (batch_size,), generator=generator)]
+
+
+def objective_for(process, **training) -> Objective:
+    """The objective ``training`` names (TrainConfig fields) on ``process``, without data (for ``examples_from``)."""
+    return build_objective(process, TrainConfig(**training))
+
+
+def dsm_loss_of(network, objective: Objective, x, t, stride, generator=None, condition=None):
+    """The objective's loss of ``network`` on kernel draws from given starting states (the old one-call loss)."""
+    return objective.loss(network, objective.examples_from(StartingStates(x, t, stride, condition, None), generator))
 
 
 def run_config(process, steps=40, **training) -> RunConfig:
@@ -58,7 +68,7 @@ def test_loss_target_is_unit_variance_and_zero_network_gives_one():
     t = torch.randint(0, 100, (64,), generator=generator)
     for window in (1, 5):
         stride = torch.clamp(100 - t, max=window)
-        loss = score_matching_loss(model.network, process, x, t, stride, draws=4, generator=generator)
+        loss = dsm_loss_of(model.network, objective_for(process, objective="markov", draws=4), x, t, stride, generator)
         assert loss.item() == pytest.approx(1.0, abs=0.05)
 
 
@@ -78,7 +88,7 @@ def test_euclidean_loss_is_epsilon_prediction():
             return torch.zeros_like(x)
 
     recorder = Recorder()
-    loss = score_matching_loss(recorder, process, x0, torch.zeros_like(stride), stride, generator=generator)
+    loss = dsm_loss_of(recorder, objective_for(process, objective="markov"), x0, torch.zeros_like(stride), stride, generator)
     alpha_bar = torch.exp(-process._cumulative_beta[stride]).reshape(-1, 1, 1, 1)
     expected_x = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * epsilon
     assert torch.allclose(recorder.x, expected_x, atol=1e-10)
@@ -131,9 +141,10 @@ def test_one_trajectory_per_chain_is_the_independent_fill(carry):
     process = KuramotoProcess(steps=12, coupling="local", neighbourhood=3)
     x0 = process.encode(FixedImages(9).images)
     t = torch.tensor([3, 0, 11, 7, 3, 12, 5, 9, 1])
-    states, estimates = snapshot_states(process, x0, t, torch.arange(9), torch.Generator().manual_seed(4), carry_scores=carry)
+    states, estimates = snapshot_states(process, x0, t, torch.arange(9), torch.Generator().manual_seed(4),
+                                          carry=propagated_chain_step if carry else None)
     if carry:
-        expected = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(4))
+        expected = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(4), propagated_chain_step)
         assert torch.equal(states, expected[0]) and torch.equal(estimates, expected[1])
     else:
         assert torch.equal(states, resimulate_states(process, x0, t, torch.Generator().manual_seed(4)))
@@ -199,7 +210,8 @@ def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
         served[0] += n
         return process.encode(images[torch.arange(start, start + n) % 30]), None
 
-    pool = ChainPool(process, 30, data_fn, torch.Generator().manual_seed(0), carry_scores=carry, advance_count=7)
+    pool = ChainPool(process, 30, data_fn, torch.Generator().manual_seed(0),
+                     carry=propagated_chain_step if carry else None, advance_count=7)
     start_t = pool.t.clone()
     moves = torch.zeros(30, dtype=torch.long)
     for advance in range(1, 12):

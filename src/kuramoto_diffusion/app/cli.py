@@ -219,14 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--objective", choices=field_choices(TrainConfig, "objective"), default="auto",
         help="DSM objective: auto (propagated for the Kuramoto processes, markov for the Euclidean baseline, whose "
-             "loss is then DDPM's ε-prediction, and for phase-amplitude flows), markov (the merged-Euler kernel across the window; window 1 is the paper's loss), flow "
-             "(the linearised kernel: mean along the deterministic chain, variance linearised; window T starts every "
+             "loss is then DDPM's ε-prediction, and for phase-amplitude flows), markov (the merged-Euler kernel across the window; window 1 is the paper's loss), "
+             "linearised (formerly flow; the kernel's mean along the deterministic chain, its variance linearised; window T starts every "
              "example from the data), propagated (exact one-step draws from chains that carry an unbiased estimate of "
              "their own score: no window bias, the history in the target; window 1), and each with ±z antithetic draw "
              "pairs (needs an even --draws)",
     )
     train.add_argument("--window", type=non_negative_int, default=0,
-                       help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for flow, 1 for propagated)")
+                       help="DSM window h: strides uniform in 1…h fine steps, at most T (0: 10 for markov, T for linearised, 1 for propagated)")
     train.add_argument("--anchor", type=non_negative_int, default=0,
                        help="queries at t ≤ this start from the data with the linearised kernel, later ones from the chain (0: none)")
     train.add_argument("--forward-states", choices=field_choices(TrainConfig, "forward_states"), default="pool", help="O(1) chain pool or the authors' re-simulation")

@@ -109,6 +109,8 @@ class ForwardProcess(ABC):
     periodic: bool
     # True when any stride from t = 0 is an exact kernel (VP): training then needs no chains.
     closed_form_marginal: bool = False
+    # True when ``contraction_bound`` is implemented (the propagated objective's weights need it).
+    contraction_bounded: bool = False
 
     def __init__(self, cumulative_noise_var: Tensor) -> None:
         # Tables are float64 on the CPU; _table() caches copies per device and dtype.
@@ -210,7 +212,7 @@ class ForwardProcess(ABC):
     def contraction_bound(self, t: int) -> float:
         """An upper bound a_t on how much one fine step from step t can shrink a small perturbation
         (1 − a_t ≤ the smallest singular value of the step's Jacobian, to first order), for the
-        propagated objective's weights (``training/loss.py``)."""
+        propagated objective's weights (``training/objectives/propagated.py``); see ``contraction_bounded``."""
         raise UserError(f"the {type(self).__name__} has no contraction bound; the propagated objective needs one")
 
     def propagate_score(self, x: Tensor, t: Step, estimate: Tensor, *, inverse_terms: int = 2) -> Tensor:

@@ -149,6 +149,7 @@ class KuramotoProcess(ForwardProcess):
     """Stochastic Kuramoto synchronisation with global or local coupling; states are phases in [-π, π)."""
 
     periodic = True
+    contraction_bounded = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
         self.config: KuramotoConfig = resolve_config(KuramotoConfig, config, settings)

@@ -284,7 +284,7 @@ class PeriodicUNet2DWrapper(ScoreNetwork):
     The UNet needs in_channels = out_channels = 2C: it sees [cos θ, sin θ] and its outputs (a, b) are
     projected onto the circle's tangent, F = −a·sin θ + b·cos θ (``ScoreNetwork``). ``forward(x, time)``
     takes time = t/T as ``scheduler.network_time(t, x)`` gives it; the UNet sees 1000·t/T. Being a
-    ``ScoreNetwork``, it trains with ``score_matching_loss`` and samples in ``DiffusionModel(config, network=...)``.
+    ``ScoreNetwork``, it trains with ``training.objectives`` and samples in ``DiffusionModel(config, network=...)``.
     """
 
     def __init__(self, unet: UNet2DModel, time_scale: float = UNET_TIME_SCALE) -> None:

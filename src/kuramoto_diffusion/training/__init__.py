@@ -1,22 +1,18 @@
-"""Training: the DSM loss, the chain pool and the trainer."""
+"""Training: the DSM objectives, the chain pool and the trainer."""
 
 from .chain_pool import ChainPool, resimulate_states
-from .loss import score_matching_loss
-from .trainer import (
-    MAX_SKIPPED_IN_A_ROW,
-    Trainer,
-    TrainingDiverged,
-    default_pool_advance,
-    default_pool_size,
-)
+from .objectives import DSMExample, Objective, build_objective, default_pool_advance, default_pool_size
+from .trainer import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 
 __all__ = [
     "MAX_SKIPPED_IN_A_ROW",
     "ChainPool",
+    "DSMExample",
+    "Objective",
     "Trainer",
     "TrainingDiverged",
+    "build_objective",
     "default_pool_advance",
     "default_pool_size",
     "resimulate_states",
-    "score_matching_loss",
 ]

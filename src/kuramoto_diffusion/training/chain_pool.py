@@ -9,9 +9,9 @@ simulation, so a state at step t has the distribution of direct simulation to t,
 n sets the forward cost of a training step (n chain steps) and the rate at which fresh data
 enters (n/T examples per step); at T = 1000 all N ≥ T chains cost more than the network.
 
-With ``carry_scores`` (the propagated objective, ``loss.py``) every chain also carries its unbiased
-score estimate e_t, updated by each step (``loss.propagated_draw``); a chain restarted at t = 0 carries
-zeros, which the first step's weight β_0 = 0 ignores.
+With ``carry`` (a ``CarriedStep``: the propagated objective's, ``objectives/propagated.py``) every chain also
+carries an unbiased score estimate e_t, which ``carry`` updates with each step; a chain restarted at t = 0
+carries zeros, which the first step's weight β_0 = 0 ignores.
 
 ``resimulate_states`` is the authors' reference: every batch is simulated from t = 0 up to
 the largest sampled t (O(T) sequential steps per batch); each step only touches the rows that
@@ -34,10 +34,12 @@ import torch
 from torch import Tensor
 
 from ..processes import ForwardProcess
-from .loss import propagated_draw
 
 # batch size -> (encoded states at t = 0, their conditions: class labels (B,), forecasting context (B, K, H, W), or None)
 DataFn = Callable[[int], tuple[Tensor, Tensor | None]]
+# (process, states x, their steps t, carried estimates e, generator) -> (states at t + 1, estimates at t + 1): one exact
+# chain step that also updates the score estimate each chain carries.
+CarriedStep = Callable[[ForwardProcess, Tensor, Tensor, Tensor, torch.Generator | None], tuple[Tensor, Tensor]]
 
 
 class ChainPool:
@@ -56,7 +58,7 @@ class ChainPool:
         data_fn: DataFn,
         generator: torch.Generator,
         *,
-        carry_scores: bool = False,
+        carry: CarriedStep | None = None,
         advance_count: int | None = None,
         fill_trajectories: int = 0,
         fill: bool = True,
@@ -68,6 +70,7 @@ class ChainPool:
         if fill_trajectories < 0:
             raise ValueError(f"fill trajectories must be ≥ 0 (0: one per chain), got {fill_trajectories}")
         self.process = process
+        self.carry = carry
         self.data_fn = data_fn
         self.generator = generator
         self.size = size
@@ -78,17 +81,17 @@ class ChainPool:
         self.estimates: Tensor | None = None
         if not fill:  # the states are about to be loaded (resume): the data's shape, unsimulated
             self.states, self.conditions = data_fn(size)
-            self.estimates = torch.zeros_like(self.states) if carry_scores else None
+            self.estimates = torch.zeros_like(self.states) if carry is not None else None
             return
         if 0 < fill_trajectories < size:
             x0, conditions = data_fn(fill_trajectories)
             owner = torch.arange(size) % fill_trajectories
             self.conditions = None if conditions is None else conditions[owner.to(conditions.device)]
-            self.states, self.estimates = snapshot_states(process, x0, self.t, owner, generator, carry_scores=carry_scores)
+            self.states, self.estimates = snapshot_states(process, x0, self.t, owner, generator, carry=carry)
             return
         x0, self.conditions = data_fn(size)
-        if carry_scores:
-            self.states, self.estimates = resimulate_states_and_scores(process, x0, self.t, generator)
+        if carry is not None:
+            self.states, self.estimates = resimulate_states_and_scores(process, x0, self.t, generator, carry)
         else:
             self.states = resimulate_states(process, x0, self.t, generator)
 
@@ -122,9 +125,9 @@ class ChainPool:
     def _step(self, states: Tensor, t: Tensor, estimates: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """One chain step of ``states`` at steps ``t`` (with their carried estimates, if any)."""
         device_t = t.to(states.device)
-        if estimates is None:
+        if estimates is None or self.carry is None:
             return self.process.step(states, device_t, generator=self.generator), None
-        return _propagated_step(self.process, states, device_t, estimates, self.generator)
+        return self.carry(self.process, states, device_t, estimates, self.generator)
 
     def draw(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """A batch of (states, steps, conditions or None, carried score estimates or None) sampled from the pool
@@ -171,13 +174,13 @@ def resimulate_states(process: ForwardProcess, x0: Tensor, t: Tensor, generator:
 
 
 def resimulate_states_and_scores(
-    process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None
+    process: ForwardProcess, x0: Tensor, t: Tensor, generator: torch.Generator | None, carry: CarriedStep
 ) -> tuple[Tensor, Tensor]:
-    """``resimulate_states`` with the propagated objective's score estimates carried along (zeros at t = 0)."""
+    """``resimulate_states`` with the score estimates ``carry`` updates carried along (zeros at t = 0)."""
 
     def step_rows(rows: tuple[Tensor, ...], step: int) -> tuple[Tensor, Tensor]:
         x, estimate = rows
-        return _propagated_step(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
+        return carry(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
 
     x, estimate = _advance_each((x0, torch.zeros_like(x0)), t, step_rows)
     return x, estimate
@@ -185,14 +188,14 @@ def resimulate_states_and_scores(
 
 def snapshot_states(
     process: ForwardProcess, x0: Tensor, t: Tensor, owner: Tensor, generator: torch.Generator | None, *,
-    carry_scores: bool = False,
+    carry: CarriedStep | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """(x_t, the propagated score estimates or None) for each row i: trajectory owner[i]'s state after t_i steps,
-    each trajectory (a row of x0) simulated once, to the largest t of its rows (see the module docstring)."""
-    if carry_scores:
+    """(x_t, the score estimates ``carry`` updates, or None) for each row i: trajectory owner[i]'s state after t_i
+    steps, each trajectory (a row of x0) simulated once, to the largest t of its rows (see the module docstring)."""
+    if carry is not None:
         def step_rows(rows: tuple[Tensor, ...], step: int) -> tuple[Tensor, ...]:
             x, estimate = rows
-            return _propagated_step(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
+            return carry(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
 
         x, estimate = _snapshot_each((x0, torch.zeros_like(x0)), t, owner, step_rows)
         return x, estimate
@@ -257,11 +260,3 @@ def _advance_each(
         results.append(result)
     return tuple(results)
 
-
-def _propagated_step(
-    process: ForwardProcess, x: Tensor, t: Tensor, estimate: Tensor, generator: torch.Generator | None
-) -> tuple[Tensor, Tensor]:
-    """One exact chain step with the carried score estimate updated (``loss.propagated_draw``)."""
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    x_next, estimate_next, _ = propagated_draw(process, x, t, estimate, noise)
-    return x_next, estimate_next

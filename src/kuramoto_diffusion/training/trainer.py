@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, 
 from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
 from ..serialization import write_json_atomic
 from ..stopping import Stopped, signal_name, stop_requests
-from .chain_pool import ChainPool, resimulate_states, resimulate_states_and_scores
+from .chain_pool import ChainPool
 from .checkpointing import (
     TrainingState,
     check_free_space,
@@ -37,17 +37,7 @@ from .checkpointing import (
     resumable_checkpoint,
     write_checkpoint,
 )
-from .loss import (
-    drop_conditions,
-    kernel_noise,
-    resolve_anchor,
-    resolve_objective,
-    resolve_window,
-    score_matching_loss,
-    uses_antithetic_draws,
-    uses_propagated_scores,
-    window_strides,
-)
+from .objectives import Conditioning, Objective, build_objective, resolve_objective
 from .run_lock import RunFolderBusy, RunLock
 
 
@@ -84,37 +74,12 @@ VALIDATE_EVERY = 4  # logs (of log_every steps) between validation losses
 MAX_SKIPPED_IN_A_ROW = 10  # with on_nonfinite="skip": this many non-finite steps in a row stop the run
 
 
-class StartingStates(NamedTuple):
-    """One batch of DSM starting points (``Trainer.starting_states``)."""
-
-    x: Tensor  # states x_s
-    t: Tensor  # their steps s (B,)
-    stride: Tensor  # the kernel's stride to the query step (B,)
-    conditions: Tensor | None  # class labels or forecasting context
-    estimates: Tensor | None  # the propagated objective's carried score estimates e_s
-
-
 def ema_decay_at(step: int, decay: float, warmup_steps: int) -> float:
     """The EMA's decay after ``step`` optimiser steps (0-based): min(decay, (1 + n)/(10 + n)), diffusers' ramp,
     through the whole run (``warmup_steps`` 0) or up to ``warmup_steps`` only."""
     if warmup_steps and step > warmup_steps:
         return decay
     return min(decay, (1 + step) / (10 + step))
-
-
-def default_pool_size(steps: int, batch_size: int) -> int:
-    """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
-    wanted = max(steps, 4 * batch_size)
-    return math.ceil(wanted / steps) * steps
-
-
-def default_pool_advance(pool_size: int, batch_size: int) -> int:
-    """min(pool size, 8·batch): at most 8 chain steps per starting state and training step.
-
-    With the default pool this advances every chain up to T = 8·batch (T = 100: all 200 chains at batch 32).
-    At T = 1000 it is 256 of 1000 chains: the forward state's share of a step stays small (BENCHMARKS.md,
-    "Training throughput"), while each chain still walks the exact chain, only more slowly."""
-    return min(pool_size, 8 * batch_size)
 
 
 class Trainer:
@@ -150,21 +115,19 @@ class Trainer:
         seed = self.train_config.seed
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
         self.model = DiffusionModel(run_config.model, run_config=self.config).to(self.device)
-        self.window = resolve_window(self.train_config.objective, self.train_config.window, self.process)
-        self.anchor = resolve_anchor(self.train_config.objective, self.train_config.anchor, self.window, self.process)
+        precision = self.train_config.precision
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.objective = self._build_objective()  # checks the objective's settings against the process
         self.ema_network = copy.deepcopy(self.model.network).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.network.parameters(), lr=self.train_config.lr, weight_decay=self.train_config.weight_decay
         )
         self.data_generator = torch.Generator().manual_seed(seed)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
-        self.pool: ChainPool | None = None
         self.prior_report: PriorFit | None = None
         self.skipped_steps = 0  # non-finite steps dropped (on_nonfinite="skip"), this session
         self._skipped_in_a_row = 0
         self._train_network: torch.nn.Module | None = None  # the network wrapped for data parallelism, built lazily
-        precision = self.train_config.precision
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         # fp16 gradients underflow without loss scaling; the scaler skips steps whose gradients overflow.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision == "fp16")
         # One writer per run folder: rank 0 holds the lock from start()/resume() to the end of train().
@@ -192,6 +155,19 @@ class Trainer:
     @property
     def class_conditional(self) -> bool:
         return bool(self.config.model.class_names)
+
+    def _build_objective(self) -> Objective:
+        """The DSM objective of this run on the current process (rebuilt when ``fit_prior`` replaces it)."""
+        model = self.config.model
+        conditioning = (Conditioning("context") if model.context_frames else
+                        Conditioning("labels", len(model.class_names)) if model.class_names else Conditioning())
+        return build_objective(self.process, self.train_config, data=self.encoded_batch, rows=self.own_rows(),
+                               conditioning=conditioning, autocast_dtype=self.autocast_dtype)
+
+    @property
+    def pool(self) -> ChainPool | None:
+        """The objective's chain pool (None before ``start``/``resume``, or when it draws no chain states)."""
+        return self.objective.pool
 
     def encoded_batch(self, count: int, rows: slice | None = None) -> tuple[Tensor, Tensor | None]:
         """``count`` training examples encoded as process states on the device, and their conditions: class
@@ -242,6 +218,7 @@ class Trainer:
         model_config = dataclasses.replace(self.config.model, process=process_config)
         self.config = dataclasses.replace(self.config, model=model_config)
         self.model = DiffusionModel(model_config, self.model.network, run_config=self.config)
+        self.objective = self._build_objective()
         self.prior_report = report
 
     def initialise_from(self, model: DiffusionModel) -> None:
@@ -271,7 +248,7 @@ class Trainer:
                 self.fit_prior()  # the same on every rank: same seeds, same data
             if main:
                 write_json_atomic(self.run_dir / CONFIG_NAME, run_config_dict(self.config.model, self.config))
-            self._make_pool()
+            self.objective.prepare(self.noise_generator)
         except BaseException as error:
             busy = isinstance(error, RunFolderBusy)
             self.lock.release()
@@ -281,32 +258,6 @@ class Trainer:
             raise
         if not self.context.all_succeeded(True):
             raise UserError("another process of the distributed run failed to start (its message is above)")
-
-    @property
-    def pool_size(self) -> int:
-        """Chains in the pool: the configured number, or ``default_pool_size``."""
-        return self.train_config.pool_size or default_pool_size(self.process.steps, self.train_config.batch_size)
-
-    @property
-    def pool_advance(self) -> int:
-        """Chains the pool advances per training step: the configured number, or ``default_pool_advance``."""
-        return min(self.pool_size, self.train_config.pool_advance or default_pool_advance(
-            self.pool_size, self.train_config.batch_size))
-
-    @property
-    def anchored_at_data(self) -> bool:
-        """Every DSM example starts from the data at s = 0 (no chains): exact strides (VP), or the flow kernel
-        across the whole horizon."""
-        return self.process.closed_form_marginal or self.anchor >= self.process.steps
-
-    def _make_pool(self, fill: bool = True) -> None:
-        """Build the chain pool; ``fill=False`` when a checkpoint's pool is loaded next (no chains simulated)."""
-        if self.anchored_at_data or self.train_config.forward_states != "pool":
-            return
-        self.pool = ChainPool(self.process, self.pool_size, self.encoded_batch, self.noise_generator,
-                              carry_scores=uses_propagated_scores(self.train_config.objective),
-                              advance_count=self.pool_advance,
-                              fill_trajectories=self.train_config.pool_fill_trajectories, fill=fill)
 
     @classmethod
     def resume(
@@ -347,7 +298,8 @@ class Trainer:
             run_config = dataclasses.replace(run_config, training=dataclasses.replace(saved_training, **changes))
             trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
             trainer.lock = lock
-            trainer._make_pool(fill=False)  # the checkpoint holds the pool: simulating it first would be thrown away
+            # The checkpoint holds the pool: simulating it first would be thrown away.
+            trainer.objective.prepare(trainer.noise_generator, fill=False)
             trainer.load_checkpoint(chosen)
             if trainer.step > trainer.train_config.train_steps:
                 raise UserError(
@@ -362,60 +314,10 @@ class Trainer:
         return trainer
 
     # ----- the loop ---------------------------------------------------------------------
-    def starting_states(self) -> StartingStates:
-        """(x_s, s, stride, conditions or None, carried score estimates or None) for one batch of DSM examples
-        (see ``loss.py``)."""
-        batch = self.train_config.batch_size
-        steps = self.process.steps
-        if self.anchored_at_data:
-            # From the data with t uniform in 1 … T: DDPM's ε-prediction for exact strides, or the flow kernel.
-            x0, labels = self.encoded_batch(batch, self.own_rows())
-            stride = torch.randint(1, steps + 1, (batch,), generator=self.noise_generator, device=self.device)
-            return StartingStates(x0, torch.zeros_like(stride), stride, labels, None)
-        propagated = uses_propagated_scores(self.train_config.objective)
-        estimates = None
-        if self.pool is not None:
-            self.pool.advance()
-            x_start, t_start, labels, estimates = self.pool.draw(batch)
-        else:
-            t_start = torch.randint(0, steps, (batch,), generator=self.noise_generator, device=self.device)
-            x0, labels = self.encoded_batch(batch, self.own_rows())
-            if propagated:
-                x_start, estimates = resimulate_states_and_scores(self.process, x0, t_start, self.noise_generator)
-            else:
-                x_start = resimulate_states(self.process, x0, t_start, self.noise_generator)
-        if propagated:  # one exact step; the history is in the estimate
-            return StartingStates(x_start, t_start, torch.ones_like(t_start), labels, estimates)
-        stride = window_strides(t_start, steps, self.window, self.noise_generator)
-        if self.anchor:
-            x_start, t_start, stride, labels = self._anchor_early_queries(x_start, t_start, stride, labels)
-        return StartingStates(x_start, t_start, stride, labels, None)
-
-    def _anchor_early_queries(
-        self, x_start: Tensor, t_start: Tensor, stride: Tensor, labels: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Rows whose query step s + stride is at most the anchor start from fresh data at s = 0 instead, with the
-        same query step: their linearised kernel is then anchored at the data, as DDPM's are."""
-        query = t_start + stride
-        early = query <= self.anchor
-        count = int(early.sum())
-        if not count:
-            return x_start, t_start, stride, labels
-        fresh, fresh_labels = self.encoded_batch(count)
-        x_start, t_start, stride = x_start.clone(), t_start.clone(), stride.clone()
-        x_start[early] = fresh.to(x_start)
-        t_start[early] = 0
-        stride[early] = query[early]
-        if labels is not None and fresh_labels is not None:
-            labels = labels.clone()
-            labels[early] = fresh_labels.to(labels)
-        return x_start, t_start, stride, labels
-
     def drop_conditions(self, conditions: Tensor | None) -> Tensor | None:
-        """``loss.drop_conditions`` with this run's dropout: class labels become the "no class" label, forecasting
-        contexts all zeros."""
-        null_label = None if self.config.model.context_frames else len(self.config.model.class_names)
-        return drop_conditions(conditions, self.train_config.class_dropout, self.noise_generator, null_label=null_label)
+        """The objective's condition dropout with this run's rate and noise: class labels become the "no class"
+        label, forecasting contexts all zeros."""
+        return self.objective.drop_conditions(conditions, self.noise_generator)
 
     def train_step(self) -> float | None:
         """One optimiser step; returns the loss, or None when a non-finite step was skipped.
@@ -429,24 +331,15 @@ class Trainer:
         cfg = self.train_config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-        x_start, t_start, stride, conditions, estimates = self.starting_states()
-        conditions = self.drop_conditions(conditions)
-        context, labels = (conditions, None) if self.config.model.context_frames else (None, conditions)
-        noise = kernel_noise((x_start.shape[0] * cfg.draws, *x_start.shape[1:]), cfg.draws,
-                             uses_antithetic_draws(cfg.objective), self.noise_generator, x_start.device, x_start.dtype)
+        example = self.objective.examples(cfg.batch_size, self.noise_generator)  # this process's rows
         self.optimizer.zero_grad(set_to_none=True)
         pieces = self.context.micro_batches(cfg.batch_size, cfg.grad_accum)
+        first = pieces[0].start
         share_sum = torch.zeros((), device=self.device)
         for index, rows in enumerate(pieces):
-            noise_rows = slice(rows.start * cfg.draws, rows.stop * cfg.draws)
             with gradient_sync(self.train_network, synchronise=index == len(pieces) - 1):
-                loss = score_matching_loss(
-                    self.train_network, self.process, x_start[rows], t_start[rows], stride[rows], draws=cfg.draws,
-                    class_labels=None if labels is None else labels[rows], noise=noise[noise_rows],
-                    condition=None if context is None else context[rows],
-                    autocast_dtype=self.autocast_dtype, objective=cfg.objective, linearise_from_data=self.anchor > 0,
-                    estimate=None if estimates is None else estimates[rows],
-                )
+                part = example.rows((rows.start - first) * cfg.draws, (rows.stop - first) * cfg.draws)
+                loss = self.objective.loss(self.train_network, part)
                 share = (rows.stop - rows.start) / cfg.batch_size
                 # DDP averages gradients over the W processes: scale by W to get the sum of the shares.
                 self.scaler.scale(loss * (share * self.context.world_size)).backward()
@@ -593,7 +486,7 @@ class Trainer:
     def checkpoint_bytes(self) -> int:
         """Estimated size of one checkpoint: weights, EMA, two AdamW moments and the chain pool."""
         weights = sum(p.numel() * p.element_size() for p in self.model.network.state_dict().values())
-        pool = 0 if self.anchored_at_data else self.pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        pool = 0 if self.objective.anchored_at_data else self.objective.pool_size * math.prod(self.config.model.state_shape(1)) * 4
         return 4 * weights + pool
 
     def save_checkpoint(self) -> Path:

@@ -1,6 +1,6 @@
 """Validation loss: the DSM loss of a fixed held-out batch at a fixed set of steps t, with fixed noise.
 
-The same ``score_matching_loss`` as training, with the objective every process shares: the one-step kernel
+The same loss as training (``objectives.dsm_loss``), with the objective every process shares: the one-step kernel
 (``markov``, stride 1) from the chain's state at t − 1 on the torus (the paper's loss), and for processes
 whose kernel from the data is exact (the Euclidean VP baseline) the stride t from the data (DDPM's ε-loss).
 Everything random is drawn once, so two evaluations of the same weights give the same numbers and a curve
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..processes import ForwardProcess
-from .loss import score_matching_loss
+from .objectives import dsm_loss, kernel_example
 
 VALIDATION_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)  # of T: early, middle and late in the chain
 
@@ -57,8 +57,7 @@ class ValidationProbe:
         network.eval()
         try:
             return {
-                t: float(score_matching_loss(network, self.process, x, s, stride, noise=noise, objective="markov",
-                                             class_labels=self.class_labels))
+                t: float(dsm_loss(network, self.process, kernel_example(self.process, x, s, stride, noise, self.class_labels)))
                 for t, (x, s, stride, noise) in self.batches.items()
             }
         finally:
