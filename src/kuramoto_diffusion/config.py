@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from .codecs import FlowNormalisation
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
-from .processes import ProcessConfig
+from .processes import ProcessConfig, process_class
 from .serialization import check_choices
 
 # What a data spec (DataConfig.source) names: these prefixes, "textures", "fingerprints", a CIFAR-10 archive or
@@ -129,8 +129,8 @@ class ModelConfig:
 
 
 def periodic_channel_count(process: ProcessConfig, channels: int) -> int:
-    """Leading state channels that are phases under ``process``."""
-    return {"kuramoto": channels, "euclidean": 0, "phase-amplitude": 1}[process.kind]
+    """Leading state channels that are phases under ``process``, as its process class declares them."""
+    return process_class(process).periodic_channels(channels)
 
 
 def image_model_config(

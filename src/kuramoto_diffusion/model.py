@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from .checkpoint import list_checkpoints, load_module_weights, newest_loadable, save_tensors
-from .codecs import Codec, build_codec, to_uint8
+from .codecs import AngleCodec, Codec, FlowCodec, ImageCodec, to_uint8
 from .config import ModelConfig, RunConfig
 from .errors import UserError
 from .nets import MLP, UNet
@@ -45,6 +45,18 @@ def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
         return SplitScoreNetwork(UNet(phase_unet), UNet(real_unet), periodic_channels=config.periodic_channels)
     backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
     return ScoreNetwork(backbone, periodic_channels=config.periodic_channels)
+
+
+def build_codec(config: ModelConfig, process: ForwardProcess) -> Codec:
+    """The codec of a model's data kind under its process (the process's periodic channels say which map)."""
+    periodic = process.periodic_channels(config.channels) > 0
+    if config.data_kind == "image":
+        return ImageCodec.for_process(process)
+    if config.data_kind == "flow":
+        if config.flow is None:  # ModelConfig refuses a flow model without one; this keeps the types honest
+            raise UserError("a flow model needs its flow normalisation")
+        return FlowCodec(config.flow, polar=periodic)
+    return AngleCodec(periodic=periodic)
 
 
 class DiffusionModel:

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.chain_marginal import ChainMarginal
@@ -177,7 +178,7 @@ def test_the_pool_with_estimates_walks_the_same_chains():
 
     def pool(carry: bool) -> ChainPool:
         data_generator = torch.Generator().manual_seed(1)
-        data_fn = lambda n: (process.encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
+        data_fn = lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
         return ChainPool(process, 24, data_fn, torch.Generator().manual_seed(0), carry_scores=carry)
 
     plain, carrying = pool(False), pool(True)
@@ -200,7 +201,7 @@ def test_the_pool_with_estimates_walks_the_same_chains():
 
 def test_resimulation_with_estimates_reaches_the_same_states():
     process = KuramotoProcess(coupling="local", neighbourhood=3, steps=12)
-    x0 = process.encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
+    x0 = ImageCodec.for_process(process).encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
     t = torch.tensor([0, 1, 5, 11, 3, 7])
     states = resimulate_states(process, x0, t, torch.Generator().manual_seed(3))
     carried, estimates = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(3))

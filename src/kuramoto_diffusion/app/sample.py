@@ -102,7 +102,7 @@ UNDERTRAINED_CLIPPED_FRACTION = 0.03
 def clipped_reason(model: DiffusionModel) -> str:
     """Why an image model's decoded values get clipped, by process: phases outside ±a·π for Kuramoto (through the
     seam at ±π or into the gap between ±a·π and ±π); values outside [-1, 1] for the Euclidean baseline (no seam)."""
-    if model.process.periodic:
+    if model.config.periodic:
         return f"phases outside ±{model.config.process.phase_range / np.pi:.2g}π: crossed the seam or left the data's range"
     return "values outside [-1, 1]"
 

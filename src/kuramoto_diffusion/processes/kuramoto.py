@@ -31,9 +31,7 @@ from ..circular import (
     IMAGE_PHASE_RANGE,
     PAPER_PHASE_RANGE,
     fit_von_mises,
-    image_to_phase,
     order_parameter,
-    phase_to_image,
     von_mises_log_prob,
     von_mises_moment,
     von_mises_sample,
@@ -124,8 +122,6 @@ class PriorFit:
 
 class KuramotoProcess(ForwardProcess):
     """Stochastic Kuramoto synchronisation with global or local coupling; states are phases in [-π, π)."""
-
-    periodic = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
         self.config = resolve_config(KuramotoConfig, config, settings)
@@ -284,6 +280,10 @@ class KuramotoProcess(ForwardProcess):
         return self._interval_sum("cumulative_coupling", t, stride, like)
 
     # ----- the ForwardProcess interface ------------------------------------------------
+    @classmethod
+    def periodic_channels(cls, channels: int) -> int:
+        return channels  # every state value is a phase
+
     def project(self, x: Tensor) -> Tensor:
         return wrap(x)
 
@@ -368,12 +368,6 @@ class KuramotoProcess(ForwardProcess):
     def check_state(self, x: Tensor) -> None:
         super().check_state(x)
         self._check_shape(x)
-
-    def encode(self, data: Tensor) -> Tensor:
-        return image_to_phase(data, self.config.phase_range)
-
-    def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        return phase_to_image(x, self.config.phase_range)
 
     def prior_sample(
         self,
