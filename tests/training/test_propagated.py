@@ -299,7 +299,7 @@ def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path
 def test_a_run_saved_before_the_objective_setting_resumes_with_its_own_loss(tmp_path):
     import json
 
-    from kuramoto_diffusion.model import CONFIG_NAME, load_run_config
+    from kuramoto_diffusion.config_file import CONFIG_NAME, load_run_config
 
     trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1, objective="markov"),
                       FixedImages(), tmp_path / "run")

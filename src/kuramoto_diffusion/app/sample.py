@@ -168,7 +168,7 @@ def folder_manifest(request: SampleRequest, model: DiffusionModel, plain: bool) 
         settings.update(inpaint=None if request.inpaint is None else str(request.inpaint),
                         mask=None if request.mask is None else str(request.mask), invert_mask=request.invert_mask,
                         resample=request.resample, from_data=request.from_data, start_step=request.start_step)
-    checkpoint = getattr(model, "checkpoint_path", None) or request.checkpoint
+    checkpoint = model.checkpoint_path or request.checkpoint
     return {"checkpoint": str(Path(checkpoint).resolve()), "weights_sha256": digest.hexdigest(), "settings": settings}
 
 
