@@ -28,15 +28,32 @@ def run_config_dict(model_config: ModelConfig, run_config: RunConfig | None) -> 
     return {"format_version": FORMAT_VERSION, "model": config_to_dict(model_config)}
 
 
-def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """A config.json's JSON object (without its version) as the current classes read it: settings whose default
-    changed since older files were written get the value those files were trained with. (Per-field changes of
-    one config class use its ``ABSENT_KEY_VALUES`` instead, ``serialization.config_from_dict``.)"""
+def migrate(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """A config.json's JSON object (without its version) as the current classes read it: sections that moved are
+    moved, and settings whose default changed since older files were written get the value those files were
+    trained with. (Per-field changes of one config class use its ``ABSENT_KEY_VALUES`` instead,
+    ``serialization.config_from_dict``.)"""
+    if isinstance(data.get("model"), dict):
+        migrate_model(data["model"], f"{where}:model")
     if isinstance(data.get("training"), dict):
         # Runs saved before the objective was a setting trained with the merged-window loss; the default is now
         # "auto", so name it for them (a resume must continue the same objective and its chain pool).
         data["training"].setdefault("objective", "markov")
     return data
+
+
+def migrate_model(model: dict[str, Any], where: str) -> dict[str, Any]:
+    """A model section saved before the backbone was one ``kind``-tagged section: its ``unet`` and ``mlp`` keys (one of
+    them null) become ``backbone``, tagged with the kind of the one given."""
+    if "backbone" in model or not {"unet", "mlp"} & set(model):
+        return model
+    unet, mlp = model.pop("unet", None), model.pop("mlp", None)
+    if (unet is None) == (mlp is None):
+        raise UserError(f"{where}: a model config needs exactly one of 'unet' and 'mlp' (files before 'backbone'), got "
+                        f"{'both' if unet is not None else 'neither'}")
+    kind, section = ("unet", unet) if unet is not None else ("mlp", mlp)
+    model["backbone"] = {"kind": kind, **section} if isinstance(section, dict) else section
+    return model
 
 
 def load_run_config(path: Path) -> tuple[ModelConfig, RunConfig | None]:
@@ -48,6 +65,7 @@ def load_run_config(path: Path) -> tuple[ModelConfig, RunConfig | None]:
     if version != FORMAT_VERSION:
         raise UserError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config")
     if set(data) == {"model"}:
-        return config_from_dict(ModelConfig, data["model"], where=f"{path}:model"), None
-    run_config = config_from_dict(RunConfig, migrate(data), where=str(path))
+        model = migrate_model(data["model"], f"{path}:model") if isinstance(data["model"], dict) else data["model"]
+        return config_from_dict(ModelConfig, model, where=f"{path}:model"), None
+    run_config = config_from_dict(RunConfig, migrate(data, str(path)), where=str(path))
     return run_config.model, run_config

@@ -24,7 +24,7 @@ from .codecs import AngleCodec, Codec, FlowCodec, ImageCodec, to_uint8
 from .config import ModelConfig, RunConfig
 from .config_file import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_run_config, run_config_dict
 from .errors import UserError
-from .nets import MLP, UNet
+from .nets import MLP, UNet, UNetConfig
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
@@ -39,7 +39,7 @@ def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
     if config.flow_networks == "split":
         phase_unet, real_unet = config.split_unet_configs()
         return SplitScoreNetwork(UNet(phase_unet), UNet(real_unet), periodic_channels=config.periodic_channels)
-    backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
+    backbone: nn.Module = UNet(config.backbone) if isinstance(config.backbone, UNetConfig) else MLP(config.backbone)
     return ScoreNetwork(backbone, periodic_channels=config.periodic_channels)
 
 

@@ -379,7 +379,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="steps: expected an integer"):
         DiffusionModel.from_pretrained(checkpoint)
     config["model"]["process"]["steps"] = 100
-    config["model"]["unet"]["base_channels"] = 32
+    config["model"]["backbone"]["base_channels"] = 32
     (checkpoint / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="weights do not match"):
         DiffusionModel.from_pretrained(checkpoint)
