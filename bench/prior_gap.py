@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, print_table, write_json
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.config import image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.metrics.prior_gap import PriorTolerance, prior_gap
@@ -48,7 +49,7 @@ def network_pass_seconds(process: KuramotoProcess, states: torch.Tensor) -> floa
 
 def regime_rows(data: str, spec: str, crops: torch.Tensor, args: argparse.Namespace) -> list[dict[str, object]]:
     process = KuramotoProcess(regime_config(spec, args.steps))
-    theta0 = process.encode(crops.to(torch.float64))
+    theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
     generator = torch.Generator().manual_seed(args.seed + 1)
     terminal = process.simulate(theta0, process.steps, generator=generator)
     fitted, report = process.with_prior_from_terminal(terminal, initial=theta0)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, print_table, write_json
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.synchrony import forward_synchrony
@@ -65,7 +66,7 @@ def regime_config(spec: str, steps: int) -> KuramotoConfig:
 
 def curves(data: str, spec: str, crops: torch.Tensor, steps: int, seed: int) -> dict[str, object]:
     process = KuramotoProcess(regime_config(spec, steps))
-    theta0 = process.encode(crops.to(torch.float64))
+    theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
     stats = forward_synchrony(process, theta0, range(steps + 1), DISTANCES, generator=torch.Generator().manual_seed(seed))
     def listed(values: torch.Tensor) -> list[float]:
         return [round(v, 5) for v in values.tolist()]  # 5 decimals: far below the sampling error

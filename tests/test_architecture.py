@@ -408,3 +408,25 @@ def test_the_loss_and_the_objectives_calls_take_few_parameters():
 
     for function in (dsm_loss, Objective.loss, Objective.examples):
         assert len(inspect.signature(function).parameters) <= 6, function.__qualname__
+
+
+def test_data_become_states_in_the_codecs_alone_and_processes_declare_their_phases():
+    # A process knows its states only: no ForwardProcess defines encode or decode, and codecs.py reads no config
+    # (build_codec is model.py's). Which channels are phases is each process's declaration, not a kind-keyed table.
+    from kuramoto_diffusion.processes import PROCESS_CLASSES, ForwardProcess
+
+    assert not hasattr(ForwardProcess, "encode") and not hasattr(ForwardProcess, "decode")
+    for kind, process_class in PROCESS_CLASSES.items():
+        assert not hasattr(process_class, "encode") and not hasattr(process_class, "decode"), kind
+        assert "periodic_channels" in vars(process_class), f"the {kind} process does not declare its periodic channels"
+    codecs = ast.parse(MODULES[f"{NAME}.codecs"].read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(codecs) if isinstance(node, ast.ImportFrom)}
+    assert "config" not in imported and imported & {"circular", "errors"}, imported
+
+
+def test_the_trainer_and_checkpoints_read_config_files_without_the_model_facade():
+    for name in (f"{NAME}.training.trainer", f"{NAME}.training.checkpointing"):
+        tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+        from_model = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "model"
+                      for alias in node.names}
+        assert not from_model & {"CONFIG_NAME", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME", "load_run_config", "run_config_dict"}, name

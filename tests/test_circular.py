@@ -20,6 +20,7 @@ from kuramoto_diffusion.circular import (
     wrapped_normal_log_prob,
     wrapped_normal_score,
 )
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.errors import UserError
 
 SCALES = [1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0, 10.0]
@@ -172,7 +173,8 @@ def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
     back, clipped = phase_to_image(torch.tensor([0.25 * math.pi, 0.6 * math.pi, -3.0], dtype=torch.float64), half)
     assert torch.allclose(back, torch.tensor([0.5, 1.0, -1.0], dtype=torch.float64)) and clipped == 2
     process = KuramotoProcess(KuramotoConfig(phase_range=half))
-    assert torch.allclose(process.encode(x), half * x) and torch.allclose(process.decode(process.encode(x))[0], x)
+    codec = ImageCodec.for_process(process)
+    assert torch.allclose(codec.encode(x), half * x) and torch.allclose(codec.decode(codec.encode(x))[0], x)
     model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi), 1, 8, "tiny"))
     model.save_pretrained(tmp_path / "m")
     loaded = DiffusionModel.from_pretrained(tmp_path / "m")

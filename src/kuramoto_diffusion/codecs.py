@@ -1,13 +1,15 @@
 """How data becomes process states and back: one codec per data kind (SPEC §1, §7).
 
-* images: the process's own map (``ForwardProcess.encode``: θ = a·x with the phase range a on the torus,
-  the identity for the Euclidean baseline); decoding counts the values clipped to [-1, 1];
+* images: θ = a·x with the phase range a (``KuramotoConfig.phase_range``) on the torus, the identity for the
+  Euclidean baseline; decoding counts the values clipped to [-1, 1];
 * angles: radians as they are, wrapped to [-π, π) (on the torus);
 * flows: velocity (v_x, v_y) to (φ, a) with φ = atan2(v_y, v_x) and a = (log(|v| + ε) − μ)/s (phase–amplitude),
   or to v/σ_v (Euclidean), with μ, s, σ_v measured on the training data (``FlowNormalisation``).
 
 Each codec also gives log|det ∂state/∂data|, which the likelihood adds. Decoded images become 8-bit
-pixels with ``to_uint8``. Light on purpose: torch and numpy only, so that loading a model does not
+pixels with ``to_uint8``. The codecs are the only place where data become states: a process knows its states
+only (which of their channels are phases: ``ForwardProcess.periodic_channels``). ``model.build_codec`` picks
+a model's codec. Light on purpose: torch and numpy only, so that loading a model does not
 import an image library.
 """
 
@@ -21,11 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .circular import wrap
+from .circular import image_to_phase, phase_to_image, wrap
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .config import ModelConfig
     from .processes import ForwardProcess
 
 MAX_LOG_SPEED_DEVIATIONS = 8.0  # flow decode: normalised log speeds are clipped to ± this
@@ -99,20 +100,30 @@ class Codec(Protocol):
 
 @dataclass(frozen=True)
 class ImageCodec:
-    """Images in [-1, 1] through the process's map."""
+    """Images in [-1, 1]: phases θ = a·x on the torus (a = ``phase_range``, radians in (0, π)), or the values as
+    they are (``phase_range`` None: the Euclidean baseline). Decoding clips to [-1, 1] and counts what it clipped."""
 
-    process: ForwardProcess
+    phase_range: float | None = None
 
-    @property
-    def phase_range(self) -> float | None:
-        """a of θ = a·x on the torus (a periodic image process is Kuramoto); None: the identity (Euclidean)."""
-        return self.process.config.phase_range if self.process.periodic else None
+    @classmethod
+    def for_process(cls, process: ForwardProcess) -> ImageCodec:
+        """The image codec of ``process``: θ = a·x with its config's ``phase_range`` a where its states are phases
+        (Kuramoto), the identity where they are real numbers (Euclidean)."""
+        if not process.periodic_channels(1):
+            return cls(None)
+        phase_range = getattr(process.config, "phase_range", None)
+        if phase_range is None:
+            raise UserError(f"the {process.config.kind} process has no image encoding (no phase_range); it models other data")
+        return cls(float(phase_range))
 
     def encode(self, data: Tensor) -> Tensor:
-        return self.process.encode(data)
+        return data if self.phase_range is None else image_to_phase(data, self.phase_range)
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
-        return self.process.decode(states)
+        if self.phase_range is not None:
+            return phase_to_image(states, self.phase_range)
+        # Values within float rounding of ±1 (e.g. a clipped x₀ estimate) do not count as clipped mass.
+        return states.clamp(-1.0, 1.0), int((states.abs() > 1.0 + 1e-6).sum())
 
     def log_jacobian(self, data: Tensor) -> Tensor:
         phase_range = self.phase_range
@@ -122,12 +133,12 @@ class ImageCodec:
 
 @dataclass(frozen=True)
 class AngleCodec:
-    """Angles in radians; on the torus wrapped to [-π, π)."""
+    """Angles in radians: on the torus (``periodic``) wrapped to [-π, π), on ℝ as they are."""
 
-    process: ForwardProcess
+    periodic: bool = True
 
     def encode(self, data: Tensor) -> Tensor:
-        return self.process.project(data)
+        return wrap(data) if self.periodic else data
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
         return wrap(states), 0
@@ -138,21 +149,22 @@ class AngleCodec:
 
 @dataclass(frozen=True)
 class FlowCodec:
-    """Velocity fields (B, 2, N, N): (direction, normalised log speed) for phase–amplitude, v/σ_v for Euclidean."""
+    """Velocity fields (B, 2, N, N): (direction, normalised log speed) with ``polar`` (the phase–amplitude process,
+    whose channel 0 is a phase), else v/σ_v (Euclidean)."""
 
-    process: ForwardProcess  # phase–amplitude (periodic) or Euclidean
     normalisation: FlowNormalisation
+    polar: bool = True
 
     def encode(self, data: Tensor) -> Tensor:
         norm = self.normalisation
-        if not self.process.periodic:
+        if not self.polar:
             return data / norm.velocity_std
         phase, log_speed = velocity_to_phase_amplitude(data, norm.speed_epsilon)
-        return self.process.project(torch.cat([phase, (log_speed - norm.log_speed_mean) / norm.log_speed_std], 1))
+        return torch.cat([wrap(phase), (log_speed - norm.log_speed_mean) / norm.log_speed_std], 1)
 
     def decode(self, states: Tensor) -> tuple[Tensor, int]:
         norm = self.normalisation
-        if not self.process.periodic:
+        if not self.polar:
             return states * norm.velocity_std, 0
         # Beyond ±MAX_LOG_SPEED_DEVIATIONS standard deviations a log speed is a sampling failure, not a flow;
         # clipping it keeps exp() finite, and the count reports it as clipped values do for images.
@@ -164,18 +176,9 @@ class FlowCodec:
     def log_jacobian(self, data: Tensor) -> Tensor:
         # Per pixel −log|v| − log(|v| + ε) − log s (φ = atan2, a = (log(|v| + ε) − μ)/s), or −2·log σ_v.
         norm = self.normalisation
-        if not self.process.periodic:
+        if not self.polar:
             return torch.full((data.shape[0],), -2.0 * math.prod(data.shape[2:]) * math.log(norm.velocity_std),
                               dtype=torch.float64)
         speed = torch.hypot(data[:, 0], data[:, 1]).to(torch.float64)
         per_pixel = -torch.log(speed) - torch.log(speed + norm.speed_epsilon) - math.log(norm.log_speed_std)
         return per_pixel.flatten(1).sum(1).cpu()
-
-
-def build_codec(config: ModelConfig, process: ForwardProcess) -> Codec:
-    """The codec of a model's data kind."""
-    if config.data_kind == "image":
-        return ImageCodec(process)
-    if config.data_kind == "flow":  # ModelConfig guarantees its normalisation
-        return FlowCodec(process, config.flow)  # type: ignore[arg-type]
-    return AngleCodec(process)

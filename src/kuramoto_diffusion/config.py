@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from .codecs import FlowNormalisation
 from .errors import UserError
 from .nets import MLPConfig, UNetConfig, unet_config_from_preset
-from .processes import ProcessConfig
+from .processes import ProcessConfig, process_class
 from .serialization import check_choices
 
 # What a data spec (DataConfig.source) names: these prefixes, "textures", "fingerprints", a CIFAR-10 archive or
@@ -38,6 +38,8 @@ def is_flow_spec(spec: object) -> bool:
 
 DataKind = Literal["image", "angle", "flow"]
 FlowNetworks = Literal["joint", "split"]
+# The network of a model, told apart by its ``kind`` ("unet" for images and flows, "mlp" for flat angle data).
+Backbone = UNetConfig | MLPConfig
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,10 @@ class ModelConfig:
     """What it takes to rebuild a model: the process, the data's shape and one backbone."""
 
     process: ProcessConfig
+    backbone: Backbone
     channels: int = 1  # data channels C: image channels, or the number D of angles of flat data
     image_size: int = 32  # pixels per side; 0 for flat (batch, D) data
     data_kind: DataKind = "image"  # image: values in [-1, 1] mapped to phases a·x (KuramotoConfig.phase_range); angle: radians as they are; flow: velocities
-    unet: UNetConfig | None = None
-    mlp: MLPConfig | None = None
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
     context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
@@ -57,9 +58,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if (self.unet is None) == (self.mlp is None):
-            raise UserError("a model config needs exactly one of 'unet' and 'mlp'")
-        backbone_classes = self.unet.num_classes if self.unet is not None else self.mlp.num_classes  # type: ignore[union-attr]
+        backbone = self.backbone
+        if not isinstance(backbone, (UNetConfig, MLPConfig)):
+            raise UserError(f"a model config's backbone is a UNetConfig or an MLPConfig, got {type(backbone).__name__}")
+        backbone_classes = backbone.num_classes
         if backbone_classes != len(self.class_names):
             raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
         if len(set(self.class_names)) != len(self.class_names):
@@ -70,25 +72,38 @@ class ModelConfig:
             raise UserError("the phase-amplitude process models flow data (data_kind 'flow', 2 channels) only")
         if self.data_kind == "flow" and (self.process.kind == "kuramoto" or self.channels != 2):
             raise UserError("flow data (2 channels) are modelled with the phase-amplitude or the euclidean process")
-        if self.flow_networks == "split" and (self.process.kind != "phase-amplitude" or self.unet is None):
+        unet = self.unet
+        if self.flow_networks == "split" and (self.process.kind != "phase-amplitude" or unet is None):
             raise UserError("flow_networks 'split' (one network per field) is for phase-amplitude flow models")
-        if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or self.unet is None)):
+        if self.context_frames < 0 or (self.context_frames and (self.data_kind != "flow" or unet is None)):
             raise UserError(f"context_frames (forecasting) is for flow models, ≥ 0; got {self.context_frames}")
-        if self.context_frames and self.unet.condition_channels != self.context_channels:  # type: ignore[union-attr]
+        if self.context_frames and unet is not None and unet.condition_channels != self.context_channels:
             raise UserError(
                 f"a forecasting model on {self.context_frames} frames needs condition_channels = {self.context_channels}, "
-                f"got {self.unet.condition_channels}"  # type: ignore[union-attr]
+                f"got {unet.condition_channels}"
             )
         if self.channels < 1:
             raise UserError(f"channels must be ≥ 1, got {self.channels}")
         width = self.backbone_channels
-        backbone_in = self.unet.in_channels if self.unet is not None else self.mlp.in_features  # type: ignore[union-attr]
-        backbone_out = self.unet.out_channels if self.unet is not None else self.mlp.out_features  # type: ignore[union-attr]
+        if isinstance(backbone, UNetConfig):
+            backbone_in, backbone_out = backbone.in_channels, backbone.out_channels
+        else:
+            backbone_in, backbone_out = backbone.in_features, backbone.out_features
         if backbone_in != width or backbone_out != width:
             raise UserError(
                 f"the backbone takes {backbone_in} and returns {backbone_out} channels, but {self.channels} data "
                 f"channel(s) of a {'periodic' if self.periodic else 'Euclidean'} process need {width}"
             )
+
+    @property
+    def unet(self) -> UNetConfig | None:
+        """The backbone if it is a UNet, else None."""
+        return self.backbone if isinstance(self.backbone, UNetConfig) else None
+
+    @property
+    def mlp(self) -> MLPConfig | None:
+        """The backbone if it is an MLP, else None."""
+        return self.backbone if isinstance(self.backbone, MLPConfig) else None
 
     @property
     def periodic(self) -> bool:
@@ -115,11 +130,13 @@ class ModelConfig:
         """The two UNets of ``flow_networks="split"``: the phase one ([cos φ, sin φ] in, (a, b) out, the other
         channels as condition) and the real one, each with the stored network's sizes and any external condition."""
         unet = self.unet
+        if unet is None:
+            raise UserError("split networks are UNets; this model's backbone is an MLP")
         periodic, rest = self.periodic_channels, self.channels - self.periodic_channels
-        extra = unet.condition_channels  # type: ignore[union-attr]
+        extra = unet.condition_channels
         return (
-            dataclasses.replace(unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra),  # type: ignore[arg-type]
-            dataclasses.replace(unet, in_channels=rest, out_channels=rest, condition_channels=2 * periodic + extra),  # type: ignore[arg-type]
+            dataclasses.replace(unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra),
+            dataclasses.replace(unet, in_channels=rest, out_channels=rest, condition_channels=2 * periodic + extra),
         )
 
     def state_shape(self, num: int) -> tuple[int, ...]:
@@ -129,8 +146,8 @@ class ModelConfig:
 
 
 def periodic_channel_count(process: ProcessConfig, channels: int) -> int:
-    """Leading state channels that are phases under ``process``."""
-    return {"kuramoto": channels, "euclidean": 0, "phase-amplitude": 1}[process.kind]
+    """Leading state channels that are phases under ``process``, as its process class declares them."""
+    return process_class(process).periodic_channels(channels)
 
 
 def image_model_config(
@@ -147,7 +164,7 @@ def image_model_config(
     unet = unet_config_from_preset(
         preset, in_channels=width, out_channels=width, image_size=image_size, num_classes=len(class_names), **unet_overrides
     )
-    return ModelConfig(process=process, channels=channels, image_size=image_size, unet=unet, class_names=tuple(class_names))
+    return ModelConfig(process=process, backbone=unet, channels=channels, image_size=image_size, class_names=tuple(class_names))
 
 
 def flow_model_config(
@@ -176,7 +193,7 @@ def flow_model_config(
         preset, **{"in_channels": width, "out_channels": width, "image_size": image_size, "padding_mode": "circular",
                    "condition_channels": condition_channels, **unet_overrides},
     )
-    return ModelConfig(process=process, channels=2, image_size=image_size, data_kind="flow", unet=unet, flow=normalisation,
+    return ModelConfig(process=process, backbone=unet, channels=2, image_size=image_size, data_kind="flow", flow=normalisation,
                        context_frames=context_frames, flow_networks=networks)
 
 
@@ -194,7 +211,7 @@ def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small",
         raise UserError(f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}")
     width = dims + periodic_channel_count(process, dims)
     mlp = MLPConfig(**{"in_features": width, "out_features": width, **ANGLE_MLP_PRESETS[preset], **mlp_overrides})
-    return ModelConfig(process=process, channels=dims, image_size=0, data_kind="angle", mlp=mlp)
+    return ModelConfig(process=process, backbone=mlp, channels=dims, image_size=0, data_kind="angle")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A saved model is a directory with ``config.json`` (the full run configuration, strictly
 validated on load) and ``model.safetensors`` (and, in training checkpoints, ``ema.safetensors``,
-used for sampling when present). Nothing is unpickled.
+used for sampling when present); the file format is ``config_file.py``. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -20,22 +20,18 @@ if TYPE_CHECKING:
     from PIL import Image
 
 from .checkpoint import list_checkpoints, load_module_weights, newest_loadable, save_tensors
-from .codecs import Codec, build_codec, to_uint8
-from .config import LEGACY_OBJECTIVES, ModelConfig, RunConfig
+from .codecs import AngleCodec, Codec, FlowCodec, ImageCodec, to_uint8
+from .config import ModelConfig, RunConfig
+from .config_file import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_run_config, run_config_dict
 from .errors import UserError
-from .nets import MLP, UNet
+from .nets import MLP, UNet, UNetConfig
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
 from .sampling.inpainting import check_inpainting_mask, format_size, inpaint_sweep
 from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
 from .sampling.sweep import SampleResult, reverse_sweep
-from .serialization import config_from_dict, config_to_dict, read_json, write_json_atomic
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-EMA_WEIGHTS_NAME = "ema.safetensors"
-FORMAT_VERSION = 1
+from .serialization import write_json_atomic
 
 
 def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
@@ -43,20 +39,36 @@ def build_network(config: ModelConfig) -> ScoreNetwork | SplitScoreNetwork:
     if config.flow_networks == "split":
         phase_unet, real_unet = config.split_unet_configs()
         return SplitScoreNetwork(UNet(phase_unet), UNet(real_unet), periodic_channels=config.periodic_channels)
-    backbone: nn.Module = UNet(config.unet) if config.unet is not None else MLP(config.mlp)  # type: ignore[arg-type]
+    backbone: nn.Module = UNet(config.backbone) if isinstance(config.backbone, UNetConfig) else MLP(config.backbone)
     return ScoreNetwork(backbone, periodic_channels=config.periodic_channels)
+
+
+def build_codec(config: ModelConfig, process: ForwardProcess) -> Codec:
+    """The codec of a model's data kind under its process (the process's periodic channels say which map)."""
+    periodic = process.periodic_channels(config.channels) > 0
+    if config.data_kind == "image":
+        return ImageCodec.for_process(process)
+    if config.data_kind == "flow":
+        if config.flow is None:  # ModelConfig refuses a flow model without one; this keeps the types honest
+            raise UserError("a flow model needs its flow normalisation")
+        return FlowCodec(config.flow, polar=periodic)
+    return AngleCodec(periodic=periodic)
 
 
 class DiffusionModel:
     """A process and a network; ``sample`` generates, ``save_pretrained``/``from_pretrained`` persist."""
 
-    def __init__(self, config: ModelConfig, network: ScoreNetwork | None = None, run_config: Any = None) -> None:
+    def __init__(
+        self, config: ModelConfig, network: ScoreNetwork | SplitScoreNetwork | None = None, run_config: RunConfig | None = None
+    ) -> None:
         self.config = config
         self.process: ForwardProcess = build_process(config.process)
         self.codec: Codec = build_codec(config, self.process)
         self.network = network if network is not None else build_network(config)
         # The full run configuration (data, training) travels with the weights for provenance.
-        self.run_config = run_config
+        self.run_config: RunConfig | None = run_config
+        # The directory the weights were loaded from (``from_pretrained``); None for a model built in memory.
+        self.checkpoint_path: Path | None = None
 
     @property
     def device(self) -> torch.device:
@@ -463,34 +475,6 @@ def shipped_model_names() -> list[str]:
     if not PRETRAINED_ROOT.is_dir():
         return []
     return sorted(folder.name for folder in PRETRAINED_ROOT.iterdir() if (folder / WEIGHTS_NAME).is_file())
-
-
-def run_config_dict(model_config: ModelConfig, run_config: Any) -> dict[str, Any]:
-    """The JSON of config.json: the run config if there is one, else just the model."""
-    if run_config is not None:
-        return {"format_version": FORMAT_VERSION, **config_to_dict(run_config)}
-    return {"format_version": FORMAT_VERSION, "model": config_to_dict(model_config)}
-
-
-def load_run_config(path: Path) -> tuple[ModelConfig, Any]:
-    """Read config.json strictly: the model config, and the full run config when training settings are present."""
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    version = data.pop("format_version", None)
-    if version != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config")
-    if set(data) == {"model"}:
-        return config_from_dict(ModelConfig, data["model"], where=f"{path}:model"), None
-    if isinstance(data.get("training"), dict):
-        # Runs saved before the objective was a setting trained with the merged-window loss; the default is now
-        # "auto", so name it for them (a resume must continue the same objective and its chain pool).
-        data["training"].setdefault("objective", "markov")
-        objective = data["training"]["objective"]
-        if isinstance(objective, str):  # the names before the rename of "flow" to "linearised"
-            data["training"]["objective"] = LEGACY_OBJECTIVES.get(objective, objective)
-    run_config = config_from_dict(RunConfig, data, where=str(path))
-    return run_config.model, run_config
 
 
 def _device_generator(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:

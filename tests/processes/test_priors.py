@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kuramoto_diffusion.circular import von_mises_moment, von_mises_sample, wrap
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.prior_gap import compare_priors, prior_gap
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
@@ -73,7 +74,7 @@ def test_relaxed_without_coupling_reaches_the_closed_form_stationary_law():
 def test_with_strong_coupling_the_relaxed_prior_is_far_closer_to_the_terminal_states():
     for coupling in ("local", "global"):
         process = KuramotoProcess(KuramotoConfig(coupling=coupling, **STRONG))
-        _, report = compare_priors(process, process.encode(_smooth_images(0)), torch.Generator().manual_seed(1),
+        _, report = compare_priors(process, ImageCodec.for_process(process).encode(_smooth_images(0)), torch.Generator().manual_seed(1),
                                    draws_generator=torch.Generator().manual_seed(2))
         gaps = {gap.prior: gap for gap in report.gaps}
         assert not gaps["von-mises"].passes and gaps["von-mises"].correlation_gap > 0.1
@@ -118,7 +119,7 @@ def test_fit_chain_start_recovers_known_parameters():
 
 def test_fit_prior_stores_the_fitted_start_and_von_mises_prior_sampling_is_unchanged():
     process = KuramotoProcess(KuramotoConfig(coupling="local", prior="forward-chain"))
-    theta0 = process.encode(_smooth_images(5, count=16))
+    theta0 = ImageCodec.for_process(process).encode(_smooth_images(5, count=16))
     fitted, report = process.fit_prior(theta0, generator=torch.Generator().manual_seed(0))
     assert report.start == fit_chain_start(theta0)
     assert (fitted.config.prior_start_phase, fitted.config.prior_start_concentration,

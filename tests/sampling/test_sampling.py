@@ -39,7 +39,7 @@ def test_every_sampler_runs_on_an_untrained_model(sampler):
     # Per sample, whatever the number of batches; pc spends 2 per interval (corrector + predictor): 4 × 2.
     assert result.function_evaluations == (8 if sampler == "pc" else 9)
     assert len(result.trajectory) == len(result.steps) == len(result.order_parameter)
-    images, _ = model.process.decode(result.states)
+    images, _ = model.decode(result.states)
     assert images.min() >= -1 and images.max() <= 1
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import wrap
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.config import RunConfig, TrainConfig, angle_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
@@ -115,7 +116,7 @@ def test_linearised_with_the_whole_horizon_starts_every_example_from_the_data(tm
     x_start, t_start, stride, _, _ = objective.starting_states(16, trainer.noise_generator)
     assert torch.equal(t_start, torch.zeros_like(t_start))
     assert set(stride.tolist()) <= set(range(1, 21)) and len(set(stride.tolist())) > 5
-    images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
+    images = set(map(tuple, ImageCodec.for_process(trainer.process).encode(FixedImages().images).flatten(1).tolist()))
     assert all(tuple(row) in images for row in x_start.flatten(1).tolist())
 
 
@@ -226,7 +227,7 @@ def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
                       FixedImages(), tmp_path / "run")
     trainer.start()
     assert trainer.pool is not None and trainer.objective.anchor == 6
-    images = set(map(tuple, trainer.process.encode(FixedImages().images).flatten(1).tolist()))
+    images = set(map(tuple, ImageCodec.for_process(trainer.process).encode(FixedImages().images).flatten(1).tolist()))
     seen_early = seen_late = 0
     for _ in range(5):
         x_start, t_start, stride, _, _ = trainer.objective.starting_states(64, trainer.noise_generator)

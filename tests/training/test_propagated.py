@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.config import TrainConfig
 from kuramoto_diffusion.data.torus import open_torus_source
 from kuramoto_diffusion.errors import UserError
@@ -177,7 +178,7 @@ def test_the_pool_with_estimates_walks_the_same_chains():
 
     def pool(carry: bool) -> ChainPool:
         data_generator = torch.Generator().manual_seed(1)
-        data_fn = lambda n: (process.encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
+        data_fn = lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
         return ChainPool(process, 24, data_fn, torch.Generator().manual_seed(0),
                          carry=propagated_chain_step if carry else None)
 
@@ -201,7 +202,7 @@ def test_the_pool_with_estimates_walks_the_same_chains():
 
 def test_resimulation_with_estimates_reaches_the_same_states():
     process = KuramotoProcess(coupling="local", neighbourhood=3, steps=12)
-    x0 = process.encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
+    x0 = ImageCodec.for_process(process).encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
     t = torch.tensor([0, 1, 5, 11, 3, 7])
     states = resimulate_states(process, x0, t, torch.Generator().manual_seed(3))
     carried, estimates = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(3),
@@ -298,7 +299,7 @@ def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path
 def test_a_run_saved_before_the_objective_setting_resumes_with_its_own_loss(tmp_path):
     import json
 
-    from kuramoto_diffusion.model import CONFIG_NAME, load_run_config
+    from kuramoto_diffusion.config_file import CONFIG_NAME, load_run_config
 
     trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1, objective="markov"),
                       FixedImages(), tmp_path / "run")

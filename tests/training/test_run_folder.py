@@ -226,6 +226,44 @@ def test_resume_from_names_the_checkpoint_and_refuses_a_damaged_one(clean_run, t
         resumable_checkpoint(run, run / "nowhere")
 
 
+def test_an_app_resume_takes_the_lock_once_and_validates_its_checkpoint_once(clean_run, tmp_path, monkeypatch):
+    from kuramoto_diffusion.app import train as train_app
+    from kuramoto_diffusion.runtime import SINGLE_PROCESS
+    from kuramoto_diffusion.training import checkpointing
+
+    run = _copy_run(clean_run, tmp_path / "run")
+    validated: list[str] = []
+    taken: list[Path] = []
+    real_validate, real_acquire = checkpointing.validate_checkpoint, RunLock.acquire
+
+    def counting_validate(checkpoint):
+        validated.append(Path(checkpoint).name)
+        return real_validate(checkpoint)
+
+    def counting_acquire(lock):
+        if not lock.held:
+            taken.append(lock.run_dir)
+        real_acquire(lock)
+
+    monkeypatch.setattr(checkpointing, "validate_checkpoint", counting_validate)
+    monkeypatch.setattr(RunLock, "acquire", counting_acquire)
+    trainer = train_app._resumed_trainer(train_app.TrainRequest(out=run, resume=True, quiet=True), SINGLE_PROCESS,
+                                         torch.device("cpu"))
+    try:
+        assert trainer.step == 30 and validated == ["step-00000030"] and taken == [run]
+        with pytest.raises(RunFolderBusy):  # the lock taken before validating is the one the trainer keeps
+            RunLock(run).acquire()
+    finally:
+        trainer.lock.release()
+    # A resume that fails lets the lock go: the next one is not told the folder is busy.
+    with pytest.raises(UserError, match="not a complete checkpoint"):
+        train_app._resumed_trainer(train_app.TrainRequest(out=run, resume_from=run / "nowhere", quiet=True),
+                                   SINGLE_PROCESS, torch.device("cpu"))
+    lock = RunLock(run)
+    lock.acquire()
+    lock.release()
+
+
 def test_every_checkpoint_damaged_is_one_error(clean_run, tmp_path):
     run = _copy_run(clean_run, tmp_path / "run")
     for checkpoint in list_checkpoints(run):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kuramoto_diffusion.circular import order_parameter
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.model import DiffusionModel
@@ -64,7 +65,7 @@ def test_loss_target_is_unit_variance_and_zero_network_gives_one():
     model = DiffusionModel(image_model_config(LOCAL, 1, 8, "tiny"))
     process = model.process
     generator = torch.Generator().manual_seed(0)
-    x = process.encode(FixedImages(64).images)
+    x = ImageCodec.for_process(process).encode(FixedImages(64).images)
     t = torch.randint(0, 100, (64,), generator=generator)
     for window in (1, 5):
         stride = torch.clamp(100 - t, max=window)
@@ -102,7 +103,7 @@ def test_pool_states_match_direct_simulation():
     process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
     source = FixedImages(4)
     generator = torch.Generator().manual_seed(0)
-    data_fn = lambda n: (process.encode(source.sample_batch(n, generator)), None)  # noqa: E731
+    data_fn = lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, generator)), None)  # noqa: E731
     pool = ChainPool(process, 20 * 40, data_fn, generator)
     for _ in range(37):
         pool.advance()
@@ -139,7 +140,7 @@ def test_snapshots_are_each_trajectory_at_each_rows_step():
 def test_one_trajectory_per_chain_is_the_independent_fill(carry):
     # With an owner per row the snapshot fill makes the same noise draws in the same order as resimulation.
     process = KuramotoProcess(steps=12, coupling="local", neighbourhood=3)
-    x0 = process.encode(FixedImages(9).images)
+    x0 = ImageCodec.for_process(process).encode(FixedImages(9).images)
     t = torch.tensor([3, 0, 11, 7, 3, 12, 5, 9, 1])
     states, estimates = snapshot_states(process, x0, t, torch.arange(9), torch.Generator().manual_seed(4),
                                           carry=propagated_chain_step if carry else None)
@@ -157,7 +158,7 @@ def test_a_pool_filled_from_trajectories_has_the_direct_simulations_marginal():
     process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
     source = FixedImages(4)
     generator = torch.Generator().manual_seed(0)
-    data_fn = lambda n: (process.encode(source.sample_batch(n, generator)), None)  # noqa: E731
+    data_fn = lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, generator)), None)  # noqa: E731
     pool = ChainPool(process, 20 * 40, data_fn, generator, fill_trajectories=40)
     for t in (3, 12, 19):
         chosen = pool.states[pool.t == t]
@@ -208,7 +209,7 @@ def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
     def data_fn(n):
         start = served[0]
         served[0] += n
-        return process.encode(images[torch.arange(start, start + n) % 30]), None
+        return ImageCodec.for_process(process).encode(images[torch.arange(start, start + n) % 30]), None
 
     pool = ChainPool(process, 30, data_fn, torch.Generator().manual_seed(0),
                      carry=propagated_chain_step if carry else None, advance_count=7)
@@ -227,7 +228,7 @@ def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
     for index in range(30):
         if restarted[index]:
             continue  # it restarted from a later image
-        expected = process.simulate(process.encode(images[index : index + 1]), int(pool.t[index]))
+        expected = process.simulate(ImageCodec.for_process(process).encode(images[index : index + 1]), int(pool.t[index]))
         torch.testing.assert_close(pool.states[index], expected[0], rtol=0, atol=1e-4)
 
 
@@ -237,7 +238,7 @@ def test_a_partially_advancing_pool_resumes_exactly():
 
     def make() -> ChainPool:
         data_generator = torch.Generator().manual_seed(2)
-        return ChainPool(process, 20, lambda n: (process.encode(source.sample_batch(n, data_generator)), None),
+        return ChainPool(process, 20, lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None),
                          torch.Generator().manual_seed(0), advance_count=6)
 
     straight, interrupted = make(), make()
@@ -259,7 +260,7 @@ def test_resimulation_is_each_example_simulated_to_its_own_step():
     # A noiseless coupled chain is deterministic: each row must be its own example simulated to its own t,
     # whatever order the rows come in (the loop touches only the rows still short of their t).
     process = KuramotoProcess(steps=10, coupling="local", neighbourhood=3, noise_var_range=(1e-12, 1e-12))
-    x0 = process.encode(FixedImages(5).images)
+    x0 = ImageCodec.for_process(process).encode(FixedImages(5).images)
     t = torch.tensor([3, 0, 10, 7, 3])
     states = resimulate_states(process, x0, t, torch.Generator().manual_seed(0))
     for index in range(5):
@@ -390,7 +391,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="steps: expected an integer"):
         DiffusionModel.from_pretrained(checkpoint)
     config["model"]["process"]["steps"] = 100
-    config["model"]["unet"]["base_channels"] = 32
+    config["model"]["backbone"]["base_channels"] = 32
     (checkpoint / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="weights do not match"):
         DiffusionModel.from_pretrained(checkpoint)
@@ -416,7 +417,7 @@ def test_tiny_kuramoto_model_memorises_two_images(tmp_path):
 
     def distance_to_data(model: DiffusionModel) -> float:
         states = model.sample(16, nfe=100, generator=torch.Generator().manual_seed(1)).states
-        images, _ = model.process.decode(states)
+        images, _ = model.decode(states)
         return (images[:, None] - source.images[None]).abs().mean((2, 3, 4)).min(1).values.mean().item()
 
     before = distance_to_data(trainer.ema_model())

@@ -19,7 +19,7 @@ def info_text(path: Path, *, show_all: bool = False) -> str:
     """The config, step and prior of a run, checkpoint or model directory: the settings that apply to this model
     (``applicable_settings``), or with ``show_all`` the full config as saved."""
     model = DiffusionModel.from_pretrained(path)
-    checkpoint = getattr(model, "checkpoint_path", path)
+    checkpoint = model.checkpoint_path or path
     lines = [f"model directory: {checkpoint}"]
     state = checkpoint / "state.json"
     if state.is_file():  # a training checkpoint: checked whole, so damage is reported as resume reports it

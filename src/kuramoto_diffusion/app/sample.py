@@ -102,7 +102,7 @@ UNDERTRAINED_CLIPPED_FRACTION = 0.03
 def clipped_reason(model: DiffusionModel) -> str:
     """Why an image model's decoded values get clipped, by process: phases outside ±a·π for Kuramoto (through the
     seam at ±π or into the gap between ±a·π and ±π); values outside [-1, 1] for the Euclidean baseline (no seam)."""
-    if model.process.periodic:
+    if model.config.periodic:
         return f"phases outside ±{model.config.process.phase_range / np.pi:.2g}π: crossed the seam or left the data's range"
     return "values outside [-1, 1]"
 
@@ -168,7 +168,7 @@ def folder_manifest(request: SampleRequest, model: DiffusionModel, plain: bool) 
         settings.update(inpaint=None if request.inpaint is None else str(request.inpaint),
                         mask=None if request.mask is None else str(request.mask), invert_mask=request.invert_mask,
                         resample=request.resample, from_data=request.from_data, start_step=request.start_step)
-    checkpoint = getattr(model, "checkpoint_path", None) or request.checkpoint
+    checkpoint = model.checkpoint_path or request.checkpoint
     return {"checkpoint": str(Path(checkpoint).resolve()), "weights_sha256": digest.hexdigest(), "settings": settings}
 
 

@@ -36,6 +36,7 @@ from ..config import (
     flow_model_config,
     image_model_config,
 )
+from ..config_file import CONFIG_NAME
 from ..data import (
     DATA_CHOICES,
     is_angle_spec,
@@ -46,7 +47,7 @@ from ..data import (
     open_source,
 )
 from ..errors import UserError
-from ..model import CONFIG_NAME, DiffusionModel
+from ..model import DiffusionModel
 from ..nets import count_parameters
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
@@ -180,11 +181,28 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
     """The Trainer of ``request.out`` at its newest whole checkpoint (or ``resume_from``), on the data it was
     trained on. Options the user gave must agree with the run, except those that only schedule files and
     logging (``RESUME_CHANGEABLE``) and ``--train-steps``, which extends (or shortens) the run's target."""
-    if context.is_main:  # a live writer is the first thing to report (Trainer.resume takes the lock for good)
-        probe = RunLock(request.out)
-        probe.acquire()
-        probe.release()
-    checkpoint, saved = resumable_checkpoint(request.out, request.resume_from)
+    # The run folder's lock first: a live writer is the first thing to report, and it may be replacing the newest
+    # checkpoint. Trainer.resume keeps the lock, and the checkpoint validated here (a ResumePoint).
+    lock = RunLock(request.out) if context.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        trainer = _resume_under_lock(request, context, device, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if trainer.step >= trainer.train_config.train_steps and not request.quiet:
+        print(f"{request.out} is already at step {trainer.step}, its target; pass a larger --train-steps to train further")
+    return trainer
+
+
+def _resume_under_lock(
+    request: TrainRequest, context: DistributedContext, device: torch.device, lock: RunLock | None
+) -> Trainer:
+    """``_resumed_trainer``'s work once the run folder's lock is held (by the main process)."""
+    point = resumable_checkpoint(request.out, request.resume_from)
+    checkpoint, saved = point
     if saved.data is None:
         raise UserError(f"{checkpoint / CONFIG_NAME}: has no data settings; it cannot be resumed")
     disagreeing = resume_conflicts(request, saved)
@@ -203,11 +221,8 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
     changes = {field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()
                if option in given and field in RESUME_CHANGEABLE and field not in ("train_steps", "grad_accum")}
     train_steps = request.train_steps if "train_steps" in given else None
-    trainer = Trainer.resume(request.out, source, checkpoint=checkpoint, train_steps=train_steps, device=device,
-                             quiet=request.quiet, context=context, grad_accum=request.grad_accum, training_changes=changes)
-    if trainer.step >= trainer.train_config.train_steps and not request.quiet:
-        print(f"{request.out} is already at step {trainer.step}, its target; pass a larger --train-steps to train further")
-    return trainer
+    return Trainer.resume(request.out, source, checkpoint=point, train_steps=train_steps, device=device, quiet=request.quiet,
+                          context=context, grad_accum=request.grad_accum, training_changes=changes, lock=lock)
 
 
 def resumed_data_spec(request: TrainRequest, saved_spec: str) -> str:

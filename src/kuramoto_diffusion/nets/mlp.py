@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ class MLPConfig:
     makes the net class-conditional, label ``num_classes`` meaning "no class".
     """
 
+    kind: Literal["mlp"] = "mlp"  # tags the backbone section of a model config (``config.Backbone``)
     in_features: int = 4
     out_features: int = 4
     hidden_features: int = 256

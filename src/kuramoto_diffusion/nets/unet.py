@@ -47,6 +47,7 @@ class UNetConfig:
     ``attention_heads`` is the number of heads; each attended width must divide by it.
     """
 
+    kind: Literal["unet"] = "unet"  # tags the backbone section of a model config (``config.Backbone``)
     in_channels: int = 2
     out_channels: int = 2
     image_size: int = 32

@@ -32,7 +32,6 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor
 
-from ..circular import IMAGE_PHASE_RANGE
 from ..errors import UserError
 
 Step = int | Tensor
@@ -102,11 +101,16 @@ def resolve_config(config_class: type, config: Any, settings: dict[str, Any]) ->
 
 
 class ForwardProcess(ABC):
-    """A discrete-time forward (noising) process with Gaussian-type one-step kernels."""
+    """A discrete-time forward (noising) process with Gaussian-type one-step kernels.
+
+    The interface, in the order of the sections below: the chain (``project``, ``drift``, ``noise_variance``
+    and what is built on them), the kernel (its density and score, and the linearised kernel across a window),
+    the reverse-time rates (what the samplers, the likelihood and the network's preconditioning read), and the
+    prior at t = T. Data ⇄ states is the codecs' business (``codecs.py``), not the process's.
+    """
 
     config: Any
     steps: int
-    periodic: bool
     # True when any stride from t = 0 is an exact kernel (VP): training then needs no chains.
     closed_form_marginal: bool = False
     # True when ``contraction_bound`` is implemented (the propagated objective's weights need it).
@@ -116,6 +120,13 @@ class ForwardProcess(ABC):
         # Tables are float64 on the CPU; _table() caches copies per device and dtype.
         self._cumulative_noise_var = cumulative_noise_var
         self._table_cache: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+
+    @classmethod
+    @abstractmethod
+    def periodic_channels(cls, channels: int) -> int:
+        """How many leading channels of states with ``channels`` channels are phases, which ``project`` wraps to
+        [-π, π): all of them on the torus (Kuramoto), none on ℝ (Euclidean), the flow direction alone
+        (phase–amplitude). A classmethod, so a model config can ask its process class before building it."""
 
     # ----- schedule lookup -------------------------------------------------------------
     def _table(self, name: str, like: Tensor) -> Tensor:
@@ -146,117 +157,23 @@ class ForwardProcess(ABC):
         self._check_step(t, stride)
         return self._at(name, t + stride, like) - self._at(name, t, like)
 
-    def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
-        """σ² summed over the stride (float64 scalar, or shaped like ``like`` for per-example t)."""
-        like = like if like is not None else torch.zeros((), dtype=torch.float64)
-        return self._interval_sum("cumulative_noise_var", t, stride, like)
-
-    def noise_level(self, t: int) -> float:
-        """The noise accumulated from step 0 to ``t`` as one level (for spacing time grids): √Σ_{s<t} σ_s² here;
-        processes with a shrinking signal give the level of their rescaled state instead (VP: EDM's σ)."""
-        return math.sqrt(float(self._cumulative_noise_var[t]))
-
-    def transition_scale(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
-        """Standard deviation of the one-step (or merged-stride) kernel."""
-        return self.noise_variance(t, stride, like=like).sqrt()
-
-    # ----- geometry and the kernel ------------------------------------------------------
+    # ----- the chain: x_{t+stride} = project(x_t + drift + scale·z) --------------------
     @abstractmethod
     def project(self, x: Tensor) -> Tensor:
-        """Return a state to the domain (wrap to [-π, π) on the torus, identity on ℝ)."""
+        """Return a state to the domain: wrap its ``periodic_channels`` to [-π, π), leave the rest."""
 
     @abstractmethod
     def drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
         """Deterministic displacement of one step (or a merged stride) from state x at step t."""
 
-    def flow_drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
-        """The continuous-time drift f integrated over the stride, for the probability-flow ODE (``likelihood``).
+    def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """σ² summed over the stride (float64 scalar, or shaped like ``like`` for per-example t)."""
+        like = like if like is not None else torch.zeros((), dtype=torch.float64)
+        return self._interval_sum("cumulative_noise_var", t, stride, like)
 
-        ``drift`` is the discrete chain's; where the chain is the Euler scheme of its SDE (Kuramoto),
-        the two are the same. A process whose step is an exact kernel (VP) overrides this.
-        """
-        return self.drift(x, t, stride)
-
-    def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
-        """g² of the continuous-time SDE integrated over the stride (``noise_variance`` for an Euler chain)."""
-        return self.noise_variance(t, stride, like=like)
-
-    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
-        """∂drift_i/∂x_i of one fine step at state x (the diagonal of the drift's Jacobian), shaped like x.
-
-        Used by ``linearised_kernel``."""
-        raise UserError(f"the {type(self).__name__} has no linearised kernel")
-
-    def drift_and_derivative(self, x: Tensor, t: Step) -> tuple[Tensor, Tensor]:
-        """(``drift(x, t)``, ``drift_derivative(x, t)``) of one fine step; a process may share work between them."""
-        return self.drift(x, t), self.drift_derivative(x, t)
-
-    def linearised_kernel(self, x: Tensor, t: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
-        """(mean, variance) of the Gaussian moment closure across ``stride`` fine steps from step ``t``.
-
-        Per example: t and stride are long tensors of shape (B,); the window is walked one fine step
-        at a time (max(stride) steps for the batch, rows whose window has ended are held).
-        """
-        self._check_step(t, stride)
-        mean = x
-        variance = torch.zeros_like(x)
-        shape = (-1, *([1] * (x.dim() - 1)))
-        for offset in range(int(stride.max())):
-            active = (stride > offset).reshape(shape)
-            step = torch.clamp(t + offset, max=self.steps - 1)  # held rows: any valid step, the result is discarded
-            drift, derivative = self.drift_and_derivative(mean, step)
-            variance = torch.where(active, (1.0 + derivative) ** 2 * variance + self.noise_variance(step, 1, like=x), variance)
-            mean = torch.where(active, self.project(mean + drift), mean)
-        return mean, variance
-
-    def contraction_bound(self, t: int) -> float:
-        """An upper bound a_t on how much one fine step from step t can shrink a small perturbation
-        (1 − a_t ≤ the smallest singular value of the step's Jacobian, to first order), for the
-        propagated objective's weights (``training/objectives/propagated.py``); see ``contraction_bounded``."""
-        raise UserError(f"the {type(self).__name__} has no contraction bound; the propagated objective needs one")
-
-    def propagate_score(self, x: Tensor, t: Step, estimate: Tensor, *, inverse_terms: int = 2) -> Tensor:
-        """An estimate of the score at x_t carried through the deterministic part of the step, to its image
-        u = x + drift(x, t) (before the noise):
-
-            ∇_u log q(u) = M⁻ᵀ (∇_x log p_t(x) − ∇_x log |det M(x)|),   M = I + ∂drift/∂x
-
-        for q the density of u (the change of variables of an invertible step). ``estimate`` stands for
-        ∇ log p_t(x); M⁻ᵀ is applied by the fixed point w ← v − (∂drift/∂x)ᵀ w (``inverse_terms`` rounds, each
-        one vector–Jacobian product, error O(|∂drift/∂x|^(terms+1))), and log |det M| ≈ tr ∂drift/∂x =
-        Σ ``drift_derivative``, to first order in the drift. Computed with autograd (no graph is kept).
-        """
-        with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
-            state = x.detach().requires_grad_(True)
-            drift, derivative = self.drift_and_derivative(state, t)
-            (log_det_gradient,) = torch.autograd.grad(derivative.sum(), state, retain_graph=True)
-            carried = estimate - log_det_gradient
-            inverse = carried
-            for round_ in range(inverse_terms):
-                (transposed,) = torch.autograd.grad(drift, state, grad_outputs=inverse, retain_graph=round_ < inverse_terms - 1)
-                inverse = carried - transposed
-        return inverse.detach()
-
-    def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
-        """Deterministic part of a reverse-SDE step from the later state x (at t + stride) to t.
-
-        Euler–Maruyama: project(x − drift(x) + v·score), v = σ²(t, stride).
-        """
-        variance = self.noise_variance(t, stride, like=x)
-        return self.project(x - self.drift(x, t, stride) + variance * score)
-
-    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> ProbabilityFlow[Tensor, Tensor]:
-        """The probability-flow ODE across the reverse interval ``upper`` → ``lower``, in this process's variables
-        (``ChainFlow`` here; the samplers' Euler and Heun steps are ``sampling.steps.probability_flow_step``)."""
-        return ChainFlow(self, score_fn, lower, upper - lower)
-
-    @abstractmethod
-    def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
-        """Elementwise log density of the kernel (wrapped normal or normal) at x."""
-
-    @abstractmethod
-    def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
-        """∂/∂x of ``kernel_log_prob``: the denoising score-matching target."""
+    def transition_scale(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """Standard deviation of the one-step (or merged-stride) kernel."""
+        return self.noise_variance(t, stride, like=like).sqrt()
 
     def check_state(self, x: Tensor) -> None:
         """Raise a UserError for non-finite values or a tensor without a batch axis."""
@@ -271,11 +188,6 @@ class ForwardProcess(ABC):
         """Deterministic part of a step: project(x + drift)."""
         self.check_state(x)
         return self.project(x + self.drift(x, t, stride))
-
-    def transition_score(self, x_next: Tensor, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
-        """∂/∂x_next log p(x_next | x) for one step (or merged stride) from step t."""
-        mean = self.transition_mean(x, t, stride)
-        return self.kernel_score(x_next, mean, self.transition_scale(t, stride, like=x))
 
     def step(self, x: Tensor, t: Step, stride: Step = 1, generator: torch.Generator | None = None) -> Tensor:
         """Draw x_{t+stride} given x_t."""
@@ -306,30 +218,112 @@ class ForwardProcess(ABC):
                 trajectory.append(x)
         return torch.stack(trajectory) if trajectory is not None else x
 
-    # ----- data encoding, network preconditioning, prior --------------------------------
+    # ----- the kernel: its density and score (the DSM target), and the linearised kernel -------------
+    @abstractmethod
+    def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """Elementwise log density of the kernel (wrapped normal or normal) at x."""
+
+    @abstractmethod
+    def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+        """∂/∂x of ``kernel_log_prob``: the denoising score-matching target."""
+
+    def transition_score(self, x_next: Tensor, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """∂/∂x_next log p(x_next | x) for one step (or merged stride) from step t."""
+        mean = self.transition_mean(x, t, stride)
+        return self.kernel_score(x_next, mean, self.transition_scale(t, stride, like=x))
+
+    def drift_derivative(self, x: Tensor, t: Step) -> Tensor:
+        """∂drift_i/∂x_i of one fine step at state x (the diagonal of the drift's Jacobian), shaped like x.
+
+        Used by ``linearised_kernel``."""
+        raise UserError(f"the {type(self).__name__} has no linearised kernel")
+
+    def drift_and_derivative(self, x: Tensor, t: Step) -> tuple[Tensor, Tensor]:
+        """(``drift(x, t)``, ``drift_derivative(x, t)``) of one fine step; a process may share work between them."""
+        return self.drift(x, t), self.drift_derivative(x, t)
+
+    def linearised_kernel(self, x: Tensor, t: Tensor, stride: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, variance) of the Gaussian moment closure across ``stride`` fine steps from step ``t``.
+
+        Per example: t and stride are long tensors of shape (B,); the window is walked one fine step
+        at a time (max(stride) steps for the batch, rows whose window has ended are held).
+        """
+        self._check_step(t, stride)
+        mean = x
+        variance = torch.zeros_like(x)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        for offset in range(int(stride.max())):
+            active = (stride > offset).reshape(shape)
+            step = torch.clamp(t + offset, max=self.steps - 1)  # held rows: any valid step, the result is discarded
+            drift, derivative = self.drift_and_derivative(mean, step)
+            variance = torch.where(active, (1.0 + derivative) ** 2 * variance + self.noise_variance(step, 1, like=x), variance)
+            mean = torch.where(active, self.project(mean + drift), mean)
+        return mean, variance
+
+    # ----- reverse time: the SDE and ODE rates, the score's carriage and the network's preconditioning -----
+    def flow_drift(self, x: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """The continuous-time drift f integrated over the stride, for the probability-flow ODE (``likelihood``).
+
+        ``drift`` is the discrete chain's; where the chain is the Euler scheme of its SDE (Kuramoto),
+        the two are the same. A process whose step is an exact kernel (VP) overrides this.
+        """
+        return self.drift(x, t, stride)
+
+    def flow_noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
+        """g² of the continuous-time SDE integrated over the stride (``noise_variance`` for an Euler chain)."""
+        return self.noise_variance(t, stride, like=like)
+
+    def reverse_sde_mean(self, x: Tensor, score: Tensor, t: Step, stride: Step = 1) -> Tensor:
+        """Deterministic part of a reverse-SDE step from the later state x (at t + stride) to t.
+
+        Euler–Maruyama: project(x − drift(x) + v·score), v = σ²(t, stride).
+        """
+        variance = self.noise_variance(t, stride, like=x)
+        return self.project(x - self.drift(x, t, stride) + variance * score)
+
+    def probability_flow(self, score_fn: ScoreFn, upper: int, lower: int) -> ProbabilityFlow[Tensor, Tensor]:
+        """The probability-flow ODE across the reverse interval ``upper`` → ``lower``, in this process's variables
+        (``ChainFlow`` here; the samplers' Euler and Heun steps are ``sampling.steps.probability_flow_step``)."""
+        return ChainFlow(self, score_fn, lower, upper - lower)
+
+    def noise_level(self, t: int) -> float:
+        """The noise accumulated from step 0 to ``t`` as one level (for spacing time grids): √Σ_{s<t} σ_s² here;
+        processes with a shrinking signal give the level of their rescaled state instead (VP: EDM's σ)."""
+        return math.sqrt(float(self._cumulative_noise_var[t]))
+
+    def contraction_bound(self, t: int) -> float:
+        """An upper bound a_t on how much one fine step from step t can shrink a small perturbation
+        (1 − a_t ≤ the smallest singular value of the step's Jacobian, to first order), for the
+        propagated objective's weights (``training/objectives/propagated.py``); see ``contraction_bounded``."""
+        raise UserError(f"the {type(self).__name__} has no contraction bound; the propagated objective needs one")
+
+    def propagate_score(self, x: Tensor, t: Step, estimate: Tensor, *, inverse_terms: int = 2) -> Tensor:
+        """An estimate of the score at x_t carried through the deterministic part of the step, to its image
+        u = x + drift(x, t) (before the noise):
+
+            ∇_u log q(u) = M⁻ᵀ (∇_x log p_t(x) − ∇_x log |det M(x)|),   M = I + ∂drift/∂x
+
+        for q the density of u (the change of variables of an invertible step). ``estimate`` stands for
+        ∇ log p_t(x); M⁻ᵀ is applied by the fixed point w ← v − (∂drift/∂x)ᵀ w (``inverse_terms`` rounds, each
+        one vector–Jacobian product, error O(|∂drift/∂x|^(terms+1))), and log |det M| ≈ tr ∂drift/∂x =
+        Σ ``drift_derivative``, to first order in the drift. Computed with autograd (no graph is kept).
+        """
+        with torch.enable_grad(), torch.autocast(device_type=x.device.type, enabled=False):
+            state = x.detach().requires_grad_(True)
+            drift, derivative = self.drift_and_derivative(state, t)
+            (log_det_gradient,) = torch.autograd.grad(derivative.sum(), state, retain_graph=True)
+            carried = estimate - log_det_gradient
+            inverse = carried
+            for round_ in range(inverse_terms):
+                (transposed,) = torch.autograd.grad(drift, state, grad_outputs=inverse, retain_graph=round_ < inverse_terms - 1)
+                inverse = carried - transposed
+        return inverse.detach()
+
     def network_time(self, t_query: Step) -> Tensor:
         """The network's time input t/T in [0, 1], float32, shape (B,) for per-example steps else (1,)."""
         if isinstance(t_query, Tensor):
             return t_query.to(torch.float32) / self.steps
         return torch.tensor([t_query / self.steps], dtype=torch.float32)
-
-    @abstractmethod
-    def encode(self, data: Tensor) -> Tensor:
-        """Data values (images in [-1, 1], or native angles) to process states."""
-
-    @abstractmethod
-    def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        """States to data values, and how many values had to be clipped."""
-
-    def constrain_score(self, x: Tensor, t_query: int, score: Tensor) -> Tensor:
-        """A learned score at (x, t_query) as the samplers should use it; the identity unless a process
-        knows its data's range (the Euclidean baseline's optional x₀ clipping)."""
-        return score
-
-    def order_phases(self, x: Tensor) -> Tensor:
-        """The phases whose order parameter R(t) the samplers record: periodic states as they are;
-        Euclidean states read as image phases (the default a·x), still a useful coarse-to-fine indicator."""
-        return x if self.periodic else x * IMAGE_PHASE_RANGE
 
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         """c(t): the network predicts c(t)·score at query step t ∈ 1 … T (EDM-style preconditioning).
@@ -338,6 +332,12 @@ class ForwardProcess(ABC):
         predicting σ·score gives the one-step DSM target unit variance (SPEC §3)."""
         return self.transition_scale(t_query - 1, 1, like=like)
 
+    def constrain_score(self, x: Tensor, t_query: int, score: Tensor) -> Tensor:
+        """A learned score at (x, t_query) as the samplers should use it; the identity unless a process
+        knows its data's range (the Euclidean baseline's optional x₀ clipping)."""
+        return score
+
+    # ----- the prior at t = T -----------------------------------------------------------
     @abstractmethod
     def prior_sample(
         self,

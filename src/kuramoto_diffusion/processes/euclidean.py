@@ -44,7 +44,6 @@ class EuclideanConfig:
 class EuclideanVPProcess(ForwardProcess):
     """Isotropic Gaussian diffusion on ℝⁿ with a standard normal prior."""
 
-    periodic = False
     closed_form_marginal = True
 
     def __init__(self, config: EuclideanConfig | None = None, **settings: object) -> None:
@@ -60,6 +59,10 @@ class EuclideanVPProcess(ForwardProcess):
 
     def noise_variance(self, t: Step, stride: Step = 1, *, like: Tensor | None = None) -> Tensor:
         return -torch.expm1(2.0 * self.log_signal(t, stride, like=like))
+
+    @classmethod
+    def periodic_channels(cls, channels: int) -> int:
+        return 0  # states are real numbers
 
     def project(self, x: Tensor) -> Tensor:
         return x
@@ -124,13 +127,6 @@ class EuclideanVPProcess(ForwardProcess):
         """Var(x_t) for x_0 with variance ``data_variance``: ᾱ_t·Var(x_0) + 1 − ᾱ_t."""
         signal = math.exp(2.0 * float(self.log_signal(0, t))) if t > 0 else 1.0
         return signal * data_variance + 1.0 - signal
-
-    def encode(self, data: Tensor) -> Tensor:
-        return data
-
-    def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        # Values within float rounding of ±1 (e.g. a clipped x₀ estimate) do not count as clipped mass.
-        return x.clamp(-1.0, 1.0), int((x.abs() > 1.0 + 1e-6).sum())
 
     def output_scale(self, t_query: Step, *, like: Tensor) -> Tensor:
         # ε-prediction: score = −ε / √(1 − ᾱ_t), so the network output ε is −√(1 − ᾱ_t)·score.

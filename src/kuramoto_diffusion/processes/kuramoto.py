@@ -31,9 +31,7 @@ from ..circular import (
     IMAGE_PHASE_RANGE,
     PAPER_PHASE_RANGE,
     fit_von_mises,
-    image_to_phase,
     order_parameter,
-    phase_to_image,
     von_mises_log_prob,
     von_mises_moment,
     wrap,
@@ -148,7 +146,6 @@ class PriorFit:
 class KuramotoProcess(ForwardProcess):
     """Stochastic Kuramoto synchronisation with global or local coupling; states are phases in [-π, π)."""
 
-    periodic = True
     contraction_bounded = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
@@ -309,6 +306,10 @@ class KuramotoProcess(ForwardProcess):
         return self._interval_sum("cumulative_coupling", t, stride, like)
 
     # ----- the ForwardProcess interface ------------------------------------------------
+    @classmethod
+    def periodic_channels(cls, channels: int) -> int:
+        return channels  # every state value is a phase
+
     def project(self, x: Tensor) -> Tensor:
         return wrap(x)
 
@@ -393,12 +394,6 @@ class KuramotoProcess(ForwardProcess):
     def check_state(self, x: Tensor) -> None:
         super().check_state(x)
         self._check_shape(x)
-
-    def encode(self, data: Tensor) -> Tensor:
-        return image_to_phase(data, self.config.phase_range)
-
-    def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        return phase_to_image(x, self.config.phase_range)
 
     def prior_sample(
         self,

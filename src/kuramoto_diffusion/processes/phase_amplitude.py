@@ -98,8 +98,6 @@ class PhaseAmplitudeConfig:
 class PhaseAmplitudeProcess(ForwardProcess):
     """Local Kuramoto on the flow direction coupled to a VP process on the log speed (module docstring)."""
 
-    periodic = True  # channel 0 is a phase; ``project`` wraps only that channel
-
     def __init__(self, config: PhaseAmplitudeConfig | None = None, **settings: object) -> None:
         self.config: PhaseAmplitudeConfig = resolve_config(PhaseAmplitudeConfig, config, settings)
         cfg = self.config
@@ -135,6 +133,10 @@ class PhaseAmplitudeProcess(ForwardProcess):
     def check_state(self, x: Tensor) -> None:
         super().check_state(x)
         self._check_shape(x)
+
+    @classmethod
+    def periodic_channels(cls, channels: int) -> int:
+        return 1  # channel 0, the flow direction; the log speed is a real number
 
     def project(self, x: Tensor) -> Tensor:
         return torch.cat([wrap(x[:, PHASE:PHASE + 1]), x[:, AMPLITUDE:]], dim=1)
@@ -225,14 +227,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
             self.amplitude.kernel_score(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
         ], dim=1)
 
-    # ----- encoding, preconditioning, prior ------------------------------------------------
-    def encode(self, data: Tensor) -> Tensor:
-        """States are (phase, normalised log speed) already; the model maps velocities to them."""
-        return self.project(data)
-
-    def decode(self, x: Tensor) -> tuple[Tensor, int]:
-        return self.project(x), 0
-
+    # ----- prior -----------------------------------------------------------------------
     def prior_sample(
         self,
         shape: tuple[int, ...],
@@ -252,9 +247,6 @@ class PhaseAmplitudeProcess(ForwardProcess):
         phase = x[:, PHASE:PHASE + 1]
         amplitude = self.amplitude.prior_log_prob(x[:, AMPLITUDE:] + self.coherence_offset(phase))
         return torch.cat([self.phase.prior_log_prob(phase), amplitude], dim=1)
-
-    def order_phases(self, x: Tensor) -> Tensor:
-        return x[:, PHASE:PHASE + 1]
 
     def fit_prior(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[PhaseAmplitudeProcess, PriorFit]:
         """Simulate ``x0`` to t = T and fit the phase prior's κ by maximum likelihood (mean fixed at ψ_ref)."""

@@ -13,7 +13,7 @@ Conventions (the process's, SPEC §3 and §5):
 
 * ``sample`` and ``prev_sample`` are process states: phases in radians, [-π, π), for
   Kuramoto; pixel values (data units, ≈ [-1, 1] at t = 0) for the Euclidean baseline.
-  Encode data with ``process.encode`` and decode results with ``process.decode``.
+  Encode data with the model's codec (``DiffusionModel.encode``, ``codecs.py``) and decode results with it.
 * ``timestep`` is an integer step t ∈ 1 … T of the forward chain (not t/T).
 * ``model_output`` is what our ``ScoreNetwork`` returns at (x, t/T): the preconditioned
   output F = c(t)·score (``process.output_scale``; for the Euclidean process c(t) = −√(1 − ᾱ_t),

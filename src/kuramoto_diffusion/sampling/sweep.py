@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ..circular import order_parameter
+from ..circular import IMAGE_PHASE_RANGE, order_parameter
 from ..errors import UserError
 from ..processes import ForwardProcess
 from ..processes.base import ScoreFn
@@ -121,8 +121,8 @@ def run_sweep(
             evaluations += used
             if constraint is not None:
                 x = constraint.paste(x, lower)
-        if process.periodic:
-            crossings.append(((process.order_phases(x) - process.order_phases(before)).abs() > math.pi).sum())
+        if process.periodic_channels(x.shape[1]):
+            crossings.append(((order_phases(process, x) - order_phases(process, before)).abs() > math.pi).sum())
         if trajectory is not None:
             trajectory.append(x.cpu())
             order.append(_mean_order(process, x))
@@ -130,5 +130,12 @@ def run_sweep(
     return SampleResult(x, grid, trajectory, order, evaluations, seam)
 
 
+def order_phases(process: ForwardProcess, x: Tensor) -> Tensor:
+    """The phases whose order parameter R(t) and seam crossings the sweep records: the process's periodic channels;
+    states without phases (Euclidean) read as image phases (the default a·x), still a useful coarse-to-fine indicator."""
+    periodic = process.periodic_channels(x.shape[1])
+    return x[:, :periodic] if periodic else x * IMAGE_PHASE_RANGE
+
+
 def _mean_order(process: ForwardProcess, x: Tensor) -> float:
-    return float(order_parameter(process.order_phases(x))[0].mean())
+    return float(order_parameter(order_phases(process, x))[0].mean())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -31,8 +32,9 @@ from ..checkpoint import (
     temporary_directory_name,
 )
 from ..config import RunConfig
+from ..config_file import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, load_run_config
 from ..errors import UserError
-from ..model import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, build_network, load_run_config
+from ..model import build_network
 from ..serialization import read_json, write_json_atomic
 from .chain_pool import ChainPool
 
@@ -153,7 +155,15 @@ def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
     return saved["step"], run_config
 
 
-def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) -> tuple[Path, RunConfig]:
+class ResumePoint(NamedTuple):
+    """A checkpoint that passed ``validate_checkpoint``, and its run config: what ``Trainer.resume`` continues from
+    without checking it again."""
+
+    checkpoint: Path
+    run_config: RunConfig
+
+
+def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) -> ResumePoint:
     """The checkpoint to resume ``run_dir`` from, and its run config: ``chosen`` if given (it must be whole), else
     the newest complete checkpoint that passes ``validate_checkpoint``. Each newer one that fails is skipped with
     a one-line warning naming its file and the reason."""
@@ -162,12 +172,12 @@ def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) 
         chosen = Path(chosen)
         if not (chosen / COMPLETE_MARKER).is_file():
             raise UserError(f"{chosen}: not a complete checkpoint (no {COMPLETE_MARKER}); choose one of {run_dir / 'checkpoints'}")
-        return chosen, validate_checkpoint(chosen)[1]
+        return ResumePoint(chosen, validate_checkpoint(chosen)[1])
     candidates = list_checkpoints(run_dir)
     if not candidates:
         raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
     checkpoint, (_, run_config) = newest_loadable(run_dir, candidates, validate_checkpoint, "resuming from")
-    return checkpoint, run_config
+    return ResumePoint(checkpoint, run_config)
 
 
 def check_writable(folder: Path) -> None:

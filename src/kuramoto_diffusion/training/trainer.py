@@ -22,14 +22,16 @@ from torch import Tensor
 
 from ..checkpoint import checkpoint_name, first_nonfinite, latest_checkpoint, prune_checkpoints
 from ..config import RunConfig
+from ..config_file import CONFIG_NAME, run_config_dict
 from ..errors import UserError
-from ..model import CONFIG_NAME, DiffusionModel, run_config_dict
+from ..model import DiffusionModel
 from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
 from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
 from ..serialization import write_json_atomic
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool
 from .checkpointing import (
+    ResumePoint,
     TrainingState,
     check_free_space,
     check_writable,
@@ -265,7 +267,7 @@ class Trainer:
         run_dir: str | Path,
         source: BatchSource,
         *,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | ResumePoint | None = None,
         train_steps: int | None = None,
         device: str | torch.device = "cpu",
         quiet: bool = False,
@@ -273,9 +275,15 @@ class Trainer:
         context: DistributedContext = SINGLE_PROCESS,
         grad_accum: int | None = None,
         training_changes: dict[str, Any] | None = None,
+        lock: RunLock | None = None,
     ) -> Trainer:
         """Continue a run from ``checkpoint``, or from its newest whole checkpoint (damaged newer ones are skipped
         with a warning; ``checkpointing.resumable_checkpoint``).
+
+        ``checkpoint`` may be a ``ResumePoint`` the caller already validated (under ``lock``): it is not checked
+        again. ``lock``: the run folder's lock, when the caller took it before choosing the checkpoint (a live
+        writer may be replacing the newest one); the trainer keeps it, and releases it if the resume fails.
+        Without one the main process takes the lock itself, before reading.
 
         ``train_steps`` sets a new total (below the checkpoint's step is an error); ``grad_accum`` and
         ``training_changes`` (TrainConfig fields that do not change the result: see ``RESUME_CHANGEABLE``) replace
@@ -290,14 +298,19 @@ class Trainer:
             changes["grad_accum"] = grad_accum
         if train_steps is not None:
             changes["train_steps"] = train_steps
-        lock = RunLock(Path(run_dir)) if context.is_main else _NO_LOCK
-        lock.acquire()  # before reading: a live writer may be replacing the newest checkpoint
+        if lock is not None and Path(lock.run_dir).resolve() != Path(run_dir).resolve():
+            raise ValueError(f"the lock given is {lock.run_dir}'s, not {run_dir}'s")
+        held: RunLock | _NoLock = lock if lock is not None else RunLock(Path(run_dir)) if context.is_main else _NO_LOCK
+        held.acquire()  # before reading: a live writer may be replacing the newest checkpoint (a no-op if held)
         try:
-            chosen, run_config = resumable_checkpoint(run_dir, checkpoint)
+            if isinstance(checkpoint, ResumePoint):
+                chosen, run_config = checkpoint
+            else:
+                chosen, run_config = resumable_checkpoint(run_dir, checkpoint)
             saved_training = run_config.training
             run_config = dataclasses.replace(run_config, training=dataclasses.replace(saved_training, **changes))
             trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
-            trainer.lock = lock
+            trainer.lock = held
             # The checkpoint holds the pool: simulating it first would be thrown away.
             trainer.objective.prepare(trainer.noise_generator, fill=False)
             trainer.load_checkpoint(chosen)
@@ -309,7 +322,7 @@ class Trainer:
             if context.is_main and trainer.train_config != saved_training:
                 write_json_atomic(trainer.run_dir / CONFIG_NAME, run_config_dict(trainer.config.model, trainer.config))
         except BaseException:
-            lock.release()
+            held.release()
             raise
         return trainer
 

@@ -36,7 +36,7 @@ class ValidationProbe:
         self.class_labels = class_labels
         generator = torch.Generator(device=states.device).manual_seed(seed)
         count = states.shape[0]
-        from_data = not process.periodic  # the VP kernel from the data is exact for any stride
+        from_data = process.closed_form_marginal  # the VP kernel from the data is exact for any stride
         self.batches: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         trajectory = None
         if not from_data:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..circular import IMAGE_PHASE_RANGE, order_parameter
-from ..codecs import to_uint8
+from ..codecs import ImageCodec, to_uint8
 from ..processes import ForwardProcess
 from ..serialization import atomic_path
 
@@ -151,18 +151,19 @@ def forward_figure(
     for name, process in processes.items():
         generator = torch.Generator().manual_seed(generator_seed)
         batch = order_batch if order_batch is not None else images
-        states = process.encode(torch.cat([images, batch]).to(torch.float64))
+        codec = ImageCodec.for_process(process)
+        states = codec.encode(torch.cat([images, batch]).to(torch.float64))
         trajectory = process.simulate(states, process.steps, generator=generator, return_trajectory=True)
         picks = torch.linspace(0, process.steps, frames).round().long()
         tiles = []
         for index in range(images.shape[0]):
-            decoded, _ = process.decode(trajectory[picks, index])
+            decoded, _ = codec.decode(trajectory[picks, index])
             tiles.append(decoded)
         strip = image_grid(torch.cat(tiles), columns=frames, upscale=2)
         rows.append(("step t", column_header([f"t={int(p)}" for p in picks], images.shape[-1], upscale=2)))
         rows.append((name, strip))
         phases = trajectory[:, images.shape[0] :]
-        if not process.periodic:
+        if not process.periodic_channels(images.shape[1]):
             phases = phases * IMAGE_PHASE_RANGE  # the same phase reading as images, for comparison
         r = order_parameter_curve(phases)
         curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
