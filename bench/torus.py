@@ -1,7 +1,7 @@
 """Known-density benchmark on the 2-torus: Kuramoto against Euclidean, samplers against NFE, DSM window.
 
     python bench/torus.py [--budget tiny|small|paper] [--densities NAME ...] [--part main sweep truth]
-                          [--steps 100] [--processes LABEL ...] [--truth-steps 100 1000] [--truth-grid 128] [--truth-models I ...] [--seed 0] [--device auto]
+                          [--steps 100] [--processes LABEL ...] [--samplers NAME ...] [--truth-steps 100 1000] [--truth-grid 128] [--truth-models I ...] [--seed 0] [--device auto]
                           [--out bench/results/torus.json (torus_truth.json for --part truth alone)]
 
 Three parts (SPEC §3, §5, §11; densities from ``kuramoto_diffusion.data.torus``); main and sweep run by default:
@@ -191,7 +191,7 @@ def run_main(args, budget: Budget, device: torch.device, rows: list[dict], save)
             base = {"part": "main", "density": name, "process": label, "T": args.steps, "train_s": train_s}
             prior = model.process.prior_sample((budget.samples, 2), generator=torch.Generator().manual_seed(args.seed))
             rows.append({**base, "sampler": "prior", "nfe": 0, **evaluator.metrics(model.decode(prior)[0]), "sample_s": 0.0})
-            for sampler in ("sde", "ode", "ode-heun"):
+            for sampler in args.samplers:
                 for nfe in nfe_grid(budget.nfes, args.steps):
                     angles, used, sample_s = sample_angles(model, budget.samples, sampler, nfe, args.seed + 1)
                     row = {**base, "sampler": sampler, "nfe": used, **evaluator.metrics(angles), "sample_s": sample_s}
@@ -389,6 +389,8 @@ def main() -> None:
     parser.add_argument("--sweep-density", choices=list(TORUS_DENSITIES), default="wrapped-mixture")
     parser.add_argument("--part", nargs="+", choices=["main", "sweep", "truth"], default=["main", "sweep"])
     parser.add_argument("--steps", type=int, default=100, help="T of the main comparison")
+    parser.add_argument("--samplers", nargs="+", choices=["sde", "ode", "ode-heun"], default=["sde", "ode", "ode-heun"],
+                        help="the main comparison's samplers (each at NFE 10, 25, 50, 100 and T)")
     parser.add_argument("--processes", nargs="+", choices=list(main_processes(100)),
                         default=["kuramoto-global", "euclidean"], help="the main comparison's processes")
     parser.add_argument("--truth-steps", type=int, nargs="+", default=None, help="T of part truth (default: the budget's)")
