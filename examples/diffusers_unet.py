@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
+from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.data.textures import TextureSource
 from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.processes import KuramotoConfig
 from kuramoto_diffusion.training.chain_pool import resimulate_states
-from kuramoto_diffusion.training.loss import score_matching_loss
+from kuramoto_diffusion.training.objectives import dsm_loss, kernel_example
 from kuramoto_diffusion.viz.images import image_grid, save_image_atomic
 
 IMAGE_SIZE = 32
@@ -48,15 +49,18 @@ def train(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler,
           generator: torch.Generator) -> None:
     """One-step DSM at uniform steps t ∈ 0 … T−1, states simulated from fresh crops for every batch."""
     process = scheduler.process
+    codec = ImageCodec.for_process(process)  # pixels in [-1, 1] to phases θ = a·x and back
     textures = TextureSource(IMAGE_SIZE, split="train")
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     network.train()
     for step in range(1, train_steps + 1):
-        phases = process.encode(textures.sample_batch(batch_size, generator))  # pixels in [-1, 1] to phases
+        phases = codec.encode(textures.sample_batch(batch_size, generator))
         t_start = torch.randint(process.steps, (batch_size,), generator=generator)
         with torch.no_grad():
             states = resimulate_states(process, phases, t_start, generator)
-        loss = score_matching_loss(network, process, states, t_start, torch.ones_like(t_start), generator=generator)
+        noise = torch.randn(states.shape, generator=generator)
+        # one chain step from each state: the kernel's score is the regression target (SPEC §4)
+        loss = dsm_loss(network, process, kernel_example(process, states, t_start, torch.ones_like(t_start), noise))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -74,7 +78,7 @@ def sample(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler
     for t in scheduler.timesteps:
         output = network(scheduler.scale_model_input(phases, t), scheduler.network_time(t, phases))
         phases = scheduler.step(output, t, phases, generator=generator).prev_sample
-    images, _ = scheduler.process.decode(phases)  # phases in [-π, π) to pixel values in [-1, 1]
+    images, _ = ImageCodec.for_process(scheduler.process).decode(phases)  # phases in [-π, π) to pixels in [-1, 1]
     return images
 
 
