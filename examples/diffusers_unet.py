@@ -20,8 +20,8 @@ from diffusers import UNet2DModel
 
 from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.data.textures import TextureSource
-from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.processes import KuramotoConfig
+from kuramoto_diffusion.sampling.diffusers import KuramotoDiffusersScheduler, PeriodicUNet2DWrapper
 from kuramoto_diffusion.training.chain_pool import resimulate_states
 from kuramoto_diffusion.training.objectives import dsm_loss, kernel_example
 from kuramoto_diffusion.viz.images import image_grid, save_image_atomic
