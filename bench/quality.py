@@ -448,7 +448,14 @@ def method_ratios(rows: list[dict], seed: int) -> list[dict]:
 
 def parse_sweeps(sweeps: list[str]) -> tuple[tuple[str, int], ...]:
     """``sampler:NFE`` strings as (sampler, NFE) pairs."""
-    return tuple((sweep.split(":")[0], int(sweep.split(":")[1])) for sweep in sweeps)
+    parsed = []
+    for sweep in sweeps:
+        name, _, nfe = sweep.partition(":")
+        if not nfe.isdigit():
+            raise UserError(f"sweep {sweep!r}: expected SAMPLER:NFE, e.g. sde:0 (NFE 0 is T); give --clip-sweeps no "
+                            "value to skip the clipped variant")
+        parsed.append((name, int(nfe)))
+    return tuple(parsed)
 
 
 def main() -> None:
