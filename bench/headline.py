@@ -2,6 +2,7 @@
 
     python bench/headline.py bench/results/quality_*.json [--out bench/results/headline.json]
                              [--metrics swd swd_excess orientation_w1 ...] [--write-table README.md]
+                             [--ablation kuramoto-local kuramoto-none ...]
 
 Reads quality JSON files (bench/quality.py, written with the interval protocol: rows with "tables") and
 builds one row per (data, T, budget, metric):
@@ -17,7 +18,10 @@ builds one row per (data, T, budget, metric):
   both methods to have been scored with the same protocol (groups, reference sets and their sizes);
 - ``command``: this script's command line; ``sources``: the quality files and the commands that wrote them.
 
-Writes ``{"rows": [...]}`` (plus the machine and command) to --out and prints the Markdown "Where it stands"
+``--ablation A B`` adds rows comparing two methods by their own labels, paired the same way (key "ablations"; e.g.
+Kuramoto-local against Kuramoto without coupling: what the coupling itself adds).
+
+Writes ``{"rows": [...], "ablations": [...]}`` (plus the machine and command) to --out and prints the Markdown "Where it stands"
 table; --write-table PATH replaces the text between ``<!-- headline:start -->`` and ``<!-- headline:end -->``
 in PATH with it. Rows written before the interval protocol (no "tables") are skipped with a note.
 """
@@ -61,7 +65,8 @@ def budget_of(payload: dict) -> str:
 
 
 def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
-    """{(data, T, budget): {family: {setting label: {seed: (row, source)}}}} and notes about skipped rows."""
+    """{(data, T, budget): {family: {setting label: {seed: (row, source)}}}} and notes about skipped rows. Besides the
+    two families, every method label is also a key of its own (its settings are its sampler:NFE), for ``--ablation``."""
     found: dict = {}
     notes: list[str] = []
     for path in paths:
@@ -82,6 +87,7 @@ def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
             label = f"{row['method']} {row['sampler']}:{row['nfe']}"
             key = (str(row["data"]), steps, budget_of(payload))
             found.setdefault(key, {}).setdefault(kind, {}).setdefault(label, {})[seed] = (row, source)
+            found[key].setdefault(f"method:{row['method']}", {}).setdefault(label, {})[seed] = (row, source)
     return found, notes
 
 
@@ -113,7 +119,7 @@ def build_rows(paths: list[Path], metrics: list[str], command: str, *, resamples
     found, notes = load_settings(paths)
     rows = []
     for (data, steps, budget), families in found.items():
-        if set(families) != {"kuramoto", "euclidean"}:
+        if not {"kuramoto", "euclidean"} <= set(families):
             notes.append(f"{data} T={steps} {budget}: only {', '.join(families)} rows; a ratio needs both methods")
             continue
         for metric in metrics:
@@ -150,6 +156,52 @@ def build_rows(paths: list[Path], metrics: list[str], command: str, *, resamples
     return rows, notes
 
 
+def ablation_rows(paths: list[Path], ablations: list[tuple[str, str]], metrics: list[str], command: str, *,
+                  resamples: int = 4000) -> tuple[list[dict], list[str]]:
+    """One row per (data, T, budget, metric, ablation A/B): the method labelled A against the one labelled B (each at
+    its best sampler setting, over the seeds both have), paired by (seed, reference set) as K/E is. For example
+    ``kuramoto-local`` against ``kuramoto-none``: what the coupling itself adds (ratio below 1: it helps)."""
+    found, notes = load_settings(paths)
+    rows = []
+    for (data, steps, budget), families in found.items():
+        for numerator, denominator in ablations:
+            if f"method:{numerator}" not in families or f"method:{denominator}" not in families:
+                continue
+            a, b = families[f"method:{numerator}"], families[f"method:{denominator}"]
+            for metric in metrics:
+                key = METRIC_KEYS.get(metric, metric)
+                seeds = sorted(seeds_with(a, key) & seeds_with(b, key))
+                best_a, best_b = (best_setting(a, seeds, key), best_setting(b, seeds, key)) if seeds else (None, None)
+                if best_a is None or best_b is None:
+                    continue
+                (a_label, a_runs), (b_label, b_runs) = best_a, best_b
+                if len(protocol_of(a_runs, seeds) | protocol_of(b_runs, seeds)) > 1:
+                    notes.append(f"{data} T={steps} {budget} {metric}: {a_label} and {b_label} were scored with "
+                                 "different protocols; not paired")
+                    continue
+                first, second = stacked(a_runs, seeds, key), stacked(b_runs, seeds, key)
+                try:
+                    ratio = ratio_interval(first, second, resamples=resamples).as_dict()
+                except UserError as error:
+                    notes.append(f"{data} T={steps} {budget} {metric} {numerator}/{denominator}: no ratio ({error})")
+                    ratio = None
+                rows.append({"data": data, "T": steps, "budget": budget, "metric": metric, "seeds": seeds,
+                             "numerator": {"label": a_label, **mean_interval(first, resamples=resamples).as_dict()},
+                             "denominator": {"label": b_label, **mean_interval(second, resamples=resamples).as_dict()},
+                             "ratio": ratio, "command": command})
+    return rows, notes
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """The ablation rows as Markdown: A against B with the paired ratio A/B."""
+    lines = ["| data | T | budget | metric | seeds | A | B | A/B [95 %] |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        a, b = row["numerator"], row["denominator"]
+        lines.append(f"| {row['data']} | {row['T']} | {row['budget']} | {row['metric']} | {len(row['seeds'])} | "
+                     f"{_interval(a)} ({a['label']}) | {_interval(b)} ({b['label']}) | {_interval(row['ratio'], 3)} |")
+    return "\n".join(lines)
+
+
 def _interval(entry: dict | None, digits: int = 4) -> str:
     if entry is None:
         return "—"
@@ -184,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", type=Path, nargs="+", help="quality JSON files (bench/quality.py), any seeds")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
                         help="headline metrics (swd = the rows' swd_mean; others by their quality key)")
+    parser.add_argument("--ablation", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="also compare method A against method B (labels as in the quality rows, e.g. "
+                             "kuramoto-local kuramoto-none: what the coupling adds); repeatable")
     parser.add_argument("--out", type=Path, default=RESULTS / "headline.json")
     parser.add_argument("--write-table", type=Path, default=None,
                         help=f"write the Markdown table into this file between {START} and {END}")
@@ -195,13 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}")
         table = markdown_table(rows)
         print(table)
+        ablations, ablation_notes = ablation_rows(args.files, [tuple(pair) for pair in args.ablation], args.metrics,
+                                                  command)
+        for note in ablation_notes:
+            print(f"note: {note}")
+        if ablations:
+            print("\nAblations (A/B < 1: A is better)")
+            print(ablation_table(ablations))
         if args.write_table is not None:
             write_table(args.write_table, table)
             print(f"wrote the table into {args.write_table}")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write_json(args.out, {"command": command, "rows": rows})
+    write_json(args.out, {"command": command, "rows": rows, "ablations": ablations})
     return 0
 
 

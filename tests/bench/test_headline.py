@@ -111,3 +111,21 @@ def test_main_writes_json_and_the_table_between_markers(three_seeds: list[Path],
     page.write_text("no markers here\n")
     assert headline.main([*map(str, three_seeds), "--out", str(out), "--write-table", str(page)]) == 2
     assert "headline:start" in capsys.readouterr().err
+
+
+def test_an_ablation_pairs_two_methods_by_their_own_labels(tmp_path: Path) -> None:
+    """Kuramoto-local is 0.9 × Kuramoto without coupling in every cell; Euclidean rows do not enter the ablation."""
+    paths = []
+    for seed, scale in zip((0, 1, 2), (10.0, 12.0, 9.0)):
+        rows = [quality_row("euclidean", "sde", 100, 0.5 * scale), quality_row("kuramoto-none", "sde", 100, scale),
+                quality_row("kuramoto-none", "ode", 50, 3 * scale), quality_row("kuramoto-local", "sde", 100, 0.9 * scale)]
+        paths.append(write_quality(tmp_path, seed, rows))
+    rows, notes = headline.ablation_rows(paths, [("kuramoto-local", "kuramoto-none"), ("kuramoto-global", "kuramoto-none")],
+                                         ["swd"], "python bench/headline.py …", resamples=300)
+    assert notes == [] and len(rows) == 1  # no kuramoto-global rows: no second ablation
+    row = rows[0]
+    assert row["numerator"]["label"] == "kuramoto-local sde:100" and row["denominator"]["label"] == "kuramoto-none sde:100"
+    assert row["seeds"] == [0, 1, 2]
+    assert row["ratio"]["low"] == pytest.approx(0.9, rel=1e-12) and row["ratio"]["high"] == pytest.approx(0.9, rel=1e-12)
+    assert "| kuramoto-local sde:100" not in headline.ablation_table(rows)  # labels sit in brackets after the values
+    assert "(kuramoto-local sde:100)" in headline.ablation_table(rows)
