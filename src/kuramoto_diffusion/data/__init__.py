@@ -10,7 +10,8 @@
 Angle data (``angles:FILE`` for a .npy/.csv array of N rows by D angles, ``torus:NAME`` for a
 known 2-torus density) is opened with ``open_angle_source`` instead (angles.py).
 
-Nothing is downloaded at run time. Every source satisfies the ``ImageSource`` protocol.
+Nothing is downloaded at run time. Every image source satisfies the ``ImageSource`` protocol; what a source
+can do for training (labels, frame sequences, decoding selected rows) is told by the protocols of sources.py.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .flows import FLOW_PREFIX, FlowSource, is_flow_spec, open_flow_source
 from .image_io import IMAGE_EXTENSIONS
 from .images import ImageFolderSource, InMemoryImageSource
 from .lazy_folder import LazyImageFolderSource
+from .sources import BatchSource, LabelledSource, RowDecodingSource, SequenceSource
 from .textures import TextureSource
 
 DATA_CHOICES = ("textures", "fingerprints")  # embedded sets
@@ -145,6 +147,10 @@ def open_source(data: DataConfig, split: str = "train") -> ImageSource | AngleSo
 
 __all__ = [
     "open_source",
+    "BatchSource",
+    "LabelledSource",
+    "RowDecodingSource",
+    "SequenceSource",
     "FLOW_PREFIX",
     "FlowSource",
     "is_flow_spec",

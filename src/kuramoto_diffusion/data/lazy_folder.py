@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -219,7 +220,7 @@ class LazyImageFolderSource:
 
     # Data-parallel training asks each process for its own rows only (``rows``): the picks are drawn for the
     # whole batch, so every process agrees on them, but only the rows it trains on are decoded.
-    decodes_rows_on_demand = True
+    decodes_rows_on_demand: ClassVar[Literal[True]] = True  # a data.sources.RowDecodingSource
 
     def sample_batch(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> torch.Tensor:
         """(batch_size, channels, image_size, image_size) in [-1, 1]: random files, crops and flips (as ImageFolderSource).

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ from torch import Tensor
 from ..checkpoint import checkpoint_name, first_nonfinite, latest_checkpoint, prune_checkpoints
 from ..config import RunConfig
 from ..config_file import CONFIG_NAME, run_config_dict
+from ..data.sources import BatchSource, LabelledSource, RowDecodingSource, SequenceSource
 from ..errors import UserError
 from ..model import DiffusionModel
 from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
@@ -41,12 +42,6 @@ from .checkpointing import (
 )
 from .objectives import Conditioning, Objective, build_objective, resolve_objective
 from .run_lock import RunFolderBusy, RunLock
-
-
-class BatchSource(Protocol):
-    """Training data: random batches in data units, all randomness from the generator."""
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> Tensor: ...
 
 
 class TrainingDiverged(UserError):
@@ -179,15 +174,28 @@ class Trainer:
         ``rows``: the only rows this process will use. A source that can (a lazy folder) then decodes just
         those; the random draws are always the whole batch's, so every process agrees on them.
         """
+        source, generator = self.source, self.data_generator
         frames = self.config.model.context_frames
         if frames:
-            sequences = self.source.sample_sequences(count, frames + 1, self.data_generator).to(self.device)  # type: ignore[attr-defined]
+            if not isinstance(source, SequenceSource):
+                raise UserError(f"{source!r} holds no frame sequences; a forecasting model (context_frames "
+                                f"{frames}) trains on flow data")
+            sequences = source.sample_sequences(count, frames + 1, generator).to(self.device)
             return self.model.encode(sequences[:, -1]), self.model.context_features(sequences[:, :-1])
-        only = {"rows": rows} if rows is not None and getattr(self.source, "decodes_rows_on_demand", False) else {}
         if self.class_conditional:
-            data, labels = self.source.sample_labelled_batch(count, self.data_generator, **only)  # type: ignore[attr-defined]
+            if isinstance(source, RowDecodingSource) and rows is not None:
+                data, labels = source.sample_labelled_batch(count, generator, rows=rows)
+            elif isinstance(source, LabelledSource):
+                data, labels = source.sample_labelled_batch(count, generator)
+            else:
+                raise UserError(f"{source!r} has no class labels; class-conditional training needs a folder of "
+                                "class subfolders")
             return self.model.encode(data.to(self.device)), labels.to(self.device)
-        return self.model.encode(self.source.sample_batch(count, self.data_generator, **only).to(self.device)), None
+        if isinstance(source, RowDecodingSource) and rows is not None:
+            batch = source.sample_batch(count, generator, rows=rows)
+        else:
+            batch = source.sample_batch(count, generator)
+        return self.model.encode(batch.to(self.device)), None
 
     def own_rows(self) -> slice:
         """The rows of a global batch this process trains on (all of them on one process)."""
