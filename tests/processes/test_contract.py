@@ -334,3 +334,25 @@ def test_the_config_round_trips_through_json_to_the_same_process(name, tmp_path)
     assert torch.equal(draws[0], draws[1])
     if getattr(config, "prior", "von-mises") == "von-mises":
         assert torch.equal(rebuilt.prior_log_prob(x), original.prior_log_prob(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_process_that_declares_a_prior_fit_fits_its_prior_and_the_others_refuse(name):
+    # The trainer asks ``fits_prior`` / ``compares_priors`` instead of the process's class.
+    process = _process(name)
+    x0 = _states(name, seed=14, batch=4)
+    if not process.fits_prior:
+        assert not process.compares_priors
+        with pytest.raises(NotImplementedError):
+            process.fit_prior(x0, generator=torch.Generator().manual_seed(0))
+        return
+    fitted, report = process.fit_prior(x0, generator=torch.Generator().manual_seed(0))
+    assert type(fitted) is type(process) and math.isfinite(report.concentration) and report.concentration >= 0
+    assert fitted.config.prior_concentration == report.concentration
+    assert dataclasses.replace(fitted.config, prior_concentration=process.config.prior_concentration) == (
+        dataclasses.replace(process.config, **({"prior_start_phase": fitted.config.prior_start_phase,
+                                                 "prior_start_concentration": fitted.config.prior_start_concentration,
+                                                 "prior_start_deviation": fitted.config.prior_start_deviation}
+                                                if process.compares_priors else {})))
+    if process.compares_priors:  # the choice of prior that metrics.prior_gap compares lives in the config
+        assert "prior" in {field.name for field in dataclasses.fields(process.config)}

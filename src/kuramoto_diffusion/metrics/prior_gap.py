@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..circular import order_parameter, phase_correlation
 from ..errors import UserError
-from ..processes import KuramotoProcess, PriorFit
+from ..processes import ForwardProcess, KuramotoProcess, PriorFit
 from ..processes.priors import PRIOR_KINDS, PriorKind, prior_chain_steps
 
 GAP_DISTANCES = tuple(range(1, 9))  # px
@@ -139,7 +139,7 @@ def prior_gap(
 
 
 def compare_priors(
-    process: KuramotoProcess,
+    process: ForwardProcess,
     theta0: Tensor,
     generator: torch.Generator | None = None,
     candidates: tuple[PriorKind, ...] = PRIOR_KINDS,
@@ -150,7 +150,9 @@ def compare_priors(
     """``process.fit_prior`` on states ``theta0`` (terminal states simulated with ``generator``), with the gap of each
     candidate prior to those terminal states in the report: as many draws as states, drawn on the states' device with
     ``draws_generator`` (on that device; None: fresh randomness), which also seeds the permutations (on the CPU). Gaps
-    need phase images at least 9 px a side; other states get none."""
+    need phase images at least 9 px a side; other states get none. ``process`` must declare ``compares_priors``."""
+    if not (process.compares_priors and isinstance(process, KuramotoProcess)):  # the candidates are Kuramoto's
+        raise TypeError(f"{type(process).__name__} offers no choice of prior to compare (compares_priors is False)")
     terminal = process.simulate(theta0, process.steps, generator=generator)
     fitted, report = process.with_prior_from_terminal(terminal, initial=theta0)
     if terminal.dim() != 4 or min(terminal.shape[-2:]) <= max(GAP_DISTANCES) or len(terminal) < 2:

@@ -27,12 +27,15 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .kuramoto import PriorFit
 
 Step = int | Tensor
 ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score
@@ -115,6 +118,11 @@ class ForwardProcess(ABC):
     closed_form_marginal: bool = False
     # True when ``contraction_bound`` is implemented (the propagated objective's weights need it).
     contraction_bounded: bool = False
+    # True when ``fit_prior`` is implemented: the trainer fits the prior's κ to simulated terminal states at start.
+    fits_prior: bool = False
+    # True when the config offers a choice of prior (``prior``, with "auto") whose candidates
+    # ``metrics.prior_gap.compare_priors`` measures against the terminal states (Kuramoto).
+    compares_priors: bool = False
 
     def __init__(self, cumulative_noise_var: Tensor) -> None:
         # Tables are float64 on the CPU; _table() caches copies per device and dtype.
@@ -351,3 +359,8 @@ class ForwardProcess(ABC):
     @abstractmethod
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """Elementwise log density of the prior."""
+
+    def fit_prior(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[ForwardProcess, PriorFit]:
+        """Simulate states ``x0`` to t = T and return this process with its prior fitted to them, and a report of
+        the fit. Only where ``fits_prior`` says so; the others have a prior with nothing to fit."""
+        raise NotImplementedError(f"{type(self).__name__} has no prior to fit (fits_prior is False)")

@@ -147,6 +147,8 @@ class KuramotoProcess(ForwardProcess):
     """Stochastic Kuramoto synchronisation with global or local coupling; states are phases in [-π, π)."""
 
     contraction_bounded = True
+    fits_prior = True
+    compares_priors = True
 
     def __init__(self, config: KuramotoConfig | None = None, **settings: object) -> None:
         self.config: KuramotoConfig = resolve_config(KuramotoConfig, config, settings)

@@ -98,6 +98,8 @@ class PhaseAmplitudeConfig:
 class PhaseAmplitudeProcess(ForwardProcess):
     """Local Kuramoto on the flow direction coupled to a VP process on the log speed (module docstring)."""
 
+    fits_prior = True  # the phase prior's κ
+
     def __init__(self, config: PhaseAmplitudeConfig | None = None, **settings: object) -> None:
         self.config: PhaseAmplitudeConfig = resolve_config(PhaseAmplitudeConfig, config, settings)
         cfg = self.config

@@ -26,7 +26,7 @@ from ..config_file import CONFIG_NAME, run_config_dict
 from ..data.sources import BatchSource, LabelledSource, RowDecodingSource, SequenceSource
 from ..errors import UserError
 from ..model import DiffusionModel
-from ..processes import ForwardProcess, KuramotoProcess, PhaseAmplitudeProcess, PriorFit, build_process
+from ..processes import ForwardProcess, PriorFit, build_process
 from ..runtime import SINGLE_PROCESS, DistributedContext, gradient_sync
 from ..serialization import write_json_atomic
 from ..stopping import Stopped, signal_name, stop_requests
@@ -205,7 +205,9 @@ class Trainer:
     def fit_prior(self, num: int = 256) -> None:
         """Replace the prior κ with the maximum-likelihood fit to simulated terminal states (processes with phases);
         Kuramoto also fits the forward-chain prior's start and reports every candidate prior's gap to those states."""
-        if isinstance(self.process, KuramotoProcess):
+        if not self.process.fits_prior:
+            return
+        if self.process.compares_priors:
             # Here, not at the top: the metrics package imports scipy and scikit-image, which training needs not.
             from ..metrics.prior_gap import compare_priors, resolve_prior
 
@@ -220,11 +222,9 @@ class Trainer:
                 process_config = dataclasses.replace(process_config, prior=chosen)
                 self.train_config = dataclasses.replace(self.train_config, prior=chosen)
                 self.config = dataclasses.replace(self.config, training=self.train_config)
-        elif isinstance(self.process, PhaseAmplitudeProcess):
-            _, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
-            process_config = dataclasses.replace(self.config.model.process, prior_concentration=report.concentration)
         else:
-            return
+            fitted, report = self.process.fit_prior(self.encoded_batch(num)[0], generator=self.noise_generator)
+            process_config = fitted.config
         model_config = dataclasses.replace(self.config.model, process=process_config)
         self.config = dataclasses.replace(self.config, model=model_config)
         self.model = DiffusionModel(model_config, self.model.network, run_config=self.config)
