@@ -173,7 +173,7 @@ def flow_model_config(
     normalisation: FlowNormalisation,
     preset: str = "small",
     context_frames: int = 0,
-    networks: str | None = None,
+    networks: FlowNetworks | None = None,
     **unet_overrides: Any,
 ) -> ModelConfig:
     """A UNet model of 2-D velocity fields of ``image_size``² under the phase–amplitude or the Euclidean process,

@@ -122,13 +122,13 @@ class DiffusionModel:
         guided = class_labels is not None or (condition is not None and self.config.context_frames > 0)
         if not guided or guidance == 1.0:
             return self.process.constrain_score(x, t_query, self.network(x, time, condition, class_labels) / scale)
-        null_labels = None if class_labels is None else torch.full_like(class_labels, len(self.config.class_names))
-        null_condition = condition if condition is None or not self.config.context_frames else torch.zeros_like(condition)
-        both = self.network(
-            torch.cat([x, x]), torch.cat([time, time]),
-            None if condition is None else torch.cat([condition, null_condition]),
-            None if class_labels is None else torch.cat([class_labels, null_labels]),
-        )
+        both_conditions = both_labels = None  # each conditional row beside its unconditional twin
+        if condition is not None:
+            null_condition = torch.zeros_like(condition) if self.config.context_frames else condition
+            both_conditions = torch.cat([condition, null_condition])
+        if class_labels is not None:
+            both_labels = torch.cat([class_labels, torch.full_like(class_labels, len(self.config.class_names))])
+        both = self.network(torch.cat([x, x]), torch.cat([time, time]), both_conditions, both_labels)
         conditional_output, unconditional_output = both.chunk(2)
         guided_output = (unconditional_output + guidance * (conditional_output - unconditional_output)) / scale
         return self.process.constrain_score(x, t_query, guided_output)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..data import open_image_source
 from ..model import PRETRAINED_ROOT, DiffusionModel
+from ..processes import EuclideanConfig
 from ..viz.images import (
     image_grid,
     labelled_rows,
@@ -75,8 +76,9 @@ def compare_shipped_models(
     drawn: list[ShippedSamples] = []
     for data, names in complete_pairs(root, pairs).items():
         models = [DiffusionModel.from_pretrained(root / name, device=device) for name in names]
-        models = [model if model.config.periodic else
-                  model.with_process(dataclasses.replace(model.config.process, clip_denoised=True)) for model in models]
+        # the Euclidean models (the pairs' non-periodic ones) with x₀ clipping
+        models = [model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
+                  if isinstance(model.config.process, EuclideanConfig) else model for model in models]
         real = open_image_source(data, models[0].config.image_size, channels=1, split="val").fixed_batch(num, seed=seed)
         rows.append((f"{data}: real", image_grid(real, columns=num, upscale=2)))
         for name, model in zip(names, models):

@@ -67,7 +67,7 @@ def sample_to_folder(
             for path, image in zip(paths, images):
                 save_image_atomic(image_grid(image[None], padding=0), path)
             written += len(paths)
-            if stop.requested and chunk != chunks[-1]:
+            if stop.signal_number is not None and chunk != chunks[-1]:  # stop.requested, with the number typed
                 # Each process stops on its own: its chunks are independent of the others'.
                 raise Stopped(stop.signal_number, f"stopped by {signal_name(stop.signal_number)} after chunk {chunk} "
                               f"(images {indices.start}–{indices.stop - 1}); wrote {written} images, "

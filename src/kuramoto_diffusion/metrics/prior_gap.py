@@ -184,12 +184,16 @@ def cheapest_passing(report: PriorFit) -> str | None:
     return min(passing, key=lambda gap: gap.chain_steps).prior if passing else None
 
 
-def resolve_prior(report: PriorFit) -> str:
+def resolve_prior(report: PriorFit) -> PriorKind:
     """What ``prior="auto"`` becomes: the cheapest prior within tolerance; if none is, the one of smallest MMD²; without
     gaps (states that are not images), the von Mises prior."""
     if not report.gaps:
         return "von-mises"
-    return cheapest_passing(report) or min(report.gaps, key=lambda gap: gap.mmd2).prior
+    chosen = cheapest_passing(report) or min(report.gaps, key=lambda gap: gap.mmd2).prior
+    for kind in PRIOR_KINDS:  # the gaps name their priors as free strings (a gap of unnamed draws has "")
+        if kind == chosen:
+            return kind
+    raise ValueError(f"the gaps name {chosen!r}, not a prior of {PRIOR_KINDS}")
 
 
 def describe_gaps(report: PriorFit) -> list[str]:

@@ -107,7 +107,7 @@ class ChainPool:
             estimates = None if self.estimates is None else self.estimates[index]
             states, estimates = self._step(self.states[index], self.t[chosen], estimates)
             self.states[index] = states
-            if self.estimates is not None:
+            if self.estimates is not None and estimates is not None:  # _step returns estimates when given them
                 self.estimates[index] = estimates
             self.t[chosen] += 1
         finished = self.t >= self.process.steps

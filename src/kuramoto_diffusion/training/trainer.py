@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import torch
 from torch import Tensor
@@ -135,12 +135,14 @@ class Trainer:
         """The network the loss runs: DistributedDataParallel around it when there are several processes, compiled
         with ``compile``."""
         if self._train_network is None:
-            network = self.model.network
+            network: torch.nn.Module = self.model.network
             if self.context.distributed:
                 device_ids = [self.device.index] if self.device.type == "cuda" else None
                 network = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
             if self.train_config.compile:
-                network = torch.compile(network)  # shares the parameters; the EMA and checkpoints see the plain module
+                # shares the parameters; the EMA and checkpoints see the plain module. torch.compile is typed as
+                # returning a callable; on a Module it returns an OptimizedModule, a Module.
+                network = cast(torch.nn.Module, torch.compile(network))
             self._train_network = network
         return self._train_network
 
@@ -207,6 +209,7 @@ class Trainer:
         Kuramoto also fits the forward-chain prior's start and reports every candidate prior's gap to those states."""
         if not self.process.fits_prior:
             return
+        fitted: ForwardProcess
         if self.process.compares_priors:
             # Here, not at the top: the metrics package imports scipy and scikit-image, which training needs not.
             from ..metrics.prior_gap import compare_priors, resolve_prior
@@ -316,6 +319,8 @@ class Trainer:
             else:
                 chosen, run_config = resumable_checkpoint(run_dir, checkpoint)
             saved_training = run_config.training
+            if saved_training is None:
+                raise UserError(f"{chosen}: the run config has no training settings; it cannot be resumed")
             run_config = dataclasses.replace(run_config, training=dataclasses.replace(saved_training, **changes))
             trainer = cls(run_config, source, run_dir, device=device, quiet=quiet, on_log=on_log, context=context)
             trainer.lock = held
@@ -368,7 +373,8 @@ class Trainer:
         loss = self.context.sum(share_sum)  # the whole batch's mean loss, the same on every process
         if not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._non_finite("loss")
+            self._non_finite("loss")  # raises, unless the step is skipped
+            return None
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
@@ -376,7 +382,8 @@ class Trainer:
             if self.scaler.is_enabled():
                 self.scaler.update()  # an fp16 overflow: lower the loss scale and draw a new batch
                 return None
-            return self._non_finite("gradient")
+            self._non_finite("gradient")
+            return None
         self._skipped_in_a_row = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -404,8 +411,8 @@ class Trainer:
         decay = ema_decay_at(self.step, cfg.ema_decay, cfg.ema_warmup_steps)
         for ema, live in zip(self.ema_network.parameters(), self.model.network.parameters()):
             ema.lerp_(live, 1.0 - decay)
-        for ema, live in zip(self.ema_network.buffers(), self.model.network.buffers()):
-            ema.copy_(live)
+        for ema_buffer, live_buffer in zip(self.ema_network.buffers(), self.model.network.buffers()):
+            ema_buffer.copy_(live_buffer)
 
     def train(self) -> DiffusionModel:
         """Run to ``train_steps``, checkpointing on the way and at the end; returns the EMA model.

@@ -38,10 +38,9 @@ class ValidationProbe:
         count = states.shape[0]
         from_data = process.closed_form_marginal  # the VP kernel from the data is exact for any stride
         self.batches: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
-        trajectory = None
-        if not from_data:
-            last = max(self.steps) - 1
-            trajectory = states[None] if last == 0 else process.simulate(states, last, generator=generator, return_trajectory=True)
+        trajectory = states[None]  # the chain's states at steps 0 … max(steps) − 1 (not needed from data)
+        if not from_data and max(self.steps) > 1:
+            trajectory = process.simulate(states, max(self.steps) - 1, generator=generator, return_trajectory=True)
         for t in self.steps:
             if from_data:
                 x_start, t_start, stride = states, torch.zeros(count, dtype=torch.long), torch.full((count,), t)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ...config import Objective as ObjectiveName
 from ...config import TrainConfig
 from ...processes import ForwardProcess
 from .base import (
@@ -52,7 +53,9 @@ OBJECTIVES: dict[str, ObjectiveChoice] = {
 }
 
 
-def resolve_objective(objective: str, process: ForwardProcess, window: int = 0, anchor: int = 0) -> str:
+def resolve_objective(
+    objective: ObjectiveName, process: ForwardProcess, window: int = 0, anchor: int = 0
+) -> ObjectiveName:
     """``objective``, or for "auto" the measured best the process supports: ``propagated`` where the process has a
     contraction bound (Kuramoto), ``markov`` elsewhere (DDPM's ε-loss for the Euclidean process, whose strides are
     exact; the phase–amplitude process has no bound yet), and ``markov`` whenever a window above 1 or an anchor is
