@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -39,6 +40,7 @@ from ..config import (
 from ..config_file import CONFIG_NAME
 from ..data import (
     DATA_CHOICES,
+    BatchSource,
     is_angle_spec,
     is_flow_spec,
     open_angle_source,
@@ -52,6 +54,7 @@ from ..nets import count_parameters
 from ..nets.unet import UNET_PRESETS
 from ..processes import KuramotoConfig, ProcessConfig, process_config
 from ..processes.kuramoto import CouplingNorm, CouplingShape, Padding
+from ..processes.priors import PriorKind
 from ..processes.schedules import ScheduleShape
 from ..runtime import DistributedContext, init_distributed, shutdown_distributed
 from ..stopping import Stopped
@@ -299,10 +302,10 @@ _SAVED_VALUES: dict[str, Callable[[RunConfig], object]] = {
     "channels": lambda run: str(run.model.channels) if run.model.data_kind == "image" else None,
     "flow_networks": lambda run: run.model.flow_networks if run.model.data_kind == "flow" else None,
     "context_frames": lambda run: run.model.context_frames,
-    "degrees": lambda run: run.data.degrees,
-    "lazy": lambda run: run.data.lazy,
-    "classes": lambda run: run.data.classes,
-    "on_bad_image": lambda run: run.data.on_bad_image,
+    "degrees": lambda run: None if run.data is None else run.data.degrees,
+    "lazy": lambda run: None if run.data is None else run.data.lazy,
+    "classes": lambda run: None if run.data is None else run.data.classes,
+    "on_bad_image": lambda run: None if run.data is None else run.data.on_bad_image,
 }
 
 
@@ -317,7 +320,7 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
         given = getattr(request, name, None)
         if name == "init_from" and given is not None:
             found.append("--init-from starts a new run; it cannot be combined with --resume")
-        elif name == "objective" and given not in ("auto", saved.training.objective):
+        elif name == "objective" and saved.training is not None and given not in ("auto", saved.training.objective):
             found.append(f"--objective {given} (the run: {saved.training.objective})")
         elif name == "prior" and given == "auto":
             pass  # agrees with the prior it was resolved to, whichever
@@ -325,7 +328,7 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
             saved_range = getattr(saved.model.process, "phase_range", None)
             if saved_range is None or not math.isclose(given * math.pi, saved_range, rel_tol=1e-9):
                 found.append(f"--phase-range {given} (the run: {'none' if saved_range is None else saved_range / math.pi:.4g})")
-        elif name == "preset" and not preset_matches(given, saved):
+        elif name == "preset" and isinstance(given, str) and not preset_matches(given, saved):
             found.append(f"--preset {given} (the run's network is another size)")
         elif name in _SAVED_VALUES:
             value = _SAVED_VALUES[name](saved)
@@ -367,36 +370,41 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
         raise UserError("--flow-networks is for flow models (--data flows:PATH)")
     if request.flow_networks == "split" and process_name != "phase-amplitude":
         raise UserError("--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network")
+    # What the model's shape needs of the data is in ``data`` (flows: image_size is the grid, channels 2; angles:
+    # channels are the angles per row; images: both) and ``class_names``; the trainer needs only a BatchSource.
+    source: BatchSource
+    class_names: tuple[str, ...] = ()
     if flows:
         if request.classes:
             raise UserError("--classes needs a folder of images with one subfolder per class; flow data has no classes")
-        source = open_flow_source(data_spec, split="train", seed=request.seed)
-        if request.context_frames >= min(source.frame_counts):
+        source = flow_source = open_flow_source(data_spec, split="train", seed=request.seed)
+        if request.context_frames >= min(flow_source.frame_counts):
             raise UserError(
                 f"{data_spec}: --context-frames {request.context_frames} needs trajectories of at least "
-                f"{request.context_frames + 1} frames, and the shortest has {min(source.frame_counts)}; use fewer context frames"
+                f"{request.context_frames + 1} frames, and the shortest has {min(flow_source.frame_counts)}; use fewer context frames"
             )
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=source.size, channels=2, flip=False, seed=request.seed)
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=flow_source.size, channels=2, flip=False,
+                          seed=request.seed)
     elif angles:
         check_angle_training_options(process_name, request.classes)
-        source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=0, channels=source.dims, seed=request.seed,
+        source = angle_source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=0, channels=angle_source.dims, seed=request.seed,
                           degrees=request.degrees)
     else:
-        source = open_image_source(
+        source = image_source = open_image_source(
             data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
             classes=request.classes, lazy=request.lazy, max_image_pixels=request.max_image_pixels,
         )
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=source.channels,
+        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=image_source.channels,
                           seed=request.seed, on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees,
                           lazy=request.lazy, max_image_pixels=request.max_image_pixels)
+        class_names = image_source.class_names if request.classes else ()
     per_example = values_per_example(data.channels, data.image_size) * (1 + request.context_frames)
     micro_batch = -(-request.batch_size // request.grad_accum)  # what one forward pass holds
     check_values(micro_batch * request.draws * per_example, MAX_BATCH_VALUES,
                  f"--batch-size {request.batch_size} ÷ --grad-accum {request.grad_accum} × --draws {request.draws} × "
                  f"{per_example:,} values per example",
                  "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)")
-    class_names = source.class_names if request.classes else ()
     training = train_config_from(request)
     pretrained = DiffusionModel.from_pretrained(request.init_from) if request.init_from else None
     if pretrained is not None:
@@ -406,23 +414,23 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                 f"{request.init_from}: the model's classes ({', '.join(model_config.class_names) or 'none'}) differ from the "
                 f"data's ({', '.join(class_names) or 'none'}); fine-tune on data with the same classes"
             )
-        if angles and (model_config.data_kind, model_config.channels) != ("angle", source.dims):
+        if angles and (model_config.data_kind, model_config.channels) != ("angle", data.channels):
             raise UserError(
                 f"{request.init_from}: the model takes {model_config.channels} {model_config.data_kind} channel(s) but the "
-                f"data has {source.dims} angle(s) per row; fine-tune an angle model of the same number of angles"
+                f"data has {data.channels} angle(s) per row; fine-tune an angle model of the same number of angles"
             )
         if flows and (model_config.data_kind, model_config.image_size, model_config.context_frames) != (
-            "flow", source.size, request.context_frames
+            "flow", data.image_size, request.context_frames
         ):
             raise UserError(
                 f"{request.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px with "
-                f"{model_config.context_frames} context frame(s) but the data is flows at {source.size} px and "
+                f"{model_config.context_frames} context frame(s) but the data is flows at {data.image_size} px and "
                 f"--context-frames is {request.context_frames}; fine-tune a flow model of the same size and context"
             )
-        if not angles and not flows and (model_config.channels != source.channels or model_config.image_size != request.image_size):
+        if not angles and not flows and (model_config.channels != data.channels or model_config.image_size != request.image_size):
             raise UserError(
                 f"{request.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
-                f"the data has {source.channels} at {request.image_size} px; match --channels and --image-size"
+                f"the data has {data.channels} at {request.image_size} px; match --channels and --image-size"
             )
         if regime:
             raise UserError(
@@ -435,20 +443,20 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
         process = process_config(
             process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **process_regime(regime),
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **process_regime(request, regime),
         )
         if flows:
             normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
-            model_config = flow_model_config(process, source.size, normalisation, request.preset,
+            model_config = flow_model_config(process, data.image_size, normalisation, request.preset,
                                              context_frames=request.context_frames, networks=request.flow_networks)
         elif angles:
-            model_config = angle_model_config(process, source.dims, request.preset)
+            model_config = angle_model_config(process, data.channels, request.preset)
         else:
             # --padding circular makes the whole model periodic in space (coupling and network), so that
             # samples tile seamlessly; otherwise the network pads with zeros.
             padding_mode = "circular" if request.padding == "circular" else "zeros"
             model_config = image_model_config(
-                process, source.channels, request.image_size, request.preset, class_names=class_names,
+                process, data.channels, request.image_size, request.preset, class_names=class_names,
                 padding_mode=padding_mode,
             )
     run_config = RunConfig(model=model_config, data=data, training=training)
@@ -542,10 +550,35 @@ def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, objec
     return changed
 
 
-def process_regime(regime: dict[str, object]) -> dict[str, object]:
-    """``kuramoto_regime``'s settings as ``process_config`` takes them: --prior auto leaves the model's prior to the
-    trainer, which resolves it at the prior fit (TrainConfig.prior)."""
-    return {name: value for name, value in regime.items() if not (name == "prior" and value == "auto")}
+class KuramotoRegime(TypedDict, total=False):
+    """``process_config``'s Kuramoto regime keywords (absent: the config's default)."""
+
+    coupling_range: tuple[float, float]
+    coupling_shape: CouplingShape
+    coupling_norm: CouplingNorm
+    ref_strength: float
+    prior: PriorKind
+    prior_relax_steps: int
+
+
+def process_regime(request: TrainRequest, regime: Collection[str]) -> KuramotoRegime:
+    """The settings ``regime`` (``kuramoto_regime``'s) names, from ``request`` as ``process_config`` takes them:
+    --prior auto leaves the model's prior to the trainer, which resolves it at the prior fit (TrainConfig.prior)."""
+    chosen = KuramotoRegime()
+    if "coupling_range" in regime:
+        low, high = request.coupling_range
+        chosen["coupling_range"] = (float(low), float(high))
+    if "coupling_shape" in regime:
+        chosen["coupling_shape"] = request.coupling_shape
+    if "coupling_norm" in regime:
+        chosen["coupling_norm"] = request.coupling_norm
+    if "ref_strength" in regime:
+        chosen["ref_strength"] = request.ref_strength
+    if "prior" in regime and request.prior != "auto":
+        chosen["prior"] = request.prior
+    if "prior_relax_steps" in regime:
+        chosen["prior_relax_steps"] = request.prior_relax_steps
+    return chosen
 
 
 def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> None:

@@ -53,6 +53,7 @@ class ImageSource(Protocol):
     name: str  # e.g. "textures", "fingerprints", or the folder path
     channels: int  # 1 (grayscale) or 3 (RGB)
     image_size: int  # square output side in pixels
+    class_names: tuple[str, ...]  # one per class of a folder of class subfolders (or CIFAR-10); () for unlabelled data
 
     def __len__(self) -> int:
         """Number of distinct base images (for textures: number of photos)."""
