@@ -30,6 +30,7 @@ from .processes import ForwardProcess, ProcessConfig, build_process
 from .processes.base import ScoreFn
 from .sampling.inpainting import check_inpainting_mask, format_size, inpaint_sweep
 from .sampling.likelihood import LikelihoodResult, ode_log_likelihood
+from .sampling.steps import Sampler
 from .sampling.sweep import SampleResult, reverse_sweep
 from .serialization import write_json_atomic
 
@@ -189,7 +190,7 @@ class DiffusionModel:
         self,
         num: int,
         *,
-        sampler: str = "sde",
+        sampler: str | Sampler = "sde",
         nfe: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
@@ -224,7 +225,7 @@ class DiffusionModel:
         images: Tensor,
         mask: Tensor,
         *,
-        sampler: str = "sde",
+        sampler: str | Sampler = "sde",
         nfe: int | None = None,
         resample: int = 1,
         generator: torch.Generator | None = None,
@@ -378,7 +379,7 @@ class DiffusionModel:
         data: Tensor,
         start_step: int,
         *,
-        sampler: str = "sde",
+        sampler: str | Sampler = "sde",
         nfe: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,
@@ -401,7 +402,7 @@ class DiffusionModel:
         previous: Tensor,
         *,
         guidance: float = 1.0,
-        sampler: str = "sde",
+        sampler: str | Sampler = "sde",
         nfe: int | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 64,

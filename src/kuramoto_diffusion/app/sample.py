@@ -9,6 +9,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from ..data.flow_generation import save_npz_atomic
 from ..data.image_io import read_image, read_image_for_model, read_mask_for_model, uint8_batch_to_tensor
 from ..errors import UserError
 from ..model import DiffusionModel
-from ..processes import KuramotoProcess
+from ..processes import KuramotoConfig, KuramotoProcess
 from ..runtime import DistributedContext, init_distributed, launched_by_torchrun, shutdown_distributed
 from ..sampling import Sampler
 from ..sampling.steps import REVERSE_STEPS, corrected_sampler
@@ -99,11 +100,19 @@ class SampleRequest:
 UNDERTRAINED_CLIPPED_FRACTION = 0.03
 
 
+class Guided(TypedDict):
+    """The class guidance of a sample call (``DiffusionModel.sample``'s keywords)."""
+
+    class_labels: Tensor | None
+    guidance: float
+
+
 def clipped_reason(model: DiffusionModel) -> str:
     """Why an image model's decoded values get clipped, by process: phases outside ±a·π for Kuramoto (through the
     seam at ±π or into the gap between ±a·π and ±π); values outside [-1, 1] for the Euclidean baseline (no seam)."""
-    if model.config.periodic:
-        return f"phases outside ±{model.config.process.phase_range / np.pi:.2g}π: crossed the seam or left the data's range"
+    process = model.config.process
+    if isinstance(process, KuramotoConfig):  # the periodic image models
+        return f"phases outside ±{process.phase_range / np.pi:.2g}π: crossed the seam or left the data's range"
     return "values outside [-1, 1]"
 
 
@@ -200,7 +209,8 @@ def claim_out_dir(request: SampleRequest, model: DiffusionModel, plain: bool, co
     differ = []
     if saved.get("weights_sha256") != manifest["weights_sha256"]:
         differ.append(f"another model ({saved.get('checkpoint', '?')})")
-    old = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+    old_settings = saved.get("settings")
+    old = old_settings if isinstance(old_settings, dict) else {}
     new = manifest["settings"]
     assert isinstance(new, dict)
     for key in sorted(set(old) | set(new)):
@@ -212,12 +222,14 @@ def claim_out_dir(request: SampleRequest, model: DiffusionModel, plain: bool, co
 
 
 def sample_into_folder(
-    request: SampleRequest, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path, context: DistributedContext
+    request: SampleRequest, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path, context: DistributedContext,
+    out_dir: Path,
 ) -> None:
-    """``sample --out-dir``: numbered PNGs in resumable chunks, split over torchrun processes; a grid of the first."""
+    """``sample --out-dir``: numbered PNGs in ``out_dir`` (``request.out_dir``) in resumable chunks, split over torchrun
+    processes; a grid of the first."""
     try:
         written, present, clipped = sample_to_folder(
-            model, request.out_dir, request.num, chunk_size=request.batch_size, seed=request.seed, sampler=request.sampling.build(), nfe=request.sampling.nfe,
+            model, out_dir, request.num, chunk_size=request.batch_size, seed=request.seed, sampler=request.sampling.build(), nfe=request.sampling.nfe,
             class_labels=class_labels, guidance=request.guidance, context=context, quiet=request.quiet or not context.is_main,
         )
     except Stopped as stop:
@@ -228,11 +240,11 @@ def sample_into_folder(
         total = written * model.config.channels * model.config.image_size**2
         if total:
             warn_if_undertrained(clipped / total, request.checkpoint)
-        first = [image_path(request.out_dir, index) for index in range(min(request.num, 64))]
+        first = [image_path(out_dir, index) for index in range(min(request.num, 64))]
         grid = uint8_batch_to_tensor(np.stack([read_image(path) for path in first]))
         save_image_atomic(image_grid(grid, upscale=2), out)
         if not request.quiet:
-            print(f"wrote {written} images to {request.out_dir} ({present} were there already) and a grid of the first "
+            print(f"wrote {written} images to {out_dir} ({present} were there already) and a grid of the first "
                   f"{len(first)} to {out}; in the new images {clipped_summary(model, clipped, total)}")
 
 
@@ -271,7 +283,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         raise UserError("--resample applies to --inpaint only")
     check_sample_sizes(request, model)
     class_labels = model.class_labels(request.class_name, request.num) if request.class_name is not None else None
-    guided = {"class_labels": class_labels, "guidance": request.guidance}
+    guided = Guided(class_labels=class_labels, guidance=request.guidance)
     if model.config.data_kind == "angle":
         sample_angles(request, model, generator, guided)
         return
@@ -287,10 +299,10 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
     if request.out_dir is not None:
         claim_out_dir(request, model, plain, context)
     if request.out_dir is not None and plain:
-        sample_into_folder(request, model, class_labels, out, context)
+        sample_into_folder(request, model, class_labels, out, context, request.out_dir)
         return
     shown: torch.Tensor | None = None  # the input shown first in the grid
-    if request.inpaint is not None:
+    if request.inpaint is not None and request.mask is not None:  # given together (checked above)
         image, dims = read_image_for_model(request.inpaint, size, channels, request.max_image_pixels)
         mask = read_mask_for_model(request.mask, size, request.inpaint, dims, request.max_image_pixels)
         if request.invert_mask:
@@ -332,7 +344,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         request.out_dir.mkdir(parents=True, exist_ok=True)
         for index, image in enumerate(images):
             save_image_atomic(image_grid(image[None], padding=0), request.out_dir / f"{index:06d}.png")
-    if record:
+    if request.save_trajectory is not None:  # record
         save_trajectory_animation(model, result, request.save_trajectory)
     warn_if_undertrained(clipped / images.numel(), request.checkpoint)
     if not request.quiet:
@@ -434,7 +446,7 @@ def forecast_flows(request: SampleRequest, model: DiffusionModel, generator: tor
     return forecast
 
 
-def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torch.Generator, guided: dict[str, object]) -> np.ndarray:
+def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torch.Generator, guided: Guided) -> np.ndarray:
     """``sample`` for angle models: the angles to --out (.csv or .npy) in the training data's units (degrees if the
     run was trained with --degrees, else radians), and --out-plot, the training data beside the samples."""
     out = check_non_image_sample_options(request, "an angle model", (".csv", ".npy"))

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..model import DiffusionModel
 from ..runtime import SINGLE_PROCESS, DistributedContext
+from ..sampling.steps import Sampler
 from ..stopping import Stopped, signal_name, stop_requests
 from ..viz.images import image_grid, save_image_atomic
 
@@ -36,7 +37,7 @@ def sample_to_folder(
     *,
     chunk_size: int = 64,
     seed: int = 0,
-    sampler: str = "sde",
+    sampler: str | Sampler = "sde",
     nfe: int | None = None,
     class_labels: Tensor | None = None,
     guidance: float = 1.0,
