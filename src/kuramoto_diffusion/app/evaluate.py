@@ -65,9 +65,12 @@ def protocol_sizes(request: EvaluateRequest) -> tuple[int, int] | None:
     return groups, sets
 
 
-def load_model(request: EvaluateRequest) -> DiffusionModel:
-    """--checkpoint's model, with its EMA weights unless --no-ema."""
-    return DiffusionModel.from_pretrained(request.checkpoint, use_ema=not request.no_ema, device=resolve_device(request.device))
+NEITHER_FAKE_NOR_CHECKPOINT = "nothing to evaluate: pass --fake (generated images or flows) or --checkpoint (a model to sample)"
+
+
+def load_model(request: EvaluateRequest, checkpoint: Path) -> DiffusionModel:
+    """``checkpoint``'s (--checkpoint's) model, with its EMA weights unless --no-ema."""
+    return DiffusionModel.from_pretrained(checkpoint, use_ema=not request.no_ema, device=resolve_device(request.device))
 
 
 def evaluate(request: EvaluateRequest) -> dict[str, object]:
@@ -88,7 +91,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
     fake_clipped: float | None = None
     settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
     if request.checkpoint is not None:
-        model = with_clip_denoised(load_model(request), request.clip_denoised)
+        model = with_clip_denoised(load_model(request, request.checkpoint), request.clip_denoised)
         if model.config.data_kind == "flow":
             raise UserError(f"{request.checkpoint} is a flow model; compare it with flow data: --real flows:PATH")
         if model.config.data_kind != "image":
@@ -106,6 +109,8 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         warn_if_undertrained(fake_clipped, request.checkpoint)
         settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations,
                         clip_denoised=request.clip_denoised, ema=not request.no_ema)
+    elif request.fake is None:
+        raise UserError(NEITHER_FAKE_NOR_CHECKPOINT)
     else:
         fake_source = open_image_source(
             request.fake, request.image_size, channels=None if request.channels == "auto" else int(request.channels), split="all",
@@ -154,7 +159,7 @@ def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_c
     """The interval protocol (docs/benchmarks-protocol.md): ``fake`` in G equal groups, each scored against R
     disjoint held-out reference sets of --num crops; each metric's mean over the G × R cells with its
     percentile-bootstrap 95 % interval (``metrics.intervals``)."""
-    from ..data.reference_sets import disjoint_crop_sets, held_out_source
+    from ..data.reference_sets import disjoint_crop_sets, held_out_source, in_memory
     from ..metrics import evaluate_images
     from ..metrics.intervals import mean_interval
 
@@ -167,7 +172,7 @@ def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_c
                                         seed=request.seed, on_bad_image=request.on_bad_image,
                                         max_image_pixels=request.max_image_pixels)
     try:
-        references = disjoint_crop_sets(real_source, sets, request.num, seed=request.seed + 1)
+        references = disjoint_crop_sets(in_memory(real_source), sets, request.num, seed=request.seed + 1)
     except UserError as error:
         raise UserError(f"--reference-sets {sets} of --num {request.num}: {error}") from None
     if request.inception_weights is None and not request.quiet:
@@ -229,7 +234,7 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     if protocol_sizes(request) is not None:
         raise UserError("--groups and --reference-sets score samples; --nll scores held-out data, so leave them out")
     probes = 2 if request.probes is None else request.probes
-    model = load_model(request)
+    model = load_model(request, request.checkpoint)
     prior = getattr(model.process.config, "prior", "von-mises")
     if prior != "von-mises":
         raise UserError(f"{request.checkpoint}: the model's prior ({prior}) has no closed-form density, which --nll needs; "
@@ -250,16 +255,16 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     elif kind == "flow":
         if not is_flow_spec(request.real):
             raise UserError(f"{request.checkpoint} is a flow model; pass its data as --real flows:PATH")
-        source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
-        check_same_flow_size(model.config.image_size, source.size)
-        data = source.sample_batch(request.num, torch.Generator().manual_seed(request.seed + 1))
+        flow_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
+        check_same_flow_size(model.config.image_size, flow_source.size)
+        data = flow_source.sample_batch(request.num, torch.Generator().manual_seed(request.seed + 1))
     else:
         if not is_angle_spec(request.real):
             raise UserError(f"{request.checkpoint} is an angle model; pass its data as --real angles:FILE or torus:NAME")
         degrees = angle_unit_is_degrees(request, model)
-        source = open_angle_source(request.real, degrees=degrees and not request.real.startswith("torus:"),
-                                   split=request.real_split, seed=request.seed)
-        data = source.fixed_batch(request.num, seed=request.seed + 1)
+        angle_source = open_angle_source(request.real, degrees=degrees and not request.real.startswith("torus:"),
+                                         split=request.real_split, seed=request.seed)
+        data = angle_source.fixed_batch(request.num, seed=request.seed + 1)
     nfe = None if request.sampling.nfe is None else request.sampling.nfe + request.sampling.nfe % 2  # Heun: 2 per interval
     began = time.perf_counter()
     result = model.log_likelihood(data, nfe=nfe, probes=probes, generator=generator, batch_size=request.batch_size)
@@ -331,7 +336,7 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
     settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
     real_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
     if request.checkpoint is not None:
-        model = load_model(request)
+        model = load_model(request, request.checkpoint)
         if model.config.data_kind != "flow":
             raise UserError(f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
         check_same_flow_size(model.config.image_size, real_source.size)
@@ -340,6 +345,8 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
         fake, clipped = model.decode(result.states)
         fake = fake.cpu()
         settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations)
+    elif request.fake is None:
+        raise UserError(NEITHER_FAKE_NOR_CHECKPOINT)
     else:
         fake_source = open_flow_source(request.fake, split="all")
         check_same_flow_size(fake_source.size, real_source.size)

@@ -48,11 +48,16 @@ class _Block:
         return (self.tops[1] - self.tops[0]) * (self.lefts[1] - self.lefts[0])
 
 
-def _images_of(source: object) -> Sequence[np.ndarray] | np.ndarray:
+def in_memory(source: object) -> InMemoryImageSource:
+    """``source`` where its images are held in memory, which disjoint reference sets need; else a UserError."""
     if not isinstance(source, InMemoryImageSource):
         raise UserError(f"{getattr(source, 'name', source)}: disjoint reference sets need a source held in memory "
                         "(textures, fingerprints or an image folder opened without lazy loading)")
-    return source.images
+    return source
+
+
+def _images_of(source: object) -> Sequence[np.ndarray] | np.ndarray:
+    return in_memory(source).images
 
 
 def partition_windows(source: InMemoryImageSource, parts: int, seed: int = 0) -> list[list[_Block]]:
