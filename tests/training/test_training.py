@@ -423,3 +423,38 @@ def test_tiny_kuramoto_model_memorises_two_images(tmp_path):
     before = distance_to_data(trainer.ema_model())
     after = distance_to_data(trainer.train())
     assert after < 0.6 * before
+
+
+class RowDecodingImages(FixedImages):
+    """FixedImages that records the ``rows`` it is asked for, as a lazy folder would decode them."""
+
+    decodes_rows_on_demand = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows_asked: list[slice | None] = []
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator, rows: slice | None = None) -> torch.Tensor:
+        self.rows_asked.append(rows)
+        return super().sample_batch(batch_size, generator)
+
+    def sample_labelled_batch(self, batch_size: int, generator: torch.Generator, rows: slice | None = None):
+        return self.sample_batch(batch_size, generator, rows), torch.zeros(batch_size, dtype=torch.long)
+
+
+def test_the_trainer_asks_a_source_for_what_it_declares(tmp_path):
+    rows = slice(1, 3)
+    recording = RowDecodingImages()
+    trainer = Trainer(run_config(LOCAL, fit_prior=False), recording, tmp_path / "a", quiet=True)
+    states, condition = trainer.encoded_batch(4, rows=rows)
+    assert recording.rows_asked == [rows] and condition is None
+    # a plain BatchSource is asked without rows, and draws the same batch from the same generator state
+    plain = Trainer(run_config(LOCAL, fit_prior=False), FixedImages(), tmp_path / "b", quiet=True)
+    assert torch.equal(plain.encoded_batch(4, rows=rows)[0], states)
+    # a class-conditional model needs labels: a source without them is a UserError naming what is missing
+    labelled = dataclasses.replace(run_config(LOCAL, fit_prior=False),
+                                   model=image_model_config(LOCAL, 1, 8, "tiny", class_names=("a", "b")))
+    with pytest.raises(UserError, match="has no class labels"):
+        Trainer(labelled, FixedImages(), tmp_path / "c", quiet=True).encoded_batch(4)
+    labels = Trainer(labelled, recording, tmp_path / "d", quiet=True).encoded_batch(4, rows=rows)[1]
+    assert labels is not None and labels.tolist() == [0] * 4 and recording.rows_asked[-1] == rows
