@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Static checks (docs/development.md): ruff on the code, the tests and the benchmarks; mypy on the package.
+# Static checks (docs/development.md): ruff's lint and format check on the code, the tests, the benchmarks and the
+# examples; mypy on the package.
 # The dev extra that $(STAMP) installs brings both; settings are in pyproject.toml.
 check: $(STAMP)
-	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff check src tests bench examples
+	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
 
 test: $(STAMP)

@@ -72,7 +72,9 @@ def best_points(paths: list[Path], methods: list[str]) -> tuple[list[dict], dict
                     seeded[metric] = (row[metric], f"{row['method']} {row['sampler']} {row['nfe']} ({path.name})")
     points: dict[tuple[str, str, int], dict] = {}
     for (data, name, examples, seed), seeded in sorted(best.items()):
-        point = points.setdefault((data, name, examples), {"data": data, "method": name, "examples": examples, "seeds": []})
+        point = points.setdefault(
+            (data, name, examples), {"data": data, "method": name, "examples": examples, "seeds": []}
+        )
         point["seeds"].append(seed)
         for metric, (value, source) in seeded.items():
             point.setdefault(f"{metric}_per_seed", []).append(value)
@@ -99,27 +101,44 @@ def lines_and_crossovers(points: list[dict], methods: list[str]) -> tuple[list[d
     for data in dict.fromkeys(p["data"] for p in points):
         for metric in METRICS:
             for method in methods:
-                mine = [(p["examples"], p[metric]) for p in points
-                        if p["data"] == data and p["method"] == method and metric in p]
+                mine = [
+                    (p["examples"], p[metric])
+                    for p in points
+                    if p["data"] == data and p["method"] == method and metric in p
+                ]
                 if len(mine) >= 2:
                     slope, intercept = fit_line(mine)
-                    lines.append({"data": data, "metric": metric, "method": method, "slope": slope,
-                                  "intercept": intercept, "examples": sorted(x for x, _ in mine)})
+                    lines.append(
+                        {
+                            "data": data,
+                            "metric": metric,
+                            "method": method,
+                            "slope": slope,
+                            "intercept": intercept,
+                            "examples": sorted(x for x, _ in mine),
+                        }
+                    )
     crossovers = []
     for first in lines:
         for second in lines:
             same = (first["data"], first["metric"]) == (second["data"], second["metric"])
             if not same or methods.index(first["method"]) >= methods.index(second["method"]):
                 continue
-            row = {"data": first["data"], "metric": first["metric"], "methods": f"{first['method']} / {second['method']}"}
+            row = {
+                "data": first["data"],
+                "metric": first["metric"],
+                "methods": f"{first['method']} / {second['method']}",
+            }
             if math.isclose(first["slope"], second["slope"], abs_tol=1e-12):
                 row.update(crossover_examples=None, where="parallel")
             else:
                 log_x = (second["intercept"] - first["intercept"]) / (first["slope"] - second["slope"])
                 low = max(first["examples"][0], second["examples"][0])
                 high = min(first["examples"][-1], second["examples"][-1])
-                row.update(crossover_examples=math.exp(log_x),
-                           where="measured" if low <= math.exp(log_x) <= high else "extrapolated")
+                row.update(
+                    crossover_examples=math.exp(log_x),
+                    where="measured" if low <= math.exp(log_x) <= high else "extrapolated",
+                )
             crossovers.append(row)
     return lines, crossovers
 
@@ -131,13 +150,17 @@ def scaling_plot(points: list[dict], floors: dict[str, dict[str, float]], method
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(p["data"] for p in points))
-    figure, axes = plt.subplots(len(datasets), len(METRICS), figsize=(4.6 * len(METRICS), 3.4 * len(datasets)),
-                                squeeze=False)
+    figure, axes = plt.subplots(
+        len(datasets), len(METRICS), figsize=(4.6 * len(METRICS), 3.4 * len(datasets)), squeeze=False
+    )
     for row_axes, data in zip(axes, datasets):
         for axis, metric in zip(row_axes, METRICS):
             for colour, method in enumerate(methods):
-                mine = sorted((p["examples"], p[metric]) for p in points
-                              if p["data"] == data and p["method"] == method and metric in p)
+                mine = sorted(
+                    (p["examples"], p[metric])
+                    for p in points
+                    if p["data"] == data and p["method"] == method and metric in p
+                )
                 if mine:
                     axis.plot(*zip(*mine), "-o", color=f"C{colour}", label=method)
             if metric in floors.get(data, {}):
@@ -168,8 +191,16 @@ def main() -> None:
     print_table(lines, ["data", "metric", "method", "slope", "examples"])
     print_table(crossovers, ["data", "metric", "methods", "crossover_examples", "where"])
     save_image_atomic(scaling_plot(points, floors, args.methods), args.figure)
-    write_json(args.out, {"command": shlex.join(["python", "bench/budget_scaling.py", *sys.argv[1:]]),
-                          "points": points, "floors": floors, "lines": lines, "crossovers": crossovers})
+    write_json(
+        args.out,
+        {
+            "command": shlex.join(["python", "bench/budget_scaling.py", *sys.argv[1:]]),
+            "points": points,
+            "floors": floors,
+            "lines": lines,
+            "crossovers": crossovers,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -84,11 +84,17 @@ def _slices_average_transpose(self: KuramotoProcess, field: Tensor) -> Tensor:
     if size > 1:
         cache = self.__dict__.setdefault("_bench_sources", {})
         if (height, width) not in cache:
-            cache[height, width] = (_padding_sources(self, height, field.device), _padding_sources(self, width, field.device))
+            cache[height, width] = (
+                _padding_sources(self, height, field.device),
+                _padding_sources(self, width, field.device),
+            )
         rows, columns = cache[height, width]
-        spread = torch.zeros(*spread.shape[:2], height, spread.shape[3], dtype=field.dtype,
-                             device=field.device).index_add_(2, rows, spread)
-        spread = torch.zeros(*spread.shape[:3], width, dtype=field.dtype, device=field.device).index_add_(3, columns, spread)
+        spread = torch.zeros(
+            *spread.shape[:2], height, spread.shape[3], dtype=field.dtype, device=field.device
+        ).index_add_(2, rows, spread)
+        spread = torch.zeros(*spread.shape[:3], width, dtype=field.dtype, device=field.device).index_add_(
+            3, columns, spread
+        )
     return spread.reshape(batch, channels, height, width)
 
 
@@ -103,8 +109,9 @@ def _softmax_wrapped_normal_score(x: Tensor, mean: Tensor | float, scale: Tensor
     return -(weights * terms).sum(dim=0) / scale_t**2
 
 
-def _term_by_term_propagate_score(self: KuramotoProcess, x: Tensor, t: object, estimate: Tensor, *,
-                                  inverse_terms: int = 2) -> Tensor:
+def _term_by_term_propagate_score(
+    self: KuramotoProcess, x: Tensor, t: object, estimate: Tensor, *, inverse_terms: int = 2
+) -> Tensor:
     cfg = self.config
     strength = self.coupling_strength(t, 1, like=x)
     cos_theta, sin_theta = torch.cos(x), torch.sin(x)
@@ -117,8 +124,11 @@ def _term_by_term_propagate_score(self: KuramotoProcess, x: Tensor, t: object, e
     carried = estimate - log_det_gradient
     inverse = carried
     for _ in range(inverse_terms):
-        transposed = cos_theta * self.average_transpose(inverse * cos_theta) + sin_theta * self.average_transpose(
-            inverse * sin_theta) + diagonal * inverse
+        transposed = (
+            cos_theta * self.average_transpose(inverse * cos_theta)
+            + sin_theta * self.average_transpose(inverse * sin_theta)
+            + diagonal * inverse
+        )
         inverse = carried - strength * transposed
     return inverse
 
@@ -126,10 +136,12 @@ def _term_by_term_propagate_score(self: KuramotoProcess, x: Tensor, t: object, e
 @contextlib.contextmanager
 def former_implementation() -> Iterator[None]:
     """The chain step as it was before 2026-12-06 (same results up to rounding)."""
-    with mock.patch.object(KuramotoProcess, "_local_average", _slices_local_average), \
-            mock.patch.object(KuramotoProcess, "average_transpose", _slices_average_transpose), \
-            mock.patch.object(KuramotoProcess, "propagate_score", _term_by_term_propagate_score), \
-            mock.patch("kuramoto_diffusion.processes.kuramoto.wrapped_normal_score", _softmax_wrapped_normal_score):
+    with (
+        mock.patch.object(KuramotoProcess, "_local_average", _slices_local_average),
+        mock.patch.object(KuramotoProcess, "average_transpose", _slices_average_transpose),
+        mock.patch.object(KuramotoProcess, "propagate_score", _term_by_term_propagate_score),
+        mock.patch("kuramoto_diffusion.processes.kuramoto.wrapped_normal_score", _softmax_wrapped_normal_score),
+    ):
         yield
 
 
@@ -138,7 +150,9 @@ def _former_propagated_step(*args: object) -> object:
         return _propagated_step(*args)  # type: ignore[arg-type]
 
 
-def interleaved_medians(functions: dict[str, Callable[[], object]], repeat: int, device: torch.device) -> dict[str, float]:
+def interleaved_medians(
+    functions: dict[str, Callable[[], object]], repeat: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per call of each function, timed in turn (one call of each per round) after a warm-up."""
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for round_ in range(repeat + 2):
@@ -156,13 +170,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="the process's T (the step timed is T/2)")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("chain_step.json"),
-                        help="JSON file (a bare name goes into bench/results/)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("chain_step.json"), help="JSON file (a bare name goes into bench/results/)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
-    payload: dict[str, object] = {"command": shlex.join(["python", "bench/chain_step.py", *sys.argv[1:]]),
-                                  "settings": {key: str(value) if isinstance(value, Path) else value
-                                               for key, value in vars(args).items()}}
+    payload: dict[str, object] = {
+        "command": shlex.join(["python", "bench/chain_step.py", *sys.argv[1:]]),
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+    }
     rows = []
     for coupling in ("global", "local"):
         process = KuramotoProcess(KuramotoConfig(coupling=coupling, steps=args.steps))
@@ -174,30 +190,52 @@ def main() -> None:
             noise = torch.randn(shape, generator=generator, device=device)
             out = torch.empty_like(x)
             t = torch.full((batch,), args.steps // 2, device=device)
-            seconds = interleaved_medians({
-                "floor": lambda: torch.addcmul(x, estimate, noise, out=out),
-                "plain": lambda: process.step(x, t, generator=generator),
-                "propagated": lambda: _propagated_step(process, x, t, estimate, generator),
-                "propagated_before": lambda: _former_propagated_step(process, x, t, estimate, generator),
-            }, args.repeat, device)
+            seconds = interleaved_medians(
+                {
+                    "floor": lambda: torch.addcmul(x, estimate, noise, out=out),
+                    "plain": lambda: process.step(x, t, generator=generator),
+                    "propagated": lambda: _propagated_step(process, x, t, estimate, generator),
+                    "propagated_before": lambda: _former_propagated_step(process, x, t, estimate, generator),
+                },
+                args.repeat,
+                device,
+            )
             # The same draw both ways (same noise): the states and estimates agree to rounding.
             now = _propagated_step(process, x, t, estimate, torch.Generator(device=device).manual_seed(1))
             former = _former_propagated_step(process, x, t, estimate, torch.Generator(device=device).manual_seed(1))
             state_gap = float((now[0] - former[0]).abs().max())
             estimate_gap = float((now[1] - former[1]).abs().max() / former[1].abs().max())
-            row = {"coupling": coupling, "batch": batch, "state_max_gap": state_gap, "estimate_max_gap": estimate_gap,
-                   **{f"{name}_us_per_image": 1e6 * value / batch for name, value in seconds.items()},
-                   "plain_to_floor": seconds["plain"] / seconds["floor"],
-                   "propagated_to_floor": seconds["propagated"] / seconds["floor"],
-                   "speedup": seconds["propagated_before"] / seconds["propagated"]}
+            row = {
+                "coupling": coupling,
+                "batch": batch,
+                "state_max_gap": state_gap,
+                "estimate_max_gap": estimate_gap,
+                **{f"{name}_us_per_image": 1e6 * value / batch for name, value in seconds.items()},
+                "plain_to_floor": seconds["plain"] / seconds["floor"],
+                "propagated_to_floor": seconds["propagated"] / seconds["floor"],
+                "speedup": seconds["propagated_before"] / seconds["propagated"],
+            }
             rows.append(row)
             for key, value in row.items():
                 if key not in ("coupling", "batch", "state_max_gap", "estimate_max_gap"):
                     payload[f"{coupling}_B{batch}_{key}"] = value
     payload["rows"] = rows
-    payload["table"] = print_table(rows, ["coupling", "batch", "floor_us_per_image", "plain_us_per_image",
-                                          "propagated_us_per_image", "propagated_before_us_per_image", "plain_to_floor",
-                                          "propagated_to_floor", "speedup", "state_max_gap", "estimate_max_gap"])
+    payload["table"] = print_table(
+        rows,
+        [
+            "coupling",
+            "batch",
+            "floor_us_per_image",
+            "plain_us_per_image",
+            "propagated_us_per_image",
+            "propagated_before_us_per_image",
+            "plain_to_floor",
+            "propagated_to_floor",
+            "speedup",
+            "state_max_gap",
+            "estimate_max_gap",
+        ],
+    )
     write_json(args.out, payload)
 
 

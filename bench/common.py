@@ -57,6 +57,7 @@ def machine() -> dict[str, object]:
 
 def print_table(rows: list[dict[str, object]], columns: list[str]) -> str:
     """Print rows as a Markdown table and return it."""
+
     def cell(value: object) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -101,4 +102,3 @@ def train_quietly(config, source, device: torch.device):  # noqa: ANN001, ANN201
         trainer.start()
         model = trainer.train()
         return model, time.perf_counter() - start
-

@@ -65,15 +65,30 @@ def run_torus(budget_name: str, seed: int, rows: list[dict]) -> None:
         sampler = Sampler(name)
         for nfe in TORUS_NFES:
             begin = time.perf_counter()
-            x_start = exact.prior_sample((budget.samples, 2), generator=torch.Generator().manual_seed(seed + 2),
-                                         dtype=torch.float64)
-            result = reverse_sweep(exact, score_fn, x_start, sampler=sampler, nfe=requested_nfe(sampler, nfe),
-                                   generator=torch.Generator().manual_seed(seed + 1))
-            row = {"part": "torus", "sampler": name, "nfe": result.function_evaluations,
-                   **evaluator.metrics(wrap(result.states)), "sample_s": time.perf_counter() - begin}
+            x_start = exact.prior_sample(
+                (budget.samples, 2), generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64
+            )
+            result = reverse_sweep(
+                exact,
+                score_fn,
+                x_start,
+                sampler=sampler,
+                nfe=requested_nfe(sampler, nfe),
+                generator=torch.Generator().manual_seed(seed + 1),
+            )
+            row = {
+                "part": "torus",
+                "sampler": name,
+                "nfe": result.function_evaluations,
+                **evaluator.metrics(wrap(result.states)),
+                "sample_s": time.perf_counter() - begin,
+            }
             rows.append(row)
-            print(f"torus {name:9s} nfe {row['nfe']:4d}  KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})  "
-                  f"NLL {row['nll']:.4f}", flush=True)
+            print(
+                f"torus {name:9s} nfe {row['nfe']:4d}  KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})  "
+                f"NLL {row['nll']:.4f}",
+                flush=True,
+            )
 
 
 def run_images(data: str, samples: int, seed: int, rows: list[dict]) -> None:
@@ -86,19 +101,35 @@ def run_images(data: str, samples: int, seed: int, rows: list[dict]) -> None:
     for name, nfe in runs:
         sampler = Sampler(name)
         begin = time.perf_counter()
-        result = model.sample(samples, sampler=sampler, nfe=requested_nfe(sampler, nfe),
-                              generator=torch.Generator().manual_seed(seed + 1), batch_size=samples)
+        result = model.sample(
+            samples,
+            sampler=sampler,
+            nfe=requested_nfe(sampler, nfe),
+            generator=torch.Generator().manual_seed(seed + 1),
+            batch_size=samples,
+        )
         images = model.decode(result.states)[0].cpu()
         sample_s = time.perf_counter() - begin
         cells = np.array([laplacian_swd(reference, images, seed=seed)["swd_mean"] for reference in references])
-        row = {"part": "images", "data": data, "sampler": name, "nfe": result.function_evaluations,
-               "swd": float(cells.mean()), "swd_low": float(cells.min()), "swd_high": float(cells.max()),
-               "swd_cells": cells.tolist(),
-               "reference_size": size, "sample_s": sample_s}
+        row = {
+            "part": "images",
+            "data": data,
+            "sampler": name,
+            "nfe": result.function_evaluations,
+            "swd": float(cells.mean()),
+            "swd_low": float(cells.min()),
+            "swd_high": float(cells.max()),
+            "swd_cells": cells.tolist(),
+            "reference_size": size,
+            "sample_s": sample_s,
+        }
         rows.append(row)
         row["ratio"] = row["swd"] / rows[first]["swd"]
-        print(f"{data:12s} {name:9s} nfe {row['nfe']:4d}  SWD {row['swd']:.2f} [{row['swd_low']:.2f}, {row['swd_high']:.2f}]  ratio {row['ratio']:.3f}  "
-              f"({sample_s:.0f} s)", flush=True)
+        print(
+            f"{data:12s} {name:9s} nfe {row['nfe']:4d}  SWD {row['swd']:.2f} [{row['swd_low']:.2f}, {row['swd_high']:.2f}]  ratio {row['ratio']:.3f}  "
+            f"({sample_s:.0f} s)",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -115,9 +146,19 @@ def main() -> None:
     tables: dict[str, str] = {}
 
     def save(complete: bool) -> None:
-        write_json(args.out, {"command": "OMP_NUM_THREADS=1 python bench/fewstep.py", "settings": vars(args),
-                              "machine": machine(), "complete": complete, "wall_s": time.perf_counter() - started,
-                              "rows": rows, "tables": tables}, quiet=not complete)
+        write_json(
+            args.out,
+            {
+                "command": "OMP_NUM_THREADS=1 python bench/fewstep.py",
+                "settings": vars(args),
+                "machine": machine(),
+                "complete": complete,
+                "wall_s": time.perf_counter() - started,
+                "rows": rows,
+                "tables": tables,
+            },
+            quiet=not complete,
+        )
 
     if "torus" in args.parts:
         run_torus(args.torus_budget, args.seed, rows)

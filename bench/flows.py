@@ -51,8 +51,18 @@ from kuramoto_diffusion.viz.images import save_image_atomic
 METHODS = ("phase-amplitude-split", "phase-amplitude-joint", "euclidean")
 CONTEXT_FRAMES = 3  # SPEC §7
 VAL_FRACTION = 0.25  # held-out trajectories: the reference sets and the forecasting cases
-COLUMNS = ["method", "sampler", "nfe", "spectrum_log_mse", "slope_difference", "vorticity_w1", "divergence_fake",
-           "clipped_fraction", "train_s", "sample_s"]
+COLUMNS = [
+    "method",
+    "sampler",
+    "nfe",
+    "spectrum_log_mse",
+    "slope_difference",
+    "vorticity_w1",
+    "divergence_fake",
+    "clipped_fraction",
+    "train_s",
+    "sample_s",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +87,31 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget(32, 8, 8, "tiny", 20, 20, 8, 1e-3, 5, 0.9, 16, 16, (("sde", 0), ("ode-heun", 0)), 20, 2, 2),
-    "small": Budget(64, 64, 16, "tiny", 100, 1500, 16, 5e-4, 100, 0.995, 128, 64, (("sde", 0), ("ode-heun", 0)),
-                    1500, 4, 8),
+    "small": Budget(
+        64, 64, 16, "tiny", 100, 1500, 16, 5e-4, 100, 0.995, 128, 64, (("sde", 0), ("ode-heun", 0)), 1500, 4, 8
+    ),
     # one network for both fields against one per field (SPEC §7), at 32 px and without forecasting
-    "networks": Budget(32, 64, 16, "tiny", 100, 1500, 16, 5e-4, 100, 0.995, 128, 64, (("sde", 0), ("ode-heun", 0)),
-                       0, 0, 0),
-    "paper": Budget(64, 512, 32, "small", 1000, 50_000, 64, 2e-4, 1000, 0.9999, 2000, 250,
-                    (("sde", 0), ("sde", 100), ("ode-heun", 100)), 50_000, 8, 64),
+    "networks": Budget(
+        32, 64, 16, "tiny", 100, 1500, 16, 5e-4, 100, 0.995, 128, 64, (("sde", 0), ("ode-heun", 0)), 0, 0, 0
+    ),
+    "paper": Budget(
+        64,
+        512,
+        32,
+        "small",
+        1000,
+        50_000,
+        64,
+        2e-4,
+        1000,
+        0.9999,
+        2000,
+        250,
+        (("sde", 0), ("sde", 100), ("ode-heun", 100)),
+        50_000,
+        8,
+        64,
+    ),
 }
 
 
@@ -91,19 +119,35 @@ def process_for(method: str, steps: int) -> ProcessConfig:
     return PhaseAmplitudeConfig(steps=steps) if method.startswith("phase-amplitude") else EuclideanConfig(steps=steps)
 
 
-def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
-          context_frames: int = 0) -> tuple[DiffusionModel, float]:
+def train(
+    data: str, method: str, budget: Budget, seed: int, device: torch.device, context_frames: int = 0
+) -> tuple[DiffusionModel, float]:
     source = open_flow_source(data, split="train", seed=seed, val_fraction=VAL_FRACTION)
     normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(seed)))
     steps = budget.forecast_train_steps if context_frames else budget.train_steps
     config = RunConfig(
-        model=flow_model_config(process_for(method, budget.steps), source.size, normalisation, budget.preset,
-                                context_frames=context_frames, networks="joint" if method != "phase-amplitude-split" else "split"),
-        data=DataConfig(source=data, image_size=source.size, channels=2, flip=False, seed=seed, val_fraction=VAL_FRACTION),
-        training=TrainConfig(train_steps=steps, batch_size=budget.batch_size, lr=budget.lr,
-                             warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
-                             checkpoint_every=10**9, sample_every=0, log_every=max(1, steps // 20),
-                             seed=seed),
+        model=flow_model_config(
+            process_for(method, budget.steps),
+            source.size,
+            normalisation,
+            budget.preset,
+            context_frames=context_frames,
+            networks="joint" if method != "phase-amplitude-split" else "split",
+        ),
+        data=DataConfig(
+            source=data, image_size=source.size, channels=2, flip=False, seed=seed, val_fraction=VAL_FRACTION
+        ),
+        training=TrainConfig(
+            train_steps=steps,
+            batch_size=budget.batch_size,
+            lr=budget.lr,
+            warmup_steps=budget.warmup_steps,
+            ema_decay=budget.ema_decay,
+            checkpoint_every=10**9,
+            sample_every=0,
+            log_every=max(1, steps // 20),
+            seed=seed,
+        ),
     )
     return train_quietly(config, source, device)
 
@@ -117,9 +161,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=RESULTS / "flows.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "flows")
-    parser.add_argument("--merge", type=Path, nargs="+", default=None,
-                        help="only merge these result files (runs of single --methods, e.g. in parallel), draw the "
-                             "figures from their saved fields, write --out and print the tables")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only merge these result files (runs of single --methods, e.g. in parallel), draw the "
+        "figures from their saved fields, write --out and print the tables",
+    )
     args = parser.parse_args()
     if args.merge:
         merge(args.merge, args.out, args.figures)
@@ -144,39 +193,68 @@ def run(data: str, budget: Budget, args: argparse.Namespace, device: torch.devic
     held_out = open_flow_source(data, split="val", seed=args.seed, val_fraction=VAL_FRACTION)
     real = held_out.sample_batch(budget.samples, torch.Generator().manual_seed(50_000 + args.seed))
     second = held_out.sample_batch(budget.samples, torch.Generator().manual_seed(60_000 + args.seed))
-    rows: list[dict] = [{"method": "real", "sampler": "-", "nfe": 0, **evaluate_flows(real, second), "clipped_fraction": 0.0}]
+    rows: list[dict] = [
+        {"method": "real", "sampler": "-", "nfe": 0, **evaluate_flows(real, second), "clipped_fraction": 0.0}
+    ]
     fields = {"real (held out)": real}
     forecasts: list[dict] = []
     cases = [held_out.trajectory(i) for i in range(min(budget.forecast_cases, len(held_out)))]
     if budget.forecast_train_steps:
         # Persistence (the last context frame, repeated) is the reference every forecast has to beat.
-        persistence = [forecast_error(case[CONTEXT_FRAMES - 1][None, None].expand(1, budget.rollout, -1, -1, -1),
-                                      case[CONTEXT_FRAMES:CONTEXT_FRAMES + budget.rollout]) for case in cases]
+        persistence = [
+            forecast_error(
+                case[CONTEXT_FRAMES - 1][None, None].expand(1, budget.rollout, -1, -1, -1),
+                case[CONTEXT_FRAMES : CONTEXT_FRAMES + budget.rollout],
+            )
+            for case in cases
+        ]
         forecasts.append({"method": "persistence", "guidance": "-", "relative_error": mean_curve(persistence)})
 
     def save(complete: bool) -> None:
-        payload = {"command": f"python bench/flows.py --budget {args.budget}", "complete": complete,
-                   "settings": dataclasses.asdict(budget), "seed": args.seed, "data": data,
-                   "generate_s": generate_s, "methods": args.methods, "rows": rows, "forecasts": forecasts}
+        payload = {
+            "command": f"python bench/flows.py --budget {args.budget}",
+            "complete": complete,
+            "settings": dataclasses.asdict(budget),
+            "seed": args.seed,
+            "data": data,
+            "generate_s": generate_s,
+            "methods": args.methods,
+            "rows": rows,
+            "forecasts": forecasts,
+        }
         write_json(args.out, payload, quiet=not complete)
 
     for method in args.methods:
         model, train_s = train(data, method, budget, args.seed, device)
         for sampler, nfe in budget.sweeps:
             start = time.perf_counter()
-            result = model.sample(budget.samples, sampler=sampler, nfe=nfe or budget.steps,
-                                  generator=torch.Generator().manual_seed(args.seed + 1), batch_size=budget.sample_batch)
+            result = model.sample(
+                budget.samples,
+                sampler=sampler,
+                nfe=nfe or budget.steps,
+                generator=torch.Generator().manual_seed(args.seed + 1),
+                batch_size=budget.sample_batch,
+            )
             velocity, clipped = model.decode(result.states)
             velocity = velocity.cpu()
             sample_s = time.perf_counter() - start
-            row = {"method": method, "sampler": sampler, "nfe": result.function_evaluations,
-                   **evaluate_flows(real, velocity), "clipped_fraction": clipped / velocity[:, :1].numel(),
-                   "train_s": train_s, "sample_s": sample_s}
+            row = {
+                "method": method,
+                "sampler": sampler,
+                "nfe": result.function_evaluations,
+                **evaluate_flows(real, velocity),
+                "clipped_fraction": clipped / velocity[:, :1].numel(),
+                "train_s": train_s,
+                "sample_s": sample_s,
+            }
             rows.append(row)
             if sampler == "sde" and nfe == 0:
                 fields[f"{method} SDE {row['nfe']}"] = velocity
-            print(f"{method} {sampler} NFE {row['nfe']}: spectrum {row['spectrum_log_mse']:.3f} "
-                  f"vorticity W1 {row['vorticity_w1']:.3f} ({sample_s:.0f} s)", flush=True)
+            print(
+                f"{method} {sampler} NFE {row['nfe']}: spectrum {row['spectrum_log_mse']:.3f} "
+                f"vorticity W1 {row['vorticity_w1']:.3f} ({sample_s:.0f} s)",
+                flush=True,
+            )
         save(False)
         if budget.forecast_train_steps:
             forecaster, train_s = train(data, method, budget, args.seed, device, context_frames=CONTEXT_FRAMES)
@@ -185,13 +263,27 @@ def run(data: str, budget: Budget, args: argparse.Namespace, device: torch.devic
                 errors = []
                 for index, case in enumerate(cases):
                     rollout = forecaster.rollout(
-                        case[None, :CONTEXT_FRAMES].expand(2, -1, -1, -1, -1), budget.rollout, guidance=guidance,
-                        generator=torch.Generator().manual_seed(args.seed + index), batch_size=budget.sample_batch).cpu()
-                    errors.append(forecast_error(rollout, case[CONTEXT_FRAMES:CONTEXT_FRAMES + budget.rollout]))
-                forecasts.append({"method": method, "guidance": guidance, "relative_error": mean_curve(errors),
-                                  "train_s": train_s, "sample_s": time.perf_counter() - start})
-                print(f"{method} forecast w={guidance}: relative error per frame "
-                      f"{', '.join(f'{e:.3f}' for e in forecasts[-1]['relative_error'])}", flush=True)
+                        case[None, :CONTEXT_FRAMES].expand(2, -1, -1, -1, -1),
+                        budget.rollout,
+                        guidance=guidance,
+                        generator=torch.Generator().manual_seed(args.seed + index),
+                        batch_size=budget.sample_batch,
+                    ).cpu()
+                    errors.append(forecast_error(rollout, case[CONTEXT_FRAMES : CONTEXT_FRAMES + budget.rollout]))
+                forecasts.append(
+                    {
+                        "method": method,
+                        "guidance": guidance,
+                        "relative_error": mean_curve(errors),
+                        "train_s": train_s,
+                        "sample_s": time.perf_counter() - start,
+                    }
+                )
+                print(
+                    f"{method} forecast w={guidance}: relative error per frame "
+                    f"{', '.join(f'{e:.3f}' for e in forecasts[-1]['relative_error'])}",
+                    flush=True,
+                )
             save(False)
     save_fields(fields_path(args.out), fields)
     draw(fields, forecasts, args.figures)
@@ -225,8 +317,14 @@ def print_tables(rows: list[dict], forecasts: list[dict]) -> None:
     print_table(rows, [c for c in COLUMNS if any(c in row for row in rows)])
     if forecasts:
         frames = max(len(f["relative_error"]) for f in forecasts)
-        table = [{"method": f["method"], "guidance": f["guidance"],
-                  **{f"frame {k + 1}": e for k, e in enumerate(f["relative_error"])}} for f in forecasts]
+        table = [
+            {
+                "method": f["method"],
+                "guidance": f["guidance"],
+                **{f"frame {k + 1}": e for k, e in enumerate(f["relative_error"])},
+            }
+            for f in forecasts
+        ]
         print_table(table, ["method", "guidance", *[f"frame {k + 1}" for k in range(frames)]])
 
 
@@ -238,15 +336,27 @@ def merge(paths: list[Path], out: Path, figures: Path) -> None:
     payloads = [json.loads(path.read_text()) for path in paths]
     for path, payload in zip(paths, payloads):
         rows += [row for row in payload["rows"] if row["method"] != "real" or not rows]
-        forecasts += [f for f in payload["forecasts"]
-                      if f["method"] != "persistence" or not any(g["method"] == "persistence" for g in forecasts)]
+        forecasts += [
+            f
+            for f in payload["forecasts"]
+            if f["method"] != "persistence" or not any(g["method"] == "persistence" for g in forecasts)
+        ]
         with np.load(fields_path(path)) as saved:
             fields.update({label: torch.from_numpy(saved[label]) for label in saved.files})
     draw(fields, forecasts, figures)
     merged = {key: payloads[0][key] for key in ("command", "settings", "seed", "generate_s")}
-    write_json(out, {**merged, "complete": all(p["complete"] for p in payloads), "data": "generated (see settings)",
-                     "methods": [m for p in payloads for m in p["methods"]], "merged_from": [str(p) for p in paths],
-                     "rows": rows, "forecasts": forecasts})
+    write_json(
+        out,
+        {
+            **merged,
+            "complete": all(p["complete"] for p in payloads),
+            "data": "generated (see settings)",
+            "methods": [m for p in payloads for m in p["methods"]],
+            "merged_from": [str(p) for p in paths],
+            "rows": rows,
+            "forecasts": forecasts,
+        },
+    )
     save_fields(fields_path(out), fields)
     print_tables(rows, forecasts)
 

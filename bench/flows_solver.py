@@ -30,7 +30,13 @@ def step_timing(size: int, repeat: int) -> dict[str, object]:
     step = time_call(lambda: solver.step(state, dt), repeat=repeat, warmup=3)
     field = torch.randn(size, size, dtype=torch.float64)
     fft = time_call(lambda: torch.fft.irfft2(torch.fft.rfft2(field), s=(size, size)), repeat=repeat, warmup=3)
-    return {"size": size, "step_ms": step * 1e3, "fft_pair_ms": fft * 1e3, "step_per_fft_pair": step / fft, "cfl_dt": dt}
+    return {
+        "size": size,
+        "step_ms": step * 1e3,
+        "fft_pair_ms": fft * 1e3,
+        "step_per_fft_pair": step / fft,
+        "cfl_dt": dt,
+    }
 
 
 def main() -> None:
@@ -48,7 +54,13 @@ def main() -> None:
         start = time.perf_counter()
         generate_flows(folder, args.num, settings)
         seconds = time.perf_counter() - start
-    generation = {"size": settings.size, "num": args.num, "frames": args.frames, "seconds": seconds, "seconds_per_trajectory": seconds / args.num}
+    generation = {
+        "size": settings.size,
+        "num": args.num,
+        "frames": args.frames,
+        "seconds": seconds,
+        "seconds_per_trajectory": seconds / args.num,
+    }
     print_table([generation], list(generation))
     write_json(args.out, {"steps": rows, "generation": generation, "settings": settings.__dict__})
 

@@ -46,12 +46,16 @@ def main() -> None:
             reference = time_call(lambda: stack(torch.cat([torch.cos(x), torch.sin(x)], 1)), repeat=args.repeat)
         for name, process in processes.items():
             seconds = time_call(lambda: process.step(x, 50, generator=generator), repeat=args.repeat)
-            rows.append({
-                "process": name, "size": size, "batch": args.batch,
-                "us_per_image": 1e6 * seconds / args.batch,
-                "reference_us_per_image": 1e6 * reference / args.batch,
-                "ratio_to_conv_stack": seconds / reference,
-            })
+            rows.append(
+                {
+                    "process": name,
+                    "size": size,
+                    "batch": args.batch,
+                    "us_per_image": 1e6 * seconds / args.batch,
+                    "reference_us_per_image": 1e6 * reference / args.batch,
+                    "ratio_to_conv_stack": seconds / reference,
+                }
+            )
     table = print_table(rows, ["process", "size", "us_per_image", "reference_us_per_image", "ratio_to_conv_stack"])
     write_json("forward.json", {"command": "python bench/forward.py", "rows": rows, "table": table})
 

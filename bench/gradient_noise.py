@@ -127,18 +127,28 @@ def train(model: str, budget: Budget, seed: int, device: torch.device) -> tuple[
     config = RunConfig(
         model=image_model_config(process_for(model), 1, IMAGE_SIZE, "tiny"),
         data=DataConfig(source="fingerprints", image_size=IMAGE_SIZE, channels=1, seed=seed),
-        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.train_batch, lr=budget.lr, objective="markov",
-                             warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
-                             ema_warmup_steps=min(100, budget.train_steps // 3), checkpoint_every=10**9,
-                             sample_every=0, log_every=max(1, budget.train_steps // 10), seed=seed),
+        training=TrainConfig(
+            train_steps=budget.train_steps,
+            batch_size=budget.train_batch,
+            lr=budget.lr,
+            objective="markov",
+            warmup_steps=budget.warmup_steps,
+            ema_decay=budget.ema_decay,
+            ema_warmup_steps=min(100, budget.train_steps // 3),
+            checkpoint_every=10**9,
+            sample_every=0,
+            log_every=max(1, budget.train_steps // 10),
+            seed=seed,
+        ),
     )
     return train_quietly(config, source, device)
 
 
 def dsm_objective(objective: Objective, model: DiffusionModel) -> DSMObjective:
     """The training objective object of ``objective`` on the model's process (no data: starting states are given)."""
-    return build_objective(model.process, TrainConfig(objective=objective.name, window=objective.window,
-                                                      draws=objective.draws))
+    return build_objective(
+        model.process, TrainConfig(objective=objective.name, window=objective.window, draws=objective.draws)
+    )
 
 
 def band_pairs(window: int, band: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
@@ -160,8 +170,9 @@ def propagated_trajectory(process, x0: Tensor, steps: int, generator: torch.Gene
     states, estimates = [x0], [torch.zeros_like(x0)]
     for step in range(steps):
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        x, estimate, _ = propagated_draw(process, states[-1], torch.full((len(x0),), step, device=x0.device),
-                                         estimates[-1], noise)
+        x, estimate, _ = propagated_draw(
+            process, states[-1], torch.full((len(x0),), step, device=x0.device), estimates[-1], noise
+        )
         states.append(x)
         estimates.append(estimate)
     return torch.stack(states), torch.stack(estimates)
@@ -176,17 +187,28 @@ class ZeroNetwork(torch.nn.Module):
 
 def gram_statistics(gradients: Tensor, batch: int) -> dict[str, float]:
     """Noise, signal (with its jackknife error) and SNR from R gradients (R × P), all unbiased."""
-    gram = (gradients.double() @ gradients.double().T)
+    gram = gradients.double() @ gradients.double().T
     r = gram.shape[0]
     total, trace = float(gram.sum()), float(gram.trace())
     variance = (trace - total / r) / (r - 1)  # E‖g − ḡ‖² of one minibatch
     signal = (total - trace) / (r * (r - 1))  # ‖ḡ‖²: mean of ⟨g_r, g_r'⟩, r ≠ r'
     row_sums, diagonal = gram.sum(1), gram.diagonal()
     leave_out = (total - 2 * row_sums + diagonal - (trace - diagonal)) / ((r - 1) * (r - 2)) if r > 2 else None
-    signal_se = float(((r - 1) / r * ((leave_out - leave_out.mean()) ** 2).sum()).sqrt()) if leave_out is not None else float("nan")
-    return {"noise": batch * variance, "minibatch_variance": variance, "signal": signal, "signal_se": signal_se,
-            "snr": signal / variance, "snr_se": signal_se / variance, "noise_scale_batch": batch * variance / signal,
-            "mean_gradient_norm_sq_naive": total / r**2}
+    signal_se = (
+        float(((r - 1) / r * ((leave_out - leave_out.mean()) ** 2).sum()).sqrt())
+        if leave_out is not None
+        else float("nan")
+    )
+    return {
+        "noise": batch * variance,
+        "minibatch_variance": variance,
+        "signal": signal,
+        "signal_se": signal_se,
+        "snr": signal / variance,
+        "snr_se": signal_se / variance,
+        "noise_scale_batch": batch * variance / signal,
+        "mean_gradient_norm_sq_naive": total / r**2,
+    }
 
 
 def cross_cosine(first: Tensor, second: Tensor, first_signal: float, second_signal: float) -> float:
@@ -199,8 +221,7 @@ def cross_cosine(first: Tensor, second: Tensor, first_signal: float, second_sign
     return inner / (first_signal * second_signal) ** 0.5
 
 
-def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device: torch.device,
-            save) -> list[dict]:  # noqa: ANN001 - save: (list[dict]) -> None
+def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device: torch.device, save) -> list[dict]:  # noqa: ANN001 - save: (list[dict]) -> None
     source = open_image_source("fingerprints", IMAGE_SIZE, channels=1, split="train", seed=seed)
     data_generator = torch.Generator().manual_seed(10_000 + seed)
     pair_generator = torch.Generator().manual_seed(20_000 + seed)
@@ -227,7 +248,9 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
             x0 = {"kuramoto": kuramoto.encode(data), "euclidean": models["euclidean"].encode(data)}
             # Exact chain states: fresh chains from this replicate's data, every state up to step band_end − 1.
             # They carry the propagated objective's score estimates (the states are the same chain either way).
-            trajectory, estimates = propagated_trajectory(kuramoto.process, x0["kuramoto"], band[1] - 1, noise_generator)
+            trajectory, estimates = propagated_trajectory(
+                kuramoto.process, x0["kuramoto"], band[1] - 1, noise_generator
+            )
             for objective in OBJECTIVES:
                 model = models[objective.model]
                 process = model.process
@@ -241,17 +264,23 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
                     index = torch.multinomial(weights, states, replacement=True, generator=pair_generator)
                     t_start, stride = starts[index].to(device), strides[index].to(device)
                     x_start = trajectory[t_start, torch.arange(states, device=device)]
-                    ceiling[objective.label] += (process.noise_variance(t_start.cpu(), stride.cpu())
-                                                 / process.noise_variance(0, (t_start + stride).cpu())).tolist()
+                    ceiling[objective.label] += (
+                        process.noise_variance(t_start.cpu(), stride.cpu())
+                        / process.noise_variance(0, (t_start + stride).cpu())
+                    ).tolist()
                 dsm = objects[objective.label]
-                carried = estimates[t_start, torch.arange(states, device=device)] if type(dsm).carry is not None else None
+                carried = (
+                    estimates[t_start, torch.arange(states, device=device)] if type(dsm).carry is not None else None
+                )
                 example = dsm.examples_from(StartingStates(x_start, t_start, stride, None, carried), noise_generator)
                 loss = dsm.loss(model.network, example)
                 grads = torch.autograd.grad(loss, parameters[objective.model], allow_unused=True)
-                gradients[objective.label][r] = torch.cat([
-                    (g if g is not None else torch.zeros_like(p)).reshape(-1).cpu()
-                    for g, p in zip(grads, parameters[objective.model])
-                ])
+                gradients[objective.label][r] = torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1).cpu()
+                        for g, p in zip(grads, parameters[objective.model])
+                    ]
+                )
                 losses[objective.label].append(float(loss.detach()))
                 if r < budget.explain:
                     with torch.no_grad():
@@ -262,23 +291,42 @@ def measure(models: dict[str, DiffusionModel], budget: Budget, seed: int, device
         reference = gradients[REFERENCE]
         for objective in OBJECTIVES:
             stats = statistics[objective.label]
-            cosine = (cross_cosine(gradients[objective.label], reference, stats["signal"], statistics[REFERENCE]["signal"])
-                      if objective.model == "kuramoto" and objective.label != REFERENCE else None)
+            cosine = (
+                cross_cosine(gradients[objective.label], reference, stats["signal"], statistics[REFERENCE]["signal"])
+                if objective.model == "kuramoto" and objective.label != REFERENCE
+                else None
+            )
             loss_sum, moment_sum = explained[objective.label]
-            rows.append({
-                "objective": objective.label, "model": objective.model, "loss_name": objective.name,
-                "window": windows[objective.label], "draws": objective.draws,
-                "anchored": objects[objective.label].anchored_at_data,
-                "band": f"{band[0]}–{band[1]}", "t_low": band[0], "t_high": band[1],
-                "replicates": replicates, "batch": batch, **stats, "cos_reference": cosine,
-                "loss": sum(losses[objective.label]) / len(losses[objective.label]),
-                "target_second_moment": moment_sum / max(1, min(budget.explain, replicates)),
-                "explained": 1.0 - loss_sum / moment_sum if moment_sum > 0 else float("nan"),
-                "markov_ceiling": (sum(ceiling[objective.label]) / len(ceiling[objective.label])
-                                   if ceiling[objective.label] else None),
-            })
-        print(f"band t {band[0]}–{band[1]}: {replicates} × {len(OBJECTIVES)} gradients in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+            rows.append(
+                {
+                    "objective": objective.label,
+                    "model": objective.model,
+                    "loss_name": objective.name,
+                    "window": windows[objective.label],
+                    "draws": objective.draws,
+                    "anchored": objects[objective.label].anchored_at_data,
+                    "band": f"{band[0]}–{band[1]}",
+                    "t_low": band[0],
+                    "t_high": band[1],
+                    "replicates": replicates,
+                    "batch": batch,
+                    **stats,
+                    "cos_reference": cosine,
+                    "loss": sum(losses[objective.label]) / len(losses[objective.label]),
+                    "target_second_moment": moment_sum / max(1, min(budget.explain, replicates)),
+                    "explained": 1.0 - loss_sum / moment_sum if moment_sum > 0 else float("nan"),
+                    "markov_ceiling": (
+                        sum(ceiling[objective.label]) / len(ceiling[objective.label])
+                        if ceiling[objective.label]
+                        else None
+                    ),
+                }
+            )
+        print(
+            f"band t {band[0]}–{band[1]}: {replicates} × {len(OBJECTIVES)} gradients in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         save(rows)
     return rows
 
@@ -307,8 +355,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "gradient_noise.json")
     args = parser.parse_args()
     budget = BUDGETS[args.budget]
-    overrides = {"train_steps": args.train_steps, "replicates": args.replicates, "batch": args.batch,
-                 "explain": args.explain}
+    overrides = {
+        "train_steps": args.train_steps,
+        "replicates": args.replicates,
+        "batch": args.batch,
+        "explain": args.explain,
+    }
     budget = dataclasses.replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     if budget.batch % 2 or budget.replicates < 3:
         parser.error("--batch must be even (draws = 2) and --replicates at least 3")
@@ -320,37 +372,70 @@ def main() -> None:
     for name in ("kuramoto", "euclidean"):
         models[name], training[name] = train(name, budget, args.seed, device)
         print(f"trained {name} in {training[name]:.0f} s", flush=True)
-    settings = {"budget": args.budget, **dataclasses.asdict(budget), "seed": args.seed, "T": STEPS,
-                "image_size": IMAGE_SIZE, "data": "fingerprints", "coupling": "local", "bands": BANDS,
-                "weights": "EMA network of each run, eval mode",
-                "trained_with": "kuramoto: markov h10 d1 (library default); euclidean: ε-loss"}
+    settings = {
+        "budget": args.budget,
+        **dataclasses.asdict(budget),
+        "seed": args.seed,
+        "T": STEPS,
+        "image_size": IMAGE_SIZE,
+        "data": "fingerprints",
+        "coupling": "local",
+        "bands": BANDS,
+        "weights": "EMA network of each run, eval mode",
+        "trained_with": "kuramoto: markov h10 d1 (library default); euclidean: ε-loss",
+    }
 
     def save(rows: list[dict], complete: bool = False, tables: dict[str, str] | None = None) -> None:
-        payload = {"command": f"python bench/gradient_noise.py --budget {args.budget}", "complete": complete,
-                   "settings": settings, "train_s": training, "wall_s": time.perf_counter() - started,
-                   "rows": rows, **(tables or {})}
+        payload = {
+            "command": f"python bench/gradient_noise.py --budget {args.budget}",
+            "complete": complete,
+            "settings": settings,
+            "train_s": training,
+            "wall_s": time.perf_counter() - started,
+            "rows": rows,
+            **(tables or {}),
+        }
         write_json(args.out, payload, quiet=not complete)
 
     rows = measure(models, budget, args.seed, device, save)
     tables = {}
     print(f"\nGradient SNR ‖ḡ‖² / E‖g − ḡ‖² at a minibatch of B = {budget.batch} network examples (± jackknife)")
-    tables["table_snr"] = print_table(band_table(rows, lambda r: f"{r['snr']:.3g} ± {r['snr_se']:.2g}"),
-                                      ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
+    tables["table_snr"] = print_table(
+        band_table(rows, lambda r: f"{r['snr']:.3g} ± {r['snr_se']:.2g}"),
+        ["objective", *[f"t {a}–{b}" for a, b in BANDS]],
+    )
     print("\nGradient noise per network example: B · E‖g − ḡ‖² (trace of the covariance)")
-    tables["table_noise"] = print_table(band_table(rows, lambda r: r["noise"]), ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
+    tables["table_noise"] = print_table(
+        band_table(rows, lambda r: r["noise"]), ["objective", *[f"t {a}–{b}" for a, b in BANDS]]
+    )
     print("\nGradient signal ‖ḡ‖² (unbiased; < 0 when swamped by the noise)")
-    tables["table_signal"] = print_table(band_table(rows, lambda r: f"{r['signal']:.3g} ± {r['signal_se']:.2g}"),
-                                         ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
+    tables["table_signal"] = print_table(
+        band_table(rows, lambda r: f"{r['signal']:.3g} ± {r['signal_se']:.2g}"),
+        ["objective", *[f"t {a}–{b}" for a, b in BANDS]],
+    )
     print(f"\ncos(ḡ, ḡ of {REFERENCE}): the mean gradient's direction against the paper's unbiased loss")
     tables["table_cosine"] = print_table(
         band_table([r for r in rows if r["cos_reference"] is not None], lambda r: r["cos_reference"]),
-        ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
-    print("\nFraction of the unit-variance target explained by the network: 1 − loss / E[target²] "
-          "(Markov rows: [heuristic ceiling E σ²(s, k)/σ²(0, s+k)])")
+        ["objective", *[f"t {a}–{b}" for a, b in BANDS]],
+    )
+    print(
+        "\nFraction of the unit-variance target explained by the network: 1 − loss / E[target²] "
+        "(Markov rows: [heuristic ceiling E σ²(s, k)/σ²(0, s+k)])"
+    )
     tables["table_explained"] = print_table(
-        band_table(rows, lambda r: f"{r['explained']:.3g}" + (f" [{r['markov_ceiling']:.2g}]" if r["markov_ceiling"] is not None
-                                                             and r["loss_name"] not in ("flow", "linearised") else "")),
-        ["objective", *[f"t {a}–{b}" for a, b in BANDS]])
+        band_table(
+            rows,
+            lambda r: (
+                f"{r['explained']:.3g}"
+                + (
+                    f" [{r['markov_ceiling']:.2g}]"
+                    if r["markov_ceiling"] is not None and r["loss_name"] not in ("flow", "linearised")
+                    else ""
+                )
+            ),
+        ),
+        ["objective", *[f"t {a}–{b}" for a, b in BANDS]],
+    )
     print(f"\nwall time {time.perf_counter() - started:.0f} s (training {sum(training.values()):.0f} s)")
     save(rows, complete=True, tables=tables)
 

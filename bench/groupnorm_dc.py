@@ -44,10 +44,18 @@ def main() -> None:
         for groups in (32, None):
             width = UNET_PRESETS[preset]["base_channels"]
             chosen = groups if groups is not None else UNET_PRESETS[preset]["groups"]
-            rows.append({"preset": preset, "groups": chosen, "channels_per_group": width // min(chosen, width),
-                         **mean_response(preset, groups)})
-    print_table(rows, ["preset", "groups", "channels_per_group", "output_mean_spread", "correlation_with_input_mean",
-                       "output_std"])
+            rows.append(
+                {
+                    "preset": preset,
+                    "groups": chosen,
+                    "channels_per_group": width // min(chosen, width),
+                    **mean_response(preset, groups),
+                }
+            )
+    print_table(
+        rows,
+        ["preset", "groups", "channels_per_group", "output_mean_spread", "correlation_with_input_mean", "output_std"],
+    )
     write_json("groupnorm_dc.json", {"command": "python bench/groupnorm_dc.py", "rows": rows})
 
 

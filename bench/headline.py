@@ -49,7 +49,7 @@ START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 
 
 def family(method: str) -> str | None:
-    """"kuramoto" or "euclidean" for a quality row's method label; None for the real floor and anything else."""
+    """ "kuramoto" or "euclidean" for a quality row's method label; None for the real floor and anything else."""
     for name in ("kuramoto", "euclidean"):
         if method.startswith(name):
             return name
@@ -74,15 +74,19 @@ def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
             payload = json.loads(Path(path).read_text())
             rows, seed, steps = payload["rows"], int(payload["seed"]), int(payload["settings"]["steps"])
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise UserError(f"{path}: not a quality JSON file of bench/quality.py ({error}); pass quality_*.json files") from None
+            raise UserError(
+                f"{path}: not a quality JSON file of bench/quality.py ({error}); pass quality_*.json files"
+            ) from None
         source = {"file": str(path), "command": payload.get("command", "")}
         for row in rows:
             kind = family(str(row.get("method", "")))
             if kind is None:
                 continue
             if "tables" not in row:
-                notes.append(f"{path}: {row['data']} {row['method']} {row['sampler']}:{row['nfe']} has no cell tables "
-                             "(written before the interval protocol); skipped")
+                notes.append(
+                    f"{path}: {row['data']} {row['method']} {row['sampler']}:{row['nfe']} has no cell tables "
+                    "(written before the interval protocol); skipped"
+                )
                 continue
             label = f"{row['method']} {row['sampler']}:{row['nfe']}"
             key = (str(row["data"]), steps, budget_of(payload))
@@ -102,19 +106,26 @@ def protocol_of(runs: dict[int, tuple[dict, dict]], seeds: list[int]) -> set[tup
 
 def seeds_with(settings: dict[str, dict], key: str) -> set[int]:
     """The seeds at which any of one method's settings has a table of ``key``."""
-    return set().union(*({seed for seed, (row, _) in runs.items() if key in row["tables"]} for runs in settings.values()))
+    return set().union(
+        *({seed for seed, (row, _) in runs.items() if key in row["tables"]} for runs in settings.values())
+    )
 
 
 def best_setting(settings: dict[str, dict], seeds: list[int], key: str) -> tuple[str, dict] | None:
     """The label and runs of the setting with the lowest mean of ``key`` over ``seeds`` (rows at every seed)."""
-    candidates = {label: runs for label, runs in settings.items()
-                  if all(seed in runs and key in runs[seed][0]["tables"] for seed in seeds)}
+    candidates = {
+        label: runs
+        for label, runs in settings.items()
+        if all(seed in runs and key in runs[seed][0]["tables"] for seed in seeds)
+    }
     if not candidates:
         return None
     return min(candidates.items(), key=lambda item: float(stacked(item[1], seeds, key).mean()))
 
 
-def build_rows(paths: list[Path], metrics: list[str], command: str, *, resamples: int = 4000) -> tuple[list[dict], list[str]]:
+def build_rows(
+    paths: list[Path], metrics: list[str], command: str, *, resamples: int = 4000
+) -> tuple[list[dict], list[str]]:
     """The headline rows (module docstring) from quality files, and notes about what was left out."""
     found, notes = load_settings(paths)
     rows = []
@@ -135,8 +146,10 @@ def build_rows(paths: list[Path], metrics: list[str], command: str, *, resamples
             (k_label, k_runs), (e_label, e_runs) = chosen["kuramoto"], chosen["euclidean"]
             protocols = protocol_of(k_runs, seeds) | protocol_of(e_runs, seeds)
             if len(protocols) > 1:
-                notes.append(f"{data} T={steps} {budget} {metric}: {k_label} and {e_label} were scored with different "
-                             f"protocols {sorted(protocols, key=str)} (groups, sets, sizes); not paired")
+                notes.append(
+                    f"{data} T={steps} {budget} {metric}: {k_label} and {e_label} were scored with different "
+                    f"protocols {sorted(protocols, key=str)} (groups, sets, sizes); not paired"
+                )
                 continue
             kuramoto, euclidean = stacked(k_runs, seeds, key), stacked(e_runs, seeds, key)
             try:
@@ -145,19 +158,35 @@ def build_rows(paths: list[Path], metrics: list[str], command: str, *, resamples
                 notes.append(f"{data} T={steps} {budget} {metric}: no ratio ({error})")
                 ratio = None
             sources = sorted({json.dumps(runs[seed][1], sort_keys=True) for runs in (k_runs, e_runs) for seed in seeds})
-            rows.append({
-                "data": data, "T": steps, "budget": budget, "metric": metric, "seeds": seeds,
-                "kuramoto": {"label": k_label, **mean_interval(kuramoto, resamples=resamples).as_dict()},
-                "euclidean": {"label": e_label, **mean_interval(euclidean, resamples=resamples).as_dict()},
-                "ratio": ratio, "command": command, "sources": [json.loads(source) for source in sources],
-            })
-    rows.sort(key=lambda row: (row["data"], row["T"], row["budget"], DEFAULT_METRICS.index(row["metric"])
-                               if row["metric"] in DEFAULT_METRICS else len(DEFAULT_METRICS), row["metric"]))
+            rows.append(
+                {
+                    "data": data,
+                    "T": steps,
+                    "budget": budget,
+                    "metric": metric,
+                    "seeds": seeds,
+                    "kuramoto": {"label": k_label, **mean_interval(kuramoto, resamples=resamples).as_dict()},
+                    "euclidean": {"label": e_label, **mean_interval(euclidean, resamples=resamples).as_dict()},
+                    "ratio": ratio,
+                    "command": command,
+                    "sources": [json.loads(source) for source in sources],
+                }
+            )
+    rows.sort(
+        key=lambda row: (
+            row["data"],
+            row["T"],
+            row["budget"],
+            DEFAULT_METRICS.index(row["metric"]) if row["metric"] in DEFAULT_METRICS else len(DEFAULT_METRICS),
+            row["metric"],
+        )
+    )
     return rows, notes
 
 
-def ablation_rows(paths: list[Path], ablations: list[tuple[str, str]], metrics: list[str], command: str, *,
-                  resamples: int = 4000) -> tuple[list[dict], list[str]]:
+def ablation_rows(
+    paths: list[Path], ablations: list[tuple[str, str]], metrics: list[str], command: str, *, resamples: int = 4000
+) -> tuple[list[dict], list[str]]:
     """One row per (data, T, budget, metric, ablation A/B): the method labelled A against the one labelled B (each at
     its best sampler setting, over the seeds both have), paired by (seed, reference set) as K/E is. For example
     ``kuramoto-local`` against ``kuramoto-none``: what the coupling itself adds (ratio below 1: it helps)."""
@@ -176,8 +205,10 @@ def ablation_rows(paths: list[Path], ablations: list[tuple[str, str]], metrics: 
                     continue
                 (a_label, a_runs), (b_label, b_runs) = best_a, best_b
                 if len(protocol_of(a_runs, seeds) | protocol_of(b_runs, seeds)) > 1:
-                    notes.append(f"{data} T={steps} {budget} {metric}: {a_label} and {b_label} were scored with "
-                                 "different protocols; not paired")
+                    notes.append(
+                        f"{data} T={steps} {budget} {metric}: {a_label} and {b_label} were scored with "
+                        "different protocols; not paired"
+                    )
                     continue
                 first, second = stacked(a_runs, seeds, key), stacked(b_runs, seeds, key)
                 try:
@@ -185,10 +216,19 @@ def ablation_rows(paths: list[Path], ablations: list[tuple[str, str]], metrics: 
                 except UserError as error:
                     notes.append(f"{data} T={steps} {budget} {metric} {numerator}/{denominator}: no ratio ({error})")
                     ratio = None
-                rows.append({"data": data, "T": steps, "budget": budget, "metric": metric, "seeds": seeds,
-                             "numerator": {"label": a_label, **mean_interval(first, resamples=resamples).as_dict()},
-                             "denominator": {"label": b_label, **mean_interval(second, resamples=resamples).as_dict()},
-                             "ratio": ratio, "command": command})
+                rows.append(
+                    {
+                        "data": data,
+                        "T": steps,
+                        "budget": budget,
+                        "metric": metric,
+                        "seeds": seeds,
+                        "numerator": {"label": a_label, **mean_interval(first, resamples=resamples).as_dict()},
+                        "denominator": {"label": b_label, **mean_interval(second, resamples=resamples).as_dict()},
+                        "ratio": ratio,
+                        "command": command,
+                    }
+                )
     return rows, notes
 
 
@@ -197,8 +237,10 @@ def ablation_table(rows: list[dict]) -> str:
     lines = ["| data | T | budget | metric | seeds | A | B | A/B [95 %] |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         a, b = row["numerator"], row["denominator"]
-        lines.append(f"| {row['data']} | {row['T']} | {row['budget']} | {row['metric']} | {len(row['seeds'])} | "
-                     f"{_interval(a)} ({a['label']}) | {_interval(b)} ({b['label']}) | {_interval(row['ratio'], 3)} |")
+        lines.append(
+            f"| {row['data']} | {row['T']} | {row['budget']} | {row['metric']} | {len(row['seeds'])} | "
+            f"{_interval(a)} ({a['label']}) | {_interval(b)} ({b['label']}) | {_interval(row['ratio'], 3)} |"
+        )
     return "\n".join(lines)
 
 
@@ -210,12 +252,16 @@ def _interval(entry: dict | None, digits: int = 4) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The "Where it stands" table: one line per headline row; intervals are bootstrap 95 %."""
-    lines = ["| data | T | budget | metric | seeds | Kuramoto, best setting | Euclidean, best setting | K/E [95 %] |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | T | budget | metric | seeds | Kuramoto, best setting | Euclidean, best setting | K/E [95 %] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         k, e = row["kuramoto"], row["euclidean"]
-        lines.append(f"| {row['data']} | {row['T']} | {row['budget']} | {row['metric']} | {len(row['seeds'])} | "
-                     f"{_interval(k)} ({k['label']}) | {_interval(e)} ({e['label']}) | {_interval(row['ratio'], 3)} |")
+        lines.append(
+            f"| {row['data']} | {row['T']} | {row['budget']} | {row['metric']} | {len(row['seeds'])} | "
+            f"{_interval(k)} ({k['label']}) | {_interval(e)} ({e['label']}) | {_interval(row['ratio'], 3)} |"
+        )
     return "\n".join(lines)
 
 
@@ -234,14 +280,28 @@ def write_table(path: Path, table: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", type=Path, nargs="+", help="quality JSON files (bench/quality.py), any seeds")
-    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
-                        help="headline metrics (swd = the rows' swd_mean; others by their quality key)")
-    parser.add_argument("--ablation", nargs=2, action="append", default=[], metavar=("A", "B"),
-                        help="also compare method A against method B (labels as in the quality rows, e.g. "
-                             "kuramoto-local kuramoto-none: what the coupling adds); repeatable")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(DEFAULT_METRICS),
+        help="headline metrics (swd = the rows' swd_mean; others by their quality key)",
+    )
+    parser.add_argument(
+        "--ablation",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="also compare method A against method B (labels as in the quality rows, e.g. "
+        "kuramoto-local kuramoto-none: what the coupling adds); repeatable",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "headline.json")
-    parser.add_argument("--write-table", type=Path, default=None,
-                        help=f"write the Markdown table into this file between {START} and {END}")
+    parser.add_argument(
+        "--write-table",
+        type=Path,
+        default=None,
+        help=f"write the Markdown table into this file between {START} and {END}",
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", "bench/headline.py", *(sys.argv[1:] if argv is None else argv)])
     try:
@@ -250,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}")
         table = markdown_table(rows)
         print(table)
-        ablations, ablation_notes = ablation_rows(args.files, [tuple(pair) for pair in args.ablation], args.metrics,
-                                                  command)
+        ablations, ablation_notes = ablation_rows(
+            args.files, [tuple(pair) for pair in args.ablation], args.metrics, command
+        )
         for note in ablation_notes:
             print(f"note: {note}")
         if ablations:

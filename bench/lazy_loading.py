@@ -38,7 +38,7 @@ def write_folder(folder: Path, files: int, side: int, seed: int) -> None:
     for index in range(files):
         photo = photos[index % len(photos)]
         top, left = rng.integers(0, photo.shape[0] - side), rng.integers(0, photo.shape[1] - side)
-        crop = photo[top:top + side, left:left + side] + rng.normal(0, 8, (side, side))
+        crop = photo[top : top + side, left : left + side] + rng.normal(0, 8, (side, side))
         sub = folder / f"part{index % 10}"
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(sub / f"{index:06d}.jpg", quality=90)
@@ -84,16 +84,30 @@ def main() -> None:
             source, _ = open_lazy(workers)
             rate = batches_per_second(source, args.batch)
             reference = reference or rate
-            rows.append({"what": f"lazy batches/s, {workers} thread(s)", "seconds": 1 / rate, "ratio": rate / reference,
-                         "images_per_s": rate * args.batch})
+            rows.append(
+                {
+                    "what": f"lazy batches/s, {workers} thread(s)",
+                    "seconds": 1 / rate,
+                    "ratio": rate / reference,
+                    "images_per_s": rate * args.batch,
+                }
+            )
         begin = time.perf_counter()
         eager = ImageFolderSource(folder, args.image_size, channels=1)
         eager_start = time.perf_counter() - begin
         held_mib = sum(image.nbytes for image in eager.images) / 2**20
         rate = batches_per_second(eager, args.batch)
-        rows.append({"what": "in-memory start-up (decodes every file)", "seconds": eager_start, "ratio": eager_start / cold})
-        rows.append({"what": "in-memory batches/s", "seconds": 1 / rate, "ratio": rate / reference,
-                     "images_per_s": rate * args.batch})
+        rows.append(
+            {"what": "in-memory start-up (decodes every file)", "seconds": eager_start, "ratio": eager_start / cold}
+        )
+        rows.append(
+            {
+                "what": "in-memory batches/s",
+                "seconds": 1 / rate,
+                "ratio": rate / reference,
+                "images_per_s": rate * args.batch,
+            }
+        )
         rows.append({"what": "decoded pixels held in memory (MiB)", "seconds": held_mib})
     print_table(rows, ["what", "seconds", "ratio", "images_per_s"])
     write_json(args.out, {"command": "python bench/lazy_loading.py", "settings": vars(args), "rows": rows})

@@ -37,8 +37,26 @@ from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.sampling.likelihood import bits_per_dim, dequantise
 from torus import BUDGETS, Evaluator, train
 
-TORUS_COLUMNS = ["density", "method", "nfe", "nll", "nll_se", "true_nll", "kde_nll_exact_samples", "seconds_per_example"]
-IMAGE_COLUMNS = ["data", "method", "nfe", "probes", "bits_per_dim", "bits_per_dim_se", "probe_se_bits", "seconds_per_image"]
+TORUS_COLUMNS = [
+    "density",
+    "method",
+    "nfe",
+    "nll",
+    "nll_se",
+    "true_nll",
+    "kde_nll_exact_samples",
+    "seconds_per_example",
+]
+IMAGE_COLUMNS = [
+    "data",
+    "method",
+    "nfe",
+    "probes",
+    "bits_per_dim",
+    "bits_per_dim_se",
+    "probe_se_bits",
+    "seconds_per_image",
+]
 
 
 def torus_rows(args, device: torch.device, rows: list[dict], save) -> None:  # noqa: ANN001
@@ -47,20 +65,34 @@ def torus_rows(args, device: torch.device, rows: list[dict], save) -> None:  # n
         density = open_torus_source(name)
         evaluator = Evaluator(density, budget, args.seed)
         heldout = evaluator.heldout[: args.num_torus].to(torch.float32)
-        for method, process in (("kuramoto-global", KuramotoConfig(coupling="global", steps=100)),
-                                ("euclidean", EuclideanConfig(steps=100))):
+        for method, process in (
+            ("kuramoto-global", KuramotoConfig(coupling="global", steps=100)),
+            ("euclidean", EuclideanConfig(steps=100)),
+        ):
             model, _ = train(density, process, budget, args.seed, device)
             for nfe in args.torus_nfes:
                 began = time.perf_counter()
                 result = model.log_likelihood(heldout, nfe=nfe, batch_size=len(heldout))
                 seconds = time.perf_counter() - began
                 nll = -result.log_likelihood
-                rows.append({"part": "torus", "density": name, "method": method, "nfe": result.function_evaluations,
-                             "nll": float(nll.mean()), "nll_se": float(nll.std() / math.sqrt(len(nll))),
-                             "true_nll": float(-density.log_prob(heldout.double()).mean()),
-                             "kde_nll_exact_samples": evaluator.nll_exact, "seconds_per_example": seconds / len(nll)})
-                print(f"torus {name:18s} {method:16s} nfe {result.function_evaluations:4d}  NLL {rows[-1]['nll']:.4f} "
-                      f"± {rows[-1]['nll_se']:.4f}  (true {rows[-1]['true_nll']:.4f})", flush=True)
+                rows.append(
+                    {
+                        "part": "torus",
+                        "density": name,
+                        "method": method,
+                        "nfe": result.function_evaluations,
+                        "nll": float(nll.mean()),
+                        "nll_se": float(nll.std() / math.sqrt(len(nll))),
+                        "true_nll": float(-density.log_prob(heldout.double()).mean()),
+                        "kde_nll_exact_samples": evaluator.nll_exact,
+                        "seconds_per_example": seconds / len(nll),
+                    }
+                )
+                print(
+                    f"torus {name:18s} {method:16s} nfe {result.function_evaluations:4d}  NLL {rows[-1]['nll']:.4f} "
+                    f"± {rows[-1]['nll_se']:.4f}  (true {rows[-1]['true_nll']:.4f})",
+                    flush=True,
+                )
             save(complete=False)
 
 
@@ -72,22 +104,41 @@ def image_rows(args, device: torch.device, rows: list[dict], save) -> None:  # n
         for folder in folders:
             model = DiffusionModel.from_pretrained(folder, device=device)
             source = open_image_source(data, model.config.image_size, channels=model.config.channels, split="val")
-            images = dequantise(source.fixed_batch(args.num, seed=args.seed + 1), torch.Generator().manual_seed(args.seed))
+            images = dequantise(
+                source.fixed_batch(args.num, seed=args.seed + 1), torch.Generator().manual_seed(args.seed)
+            )
             dimension = math.prod(images.shape[1:])
             for nfe in args.image_nfes:
                 began = time.perf_counter()
-                result = model.log_likelihood(images, nfe=nfe, probes=args.probes, batch_size=args.num,
-                                              generator=torch.Generator().manual_seed(args.seed + 2))
+                result = model.log_likelihood(
+                    images,
+                    nfe=nfe,
+                    probes=args.probes,
+                    batch_size=args.num,
+                    generator=torch.Generator().manual_seed(args.seed + 2),
+                )
                 seconds = time.perf_counter() - began
                 bits = bits_per_dim(result.log_likelihood, dimension)
                 probe_se = result.probe_standard_error.square().sum().sqrt() / len(bits) / (dimension * math.log(2))
-                rows.append({"part": "images", "data": data, "method": folder.name.removeprefix(f"{data}_"),
-                             "nfe": result.function_evaluations, "probes": args.probes, "bits_per_dim": float(bits.mean()),
-                             "bits_per_dim_se": float(bits.std() / math.sqrt(len(bits))), "probe_se_bits": float(probe_se),
-                             "seconds_per_image": seconds / len(bits)})
-                print(f"images {data:12s} {rows[-1]['method']:16s} nfe {rows[-1]['nfe']:4d}  bits/dim "
-                      f"{rows[-1]['bits_per_dim']:.3f} ± {rows[-1]['bits_per_dim_se']:.3f} "
-                      f"(probes ± {rows[-1]['probe_se_bits']:.3f})  {rows[-1]['seconds_per_image']:.1f} s/image", flush=True)
+                rows.append(
+                    {
+                        "part": "images",
+                        "data": data,
+                        "method": folder.name.removeprefix(f"{data}_"),
+                        "nfe": result.function_evaluations,
+                        "probes": args.probes,
+                        "bits_per_dim": float(bits.mean()),
+                        "bits_per_dim_se": float(bits.std() / math.sqrt(len(bits))),
+                        "probe_se_bits": float(probe_se),
+                        "seconds_per_image": seconds / len(bits),
+                    }
+                )
+                print(
+                    f"images {data:12s} {rows[-1]['method']:16s} nfe {rows[-1]['nfe']:4d}  bits/dim "
+                    f"{rows[-1]['bits_per_dim']:.3f} ± {rows[-1]['bits_per_dim_se']:.3f} "
+                    f"(probes ± {rows[-1]['probe_se_bits']:.3f})  {rows[-1]['seconds_per_image']:.1f} s/image",
+                    flush=True,
+                )
                 save(complete=False)
 
 
@@ -97,7 +148,9 @@ def main() -> None:
     parser.add_argument("--budget", choices=("tiny", "small"), default="small")
     parser.add_argument("--densities", nargs="+", choices=list(TORUS_DENSITIES), default=list(TORUS_DENSITIES))
     parser.add_argument("--num-torus", type=int, default=2000, help="held-out points per torus density")
-    parser.add_argument("--models", type=Path, default=None, help="with --part images: bench/quality.py --save-models DIR")
+    parser.add_argument(
+        "--models", type=Path, default=None, help="with --part images: bench/quality.py --save-models DIR"
+    )
     parser.add_argument("--data", nargs="+", default=["fingerprints", "textures"])
     parser.add_argument("--num", type=int, default=16, help="held-out images per data set")
     parser.add_argument("--probes", type=int, default=2)
@@ -113,8 +166,14 @@ def main() -> None:
     command = "OMP_NUM_THREADS=1 python bench/likelihood.py --part " + " ".join(args.part)
 
     def save(complete: bool, tables: dict[str, str] | None = None) -> None:
-        payload = {"command": command, "settings": {**vars(args)}, "complete": complete,
-                   "wall_s": time.perf_counter() - started, "rows": rows, **(tables or {})}
+        payload = {
+            "command": command,
+            "settings": {**vars(args)},
+            "complete": complete,
+            "wall_s": time.perf_counter() - started,
+            "rows": rows,
+            **(tables or {}),
+        }
         write_json(args.out, payload, quiet=not complete)
 
     tables = {}

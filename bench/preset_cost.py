@@ -37,14 +37,16 @@ def seconds_per_step(preset: str, args: argparse.Namespace, device: torch.device
     config = RunConfig(
         model=image_model_config(process_config(args.process, steps=100), 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
-        training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, fit_prior=False, checkpoint_every=10**6,
-                             sample_every=0),
+        training=TrainConfig(
+            train_steps=10**6, batch_size=args.batch_size, fit_prior=False, checkpoint_every=10**6, sample_every=0
+        ),
     )
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, source, folder, device=device, quiet=True)
         trainer.start()
         for _ in range(WARMUP_STEPS):
             trainer.train_step()
+
         def steps() -> None:
             for _ in range(args.steps):
                 trainer.train_step()
@@ -67,13 +69,29 @@ def main() -> None:
     for preset in args.presets:
         seconds, parameters = seconds_per_step(preset, args, device)
         reference = reference or seconds
-        rows.append({"preset": preset, "parameters": parameters, "seconds_per_step": seconds,
-                     "ratio_to_first": seconds / reference})
-    print(f"{args.process}, batch {args.batch_size}, {args.image_size} px, {args.steps} steps after {WARMUP_STEPS} "
-          f"warm-up; {torch.get_num_threads()} thread(s) on {device}")
+        rows.append(
+            {
+                "preset": preset,
+                "parameters": parameters,
+                "seconds_per_step": seconds,
+                "ratio_to_first": seconds / reference,
+            }
+        )
+    print(
+        f"{args.process}, batch {args.batch_size}, {args.image_size} px, {args.steps} steps after {WARMUP_STEPS} "
+        f"warm-up; {torch.get_num_threads()} thread(s) on {device}"
+    )
     table = print_table(rows, ["preset", "parameters", "seconds_per_step", "ratio_to_first"])
-    write_json(args.out, {"command": " ".join(shlex.quote(a) for a in sys.argv), "settings": vars(args),
-                          "threads": torch.get_num_threads(), "rows": rows, "table": table})
+    write_json(
+        args.out,
+        {
+            "command": " ".join(shlex.quote(a) for a in sys.argv),
+            "settings": vars(args),
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+            "table": table,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -63,25 +63,53 @@ def regime_rows(data: str, spec: str, crops: torch.Tensor, args: argparse.Namesp
         began = time.perf_counter()
         draws = candidate.prior_sample(tuple(terminal.shape), generator=draws_generator, dtype=torch.float64)
         seconds = time.perf_counter() - began
-        gap = prior_gap(terminal, draws, prior=prior, ref_phase=fitted.config.ref_phase, generator=draws_generator,
-                        chain_steps=prior_chain_steps(candidate, prior))
-        rows.append({
-            "data": data, "regime": spec, "prior": prior if steps is None else f"relaxed L{steps}",
-            "chain_steps": gap.chain_steps, "d1 terminal / prior": f"{gap.terminal_correlation[0]:.3f} / {gap.prior_correlation[0]:.3f}",
-            "d8 terminal / prior": f"{gap.terminal_correlation[-1]:.3f} / {gap.prior_correlation[-1]:.3f}",
-            "correlation gap": round(gap.correlation_gap, 4),
-            "R terminal / prior": f"{gap.terminal_order[0]:.3f} ± {gap.terminal_order[1]:.3f} / "
-                                  f"{gap.prior_order[0]:.3f} ± {gap.prior_order[1]:.3f}",
-            "MMD²": round(gap.mmd2, 4), "p": round(gap.p_value, 3), "passes": gap.passes,
-            "draw cost / network pass": round(seconds / reference, 3),
-            "gap": dataclasses.asdict(gap), "fitted_kappa": report.concentration, "fitted_start": report.start,
-            "draw_seconds": seconds, "network_pass_seconds": reference,
-        })
+        gap = prior_gap(
+            terminal,
+            draws,
+            prior=prior,
+            ref_phase=fitted.config.ref_phase,
+            generator=draws_generator,
+            chain_steps=prior_chain_steps(candidate, prior),
+        )
+        rows.append(
+            {
+                "data": data,
+                "regime": spec,
+                "prior": prior if steps is None else f"relaxed L{steps}",
+                "chain_steps": gap.chain_steps,
+                "d1 terminal / prior": f"{gap.terminal_correlation[0]:.3f} / {gap.prior_correlation[0]:.3f}",
+                "d8 terminal / prior": f"{gap.terminal_correlation[-1]:.3f} / {gap.prior_correlation[-1]:.3f}",
+                "correlation gap": round(gap.correlation_gap, 4),
+                "R terminal / prior": f"{gap.terminal_order[0]:.3f} ± {gap.terminal_order[1]:.3f} / "
+                f"{gap.prior_order[0]:.3f} ± {gap.prior_order[1]:.3f}",
+                "MMD²": round(gap.mmd2, 4),
+                "p": round(gap.p_value, 3),
+                "passes": gap.passes,
+                "draw cost / network pass": round(seconds / reference, 3),
+                "gap": dataclasses.asdict(gap),
+                "fitted_kappa": report.concentration,
+                "fitted_start": report.start,
+                "draw_seconds": seconds,
+                "network_pass_seconds": reference,
+            }
+        )
     return rows
 
 
-COLUMNS = ["data", "regime", "prior", "chain_steps", "d1 terminal / prior", "d8 terminal / prior", "correlation gap",
-           "R terminal / prior", "MMD²", "p", "passes", "draw cost / network pass"]
+COLUMNS = [
+    "data",
+    "regime",
+    "prior",
+    "chain_steps",
+    "d1 terminal / prior",
+    "d8 terminal / prior",
+    "correlation gap",
+    "R terminal / prior",
+    "MMD²",
+    "p",
+    "passes",
+    "draw cost / network pass",
+]
 
 
 def main() -> None:
@@ -105,10 +133,16 @@ def main() -> None:
         for spec in args.regimes:
             rows.extend(regime_rows(Path(data).name, spec, crops, args))
     print_table(rows, COLUMNS)
-    write_json(args.out, {"command": shlex.join(["python", "bench/prior_gap.py", *sys.argv[1:]]),
-                          "settings": {k: v for k, v in vars(args).items() if k != "out"},
-                          "tolerance": dataclasses.asdict(PriorTolerance()), "threads": torch.get_num_threads(),
-                          "rows": rows})
+    write_json(
+        args.out,
+        {
+            "command": shlex.join(["python", "bench/prior_gap.py", *sys.argv[1:]]),
+            "settings": {k: v for k, v in vars(args).items() if k != "out"},
+            "tolerance": dataclasses.asdict(PriorTolerance()),
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -124,16 +124,56 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget("tiny", 32, 20, 20, 8, 1e-3, 5, 0.9, 16, 16, (("sde", 0), ("ode", 5))),
-    "small": Budget("tiny", 32, 100, 2000, 32, 5e-4, 100, 0.995, 1024, 128,
-                    (("sde", 0), ("sde", 50), ("ode", 10), ("ode", 25), ("ode", 50))),
+    "small": Budget(
+        "tiny",
+        32,
+        100,
+        2000,
+        32,
+        5e-4,
+        100,
+        0.995,
+        1024,
+        128,
+        (("sde", 0), ("sde", 50), ("ode", 10), ("ode", 25), ("ode", 50)),
+    ),
     "medium": Budget("tiny", 32, 100, 8000, 32, 5e-4, 100, 0.995, 1024, 128, (("sde", 0), ("ode", 50))),
-    "paper": Budget("small", 64, 1000, 100_000, 64, 2e-4, 1000, 0.9999, 5000, 250,
-                    (("sde", 0), ("sde", 100), ("ode", 10), ("ode", 25), ("ode", 50))),
+    "paper": Budget(
+        "small",
+        64,
+        1000,
+        100_000,
+        64,
+        2e-4,
+        1000,
+        0.9999,
+        5000,
+        250,
+        (("sde", 0), ("sde", 100), ("ode", 10), ("ode", 25), ("ode", 50)),
+    ),
 }
 
-COLUMNS = ["data", "method", "sampler", "nfe", "swd_mean", "swd_excess", "orientation_w1", "coherence_gap",
-           "log_spectral_distance", "pixel_w1", "clipped_fraction", "ridge_frequency_w1", "kid_random",
-           "singular_points_w1", "minutiae_w1", "fid", "kid", "train_s", "sample_s"]
+COLUMNS = [
+    "data",
+    "method",
+    "sampler",
+    "nfe",
+    "swd_mean",
+    "swd_excess",
+    "orientation_w1",
+    "coherence_gap",
+    "log_spectral_distance",
+    "pixel_w1",
+    "clipped_fraction",
+    "ridge_frequency_w1",
+    "kid_random",
+    "singular_points_w1",
+    "minutiae_w1",
+    "fid",
+    "kid",
+    "train_s",
+    "sample_s",
+]
 
 
 def process_for(method: str, steps: int) -> ProcessConfig:
@@ -167,18 +207,22 @@ class RealSets:
     source_images: int  # base images of the held-out source
 
 
-def protocol_for(data: str, budget: Budget, seed: int, groups: int, reference_sets: int,
-                 reference_size: int = 0) -> tuple[Protocol, object]:
+def protocol_for(
+    data: str, budget: Budget, seed: int, groups: int, reference_sets: int, reference_size: int = 0
+) -> tuple[Protocol, object]:
     """The protocol's sizes, and the held-out source they are drawn from (fingerprints: extended as needed).
     ``reference_size`` 0: the group size, or what the held-out split can fill if that is less."""
     if groups < 2:
         raise UserError(f"--groups {groups}: an interval needs at least 2 groups of samples; pass --groups 2 or more")
     if reference_sets < 2:
-        raise UserError(f"--reference-sets {reference_sets}: an interval needs at least 2 reference sets; pass 2 or more")
+        raise UserError(
+            f"--reference-sets {reference_sets}: an interval needs at least 2 reference sets; pass 2 or more"
+        )
     group_size = budget.samples // groups
     if group_size < 2:
-        raise UserError(f"--groups {groups}: the budget's {budget.samples} samples leave fewer than 2 per group; "
-                        "pass fewer groups")
+        raise UserError(
+            f"--groups {groups}: the budget's {budget.samples} samples leave fewer than 2 per group; pass fewer groups"
+        )
     # Enough held-out images (fingerprints: extended as needed) for R sets of group_size, and for the floor's
     # G groups outside any one set: (R − 1)/R of them must hold G × group_size.
     minimum = max(reference_sets * group_size, -(-groups * group_size * reference_sets // (reference_sets - 1)))
@@ -186,10 +230,12 @@ def protocol_for(data: str, budget: Budget, seed: int, groups: int, reference_se
     capacity = crop_capacity(source, reference_sets, seed)
     size = reference_size or min(group_size, capacity)
     if size > capacity or size < min(MIN_REFERENCE_SIZE, group_size):
-        raise UserError(f"--reference-sets {reference_sets}: the held-out split of {Path(data).name} fills "
-                        f"{reference_sets} disjoint sets with {capacity} distinct crops each"
-                        f"{f', not --reference-size {reference_size}' if reference_size else ''}; "
-                        "ask for fewer reference sets or smaller ones")
+        raise UserError(
+            f"--reference-sets {reference_sets}: the held-out split of {Path(data).name} fills "
+            f"{reference_sets} disjoint sets with {capacity} distinct crops each"
+            f"{f', not --reference-size {reference_size}' if reference_size else ''}; "
+            "ask for fewer reference sets or smaller ones"
+        )
     return Protocol(groups, reference_sets, group_size, size), source
 
 
@@ -198,13 +244,17 @@ def real_sets(source: object, protocol: Protocol, seed: int) -> RealSets:
     references = disjoint_crop_sets(source, protocol.reference_sets, protocol.reference_size, seed)
     floors, distinct = [], []
     for index in range(protocol.reference_sets):
-        crops, count = complement_crops(source, protocol.reference_sets, index, protocol.groups * protocol.group_size, seed)
+        crops, count = complement_crops(
+            source, protocol.reference_sets, index, protocol.groups * protocol.group_size, seed
+        )
         floors.append(list(crops.split(protocol.group_size)))
         distinct.append(count)
     return RealSets(references, floors, min(distinct), len(source))
 
 
-def score_table(references: list[torch.Tensor], groups: list[list[torch.Tensor]], options: dict) -> dict[str, np.ndarray]:
+def score_table(
+    references: list[torch.Tensor], groups: list[list[torch.Tensor]], options: dict
+) -> dict[str, np.ndarray]:
     """Every metric of ``evaluate_images`` for every (group, reference set) cell: metric -> (groups, sets).
     ``groups[r][g]`` is group g as scored against reference set r (the same tensor for every r for a model)."""
     cells: dict[str, np.ndarray] = {}
@@ -272,12 +322,21 @@ class Objective:
         regime += " unit" if self.coupling_norm == "unit" else ""
         regime += f" κ{self.ref_strength:g}" if self.ref_strength is not None else ""
         regime += f" prior:{self.prior}" if self.prior != "von-mises" else ""
-        regime += f",L{self.prior_relax_steps}" if self.prior == "relaxed" and self.prior_relax_steps is not None else ""
+        regime += (
+            f",L{self.prior_relax_steps}" if self.prior == "relaxed" and self.prior_relax_steps is not None else ""
+        )
         return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}{regime}]"
 
 
-def train(data: str, method: str, budget: Budget, seed: int, device: torch.device,
-          groups: int | None = None, objective: Objective = Objective()) -> tuple[DiffusionModel, float]:
+def train(
+    data: str,
+    method: str,
+    budget: Budget,
+    seed: int,
+    device: torch.device,
+    groups: int | None = None,
+    objective: Objective = Objective(),
+) -> tuple[DiffusionModel, float]:
     source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
     kuramoto = method != "euclidean"
     draws = objective.draws if kuramoto else 1
@@ -287,46 +346,74 @@ def train(data: str, method: str, budget: Budget, seed: int, device: torch.devic
     if kuramoto:
         process = dataclasses.replace(process, **objective.regime())
     config = RunConfig(
-        model=image_model_config(process, 1, budget.image_size, budget.preset,
-                                 **({} if groups is None else {"groups": groups})),
+        model=image_model_config(
+            process, 1, budget.image_size, budget.preset, **({} if groups is None else {"groups": groups})
+        ),
         data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
-        training=TrainConfig(train_steps=budget.train_steps, batch_size=budget.batch_size // draws, draws=draws,
-                             objective=objective.name if kuramoto else "markov",
-                             window=objective.window if kuramoto else 0, anchor=objective.anchor if kuramoto else 0,
-                             pool_size=objective.pool_size if kuramoto else 0,
-                             pool_advance=objective.pool_advance if kuramoto else 0,
-                             lr=budget.lr,
-                             warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
-                             checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 20),
-                             seed=seed),
+        training=TrainConfig(
+            train_steps=budget.train_steps,
+            batch_size=budget.batch_size // draws,
+            draws=draws,
+            objective=objective.name if kuramoto else "markov",
+            window=objective.window if kuramoto else 0,
+            anchor=objective.anchor if kuramoto else 0,
+            pool_size=objective.pool_size if kuramoto else 0,
+            pool_advance=objective.pool_advance if kuramoto else 0,
+            lr=budget.lr,
+            warmup_steps=budget.warmup_steps,
+            ema_decay=budget.ema_decay,
+            checkpoint_every=10**9,
+            sample_every=0,
+            log_every=max(1, budget.train_steps // 20),
+            seed=seed,
+        ),
     )
     return train_quietly(config, source, device)
 
 
-def sample_and_evaluate(model: DiffusionModel, budget: Budget, sampler: str, nfe: int, real: RealSets,
-                        protocol: Protocol, floor: dict[str, np.ndarray], options: dict, seed: int) -> tuple[dict, torch.Tensor]:
+def sample_and_evaluate(
+    model: DiffusionModel,
+    budget: Budget,
+    sampler: str,
+    nfe: int,
+    real: RealSets,
+    protocol: Protocol,
+    floor: dict[str, np.ndarray],
+    options: dict,
+    seed: int,
+) -> tuple[dict, torch.Tensor]:
     """``protocol.groups`` groups of samples of one sampler at one NFE (0: T), every metric of every group
     against every reference set with its mean and interval, and the images."""
     count = protocol.groups * protocol.group_size
     start = time.perf_counter()
-    result = model.sample(count, sampler=sampler_from_spec(sampler), nfe=nfe or budget.steps,
-                          generator=torch.Generator().manual_seed(seed + 1), batch_size=budget.sample_batch)
+    result = model.sample(
+        count,
+        sampler=sampler_from_spec(sampler),
+        nfe=nfe or budget.steps,
+        generator=torch.Generator().manual_seed(seed + 1),
+        batch_size=budget.sample_batch,
+    )
     images, clipped = model.decode(result.states)
     sample_s = time.perf_counter() - start
     images = images.cpu()
     groups = list(images.split(protocol.group_size))
     tables = score_table(real.references, [groups] * protocol.reference_sets, options)
-    row = {"sampler": sampler, "nfe": result.function_evaluations, **summarise(tables, floor, seed),
-           "clipped_fraction": clipped / images.numel(), "sample_s": sample_s,
-           # values that crossed ±π along the sweep (per sample), and in its last tenth of intervals
-           "seam_crossings_per_sample": sum(result.seam_crossings) / count,
-           "late_seam_crossings_per_sample": sum(result.seam_crossings[-max(1, len(result.seam_crossings) // 10):])
-           / count}
+    row = {
+        "sampler": sampler,
+        "nfe": result.function_evaluations,
+        **summarise(tables, floor, seed),
+        "clipped_fraction": clipped / images.numel(),
+        "sample_s": sample_s,
+        # values that crossed ±π along the sweep (per sample), and in its last tenth of intervals
+        "seam_crossings_per_sample": sum(result.seam_crossings) / count,
+        "late_seam_crossings_per_sample": sum(result.seam_crossings[-max(1, len(result.seam_crossings) // 10) :])
+        / count,
+    }
     return row, images
 
 
 def sampler_from_spec(spec: str) -> Sampler:
-    """"pc-rho" -> Sampler("pc", grid="rho"); "sde" -> Sampler("sde")."""
+    """ "pc-rho" -> Sampler("pc", grid="rho"); "sde" -> Sampler("sde")."""
     name, rho = (spec[: -len("-rho")], True) if spec.endswith("-rho") else (spec, False)
     return Sampler(name, grid="rho" if rho else "uniform")
 
@@ -350,8 +437,11 @@ def metric_plot(rows: list[dict], data: str, metrics: list[str]) -> object:
     for axis, metric in zip(axes[0], metrics):
         for colour, method in enumerate(dict.fromkeys(row["method"] for row in chosen)):
             for sampler, style in (("sde", "-o"), ("ode", "--s")):
-                points = sorted((r["nfe"], r[metric]) for r in chosen
-                                if r["method"] == method and r["sampler"] == sampler and metric in r)
+                points = sorted(
+                    (r["nfe"], r[metric])
+                    for r in chosen
+                    if r["method"] == method and r["sampler"] == sampler and metric in r
+                )
                 if points:
                     axis.plot(*zip(*points), style, color=f"C{colour}", label=f"{method} {sampler}")
         if metric in floor:
@@ -408,10 +498,17 @@ def merge_results(paths: list[Path], figures: Path) -> list[dict]:
 def print_rows(rows: list[dict]) -> None:
     """The rows as a Markdown table; a metric with an interval prints as "mean [low, high]" (rows written before
     the interval protocol print their single value)."""
+
     def shown(row: dict) -> dict:
         intervals = row.get("intervals", {})
-        return {key: (f"{intervals[key]['mean']:.4g} [{intervals[key]['low']:.4g}, {intervals[key]['high']:.4g}]"
-                      if key in intervals else value) for key, value in row.items()}
+        return {
+            key: (
+                f"{intervals[key]['mean']:.4g} [{intervals[key]['low']:.4g}, {intervals[key]['high']:.4g}]"
+                if key in intervals
+                else value
+            )
+            for key, value in row.items()
+        }
 
     print_table([shown(row) for row in rows], [c for c in COLUMNS if any(c in row for row in rows)])
 
@@ -439,10 +536,15 @@ def method_ratios(rows: list[dict], seed: int) -> list[dict]:
                 except UserError as error:  # e.g. a non-positive excess in the denominator
                     print(f"{data} {row['method']} {metric}: no ratio ({error})")
                     continue
-                ratios.append({"data": data, "metric": metric,
-                               "kuramoto": f"{row['method']} {row['sampler']}:{row['nfe']}",
-                               "euclidean": f"{best['method']} {best['sampler']}:{best['nfe']}",
-                               **interval.as_dict()})
+                ratios.append(
+                    {
+                        "data": data,
+                        "metric": metric,
+                        "kuramoto": f"{row['method']} {row['sampler']}:{row['nfe']}",
+                        "euclidean": f"{best['method']} {best['sampler']}:{best['nfe']}",
+                        **interval.as_dict(),
+                    }
+                )
     return ratios
 
 
@@ -452,8 +554,10 @@ def parse_sweeps(sweeps: list[str]) -> tuple[tuple[str, int], ...]:
     for sweep in sweeps:
         name, _, nfe = sweep.partition(":")
         if not nfe.isdigit():
-            raise UserError(f"sweep {sweep!r}: expected SAMPLER:NFE, e.g. sde:0 (NFE 0 is T); give --clip-sweeps no "
-                            "value to skip the clipped variant")
+            raise UserError(
+                f"sweep {sweep!r}: expected SAMPLER:NFE, e.g. sde:0 (NFE 0 is T); give --clip-sweeps no "
+                "value to skip the clipped variant"
+            )
         parsed.append((name, int(nfe)))
     return tuple(parsed)
 
@@ -467,47 +571,119 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="diffusion steps T instead of the budget's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--inception-weights", type=Path, default=None)
-    parser.add_argument("--norm-groups", type=int, default=None,
-                        help="GroupNorm groups of the UNet (default: the preset's; this was --groups before 2026-12-06)")
-    parser.add_argument("--groups", type=int, default=4,
-                        help="score the budget's samples as this many groups (≥ 2; samples per group = budget ÷ groups)")
-    parser.add_argument("--reference-sets", type=int, default=4,
-                        help="score every group against this many disjoint held-out reference sets (≥ 2)")
-    parser.add_argument("--reference-size", type=int, default=0,
-                        help="crops per reference set (0: the group size, or what the held-out split can fill if less)")
+    parser.add_argument(
+        "--norm-groups",
+        type=int,
+        default=None,
+        help="GroupNorm groups of the UNet (default: the preset's; this was --groups before 2026-12-06)",
+    )
+    parser.add_argument(
+        "--groups",
+        type=int,
+        default=4,
+        help="score the budget's samples as this many groups (≥ 2; samples per group = budget ÷ groups)",
+    )
+    parser.add_argument(
+        "--reference-sets",
+        type=int,
+        default=4,
+        help="score every group against this many disjoint held-out reference sets (≥ 2)",
+    )
+    parser.add_argument(
+        "--reference-size",
+        type=int,
+        default=0,
+        help="crops per reference set (0: the group size, or what the held-out split can fill if less)",
+    )
     parser.add_argument("--objective", default="auto", help="the Kuramoto models' DSM objective (auto: propagated)")
-    parser.add_argument("--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)")
-    parser.add_argument("--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)")
-    parser.add_argument("--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)")
-    parser.add_argument("--pool-advance", type=int, default=0,
-                        help="chains the Kuramoto models' pool advances per step (0: TrainConfig's default)")
-    parser.add_argument("--pool-size", type=int, default=0,
-                        help="chains in the Kuramoto models' pool (0: TrainConfig's default, max(T, 4·batch))")
-    parser.add_argument("--phase-range", type=float, default=0.0,
-                        help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: KuramotoConfig's default, 0.5)")
-    parser.add_argument("--coupling-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                        help="the Kuramoto models' K per step at T = 100 (default: KuramotoConfig's, 3e-05 0.03)")
-    parser.add_argument("--coupling-shape", choices=("schedule", "constant"), default="schedule",
-                        help="the Kuramoto models' K along the chain: the schedule's shape, or HI every step")
-    parser.add_argument("--coupling-norm", choices=("mean-field", "unit"), default="mean-field",
-                        help="the Kuramoto models' coupling: mean of sines, or the unit-modulus sin(arg m − θ)")
-    parser.add_argument("--ref-strength", type=float, default=None,
-                        help="the Kuramoto models' κ_ref (default: KuramotoConfig's, 1.5)")
-    parser.add_argument("--prior", choices=field_choices(KuramotoConfig, "prior"), default="von-mises",
-                        help="the Kuramoto models' prior at t = T (KuramotoConfig.prior; docs/priors.md)")
-    parser.add_argument("--prior-relax-steps", type=int, default=None,
-                        help="chain steps L of --prior relaxed (default: KuramotoConfig's, 200)")
+    parser.add_argument(
+        "--window", type=int, default=0, help="the Kuramoto models' DSM window (0: the objective's default)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=1, help="kernel draws per starting state (the batch is divided by it)"
+    )
+    parser.add_argument(
+        "--anchor", type=int, default=0, help="the Kuramoto models' anchor horizon (TrainConfig.anchor)"
+    )
+    parser.add_argument(
+        "--pool-advance",
+        type=int,
+        default=0,
+        help="chains the Kuramoto models' pool advances per step (0: TrainConfig's default)",
+    )
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=0,
+        help="chains in the Kuramoto models' pool (0: TrainConfig's default, max(T, 4·batch))",
+    )
+    parser.add_argument(
+        "--phase-range",
+        type=float,
+        default=0.0,
+        help="the Kuramoto models' image encoding θ = a·π·x: a in (0, 1) (0: KuramotoConfig's default, 0.5)",
+    )
+    parser.add_argument(
+        "--coupling-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="the Kuramoto models' K per step at T = 100 (default: KuramotoConfig's, 3e-05 0.03)",
+    )
+    parser.add_argument(
+        "--coupling-shape",
+        choices=("schedule", "constant"),
+        default="schedule",
+        help="the Kuramoto models' K along the chain: the schedule's shape, or HI every step",
+    )
+    parser.add_argument(
+        "--coupling-norm",
+        choices=("mean-field", "unit"),
+        default="mean-field",
+        help="the Kuramoto models' coupling: mean of sines, or the unit-modulus sin(arg m − θ)",
+    )
+    parser.add_argument(
+        "--ref-strength", type=float, default=None, help="the Kuramoto models' κ_ref (default: KuramotoConfig's, 1.5)"
+    )
+    parser.add_argument(
+        "--prior",
+        choices=field_choices(KuramotoConfig, "prior"),
+        default="von-mises",
+        help="the Kuramoto models' prior at t = T (KuramotoConfig.prior; docs/priors.md)",
+    )
+    parser.add_argument(
+        "--prior-relax-steps",
+        type=int,
+        default=None,
+        help="chain steps L of --prior relaxed (default: KuramotoConfig's, 200)",
+    )
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
-    parser.add_argument("--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder")
-    parser.add_argument("--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training")
-    parser.add_argument("--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T")
-    parser.add_argument("--clip-sweeps", nargs="*", default=None,
-                        help="(sampler:NFE ...) for the clipped Euclidean variant (default: --sweeps; none: skip it)")
+    parser.add_argument(
+        "--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder"
+    )
+    parser.add_argument(
+        "--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training"
+    )
+    parser.add_argument(
+        "--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T"
+    )
+    parser.add_argument(
+        "--clip-sweeps",
+        nargs="*",
+        default=None,
+        help="(sampler:NFE ...) for the clipped Euclidean variant (default: --sweeps; none: skip it)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figures", type=Path, default=RESULTS / "quality")
-    parser.add_argument("--merge", type=Path, nargs="+", default=None,
-                        help="only merge the rows of these result files (later ones win), redraw the metric plots "
-                             "into --figures and print the table")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only merge the rows of these result files (later ones win), redraw the metric plots "
+        "into --figures and print the table",
+    )
     args = parser.parse_args()
     if args.merge:
         merge_results(args.merge, args.figures)
@@ -524,11 +700,21 @@ def run(args: argparse.Namespace) -> None:
     if args.sweeps:
         budget = dataclasses.replace(budget, sweeps=parse_sweeps(args.sweeps))
     clip_sweeps = budget.sweeps if args.clip_sweeps is None else parse_sweeps(args.clip_sweeps)
-    objective = Objective(args.objective, args.window, args.draws, args.anchor, args.pool_advance, args.phase_range,
-                          pool_size=args.pool_size,
-                          coupling_range=None if args.coupling_range is None else tuple(args.coupling_range),
-                          coupling_shape=args.coupling_shape, coupling_norm=args.coupling_norm,
-                          ref_strength=args.ref_strength, prior=args.prior, prior_relax_steps=args.prior_relax_steps)
+    objective = Objective(
+        args.objective,
+        args.window,
+        args.draws,
+        args.anchor,
+        args.pool_advance,
+        args.phase_range,
+        pool_size=args.pool_size,
+        coupling_range=None if args.coupling_range is None else tuple(args.coupling_range),
+        coupling_shape=args.coupling_shape,
+        coupling_norm=args.coupling_norm,
+        ref_strength=args.ref_strength,
+        prior=args.prior,
+        prior_relax_steps=args.prior_relax_steps,
+    )
     if args.prior_relax_steps is not None and args.prior != "relaxed":
         raise UserError("--prior-relax-steps sets the relaxed prior; add --prior relaxed or drop it")
     if args.ema_decay is not None:
@@ -542,32 +728,63 @@ def run(args: argparse.Namespace) -> None:
     protocols: dict[str, dict] = {}
 
     def save(complete: bool) -> None:
-        payload = {"command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]), "complete": complete,
-                   "budget": args.budget, "objective": dataclasses.asdict(objective),
-                   "settings": dataclasses.asdict(budget), "seed": args.seed, "data": args.data,
-                   "methods": args.methods, "protocol": protocols, "rows": rows,
-                   "ratios": method_ratios(rows, args.seed), "order_parameter": order_curves}
+        payload = {
+            "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
+            "complete": complete,
+            "budget": args.budget,
+            "objective": dataclasses.asdict(objective),
+            "settings": dataclasses.asdict(budget),
+            "seed": args.seed,
+            "data": args.data,
+            "methods": args.methods,
+            "protocol": protocols,
+            "rows": rows,
+            "ratios": method_ratios(rows, args.seed),
+            "order_parameter": order_curves,
+        }
         write_json(args.out, payload, quiet=not complete)
 
     for data in args.data:
         label = Path(data).name if data not in ("fingerprints", "textures") else data
         fingerprints = data == "fingerprints"
-        protocol, held_out = protocol_for(data, budget, args.seed, args.groups, args.reference_sets, args.reference_size)
+        protocol, held_out = protocol_for(
+            data, budget, args.seed, args.groups, args.reference_sets, args.reference_size
+        )
         real = real_sets(held_out, protocol, args.seed)
-        protocols[label] = {**dataclasses.asdict(protocol), "floor_distinct_crops": real.floor_distinct,
-                            "held_out_images": real.source_images}
-        print(f"{label}: {protocol.groups} groups of {protocol.group_size} samples against {protocol.reference_sets} "
-              f"disjoint held-out sets of {protocol.reference_size} crops ({real.source_images} held-out base images; "
-              f"floor groups hold {real.floor_distinct} distinct crops of {protocol.groups * protocol.group_size})", flush=True)
+        protocols[label] = {
+            **dataclasses.asdict(protocol),
+            "floor_distinct_crops": real.floor_distinct,
+            "held_out_images": real.source_images,
+        }
+        print(
+            f"{label}: {protocol.groups} groups of {protocol.group_size} samples against {protocol.reference_sets} "
+            f"disjoint held-out sets of {protocol.reference_size} crops ({real.source_images} held-out base images; "
+            f"floor groups hold {real.floor_distinct} distinct crops of {protocol.groups * protocol.group_size})",
+            flush=True,
+        )
         options = {"seed": args.seed, "inception_weights": args.inception_weights, "fingerprints": fingerprints}
         floor = score_table(real.references, real.floors, options)
-        rows.append({"data": label, "method": "real", "sampler": "-", "nfe": 0, **summarise(floor, None, args.seed),
-                     "clipped_fraction": 0.0, **dataclasses.asdict(protocol)})
+        rows.append(
+            {
+                "data": label,
+                "method": "real",
+                "sampler": "-",
+                "nfe": 0,
+                **summarise(floor, None, args.seed),
+                "clipped_fraction": 0.0,
+                **dataclasses.asdict(protocol),
+            }
+        )
         grids = [("real (held out)", image_grid(real.references[0][:32], columns=16, upscale=2))]
         curves = {}
         for method in args.methods:
             if args.load_models:
-                trained, train_s = DiffusionModel.from_pretrained(args.load_models / f"{label}_{objective.label(method)}", device=device), 0.0
+                trained, train_s = (
+                    DiffusionModel.from_pretrained(
+                        args.load_models / f"{label}_{objective.label(method)}", device=device
+                    ),
+                    0.0,
+                )
             else:
                 trained, train_s = train(data, method, budget, args.seed, device, args.norm_groups, objective)
             if args.save_models:
@@ -581,20 +798,33 @@ def run(args: argparse.Namespace) -> None:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
                 variants.append(("euclidean-clip" + horizon, trained.with_process(clipped_process)))
             for name, model in variants:
-                for sampler, nfe in (clip_sweeps if name.startswith("euclidean-clip") else budget.sweeps):
-                    row, images = sample_and_evaluate(model, budget, sampler, nfe, real, protocol, floor, options, args.seed)
-                    rows.append({"data": label, "method": name, **row, "train_s": train_s, **dataclasses.asdict(protocol)})
+                for sampler, nfe in clip_sweeps if name.startswith("euclidean-clip") else budget.sweeps:
+                    row, images = sample_and_evaluate(
+                        model, budget, sampler, nfe, real, protocol, floor, options, args.seed
+                    )
+                    rows.append(
+                        {"data": label, "method": name, **row, "train_s": train_s, **dataclasses.asdict(protocol)}
+                    )
                     if sampler == "sde" and nfe == 0:
                         grids.append((f"{name} SDE {row['nfe']}", image_grid(images[:32], columns=16, upscale=2)))
                     swd, excess = row["intervals"]["swd_mean"], row["intervals"]["swd_excess"]
-                    print(f"{label} {name} {sampler} NFE {row['nfe']}: swd {swd['mean']:.2f} [{swd['low']:.2f}, "
-                          f"{swd['high']:.2f}], excess {excess['mean']:.2f} [{excess['low']:.2f}, {excess['high']:.2f}], "
-                          f"orientation {row['orientation_w1']:.3f} ({row['sample_s']:.0f} s)", flush=True)
+                    print(
+                        f"{label} {name} {sampler} NFE {row['nfe']}: swd {swd['mean']:.2f} [{swd['low']:.2f}, "
+                        f"{swd['high']:.2f}], excess {excess['mean']:.2f} [{excess['low']:.2f}, {excess['high']:.2f}], "
+                        f"orientation {row['orientation_w1']:.3f} ({row['sample_s']:.0f} s)",
+                        flush=True,
+                    )
             if trained.config.periodic:
                 curves[objective.label(method)] = reverse_order_parameter(trained, budget, args.seed + 2)
             save(False)
-        real_r = float(order_parameter(open_image_source(data, budget.image_size, channels=1, split="val")
-                                       .sample_batch(16, torch.Generator().manual_seed(0)) * (0.9 * torch.pi))[0].mean())
+        real_r = float(
+            order_parameter(
+                open_image_source(data, budget.image_size, channels=1, split="val").sample_batch(
+                    16, torch.Generator().manual_seed(0)
+                )
+                * (0.9 * torch.pi)
+            )[0].mean()
+        )
         order_curves[label] = {"real_R": real_r, "curves": curves}
         args.figures.mkdir(parents=True, exist_ok=True)
         save_image_atomic(labelled_rows(grids), args.figures / f"{label}_samples.png")
@@ -605,8 +835,10 @@ def run(args: argparse.Namespace) -> None:
     print_rows(rows)
     ratios = method_ratios(rows, args.seed)
     if ratios:
-        print_table([{**ratio, "K/E": f"{ratio['mean']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"} for ratio in ratios],
-                    ["data", "metric", "kuramoto", "euclidean", "K/E"])
+        print_table(
+            [{**ratio, "K/E": f"{ratio['mean']:.3f} [{ratio['low']:.3f}, {ratio['high']:.3f}]"} for ratio in ratios],
+            ["data", "metric", "kuramoto", "euclidean", "K/E"],
+        )
 
 
 if __name__ == "__main__":

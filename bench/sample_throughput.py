@@ -45,22 +45,35 @@ def main() -> None:
         for sampler in ("sde", "ode", "ode-heun"):
             for nfe in args.nfe:
                 start = time.perf_counter()
-                result = model.sample(args.num, sampler=sampler, nfe=nfe, batch_size=args.num,
-                                      generator=torch.Generator().manual_seed(0))
+                result = model.sample(
+                    args.num, sampler=sampler, nfe=nfe, batch_size=args.num, generator=torch.Generator().manual_seed(0)
+                )
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds = time.perf_counter() - start
-                rows.append({
-                    "process": name, "sampler": sampler, "nfe": result.function_evaluations,
-                    "images_per_s": args.num / seconds,
-                    "seconds_per_batch": seconds,
-                    "ratio_to_nfe_forward_passes": seconds / (result.function_evaluations * one_pass),
-                })
-    table = print_table(rows, ["process", "sampler", "nfe", "images_per_s", "seconds_per_batch", "ratio_to_nfe_forward_passes"])
-    write_json("sample_throughput.json", {
-        "command": "python bench/sample_throughput.py", "settings": vars(args), "rows": rows, "table": table,
-        "peak_rss_mib": peak_rss_mib(),
-    })
+                rows.append(
+                    {
+                        "process": name,
+                        "sampler": sampler,
+                        "nfe": result.function_evaluations,
+                        "images_per_s": args.num / seconds,
+                        "seconds_per_batch": seconds,
+                        "ratio_to_nfe_forward_passes": seconds / (result.function_evaluations * one_pass),
+                    }
+                )
+    table = print_table(
+        rows, ["process", "sampler", "nfe", "images_per_s", "seconds_per_batch", "ratio_to_nfe_forward_passes"]
+    )
+    write_json(
+        "sample_throughput.json",
+        {
+            "command": "python bench/sample_throughput.py",
+            "settings": vars(args),
+            "rows": rows,
+            "table": table,
+            "peak_rss_mib": peak_rss_mib(),
+        },
+    )
 
 
 if __name__ == "__main__":

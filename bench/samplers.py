@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100])
     parser.add_argument("--nfes", type=int, nargs="+", default=[10, 25, 50])
     parser.add_argument("--snrs", type=float, nargs="+", default=[0.16, 0.08])
-    parser.add_argument("--scores", nargs="+", choices=("exact", "learned", "euclidean"), default=["exact", "learned", "euclidean"])
+    parser.add_argument(
+        "--scores", nargs="+", choices=("exact", "learned", "euclidean"), default=["exact", "learned", "euclidean"]
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS / "samplers.json")
@@ -75,19 +77,32 @@ def main() -> None:
     started = time.perf_counter()
 
     def save(complete: bool, table: str | None = None) -> None:
-        payload = {"command": "OMP_NUM_THREADS=1 python bench/samplers.py " + " ".join(
-                       [f"--budget {args.budget}", "--steps", *map(str, args.steps)]),
-                   "settings": {**vars(args), "budget_settings": dataclasses.asdict(budget)},
-                   "complete": complete, "wall_s": time.perf_counter() - started, "rows": rows,
-                   **({"table": table} if table else {})}
+        payload = {
+            "command": "OMP_NUM_THREADS=1 python bench/samplers.py "
+            + " ".join([f"--budget {args.budget}", "--steps", *map(str, args.steps)]),
+            "settings": {**vars(args), "budget_settings": dataclasses.asdict(budget)},
+            "complete": complete,
+            "wall_s": time.perf_counter() - started,
+            "rows": rows,
+            **({"table": table} if table else {}),
+        }
         write_json(args.out, payload, quiet=not complete)
 
     def record(base: dict, sampler: Sampler, angles: torch.Tensor, used: int, sample_s: float) -> None:
-        row = {**base, "sampler": sampler.name + (f" snr {sampler.snr:g}" if sampler.name == "pc" else ""),
-               "grid": sampler.grid, "nfe": used, **evaluator.metrics(angles), "sample_s": sample_s}
+        row = {
+            **base,
+            "sampler": sampler.name + (f" snr {sampler.snr:g}" if sampler.name == "pc" else ""),
+            "grid": sampler.grid,
+            "nfe": used,
+            **evaluator.metrics(angles),
+            "sample_s": sample_s,
+        }
         rows.append(row)
-        print(f"T {base['T']:4d} {base['score']:9s} {row['sampler']:12s} {sampler.grid:7s} nfe {used:4d}  "
-              f"KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}", flush=True)
+        print(
+            f"T {base['T']:4d} {base['score']:9s} {row['sampler']:12s} {sampler.grid:7s} nfe {used:4d}  "
+            f"KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}",
+            flush=True,
+        )
 
     for steps in args.steps:
         nfes = sorted({n for n in (*args.nfes, steps) if n <= steps})
@@ -95,7 +110,9 @@ def main() -> None:
         sources = {}
         if "exact" in args.scores:
             chain = ChainMarginal(process, density, budget.truth_grid)
-            exact_process = KuramotoProcess(dataclasses.replace(process.config, prior_concentration=chain.prior_concentration()))
+            exact_process = KuramotoProcess(
+                dataclasses.replace(process.config, prior_concentration=chain.prior_concentration())
+            )
             sources["exact"] = ("exact", exact_process, chain.score_fn())
         models = {}
         if "learned" in args.scores:
@@ -113,12 +130,23 @@ def main() -> None:
                     if kind == "exact":
                         generator = torch.Generator().manual_seed(args.seed + 2)
                         x_start = owner.prior_sample((budget.samples, 2), generator=generator, dtype=torch.float64)
-                        result = reverse_sweep(owner, score_fn, x_start, sampler=sampler, nfe=ask,
-                                               generator=torch.Generator().manual_seed(args.seed + 1))
+                        result = reverse_sweep(
+                            owner,
+                            score_fn,
+                            x_start,
+                            sampler=sampler,
+                            nfe=ask,
+                            generator=torch.Generator().manual_seed(args.seed + 1),
+                        )
                         angles = wrap(result.states)
                     else:
-                        result = owner.sample(budget.samples, sampler=sampler, nfe=ask, batch_size=min(budget.samples, 5000),
-                                              generator=torch.Generator().manual_seed(args.seed + 1))
+                        result = owner.sample(
+                            budget.samples,
+                            sampler=sampler,
+                            nfe=ask,
+                            batch_size=min(budget.samples, 5000),
+                            generator=torch.Generator().manual_seed(args.seed + 1),
+                        )
                         angles = owner.decode(result.states)[0].cpu()
                         if label == "euclidean":
                             angles = wrap(angles)

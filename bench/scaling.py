@@ -61,10 +61,15 @@ def worker(args: argparse.Namespace) -> None:
     if context.distributed:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     if context.is_main:
-        Path(args.report).write_text(json.dumps({
-            "examples_per_second": args.batch_size * args.steps / seconds, "seconds": seconds,
-            "peak_memory_mib_per_rank": float(peak.item()),
-        }))
+        Path(args.report).write_text(
+            json.dumps(
+                {
+                    "examples_per_second": args.batch_size * args.steps / seconds,
+                    "seconds": seconds,
+                    "peak_memory_mib_per_rank": float(peak.item()),
+                }
+            )
+        )
     shutdown_distributed()
 
 
@@ -88,9 +93,26 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             report = Path(folder) / "report.json"
             threads = max(1, args.cores // processes)
-            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                       str(HERE), "--worker", "--report", str(report), "--preset", args.preset,
-                       "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--device", args.device]
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(processes),
+                str(HERE),
+                "--worker",
+                "--report",
+                str(report),
+                "--preset",
+                args.preset,
+                "--batch-size",
+                str(args.batch_size),
+                "--steps",
+                str(args.steps),
+                "--device",
+                args.device,
+            ]
             environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
             subprocess.run(command, check=True, env=environment, cwd=HERE.parent)
             result = json.loads(report.read_text())
@@ -100,8 +122,15 @@ def main() -> None:
         row["ratio_to_first"] = row["examples_per_second"] / reference
     columns = ["processes", "threads_per_process", "examples_per_second", "ratio_to_first", "peak_memory_mib_per_rank"]
     table = print_table(rows, columns)
-    write_json(args.out, {"command": "python bench/scaling.py " + " ".join(sys.argv[1:]), "rows": rows, "table": table,
-                          "settings": vars(args)})
+    write_json(
+        args.out,
+        {
+            "command": "python bench/scaling.py " + " ".join(sys.argv[1:]),
+            "rows": rows,
+            "table": table,
+            "settings": vars(args),
+        },
+    )
 
 
 if __name__ == "__main__":

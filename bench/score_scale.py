@@ -55,16 +55,32 @@ def main() -> None:
             model = ScaledScore(loaded.config, loaded.network)
             model.factor = factor
             start = time.perf_counter()
-            result = model.sample(budget.samples, sampler="sde", nfe=budget.steps,
-                                  generator=torch.Generator().manual_seed(args.seed + 1), batch_size=budget.sample_batch)
+            result = model.sample(
+                budget.samples,
+                sampler="sde",
+                nfe=budget.steps,
+                generator=torch.Generator().manual_seed(args.seed + 1),
+                batch_size=budget.sample_batch,
+            )
             images, clipped = model.decode(result.states)
             metrics = evaluate_images(real, images.cpu(), **options)
-            rows.append({"model": folder.name, "lambda": factor, "swd_mean": metrics["swd_mean"],
-                         "orientation_w1": metrics["orientation_w1"], "clipped_fraction": clipped / images.numel(),
-                         "sample_s": time.perf_counter() - start})
-            print(f"{folder.name} λ {factor}: swd {metrics['swd_mean']:.2f} orientation {metrics['orientation_w1']:.4f}",
-                  flush=True)
-            write_json(args.out, {"command": "python bench/score_scale.py", "data": args.data, "rows": rows}, quiet=True)
+            rows.append(
+                {
+                    "model": folder.name,
+                    "lambda": factor,
+                    "swd_mean": metrics["swd_mean"],
+                    "orientation_w1": metrics["orientation_w1"],
+                    "clipped_fraction": clipped / images.numel(),
+                    "sample_s": time.perf_counter() - start,
+                }
+            )
+            print(
+                f"{folder.name} λ {factor}: swd {metrics['swd_mean']:.2f} orientation {metrics['orientation_w1']:.4f}",
+                flush=True,
+            )
+            write_json(
+                args.out, {"command": "python bench/score_scale.py", "data": args.data, "rows": rows}, quiet=True
+            )
     table = print_table(rows, ["model", "lambda", "swd_mean", "orientation_w1", "clipped_fraction"])
     write_json(args.out, {"command": "python bench/score_scale.py", "data": args.data, "rows": rows, "table": table})
 

@@ -36,8 +36,16 @@ from kuramoto_diffusion.metrics.synchrony import forward_synchrony
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.serialization import config_to_dict
 
-DEFAULT_REGIMES = ("none", "global", "local", "local:k3:ref0.5", "local:k10:ref0.15", "local:kconst", "global:kconst",
-                   "local:unit")
+DEFAULT_REGIMES = (
+    "none",
+    "global",
+    "local",
+    "local:k3:ref0.5",
+    "local:k10:ref0.15",
+    "local:kconst",
+    "global:kconst",
+    "local:unit",
+)
 DISTANCES = (1, 2, 4, 8)
 
 
@@ -60,23 +68,33 @@ def regime_config(spec: str, steps: int) -> KuramotoConfig:
             else:
                 raise ValueError
         except ValueError:
-            raise UserError(f"regime {spec!r}: unknown option {option!r}; use k<scale>, kconst, unit or ref<κ>") from None
+            raise UserError(
+                f"regime {spec!r}: unknown option {option!r}; use k<scale>, kconst, unit or ref<κ>"
+            ) from None
     return KuramotoConfig(**settings)
 
 
 def curves(data: str, spec: str, crops: torch.Tensor, steps: int, seed: int) -> dict[str, object]:
     process = KuramotoProcess(regime_config(spec, steps))
     theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
-    stats = forward_synchrony(process, theta0, range(steps + 1), DISTANCES, generator=torch.Generator().manual_seed(seed))
+    stats = forward_synchrony(
+        process, theta0, range(steps + 1), DISTANCES, generator=torch.Generator().manual_seed(seed)
+    )
+
     def listed(values: torch.Tensor) -> list[float]:
         return [round(v, 5) for v in values.tolist()]  # 5 decimals: far below the sampling error
 
     return {
-        "data": data, "regime": spec, "config": config_to_dict(process.config), "images": len(crops), "t": list(stats.times),
+        "data": data,
+        "regime": spec,
+        "config": config_to_dict(process.config),
+        "images": len(crops),
+        "t": list(stats.times),
         "vertical": {str(d): listed(stats.correlation[:, i, 0]) for i, d in enumerate(DISTANCES)},
         "horizontal": {str(d): listed(stats.correlation[:, i, 1]) for i, d in enumerate(DISTANCES)},
         "d1_minus_d8_spread": listed(stats.gap_spread),
-        "R": listed(stats.order), "R_spread": listed(stats.order_spread),
+        "R": listed(stats.order),
+        "R_spread": listed(stats.order_spread),
     }
 
 
@@ -104,8 +122,12 @@ def figure(rows: list[dict[str, object]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datas = list(dict.fromkeys(row["data"] for row in rows))
-    panels = (("d = 1 px", lambda r, t: both_axes(r, 1, t)), ("d = 8 px", lambda r, t: both_axes(r, 8, t)),
-              ("d1 − d8", lambda r, t: both_axes(r, 1, t) - both_axes(r, 8, t)), ("order parameter R", None))
+    panels = (
+        ("d = 1 px", lambda r, t: both_axes(r, 1, t)),
+        ("d = 8 px", lambda r, t: both_axes(r, 8, t)),
+        ("d1 − d8", lambda r, t: both_axes(r, 1, t) - both_axes(r, 8, t)),
+        ("order parameter R", None),
+    )
     fig, axes = plt.subplots(len(datas), len(panels), figsize=(4 * len(panels), 3.2 * len(datas)), squeeze=False)
     for row_index, data in enumerate(datas):
         for column, (title, value) in enumerate(panels):
@@ -146,9 +168,15 @@ def main() -> None:
         for spec in args.regimes:
             rows.append(curves(Path(data).name, spec, crops, args.steps, args.seed + 1))
     print_table(table_rows(rows, args.steps), list(table_rows(rows[:1], args.steps)[0]))
-    write_json(args.out, {"command": shlex.join(["python", "bench/synchrony.py", *sys.argv[1:]]),
-                          "settings": {k: v for k, v in vars(args).items() if k not in ("out", "figure")},
-                          "distances": list(DISTANCES), "rows": rows})
+    write_json(
+        args.out,
+        {
+            "command": shlex.join(["python", "bench/synchrony.py", *sys.argv[1:]]),
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "figure")},
+            "distances": list(DISTANCES),
+            "rows": rows,
+        },
+    )
     figure(rows, args.figure)
 
 

@@ -46,8 +46,12 @@ def compare(target: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     residual = target - truth
     products = (residual * truth).sum(1)
     norm = float((truth * truth).sum(1).mean())
-    return {"slope": 1.0 + float(products.mean()) / norm, "slope_se": float(products.std()) / math.sqrt(len(products)) / norm,
-            "noise": float(residual.std()), "signal": float(truth.square().mean().sqrt())}
+    return {
+        "slope": 1.0 + float(products.mean()) / norm,
+        "slope_se": float(products.std()) / math.sqrt(len(products)) / norm,
+        "noise": float(residual.std()),
+        "signal": float(truth.square().mean().sqrt()),
+    }
 
 
 def run(steps: int, chains: int, grid: int, seed: int) -> list[dict]:
@@ -79,8 +83,11 @@ def run(steps: int, chains: int, grid: int, seed: int) -> list[dict]:
             x_next, target, _ = kernel_draw(process, history[start], begin_t, stride, noise, linearised=linearised)
             rows.append({"T": steps, "target": label, "t": query, **compare(target, chain.score_at(query, x_next))})
     for row in rows:
-        print(f"T {row['T']:4d} {row['target']:12s} t {row['t']:4d}  slope {row['slope']:.3f} ± {row['slope_se']:.3f}  "
-              f"noise {row['noise']:.3f}  signal {row['signal']:.3f}", flush=True)
+        print(
+            f"T {row['T']:4d} {row['target']:12s} t {row['t']:4d}  slope {row['slope']:.3f} ± {row['slope_se']:.3f}  "
+            f"noise {row['noise']:.3f}  signal {row['signal']:.3f}",
+            flush=True,
+        )
     return rows
 
 

@@ -109,20 +109,57 @@ class Budget:
 
 BUDGETS = {
     "tiny": Budget(30, 64, 32, 2, 1e-3, 5, 0.9, 400, 400, (10,), (1, 20), (1, 5), (100, 1000), 1, 64, (100,)),
-    "small": Budget(4000, 256, 128, 3, 1e-3, 100, 0.995, 10_000, 2_000, (10, 25, 50, 100), (1, 2, 5, 10, 20), (1, 5), (100, 1000)),
-    "paper": Budget(8000, 512, 256, 4, 1e-3, 200, 0.999, 20_000, 5_000, (10, 25, 50, 100), (1, 2, 5, 10, 20), (1, 5), (100, 1000)),
+    "small": Budget(
+        4000, 256, 128, 3, 1e-3, 100, 0.995, 10_000, 2_000, (10, 25, 50, 100), (1, 2, 5, 10, 20), (1, 5), (100, 1000)
+    ),
+    "paper": Budget(
+        8000, 512, 256, 4, 1e-3, 200, 0.999, 20_000, 5_000, (10, 25, 50, 100), (1, 2, 5, 10, 20), (1, 5), (100, 1000)
+    ),
 }
 
-MAIN_COLUMNS = ["density", "process", "T", "sampler", "nfe", "kl", "kl_floor", "nll", "nll_exact_samples", "true_nll",
-                "train_s", "sample_s"]
+MAIN_COLUMNS = [
+    "density",
+    "process",
+    "T",
+    "sampler",
+    "nfe",
+    "kl",
+    "kl_floor",
+    "nll",
+    "nll_exact_samples",
+    "true_nll",
+    "train_s",
+    "sample_s",
+]
 SWEEP_COLUMNS = ["density", "T", "window", "draws", "sampler", "nfe", "kl", "kl_floor", "nll", "train_s", "sample_s"]
 TRUTH_DENSITY = "wrapped-mixture"
 # (objective, window, draws, anchor as a fraction of T): window 0 is the objective's default (markov 10, linearised T)
-TRUTH_MODELS = (("markov", 0, 1, 0.0), ("markov", 5, 1, 0.0), ("markov", 1, 1, 0.0), ("antithetic", 0, 2, 0.0),
-                ("linearised", 0, 1, 0.0), ("linearised", 20, 1, 0.0), ("linearised-antithetic", 0, 2, 0.0),
-                ("markov", 0, 1, 0.25), ("markov", 5, 1, 0.25), ("propagated", 0, 1, 0.0), ("propagated-antithetic", 0, 2, 0.0))
+TRUTH_MODELS = (
+    ("markov", 0, 1, 0.0),
+    ("markov", 5, 1, 0.0),
+    ("markov", 1, 1, 0.0),
+    ("antithetic", 0, 2, 0.0),
+    ("linearised", 0, 1, 0.0),
+    ("linearised", 20, 1, 0.0),
+    ("linearised-antithetic", 0, 2, 0.0),
+    ("markov", 0, 1, 0.25),
+    ("markov", 5, 1, 0.25),
+    ("propagated", 0, 1, 0.0),
+    ("propagated-antithetic", 0, 2, 0.0),
+)
 TRUTH_BUCKETS = ((1, 5), (6, 10), (11, 25), (26, 50), (51, 100))  # at T = 100; scaled by T/100
-TRUTH_SAMPLER_COLUMNS = ["T", "score", "start", "sampler", "nfe", "kl", "kl_floor", "nll", "nll_exact_samples", "sample_s"]
+TRUTH_SAMPLER_COLUMNS = [
+    "T",
+    "score",
+    "start",
+    "sampler",
+    "nfe",
+    "kl",
+    "kl_floor",
+    "nll",
+    "nll_exact_samples",
+    "sample_s",
+]
 
 
 class Evaluator:
@@ -138,29 +175,55 @@ class Evaluator:
         self.nll_exact = heldout_nll(exact, self.heldout)
 
     def metrics(self, angles: torch.Tensor) -> dict[str, float]:
-        return {"kl": histogram_kl(self.density, angles, BINS), "kl_floor": self.floor,
-                "nll": heldout_nll(angles, self.heldout), "nll_exact_samples": self.nll_exact,
-                "true_nll": self.true_nll}
+        return {
+            "kl": histogram_kl(self.density, angles, BINS),
+            "kl_floor": self.floor,
+            "nll": heldout_nll(angles, self.heldout),
+            "nll_exact_samples": self.nll_exact,
+            "true_nll": self.true_nll,
+        }
 
 
-def train(density: TorusDensity, process, budget: Budget, seed: int, device: torch.device,
-          window: int = 1, draws: int = 1, objective: str = "markov",
-          batch_size: int | None = None, anchor: int = 0) -> tuple[DiffusionModel, float]:
+def train(
+    density: TorusDensity,
+    process,
+    budget: Budget,
+    seed: int,
+    device: torch.device,
+    window: int = 1,
+    draws: int = 1,
+    objective: str = "markov",
+    batch_size: int | None = None,
+    anchor: int = 0,
+) -> tuple[DiffusionModel, float]:
     config = RunConfig(
         model=angle_model_config(process, 2, hidden_features=budget.hidden, num_layers=budget.layers),
-        training=TrainConfig(train_steps=budget.train_steps, batch_size=batch_size or budget.batch_size, draws=draws,
-                             window=window, objective=objective, anchor=anchor,
-                             lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
-                             checkpoint_every=10**9, sample_every=0, log_every=max(1, budget.train_steps // 10),
-                             seed=seed),
+        training=TrainConfig(
+            train_steps=budget.train_steps,
+            batch_size=batch_size or budget.batch_size,
+            draws=draws,
+            window=window,
+            objective=objective,
+            anchor=anchor,
+            lr=budget.lr,
+            warmup_steps=budget.warmup_steps,
+            ema_decay=budget.ema_decay,
+            checkpoint_every=10**9,
+            sample_every=0,
+            log_every=max(1, budget.train_steps // 10),
+            seed=seed,
+        ),
     )
     return train_quietly(config, density, device)
 
 
-def sample_angles(model: DiffusionModel, num: int, sampler: str, nfe: int, seed: int) -> tuple[torch.Tensor, int, float]:
+def sample_angles(
+    model: DiffusionModel, num: int, sampler: str, nfe: int, seed: int
+) -> tuple[torch.Tensor, int, float]:
     start = time.perf_counter()
-    result = model.sample(num, sampler=sampler, nfe=nfe, generator=torch.Generator().manual_seed(seed),
-                          batch_size=min(num, 5000))
+    result = model.sample(
+        num, sampler=sampler, nfe=nfe, generator=torch.Generator().manual_seed(seed), batch_size=min(num, 5000)
+    )
     angles, _ = model.decode(result.states)
     return angles.cpu(), result.function_evaluations, time.perf_counter() - start
 
@@ -175,10 +238,12 @@ def main_processes(steps: int) -> dict[str, KuramotoConfig | EuclideanConfig]:
     ``kuramoto-none`` keeps the reference pull (κ_ref 1.5) without coupling: a wrapped Ornstein–Uhlenbeck chain.
     ``torus-brownian`` has no drift at all (κ_ref 0, so the fitted prior is uniform): wrapped Brownian motion, the
     torus diffusion of Riemannian score-based models and torsional diffusion. Both isolate what coupling adds."""
-    return {"kuramoto-global": KuramotoConfig(coupling="global", steps=steps),
-            "kuramoto-none": KuramotoConfig(coupling="none", steps=steps),
-            "torus-brownian": KuramotoConfig(coupling="none", ref_strength=0.0, steps=steps),
-            "euclidean": EuclideanConfig(steps=steps)}
+    return {
+        "kuramoto-global": KuramotoConfig(coupling="global", steps=steps),
+        "kuramoto-none": KuramotoConfig(coupling="none", steps=steps),
+        "torus-brownian": KuramotoConfig(coupling="none", ref_strength=0.0, steps=steps),
+        "euclidean": EuclideanConfig(steps=steps),
+    }
 
 
 def run_main(args, budget: Budget, device: torch.device, rows: list[dict], save) -> None:
@@ -190,14 +255,19 @@ def run_main(args, budget: Budget, device: torch.device, rows: list[dict], save)
             model, train_s = train(density, process, budget, args.seed, device)
             base = {"part": "main", "density": name, "process": label, "T": args.steps, "train_s": train_s}
             prior = model.process.prior_sample((budget.samples, 2), generator=torch.Generator().manual_seed(args.seed))
-            rows.append({**base, "sampler": "prior", "nfe": 0, **evaluator.metrics(model.decode(prior)[0]), "sample_s": 0.0})
+            rows.append(
+                {**base, "sampler": "prior", "nfe": 0, **evaluator.metrics(model.decode(prior)[0]), "sample_s": 0.0}
+            )
             for sampler in args.samplers:
                 for nfe in nfe_grid(budget.nfes, args.steps):
                     angles, used, sample_s = sample_angles(model, budget.samples, sampler, nfe, args.seed + 1)
                     row = {**base, "sampler": sampler, "nfe": used, **evaluator.metrics(angles), "sample_s": sample_s}
                     rows.append(row)
-                    print(f"main  {name:18s} {label:15s} {sampler:8s} nfe {used:4d}  KL {row['kl']:.4f} "
-                          f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}", flush=True)
+                    print(
+                        f"main  {name:18s} {label:15s} {sampler:8s} nfe {used:4d}  KL {row['kl']:.4f} "
+                        f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}",
+                        flush=True,
+                    )
             save(complete=False)
 
 
@@ -211,12 +281,25 @@ def run_sweep(args, budget: Budget, device: torch.device, rows: list[dict], save
                 model, train_s = train(density, process, budget, args.seed, device, window=window, draws=draws)
                 for nfe in sorted({steps, min(steps, 100)}):
                     angles, used, sample_s = sample_angles(model, budget.samples, "sde", nfe, args.seed + 1)
-                    row = {"part": "sweep", "density": args.sweep_density, "process": "kuramoto-global", "T": steps,
-                           "window": window, "draws": draws, "sampler": "sde", "nfe": used, **evaluator.metrics(angles),
-                           "train_s": train_s, "sample_s": sample_s}
+                    row = {
+                        "part": "sweep",
+                        "density": args.sweep_density,
+                        "process": "kuramoto-global",
+                        "T": steps,
+                        "window": window,
+                        "draws": draws,
+                        "sampler": "sde",
+                        "nfe": used,
+                        **evaluator.metrics(angles),
+                        "train_s": train_s,
+                        "sample_s": sample_s,
+                    }
                     rows.append(row)
-                    print(f"sweep T {steps:4d} h {window:2d} draws {draws}  sde nfe {used:4d}  KL {row['kl']:.4f} "
-                          f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}  train {train_s:.0f} s", flush=True)
+                    print(
+                        f"sweep T {steps:4d} h {window:2d} draws {draws}  sde nfe {used:4d}  KL {row['kl']:.4f} "
+                        f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}  train {train_s:.0f} s",
+                        flush=True,
+                    )
                 save(complete=False)
 
 
@@ -248,8 +331,14 @@ def score_comparison(model: DiffusionModel, chain: ChainMarginal, times: list[in
         error_sq = float((weights * (learned - truth).square().sum(1)).sum())
         cross = float((weights * (learned * truth).sum(1)).sum())
         true_sq = float((weights * truth.square().sum(1)).sum())
-        for key, value in (("t", t), ("error_sq", error_sq), ("cross", cross), ("true_sq", true_sq),
-                           ("rel_error", (error_sq / true_sq) ** 0.5), ("slope", cross / true_sq)):
+        for key, value in (
+            ("t", t),
+            ("error_sq", error_sq),
+            ("cross", cross),
+            ("true_sq", true_sq),
+            ("rel_error", (error_sq / true_sq) ** 0.5),
+            ("slope", cross / true_sq),
+        ):
             sums[key].append(value)
     return sums
 
@@ -279,51 +368,112 @@ def run_truth(args, budget: Budget, device: torch.device, rows: list[dict], save
         prior_log = exact_process.prior_log_prob(chain.points).sum(1).reshape(grid, grid)
         prior_kl = float((chain.masses(steps) * (chain.log_density(steps) - prior_log)).sum())
         base = {"part": "truth", "density": TRUTH_DENSITY, "T": steps, "grid": grid}
-        rows.append({**base, "kind": "grid", "build_s": chain.build_seconds, "prior_concentration": kappa,
-                     "prior_kl": prior_kl, "mass_error": abs(float(p_terminal.sum()) * chain.cell_area - 1.0)})
-        print(f"truth T {steps:4d}  grid {grid}×{grid} built in {chain.build_seconds:.1f} s; κ(p_T) {kappa:.4f}; "
-              f"KL(p_T ‖ prior) {prior_kl:.2e}", flush=True)
+        rows.append(
+            {
+                **base,
+                "kind": "grid",
+                "build_s": chain.build_seconds,
+                "prior_concentration": kappa,
+                "prior_kl": prior_kl,
+                "mass_error": abs(float(p_terminal.sum()) * chain.cell_area - 1.0),
+            }
+        )
+        print(
+            f"truth T {steps:4d}  grid {grid}×{grid} built in {chain.build_seconds:.1f} s; κ(p_T) {kappa:.4f}; "
+            f"KL(p_T ‖ prior) {prior_kl:.2e}",
+            flush=True,
+        )
         # The exact grid score in the samplers (no network): from the prior and from exact samples of p_T.
         generator = torch.Generator().manual_seed(args.seed + 2)
-        starts = {"prior": exact_process.prior_sample((budget.samples, 2), generator=generator),
-                  "exact p_T": process.simulate(density.sample(budget.samples, generator), steps, generator=generator)}
+        starts = {
+            "prior": exact_process.prior_sample((budget.samples, 2), generator=generator),
+            "exact p_T": process.simulate(density.sample(budget.samples, generator), steps, generator=generator),
+        }
         for start, x_start in starts.items():
             for sampler in ("sde", "ode"):
                 begin = time.perf_counter()
-                result = reverse_sweep(exact_process, chain.score_fn(), x_start, sampler=sampler,
-                                       generator=torch.Generator().manual_seed(args.seed + 1))
+                result = reverse_sweep(
+                    exact_process,
+                    chain.score_fn(),
+                    x_start,
+                    sampler=sampler,
+                    generator=torch.Generator().manual_seed(args.seed + 1),
+                )
                 sample_s = time.perf_counter() - begin
-                row = {**base, "kind": "sampler", "score": "exact grid", "start": start, "sampler": sampler,
-                       "nfe": result.function_evaluations, **evaluator.metrics(wrap(result.states)), "sample_s": sample_s}
+                row = {
+                    **base,
+                    "kind": "sampler",
+                    "score": "exact grid",
+                    "start": start,
+                    "sampler": sampler,
+                    "nfe": result.function_evaluations,
+                    **evaluator.metrics(wrap(result.states)),
+                    "sample_s": sample_s,
+                }
                 rows.append(row)
-                print(f"truth T {steps:4d}  exact score  {start:9s} {sampler:4s} nfe {row['nfe']:4d}  KL {row['kl']:.4f} "
-                      f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}", flush=True)
+                print(
+                    f"truth T {steps:4d}  exact score  {start:9s} {sampler:4s} nfe {row['nfe']:4d}  KL {row['kl']:.4f} "
+                    f"(floor {row['kl_floor']:.4f})  NLL {row['nll']:.4f}",
+                    flush=True,
+                )
         save(complete=False)
         times = truth_times(steps)
         chosen = [TRUTH_MODELS[i] for i in args.truth_models] if args.truth_models else TRUTH_MODELS
         for objective, window, draws, anchor_fraction in chosen:
             batch = budget.batch_size // draws
             anchor = round(anchor_fraction * steps)
-            model, train_s = train(density, KuramotoConfig(coupling="global", steps=steps), budget, args.seed, device,
-                                   window=window, draws=draws, objective=objective, batch_size=batch, anchor=anchor)
-            used_window = build_objective(model.process, TrainConfig(objective=objective, window=window, draws=draws,
-                                                                     anchor=anchor)).window
+            model, train_s = train(
+                density,
+                KuramotoConfig(coupling="global", steps=steps),
+                budget,
+                args.seed,
+                device,
+                window=window,
+                draws=draws,
+                objective=objective,
+                batch_size=batch,
+                anchor=anchor,
+            )
+            used_window = build_objective(
+                model.process, TrainConfig(objective=objective, window=window, draws=draws, anchor=anchor)
+            ).window
             label = f"{objective} h{used_window}" + (f" a{anchor}" if anchor else "")
-            info = {**base, "model": label, "objective": objective, "window": used_window, "anchor": anchor, "draws": draws,
-                    "batch": batch, "train_s": train_s, "model_prior_concentration": model.process.config.prior_concentration}
+            info = {
+                **base,
+                "model": label,
+                "objective": objective,
+                "window": used_window,
+                "anchor": anchor,
+                "draws": draws,
+                "batch": batch,
+                "train_s": train_s,
+                "model_prior_concentration": model.process.config.prior_concentration,
+            }
             per_t = score_comparison(model, chain, times)
             rows.append({**info, "kind": "per_t", **{k: per_t[k] for k in ("t", "rel_error", "slope")}})
             buckets = bucket_values(per_t, steps)
             for bucket, values in buckets.items():
                 rows.append({**info, "kind": "score", "bucket": bucket, **values})
             angles, used, sample_s = sample_angles(model, budget.samples, "sde", steps, args.seed + 1)
-            row = {**info, "kind": "sampler", "score": label, "start": "prior", "sampler": "sde", "nfe": used,
-                   **evaluator.metrics(angles), "sample_s": sample_s}
+            row = {
+                **info,
+                "kind": "sampler",
+                "score": label,
+                "start": "prior",
+                "sampler": "sde",
+                "nfe": used,
+                **evaluator.metrics(angles),
+                "sample_s": sample_s,
+            }
             rows.append(row)
-            print(f"truth T {steps:4d}  {label:20s} train {train_s:.0f} s  rel. error by bucket "
-                  + " ".join(f"{v['rel_error']:.3f}" for v in buckets.values()) + "  slope "
-                  + " ".join(f"{v['slope']:.3f}" for v in buckets.values())
-                  + f"  sde KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})", flush=True)
+            print(
+                f"truth T {steps:4d}  {label:20s} train {train_s:.0f} s  rel. error by bucket "
+                + " ".join(f"{v['rel_error']:.3f}" for v in buckets.values())
+                + "  slope "
+                + " ".join(f"{v['slope']:.3f}" for v in buckets.values())
+                + f"  sde KL {row['kl']:.4f} (floor {row['kl_floor']:.4f})",
+                flush=True,
+            )
             save(complete=False)
 
 
@@ -331,21 +481,28 @@ def truth_tables(rows: list[dict]) -> dict[str, str]:
     """Markdown tables of part truth: score error and slope by t-bucket (one row per T and model), sampler KLs."""
     truth = [r for r in rows if r["part"] == "truth"]
     tables = {}
-    for quantity, title in (("rel_error", "Learned score vs the exact grid score: p_t-weighted relative L2 error"),
-                            ("slope", "Slope of learned on true score (least squares through 0, p_t-weighted; < 1: too small)")):
+    for quantity, title in (
+        ("rel_error", "Learned score vs the exact grid score: p_t-weighted relative L2 error"),
+        ("slope", "Slope of learned on true score (least squares through 0, p_t-weighted; < 1: too small)"),
+    ):
         pivot: dict[tuple[int, str], dict] = {}
         for r in (r for r in truth if r["kind"] == "score"):
-            entry = pivot.setdefault((r["T"], r["model"]), {"T": r["T"], "model": r["model"], "draws": r["draws"],
-                                                             "batch": r["batch"]})
+            entry = pivot.setdefault(
+                (r["T"], r["model"]), {"T": r["T"], "model": r["model"], "draws": r["draws"], "batch": r["batch"]}
+            )
             entry[r["bucket"]] = r[quantity]
         buckets = list(dict.fromkeys(r["bucket"] for r in truth if r["kind"] == "score"))
         print(f"\n{title}")
-        tables[f"table_truth_{quantity}"] = print_table(list(pivot.values()), ["T", "model", "draws", "batch", *buckets])
+        tables[f"table_truth_{quantity}"] = print_table(
+            list(pivot.values()), ["T", "model", "draws", "batch", *buckets]
+        )
     print("\nSamplers: exact grid score (method's floor) and each model's reverse SDE at NFE = T")
     tables["table_truth_samplers"] = print_table([r for r in truth if r["kind"] == "sampler"], TRUTH_SAMPLER_COLUMNS)
     print("\nGrid")
-    tables["table_truth_grid"] = print_table([r for r in truth if r["kind"] == "grid"],
-                                             ["T", "grid", "build_s", "prior_concentration", "prior_kl", "mass_error"])
+    tables["table_truth_grid"] = print_table(
+        [r for r in truth if r["kind"] == "grid"],
+        ["T", "grid", "build_s", "prior_concentration", "prior_kl", "mass_error"],
+    )
     return tables
 
 
@@ -366,7 +523,9 @@ def plot_main(rows: list[dict], path: Path) -> None:
         chosen = [r for r in main_rows if r["density"] == density]
         for colour, process in enumerate(dict.fromkeys(r["process"] for r in chosen)):
             for sampler, style in styles.items():
-                points = sorted((r["nfe"], r["kl"]) for r in chosen if r["process"] == process and r["sampler"] == sampler)
+                points = sorted(
+                    (r["nfe"], r["kl"]) for r in chosen if r["process"] == process and r["sampler"] == sampler
+                )
                 if points:
                     axis.plot(*zip(*points), style, color=f"C{colour}", label=f"{process} {sampler}", markersize=4)
         axis.axhline(chosen[0]["kl_floor"], color="grey", linestyle=":", label="floor (exact samples)")
@@ -389,18 +548,39 @@ def main() -> None:
     parser.add_argument("--sweep-density", choices=list(TORUS_DENSITIES), default="wrapped-mixture")
     parser.add_argument("--part", nargs="+", choices=["main", "sweep", "truth"], default=["main", "sweep"])
     parser.add_argument("--steps", type=int, default=100, help="T of the main comparison")
-    parser.add_argument("--samplers", nargs="+", choices=["sde", "ode", "ode-heun"], default=["sde", "ode", "ode-heun"],
-                        help="the main comparison's samplers (each at NFE 10, 25, 50, 100 and T)")
-    parser.add_argument("--processes", nargs="+", choices=list(main_processes(100)),
-                        default=["kuramoto-global", "euclidean"], help="the main comparison's processes")
-    parser.add_argument("--truth-steps", type=int, nargs="+", default=None, help="T of part truth (default: the budget's)")
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        choices=["sde", "ode", "ode-heun"],
+        default=["sde", "ode", "ode-heun"],
+        help="the main comparison's samplers (each at NFE 10, 25, 50, 100 and T)",
+    )
+    parser.add_argument(
+        "--processes",
+        nargs="+",
+        choices=list(main_processes(100)),
+        default=["kuramoto-global", "euclidean"],
+        help="the main comparison's processes",
+    )
+    parser.add_argument(
+        "--truth-steps", type=int, nargs="+", default=None, help="T of part truth (default: the budget's)"
+    )
     parser.add_argument("--truth-grid", type=int, default=None, help="G of part truth's grid (default: the budget's)")
-    parser.add_argument("--truth-models", type=int, nargs="+", default=None,
-                        help="indices into TRUTH_MODELS to train in part truth (default: all)")
+    parser.add_argument(
+        "--truth-models",
+        type=int,
+        nargs="+",
+        default=None,
+        help="indices into TRUTH_MODELS to train in part truth (default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON to write (default bench/results/torus.json; torus_truth.json for --part truth alone)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON to write (default bench/results/torus.json; torus_truth.json for --part truth alone)",
+    )
     parser.add_argument("--plot-only", action="store_true", help="redraw the KL-against-NFE plot from --out and stop")
     args = parser.parse_args()
     if args.out is None:
@@ -413,12 +593,17 @@ def main() -> None:
     device = resolve_device(args.device)
     rows: list[dict] = []
     started = time.perf_counter()
-    settings = {**vars(args),
-                "budget_settings": dataclasses.asdict(budget), "bins": BINS}
+    settings = {**vars(args), "budget_settings": dataclasses.asdict(budget), "bins": BINS}
 
     def save(complete: bool, tables: dict[str, str] | None = None) -> None:
-        payload = {"command": shlex.join(["python", "bench/torus.py", *sys.argv[1:]]), "settings": settings,
-                   "complete": complete, "wall_s": time.perf_counter() - started, "rows": rows, **(tables or {})}
+        payload = {
+            "command": shlex.join(["python", "bench/torus.py", *sys.argv[1:]]),
+            "settings": settings,
+            "complete": complete,
+            "wall_s": time.perf_counter() - started,
+            "rows": rows,
+            **(tables or {}),
+        }
         write_json(args.out, payload, quiet=not complete)
 
     if "main" in args.part:

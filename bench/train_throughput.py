@@ -50,8 +50,13 @@ from kuramoto_diffusion.training import Trainer, default_pool_size
 
 
 def examples_per_second(
-    process: KuramotoConfig, forward_states: str, preset: str, args: argparse.Namespace, device: torch.device,
-    objective: str, pool_advance: int = 0,
+    process: KuramotoConfig,
+    forward_states: str,
+    preset: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    objective: str,
+    pool_advance: int = 0,
 ) -> tuple[float, float, int]:
     """(examples/s, the share of the step time spent advancing the chain pool (0 without a pool), chains advanced
     per step)."""
@@ -59,9 +64,16 @@ def examples_per_second(
     config = RunConfig(
         model=image_model_config(process, 1, args.image_size, preset),
         data=DataConfig(image_size=args.image_size),
-        training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, forward_states=forward_states,
-                             fit_prior=False, checkpoint_every=10**6, sample_every=0, objective=objective,
-                             pool_advance=pool_advance),
+        training=TrainConfig(
+            train_steps=10**6,
+            batch_size=args.batch_size,
+            forward_states=forward_states,
+            fit_prior=False,
+            checkpoint_every=10**6,
+            sample_every=0,
+            objective=objective,
+            pool_advance=pool_advance,
+        ),
     )
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, source, folder, device=device, quiet=True)
@@ -91,19 +103,31 @@ def interleaved_costs(
     """({model: seconds per training step in each kept round}, {coupling: pool fill seconds}) for the Euclidean,
     Kuramoto-global and Kuramoto-local models at T = ``steps``, timed interleaved (see the module docstring)."""
     source = open_image_source(args.dataset, args.image_size, channels=1)
-    processes = {"euclidean": EuclideanConfig(steps=steps), "global": KuramotoConfig(coupling="global", steps=steps),
-                 "local": KuramotoConfig(coupling="local", steps=steps)}
+    processes = {
+        "euclidean": EuclideanConfig(steps=steps),
+        "global": KuramotoConfig(coupling="global", steps=steps),
+        "local": KuramotoConfig(coupling="local", steps=steps),
+    }
     trainers, fills, folders = {}, {}, []
     try:
         for name, process in processes.items():
             config = RunConfig(
                 model=image_model_config(process, 1, args.image_size, preset),
                 data=DataConfig(image_size=args.image_size),
-                training=TrainConfig(train_steps=10**6, batch_size=args.batch_size, fit_prior=False,
-                                     checkpoint_every=10**6, sample_every=0, objective=args.objective,
-                                     # passed only when set, so that the script also times code from before the option
-                                     **({"pool_fill_trajectories": args.pool_fill_trajectories}
-                                        if args.pool_fill_trajectories and name != "euclidean" else {})),
+                training=TrainConfig(
+                    train_steps=10**6,
+                    batch_size=args.batch_size,
+                    fit_prior=False,
+                    checkpoint_every=10**6,
+                    sample_every=0,
+                    objective=args.objective,
+                    # passed only when set, so that the script also times code from before the option
+                    **(
+                        {"pool_fill_trajectories": args.pool_fill_trajectories}
+                        if args.pool_fill_trajectories and name != "euclidean"
+                        else {}
+                    ),
+                ),
             )
             folders.append(tempfile.TemporaryDirectory())
             trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
@@ -115,7 +139,9 @@ def interleaved_costs(
         rounds: dict[str, list[float]] = {name: [] for name in trainers}
         for round_ in range(args.rounds):
             for name, trainer in trainers.items():
-                seconds = synchronized_seconds(lambda trainer=trainer: [trainer.train_step() for _ in range(args.steps)], device)
+                seconds = synchronized_seconds(
+                    lambda trainer=trainer: [trainer.train_step() for _ in range(args.steps)], device
+                )
                 if round_:  # the first round is a warm-up
                     rounds[name].append(seconds / args.steps)
         return rounds, fills
@@ -135,9 +161,19 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
                 ratio = sum(seconds) / sum(reference)
                 # Each round's ratio: their spread shows how much the machine's load moved the figure.
                 each = sorted(mine / theirs for mine, theirs in zip(seconds, reference))
-                rows.append({"preset": preset, "model": name, "T": steps, "ms_per_step": 1e3 * statistics.mean(seconds),
-                             "cost_ratio": ratio, "round_ratio_min": each[0], "round_ratio_median": statistics.median(each),
-                             "round_ratio_max": each[-1], "pool_fill_s": fills.get(name, 0.0)})
+                rows.append(
+                    {
+                        "preset": preset,
+                        "model": name,
+                        "T": steps,
+                        "ms_per_step": 1e3 * statistics.mean(seconds),
+                        "cost_ratio": ratio,
+                        "round_ratio_min": each[0],
+                        "round_ratio_median": statistics.median(each),
+                        "round_ratio_max": each[-1],
+                        "pool_fill_s": fills.get(name, 0.0),
+                    }
+                )
                 if name == "euclidean":
                     continue
                 payload[f"cost_ratio_{name}_T{steps}_{preset}"] = ratio
@@ -151,55 +187,112 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="training steps per timing (per round in --mode cost)")
-    parser.add_argument("--mode", choices=["pool", "cost", "all"], default="pool",
-                        help="pool: the pool against re-simulation; cost: Kuramoto against Euclidean, interleaved")
-    parser.add_argument("--rounds", type=int, default=6, help="--mode cost: rounds of interleaved timing (the first dropped)")
+    parser.add_argument(
+        "--mode",
+        choices=["pool", "cost", "all"],
+        default="pool",
+        help="pool: the pool against re-simulation; cost: Kuramoto against Euclidean, interleaved",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="--mode cost: rounds of interleaved timing (the first dropped)"
+    )
     parser.add_argument("--dataset", default="textures", help="the built-in image data set")
-    parser.add_argument("--pool-fill-trajectories", type=int, default=0,
-                        help="--mode cost: TrainConfig.pool_fill_trajectories of the Kuramoto runs (0: the default fill)")
+    parser.add_argument(
+        "--pool-fill-trajectories",
+        type=int,
+        default=0,
+        help="--mode cost: TrainConfig.pool_fill_trajectories of the Kuramoto runs (0: the default fill)",
+    )
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--objective", default="auto", help="the DSM objective of every run (TrainConfig's default)")
-    parser.add_argument("--objectives", nargs="+", default=[],
-                        help="also time these DSM objectives with the pool, as a ratio to --objective's in the same run")
-    parser.add_argument("--out", type=Path, default=Path("train_throughput.json"),
-                        help="JSON file (a bare name goes into bench/results/)")
+    parser.add_argument(
+        "--objectives",
+        nargs="+",
+        default=[],
+        help="also time these DSM objectives with the pool, as a ratio to --objective's in the same run",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("train_throughput.json"),
+        help="JSON file (a bare name goes into bench/results/)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows, objective_rows = [], []
-    payload: dict[str, object] = {"command": shlex.join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
-                                  "settings": {key: str(value) if isinstance(value, Path) else value
-                                               for key, value in vars(args).items()}}
+    payload: dict[str, object] = {
+        "command": shlex.join(["python", "bench/train_throughput.py", *sys.argv[1:]]),
+        "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+    }
     if args.mode in ("cost", "all"):
         payload["cost_rows"] = cost = cost_rows(args, device, payload)
-        payload["cost_table"] = print_table(cost, ["preset", "model", "T", "ms_per_step", "cost_ratio", "round_ratio_min",
-                                                   "round_ratio_median", "round_ratio_max", "pool_fill_s"])
+        payload["cost_table"] = print_table(
+            cost,
+            [
+                "preset",
+                "model",
+                "T",
+                "ms_per_step",
+                "cost_ratio",
+                "round_ratio_min",
+                "round_ratio_median",
+                "round_ratio_max",
+                "pool_fill_s",
+            ],
+        )
     for preset in args.presets if args.mode != "cost" else ():
         for steps in args.horizons:
             for coupling in ("global", "local"):
                 process = KuramotoConfig(coupling=coupling, steps=steps)
-                pool, forward_share, advanced = examples_per_second(process, "pool", preset, args, device, args.objective)
+                pool, forward_share, advanced = examples_per_second(
+                    process, "pool", preset, args, device, args.objective
+                )
                 reference, _, _ = examples_per_second(process, "resimulate", preset, args, device, args.objective)
                 # The pool cannot beat a step without any forward cost: that ceiling is 1/(1 − share) × the pool's rate.
                 ceiling = reference and pool / (1 - forward_share) / reference
-                rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_advance": advanced,
-                             "pool_examples_per_s": pool, "resimulate_examples_per_s": reference,
-                             "speedup": pool / reference, "forward_share": forward_share, "speedup_ceiling": ceiling})
-                for key, value in (("speedup", pool / reference), ("forward_share", forward_share),
-                                   ("speedup_ceiling", ceiling)):
+                rows.append(
+                    {
+                        "preset": preset,
+                        "coupling": coupling,
+                        "T": steps,
+                        "pool_advance": advanced,
+                        "pool_examples_per_s": pool,
+                        "resimulate_examples_per_s": reference,
+                        "speedup": pool / reference,
+                        "forward_share": forward_share,
+                        "speedup_ceiling": ceiling,
+                    }
+                )
+                for key, value in (
+                    ("speedup", pool / reference),
+                    ("forward_share", forward_share),
+                    ("speedup_ceiling", ceiling),
+                ):
                     payload[f"{key}_{coupling}_T{steps}_{preset}"] = value
                     if preset == args.presets[0]:
                         payload[f"{key}_{coupling}_T{steps}"] = value
                 size = default_pool_size(steps, args.batch_size)
                 if advanced < size:  # the same pool advancing every chain: the former design
-                    every, every_share, _ = examples_per_second(process, "pool", preset, args, device, args.objective, size)
-                    rows.append({"preset": preset, "coupling": coupling, "T": steps, "pool_advance": size,
-                                 "pool_examples_per_s": every, "resimulate_examples_per_s": reference,
-                                 "speedup": every / reference, "forward_share": every_share,
-                                 "speedup_ceiling": reference and every / (1 - every_share) / reference})
+                    every, every_share, _ = examples_per_second(
+                        process, "pool", preset, args, device, args.objective, size
+                    )
+                    rows.append(
+                        {
+                            "preset": preset,
+                            "coupling": coupling,
+                            "T": steps,
+                            "pool_advance": size,
+                            "pool_examples_per_s": every,
+                            "resimulate_examples_per_s": reference,
+                            "speedup": every / reference,
+                            "forward_share": every_share,
+                            "speedup_ceiling": reference and every / (1 - every_share) / reference,
+                        }
+                    )
                     payload[f"forward_share_all_{coupling}_T{steps}_{preset}"] = every_share
                     if preset == args.presets[0]:
                         payload[f"forward_share_all_{coupling}_T{steps}"] = every_share
@@ -207,27 +300,60 @@ def main() -> None:
                     if objective == args.objective:
                         continue
                     other, other_share, _ = examples_per_second(process, "pool", preset, args, device, objective)
-                    objective_rows.append({"preset": preset, "coupling": coupling, "T": steps, "objective": objective,
-                                           "examples_per_s": other, "default_examples_per_s": pool,
-                                           "ratio_to_default": other / pool, "forward_share": other_share})
+                    objective_rows.append(
+                        {
+                            "preset": preset,
+                            "coupling": coupling,
+                            "T": steps,
+                            "objective": objective,
+                            "examples_per_s": other,
+                            "default_examples_per_s": pool,
+                            "ratio_to_default": other / pool,
+                            "forward_share": other_share,
+                        }
+                    )
                     payload[f"ratio_{objective}_to_default_{coupling}_T{steps}_{preset}"] = other / pool
     if args.mode != "cost":
         payload["rows"] = rows
-        payload["table"] = print_table(rows, ["preset", "coupling", "T", "pool_advance", "pool_examples_per_s", "resimulate_examples_per_s",
-                                              "speedup", "forward_share", "speedup_ceiling"])
+        payload["table"] = print_table(
+            rows,
+            [
+                "preset",
+                "coupling",
+                "T",
+                "pool_advance",
+                "pool_examples_per_s",
+                "resimulate_examples_per_s",
+                "speedup",
+                "forward_share",
+                "speedup_ceiling",
+            ],
+        )
     if objective_rows:
         payload["objective_rows"] = objective_rows
-        payload["objective_table"] = print_table(objective_rows, ["preset", "coupling", "T", "objective", "examples_per_s",
-                                                                  "default_examples_per_s", "ratio_to_default",
-                                                                  "forward_share"])
+        payload["objective_table"] = print_table(
+            objective_rows,
+            [
+                "preset",
+                "coupling",
+                "T",
+                "objective",
+                "examples_per_s",
+                "default_examples_per_s",
+                "ratio_to_default",
+                "forward_share",
+            ],
+        )
     if device.type == "cuda":
         payload["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
         payload["peak_memory_kind"] = "CUDA max_memory_allocated"
     else:
         payload["peak_memory_mib"] = peak_rss_mib()
         payload["peak_memory_kind"] = "process peak RSS (CPU)"
-    print(f"peak memory of training ({', '.join(args.presets)}, batch {args.batch_size}, {args.image_size} px): "
-          f"{payload['peak_memory_mib']:.0f} MiB ({payload['peak_memory_kind']})")
+    print(
+        f"peak memory of training ({', '.join(args.presets)}, batch {args.batch_size}, {args.image_size} px): "
+        f"{payload['peak_memory_mib']:.0f} MiB ({payload['peak_memory_kind']})"
+    )
     write_json(args.out, payload)
 
 

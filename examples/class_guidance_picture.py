@@ -38,15 +38,48 @@ def main() -> None:
             Image.fromarray(stripes(horizontal, 12, phase=index)).save(data / name / f"{index}.png")
     run = work / "run"
     if not (run / "checkpoints").exists():
-        cli(["train", "--data", str(data), "--classes", "--image-size", "8", "--preset", "tiny", "--steps", "20",
-             "--neighbourhood", "3", "--train-steps", "1500", "--batch-size", "32", "--lr", "1e-3",
-             "--ema-decay", "0.99", "--sample-every", "0", "--checkpoint-every", "1500", "--out", str(run), "--quiet"])
+        cli(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--classes",
+                "--image-size",
+                "8",
+                "--preset",
+                "tiny",
+                "--steps",
+                "20",
+                "--neighbourhood",
+                "3",
+                "--train-steps",
+                "1500",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-3",
+                "--ema-decay",
+                "0.99",
+                "--sample-every",
+                "0",
+                "--checkpoint-every",
+                "1500",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
     model = DiffusionModel.from_pretrained(run)
     rows = []
     for name in model.config.class_names:
         for guidance in (0.0, 1.0, 3.0):
-            result = model.sample(16, nfe=20, generator=torch.Generator().manual_seed(0),
-                                  class_labels=model.class_labels(name, 16), guidance=guidance)
+            result = model.sample(
+                16,
+                nfe=20,
+                generator=torch.Generator().manual_seed(0),
+                class_labels=model.class_labels(name, 16),
+                guidance=guidance,
+            )
             images, _ = model.decode(result.states)
             rows.append((f"{name}, w = {guidance:g}", image_grid(images, columns=16, upscale=4)))
     save_image_atomic(labelled_rows(rows), out)

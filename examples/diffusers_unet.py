@@ -45,8 +45,13 @@ def build_network() -> PeriodicUNet2DWrapper:
     return PeriodicUNet2DWrapper(unet)
 
 
-def train(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler, train_steps: int, batch_size: int,
-          generator: torch.Generator) -> None:
+def train(
+    network: PeriodicUNet2DWrapper,
+    scheduler: KuramotoDiffusersScheduler,
+    train_steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
     """One-step DSM at uniform steps t ∈ 0 … T−1, states simulated from fresh crops for every batch."""
     process = scheduler.process
     codec = ImageCodec.for_process(process)  # pixels in [-1, 1] to phases θ = a·x and back
@@ -70,11 +75,18 @@ def train(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler,
 
 
 @torch.no_grad()
-def sample(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler, num_images: int,
-           num_inference_steps: int, generator: torch.Generator) -> torch.Tensor:
+def sample(
+    network: PeriodicUNet2DWrapper,
+    scheduler: KuramotoDiffusersScheduler,
+    num_images: int,
+    num_inference_steps: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Images in [-1, 1] from a diffusers-style loop: one network call and one ``step`` per timestep."""
     scheduler.set_timesteps(num_inference_steps)
-    phases = scheduler.init_noise_sample((num_images, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator)  # von Mises prior
+    phases = scheduler.init_noise_sample(
+        (num_images, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator
+    )  # von Mises prior
     for t in scheduler.timesteps:
         output = network(scheduler.scale_model_input(phases, t), scheduler.network_time(t, phases))
         phases = scheduler.step(output, t, phases, generator=generator).prev_sample
@@ -82,8 +94,14 @@ def sample(network: PeriodicUNet2DWrapper, scheduler: KuramotoDiffusersScheduler
     return images
 
 
-def main(output: Path, train_steps: int = 200, batch_size: int = 16, num_images: int = 8,
-         num_inference_steps: int = 50, seed: int = 0) -> None:
+def main(
+    output: Path,
+    train_steps: int = 200,
+    batch_size: int = 16,
+    num_images: int = 8,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+) -> None:
     torch.manual_seed(seed)  # the UNet's initial weights
     generator = torch.Generator().manual_seed(seed)
     scheduler = KuramotoDiffusersScheduler(process=PROCESS, sampler="sde")

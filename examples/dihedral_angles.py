@@ -65,24 +65,61 @@ def run(out_png: Path, work_dir: Path) -> None:
     data_csv, samples_csv, run_dir = work_dir / "dihedrals.csv", work_dir / "samples.csv", work_dir / "run"
     np.savetxt(data_csv, synthetic_dihedrals(NUM_PAIRS, SEED), fmt="%.3f", delimiter=",", header="phi,psi", comments="")
     started = time.perf_counter()
-    status = cli.main([
-        "train", "--data", f"angles:{data_csv}", "--degrees", "--process", "kuramoto-global", "--preset", "small",
-        "--train-steps", str(TRAIN_STEPS), "--batch-size", "256", "--lr", "1e-3", "--checkpoint-every", str(TRAIN_STEPS),
-        "--out", str(run_dir), "--device", "cpu", "--seed", str(SEED), "--quiet",
-    ])
+    status = cli.main(
+        [
+            "train",
+            "--data",
+            f"angles:{data_csv}",
+            "--degrees",
+            "--process",
+            "kuramoto-global",
+            "--preset",
+            "small",
+            "--train-steps",
+            str(TRAIN_STEPS),
+            "--batch-size",
+            "256",
+            "--lr",
+            "1e-3",
+            "--checkpoint-every",
+            str(TRAIN_STEPS),
+            "--out",
+            str(run_dir),
+            "--device",
+            "cpu",
+            "--seed",
+            str(SEED),
+            "--quiet",
+        ]
+    )
     if status != 0:
         raise SystemExit(status)
     print(f"trained {TRAIN_STEPS} steps in {time.perf_counter() - started:.0f} s")
-    status = cli.main([
-        "sample", "--checkpoint", str(run_dir), "--num", str(NUM_PAIRS), "--batch-size", "1000", "--out", str(samples_csv),
-        "--device", "cpu", "--seed", str(SEED),
-    ])
+    status = cli.main(
+        [
+            "sample",
+            "--checkpoint",
+            str(run_dir),
+            "--num",
+            str(NUM_PAIRS),
+            "--batch-size",
+            "1000",
+            "--out",
+            str(samples_csv),
+            "--device",
+            "cpu",
+            "--seed",
+            str(SEED),
+        ]
+    )
     if status != 0:
         raise SystemExit(status)
     real = read_angle_file(data_csv, degrees=True) * 180.0 / np.pi
     generated = np.loadtxt(samples_csv, delimiter=",", skiprows=1)
     picture = angle_density_plot(
-        {"data (synthetic)": real, "generated": generated}, degrees=True, labels=("φ", "ψ"),
+        {"data (synthetic)": real, "generated": generated},
+        degrees=True,
+        labels=("φ", "ψ"),
         title=f"Ramachandran plot: Kuramoto global, {TRAIN_STEPS} training steps, reverse SDE with T = 100",
     )
     save_image_atomic(picture, out_png)

@@ -36,7 +36,9 @@ def write_stripes(folder: Path, count: int = IMAGES, size: int = SIZE, seed: int
         angle, period = rng.uniform(0, np.pi), rng.uniform(5, 10)
         phase, contrast = rng.uniform(0, 2 * np.pi), rng.uniform(0.6, 1.0)
         wave = np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period + phase)
-        Image.fromarray(np.rint(127.5 + 127.5 * contrast * wave).astype(np.uint8)).save(folder / f"stripe_{index:03d}.png")
+        Image.fromarray(np.rint(127.5 + 127.5 * contrast * wave).astype(np.uint8)).save(
+            folder / f"stripe_{index:03d}.png"
+        )
     return folder
 
 
@@ -45,8 +47,9 @@ def kuramoto_diffusion(*args: str, capture: bool = False) -> str:
     standard output (printed when it ends) instead of letting it through as it comes."""
     print("$ kuramoto-diffusion " + " ".join(args), flush=True)
     began = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "kuramoto_diffusion", *args], stdout=subprocess.PIPE if capture else None,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "kuramoto_diffusion", *args], stdout=subprocess.PIPE if capture else None, text=True
+    )
     print(result.stdout or "", end="", flush=True)
     if result.returncode != 0:
         raise SystemExit(f"the command failed with exit status {result.returncode}")
@@ -70,11 +73,15 @@ def main(argv: list[str] | None = None) -> float:
     print(f"wrote {IMAGES} stripe images to {data}")
     run = work / "run"
     kuramoto_diffusion("train", "--data", str(data), "--preset", "tiny", "--train-steps", str(STEPS), "--out", str(run))
-    output = kuramoto_diffusion("sample", "--checkpoint", str(run), "--num", "64", "--out", str(work / "samples.png"), capture=True)
+    output = kuramoto_diffusion(
+        "sample", "--checkpoint", str(run), "--num", "64", "--out", str(work / "samples.png"), capture=True
+    )
     share = clipped_share(output)
     assert share < MAX_CLIPPED, f"{100 * share:.2f} % of decoded values clipped (expected < {100 * MAX_CLIPPED:g} %)"
-    print(f"first run done: {100 * share:.3f} % of decoded values clipped; samples in {work / 'samples.png'}, "
-          f"TensorBoard: tensorboard --logdir {run / 'tensorboard'}")
+    print(
+        f"first run done: {100 * share:.3f} % of decoded values clipped; samples in {work / 'samples.png'}, "
+        f"TensorBoard: tensorboard --logdir {run / 'tensorboard'}"
+    )
     return share
 
 

@@ -48,8 +48,10 @@ def main(output: str) -> None:
         result = model.inpaint(images, mask, nfe=100, resample=resample, generator=torch.Generator().manual_seed(0))
         filled, _ = model.decode(result.states)
         kept = (filled - images).mul(1 - mask).abs().max().item()
-        print(f"inpaint r={resample}: NFE {result.function_evaluations}, {time.perf_counter() - began:.1f} s, "
-              f"largest change of a known pixel {kept:.2e}")
+        print(
+            f"inpaint r={resample}: NFE {result.function_evaluations}, {time.perf_counter() - began:.1f} s, "
+            f"largest change of a known pixel {kept:.2e}"
+        )
         rows.append((f"inpainted, r={resample}", row(filled)))
     for start_step in SDEDIT_STEPS:
         result = model.forward_then_reverse(images, start_step, generator=torch.Generator().manual_seed(1))

@@ -66,16 +66,23 @@ class ForkingCLI:
         self.folder = Path(tempfile.mkdtemp(prefix="cli-runner-"))
         self.server: subprocess.Popen[str] | None = None
         if self.forking:
-            self.server = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           text=True, env=ENVIRONMENT, cwd=ROOT)
+            self.server = subprocess.Popen(
+                [sys.executable, "-c", _SERVER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=ENVIRONMENT,
+                cwd=ROOT,
+            )
 
     def run(self, arguments: list[str], *, timeout: float = 240, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "kuramoto_diffusion", *arguments]
         if self.server is None:
             return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=ENVIRONMENT, cwd=cwd)
         stdout, stderr = self.folder / "stdout", self.folder / "stderr"
-        self.server.stdin.write(json.dumps({"argv": arguments, "cwd": str(cwd), "stdout": str(stdout),
-                                            "stderr": str(stderr)}) + "\n")
+        self.server.stdin.write(
+            json.dumps({"argv": arguments, "cwd": str(cwd), "stdout": str(stdout), "stderr": str(stderr)}) + "\n"
+        )
         self.server.stdin.flush()
         ready, _, _ = select.select([self.server.stdout], [], [], timeout)
         if not ready:

@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-for folder in [TESTS, *sorted(path for path in TESTS.iterdir() if path.is_dir() and not path.name.startswith((".", "_")))]:
+for folder in [
+    TESTS,
+    *sorted(path for path in TESTS.iterdir() if path.is_dir() and not path.name.startswith((".", "_"))),
+]:
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))

@@ -119,10 +119,14 @@ def test_imports_inside_functions_count():
 
 def test_argparse_is_imported_by_the_app_alone():
     importing = sorted(
-        name for name, path in MODULES.items()
-        if any(isinstance(node, (ast.Import, ast.ImportFrom))
-               and any(alias.name == "argparse" for alias in node.names) or getattr(node, "module", None) == "argparse"
-               for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+        name
+        for name, path in MODULES.items()
+        if any(
+            isinstance(node, (ast.Import, ast.ImportFrom))
+            and any(alias.name == "argparse" for alias in node.names)
+            or getattr(node, "module", None) == "argparse"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        )
     )
     assert importing and all(name.startswith(f"{NAME}.app.") for name in importing), importing
 
@@ -133,7 +137,11 @@ def error_texts(tree: ast.AST) -> list[str]:
     for node in ast.walk(tree):
         is_warning = isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn"
         if isinstance(node, ast.Raise) or is_warning:
-            texts += [piece.value for piece in ast.walk(node) if isinstance(piece, ast.Constant) and isinstance(piece.value, str)]
+            texts += [
+                piece.value
+                for piece in ast.walk(node)
+                if isinstance(piece, ast.Constant) and isinstance(piece.value, str)
+            ]
     return texts
 
 
@@ -143,7 +151,8 @@ def test_no_library_error_names_a_command_line_flag():
     flag = re.compile(r"(?<![\w-])--[a-z]")
     offending = {
         name: [text for text in error_texts(ast.parse(path.read_text(encoding="utf-8"))) if flag.search(text)]
-        for name, path in MODULES.items() if not name.startswith(f"{NAME}.app")
+        for name, path in MODULES.items()
+        if not name.startswith(f"{NAME}.app")
     }
     assert {name: texts for name, texts in offending.items() if texts} == {}
     # and the check does see flags where the app names them
@@ -154,23 +163,38 @@ def test_no_library_error_names_a_command_line_flag():
 def test_the_app_says_library_parameters_as_flags():
     parser = build_parser()
     train = parameter_flags(parser, "train")
-    assert flags_for_parameters("pass resume=True or choose another run_dir", train) == "pass --resume or choose another --out"
+    assert (
+        flags_for_parameters("pass resume=True or choose another run_dir", train)
+        == "pass --resume or choose another --out"
+    )
     assert flags_for_parameters("use image_size=8 or more", train) == "use --image-size 8 or more"
-    assert flags_for_parameters("batch_size 33 does not split × grad_accum 2", train) == "--batch-size 33 does not split × --grad-accum 2"
+    assert (
+        flags_for_parameters("batch_size 33 does not split × grad_accum 2", train)
+        == "--batch-size 33 does not split × --grad-accum 2"
+    )
     # single words are prose unless written name=value; a flag of the command itself wins over another's
     assert flags_for_parameters("the num of images", train) == "the num of images"
-    assert flags_for_parameters("choose another out_dir", parameter_flags(parser, "sample")) == "choose another --out-dir"
+    assert (
+        flags_for_parameters("choose another out_dir", parameter_flags(parser, "sample")) == "choose another --out-dir"
+    )
     assert flags_for_parameters("choose another out_dir", parameter_flags(parser, "flows")) == "choose another --out"
 
 
 def test_loading_a_model_imports_no_image_or_plotting_library():
-    code = ("import sys; from kuramoto_diffusion.model import DiffusionModel; "
-            "print(' '.join(m for m in ('skimage', 'matplotlib', 'PIL') if m in sys.modules))")
+    code = (
+        "import sys; from kuramoto_diffusion.model import DiffusionModel; "
+        "print(' '.join(m for m in ('skimage', 'matplotlib', 'PIL') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
     # the same probe does see a heavy import
-    code_heavy = code.replace("from kuramoto_diffusion.model import DiffusionModel", "import kuramoto_diffusion.viz.images")
-    assert "PIL" in subprocess.run([sys.executable, "-c", code_heavy], capture_output=True, text=True, check=True).stdout.split()
+    code_heavy = code.replace(
+        "from kuramoto_diffusion.model import DiffusionModel", "import kuramoto_diffusion.viz.images"
+    )
+    assert (
+        "PIL"
+        in subprocess.run([sys.executable, "-c", code_heavy], capture_output=True, text=True, check=True).stdout.split()
+    )
 
 
 def test_request_defaults_are_the_command_lines():
@@ -183,8 +207,12 @@ def test_request_defaults_are_the_command_lines():
     from kuramoto_diffusion.app.train import TrainRequest
 
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for command, request in [("forward", ForwardRequest), ("train", TrainRequest), ("sample", SampleRequest),
-                             ("evaluate", EvaluateRequest)]:
+    for command, request in [
+        ("forward", ForwardRequest),
+        ("train", TrainRequest),
+        ("sample", SampleRequest),
+        ("evaluate", EvaluateRequest),
+    ]:
         defaults = {action.dest: action.default for action in subcommands[command]._actions}
         for option in dataclasses.fields(request):
             if option.default_factory is SamplerOptions:
@@ -205,7 +233,11 @@ def sampler_name_comparisons(source: str, names: set[str]) -> list[int]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return {node.value}
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-            return {element.value for element in node.elts if isinstance(element, ast.Constant) and isinstance(element.value, str)}
+            return {
+                element.value
+                for element in node.elts
+                if isinstance(element, ast.Constant) and isinstance(element.value, str)
+            }
         return set()
 
     lines = []
@@ -285,9 +317,14 @@ def test_a_new_sampler_is_one_function_and_one_registry_line(monkeypatch):
 
 
 # ----- choices: written once, as Literal[...] fields of the configs ------------------------------
-def option_disagreements(command: argparse.ArgumentParser, request: type, config_fields: Callable[[str], tuple[type, str] | None],
-                         as_field: Callable[[str, object], object] = lambda option, value: value,
-                         own_choices: Mapping[str, Collection[str]] = {}, default_exceptions: Collection[str] = ()) -> list[str]:
+def option_disagreements(
+    command: argparse.ArgumentParser,
+    request: type,
+    config_fields: Callable[[str], tuple[type, str] | None],
+    as_field: Callable[[str, object], object] = lambda option, value: value,
+    own_choices: Mapping[str, Collection[str]] = {},
+    default_exceptions: Collection[str] = (),
+) -> list[str]:
     """What a subcommand's options and the config fields they set disagree on: each request field is an option of
     its name (``--name-with-dashes``) with the request's default, the default of the field ``config_fields`` names
     (``as_field`` turns the option's value into the field's; a None request default is decided later, by the data)
@@ -302,26 +339,34 @@ def option_disagreements(command: argparse.ArgumentParser, request: type, config
             found.append(f"{option.name}: no option --{option.name.replace('_', '-')}")
             continue
         if option.default is not dataclasses.MISSING and action.default != option.default:
-            found.append(f"{option.name}: the option's default {action.default!r} is not the request's {option.default!r}")
+            found.append(
+                f"{option.name}: the option's default {action.default!r} is not the request's {option.default!r}"
+            )
         target = config_fields(option.name)
         if target is not None and option.name not in default_exceptions and option.default is not None:
             cls, name = target
             field_default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
             if field_default != as_field(option.name, option.default):
-                found.append(f"{option.name}: default {option.default!r}, but {cls.__name__}.{name} defaults to {field_default!r}")
+                found.append(
+                    f"{option.name}: default {option.default!r}, but {cls.__name__}.{name} defaults to {field_default!r}"
+                )
         try:
             choices = field_choices(*target) if target is not None else None
         except TypeError:  # not a Literal field
             choices = None
         if choices is not None:
             if tuple(action.choices or ()) != choices:
-                found.append(f"{option.name}: choices {action.choices}, but {target[0].__name__}.{target[1]} takes {choices}")
+                found.append(
+                    f"{option.name}: choices {action.choices}, but {target[0].__name__}.{target[1]} takes {choices}"
+                )
             try:
                 request_choices = field_choices(request, option.name)
             except TypeError:
                 request_choices = None
             if request_choices != choices:
-                found.append(f"{option.name}: {request.__name__}.{option.name} is not typed as {target[0].__name__}.{target[1]}")
+                found.append(
+                    f"{option.name}: {request.__name__}.{option.name} is not typed as {target[0].__name__}.{target[1]}"
+                )
         elif action.choices is not None and tuple(action.choices) != tuple(own_choices.get(option.name, ())):
             found.append(f"{option.name}: choices {action.choices} come from no config field or registry")
     return found
@@ -350,8 +395,13 @@ def test_each_option_agrees_with_its_config_field_in_name_default_and_choices():
     own = {"process": PROCESS_NAMES, "preset": tuple(UNET_PRESETS), "channels": CHANNEL_NAMES, "device": DEVICE_NAMES}
     train_fields = _config_field([TrainConfig, DataConfig, ModelConfig, KuramotoConfig], TRAIN_OPTION_FIELDS)
     # --channels: "auto" (from the data) where the field holds the number
-    assert option_disagreements(subcommands["train"], TrainRequest, train_fields, train_option_value, own, {"channels"}) == []
-    assert option_disagreements(subcommands["forward"], ForwardRequest, _config_field([DataConfig, KuramotoConfig])) == []
+    assert (
+        option_disagreements(subcommands["train"], TrainRequest, train_fields, train_option_value, own, {"channels"})
+        == []
+    )
+    assert (
+        option_disagreements(subcommands["forward"], ForwardRequest, _config_field([DataConfig, KuramotoConfig])) == []
+    )
     # Every TrainConfig field is an option's (of its own name unless renamed), but for these, which no option sets.
     without_option = {f.name for f in dataclasses.fields(TrainConfig)} - set(TRAIN_OPTION_FIELDS.values())
     assert without_option == {"weight_decay", "grad_clip", "log_every"}
@@ -368,7 +418,9 @@ def test_the_option_check_finds_disagreements():
         lr: float = 1e-3  # another default than the config field's
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")  # a choice missing, the request untyped
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32"
+    )  # a choice missing, the request untyped
     parser.add_argument("--objective-name", dest="objective", default="auto")  # another name
     parser.add_argument("--window", type=int, default=1)  # another default than the request's
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -427,6 +479,16 @@ def test_data_become_states_in_the_codecs_alone_and_processes_declare_their_phas
 def test_the_trainer_and_checkpoints_read_config_files_without_the_model_facade():
     for name in (f"{NAME}.training.trainer", f"{NAME}.training.checkpointing"):
         tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
-        from_model = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "model"
-                      for alias in node.names}
-        assert not from_model & {"CONFIG_NAME", "WEIGHTS_NAME", "EMA_WEIGHTS_NAME", "load_run_config", "run_config_dict"}, name
+        from_model = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "model"
+            for alias in node.names
+        }
+        assert not from_model & {
+            "CONFIG_NAME",
+            "WEIGHTS_NAME",
+            "EMA_WEIGHTS_NAME",
+            "load_run_config",
+            "run_config_dict",
+        }, name

@@ -52,8 +52,12 @@ def test_wrapped_normal_is_periodic(scale):
     x = torch.linspace(-math.pi, math.pi, 101, dtype=torch.float64)
     mean = torch.tensor(-2.5, dtype=torch.float64)
     for shift in (2 * math.pi, -4 * math.pi):
-        assert torch.allclose(wrapped_normal_log_prob(x + shift, mean, scale), wrapped_normal_log_prob(x, mean, scale), rtol=1e-9)
-        assert torch.allclose(wrapped_normal_score(x + shift, mean, scale), wrapped_normal_score(x, mean, scale), rtol=1e-7, atol=1e-9)
+        assert torch.allclose(
+            wrapped_normal_log_prob(x + shift, mean, scale), wrapped_normal_log_prob(x, mean, scale), rtol=1e-9
+        )
+        assert torch.allclose(
+            wrapped_normal_score(x + shift, mean, scale), wrapped_normal_score(x, mean, scale), rtol=1e-7, atol=1e-9
+        )
     assert torch.allclose(von_mises_log_prob(x + 2 * math.pi, 0.3, 2.0), von_mises_log_prob(x, 0.3, 2.0), atol=1e-12)
 
 
@@ -175,11 +179,15 @@ def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
     process = KuramotoProcess(KuramotoConfig(phase_range=half))
     codec = ImageCodec.for_process(process)
     assert torch.allclose(codec.encode(x), half * x) and torch.allclose(codec.decode(codec.encode(x))[0], x)
-    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi), 1, 8, "tiny"))
+    model = DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi), 1, 8, "tiny")
+    )
     model.save_pretrained(tmp_path / "m")
     loaded = DiffusionModel.from_pretrained(tmp_path / "m")
     assert loaded.config.process.phase_range == pytest.approx(0.7 * math.pi)
-    assert float(loaded.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(64 * math.log(0.7 * math.pi))
+    assert float(loaded.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(
+        64 * math.log(0.7 * math.pi)
+    )
     # The default is half the circle; a model saved before the setting (no key) keeps the paper's 0.9π.
     assert KuramotoConfig().phase_range == pytest.approx(0.5 * math.pi)
     config_path = tmp_path / "m" / "config.json"
@@ -188,7 +196,9 @@ def test_phase_range_is_a_setting_of_the_image_encoding(tmp_path):
     config_path.write_text(json.dumps(saved))
     legacy = DiffusionModel.from_pretrained(tmp_path / "m")
     assert legacy.config.process.phase_range == pytest.approx(0.9 * math.pi)
-    assert float(legacy.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(64 * math.log(0.9 * math.pi))
+    assert float(legacy.encoding_log_jacobian(torch.zeros(1, 1, 8, 8))[0]) == pytest.approx(
+        64 * math.log(0.9 * math.pi)
+    )
     for bad in (0.0, math.pi, -1.0, math.inf):
         with pytest.raises(UserError, match=r"phase_range must be in \(0, π\)"):
             KuramotoConfig(phase_range=bad)

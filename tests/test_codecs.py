@@ -31,7 +31,11 @@ NORMALISATION = FlowNormalisation(log_speed_mean=-0.3, log_speed_std=0.8, veloci
 def codec_cases():
     image_torus = build_process(KuramotoConfig(coupling="local", phase_range=0.7 * math.pi))
     yield "image-kuramoto", ImageCodec.for_process(image_torus), torch.rand(1, 1, 3, 3, dtype=torch.float64) * 1.8 - 0.9
-    yield "image-euclidean", ImageCodec.for_process(build_process(EuclideanConfig())), torch.rand(1, 1, 3, 3, dtype=torch.float64) - 0.5
+    yield (
+        "image-euclidean",
+        ImageCodec.for_process(build_process(EuclideanConfig())),
+        torch.rand(1, 1, 3, 3, dtype=torch.float64) - 0.5,
+    )
     yield "angle", AngleCodec(periodic=True), torch.rand(1, 4, dtype=torch.float64) * 4 - 2
     yield "angle-euclidean", AngleCodec(periodic=False), torch.rand(1, 4, dtype=torch.float64) * 4 - 2
     velocity = torch.randn(1, 2, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -72,7 +76,9 @@ def test_the_model_config_picks_the_codec():
     euclidean = EuclideanConfig()
     assert build_codec(image_model_config(euclidean, 1, 16, "tiny"), build_process(euclidean)).phase_range is None
     global_coupling = KuramotoConfig(coupling="global")
-    assert build_codec(angle_model_config(global_coupling, 3, "tiny"), build_process(global_coupling)) == AngleCodec(periodic=True)
+    assert build_codec(angle_model_config(global_coupling, 3, "tiny"), build_process(global_coupling)) == AngleCodec(
+        periodic=True
+    )
     assert build_codec(angle_model_config(euclidean, 3, "tiny"), build_process(euclidean)) == AngleCodec(periodic=False)
     for flows, polar in ((PhaseAmplitudeConfig(), True), (euclidean, False)):
         config = flow_model_config(flows, 16, NORMALISATION, "tiny")
@@ -84,9 +90,14 @@ def test_a_periodic_process_without_an_image_encoding_has_no_image_codec():
         ImageCodec.for_process(build_process(PhaseAmplitudeConfig()))
 
 
-@pytest.mark.parametrize("config, expected", [
-    (KuramotoConfig(coupling="local"), [0, 1, 3]), (EuclideanConfig(), [0, 0, 0]), (PhaseAmplitudeConfig(), [1, 1, 1]),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (KuramotoConfig(coupling="local"), [0, 1, 3]),
+        (EuclideanConfig(), [0, 0, 0]),
+        (PhaseAmplitudeConfig(), [1, 1, 1]),
+    ],
+)
 def test_each_process_declares_its_periodic_channels_and_project_wraps_those_alone(config, expected):
     process = build_process(config)
     assert [process.periodic_channels(channels) for channels in (0, 1, 3)] == expected
@@ -95,4 +106,3 @@ def test_each_process_declares_its_periodic_channels_and_project_wraps_those_alo
     wrapped = process.project(x) != x  # 5 rad is outside [-π, π): a wrapped channel changes
     periodic = process.periodic_channels(channels)
     assert wrapped[:, :periodic].all() and not wrapped[:, periodic:].any()
-

@@ -96,7 +96,9 @@ def test_guided_sampling_with_guidance_zero_is_the_unconditional_sweep():
     model = conditional_model()
     labels = model.class_labels("b", 3)
     plain = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(1)).states
-    guided = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(1), class_labels=labels, guidance=0.0).states
+    guided = model.sample(
+        3, nfe=5, generator=torch.Generator().manual_seed(1), class_labels=labels, guidance=0.0
+    ).states
     conditional = model.sample(3, nfe=5, generator=torch.Generator().manual_seed(1), class_labels=labels).states
     # float32 rounding of s_∅ + 0·(s_y − s_∅) only, against a real difference for the conditional sweep.
     assert (plain - guided).abs().max() < 1e-3 and (plain - conditional).abs().max() > 0.05
@@ -137,16 +139,53 @@ def test_guided_samples_are_classified_as_their_class(tmp_path):
     source = open_image_source(folder, 8, split="all", classes=True)
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
-    subprocess.run([sys.executable, "-m", "kuramoto_diffusion", "train", "--data", str(folder), "--classes",
-                    "--image-size", "8", "--preset", "tiny", "--steps", "20", "--neighbourhood", "3",
-                    "--train-steps", "1500", "--batch-size", "32", "--lr", "1e-3", "--ema-decay", "0.99",
-                    "--sample-every", "0", "--checkpoint-every", "1500", "--out", str(run), "--quiet"],
-                   check=True, env=environment, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kuramoto_diffusion",
+            "train",
+            "--data",
+            str(folder),
+            "--classes",
+            "--image-size",
+            "8",
+            "--preset",
+            "tiny",
+            "--steps",
+            "20",
+            "--neighbourhood",
+            "3",
+            "--train-steps",
+            "1500",
+            "--batch-size",
+            "32",
+            "--lr",
+            "1e-3",
+            "--ema-decay",
+            "0.99",
+            "--sample-every",
+            "0",
+            "--checkpoint-every",
+            "1500",
+            "--out",
+            str(run),
+            "--quiet",
+        ],
+        check=True,
+        env=environment,
+        timeout=900,
+    )
     # The classifier: a small CNN (translation-invariant, so stripe phase does not matter), trained here.
     torch.manual_seed(0)
     classifier = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2),
+        torch.nn.Conv2d(1, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 2),
     )
     optimiser = torch.optim.Adam(classifier.parameters(), lr=1e-2)
     generator = torch.Generator().manual_seed(0)
@@ -164,7 +203,9 @@ def test_guided_samples_are_classified_as_their_class(tmp_path):
         correct = 0
         for name in model.config.class_names:
             labels = model.class_labels(name, 64)
-            result = model.sample(64, nfe=20, generator=torch.Generator().manual_seed(2), class_labels=labels, guidance=guidance)
+            result = model.sample(
+                64, nfe=20, generator=torch.Generator().manual_seed(2), class_labels=labels, guidance=guidance
+            )
             images, _ = model.decode(result.states)
             correct += int((classifier(images).argmax(1) == labels).sum())
         accuracy[guidance] = correct / 128
@@ -186,7 +227,9 @@ def test_field_conditioning_channels_reach_the_score_and_the_loss():
     assert not torch.allclose(model.score(x, 5, condition=first), model.score(x, 5, condition=second))
     with pytest.raises(UserError, match="condition of shape"):
         model.score(x, 5)
-    objective = build_objective(model.process, TrainConfig(objective="markov", draws=2), conditioning=Conditioning("context"))
+    objective = build_objective(
+        model.process, TrainConfig(objective="markov", draws=2), conditioning=Conditioning("context")
+    )
     start = StartingStates(x, torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long), second, None)
     loss = objective.loss(model.network, objective.examples_from(start, None))
     loss.backward()

@@ -21,10 +21,14 @@ def _before_the_backbone_section(saved: dict) -> dict:
     return saved
 
 
-@pytest.mark.parametrize("model_config", [
-    image_model_config(KuramotoConfig(coupling="local"), 1, 16, "tiny"),
-    angle_model_config(EuclideanConfig(), 3, "tiny"),
-], ids=["unet", "mlp"])
+@pytest.mark.parametrize(
+    "model_config",
+    [
+        image_model_config(KuramotoConfig(coupling="local"), 1, 16, "tiny"),
+        angle_model_config(EuclideanConfig(), 3, "tiny"),
+    ],
+    ids=["unet", "mlp"],
+)
 @pytest.mark.parametrize("with_training", [False, True], ids=["model-only", "run"])
 def test_a_file_with_the_old_unet_and_mlp_keys_loads_as_the_same_config(model_config, with_training, tmp_path):
     run_config = RunConfig(model=model_config, training=TrainConfig()) if with_training else None
@@ -44,7 +48,9 @@ def test_an_old_file_with_both_or_neither_backbone_is_one_line_naming_it(unet, m
     saved["model"].update(unet=unet, mlp=mlp)
     path = tmp_path / CONFIG_NAME
     path.write_text(json.dumps(saved))
-    with pytest.raises(UserError, match=f"^{path}:model: a model config needs exactly one of 'unet' and 'mlp'.*got {word}$"):
+    with pytest.raises(
+        UserError, match=f"^{path}:model: a model config needs exactly one of 'unet' and 'mlp'.*got {word}$"
+    ):
         load_run_config(path)
 
 

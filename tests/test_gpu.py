@@ -73,9 +73,21 @@ def run_config(name: str, steps: int, precision: str = "fp32", checkpoint_every:
         model = flow_model_config(process, SIZE, FlowNormalisation(), "tiny")
     else:
         model = image_model_config(process, 1, SIZE, "tiny")
-    return RunConfig(model=model, data=DataConfig(image_size=SIZE),
-                     training=TrainConfig(train_steps=steps, batch_size=16, precision=precision, lr=2e-3, warmup_steps=1,
-                                          checkpoint_every=checkpoint_every, sample_every=0, fit_prior=False, seed=0))
+    return RunConfig(
+        model=model,
+        data=DataConfig(image_size=SIZE),
+        training=TrainConfig(
+            train_steps=steps,
+            batch_size=16,
+            precision=precision,
+            lr=2e-3,
+            warmup_steps=1,
+            checkpoint_every=checkpoint_every,
+            sample_every=0,
+            fit_prior=False,
+            seed=0,
+        ),
+    )
 
 
 def held_out_loss(trainer: Trainer, source: FixedStates) -> float:
@@ -120,10 +132,14 @@ def check_training(device: str, name: str, precision: str, out: Path, monkeypatc
 def check_resume(device: str, name: str, out: Path) -> None:
     """2 + 2 steps through a checkpoint give the weights of 4 uninterrupted steps."""
     source = FixedStates(run_config(name, 4))
-    straight = Trainer(run_config(name, 4, checkpoint_every=2), source, out / "straight", device=torch.device(device), quiet=True)
+    straight = Trainer(
+        run_config(name, 4, checkpoint_every=2), source, out / "straight", device=torch.device(device), quiet=True
+    )
     straight.start()
     straight.train()
-    first = Trainer(run_config(name, 2, checkpoint_every=2), source, out / "resumed", device=torch.device(device), quiet=True)
+    first = Trainer(
+        run_config(name, 2, checkpoint_every=2), source, out / "resumed", device=torch.device(device), quiet=True
+    )
     first.start()
     first.train()
     resumed = Trainer.resume(out / "resumed", source, train_steps=4, device=torch.device(device), quiet=True)
@@ -135,8 +151,13 @@ def check_resume(device: str, name: str, out: Path) -> None:
 
 def samples_on(device: str, model_dir: Path, sampler: str, x_start: torch.Tensor) -> torch.Tensor:
     model = DiffusionModel.from_pretrained(model_dir).to(device)
-    result = model.sample(x_start.shape[0], sampler=sampler, nfe=10, x_start=x_start.to(device),
-                          generator=torch.Generator().manual_seed(5))
+    result = model.sample(
+        x_start.shape[0],
+        sampler=sampler,
+        nfe=10,
+        x_start=x_start.to(device),
+        generator=torch.Generator().manual_seed(5),
+    )
     return result.states.double().cpu()
 
 
@@ -151,7 +172,10 @@ def check_samples_agree(device: str, name: str, model_dir: Path) -> None:
     model.save_pretrained(model_dir)
     x_start = model.process.prior_sample((512, *config.state_shape(1)[1:]), torch.Generator().manual_seed(1))
     for sampler in SAMPLERS:
-        reference, other = samples_on("cpu", model_dir, sampler, x_start), samples_on(device, model_dir, sampler, x_start)
+        reference, other = (
+            samples_on("cpu", model_dir, sampler, x_start),
+            samples_on(device, model_dir, sampler, x_start),
+        )
         if sampler in ("sde", "pc"):  # random: compare the moments
             spread = reference.std()
             assert abs(reference.mean() - other.mean()) < 4 * spread / reference.numel() ** 0.5, sampler
@@ -162,6 +186,7 @@ def check_samples_agree(device: str, name: str, model_dir: Path) -> None:
 
 
 # The CPU runs the same checks in the fast suite.
+
 
 @pytest.mark.parametrize("name", PROCESSES)
 def test_training_check_on_cpu(tmp_path, monkeypatch, name):
@@ -207,13 +232,48 @@ def test_two_gpus_under_torchrun_take_the_steps_of_one(tmp_path):
     from safetensors.torch import load_file
 
     def train(out: Path, processes: int) -> None:
-        arguments = ["-m", "kuramoto_diffusion", "train", "--data", "textures", "--image-size", "16", "--preset", "tiny",
-                     "--steps", "10", "--batch-size", "8", "--train-steps", "4", "--checkpoint-every", "2",
-                     "--sample-every", "0", "--device", "cuda", "--out", str(out), "--quiet"]
-        command = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-                    *arguments] if processes > 1 else [sys.executable, *arguments])
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        arguments = [
+            "-m",
+            "kuramoto_diffusion",
+            "train",
+            "--data",
+            "textures",
+            "--image-size",
+            "16",
+            "--preset",
+            "tiny",
+            "--steps",
+            "10",
+            "--batch-size",
+            "8",
+            "--train-steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--sample-every",
+            "0",
+            "--device",
+            "cuda",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+        command = (
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(processes),
+                *arguments,
+            ]
+            if processes > 1
+            else [sys.executable, *arguments]
+        )
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
         assert result.returncode == 0, result.stderr[-2000:]
 
     train(tmp_path / "one", 1)
@@ -230,10 +290,13 @@ def test_two_gpus_under_torchrun_take_the_steps_of_one(tmp_path):
 def test_peak_memory_of_a_small_step(tmp_path, record_property):
     """Peak GPU memory of one `small`-preset step at batch 64, 64 px, beside the checkpoint estimate
     (weights, EMA, two AdamW moments) that the free-space check uses."""
-    config = RunConfig(model=image_model_config(PROCESSES["kuramoto-local"], 1, 64, "small"),
-                       data=DataConfig(image_size=64),
-                       training=TrainConfig(train_steps=2, batch_size=64, checkpoint_every=1000, sample_every=0,
-                                            fit_prior=False, warmup_steps=1))
+    config = RunConfig(
+        model=image_model_config(PROCESSES["kuramoto-local"], 1, 64, "small"),
+        data=DataConfig(image_size=64),
+        training=TrainConfig(
+            train_steps=2, batch_size=64, checkpoint_every=1000, sample_every=0, fit_prior=False, warmup_steps=1
+        ),
+    )
     trainer = Trainer(config, RandomImages(64), tmp_path / "run", device=torch.device("cuda"), quiet=True)
     trainer.start()
     trainer.train_step()
@@ -254,8 +317,13 @@ def test_peak_memory_of_a_small_step(tmp_path, record_property):
 
 def test_gpu_check_script_dry_run_checks_its_options(tmp_path):
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(tmp_path)], cwd=root,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["bash", "bench/gpu_check.sh", "--dry-run", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     planned = [line for line in result.stdout.splitlines() if line.startswith("would run")]
     assert len(planned) == 4 and "make test-gpu" in planned[0] and "--device cuda" in planned[1]

@@ -24,8 +24,11 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # the READM
 
 def readme_blocks(pages: list[Path] = PAGES) -> list[tuple[str, str, str]]:
     """(page name, marker or "", code) of every python block of the README and the docs/ pages, in order."""
-    return [(page.name, marker.strip(), code) for page in pages
-            for marker, code in BLOCK.findall(page.read_text(encoding="utf-8"))]
+    return [
+        (page.name, marker.strip(), code)
+        for page in pages
+        for marker, code in BLOCK.findall(page.read_text(encoding="utf-8"))
+    ]
 
 
 SELECTED = [(page, code) for page, marker, code in readme_blocks() if "readme-diffusers-loop" not in marker]

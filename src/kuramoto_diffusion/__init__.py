@@ -1,2 +1,3 @@
 """Kuramoto orientation diffusion: generative modelling on the torus."""
+
 __version__ = "0.1.0"

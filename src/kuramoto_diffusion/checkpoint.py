@@ -55,7 +55,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable safetensors file ({error}); the file is damaged, use another checkpoint") from None
+        raise UserError(
+            f"{path}: not a readable safetensors file ({error}); the file is damaged, use another checkpoint"
+        ) from None
 
 
 def load_module_weights(module: torch.nn.Module, path: Path) -> None:
@@ -67,7 +69,10 @@ def load_module_weights(module: torch.nn.Module, path: Path) -> None:
     wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         detail = (
-            f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
             else f"shape of {wrong[0]} is {tuple(tensors[wrong[0]].shape)}, config needs {tuple(expected[wrong[0]].shape)}"
         )
         raise UserError(f"{path}: weights do not match config.json ({detail}); the weights belong to another model")
@@ -77,8 +82,14 @@ def load_module_weights(module: torch.nn.Module, path: Path) -> None:
 
 def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating-point tensor holding a NaN or an infinity, or None when all are finite."""
-    return next((name for name, tensor in tensors.items()
-                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())), None)
+    return next(
+        (
+            name
+            for name, tensor in tensors.items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ),
+        None,
+    )
 
 
 def check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -211,9 +211,13 @@ def phase_correlation(theta: Tensor, distances: tuple[int, ...] = (1, 2, 4, 8)) 
     ordered field has the curve fall with distance, a globally synchronised one keeps it flat.
     """
     if theta.dim() != 4:
-        raise UserError(f"phase_correlation needs images (batch, channels, height, width), got shape {tuple(theta.shape)}")
+        raise UserError(
+            f"phase_correlation needs images (batch, channels, height, width), got shape {tuple(theta.shape)}"
+        )
     if not distances or min(distances) < 1 or max(distances) >= min(theta.shape[-2:]):
-        raise UserError(f"distances must be in 1…{min(theta.shape[-2:]) - 1} px for {tuple(theta.shape[-2:])} images, got {distances}")
+        raise UserError(
+            f"distances must be in 1…{min(theta.shape[-2:]) - 1} px for {tuple(theta.shape[-2:])} images, got {distances}"
+        )
     theta = theta.detach().to(torch.float64)
     out = torch.empty(theta.shape[0], len(distances), 2, dtype=torch.float64, device=theta.device)
     for index, distance in enumerate(distances):

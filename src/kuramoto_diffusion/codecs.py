@@ -66,8 +66,10 @@ class FlowNormalisation:
         velocity = velocity.to(torch.float64)
         _, log_speed = velocity_to_phase_amplitude(velocity, speed_epsilon)
         return cls(
-            log_speed_mean=float(log_speed.mean()), log_speed_std=float(log_speed.std()),
-            velocity_std=float(velocity.square().mean().sqrt()), speed_epsilon=speed_epsilon,
+            log_speed_mean=float(log_speed.mean()),
+            log_speed_std=float(log_speed.std()),
+            velocity_std=float(velocity.square().mean().sqrt()),
+            speed_epsilon=speed_epsilon,
         )
 
     def __post_init__(self) -> None:
@@ -113,7 +115,9 @@ class ImageCodec:
             return cls(None)
         phase_range = getattr(process.config, "phase_range", None)
         if phase_range is None:
-            raise UserError(f"the {process.config.kind} process has no image encoding (no phase_range); it models other data")
+            raise UserError(
+                f"the {process.config.kind} process has no image encoding (no phase_range); it models other data"
+            )
         return cls(float(phase_range))
 
     def encode(self, data: Tensor) -> Tensor:
@@ -177,8 +181,9 @@ class FlowCodec:
         # Per pixel −log|v| − log(|v| + ε) − log s (φ = atan2, a = (log(|v| + ε) − μ)/s), or −2·log σ_v.
         norm = self.normalisation
         if not self.polar:
-            return torch.full((data.shape[0],), -2.0 * math.prod(data.shape[2:]) * math.log(norm.velocity_std),
-                              dtype=torch.float64)
+            return torch.full(
+                (data.shape[0],), -2.0 * math.prod(data.shape[2:]) * math.log(norm.velocity_std), dtype=torch.float64
+            )
         speed = torch.hypot(data[:, 0], data[:, 1]).to(torch.float64)
         per_pixel = -torch.log(speed) - torch.log(speed + norm.speed_epsilon) - math.log(norm.log_speed_std)
         return per_pixel.flatten(1).sum(1).cpu()

@@ -54,7 +54,9 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()  # class-conditional models: the classes, in label order
     flow: FlowNormalisation | None = None  # flow models: velocity <-> state normalisation
     context_frames: int = 0  # flow models that forecast: conditioned on this many previous frames
-    flow_networks: FlowNetworks = "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
+    flow_networks: FlowNetworks = (
+        "joint"  # flow models: one network for both fields, or "split": one per field (phase-amplitude)
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -63,7 +65,9 @@ class ModelConfig:
             raise UserError(f"a model config's backbone is a UNetConfig or an MLPConfig, got {type(backbone).__name__}")
         backbone_classes = backbone.num_classes
         if backbone_classes != len(self.class_names):
-            raise UserError(f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}")
+            raise UserError(
+                f"the backbone has {backbone_classes} classes but class_names lists {len(self.class_names)}"
+            )
         if len(set(self.class_names)) != len(self.class_names):
             raise UserError(f"class names must be distinct, got {', '.join(self.class_names)}")
         if (self.data_kind == "flow") != (self.flow is not None):
@@ -135,7 +139,9 @@ class ModelConfig:
         periodic, rest = self.periodic_channels, self.channels - self.periodic_channels
         extra = unet.condition_channels
         return (
-            dataclasses.replace(unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra),
+            dataclasses.replace(
+                unet, in_channels=2 * periodic, out_channels=2 * periodic, condition_channels=rest + extra
+            ),
             dataclasses.replace(unet, in_channels=rest, out_channels=rest, condition_channels=2 * periodic + extra),
         )
 
@@ -162,9 +168,16 @@ def image_model_config(
     on ``class_names`` if given)."""
     width = channels + periodic_channel_count(process, channels)
     unet = unet_config_from_preset(
-        preset, in_channels=width, out_channels=width, image_size=image_size, num_classes=len(class_names), **unet_overrides
+        preset,
+        in_channels=width,
+        out_channels=width,
+        image_size=image_size,
+        num_classes=len(class_names),
+        **unet_overrides,
     )
-    return ModelConfig(process=process, backbone=unet, channels=channels, image_size=image_size, class_names=tuple(class_names))
+    return ModelConfig(
+        process=process, backbone=unet, channels=channels, image_size=image_size, class_names=tuple(class_names)
+    )
 
 
 def flow_model_config(
@@ -190,11 +203,26 @@ def flow_model_config(
     width = 2 + periodic_channel_count(process, 2)
     condition_channels = context_frames * width + 1 if context_frames else 0
     unet = unet_config_from_preset(
-        preset, **{"in_channels": width, "out_channels": width, "image_size": image_size, "padding_mode": "circular",
-                   "condition_channels": condition_channels, **unet_overrides},
+        preset,
+        **{
+            "in_channels": width,
+            "out_channels": width,
+            "image_size": image_size,
+            "padding_mode": "circular",
+            "condition_channels": condition_channels,
+            **unet_overrides,
+        },
     )
-    return ModelConfig(process=process, backbone=unet, channels=2, image_size=image_size, data_kind="flow", flow=normalisation,
-                       context_frames=context_frames, flow_networks=networks)
+    return ModelConfig(
+        process=process,
+        backbone=unet,
+        channels=2,
+        image_size=image_size,
+        data_kind="flow",
+        flow=normalisation,
+        context_frames=context_frames,
+        flow_networks=networks,
+    )
 
 
 # MLP sizes for angle data by the CLI's --preset names: tiny for tests and quick tries, small is MLPConfig's default.
@@ -208,7 +236,9 @@ def angle_model_config(process: ProcessConfig, dims: int, preset: str = "small",
     """An MLP model config for flat vectors of ``dims`` angles (radians) under ``process``; sizes from
     ``ANGLE_MLP_PRESETS[preset]``, then ``mlp_overrides`` (MLPConfig fields)."""
     if preset not in ANGLE_MLP_PRESETS:
-        raise UserError(f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}")
+        raise UserError(
+            f"preset {preset!r} is not an MLP size for angle data; valid values are {', '.join(ANGLE_MLP_PRESETS)}"
+        )
     width = dims + periodic_channel_count(process, dims)
     mlp = MLPConfig(**{"in_features": width, "out_features": width, **ANGLE_MLP_PRESETS[preset], **mlp_overrides})
     return ModelConfig(process=process, backbone=mlp, channels=dims, image_size=0, data_kind="angle")
@@ -242,7 +272,9 @@ class DataConfig:
                 raise UserError("flow data has 2 channels (v_x, v_y) and no classes or degrees")
         else:
             if self.degrees:
-                raise UserError(f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop degrees=True")
+                raise UserError(
+                    f"degrees applies to angle data (angles:FILE) only, not to {self.source!r}; drop degrees=True"
+                )
             if self.image_size < 8:
                 raise UserError(f"image size must be ≥ 8 pixels, got {self.image_size}")
             if self.channels not in IMAGE_CHANNELS:
@@ -255,8 +287,9 @@ ForwardStates = Literal["pool", "resimulate"]
 # DSM objectives (training/objectives/, one class each; ``objectives.OBJECTIVES`` maps these names to them): which
 # kernel and target, and whether draws are antithetic; "auto" is the measured best the process supports
 # (``objectives.resolve_objective``), written into the saved config as resolved
-Objective = Literal["auto", "markov", "antithetic", "linearised", "linearised-antithetic", "propagated",
-                    "propagated-antithetic"]
+Objective = Literal[
+    "auto", "markov", "antithetic", "linearised", "linearised-antithetic", "propagated", "propagated-antithetic"
+]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 # Objective names of configs saved before the rename ("flow" also meant the probability-flow ODE and flow data);
 # the loader reads them as the new names.
@@ -279,7 +312,9 @@ class TrainConfig:
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     objective: Objective = "auto"  # see OBJECTIVES and training/objectives/
     window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, linearised T (anchored at the data)
-    anchor: int = 0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
+    anchor: int = (
+        0  # queries at t ≤ anchor start from the data (s = 0, stride t, linearised kernel); later ones from the chain
+    )
     forward_states: ForwardStates = "pool"  # pool: O(1) chain pool; resimulate: the authors' O(T) reference
     pool_size: int = 0  # 0: max(T, 4·batch) rounded up to a multiple of T
     pool_advance: int = 0  # chains advanced per step, in turn; 0: min(pool size, 8·batch), all of them at T = 100
@@ -305,7 +340,9 @@ class TrainConfig:
     sample_every: int = 1000
     log_every: int = 25
     seed: int = 0
-    on_nonfinite: NonfinitePolicy = "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
+    on_nonfinite: NonfinitePolicy = (
+        "stop"  # stop | skip (the step is dropped; stops after MAX_SKIPPED_IN_A_ROW in a row)
+    )
     class_dropout: float = 0.1  # class-conditional models: labels replaced by "no class" this often (for guidance)
 
     def __post_init__(self) -> None:
@@ -313,7 +350,17 @@ class TrainConfig:
         for name in ("train_steps", "batch_size", "grad_accum", "draws", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("window", "anchor", "pool_size", "pool_advance", "pool_fill_trajectories", "warmup_steps", "ema_warmup_steps", "keep_checkpoints", "sample_every"):
+        for name in (
+            "window",
+            "anchor",
+            "pool_size",
+            "pool_advance",
+            "pool_fill_trajectories",
+            "warmup_steps",
+            "ema_warmup_steps",
+            "keep_checkpoints",
+            "sample_every",
+        ):
             if getattr(self, name) < 0:
                 raise UserError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -323,9 +370,13 @@ class TrainConfig:
         if not 0.0 <= self.class_dropout <= 1.0:
             raise UserError(f"class_dropout must be in [0, 1], got {self.class_dropout}")
         if self.prior == "auto" and not self.fit_prior:
-            raise UserError("prior 'auto' is chosen at the prior fit, which fit_prior=False turns off; name the prior instead")
+            raise UserError(
+                "prior 'auto' is chosen at the prior fit, which fit_prior=False turns off; name the prior instead"
+            )
         if self.objective.endswith("antithetic") and self.draws % 2:
-            raise UserError(f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}")
+            raise UserError(
+                f"objective {self.objective!r} draws in ±z pairs: draws must be even (2, 4, …), got {self.draws}"
+            )
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,10 @@ def migrate_model(model: dict[str, Any], where: str) -> dict[str, Any]:
         return model
     unet, mlp = model.pop("unet", None), model.pop("mlp", None)
     if (unet is None) == (mlp is None):
-        raise UserError(f"{where}: a model config needs exactly one of 'unet' and 'mlp' (files before 'backbone'), got "
-                        f"{'both' if unet is not None else 'neither'}")
+        raise UserError(
+            f"{where}: a model config needs exactly one of 'unet' and 'mlp' (files before 'backbone'), got "
+            f"{'both' if unet is not None else 'neither'}"
+        )
     kind, section = ("unet", unet) if unet is not None else ("mlp", mlp)
     model["backbone"] = {"kind": kind, **section} if isinstance(section, dict) else section
     return model
@@ -66,7 +68,9 @@ def load_run_config(path: Path) -> tuple[ModelConfig, RunConfig | None]:
         raise UserError(f"{path}: expected a JSON object")
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
-        raise UserError(f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config")
+        raise UserError(
+            f"{path}: format_version {version!r} is not {FORMAT_VERSION}; this is not a kuramoto-diffusion config"
+        )
     if set(data) == {"model"}:
         model = migrate_model(data["model"], f"{path}:model") if isinstance(data["model"], dict) else data["model"]
         return config_from_dict(ModelConfig, model, where=f"{path}:model"), None

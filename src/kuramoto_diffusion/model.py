@@ -60,7 +60,10 @@ class DiffusionModel:
     """A process and a network; ``sample`` generates, ``save_pretrained``/``from_pretrained`` persist."""
 
     def __init__(
-        self, config: ModelConfig, network: ScoreNetwork | SplitScoreNetwork | None = None, run_config: RunConfig | None = None
+        self,
+        config: ModelConfig,
+        network: ScoreNetwork | SplitScoreNetwork | None = None,
+        run_config: RunConfig | None = None,
     ) -> None:
         self.config = config
         self.process: ForwardProcess = build_process(config.process)
@@ -137,7 +140,9 @@ class DiffusionModel:
     def class_labels(self, names: str | list[str], num: int) -> Tensor:
         """(num,) label indices for a class name (or one name per sample); unknown names are a UserError listing the known."""
         if not self.config.class_names:
-            raise UserError("this model is not class-conditional (trained without classes=True); drop class_name and guidance")
+            raise UserError(
+                "this model is not class-conditional (trained without classes=True); drop class_name and guidance"
+            )
         names = [names] * num if isinstance(names, str) else list(names)
         unknown = [name for name in names if name not in self.config.class_names]
         if unknown:
@@ -150,7 +155,9 @@ class DiffusionModel:
         channels, plus a channel of ones that tells "context given" from the all-zero "no context"."""
         frames = self.config.context_frames
         if not frames:
-            raise UserError("this model does not forecast (trained without context_frames); sample it without a context")
+            raise UserError(
+                "this model does not forecast (trained without context_frames); sample it without a context"
+            )
         if previous.dim() != 5 or previous.shape[1] < frames or previous.shape[2:] != self.config.state_shape(1)[1:]:
             raise UserError(
                 f"the context must hold at least {frames} frames of size {format_size(self.config.state_shape(1)[1:])}, "
@@ -162,15 +169,21 @@ class DiffusionModel:
         features = state_features(states, self.config.periodic_channels).reshape(batch, -1, *states.shape[2:])
         return torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
 
-    def _score_fn(self, class_labels: Tensor | None, guidance: float, condition: Tensor | None = None) -> Callable[[slice], ScoreFn]:
+    def _score_fn(
+        self, class_labels: Tensor | None, guidance: float, condition: Tensor | None = None
+    ) -> Callable[[slice], ScoreFn]:
         """rows -> the (guided) score function of those rows of the batch."""
         if class_labels is None and condition is None:
             if guidance != 1.0:
-                raise UserError("guidance needs a class (class_name) or a forecasting context; without one the model "
-                                "samples unconditionally")
+                raise UserError(
+                    "guidance needs a class (class_name) or a forecasting context; without one the model "
+                    "samples unconditionally"
+                )
             return lambda rows: self.score
         if class_labels is not None and not self.config.class_names:
-            raise UserError("this model is not class-conditional (trained without classes=True); drop class_name and guidance")
+            raise UserError(
+                "this model is not class-conditional (trained without classes=True); drop class_name and guidance"
+            )
         if class_labels is None and guidance != 1.0 and not self.config.context_frames:
             raise UserError("guidance needs a class or a forecasting context; a field condition is not guided")
 
@@ -178,8 +191,11 @@ class DiffusionModel:
             labels = None if class_labels is None else class_labels[rows]
             context = None if condition is None else condition[rows]
             return lambda x, t: self.score(
-                x, t, condition=None if context is None else context.to(x.device),
-                class_labels=None if labels is None else labels.to(x.device), guidance=guidance,
+                x,
+                t,
+                condition=None if context is None else context.to(x.device),
+                class_labels=None if labels is None else labels.to(x.device),
+                guidance=guidance,
             )
 
         return for_rows
@@ -213,8 +229,14 @@ class DiffusionModel:
 
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return reverse_sweep(
-                self.process, score_for_rows(rows), x, sampler=sampler, nfe=nfe, start_step=start_step,
-                generator=device_generator, record_trajectory=record_trajectory,
+                self.process,
+                score_for_rows(rows),
+                x,
+                sampler=sampler,
+                nfe=nfe,
+                start_step=start_step,
+                generator=device_generator,
+                record_trajectory=record_trajectory,
             )
 
         return self._sweep_in_batches(num, batch_size, x_start, generator, sweep)
@@ -257,14 +279,22 @@ class DiffusionModel:
             )
         check_inpainting_mask(mask, images.shape, what="images")
         if bool((mask == 1).all()):
-            warnings.warn("the inpainting mask is all 1 (white = fill): nothing of the images is kept, "
-                          "so this samples new images", stacklevel=2)
+            warnings.warn(
+                "the inpainting mask is all 1 (white = fill): nothing of the images is kept, "
+                "so this samples new images",
+                stacklevel=2,
+            )
         elif bool((mask == 0).all()):
-            warnings.warn("the inpainting mask is all 0 (black = keep): there is nothing to fill, "
-                          "so the result is the input images", stacklevel=2)
+            warnings.warn(
+                "the inpainting mask is all 0 (black = keep): there is nothing to fill, "
+                "so the result is the input images",
+                stacklevel=2,
+            )
         known_mask = 1 - mask.to(device=images.device, dtype=images.dtype).expand(images.shape)
         known_data = torch.where(known_mask != 0, images, 0.0)
-        if not bool(torch.isfinite(known_data).all()) or (self.config.data_kind == "image" and known_data.abs().max() > 1):
+        if not bool(torch.isfinite(known_data).all()) or (
+            self.config.data_kind == "image" and known_data.abs().max() > 1
+        ):
             raise UserError("known images must be finite data values in [-1, 1]; scale pixels as value / 127.5 − 1")
         known = self.encode(known_data.to(torch.float32))
 
@@ -272,8 +302,16 @@ class DiffusionModel:
 
         def sweep(x: Tensor, rows: slice, device_generator: torch.Generator | None) -> SampleResult:
             return inpaint_sweep(
-                self.process, score_for_rows(rows), x, known[rows].to(x.device), known_mask[rows], sampler=sampler, nfe=nfe,
-                resample=resample, generator=device_generator, record_trajectory=record_trajectory,
+                self.process,
+                score_for_rows(rows),
+                x,
+                known[rows].to(x.device),
+                known_mask[rows],
+                sampler=sampler,
+                nfe=nfe,
+                resample=resample,
+                generator=device_generator,
+                record_trajectory=record_trajectory,
             )
 
         return self._sweep_in_batches(images.shape[0], batch_size, None, generator, sweep)
@@ -301,7 +339,9 @@ class DiffusionModel:
             rows = slice(first, min(first + batch_size, num))
             if x_start is None:
                 count = rows.stop - rows.start
-                x = self.process.prior_sample(self.config.state_shape(count), generator=generator, device="cpu").to(device)
+                x = self.process.prior_sample(self.config.state_shape(count), generator=generator, device="cpu").to(
+                    device
+                )
             else:
                 x = x_start[rows].to(device)
             results.append(sweep(x, rows, _device_generator(generator, device)))
@@ -337,12 +377,16 @@ class DiffusionModel:
         elements per sample (below it the divergence is exact).
         """
         if self.config.context_frames:
-            raise UserError("this model forecasts from previous frames; its likelihood needs a context, which is not supported")
+            raise UserError(
+                "this model forecasts from previous frames; its likelihood needs a context, which is not supported"
+            )
         if not isinstance(data, Tensor) or not data.is_floating_point():
             raise UserError(f"data must be a floating-point tensor, got {type(data).__name__}")
         expected = self.config.state_shape(data.shape[0] if data.dim() else 1)
         if data.shape != expected:
-            raise UserError(f"data of size {format_size(data.shape)} do not fit this model's data of size N×{format_size(expected[1:])}")
+            raise UserError(
+                f"data of size {format_size(data.shape)} do not fit this model's data of size N×{format_size(expected[1:])}"
+            )
         if not bool(torch.isfinite(data).all()):
             raise UserError("the data hold NaN or infinite values; the log-likelihood needs finite data")
         null = torch.full((1,), len(self.config.class_names), dtype=torch.long) if self.config.class_names else None
@@ -354,8 +398,15 @@ class DiffusionModel:
             def score(x: Tensor, t: int, labels: Tensor | None = labels) -> Tensor:
                 return self.score(x, max(t, 1), class_labels=labels)  # the network is trained for t ≥ 1
 
-            result = ode_log_likelihood(self.process, score, self.encode(rows), nfe=nfe, probes=probes,
-                                        exact_dimension_limit=exact_dimension_limit, generator=generator)
+            result = ode_log_likelihood(
+                self.process,
+                score,
+                self.encode(rows),
+                nfe=nfe,
+                probes=probes,
+                exact_dimension_limit=exact_dimension_limit,
+                generator=generator,
+            )
             pieces.append((result, self.encoding_log_jacobian(rows).to(torch.float64)))
         results = [result for result, _ in pieces]
         errors = [result.probe_standard_error for result in results]
@@ -391,8 +442,15 @@ class DiffusionModel:
         optionally towards a class (``class_labels``, ``guidance``: see ``sample``)."""
         states = self.process.simulate(self.encode(data.to(torch.float32)), start_step, generator=generator)
         return self.sample(
-            data.shape[0], sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size,
-            record_trajectory=record_trajectory, x_start=states, start_step=start_step, class_labels=class_labels,
+            data.shape[0],
+            sampler=sampler,
+            nfe=nfe,
+            generator=generator,
+            batch_size=batch_size,
+            record_trajectory=record_trajectory,
+            x_start=states,
+            start_step=start_step,
+            class_labels=class_labels,
             guidance=guidance,
         )
 
@@ -410,8 +468,15 @@ class DiffusionModel:
         """The next velocity field (B, 2, N, N) after each run of previous frames (B, ≥F, 2, N, N) (the last F are
         used), sampled with classifier-free ``guidance`` w on the context (w = 0: unconditional, 1: conditional)."""
         condition = self.context_features(previous.to(device=self.device, dtype=torch.float32))
-        result = self.sample(previous.shape[0], sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size,
-                             condition=condition, guidance=guidance)
+        result = self.sample(
+            previous.shape[0],
+            sampler=sampler,
+            nfe=nfe,
+            generator=generator,
+            batch_size=batch_size,
+            condition=condition,
+            guidance=guidance,
+        )
         return self.decode(result.states)[0]
 
     @torch.no_grad()
@@ -437,7 +502,9 @@ class DiffusionModel:
         write_json_atomic(directory / CONFIG_NAME, run_config_dict(self.config, self.run_config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu") -> DiffusionModel:
+    def from_pretrained(
+        cls, path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+    ) -> DiffusionModel:
         """Load a model directory, a training checkpoint, a run directory (its newest checkpoint that loads: a newer
         damaged one is skipped with a warning naming its file and the reason), or a shipped model by name
         (``shipped_model_names()``, e.g. ``"textures-kuramoto-local-32"``) when no such path exists."""
@@ -446,7 +513,9 @@ class DiffusionModel:
             path = PRETRAINED_ROOT / str(path)
         if not path.exists():
             names = ", ".join(shipped_model_names())
-            raise UserError(f"{path}: no such checkpoint or run directory, nor a shipped model ({names}); check the path")
+            raise UserError(
+                f"{path}: no such checkpoint or run directory, nor a shipped model ({names}); check the path"
+            )
         if (path / WEIGHTS_NAME).is_file():
             return cls._load_directory(path, use_ema).to(device)
         candidates = list_checkpoints(path)
@@ -455,7 +524,9 @@ class DiffusionModel:
                 f"{path}: no {WEIGHTS_NAME} and no complete checkpoint under {path / 'checkpoints'}; "
                 "train first or point to a checkpoint directory"
             )
-        _, model = newest_loadable(path, candidates, lambda checkpoint: cls._load_directory(checkpoint, use_ema), "loaded")
+        _, model = newest_loadable(
+            path, candidates, lambda checkpoint: cls._load_directory(checkpoint, use_ema), "loaded"
+        )
         return model.to(device)
 
     @classmethod
@@ -493,7 +564,8 @@ def _concatenate(results: list[SampleResult]) -> SampleResult:
         trajectory = [torch.cat([r.trajectory[i] for r in results]) for i in range(len(first.trajectory))]  # type: ignore[index]
     weights = [r.states.shape[0] for r in results]
     order = [
-        sum(w * r.order_parameter[i] for w, r in zip(weights, results)) / sum(weights) for i in range(len(first.order_parameter))
+        sum(w * r.order_parameter[i] for w, r in zip(weights, results)) / sum(weights)
+        for i in range(len(first.order_parameter))
     ]
     return SampleResult(
         torch.cat([r.states for r in results]),

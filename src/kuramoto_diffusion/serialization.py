@@ -75,7 +75,9 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
         tagged = _tagged_dataclass(get_args(annotation), value, where)
         if tagged is not None:
             return config_from_dict(tagged, value, where=where)
-        classes = [option for option in get_args(annotation) if isinstance(option, type) and dataclasses.is_dataclass(option)]
+        classes = [
+            option for option in get_args(annotation) if isinstance(option, type) and dataclasses.is_dataclass(option)
+        ]
         if isinstance(value, dict) and len(classes) == 1:
             # An optional section (``training: TrainConfig | None``): its own error names the one bad key.
             return config_from_dict(classes[0], value, where=where)
@@ -186,7 +188,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); restore or re-create it") from None
+        raise UserError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno}); restore or re-create it"
+        ) from None
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:
@@ -221,8 +225,11 @@ def check_choices(config: Any) -> None:
 def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     """(name, choices) of each ``Literal[...]`` field of ``cls``, in field order (read once per class)."""
     hints = get_type_hints(cls)
-    return tuple((f.name, get_args(hints[f.name])) for f in dataclasses.fields(cls)
-                 if get_origin(hints[f.name]) is typing.Literal)
+    return tuple(
+        (f.name, get_args(hints[f.name]))
+        for f in dataclasses.fields(cls)
+        if get_origin(hints[f.name]) is typing.Literal
+    )
 
 
 def choice_check(name: str, value: str, choices: typing.Iterable[str]) -> None:

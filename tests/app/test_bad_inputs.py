@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-if __name__ == "__main__":  # run as a script: the shared helpers are one folder up (tests/conftest.py does it for pytest)
+if (
+    __name__ == "__main__"
+):  # run as a script: the shared helpers are one folder up (tests/conftest.py does it for pytest)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cli_runner import ForkingCLI, shared_cli  # noqa: E402
 
@@ -48,11 +50,14 @@ def _good_images(folder: Path, count: int = 3, size: int = 24) -> None:
 
 def _png_claiming_size(path: Path, width: int, height: int) -> None:
     """A valid PNG header that declares width × height, with a tiny body: a decompression bomb probe."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _npz_claiming_shape(path: Path, shape: tuple[int, ...]) -> None:
@@ -97,7 +102,9 @@ def _make_folders(root: Path) -> dict[str, Path]:
     (paths["not_image"] / "fake.jpg").write_text("<html>404 Not Found</html>\n")
     Image.fromarray(_texture(24, 5).astype(np.uint16) * 257).save(folder("sixteen_bit") / "deep.png")
     assert Image.open(paths["sixteen_bit"] / "deep.png").mode.startswith("I")
-    Image.fromarray(np.stack([_texture(24, i) for i in range(3)], -1)).convert("CMYK").save(folder("cmyk") / "print.jpg")
+    Image.fromarray(np.stack([_texture(24, i) for i in range(3)], -1)).convert("CMYK").save(
+        folder("cmyk") / "print.jpg"
+    )
     Image.fromarray(_texture(24, 6)).convert("P").save(folder("palette") / "indexed.png")
     frames = [Image.fromarray(_texture(24, i)) for i in range(3)]
     frames[0].save(folder("animated") / "clip.gif", save_all=True, append_images=frames[1:], loop=0)
@@ -110,8 +117,9 @@ def _make_folders(root: Path) -> dict[str, Path]:
     (links / "loop2.png").symlink_to(links / "loop1.png")
     (folder("foreign") / "notes.txt").write_text("the user's own file\n")
     Image.fromarray(_texture(16, 13)).save(folder("sampled_other") / "000000.png")
-    (paths["sampled_other"] / "sample-manifest.json").write_text(json.dumps(
-        {"checkpoint": "/elsewhere/model", "weights_sha256": "0" * 64, "settings": {"seed": 0}}))
+    (paths["sampled_other"] / "sample-manifest.json").write_text(
+        json.dumps({"checkpoint": "/elsewhere/model", "weights_sha256": "0" * 64, "settings": {"seed": 0}})
+    )
     Image.fromarray(_texture(16, 14)).save(folder("sampled_unknown") / "000000.png")
     Image.fromarray(_texture(4, 7)).save(folder("tiny") / "icon.png")
     mixed = folder("mixed")
@@ -181,7 +189,9 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     weights = (good / "model.safetensors").read_bytes()
     (variant("ckpt_cut") / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     other = root / "other_model"
-    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", base_channels=32)).save_pretrained(other)
+    DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", base_channels=32)
+    ).save_pretrained(other)
     (variant("ckpt_other_config") / "config.json").write_bytes((other / "config.json").read_bytes())
     saved = json.loads((good / "config.json").read_text())
     unknown = json.loads(json.dumps(saved))
@@ -199,18 +209,24 @@ def _make_checkpoints(root: Path) -> dict[str, Path]:
     from kuramoto_diffusion.config import angle_model_config
 
     paths["angle_model"] = root / "angle_model"
-    DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(paths["angle_model"])
+    DiffusionModel(angle_model_config(KuramotoConfig(coupling="global", steps=6), 2, "tiny")).save_pretrained(
+        paths["angle_model"]
+    )
     paths["relaxed_model"] = root / "relaxed_model"
-    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6, prior="relaxed"), 1, 16, "tiny")
-                   ).save_pretrained(paths["relaxed_model"])
+    DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", steps=6, prior="relaxed"), 1, 16, "tiny")
+    ).save_pretrained(paths["relaxed_model"])
     paths["class_model"] = root / "class_model"
-    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
-                   ).save_pretrained(paths["class_model"])
+    DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny", class_names=("loops", "whorls"))
+    ).save_pretrained(paths["class_model"])
     from kuramoto_diffusion.config import FlowNormalisation, flow_model_config
     from kuramoto_diffusion.processes import PhaseAmplitudeConfig
 
     paths["flow_model"] = root / "flow_model"
-    DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(paths["flow_model"])
+    DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=6), 16, FlowNormalisation(), "tiny")).save_pretrained(
+        paths["flow_model"]
+    )
     velocity = np.random.default_rng(0).normal(size=(4, 2, 16, 16)).astype(np.float32)
     for name in ("flows", "flows_nan", "flows_huge"):
         paths[name] = root / name
@@ -238,8 +254,11 @@ def _make_run(root: Path) -> dict[str, Path]:
     from kuramoto_diffusion.training import Trainer
 
     data = DataConfig(source="textures", image_size=16)
-    config = RunConfig(model=image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny"), data=data,
-                       training=TrainConfig(train_steps=2, batch_size=4, checkpoint_every=1, sample_every=0, warmup_steps=1))
+    config = RunConfig(
+        model=image_model_config(KuramotoConfig(coupling="local", steps=6), 1, 16, "tiny"),
+        data=data,
+        training=TrainConfig(train_steps=2, batch_size=4, checkpoint_every=1, sample_every=0, warmup_steps=1),
+    )
     trainer = Trainer(config, open_source(data), root / "run", quiet=True)
     trainer.start()
     trainer.train()
@@ -260,6 +279,7 @@ def _make_run(root: Path) -> dict[str, Path]:
 
 def _resume_copy(run: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
     """Resume a copy of the run ``run`` made in the case's own output folder (the shared input stays as it is)."""
+
     def argv(p: dict[str, Path]) -> list[str]:
         import shutil
 
@@ -283,20 +303,55 @@ class Case:
 # Rows whose message is also checked in-process by a library test (test_sampling, test_inpainting,
 # test_circular, test_likelihood, test_propagated): through the CLI they run with the slow tests, to keep the fast suite short.
 ALSO_CHECKED_IN_PROCESS = {
-    "inpaint-white-mask", "inpaint-black-mask", "inpaint-inverted-white-mask", "corrector-on-ode", "snr-zero",
-    "grid-unknown", "rho-without-grid", "probes-zero", "nll-wrong-data", "phase-range-outside",
-    "propagated-window", "propagated-anchor", "propagated-exact-strides",
+    "inpaint-white-mask",
+    "inpaint-black-mask",
+    "inpaint-inverted-white-mask",
+    "corrector-on-ode",
+    "snr-zero",
+    "grid-unknown",
+    "rho-without-grid",
+    "probes-zero",
+    "nll-wrong-data",
+    "phase-range-outside",
+    "propagated-window",
+    "propagated-anchor",
+    "propagated-exact-strides",
 }
 
 
 def _forward(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
-    return lambda p: ["--data", str(p[data]), "--image-size", "8", "--num", "1", "--frames", "2", "--steps", "3",
-                      "--out", str(p["out"] / "forward.png"), *extra]
+    return lambda p: [
+        "--data",
+        str(p[data]),
+        "--image-size",
+        "8",
+        "--num",
+        "1",
+        "--frames",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        str(p["out"] / "forward.png"),
+        *extra,
+    ]
 
 
 def _train(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
-    return lambda p: ["--data", str(p[data]), "--image-size", "16", "--preset", "tiny", "--train-steps", "1",
-                      "--out", str(p["out"] / "run"), "--quiet", *extra]
+    return lambda p: [
+        "--data",
+        str(p[data]),
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "1",
+        "--out",
+        str(p["out"] / "run"),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _sample(checkpoint: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
@@ -304,278 +359,1060 @@ def _sample(checkpoint: str, *extra: str) -> Callable[[dict[str, Path]], list[st
 
 
 def _train_angles(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
-    return lambda p: ["--data", f"angles:{p[data]}", "--preset", "tiny", "--train-steps", "1", "--out", str(p["out"] / "run"),
-                      "--quiet", *extra]
+    return lambda p: [
+        "--data",
+        f"angles:{p[data]}",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "1",
+        "--out",
+        str(p["out"] / "run"),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _train_flows(data: str, *extra: str) -> Callable[[dict[str, Path]], list[str]]:
-    return lambda p: ["--data", f"flows:{p[data]}", "--preset", "tiny", "--steps", "6", "--train-steps", "1",
-                      "--out", str(p["out"] / "run"), "--quiet", *extra]
+    return lambda p: [
+        "--data",
+        f"flows:{p[data]}",
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--train-steps",
+        "1",
+        "--out",
+        str(p["out"] / "run"),
+        "--quiet",
+        *extra,
+    ]
 
 
 CASES = [
     # data folders
-    Case("missing-path", "train", "data path that does not exist", _train("missing"), "error", "no such file or folder"),
+    Case(
+        "missing-path", "train", "data path that does not exist", _train("missing"), "error", "no such file or folder"
+    ),
     Case("file-not-folder", "train", "data path is a plain file", _train("a_file"), "error", "not a folder of images"),
     Case("empty-folder", "train", "empty folder", _train("empty"), "error", "folder is empty"),
     Case("no-images", "forward", "folder without image files", _forward("no_images"), "error", "no images found"),
-    Case("zero-byte", "train", "zero-byte .png among good images", _train("zero_byte"), "error", "empty file (0 bytes)"),
+    Case(
+        "zero-byte", "train", "zero-byte .png among good images", _train("zero_byte"), "error", "empty file (0 bytes)"
+    ),
     Case("truncated", "forward", "truncated .png", _forward("truncated"), "error", "cannot decode image"),
     Case("not-an-image", "forward", "text file named .jpg", _forward("not_image"), "error", "cannot decode image"),
-    Case("decompression-bomb", "forward", "PNG declaring 60000×60000 pixels (checked from the header, nothing decoded)",
-         _forward("huge"), "error", "more than the limit of 89,478,485"),
-    Case("over-pixel-limit", "forward", "120×120 image with --max-image-pixels 10000", _forward("big", "--max-image-pixels", "10000"),
-         "error", "if you trust it raise --max-image-pixels 14400"),
-    Case("pixel-limit-raised", "forward", "120×120 image with --max-image-pixels 20000", _forward("big", "--max-image-pixels", "20000"),
-         "accepted", ""),
-    Case("dangling-symlink", "forward", "a dangling symlink among good images", _forward("links"), "error",
-         "dangling.png: cannot open (No such file or directory)"),
-    Case("skip-symlinks", "forward", "a dangling symlink and a symlink loop, --on-bad-image skip",
-         _forward("links", "--on-bad-image", "skip"), "accepted with a warning", "skipped 3 of 6"),
-    Case("lazy-skip-all-bad", "train", "--lazy --on-bad-image skip on a folder where no file decodes",
-         _train("all_bad", "--lazy", "--on-bad-image", "skip"), "error", "is usable"),
-    Case("too-small", "forward", "4×4 image, --image-size 8", _forward("tiny"), "error", "smaller than --image-size 8 on its shorter side; use --image-size"),
+    Case(
+        "decompression-bomb",
+        "forward",
+        "PNG declaring 60000×60000 pixels (checked from the header, nothing decoded)",
+        _forward("huge"),
+        "error",
+        "more than the limit of 89,478,485",
+    ),
+    Case(
+        "over-pixel-limit",
+        "forward",
+        "120×120 image with --max-image-pixels 10000",
+        _forward("big", "--max-image-pixels", "10000"),
+        "error",
+        "if you trust it raise --max-image-pixels 14400",
+    ),
+    Case(
+        "pixel-limit-raised",
+        "forward",
+        "120×120 image with --max-image-pixels 20000",
+        _forward("big", "--max-image-pixels", "20000"),
+        "accepted",
+        "",
+    ),
+    Case(
+        "dangling-symlink",
+        "forward",
+        "a dangling symlink among good images",
+        _forward("links"),
+        "error",
+        "dangling.png: cannot open (No such file or directory)",
+    ),
+    Case(
+        "skip-symlinks",
+        "forward",
+        "a dangling symlink and a symlink loop, --on-bad-image skip",
+        _forward("links", "--on-bad-image", "skip"),
+        "accepted with a warning",
+        "skipped 3 of 6",
+    ),
+    Case(
+        "lazy-skip-all-bad",
+        "train",
+        "--lazy --on-bad-image skip on a folder where no file decodes",
+        _train("all_bad", "--lazy", "--on-bad-image", "skip"),
+        "error",
+        "is usable",
+    ),
+    Case(
+        "too-small",
+        "forward",
+        "4×4 image, --image-size 8",
+        _forward("tiny"),
+        "error",
+        "smaller than --image-size 8 on its shorter side; use --image-size",
+    ),
     Case("sixteen-bit", "forward", "16-bit greyscale PNG", _forward("sixteen_bit"), "accepted", ""),
     Case("cmyk", "forward", "CMYK JPEG", _forward("cmyk"), "accepted", ""),
     Case("palette", "forward", "palette (P mode) PNG", _forward("palette"), "accepted", ""),
     Case("animated-gif", "forward", "animated GIF (first frame used)", _forward("animated"), "accepted", ""),
-    Case("mixed-modes", "forward", "grey, RGB, RGBA, grey+alpha and palette images in one folder", _forward("mixed"), "accepted", ""),
-    Case("skip-bad", "forward", "2 broken files among 3 good, --on-bad-image skip", _forward("partly_bad", "--on-bad-image", "skip"),
-         "accepted with a warning", "skipped 2 of 5"),
-    Case("skip-all-bad", "forward", "only broken files, --on-bad-image skip", _forward("all_bad", "--on-bad-image", "skip"),
-         "error", "is usable"),
-    Case("bad-fake-folder", "evaluate", "--fake folder that is empty",
-         lambda p: ["--real", "textures", "--fake", str(p["empty"]), "--json", str(p["out"] / "metrics.json")], "error", "folder is empty"),
-    Case("from-data-missing", "sample", "--from-data folder that does not exist",
-         _sample("model", "--from-data", "/nonexistent/prints"), "error", "no such file or folder"),
+    Case(
+        "mixed-modes",
+        "forward",
+        "grey, RGB, RGBA, grey+alpha and palette images in one folder",
+        _forward("mixed"),
+        "accepted",
+        "",
+    ),
+    Case(
+        "skip-bad",
+        "forward",
+        "2 broken files among 3 good, --on-bad-image skip",
+        _forward("partly_bad", "--on-bad-image", "skip"),
+        "accepted with a warning",
+        "skipped 2 of 5",
+    ),
+    Case(
+        "skip-all-bad",
+        "forward",
+        "only broken files, --on-bad-image skip",
+        _forward("all_bad", "--on-bad-image", "skip"),
+        "error",
+        "is usable",
+    ),
+    Case(
+        "bad-fake-folder",
+        "evaluate",
+        "--fake folder that is empty",
+        lambda p: ["--real", "textures", "--fake", str(p["empty"]), "--json", str(p["out"] / "metrics.json")],
+        "error",
+        "folder is empty",
+    ),
+    Case(
+        "from-data-missing",
+        "sample",
+        "--from-data folder that does not exist",
+        _sample("model", "--from-data", "/nonexistent/prints"),
+        "error",
+        "no such file or folder",
+    ),
     # checkpoints
-    Case("checkpoint-missing", "sample", "checkpoint path that does not exist", _sample("missing"), "error", "no such checkpoint"),
-    Case("checkpoint-no-weights", "sample", "model.safetensors renamed away", _sample("ckpt_no_weights"), "error", "no model.safetensors"),
+    Case(
+        "checkpoint-missing",
+        "sample",
+        "checkpoint path that does not exist",
+        _sample("missing"),
+        "error",
+        "no such checkpoint",
+    ),
+    Case(
+        "checkpoint-no-weights",
+        "sample",
+        "model.safetensors renamed away",
+        _sample("ckpt_no_weights"),
+        "error",
+        "no model.safetensors",
+    ),
     Case("checkpoint-no-config", "sample", "config.json deleted", _sample("ckpt_no_config"), "error", "config.json"),
-    Case("checkpoint-cut", "sample", "safetensors file cut in half", _sample("ckpt_cut"), "error", "not a readable safetensors file"),
-    Case("checkpoint-other-config", "sample", "config.json of another model beside the weights", _sample("ckpt_other_config"),
-         "error", "weights do not match"),
-    Case("checkpoint-unknown-key", "info", "config.json with an unknown key", lambda p: [str(p["ckpt_unknown_key"])], "error",
-         "unknown key(s) stepz"),
-    Case("checkpoint-ill-typed", "sample", "config.json with a string where a number belongs", _sample("ckpt_ill_typed"),
-         "error", "steps"),
-    Case("checkpoint-bad-json", "sample", "config.json that is not valid JSON", _sample("ckpt_bad_json"), "error", "config.json"),
-    Case("checkpoint-nan-weights", "sample", "a checkpoint whose EMA weights hold NaN", _sample("run_nan_checkpoint"), "error",
-         "holds NaN or infinite values"),
-    Case("run-nan-newest", "sample", "a run folder whose newest checkpoint holds NaN weights: the one before is used",
-         _sample("run_nan"), "accepted with a warning", "skipped a damaged checkpoint"),
-    Case("checkpoint-damaged-state", "info", "a training checkpoint with a zero-byte state.json",
-         lambda p: [str(p["run_damaged_checkpoint"])], "error", "state.json: not valid JSON"),
-    Case("checkpoint-pickle", "sample", "a pickle payload saved as model.safetensors (never executed)", _sample("ckpt_pickle_weights"),
-         "error", "not a readable safetensors file"),
-    Case("pickle-beside", "sample", "a pickle file beside good weights (ignored, never executed)", _sample("ckpt_pickle_beside"),
-         "accepted", ""),
-    Case("inpaint-without-mask", "sample", "--inpaint without --mask", _sample("model", "--inpaint", "x.png"),
-         "error", "--inpaint and --mask go together"),
-    Case("inpaint-mask-size", "sample", "mask of another size than the image",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "short_mask.png")],
-         "error", "mask is 20x16 pixels but"),
-    Case("inpaint-soft-mask", "sample", "mask with grey (anti-aliased) pixels: thresholded at 50 %",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "soft_mask.png")],
-         "accepted with a warning", "3 mask pixel(s) are neither black nor white"),
-    Case("inpaint-white-mask", "sample", "all-white mask: nothing of the image is kept",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "white_mask.png"),
-                                         "--nfe", "2"],
-         "accepted with a warning", "mask is all 1 (white = fill): nothing of the images is kept"),
-    Case("inpaint-black-mask", "sample", "all-black mask: nothing to fill",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "black_mask.png"),
-                                         "--nfe", "2"],
-         "accepted with a warning", "mask is all 0 (black = keep): there is nothing to fill"),
-    Case("inpaint-inverted-white-mask", "sample", "all-white mask with --invert-mask (RePaint's convention): nothing to fill",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "white_mask.png"),
-                                         "--invert-mask", "--nfe", "2"],
-         "accepted with a warning", "there is nothing to fill"),
-    Case("invert-mask-without-mask", "sample", "--invert-mask without --mask", _sample("model", "--invert-mask"),
-         "error", "--invert-mask needs --mask"),
-    Case("inpaint-missing-image", "sample", "--inpaint image that does not exist",
-         lambda p: _sample("model")(p) + ["--inpaint", str(p["inpaint"] / "nope.png"), "--mask", str(p["inpaint"] / "mask.png")],
-         "error", "no such image file"),
-    Case("class-unknown", "sample", "--class that the checkpoint does not know", _sample("class_model", "--class", "arches"),
-         "error", "unknown class 'arches'; this model knows loops, whorls"),
-    Case("class-unconditional", "sample", "--class on an unconditional checkpoint", _sample("model", "--class", "loops"),
-         "error", "not class-conditional"),
-    Case("guidance-without-class", "sample", "--guidance without --class", _sample("model", "--guidance", "3"),
-         "error", "guidance needs a class"),
-    Case("classes-embedded-data", "train", "--classes with the embedded textures",
-         lambda p: _train("good")(p)[2:] + ["--data", "textures", "--classes"], "error", "has no classes"),
-    Case("classes-loose-images", "train", "--classes on a folder whose images are not in class subfolders",
-         _train("good", "--classes"), "error", "is not inside a class subfolder"),
-    Case("clip-on-kuramoto", "sample", "--clip-denoised on a Kuramoto model", _sample("model", "--clip-denoised"),
-         "error", "--clip-denoised is for Euclidean models"),
-    Case("flows-odd-size", "flows", "flows generate --size 33",
-         lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--size", "33", "--quiet"], "error", "33"),
-    Case("flows-out-under-a-file", "flows", "flows generate --out inside a plain file",
-         lambda p: ["generate", "--out", str(p["a_file"] / "flows"), "--num", "1", "--size", "16", "--quiet"],
-         "error", "a_file.txt"),
-    Case("out-not-run-folder", "train", "--out a folder of other files (not a run)",
-         lambda p: _train("good")(p)[:-3] + ["--out", str(p["foreign"])], "error", "is not empty and not a run folder"),
-    Case("out-inside-data", "train", "--out inside the --data folder",
-         lambda p: _train("good")(p)[:-3] + ["--out", str(p["good"] / "run")], "error", "is inside the --data folder"),
-    Case("out-dir-other-model", "sample", "--out-dir made by another model (its manifest differs)",
-         lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_other"])], "error", "its images were made with another model"),
-    Case("out-dir-unknown-images", "sample", "--out-dir holding numbered images but no manifest",
-         lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_unknown"])], "error", "no sample-manifest.json"),
-    Case("resume-nothing", "train", "--resume on a folder without checkpoints",
-         lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"], "error", "no complete checkpoint"),
-    Case("resume-damaged-newest", "train", "--resume when the newest checkpoint is damaged (a zero-byte state.json)",
-         _resume_copy("run_damaged"), "accepted with a warning", "skipped a damaged checkpoint"),
-    Case("resume-from-damaged", "train", "--resume-from a damaged checkpoint",
-         lambda p: ["--out", str(p["run_damaged"]), "--resume-from", str(p["run_damaged_checkpoint"])], "error",
-         "state.json: not valid JSON"),
-    Case("resume-disagreeing-options", "train", "--resume with --lr and --batch-size other than the run's",
-         lambda p: ["--out", str(p["run"]), "--resume", "--lr", "1e-3", "--batch-size", "2"], "error",
-         "--batch-size 2 (the run: 4); --lr 0.001 (the run: 0.0002)"),
-    Case("resume-below-step", "train", "--resume with --train-steps below the run's step",
-         lambda p: ["--out", str(p["run"]), "--resume", "--train-steps", "1"], "error", "--train-steps 1 is below the step 2"),
-    Case("resume-other-data", "train", "--resume with --data other than the run's",
-         lambda p: ["--out", str(p["run"]), "--resume", "--data", "fingerprints"], "error", "was trained on 'textures'"),
+    Case(
+        "checkpoint-cut",
+        "sample",
+        "safetensors file cut in half",
+        _sample("ckpt_cut"),
+        "error",
+        "not a readable safetensors file",
+    ),
+    Case(
+        "checkpoint-other-config",
+        "sample",
+        "config.json of another model beside the weights",
+        _sample("ckpt_other_config"),
+        "error",
+        "weights do not match",
+    ),
+    Case(
+        "checkpoint-unknown-key",
+        "info",
+        "config.json with an unknown key",
+        lambda p: [str(p["ckpt_unknown_key"])],
+        "error",
+        "unknown key(s) stepz",
+    ),
+    Case(
+        "checkpoint-ill-typed",
+        "sample",
+        "config.json with a string where a number belongs",
+        _sample("ckpt_ill_typed"),
+        "error",
+        "steps",
+    ),
+    Case(
+        "checkpoint-bad-json",
+        "sample",
+        "config.json that is not valid JSON",
+        _sample("ckpt_bad_json"),
+        "error",
+        "config.json",
+    ),
+    Case(
+        "checkpoint-nan-weights",
+        "sample",
+        "a checkpoint whose EMA weights hold NaN",
+        _sample("run_nan_checkpoint"),
+        "error",
+        "holds NaN or infinite values",
+    ),
+    Case(
+        "run-nan-newest",
+        "sample",
+        "a run folder whose newest checkpoint holds NaN weights: the one before is used",
+        _sample("run_nan"),
+        "accepted with a warning",
+        "skipped a damaged checkpoint",
+    ),
+    Case(
+        "checkpoint-damaged-state",
+        "info",
+        "a training checkpoint with a zero-byte state.json",
+        lambda p: [str(p["run_damaged_checkpoint"])],
+        "error",
+        "state.json: not valid JSON",
+    ),
+    Case(
+        "checkpoint-pickle",
+        "sample",
+        "a pickle payload saved as model.safetensors (never executed)",
+        _sample("ckpt_pickle_weights"),
+        "error",
+        "not a readable safetensors file",
+    ),
+    Case(
+        "pickle-beside",
+        "sample",
+        "a pickle file beside good weights (ignored, never executed)",
+        _sample("ckpt_pickle_beside"),
+        "accepted",
+        "",
+    ),
+    Case(
+        "inpaint-without-mask",
+        "sample",
+        "--inpaint without --mask",
+        _sample("model", "--inpaint", "x.png"),
+        "error",
+        "--inpaint and --mask go together",
+    ),
+    Case(
+        "inpaint-mask-size",
+        "sample",
+        "mask of another size than the image",
+        lambda p: (
+            _sample("model")(p)
+            + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "short_mask.png")]
+        ),
+        "error",
+        "mask is 20x16 pixels but",
+    ),
+    Case(
+        "inpaint-soft-mask",
+        "sample",
+        "mask with grey (anti-aliased) pixels: thresholded at 50 %",
+        lambda p: (
+            _sample("model")(p)
+            + ["--inpaint", str(p["inpaint"] / "image.png"), "--mask", str(p["inpaint"] / "soft_mask.png")]
+        ),
+        "accepted with a warning",
+        "3 mask pixel(s) are neither black nor white",
+    ),
+    Case(
+        "inpaint-white-mask",
+        "sample",
+        "all-white mask: nothing of the image is kept",
+        lambda p: (
+            _sample("model")(p)
+            + [
+                "--inpaint",
+                str(p["inpaint"] / "image.png"),
+                "--mask",
+                str(p["inpaint"] / "white_mask.png"),
+                "--nfe",
+                "2",
+            ]
+        ),
+        "accepted with a warning",
+        "mask is all 1 (white = fill): nothing of the images is kept",
+    ),
+    Case(
+        "inpaint-black-mask",
+        "sample",
+        "all-black mask: nothing to fill",
+        lambda p: (
+            _sample("model")(p)
+            + [
+                "--inpaint",
+                str(p["inpaint"] / "image.png"),
+                "--mask",
+                str(p["inpaint"] / "black_mask.png"),
+                "--nfe",
+                "2",
+            ]
+        ),
+        "accepted with a warning",
+        "mask is all 0 (black = keep): there is nothing to fill",
+    ),
+    Case(
+        "inpaint-inverted-white-mask",
+        "sample",
+        "all-white mask with --invert-mask (RePaint's convention): nothing to fill",
+        lambda p: (
+            _sample("model")(p)
+            + [
+                "--inpaint",
+                str(p["inpaint"] / "image.png"),
+                "--mask",
+                str(p["inpaint"] / "white_mask.png"),
+                "--invert-mask",
+                "--nfe",
+                "2",
+            ]
+        ),
+        "accepted with a warning",
+        "there is nothing to fill",
+    ),
+    Case(
+        "invert-mask-without-mask",
+        "sample",
+        "--invert-mask without --mask",
+        _sample("model", "--invert-mask"),
+        "error",
+        "--invert-mask needs --mask",
+    ),
+    Case(
+        "inpaint-missing-image",
+        "sample",
+        "--inpaint image that does not exist",
+        lambda p: (
+            _sample("model")(p)
+            + ["--inpaint", str(p["inpaint"] / "nope.png"), "--mask", str(p["inpaint"] / "mask.png")]
+        ),
+        "error",
+        "no such image file",
+    ),
+    Case(
+        "class-unknown",
+        "sample",
+        "--class that the checkpoint does not know",
+        _sample("class_model", "--class", "arches"),
+        "error",
+        "unknown class 'arches'; this model knows loops, whorls",
+    ),
+    Case(
+        "class-unconditional",
+        "sample",
+        "--class on an unconditional checkpoint",
+        _sample("model", "--class", "loops"),
+        "error",
+        "not class-conditional",
+    ),
+    Case(
+        "guidance-without-class",
+        "sample",
+        "--guidance without --class",
+        _sample("model", "--guidance", "3"),
+        "error",
+        "guidance needs a class",
+    ),
+    Case(
+        "classes-embedded-data",
+        "train",
+        "--classes with the embedded textures",
+        lambda p: _train("good")(p)[2:] + ["--data", "textures", "--classes"],
+        "error",
+        "has no classes",
+    ),
+    Case(
+        "classes-loose-images",
+        "train",
+        "--classes on a folder whose images are not in class subfolders",
+        _train("good", "--classes"),
+        "error",
+        "is not inside a class subfolder",
+    ),
+    Case(
+        "clip-on-kuramoto",
+        "sample",
+        "--clip-denoised on a Kuramoto model",
+        _sample("model", "--clip-denoised"),
+        "error",
+        "--clip-denoised is for Euclidean models",
+    ),
+    Case(
+        "flows-odd-size",
+        "flows",
+        "flows generate --size 33",
+        lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--size", "33", "--quiet"],
+        "error",
+        "33",
+    ),
+    Case(
+        "flows-out-under-a-file",
+        "flows",
+        "flows generate --out inside a plain file",
+        lambda p: ["generate", "--out", str(p["a_file"] / "flows"), "--num", "1", "--size", "16", "--quiet"],
+        "error",
+        "a_file.txt",
+    ),
+    Case(
+        "out-not-run-folder",
+        "train",
+        "--out a folder of other files (not a run)",
+        lambda p: _train("good")(p)[:-3] + ["--out", str(p["foreign"])],
+        "error",
+        "is not empty and not a run folder",
+    ),
+    Case(
+        "out-inside-data",
+        "train",
+        "--out inside the --data folder",
+        lambda p: _train("good")(p)[:-3] + ["--out", str(p["good"] / "run")],
+        "error",
+        "is inside the --data folder",
+    ),
+    Case(
+        "out-dir-other-model",
+        "sample",
+        "--out-dir made by another model (its manifest differs)",
+        lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_other"])],
+        "error",
+        "its images were made with another model",
+    ),
+    Case(
+        "out-dir-unknown-images",
+        "sample",
+        "--out-dir holding numbered images but no manifest",
+        lambda p: _sample("model")(p) + ["--out-dir", str(p["sampled_unknown"])],
+        "error",
+        "no sample-manifest.json",
+    ),
+    Case(
+        "resume-nothing",
+        "train",
+        "--resume on a folder without checkpoints",
+        lambda p: ["--resume", "--out", str(p["empty"]), "--quiet"],
+        "error",
+        "no complete checkpoint",
+    ),
+    Case(
+        "resume-damaged-newest",
+        "train",
+        "--resume when the newest checkpoint is damaged (a zero-byte state.json)",
+        _resume_copy("run_damaged"),
+        "accepted with a warning",
+        "skipped a damaged checkpoint",
+    ),
+    Case(
+        "resume-from-damaged",
+        "train",
+        "--resume-from a damaged checkpoint",
+        lambda p: ["--out", str(p["run_damaged"]), "--resume-from", str(p["run_damaged_checkpoint"])],
+        "error",
+        "state.json: not valid JSON",
+    ),
+    Case(
+        "resume-disagreeing-options",
+        "train",
+        "--resume with --lr and --batch-size other than the run's",
+        lambda p: ["--out", str(p["run"]), "--resume", "--lr", "1e-3", "--batch-size", "2"],
+        "error",
+        "--batch-size 2 (the run: 4); --lr 0.001 (the run: 0.0002)",
+    ),
+    Case(
+        "resume-below-step",
+        "train",
+        "--resume with --train-steps below the run's step",
+        lambda p: ["--out", str(p["run"]), "--resume", "--train-steps", "1"],
+        "error",
+        "--train-steps 1 is below the step 2",
+    ),
+    Case(
+        "resume-other-data",
+        "train",
+        "--resume with --data other than the run's",
+        lambda p: ["--out", str(p["run"]), "--resume", "--data", "fingerprints"],
+        "error",
+        "was trained on 'textures'",
+    ),
     # options
     Case("draws-cap", "train", "--draws 1000000", _train("good", "--draws", "1000000"), "error", "must be ≤ 4,096"),
-    Case("batch-estimate", "train", "--batch-size 1000000 × --draws 1000", _train("good", "--batch-size", "1000000", "--draws", "1000"),
-         "error", "more than the cap of 268,435,456"),
-    Case("sample-num-cap", "sample", "--num 100000000", _sample("model", "--num", "100000000"), "error", "must be ≤ 10,000,000"),
-    Case("sample-batch-estimate", "sample", "--num and --batch-size 2000000", _sample("model", "--num", "2000000", "--batch-size", "2000000"),
-         "error", "lower --batch-size"),
-    Case("sample-held-estimate", "sample", "--num 9000000 held in memory (no --out-dir)", _sample("model", "--num", "9000000"),
-         "error", "write images in chunks with --out-dir"),
-    Case("corrector-cap", "sample", "--corrector-steps 1000", _sample("model", "--sampler", "pc", "--corrector-steps", "1000"),
-         "error", "must be ≤ 100"),
+    Case(
+        "batch-estimate",
+        "train",
+        "--batch-size 1000000 × --draws 1000",
+        _train("good", "--batch-size", "1000000", "--draws", "1000"),
+        "error",
+        "more than the cap of 268,435,456",
+    ),
+    Case(
+        "sample-num-cap",
+        "sample",
+        "--num 100000000",
+        _sample("model", "--num", "100000000"),
+        "error",
+        "must be ≤ 10,000,000",
+    ),
+    Case(
+        "sample-batch-estimate",
+        "sample",
+        "--num and --batch-size 2000000",
+        _sample("model", "--num", "2000000", "--batch-size", "2000000"),
+        "error",
+        "lower --batch-size",
+    ),
+    Case(
+        "sample-held-estimate",
+        "sample",
+        "--num 9000000 held in memory (no --out-dir)",
+        _sample("model", "--num", "9000000"),
+        "error",
+        "write images in chunks with --out-dir",
+    ),
+    Case(
+        "corrector-cap",
+        "sample",
+        "--corrector-steps 1000",
+        _sample("model", "--sampler", "pc", "--corrector-steps", "1000"),
+        "error",
+        "must be ≤ 100",
+    ),
     Case("resample-cap", "sample", "--resample 1000", _sample("model", "--resample", "1000"), "error", "must be ≤ 100"),
-    Case("forward-frames-cap", "forward", "--frames 1000", _forward("good", "--frames", "1000"), "error", "must be ≤ 100"),
-    Case("evaluate-num-estimate", "evaluate", "--num 9000000 (real and generated sets held together)",
-         lambda p: ["--checkpoint", str(p["model"]), "--num", "9000000", "--json", str(p["out"] / "metrics.json")], "error", "lower --num"),
-    Case("flows-frames-estimate", "flows", "flows generate --frames 100000",
-         lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--frames", "100000", "--quiet"], "error",
-         "lower --frames or --size"),
+    Case(
+        "forward-frames-cap", "forward", "--frames 1000", _forward("good", "--frames", "1000"), "error", "must be ≤ 100"
+    ),
+    Case(
+        "evaluate-num-estimate",
+        "evaluate",
+        "--num 9000000 (real and generated sets held together)",
+        lambda p: ["--checkpoint", str(p["model"]), "--num", "9000000", "--json", str(p["out"] / "metrics.json")],
+        "error",
+        "lower --num",
+    ),
+    Case(
+        "flows-frames-estimate",
+        "flows",
+        "flows generate --frames 100000",
+        lambda p: ["generate", "--out", str(p["out"] / "flows"), "--num", "1", "--frames", "100000", "--quiet"],
+        "error",
+        "lower --frames or --size",
+    ),
     Case("num-zero", "sample", "--num 0", _sample("model", "--num", "0"), "error", "must be ≥ 1"),
     Case("num-text", "sample", "--num abc", _sample("model", "--num", "abc"), "error", "expected a whole number"),
     Case("nfe-negative", "sample", "--nfe -3", _sample("model", "--nfe", "-3"), "error", "must be ≥ 1"),
-    Case("sampler-unknown", "sample", "--sampler ddpm", _sample("model", "--sampler", "ddpm"), "error", "invalid choice"),
-    Case("probes-zero", "evaluate", "--nll --probes 0", lambda p: ["--nll", "--checkpoint", str(p["model"]), "--probes", "0"],
-         "error", "must be ≥ 1"),
-    Case("probes-without-nll", "evaluate", "--probes without --nll", lambda p: ["--checkpoint", str(p["model"]), "--probes", "4"],
-         "error", "--probes sets Hutchinson's estimator of --nll"),
-    Case("nll-wrong-data", "evaluate", "--nll of an image model on angle data",
-         lambda p: ["--nll", "--checkpoint", str(p["model"]), "--real", "torus:wrapped-mixture"],
-         "error", "is an image model; --real must be images"),
-    Case("corrector-on-ode", "sample", "--corrector-steps with --sampler ode (no corrector)",
-         _sample("model", "--sampler", "ode", "--corrector-steps", "2"), "error", "the ode sampler has no corrector"),
-    Case("snr-zero", "sample", "--snr 0", _sample("model", "--sampler", "pc", "--snr", "0"), "error", "must be a finite number > 0"),
-    Case("grid-unknown", "sample", "--grid log", _sample("model", "--grid", "log"), "error",
-         "invalid choice: 'log'"),
-    Case("rho-without-grid", "sample", "--rho without --grid rho", _sample("model", "--rho", "3"), "error",
-         "--rho sets the exponent of --grid rho"),
-    Case("start-step-alone", "sample", "--start-step without --from-data", _sample("model", "--start-step", "3"),
-         "error", "--start-step needs --from-data"),
-    Case("start-step-too-large", "sample", "--start-step beyond T", _sample("model", "--from-data", "textures", "--start-step", "99"),
-         "error", "--start-step must be in 1…6"),
-    Case("phase-range-outside", "train", "--phase-range 1 (θ = π·x: black and white would meet)", _train("good", "--phase-range", "1"),
-         "error", "must be in (0, 1) (a fraction of π)"),
-    Case("phase-range-euclidean", "train", "--phase-range with --process euclidean", _train("good", "--process", "euclidean", "--phase-range", "0.5"),
-         "error", "--phase-range sets the image encoding of the Kuramoto processes"),
-    Case("coupling-range-negative", "train", "--coupling-range with a negative value", _train("good", "--coupling-range", "-0.001", "0.03"),
-         "error", "argument --coupling-range: must be a finite number ≥ 0"),
-    Case("coupling-range-nan", "train", "--coupling-range with a non-finite value", _train("good", "--coupling-range", "0", "nan"),
-         "error", "argument --coupling-range: must be a finite number ≥ 0"),
-    Case("ref-strength-negative", "train", "--ref-strength < 0 (κ_ref)", _train("good", "--ref-strength", "-0.5"),
-         "error", "argument --ref-strength: must be a finite number ≥ 0"),
-    Case("relax-steps-negative", "train", "--prior-relax-steps < 0", _train("good", "--prior", "relaxed", "--prior-relax-steps", "-5"),
-         "error", "argument --prior-relax-steps: must be ≥ 0"),
-    Case("relax-steps-without-relaxed", "train", "--prior-relax-steps without --prior relaxed",
-         _train("good", "--prior-relax-steps", "50"), "error", "add --prior relaxed or drop --prior-relax-steps"),
-    Case("prior-auto-unfitted", "train", "--prior auto with --no-fit-prior", _train("good", "--prior", "auto", "--no-fit-prior"),
-         "error", "--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off"),
-    Case("prior-euclidean", "train", "--prior with --process euclidean",
-         _train("good", "--process", "euclidean", "--prior", "relaxed"), "error", "--prior set(s) the Kuramoto coupling or prior"),
-    Case("nll-relaxed-prior", "evaluate", "--nll of a model whose prior (relaxed) has no closed-form density",
-         lambda p: ["--nll", "--checkpoint", str(p["relaxed_model"]), "--real", "textures", "--num", "2"],
-         "error", "has no closed-form density, which --nll needs; retrain it with --prior von-mises"),
-    Case("regime-euclidean", "train", "a Kuramoto regime option with --process euclidean",
-         _train("good", "--process", "euclidean", "--ref-strength", "0.5"), "error", "--ref-strength set(s) the Kuramoto coupling"),
-    Case("unit-norm-no-coupling", "train", "--coupling-norm unit with --process kuramoto-none",
-         _train("good", "--process", "kuramoto-none", "--coupling-norm", "unit"), "error", "--process kuramoto-none has none"),
-    Case("image-size-small", "train", "--image-size 4", _train("good", "--image-size", "4"), "error", "must be ≥ 8 pixels"),
+    Case(
+        "sampler-unknown", "sample", "--sampler ddpm", _sample("model", "--sampler", "ddpm"), "error", "invalid choice"
+    ),
+    Case(
+        "probes-zero",
+        "evaluate",
+        "--nll --probes 0",
+        lambda p: ["--nll", "--checkpoint", str(p["model"]), "--probes", "0"],
+        "error",
+        "must be ≥ 1",
+    ),
+    Case(
+        "probes-without-nll",
+        "evaluate",
+        "--probes without --nll",
+        lambda p: ["--checkpoint", str(p["model"]), "--probes", "4"],
+        "error",
+        "--probes sets Hutchinson's estimator of --nll",
+    ),
+    Case(
+        "nll-wrong-data",
+        "evaluate",
+        "--nll of an image model on angle data",
+        lambda p: ["--nll", "--checkpoint", str(p["model"]), "--real", "torus:wrapped-mixture"],
+        "error",
+        "is an image model; --real must be images",
+    ),
+    Case(
+        "corrector-on-ode",
+        "sample",
+        "--corrector-steps with --sampler ode (no corrector)",
+        _sample("model", "--sampler", "ode", "--corrector-steps", "2"),
+        "error",
+        "the ode sampler has no corrector",
+    ),
+    Case(
+        "snr-zero",
+        "sample",
+        "--snr 0",
+        _sample("model", "--sampler", "pc", "--snr", "0"),
+        "error",
+        "must be a finite number > 0",
+    ),
+    Case("grid-unknown", "sample", "--grid log", _sample("model", "--grid", "log"), "error", "invalid choice: 'log'"),
+    Case(
+        "rho-without-grid",
+        "sample",
+        "--rho without --grid rho",
+        _sample("model", "--rho", "3"),
+        "error",
+        "--rho sets the exponent of --grid rho",
+    ),
+    Case(
+        "start-step-alone",
+        "sample",
+        "--start-step without --from-data",
+        _sample("model", "--start-step", "3"),
+        "error",
+        "--start-step needs --from-data",
+    ),
+    Case(
+        "start-step-too-large",
+        "sample",
+        "--start-step beyond T",
+        _sample("model", "--from-data", "textures", "--start-step", "99"),
+        "error",
+        "--start-step must be in 1…6",
+    ),
+    Case(
+        "phase-range-outside",
+        "train",
+        "--phase-range 1 (θ = π·x: black and white would meet)",
+        _train("good", "--phase-range", "1"),
+        "error",
+        "must be in (0, 1) (a fraction of π)",
+    ),
+    Case(
+        "phase-range-euclidean",
+        "train",
+        "--phase-range with --process euclidean",
+        _train("good", "--process", "euclidean", "--phase-range", "0.5"),
+        "error",
+        "--phase-range sets the image encoding of the Kuramoto processes",
+    ),
+    Case(
+        "coupling-range-negative",
+        "train",
+        "--coupling-range with a negative value",
+        _train("good", "--coupling-range", "-0.001", "0.03"),
+        "error",
+        "argument --coupling-range: must be a finite number ≥ 0",
+    ),
+    Case(
+        "coupling-range-nan",
+        "train",
+        "--coupling-range with a non-finite value",
+        _train("good", "--coupling-range", "0", "nan"),
+        "error",
+        "argument --coupling-range: must be a finite number ≥ 0",
+    ),
+    Case(
+        "ref-strength-negative",
+        "train",
+        "--ref-strength < 0 (κ_ref)",
+        _train("good", "--ref-strength", "-0.5"),
+        "error",
+        "argument --ref-strength: must be a finite number ≥ 0",
+    ),
+    Case(
+        "relax-steps-negative",
+        "train",
+        "--prior-relax-steps < 0",
+        _train("good", "--prior", "relaxed", "--prior-relax-steps", "-5"),
+        "error",
+        "argument --prior-relax-steps: must be ≥ 0",
+    ),
+    Case(
+        "relax-steps-without-relaxed",
+        "train",
+        "--prior-relax-steps without --prior relaxed",
+        _train("good", "--prior-relax-steps", "50"),
+        "error",
+        "add --prior relaxed or drop --prior-relax-steps",
+    ),
+    Case(
+        "prior-auto-unfitted",
+        "train",
+        "--prior auto with --no-fit-prior",
+        _train("good", "--prior", "auto", "--no-fit-prior"),
+        "error",
+        "--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off",
+    ),
+    Case(
+        "prior-euclidean",
+        "train",
+        "--prior with --process euclidean",
+        _train("good", "--process", "euclidean", "--prior", "relaxed"),
+        "error",
+        "--prior set(s) the Kuramoto coupling or prior",
+    ),
+    Case(
+        "nll-relaxed-prior",
+        "evaluate",
+        "--nll of a model whose prior (relaxed) has no closed-form density",
+        lambda p: ["--nll", "--checkpoint", str(p["relaxed_model"]), "--real", "textures", "--num", "2"],
+        "error",
+        "has no closed-form density, which --nll needs; retrain it with --prior von-mises",
+    ),
+    Case(
+        "regime-euclidean",
+        "train",
+        "a Kuramoto regime option with --process euclidean",
+        _train("good", "--process", "euclidean", "--ref-strength", "0.5"),
+        "error",
+        "--ref-strength set(s) the Kuramoto coupling",
+    ),
+    Case(
+        "unit-norm-no-coupling",
+        "train",
+        "--coupling-norm unit with --process kuramoto-none",
+        _train("good", "--process", "kuramoto-none", "--coupling-norm", "unit"),
+        "error",
+        "--process kuramoto-none has none",
+    ),
+    Case(
+        "image-size-small",
+        "train",
+        "--image-size 4",
+        _train("good", "--image-size", "4"),
+        "error",
+        "must be ≥ 8 pixels",
+    ),
     Case("lr-nan", "train", "--lr nan", _train("good", "--lr", "nan"), "error", "finite number > 0"),
-    Case("ema-out-of-range", "train", "--ema-decay 1.5", _train("good", "--ema-decay", "1.5"), "error", "must be in [0, 1)"),
-    Case("objective-unknown", "train", "--objective ddpm", _train("good", "--objective", "ddpm"), "error", "invalid choice"),
-    Case("objective-exact-strides", "train", "--objective linearised with --process euclidean",
-         _train("good", "--objective", "linearised", "--process", "euclidean"), "error", "strides are already exact"),
-    Case("antithetic-odd-draws", "train", "--objective antithetic with one draw", _train("good", "--objective", "antithetic"),
-         "error", "draws must be even"),
-    Case("propagated-window", "train", "--objective propagated with --window 10",
-         _train("good", "--objective", "propagated", "--window", "10"), "error", "use window 1 (or 0)"),
-    Case("propagated-anchor", "train", "--objective propagated with --anchor 25",
-         _train("good", "--objective", "propagated", "--anchor", "25"), "error", "use anchor 0"),
-    Case("propagated-exact-strides", "train", "--objective propagated with --process euclidean",
-         _train("good", "--objective", "propagated", "--process", "euclidean"), "error", "strides are already exact"),
-    Case("anchor-longer-than-T", "train", "--anchor 200 with T = 100", _train("good", "--anchor", "200"),
-         "error", "anchor horizon 200 is longer"),
-    Case("window-longer-than-T", "train", "--window 200 with T = 100", _train("good", "--window", "200"),
-         "error", "longer than the process's T = 100"),
-    Case("neighbourhood-too-large", "train", "--neighbourhood 40 on 16-px images", _train("good", "--neighbourhood", "40"),
-         "error", "neighbourhood 40 is larger"),
-    Case("out-under-a-file", "train", "--out inside a plain file", lambda p: _train("good")(p)[:-3] + ["--out", str(p["a_file"] / "run")],
-         "error", "a_file.txt"),
-    Case("inception-missing", "evaluate", "--inception-weights file that does not exist",
-         lambda p: ["--real", "textures", "--fake", str(p["good"]), "--image-size", "16", "--num", "4",
-                    "--inception-weights", str(p["out"] / "nope.pt"), "--json", str(p["out"] / "metrics.json")],
-         "error", "inception"),
+    Case(
+        "ema-out-of-range",
+        "train",
+        "--ema-decay 1.5",
+        _train("good", "--ema-decay", "1.5"),
+        "error",
+        "must be in [0, 1)",
+    ),
+    Case(
+        "objective-unknown",
+        "train",
+        "--objective ddpm",
+        _train("good", "--objective", "ddpm"),
+        "error",
+        "invalid choice",
+    ),
+    Case(
+        "objective-exact-strides",
+        "train",
+        "--objective linearised with --process euclidean",
+        _train("good", "--objective", "linearised", "--process", "euclidean"),
+        "error",
+        "strides are already exact",
+    ),
+    Case(
+        "antithetic-odd-draws",
+        "train",
+        "--objective antithetic with one draw",
+        _train("good", "--objective", "antithetic"),
+        "error",
+        "draws must be even",
+    ),
+    Case(
+        "propagated-window",
+        "train",
+        "--objective propagated with --window 10",
+        _train("good", "--objective", "propagated", "--window", "10"),
+        "error",
+        "use window 1 (or 0)",
+    ),
+    Case(
+        "propagated-anchor",
+        "train",
+        "--objective propagated with --anchor 25",
+        _train("good", "--objective", "propagated", "--anchor", "25"),
+        "error",
+        "use anchor 0",
+    ),
+    Case(
+        "propagated-exact-strides",
+        "train",
+        "--objective propagated with --process euclidean",
+        _train("good", "--objective", "propagated", "--process", "euclidean"),
+        "error",
+        "strides are already exact",
+    ),
+    Case(
+        "anchor-longer-than-T",
+        "train",
+        "--anchor 200 with T = 100",
+        _train("good", "--anchor", "200"),
+        "error",
+        "anchor horizon 200 is longer",
+    ),
+    Case(
+        "window-longer-than-T",
+        "train",
+        "--window 200 with T = 100",
+        _train("good", "--window", "200"),
+        "error",
+        "longer than the process's T = 100",
+    ),
+    Case(
+        "neighbourhood-too-large",
+        "train",
+        "--neighbourhood 40 on 16-px images",
+        _train("good", "--neighbourhood", "40"),
+        "error",
+        "neighbourhood 40 is larger",
+    ),
+    Case(
+        "out-under-a-file",
+        "train",
+        "--out inside a plain file",
+        lambda p: _train("good")(p)[:-3] + ["--out", str(p["a_file"] / "run")],
+        "error",
+        "a_file.txt",
+    ),
+    Case(
+        "inception-missing",
+        "evaluate",
+        "--inception-weights file that does not exist",
+        lambda p: [
+            "--real",
+            "textures",
+            "--fake",
+            str(p["good"]),
+            "--image-size",
+            "16",
+            "--num",
+            "4",
+            "--inception-weights",
+            str(p["out"] / "nope.pt"),
+            "--json",
+            str(p["out"] / "metrics.json"),
+        ],
+        "error",
+        "inception",
+    ),
     # angle data (angles:FILE)
-    Case("angles-missing", "train", "angles:FILE that does not exist", _train_angles("missing"), "error", "no such file"),
-    Case("angles-extension", "train", "angle file named .txt", _train_angles("angles_angles"), "error", "unknown extension '.txt'"),
-    Case("angles-nan", "train", "NaN in an angle CSV", _train_angles("angles_nan"), "error", "value nan at row 2, column 2"),
-    Case("angles-text-cell", "train", "a word in a cell of an angle CSV", _train_angles("angles_text_cell"), "error",
-         "line 3, column 2: 'beta' is not a number"),
-    Case("angles-3d", "train", ".npy array of shape (4, 2, 2)", _train_angles("angles_three_d"), "error", "expected (N, D)"),
-    Case("angles-one-row", "train", "angle file with a single row", _train_angles("angles_one_row"), "error", "at least 2 examples"),
-    Case("angles-degrees-as-radians", "train", "degrees read as radians (no --degrees)", _train_angles("angles_degrees"), "error",
-         "if the file holds degrees, pass --degrees"),
-    Case("angles-pickle", "train", ".npy of pickled Python objects (never executed)", _train_angles("angles_pickle"), "error",
-         "never done"),
-    Case("angles-local", "train", "--process kuramoto-local on angle data",
-         _train_angles("angles_degrees", "--degrees", "--process", "kuramoto-local"), "error", "use --process kuramoto-global"),
-    Case("angles-paper-preset", "train", "--preset paper-cifar on angle data", _train_angles("angles_degrees", "--degrees", "--preset",
-         "paper-cifar"), "error", "not an MLP size"),
-    Case("angles-without-prefix", "train", "an angle .csv passed as --data FILE (no angles:)",
-         lambda p: ["--data", str(p["angles_degrees"]), "--out", str(p["out"] / "run"), "--quiet"], "error", "pass the data as angles:"),
-    Case("degrees-on-images", "train", "--degrees with image data", _train("good", "--degrees"), "error",
-         "degrees applies to angle data"),
-    Case("torus-unknown", "train", "torus:NAME that does not exist",
-         lambda p: ["--data", "torus:donut", "--out", str(p["out"] / "run"), "--quiet"], "error", "valid names are"),
-    Case("angle-model-png", "sample", "--out samples.png for an angle model", _sample("angle_model"), "error",
-         "writes its samples as .csv or .npy"),
-    Case("angle-model-out-dir", "sample", "--out-dir (image files) for an angle model",
-         _sample("angle_model", "--out-dir", "/nonexistent/single"), "error", "--out-dir applies to image models"),
-    Case("image-model-plot", "sample", "--out-plot (angle histograms) for an image model", _sample("model", "--out-plot", "p.png"),
-         "error", "--out-plot draws angle data"),
-    Case("image-model-npy-name", "sample", "--out-npy file not named .npy", _sample("model", "--out-npy", "images.csv"),
-         "error", "--out-npy writes a NumPy .npy file"),
+    Case(
+        "angles-missing", "train", "angles:FILE that does not exist", _train_angles("missing"), "error", "no such file"
+    ),
+    Case(
+        "angles-extension",
+        "train",
+        "angle file named .txt",
+        _train_angles("angles_angles"),
+        "error",
+        "unknown extension '.txt'",
+    ),
+    Case(
+        "angles-nan",
+        "train",
+        "NaN in an angle CSV",
+        _train_angles("angles_nan"),
+        "error",
+        "value nan at row 2, column 2",
+    ),
+    Case(
+        "angles-text-cell",
+        "train",
+        "a word in a cell of an angle CSV",
+        _train_angles("angles_text_cell"),
+        "error",
+        "line 3, column 2: 'beta' is not a number",
+    ),
+    Case(
+        "angles-3d",
+        "train",
+        ".npy array of shape (4, 2, 2)",
+        _train_angles("angles_three_d"),
+        "error",
+        "expected (N, D)",
+    ),
+    Case(
+        "angles-one-row",
+        "train",
+        "angle file with a single row",
+        _train_angles("angles_one_row"),
+        "error",
+        "at least 2 examples",
+    ),
+    Case(
+        "angles-degrees-as-radians",
+        "train",
+        "degrees read as radians (no --degrees)",
+        _train_angles("angles_degrees"),
+        "error",
+        "if the file holds degrees, pass --degrees",
+    ),
+    Case(
+        "angles-pickle",
+        "train",
+        ".npy of pickled Python objects (never executed)",
+        _train_angles("angles_pickle"),
+        "error",
+        "never done",
+    ),
+    Case(
+        "angles-local",
+        "train",
+        "--process kuramoto-local on angle data",
+        _train_angles("angles_degrees", "--degrees", "--process", "kuramoto-local"),
+        "error",
+        "use --process kuramoto-global",
+    ),
+    Case(
+        "angles-paper-preset",
+        "train",
+        "--preset paper-cifar on angle data",
+        _train_angles("angles_degrees", "--degrees", "--preset", "paper-cifar"),
+        "error",
+        "not an MLP size",
+    ),
+    Case(
+        "angles-without-prefix",
+        "train",
+        "an angle .csv passed as --data FILE (no angles:)",
+        lambda p: ["--data", str(p["angles_degrees"]), "--out", str(p["out"] / "run"), "--quiet"],
+        "error",
+        "pass the data as angles:",
+    ),
+    Case(
+        "degrees-on-images",
+        "train",
+        "--degrees with image data",
+        _train("good", "--degrees"),
+        "error",
+        "degrees applies to angle data",
+    ),
+    Case(
+        "torus-unknown",
+        "train",
+        "torus:NAME that does not exist",
+        lambda p: ["--data", "torus:donut", "--out", str(p["out"] / "run"), "--quiet"],
+        "error",
+        "valid names are",
+    ),
+    Case(
+        "angle-model-png",
+        "sample",
+        "--out samples.png for an angle model",
+        _sample("angle_model"),
+        "error",
+        "writes its samples as .csv or .npy",
+    ),
+    Case(
+        "angle-model-out-dir",
+        "sample",
+        "--out-dir (image files) for an angle model",
+        _sample("angle_model", "--out-dir", "/nonexistent/single"),
+        "error",
+        "--out-dir applies to image models",
+    ),
+    Case(
+        "image-model-plot",
+        "sample",
+        "--out-plot (angle histograms) for an image model",
+        _sample("model", "--out-plot", "p.png"),
+        "error",
+        "--out-plot draws angle data",
+    ),
+    Case(
+        "image-model-npy-name",
+        "sample",
+        "--out-npy file not named .npy",
+        _sample("model", "--out-npy", "images.csv"),
+        "error",
+        "--out-npy writes a NumPy .npy file",
+    ),
     # flows
-    Case("flows-nan", "train", "flows:FOLDER whose velocity holds a NaN", _train_flows("flows_nan"), "error",
-         "holds NaN or infinite values"),
-    Case("flows-npz-huge", "train", "flows .npz whose header declares 100000×2×1024×1024 floats (nothing decompressed)",
-         _train_flows("flows_huge"), "error", "more than the limit of 4.00 GiB"),
-    Case("flows-kuramoto-local", "train", "--process kuramoto-local on flow data", _train_flows("flows", "--process", "kuramoto-local"),
-         "error", "does not model flows"),
-    Case("flows-classes", "train", "--classes on flow data", _train_flows("flows", "--classes"), "error", "flow data has no classes"),
-    Case("phase-amplitude-on-images", "train", "--process phase-amplitude on images", _train("good", "--process", "phase-amplitude"),
-         "error", "pass --data flows:PATH"),
-    Case("flow-model-png", "sample", "--out samples.png for a flow model", _sample("flow_model"), "error",
-         "writes its samples as .npz"),
-    Case("flow-model-inpaint", "sample", "--inpaint for a flow model", _sample("flow_model", "--inpaint", "x.png", "--mask", "m.png"),
-         "error", "--inpaint applies to image models"),
-    Case("flows-real-image-model", "evaluate", "--real flows:… with an image model's --checkpoint",
-         lambda p: ["--real", f"flows:{p['flows']}", "--real-split", "all", "--checkpoint", str(p["model"]), "--json",
-                    str(p["out"] / "metrics.json")], "error", "needs a flow model"),
+    Case(
+        "flows-nan",
+        "train",
+        "flows:FOLDER whose velocity holds a NaN",
+        _train_flows("flows_nan"),
+        "error",
+        "holds NaN or infinite values",
+    ),
+    Case(
+        "flows-npz-huge",
+        "train",
+        "flows .npz whose header declares 100000×2×1024×1024 floats (nothing decompressed)",
+        _train_flows("flows_huge"),
+        "error",
+        "more than the limit of 4.00 GiB",
+    ),
+    Case(
+        "flows-kuramoto-local",
+        "train",
+        "--process kuramoto-local on flow data",
+        _train_flows("flows", "--process", "kuramoto-local"),
+        "error",
+        "does not model flows",
+    ),
+    Case(
+        "flows-classes",
+        "train",
+        "--classes on flow data",
+        _train_flows("flows", "--classes"),
+        "error",
+        "flow data has no classes",
+    ),
+    Case(
+        "phase-amplitude-on-images",
+        "train",
+        "--process phase-amplitude on images",
+        _train("good", "--process", "phase-amplitude"),
+        "error",
+        "pass --data flows:PATH",
+    ),
+    Case(
+        "flow-model-png",
+        "sample",
+        "--out samples.png for a flow model",
+        _sample("flow_model"),
+        "error",
+        "writes its samples as .npz",
+    ),
+    Case(
+        "flow-model-inpaint",
+        "sample",
+        "--inpaint for a flow model",
+        _sample("flow_model", "--inpaint", "x.png", "--mask", "m.png"),
+        "error",
+        "--inpaint applies to image models",
+    ),
+    Case(
+        "flows-real-image-model",
+        "evaluate",
+        "--real flows:… with an image model's --checkpoint",
+        lambda p: [
+            "--real",
+            f"flows:{p['flows']}",
+            "--real-split",
+            "all",
+            "--checkpoint",
+            str(p["model"]),
+            "--json",
+            str(p["out"] / "metrics.json"),
+        ],
+        "error",
+        "needs a flow model",
+    ),
 ]
 
 # Where each command writes: no such file may exist after an error.
-OUTPUTS = {"flows": "flows", "forward": "forward.png", "train": "run", "sample": "samples.png", "evaluate": "metrics.json", "info": "-"}
+OUTPUTS = {
+    "flows": "flows",
+    "forward": "forward.png",
+    "train": "run",
+    "sample": "samples.png",
+    "evaluate": "metrics.json",
+    "info": "-",
+}
 
 
 @pytest.fixture(scope="module")
@@ -592,8 +1429,11 @@ def cli() -> ForkingCLI:
     return shared_cli()
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case.id in ALSO_CHECKED_IN_PROCESS else case
-                                  for case in CASES], ids=[case.id for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(case, marks=pytest.mark.slow) if case.id in ALSO_CHECKED_IN_PROCESS else case for case in CASES],
+    ids=[case.id for case in CASES],
+)
 def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path, cli: ForkingCLI) -> None:
     paths = {**inputs, "out": tmp_path / "out"}
     paths["out"].mkdir()
@@ -617,7 +1457,9 @@ def test_bad_input(case: Case, inputs: dict[str, Path], tmp_path: Path, cli: For
         if case.outcome == "accepted":
             assert stderr_lines == [], result.stderr
         else:
-            assert len(stderr_lines) == 1 and "warning" in stderr_lines[0] and case.expect in stderr_lines[0], result.stderr
+            assert len(stderr_lines) == 1 and "warning" in stderr_lines[0] and case.expect in stderr_lines[0], (
+                result.stderr
+            )
     assert not inputs["pickle_marker"].exists(), "a pickle payload was executed"
 
 
@@ -639,10 +1481,17 @@ def test_no_unpickling_anywhere_in_the_package() -> None:
                 found += [f"{path}: import {a.name}" for a in node.names if a.name.split(".")[0] in banned_modules]
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in banned_modules:
                 found.append(f"{path}: from {node.module} import")
-            elif isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Name) and node.value.id == "torch":
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr == "load"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "torch"
+            ):
                 found.append(f"{path}:{node.lineno}: torch.load")
-            elif isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
-                isinstance(node.value, ast.Constant) and node.value.value is False
+            elif (
+                isinstance(node, ast.keyword)
+                and node.arg == "allow_pickle"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
             ):
                 found.append(f"{path}:{node.lineno}: allow_pickle")
     assert found == []

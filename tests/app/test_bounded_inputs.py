@@ -24,7 +24,9 @@ from kuramoto_diffusion.data.image_io import read_image
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.serialization import atomic_path, write_json_atomic
 
-PRETRAINED = Path(__file__).resolve().parents[2] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-kuramoto-local-32"
+PRETRAINED = (
+    Path(__file__).resolve().parents[2] / "src" / "kuramoto_diffusion" / "pretrained" / "textures-kuramoto-local-32"
+)
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:
@@ -36,7 +38,9 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _good(folder: Path, count: int = 3, size: int = 20) -> None:
@@ -50,7 +54,9 @@ def _good(folder: Path, count: int = 3, size: int = 20) -> None:
 def test_a_declared_size_over_the_limit_is_refused_from_the_header(tmp_path):
     bomb = tmp_path / "bomb.png"
     _png_header_only(bomb, 60_000, 60_000)  # 3.6 billion pixels declared in 80 bytes
-    with pytest.raises(UserError, match=r"bomb.png: image is 60000x60000 = 3,600,000,000 pixels, more than the limit of 89,478,485"):
+    with pytest.raises(
+        UserError, match=r"bomb.png: image is 60000x60000 = 3,600,000,000 pixels, more than the limit of 89,478,485"
+    ):
         read_image(bomb)
     # The same file with a limit it fits gets as far as decoding, which fails on the missing body: the size
     # check above came first and decoded nothing.
@@ -76,8 +82,9 @@ def test_folder_sources_pass_the_limit_on(tmp_path):
     with pytest.raises(UserError, match="more than the limit of 399"):
         ImageFolderSource(tmp_path / "images", 8, split="all", max_image_pixels=399)
     assert len(ImageFolderSource(tmp_path / "images", 8, split="all", max_image_pixels=400)) == 3
-    lazy = LazyImageFolderSource(tmp_path / "images", 8, split="all", channels=1, max_image_pixels=399,
-                                 index_cache=tmp_path / "cache")
+    lazy = LazyImageFolderSource(
+        tmp_path / "images", 8, split="all", channels=1, max_image_pixels=399, index_cache=tmp_path / "cache"
+    )
     with pytest.raises(UserError, match="more than the limit of 399"):
         lazy.sample_batch(2, torch.Generator().manual_seed(0))
 
@@ -99,7 +106,9 @@ def test_dangling_symlinks_and_loops_are_bad_files_that_skip_leaves_out(tmp_path
         source = ImageFolderSource(folder, 8, split="all", on_bad_image="skip")
     assert sorted(path.name for path in source.paths) == ["good0.png", "good1.png", "good2.png"]
     assert sorted(path.name for path, _ in source.skipped) == ["dangling.png", "loop1.png", "loop2.png"]
-    lazy = LazyImageFolderSource(folder, 8, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache")
+    lazy = LazyImageFolderSource(
+        folder, 8, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache"
+    )
     with pytest.warns(UserWarning, match="skipped"):
         for seed in range(6):
             assert lazy.sample_batch(4, torch.Generator().manual_seed(seed)).shape == (4, 1, 8, 8)
@@ -113,7 +122,9 @@ def test_lazy_skip_on_a_folder_where_nothing_decodes_stops_in_one_error(tmp_path
     attempts = []
     real = lazy_folder.read_image_at_least
     monkeypatch.setattr(lazy_folder, "read_image_at_least", lambda path, *a: attempts.append(path) or real(path, *a))
-    lazy = LazyImageFolderSource(folder, 8, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache")
+    lazy = LazyImageFolderSource(
+        folder, 8, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning line before the error: the command ends with one line
         with pytest.raises(UserError, match="none of the 4 image file.s. of this split is usable"):
@@ -127,8 +138,12 @@ def test_lazy_skip_decodes_a_bad_file_once_and_warns_once_per_batch(tmp_path, mo
     (folder / "cut.png").write_bytes((folder / "good0.png").read_bytes()[:40])
     attempts = []
     real = lazy_folder.read_image_at_least
-    monkeypatch.setattr(lazy_folder, "read_image_at_least", lambda path, *a: attempts.append(path.name) or real(path, *a))
-    lazy = LazyImageFolderSource(folder, 8, split="all", channels=1, on_bad_image="skip", workers=1, index_cache=tmp_path / "cache")
+    monkeypatch.setattr(
+        lazy_folder, "read_image_at_least", lambda path, *a: attempts.append(path.name) or real(path, *a)
+    )
+    lazy = LazyImageFolderSource(
+        folder, 8, split="all", channels=1, on_bad_image="skip", workers=1, index_cache=tmp_path / "cache"
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for seed in range(10):
@@ -165,7 +180,10 @@ def test_the_flow_limit_counts_all_files_and_can_be_raised(tmp_path):
     folder.mkdir()
     for index in range(3):
         np.savez(folder / f"trajectory_{index:05d}.npz", velocity=np.zeros((2, 2, 8, 8), np.float32))  # 1 KiB each
-    with pytest.raises(UserError, match=r"trajectory_00002.npz: the 'velocity' arrays read so far declare 3072 bytes as float32, more than the limit of 3071 bytes"):
+    with pytest.raises(
+        UserError,
+        match=r"trajectory_00002.npz: the 'velocity' arrays read so far declare 3072 bytes as float32, more than the limit of 3071 bytes",
+    ):
         FlowSource(folder, split="all", max_bytes=2048 + 1023)
     assert len(FlowSource(folder, split="all", max_bytes=3 * 1024)) == 3
 
@@ -194,11 +212,16 @@ def test_a_failed_write_leaves_no_temporary_file_and_names_the_users_path(tmp_pa
 
 # ----- out of memory --------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", sorted(cli.MEMORY_ADVICE))
-@pytest.mark.parametrize("error", [
-    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 80 GB"),
-    RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 80 GB"
+        ),
+        RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        MemoryError(),
+    ],
+)
 def test_memory_errors_are_one_line_naming_options_the_command_has(command, error):
     status, message = cli.describe_failure(error, command)
     assert status == 2 and message.startswith("out of memory; ") and "\n" not in message
@@ -206,8 +229,14 @@ def test_memory_errors_are_one_line_naming_options_the_command_has(command, erro
     commands = next(a for a in parser._actions if a.dest == "command").choices
     known = {option for action in commands[command]._actions for option in action.option_strings}
     if command == "flows":
-        known |= {option for action in commands["flows"]._actions if action.dest == "flows_command"
-                  for sub in action.choices.values() for inner in sub._actions for option in inner.option_strings}
+        known |= {
+            option
+            for action in commands["flows"]._actions
+            if action.dest == "flows_command"
+            for sub in action.choices.values()
+            for inner in sub._actions
+            for option in inner.option_strings
+        }
     named = {word.strip(",():;") for word in message.split() if word.startswith("--")}
     assert named <= known, (command, named - known)
 
@@ -219,11 +248,25 @@ def test_other_runtime_errors_are_still_bugs():
 # ----- sample --out-dir manifest ------------------------------------------------------------------------
 def test_sample_out_dir_continues_only_with_the_same_model_and_settings(tmp_path, capsys):
     folder, grid = tmp_path / "images", tmp_path / "grid.png"
-    base = ["sample", "--checkpoint", str(PRETRAINED), "--nfe", "2", "--batch-size", "2", "--out-dir", str(folder),
-            "--out", str(grid), "--quiet"]
+    base = [
+        "sample",
+        "--checkpoint",
+        str(PRETRAINED),
+        "--nfe",
+        "2",
+        "--batch-size",
+        "2",
+        "--out-dir",
+        str(folder),
+        "--out",
+        str(grid),
+        "--quiet",
+    ]
     assert cli.main([*base, "--num", "2"]) == 0
     manifest = json.loads((folder / "sample-manifest.json").read_text())
-    assert manifest["settings"]["nfe"] == 2 and manifest["settings"]["seed"] == 0 and len(manifest["weights_sha256"]) == 64
+    assert (
+        manifest["settings"]["nfe"] == 2 and manifest["settings"]["seed"] == 0 and len(manifest["weights_sha256"]) == 64
+    )
     first = (folder / "000000.png").read_bytes()
     capsys.readouterr()
     for changed in (["--seed", "1"], ["--nfe", "3"], ["--sampler", "ode"], ["--no-ema"]):

@@ -65,8 +65,9 @@ def test_each_shipped_pair_is_a_fair_comparison_within_the_size_bound():
         assert kuramoto.config.process.steps == euclidean.config.process.steps
         # The same UNet but for its input and output channels: a phase enters as (cos, sin), a grey value as one.
         widths = ("in_channels", "out_channels")
-        assert ({k: v for k, v in configs[0]["model"]["unet"].items() if k not in widths}
-                == {k: v for k, v in configs[1]["model"]["unet"].items() if k not in widths})
+        assert {k: v for k, v in configs[0]["model"]["unet"].items() if k not in widths} == {
+            k: v for k, v in configs[1]["model"]["unet"].items() if k not in widths
+        }
         assert configs[0]["data"] == configs[1]["data"] and configs[0]["data"]["source"] == data
         for key in ("train_steps", "batch_size", "seed", "lr", "ema_decay"):
             assert configs[0]["training"][key] == configs[1]["training"][key], (data, key)

@@ -66,15 +66,48 @@ def euclidean_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("euclid")
     data = write_stripes(root / "stripes", 12)
     out = root / "run"
-    run("train", "--data", str(data), "--process", "euclidean", "--image-size", "16", "--preset", "tiny",
-        "--train-steps", "2", "--batch-size", "4", "--sample-every", "0", "--out", str(out), "--quiet", "--device", "cpu")
+    run(
+        "train",
+        "--data",
+        str(data),
+        "--process",
+        "euclidean",
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     return out
 
 
 def test_sample_on_a_euclidean_model_says_no_seam_warns_and_names_the_gif(euclidean_run, tmp_path):
     gif = tmp_path / "traj.gif"
-    result = run("sample", "--checkpoint", str(euclidean_run), "--num", "2", "--nfe", "4", "--out", str(tmp_path / "s.png"),
-                 "--save-trajectory", str(gif), "--device", "cpu")
+    result = run(
+        "sample",
+        "--checkpoint",
+        str(euclidean_run),
+        "--num",
+        "2",
+        "--nfe",
+        "4",
+        "--out",
+        str(tmp_path / "s.png"),
+        "--save-trajectory",
+        str(gif),
+        "--device",
+        "cpu",
+    )
     assert gif.is_file()
     assert str(gif) in result.stdout and "animated" in result.stdout
     assert "seam" not in result.stdout and "outside [-1, 1]" in result.stdout
@@ -83,8 +116,23 @@ def test_sample_on_a_euclidean_model_says_no_seam_warns_and_names_the_gif(euclid
 
 
 def test_evaluate_warns_of_the_undertrained_checkpoint(euclidean_run, tmp_path):
-    result = run("evaluate", "--checkpoint", str(euclidean_run), "--real", str(euclidean_run.parent / "stripes"),
-                 "--real-split", "all", "--num", "4", "--nfe", "4", "--json", str(tmp_path / "m.json"), "--device", "cpu")
+    result = run(
+        "evaluate",
+        "--checkpoint",
+        str(euclidean_run),
+        "--real",
+        str(euclidean_run.parent / "stripes"),
+        "--real-split",
+        "all",
+        "--num",
+        "4",
+        "--nfe",
+        "4",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--device",
+        "cpu",
+    )
     assert "probably undertrained" in result.stderr
     assert json.loads((tmp_path / "m.json").read_text())["metrics"]["clipped_fraction"] > 0.03
 
@@ -112,8 +160,23 @@ def degrees_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     np.save(root / "deg.npy", np.rad2deg(radians))
     np.save(root / "rad.npy", radians)
     out = root / "run"
-    run("train", "--data", f"angles:{root / 'deg.npy'}", "--degrees", "--preset", "tiny", "--train-steps", "2",
-        "--batch-size", "8", "--out", str(out), "--quiet", "--device", "cpu")
+    run(
+        "train",
+        "--data",
+        f"angles:{root / 'deg.npy'}",
+        "--degrees",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     return out, root / "deg.npy", root / "rad.npy"
 
 
@@ -125,7 +188,9 @@ def test_nll_of_a_degrees_model_takes_the_unit_from_the_model_and_says_it(degree
 
     out, degrees_file, radians_file = degrees_run
     sampling = SamplerOptions(nfe=4)
-    request = EvaluateRequest(real=f"angles:{degrees_file}", checkpoint=out, nll=True, num=6, sampling=sampling, quiet=True, device="cpu")
+    request = EvaluateRequest(
+        real=f"angles:{degrees_file}", checkpoint=out, nll=True, num=6, sampling=sampling, quiet=True, device="cpu"
+    )
     automatic = evaluate(request)
     explicit = evaluate(EvaluateRequest(**{**request.__dict__, "degrees": True}))
     assert "radians" in automatic["settings"]["nll_unit"] and "nats" in automatic["settings"]["nll_unit"]
@@ -139,8 +204,20 @@ def test_nll_of_a_degrees_model_takes_the_unit_from_the_model_and_says_it(degree
 
 def test_nll_prints_its_unit_and_evaluate_help_names_the_data_forms(degrees_run):
     out, degrees_file, _ = degrees_run
-    result = run("evaluate", "--nll", "--checkpoint", str(out), "--real", f"angles:{degrees_file}", "--num", "4", "--nfe", "4",
-                 "--device", "cpu")
+    result = run(
+        "evaluate",
+        "--nll",
+        "--checkpoint",
+        str(out),
+        "--real",
+        f"angles:{degrees_file}",
+        "--num",
+        "4",
+        "--nfe",
+        "4",
+        "--device",
+        "cpu",
+    )
     assert "NLL in nats" in result.stdout
     help_text = " ".join(run("evaluate", "--help").stdout.split())
     for form in ("angles:", "torus:", "flows:", "--degrees"):
@@ -179,9 +256,22 @@ def test_shipped_models_load_by_name(tmp_path, monkeypatch):
     by_name = DiffusionModel.from_pretrained("textures-kuramoto-local-32")
     by_path = DiffusionModel.from_pretrained(PRETRAINED / "textures-kuramoto-local-32")
     assert by_name.config == by_path.config
-    assert all(torch.equal(a, b) for a, b in zip(by_name.network.state_dict().values(), by_path.network.state_dict().values()))
-    result = run("sample", "--checkpoint", "textures-kuramoto-local-32", "--num", "2", "--nfe", "2",
-                 "--out", str(tmp_path / "named.png"), "--device", "cpu")
+    assert all(
+        torch.equal(a, b) for a, b in zip(by_name.network.state_dict().values(), by_path.network.state_dict().values())
+    )
+    result = run(
+        "sample",
+        "--checkpoint",
+        "textures-kuramoto-local-32",
+        "--num",
+        "2",
+        "--nfe",
+        "2",
+        "--out",
+        str(tmp_path / "named.png"),
+        "--device",
+        "cpu",
+    )
     assert (tmp_path / "named.png").is_file(), result.stdout
 
 
@@ -218,8 +308,25 @@ def talking_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp("talk")
     data = write_stripes(root / "stripes", 12)
     out = root / "run"
-    result = run("train", "--data", str(data), "--image-size", "16", "--preset", "tiny", "--train-steps", "4",
-                 "--batch-size", "4", "--sample-every", "0", "--out", str(out), "--device", "cpu")
+    result = run(
+        "train",
+        "--data",
+        str(data),
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     return out, result
 
 
@@ -243,9 +350,26 @@ def test_train_prints_what_it_found_and_chose(talking_run):
 
 
 def test_a_quiet_train_prints_nothing(euclidean_run):
-    result = run("train", "--out", str(euclidean_run.parent / "quiet"), "--data", str(euclidean_run.parent / "stripes"),
-                 "--image-size", "16", "--preset", "tiny", "--train-steps", "1", "--batch-size", "4", "--sample-every", "0",
-                 "--quiet", "--device", "cpu")
+    result = run(
+        "train",
+        "--out",
+        str(euclidean_run.parent / "quiet"),
+        "--data",
+        str(euclidean_run.parent / "stripes"),
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--quiet",
+        "--device",
+        "cpu",
+    )
     assert result.stdout == ""
 
 
@@ -266,7 +390,11 @@ def test_validation_probe_is_fixed_and_follows_the_weights():
     from kuramoto_diffusion.model import DiffusionModel
     from kuramoto_diffusion.training.validation import ValidationProbe, validation_steps
 
-    assert validation_steps(100) == [10, 25, 50, 75, 100] and validation_steps(1) == [1] and validation_steps(4) == [1, 2, 3, 4]
+    assert (
+        validation_steps(100) == [10, 25, 50, 75, 100]
+        and validation_steps(1) == [1]
+        and validation_steps(4) == [1, 2, 3, 4]
+    )
     for name in ("textures-kuramoto-local-32", "textures-euclidean-32"):
         model = DiffusionModel.from_pretrained(PRETRAINED / name)
         images = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -297,9 +425,18 @@ def test_the_first_run_script_trains_samples_and_clips_under_one_percent(tmp_pat
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    environment = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    result = subprocess.run([sys.executable, str(root / "examples" / "first_run.py"), str(tmp_path / "first")],
-                            capture_output=True, text=True, env=environment, timeout=3600)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(root / "src"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "first_run.py"), str(tmp_path / "first")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=3600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "first run done" in result.stdout and (tmp_path / "first" / "samples.png").is_file()
     share = float(re.search(r"first run done: ([0-9.]+) %", result.stdout).group(1)) / 100
@@ -311,10 +448,14 @@ def test_train_help_and_readme_name_each_presets_use_and_cost():
     from kuramoto_diffusion.app.cli import PRESET_NAMES
 
     help_text = " ".join(run("train", "--help").stdout.split())
-    preset_help = help_text[help_text.rindex("--preset {"):][:900]  # the option, not the usage line
+    preset_help = help_text[help_text.rindex("--preset {") :][:900]  # the option, not the usage line
     for name in PRESET_NAMES:
         assert name in preset_help
-    assert len(re.findall(r"[0-9.]+ s per step", preset_help)) >= 2 and "first runs" in preset_help and "GPU" in preset_help
+    assert (
+        len(re.findall(r"[0-9.]+ s per step", preset_help)) >= 2
+        and "first runs" in preset_help
+        and "GPU" in preset_help
+    )
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in PRESET_NAMES:
         assert f"| `{name}`" in readme

@@ -20,14 +20,29 @@ SET_OFFSETS = np.array([1.0, 3.0, 0.5, 2.0])  # a reference set that makes every
 def quality_row(method: str, sampler: str, nfe: int, value: float, offsets: np.ndarray = SET_OFFSETS) -> dict:
     """A quality row whose swd table is ``value`` × the reference set's factor in every group."""
     table = np.tile(value * offsets, (PROTOCOL["groups"], 1))
-    return {"data": "fingerprints", "method": method, "sampler": sampler, "nfe": nfe, "swd_mean": float(table.mean()),
-            "tables": {"swd_mean": table.tolist(), "orientation_w1": (table / 100).tolist()}, **PROTOCOL}
+    return {
+        "data": "fingerprints",
+        "method": method,
+        "sampler": sampler,
+        "nfe": nfe,
+        "swd_mean": float(table.mean()),
+        "tables": {"swd_mean": table.tolist(), "orientation_w1": (table / 100).tolist()},
+        **PROTOCOL,
+    }
 
 
 def write_quality(folder: Path, seed: int, rows: list[dict], name: str | None = None) -> Path:
     path = folder / (name or f"quality_seed{seed}.json")
-    path.write_text(json.dumps({"command": f"python bench/quality.py --budget small --seed {seed}", "seed": seed,
-                                "settings": {"steps": 100}, "rows": rows}))
+    path.write_text(
+        json.dumps(
+            {
+                "command": f"python bench/quality.py --budget small --seed {seed}",
+                "seed": seed,
+                "settings": {"steps": 100},
+                "rows": rows,
+            }
+        )
+    )
     return path
 
 
@@ -36,16 +51,21 @@ def three_seeds(tmp_path: Path) -> list[Path]:
     """Kuramoto-local beats Euclidean by exactly 0.8 at every seed and set; the seeds differ by a factor."""
     paths = []
     for seed, scale in zip((0, 1, 2), (10.0, 12.0, 9.0)):
-        rows = [quality_row("real", "-", 0, 5.0),
-                quality_row("euclidean", "sde", 100, scale), quality_row("euclidean-clip", "sde", 100, 1.5 * scale),
-                quality_row("kuramoto-local", "sde", 100, 0.8 * scale), quality_row("kuramoto-local", "ode", 50, 2 * scale)]
+        rows = [
+            quality_row("real", "-", 0, 5.0),
+            quality_row("euclidean", "sde", 100, scale),
+            quality_row("euclidean-clip", "sde", 100, 1.5 * scale),
+            quality_row("kuramoto-local", "sde", 100, 0.8 * scale),
+            quality_row("kuramoto-local", "ode", 50, 2 * scale),
+        ]
         paths.append(write_quality(tmp_path, seed, rows))
     return paths
 
 
 def test_headline_rows_pick_the_best_settings_and_pair_the_ratio(three_seeds: list[Path]) -> None:
-    rows, notes = headline.build_rows(three_seeds, ["swd", "orientation_w1", "kid_random"], "python bench/headline.py …",
-                                      resamples=500)
+    rows, notes = headline.build_rows(
+        three_seeds, ["swd", "orientation_w1", "kid_random"], "python bench/headline.py …", resamples=500
+    )
     assert notes == []
     assert [row["metric"] for row in rows] == ["swd", "orientation_w1"]  # no kid_random tables: no row
     row = rows[0]
@@ -54,7 +74,9 @@ def test_headline_rows_pick_the_best_settings_and_pair_the_ratio(three_seeds: li
     assert row["kuramoto"]["label"] == "kuramoto-local sde:100" and row["euclidean"]["label"] == "euclidean sde:100"
     # K = 0.8 E in every (seed, set) cell: the paired ratio is 0.8 whatever seeds and sets are drawn.
     assert row["ratio"]["mean"] == pytest.approx(0.8, rel=1e-12)
-    assert row["ratio"]["low"] == pytest.approx(0.8, rel=1e-12) and row["ratio"]["high"] == pytest.approx(0.8, rel=1e-12)
+    assert row["ratio"]["low"] == pytest.approx(0.8, rel=1e-12) and row["ratio"]["high"] == pytest.approx(
+        0.8, rel=1e-12
+    )
     kuramoto = row["kuramoto"]
     assert kuramoto["mean"] == pytest.approx(0.8 * np.mean([10.0, 12.0, 9.0]) * SET_OFFSETS.mean(), rel=1e-12)
     assert len(row["sources"]) == 3 and "--seed 1" in row["sources"][1]["command"]
@@ -63,9 +85,14 @@ def test_headline_rows_pick_the_best_settings_and_pair_the_ratio(three_seeds: li
 def test_the_interval_covers_the_seeds(tmp_path: Path) -> None:
     # Every group and reference set of a seed scores the same: only resampling the seeds can give a spread.
     flat, values = np.ones(4), (6.0, 9.0, 7.0, 10.0, 8.0)
-    paths = [write_quality(tmp_path, seed, [quality_row("euclidean", "sde", 100, 10.0, flat),
-                                            quality_row("kuramoto-global", "sde", 100, value, flat)])
-             for seed, value in enumerate(values)]
+    paths = [
+        write_quality(
+            tmp_path,
+            seed,
+            [quality_row("euclidean", "sde", 100, 10.0, flat), quality_row("kuramoto-global", "sde", 100, value, flat)],
+        )
+        for seed, value in enumerate(values)
+    ]
     kuramoto = headline.build_rows(paths, ["swd"], "cmd", resamples=4000)[0][0]["kuramoto"]
     assert kuramoto["mean"] == pytest.approx(8.0, rel=1e-12)
     # Brute force: the means of all 5⁵ equally likely draws of 5 seeds with replacement, and their quantiles.
@@ -75,9 +102,15 @@ def test_the_interval_covers_the_seeds(tmp_path: Path) -> None:
     assert high - low > 2.0
 
 
-def test_a_seed_missing_for_the_best_setting_and_old_files_are_reported(three_seeds: list[Path], tmp_path: Path) -> None:
-    old = write_quality(tmp_path, 0, [{"data": "fingerprints", "method": "euclidean", "sampler": "sde", "nfe": 100,
-                                       "swd_mean": 1.0}], name="old.json")
+def test_a_seed_missing_for_the_best_setting_and_old_files_are_reported(
+    three_seeds: list[Path], tmp_path: Path
+) -> None:
+    old = write_quality(
+        tmp_path,
+        0,
+        [{"data": "fingerprints", "method": "euclidean", "sampler": "sde", "nfe": 100, "swd_mean": 1.0}],
+        name="old.json",
+    )
     rows, notes = headline.build_rows([*three_seeds, old], ["swd"], "cmd", resamples=500)
     assert len(rows) == 1 and any("old.json" in note and "no cell tables" in note for note in notes)
     # A fourth seed with only a Euclidean row: seed 3 is not shared, so the headline stays at seeds 0–2.
@@ -100,7 +133,9 @@ def test_main_writes_json_and_the_table_between_markers(three_seeds: list[Path],
     page = tmp_path / "page.md"
     page.write_text("# Title\n\n<!-- headline:start -->\nold table\n<!-- headline:end -->\n\nAfter.\n")
     out = tmp_path / "headline.json"
-    assert headline.main([*map(str, three_seeds), "--metrics", "swd", "--out", str(out), "--write-table", str(page)]) == 0
+    assert (
+        headline.main([*map(str, three_seeds), "--metrics", "swd", "--out", str(out), "--write-table", str(page)]) == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 1 and rows[0]["metric"] == "swd"
     text = page.read_text()
@@ -117,15 +152,28 @@ def test_an_ablation_pairs_two_methods_by_their_own_labels(tmp_path: Path) -> No
     """Kuramoto-local is 0.9 × Kuramoto without coupling in every cell; Euclidean rows do not enter the ablation."""
     paths = []
     for seed, scale in zip((0, 1, 2), (10.0, 12.0, 9.0)):
-        rows = [quality_row("euclidean", "sde", 100, 0.5 * scale), quality_row("kuramoto-none", "sde", 100, scale),
-                quality_row("kuramoto-none", "ode", 50, 3 * scale), quality_row("kuramoto-local", "sde", 100, 0.9 * scale)]
+        rows = [
+            quality_row("euclidean", "sde", 100, 0.5 * scale),
+            quality_row("kuramoto-none", "sde", 100, scale),
+            quality_row("kuramoto-none", "ode", 50, 3 * scale),
+            quality_row("kuramoto-local", "sde", 100, 0.9 * scale),
+        ]
         paths.append(write_quality(tmp_path, seed, rows))
-    rows, notes = headline.ablation_rows(paths, [("kuramoto-local", "kuramoto-none"), ("kuramoto-global", "kuramoto-none")],
-                                         ["swd"], "python bench/headline.py …", resamples=300)
+    rows, notes = headline.ablation_rows(
+        paths,
+        [("kuramoto-local", "kuramoto-none"), ("kuramoto-global", "kuramoto-none")],
+        ["swd"],
+        "python bench/headline.py …",
+        resamples=300,
+    )
     assert notes == [] and len(rows) == 1  # no kuramoto-global rows: no second ablation
     row = rows[0]
-    assert row["numerator"]["label"] == "kuramoto-local sde:100" and row["denominator"]["label"] == "kuramoto-none sde:100"
+    assert (
+        row["numerator"]["label"] == "kuramoto-local sde:100" and row["denominator"]["label"] == "kuramoto-none sde:100"
+    )
     assert row["seeds"] == [0, 1, 2]
-    assert row["ratio"]["low"] == pytest.approx(0.9, rel=1e-12) and row["ratio"]["high"] == pytest.approx(0.9, rel=1e-12)
+    assert row["ratio"]["low"] == pytest.approx(0.9, rel=1e-12) and row["ratio"]["high"] == pytest.approx(
+        0.9, rel=1e-12
+    )
     assert "| kuramoto-local sde:100" not in headline.ablation_table(rows)  # labels sit in brackets after the values
     assert "(kuramoto-local sde:100)" in headline.ablation_table(rows)

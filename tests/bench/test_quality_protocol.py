@@ -39,7 +39,9 @@ def test_protocol_sizes_and_errors() -> None:
         quality.protocol_for("textures", budget, 0, 1, 4)
     with pytest.raises(UserError, match=r"^--reference-sets 1:"):
         quality.protocol_for("textures", budget, 0, 4, 1)
-    with pytest.raises(UserError, match=r"^--reference-sets 40: the held-out split of textures fills 40 disjoint sets with 6 "):
+    with pytest.raises(
+        UserError, match=r"^--reference-sets 40: the held-out split of textures fills 40 disjoint sets with 6 "
+    ):
         quality.protocol_for("textures", budget, 0, 4, 40)
     with pytest.raises(UserError, match="not --reference-size 100"):
         quality.protocol_for("textures", budget, 0, 4, 4, reference_size=100)

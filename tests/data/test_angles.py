@@ -68,9 +68,12 @@ def test_wrapping_edges_and_one_dimensional_arrays(tmp_path: Path) -> None:
     np.save(tmp_path / "one.npy", values)  # 1-D: N examples of one angle
     radians = read_angle_file(tmp_path / "one.npy")
     assert radians.shape == (7, 1)
-    np.testing.assert_allclose(radians[:, 0], [0.0, -math.pi, -math.pi, 0.0, -0.5 * math.pi, 0.5 * math.pi, 6.2832 - 2 * math.pi],
-                               atol=1e-12)
-    degrees = read_angle_file(write_csv(tmp_path / "d.csv", np.array([[180.0], [359.0], [-190.0]]), header="angle"), degrees=True)
+    np.testing.assert_allclose(
+        radians[:, 0], [0.0, -math.pi, -math.pi, 0.0, -0.5 * math.pi, 0.5 * math.pi, 6.2832 - 2 * math.pi], atol=1e-12
+    )
+    degrees = read_angle_file(
+        write_csv(tmp_path / "d.csv", np.array([[180.0], [359.0], [-190.0]]), header="angle"), degrees=True
+    )
     np.testing.assert_allclose(degrees[:, 0], np.deg2rad([-180.0, -1.0, 170.0]), atol=1e-12)
 
 
@@ -98,7 +101,11 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, bool, str]]:
     np.save(folder / "no_columns.npy", np.zeros((5, 0)))
     np.save(folder / "strings.npy", np.array(["10", "20"]))
     np.save(folder / "booleans.npy", np.ones((3, 2), dtype=bool))
-    np.save(folder / "objects.npy", np.array([_Payload(folder / "PICKLE_WAS_EXECUTED"), 1.0], dtype=object), allow_pickle=True)
+    np.save(
+        folder / "objects.npy",
+        np.array([_Payload(folder / "PICKLE_WAS_EXECUTED"), 1.0], dtype=object),
+        allow_pickle=True,
+    )
     (folder / "text.csv").write_text("phi,psi\n10,20\n30,abc\n")
     (folder / "empty_cell.csv").write_text("10,20\n30,\n")
     (folder / "ragged.csv").write_text("10,20\n30,40,50\n")
@@ -127,7 +134,11 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, bool, str]]:
         "semicolons": (folder / "semicolons.csv", True, "'30;40' is not a number; the file must hold comma-separated"),
         "header_only": (folder / "header_only.csv", True, "no data rows"),
         "binary": (folder / "binary.csv", True, "not a text file"),
-        "degrees_without_flag": (folder / "degrees.csv", False, "outside [-2π, 2π] radians; if the file holds degrees, pass degrees=True"),
+        "degrees_without_flag": (
+            folder / "degrees.csv",
+            False,
+            "outside [-2π, 2π] radians; if the file holds degrees, pass degrees=True",
+        ),
         "beyond_a_turn": (folder / "beyond_360.csv", True, "outside [-360, 360] degrees"),
     }
 
@@ -210,8 +221,15 @@ def test_saved_angles_stay_below_the_upper_end_and_round_trip(tmp_path: Path) ->
 def test_data_config_records_degrees_and_old_configs_still_load() -> None:
     angle = DataConfig(source="angles:dihedrals.csv", image_size=0, channels=2, degrees=True)
     assert config_from_dict(DataConfig, config_to_dict(angle)) == angle
-    old = {"source": "textures", "image_size": 32, "channels": 1, "flip": True, "val_fraction": 0.1, "seed": 0,
-           "on_bad_image": "error"}
+    old = {
+        "source": "textures",
+        "image_size": 32,
+        "channels": 1,
+        "flip": True,
+        "val_fraction": 0.1,
+        "seed": 0,
+        "on_bad_image": "error",
+    }
     assert config_from_dict(DataConfig, old).degrees is False
     with pytest.raises(UserError, match="degrees applies to angle data"):
         DataConfig(source="textures", degrees=True)
@@ -225,24 +243,73 @@ def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
 def test_cli_round_trip_in_degrees(tmp_path: Path, degrees_data: np.ndarray) -> None:
     data = write_csv(tmp_path / "dihedrals.csv", degrees_data)
     run = tmp_path / "run"
-    common = ("--preset", "tiny", "--batch-size", "8", "--steps", "20", "--checkpoint-every", "5", "--device", "cpu", "--quiet")
-    trained = cli("train", "--data", f"angles:{data}", "--degrees", "--process", "kuramoto-global", "--train-steps", "5",
-                  "--out", str(run), *common)
+    common = (
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--steps",
+        "20",
+        "--checkpoint-every",
+        "5",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    trained = cli(
+        "train",
+        "--data",
+        f"angles:{data}",
+        "--degrees",
+        "--process",
+        "kuramoto-global",
+        "--train-steps",
+        "5",
+        "--out",
+        str(run),
+        *common,
+    )
     assert trained.returncode == 0, trained.stderr
     saved = json.loads((run / "config.json").read_text())
-    assert saved["data"]["degrees"] is True and saved["data"]["channels"] == 3 and saved["model"]["data_kind"] == "angle"
+    assert (
+        saved["data"]["degrees"] is True and saved["data"]["channels"] == 3 and saved["model"]["data_kind"] == "angle"
+    )
     resumed = cli("train", "--out", str(run), "--resume", "--train-steps", "7", "--device", "cpu", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert (run / "checkpoints" / "step-00000007").is_dir()
-    sampled = cli("sample", "--checkpoint", str(run), "--num", "9", "--nfe", "5", "--out", str(tmp_path / "x.csv"),
-                  "--out-plot", str(tmp_path / "x.png"), "--device", "cpu")
+    sampled = cli(
+        "sample",
+        "--checkpoint",
+        str(run),
+        "--num",
+        "9",
+        "--nfe",
+        "5",
+        "--out",
+        str(tmp_path / "x.csv"),
+        "--out-plot",
+        str(tmp_path / "x.png"),
+        "--device",
+        "cpu",
+    )
     assert sampled.returncode == 0, sampled.stderr
     assert "in degrees" in sampled.stdout
     values = np.loadtxt(tmp_path / "x.csv", delimiter=",", skiprows=1)
     assert values.shape == (9, 3) and values.min() >= -180.0 and values.max() < 180.0
     assert (tmp_path / "x.png").stat().st_size > 1000
-    local = cli("train", "--data", f"angles:{data}", "--degrees", "--process", "kuramoto-local", "--train-steps", "1",
-                "--out", str(tmp_path / "local"), "--quiet")
+    local = cli(
+        "train",
+        "--data",
+        f"angles:{data}",
+        "--degrees",
+        "--process",
+        "kuramoto-local",
+        "--train-steps",
+        "1",
+        "--out",
+        str(tmp_path / "local"),
+        "--quiet",
+    )
     lines = [line for line in local.stderr.splitlines() if line.strip()]
     assert local.returncode == 2 and len(lines) == 1 and "use --process kuramoto-global" in lines[0], local.stderr
     assert not (tmp_path / "local").exists()
@@ -254,9 +321,25 @@ def test_image_model_writes_npy(tmp_path: Path) -> None:
     from kuramoto_diffusion.processes import KuramotoConfig
 
     torch.manual_seed(0)
-    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=4), 1, 8, "tiny")).save_pretrained(tmp_path / "model")
-    result = cli("sample", "--checkpoint", str(tmp_path / "model"), "--num", "3", "--nfe", "2", "--out", str(tmp_path / "g.png"),
-                 "--out-npy", str(tmp_path / "g.npy"), "--device", "cpu", "--quiet")
+    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", steps=4), 1, 8, "tiny")).save_pretrained(
+        tmp_path / "model"
+    )
+    result = cli(
+        "sample",
+        "--checkpoint",
+        str(tmp_path / "model"),
+        "--num",
+        "3",
+        "--nfe",
+        "2",
+        "--out",
+        str(tmp_path / "g.png"),
+        "--out-npy",
+        str(tmp_path / "g.npy"),
+        "--device",
+        "cpu",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     images = np.load(tmp_path / "g.npy", allow_pickle=False)
     assert images.dtype == np.float32 and images.shape == (3, 1, 8, 8) and np.abs(images).max() <= 1.0

@@ -131,7 +131,9 @@ def test_crops_are_windows_of_the_resized_image_and_flips_happen(tmp_path):
     assert len(positions) > 10  # crops move around
     assert 10 < flipped < 54  # about half are flipped
     no_flip = ImageFolderSource(tmp_path, image_size, split="all", crop_scale=crop_scale, flip=False)
-    for crop in np.rint((no_flip.sample_batch(32, torch.Generator().manual_seed(3)).permute(0, 2, 3, 1).numpy() + 1) * 127.5):
+    for crop in np.rint(
+        (no_flip.sample_batch(32, torch.Generator().manual_seed(3)).permute(0, 2, 3, 1).numpy() + 1) * 127.5
+    ):
         assert (windows == crop.astype(np.uint8)).all(axis=(2, 3, 4)).any()
     # fixed_batch: the centre window, identical on every call.
     fixed = no_flip.fixed_batch(2)
@@ -416,7 +418,9 @@ def test_open_fingerprints_is_lazy_and_uses_the_xdg_cache(tmp_path, monkeypatch)
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def fake_cifar_batches(records_per_batch: int = 3, test_records: int = 5) -> dict[str, tuple[bytes, np.ndarray, np.ndarray]]:
+def fake_cifar_batches(
+    records_per_batch: int = 3, test_records: int = 5
+) -> dict[str, tuple[bytes, np.ndarray, np.ndarray]]:
     """{file name: (bytes, images (N, 32, 32, 3), labels)} for 5 train batches and a test batch."""
     rng = np.random.default_rng(0)
     batches = {}
@@ -478,12 +482,16 @@ def test_cifar_binary_folder_and_archive_read_exact_pixels_and_labels(tmp_path):
 
 def test_cifar_incomplete_or_corrupt_archives_are_user_errors(tmp_path):
     batches = fake_cifar_batches()
-    missing = write_tar_gz(tmp_path / "partial.tar.gz", {"cifar-10-batches-bin/test_batch.bin": batches["test_batch.bin"][0]})
+    missing = write_tar_gz(
+        tmp_path / "partial.tar.gz", {"cifar-10-batches-bin/test_batch.bin": batches["test_batch.bin"][0]}
+    )
     with pytest.raises(UserError) as excinfo:
         open_image_source(str(missing), 32)
     assert_one_line_user_error(excinfo, "data_batch_1.bin", "not found")
     truncated = tmp_path / "cut.tar.gz"
-    truncated.write_bytes(write_tar_gz(tmp_path / "whole.tar.gz", {"x/data_batch_1.bin": bytes(3073 * 50)}).read_bytes()[:200])
+    truncated.write_bytes(
+        write_tar_gz(tmp_path / "whole.tar.gz", {"x/data_batch_1.bin": bytes(3073 * 50)}).read_bytes()[:200]
+    )
     with pytest.raises(UserError) as excinfo:
         open_image_source(str(truncated), 32)
     assert_one_line_user_error(excinfo, "cut.tar.gz")

@@ -50,14 +50,19 @@ def test_taylor_green_vortex_decays_at_the_viscous_rate():
     expected = initial * math.exp(-(2.0 * viscosity + drag) * duration)
     assert relative_error(solver.to_vorticity(state), expected) < 1e-8
     velocity = solver.to_velocity(state)
-    assert relative_error(velocity[0], torch.sin(x) * torch.cos(y) * math.exp(-(2 * viscosity + drag) * duration)) < 1e-8
+    assert (
+        relative_error(velocity[0], torch.sin(x) * torch.cos(y) * math.exp(-(2 * viscosity + drag) * duration)) < 1e-8
+    )
 
 
 def test_kolmogorov_forcing_approaches_the_laminar_profile():
     # Body force (A sin(k y), 0) from rest: u(t) = A sin(k y) (1 − e^{−λt}) / λ, v = 0, λ = ν k² + α (signs end to end).
     amplitude, wavenumber, viscosity, drag, duration = 0.7, 3, 0.02, 0.1, 2.0
     solver = NavierStokes2D(
-        32, viscosity=viscosity, drag=drag, forcing=forcing_field("kolmogorov", 32, amplitude=amplitude, wavenumber=wavenumber)
+        32,
+        viscosity=viscosity,
+        drag=drag,
+        forcing=forcing_field("kolmogorov", 32, amplitude=amplitude, wavenumber=wavenumber),
     )
     state = solver.advance(solver.to_spectral(torch.zeros(32, 32)), duration, max_dt=0.02)
     rate = viscosity * wavenumber**2 + drag
@@ -203,7 +208,10 @@ def test_flow_source_reads_the_generator_folder(generated):
     assert all(any(torch.equal(sequence, frames) for frames in stored) for sequence in sequences)
     with pytest.raises(UserError, match="only 3"):
         source.sample_sequences(1, 4, torch.Generator())
-    train, val = FlowSource(generated, split="train", val_fraction=0.34), FlowSource(generated, split="val", val_fraction=0.34)
+    train, val = (
+        FlowSource(generated, split="train", val_fraction=0.34),
+        FlowSource(generated, split="val", val_fraction=0.34),
+    )
     assert len(train) == 2 and len(val) == 1
     train_data = {train.trajectory(i).numpy().tobytes() for i in range(2)}
     assert val.trajectory(0).numpy().tobytes() not in train_data
@@ -320,7 +328,20 @@ def test_cli_generate_round_trip(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         return shared_cli().run(["flows", "generate", "--out", str(out), *args], timeout=120, cwd=Path.cwd())
 
-    common = ("--num", "2", "--size", "32", "--frames", "3", "--spinup-time", "0.5", "--frame-interval", "0.25", "--seed", "0")
+    common = (
+        "--num",
+        "2",
+        "--size",
+        "32",
+        "--frames",
+        "3",
+        "--spinup-time",
+        "0.5",
+        "--frame-interval",
+        "0.25",
+        "--seed",
+        "0",
+    )
     result = run(*common, "--quiet")
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
@@ -328,7 +349,10 @@ def test_cli_generate_round_trip(tmp_path):
     assert len(source) == 2 and source.trajectory(0).shape == (3, 2, 32, 32)
     # The CLI and the Python API make the same files.
     generate_flows(tmp_path / "api", 1, QUICK)
-    with np.load(out / "trajectory_00000.npz") as cli_file, np.load(tmp_path / "api" / "trajectory_00000.npz") as api_file:
+    with (
+        np.load(out / "trajectory_00000.npz") as cli_file,
+        np.load(tmp_path / "api" / "trajectory_00000.npz") as api_file,
+    ):
         assert np.array_equal(cli_file["velocity"], api_file["velocity"])
     again = run(*common)
     assert again.returncode == 0 and "wrote 0 trajectory file(s)" in again.stdout and "2 already there" in again.stdout

@@ -64,7 +64,9 @@ def test_a_bad_file_met_in_training_stops_or_is_skipped(tmp_path):
     with pytest.raises(UserError, match="0.png: cannot decode image"):
         for seed in range(20):
             strict.sample_batch(8, torch.Generator().manual_seed(seed))
-    tolerant = LazyImageFolderSource(folder, 16, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache")
+    tolerant = LazyImageFolderSource(
+        folder, 16, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache"
+    )
     with pytest.warns(UserWarning, match="skipped .*0.png"):
         for seed in range(20):
             batch = tolerant.sample_batch(8, torch.Generator().manual_seed(seed))
@@ -80,10 +82,40 @@ def test_train_and_resume_with_lazy_loading(tmp_path):
 
     folder = make_folder(tmp_path / "images")
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    base = [sys.executable, "-m", "kuramoto_diffusion", "train", "--out", str(tmp_path / "run"), "--quiet",
-            "--checkpoint-every", "2", "--sample-every", "0"]
-    subprocess.run([*base, "--data", str(folder), "--lazy", "--image-size", "16", "--preset", "tiny", "--steps", "10",
-                    "--batch-size", "4", "--train-steps", "2"], check=True, env=environment, timeout=300)
+    base = [
+        sys.executable,
+        "-m",
+        "kuramoto_diffusion",
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "0",
+    ]
+    subprocess.run(
+        [
+            *base,
+            "--data",
+            str(folder),
+            "--lazy",
+            "--image-size",
+            "16",
+            "--preset",
+            "tiny",
+            "--steps",
+            "10",
+            "--batch-size",
+            "4",
+            "--train-steps",
+            "2",
+        ],
+        check=True,
+        env=environment,
+        timeout=300,
+    )
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["lazy"] is True
     assert any((tmp_path / "cache" / "kuramoto-diffusion").glob("index-*.json"))
     subprocess.run([*base, "--resume", "--train-steps", "4"], check=True, env=environment, timeout=300)
@@ -113,7 +145,9 @@ def test_a_process_decodes_only_its_rows_of_the_shared_picks(tmp_path, monkeypat
     original = lazy._decode
     monkeypatch.setattr(lazy, "_decode", lambda path: decoded.append(path) or original(path))
     part, part_labels = lazy.sample_labelled_batch(12, part_generator, rows=slice(4, 8))
-    which = torch.randint(len(lazy.paths), (12,), generator=torch.Generator().manual_seed(3)).tolist()  # draw_crop_picks' first draw
+    which = torch.randint(
+        len(lazy.paths), (12,), generator=torch.Generator().manual_seed(3)
+    ).tolist()  # draw_crop_picks' first draw
     assert sorted(decoded) == sorted(set(which[4:8]))  # only the process's own rows are read, each file once
     assert torch.equal(part[4:8], full[4:8]) and not part[:4].any() and not part[8:].any()
     assert torch.equal(part_labels[4:8], full_labels[4:8])
@@ -124,7 +158,9 @@ def test_a_skipped_file_is_replaced_by_the_next_without_drawing(tmp_path):
     folder = make_folder(tmp_path / "images")
     data = (folder / "0.png").read_bytes()
     (folder / "0.png").write_bytes(data[: len(data) // 2])
-    lazy = LazyImageFolderSource(folder, 16, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache")
+    lazy = LazyImageFolderSource(
+        folder, 16, split="all", channels=1, on_bad_image="skip", index_cache=tmp_path / "cache"
+    )
     bad = next(i for i, path in enumerate(lazy.paths) if path.name == "0.png")
     with pytest.warns(UserWarning, match="skipped .*0.png"):
         batch, which = lazy._crops([bad, bad], np.full((2, 2), 0.5), [False, False], False)

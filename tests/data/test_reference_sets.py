@@ -16,7 +16,9 @@ def labelled_strips(count: int, rows: int, cols: int) -> list[np.ndarray]:
     """uint8 (rows, cols, 1) images whose pixels all differ: a crop's top-left pixel names its window."""
     values = np.arange(count * rows * cols, dtype=np.int64)
     assert values[-1] < 256
-    return [values[i * rows * cols:(i + 1) * rows * cols].reshape(rows, cols, 1).astype(np.uint8) for i in range(count)]
+    return [
+        values[i * rows * cols : (i + 1) * rows * cols].reshape(rows, cols, 1).astype(np.uint8) for i in range(count)
+    ]
 
 
 def window_ids(crops: torch.Tensor) -> list[int]:
@@ -39,7 +41,7 @@ def test_band_split_gives_distinct_windows_and_no_window_in_two_sets() -> None:
         for crop, value in zip(crops, ids[part]):
             image, top = divmod(value, 120)[0], divmod(value, 120)[1] // 4
             assert 9 * part <= top < 9 * (part + 1)
-            expected = torch.from_numpy(strips[image][top:top + 4, :, 0].astype(np.float64)) / 127.5 - 1
+            expected = torch.from_numpy(strips[image][top : top + 4, :, 0].astype(np.float64)) / 127.5 - 1
             torch.testing.assert_close(crop[0].double(), expected, atol=1e-6, rtol=0)
 
 
@@ -74,6 +76,7 @@ def test_fingerprints_held_out_extension_starts_with_the_validation_prints(tmp_p
     # The extra prints are prints 512 and 513 of the seed-0 sequence (FingerprintSource: print i has seed print_seed(0, i)).
     from kuramoto_diffusion.data.fingerprints import NATIVE_PRINT_SIZE, print_seed, synthesize_fingerprint
     from kuramoto_diffusion.data.image_io import resize_uint8
+
     for offset, index in enumerate((512, 513)):
         native = np.rint(synthesize_fingerprint(NATIVE_PRINT_SIZE, print_seed(0, index)) * 255.0).astype(np.uint8)
         np.testing.assert_array_equal(extended.images[51 + offset], resize_uint8(native[..., None], 16, 16))

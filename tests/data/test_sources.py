@@ -80,7 +80,9 @@ def test_angle_and_flow_sources(tmp_path):
     source = FlowSource(flows, split="all")
     assert capabilities(source) == {"BatchSource", "SequenceSource"}
     sequences = source.sample_sequences(2, 2, torch.Generator().manual_seed(0))
-    assert sequences.shape == (2, 2, 2, 4, 4) and torch.equal(sequences[:, 1] - sequences[:, 0], torch.full_like(sequences[:, 0], 32))
+    assert sequences.shape == (2, 2, 2, 4, 4) and torch.equal(
+        sequences[:, 1] - sequences[:, 0], torch.full_like(sequences[:, 0], 32)
+    )
 
 
 def test_a_source_without_a_capability_fails_the_protocol():

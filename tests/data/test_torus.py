@@ -207,13 +207,17 @@ def test_kde_matches_a_single_von_mises_kernel():
     points = (torch.rand(50, 2, generator=torch.Generator().manual_seed(13), dtype=torch.float64) * 2 - 1) * math.pi
     h = (0.3, 0.7)
     kappa = kernel_concentration(torch.tensor(h, dtype=torch.float64))
-    expected = -(von_mises_log_prob(points[:, 0], 3.0, float(kappa[0])) + von_mises_log_prob(points[:, 1], -2.0, float(kappa[1])))
+    expected = -(
+        von_mises_log_prob(points[:, 0], 3.0, float(kappa[0])) + von_mises_log_prob(points[:, 1], -2.0, float(kappa[1]))
+    )
     assert heldout_nll(centre, points, bandwidth=h) == pytest.approx(float(expected.mean()), rel=1e-10)
     # κ matches the wrapped normal's first moment: ≈ 1/h² for small h.
     assert float(kernel_concentration(torch.tensor(0.01, dtype=torch.float64))) == pytest.approx(1e4, rel=1e-3)
 
 
-@pytest.mark.parametrize("name,tolerance", [("wrapped-mixture", 0.05), ("von-mises-mixture", 0.06), ("checkerboard", 0.2)])
+@pytest.mark.parametrize(
+    "name,tolerance", [("wrapped-mixture", 0.05), ("von-mises-mixture", 0.06), ("checkerboard", 0.2)]
+)
 def test_heldout_nll_of_true_samples_is_close_to_true_nll(name, tolerance):
     density = open_torus_source(name)
     generator = torch.Generator().manual_seed(14)
@@ -269,8 +273,17 @@ def test_kuramoto_learns_the_wrapped_mixture(tmp_path):
     density = open_torus_source("wrapped-mixture")
     config = RunConfig(
         model=angle_model_config(KuramotoConfig(coupling="global", steps=100), 2, hidden_features=128, num_layers=3),
-        training=TrainConfig(train_steps=1500, batch_size=256, lr=1e-3, warmup_steps=100, ema_decay=0.995,
-                             checkpoint_every=10**6, sample_every=0, log_every=100, seed=0),
+        training=TrainConfig(
+            train_steps=1500,
+            batch_size=256,
+            lr=1e-3,
+            warmup_steps=100,
+            ema_decay=0.995,
+            checkpoint_every=10**6,
+            sample_every=0,
+            log_every=100,
+            seed=0,
+        ),
     )
     start = time.perf_counter()
     trainer = Trainer(config, density, tmp_path / "run", quiet=True)
@@ -292,8 +305,10 @@ def test_kuramoto_learns_the_wrapped_mixture(tmp_path):
     broken.score = lambda x, t, *args, **kwargs: 0.5 * score(x, t, *args, **kwargs)  # the ODE's ½ in the SDE
     half_score = kl_of(broken)
     untrained_kl = kl_of(untrained)
-    report = (f"trained {trained:.3f}, floor {floor:.3f}, half score {half_score:.3f}, untrained {untrained_kl:.3f}, "
-              f"training {train_seconds:.0f} s")
+    report = (
+        f"trained {trained:.3f}, floor {floor:.3f}, half score {half_score:.3f}, untrained {untrained_kl:.3f}, "
+        f"training {train_seconds:.0f} s"
+    )
     print(report)
     assert floor < trained < KL_BOUND, report
     assert half_score > KL_BOUND and untrained_kl > 4 * KL_BOUND, report

@@ -98,7 +98,9 @@ def test_simulated_chains_have_the_grid_cell_masses(paper_chain):
         for t_grid in {t, 5}:
             expected = num * paper_chain.cell_probabilities(t_grid, bins)
             z = (counts - expected) / (expected * (1 - expected / num)).sqrt()
-            filled = expected >= 20  # where the count is nearly normal; emptier cells are Poisson with huge |z| for one count
+            filled = (
+                expected >= 20
+            )  # where the count is nearly normal; emptier cells are Poisson with huge |z| for one count
             largest[(t, t_grid)] = float(z[filled].abs().max())
             chi_square[(t, t_grid)] = (float(z[filled].square().sum()), int(filled.sum()))
     for t in (5, 30, 100):
@@ -166,7 +168,9 @@ def test_refining_the_grid_does_not_change_the_marginal(paper_chain):
     assert kl(reference[100], coarse.cell_probabilities(100, bins)) < 1e-10
     assert kl(reference[1], paper_chain.cell_probabilities(1, bins)) < 1e-6
     # The coarse grid is measurably different at t = 1 (its band limit cuts the narrowest component).
-    assert kl(reference[1], coarse.cell_probabilities(1, bins)) > kl(reference[1], paper_chain.cell_probabilities(1, bins))
+    assert kl(reference[1], coarse.cell_probabilities(1, bins)) > kl(
+        reference[1], paper_chain.cell_probabilities(1, bins)
+    )
 
 
 def test_keep_stores_only_the_requested_steps():

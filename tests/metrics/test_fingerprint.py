@@ -47,13 +47,13 @@ def test_the_poincare_index_finds_the_singular_points_of_an_analytic_field(cores
     size = 48
     field = zero_pole_field(size, cores, deltas)
     valid = torch.ones(1, size, size, dtype=torch.bool)
-    (detected_cores, detected_deltas), = singular_points_from_field(field, valid, radius=3.0, dipole_distance=2.0)
+    ((detected_cores, detected_deltas),) = singular_points_from_field(field, valid, radius=3.0, dipole_distance=2.0)
     assert matches(found(detected_cores), cores, 2.0)
     assert matches(found(detected_deltas), deltas, 2.0)
     # Mirroring the field (rows upside down) keeps cores cores: the index does not depend on the handedness.
     mirrored = field.flip(-2)
     mirrored[:, 1] *= -1  # the doubled angle of a mirrored orientation is the negated angle
-    (mirror_cores, mirror_deltas), = singular_points_from_field(mirrored, valid, radius=3.0, dipole_distance=2.0)
+    ((mirror_cores, mirror_deltas),) = singular_points_from_field(mirrored, valid, radius=3.0, dipole_distance=2.0)
     flip = lambda points: [complex(p.real, size - 1 - p.imag) for p in points]  # noqa: E731
     assert matches(found(mirror_cores), flip(cores), 2.0)
     assert matches(found(mirror_deltas), flip(deltas), 2.0)
@@ -87,7 +87,9 @@ def print_batch(indices: range, size: int) -> torch.Tensor:
     """The prints of set 0 as FingerprintSource serves them at ``size`` px (Lanczos from 96 px), in [-1, 1]."""
     images = []
     for index in indices:
-        levels = np.rint(fingerprints.synthesize_fingerprint(96, fingerprints.print_seed(0, index)) * 255.0).astype(np.uint8)
+        levels = np.rint(fingerprints.synthesize_fingerprint(96, fingerprints.print_seed(0, index)) * 255.0).astype(
+            np.uint8
+        )
         images.append(resize_uint8(levels[..., None], size, size)[..., 0] / 127.5 - 1.0)
     return torch.from_numpy(np.stack(images))[:, None]
 
@@ -168,4 +170,6 @@ def test_w1_is_zero_for_a_set_against_itself_and_symmetric():
         assert metric(first, second) == pytest.approx(metric(second, first), rel=1e-12)
         assert metric(first, second) >= 0.0
     # RGB is measured as its grey mean.
-    assert minutiae_w1(first.expand(-1, 3, -1, -1), second.expand(-1, 3, -1, -1)) == pytest.approx(minutiae_w1(first, second))
+    assert minutiae_w1(first.expand(-1, 3, -1, -1), second.expand(-1, 3, -1, -1)) == pytest.approx(
+        minutiae_w1(first, second)
+    )

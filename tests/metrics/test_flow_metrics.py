@@ -51,8 +51,11 @@ def power_law_field(exponent: float, seed: int) -> torch.Tensor:
     radius = torch.sqrt(frequencies[:, None] ** 2 + frequencies[None, :] ** 2)
     shells = torch.round(radius)
     counts = torch.bincount(shells.long().flatten()).double()
-    amplitude = torch.where((shells >= 1) & (shells <= N // 2),
-                            torch.sqrt(shells.clamp_min(1) ** exponent / counts[shells.long()]), torch.zeros(()))
+    amplitude = torch.where(
+        (shells >= 1) & (shells <= N // 2),
+        torch.sqrt(shells.clamp_min(1) ** exponent / counts[shells.long()]),
+        torch.zeros(()),
+    )
     phases = torch.rand(N, N, generator=generator, dtype=torch.float64) * 2 * math.pi
     vorticity_hat = amplitude * radius * torch.exp(1j * phases)  # |ω̂| = |k|·|û| for a solenoidal field
     vorticity = torch.fft.ifft2(vorticity_hat).real * N**2

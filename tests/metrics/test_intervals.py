@@ -15,8 +15,13 @@ from kuramoto_diffusion.metrics.intervals import difference_table, mean_interval
 def crossed_table(rng: np.random.Generator, mean: float, groups: int, sets: int, seeds: int = 1) -> np.ndarray:
     """(seeds, groups, sets) normal table: seed, group (nested in seed) and reference-set effects plus cell noise."""
     seed_effect = rng.normal(0.0, 1.0, (seeds, 1, 1)) if seeds > 1 else 0.0
-    return (mean + seed_effect + rng.normal(0.0, 1.0, (seeds, groups, 1)) + rng.normal(0.0, 1.0, (1, 1, sets))
-            + rng.normal(0.0, 0.3, (seeds, groups, sets)))
+    return (
+        mean
+        + seed_effect
+        + rng.normal(0.0, 1.0, (seeds, groups, 1))
+        + rng.normal(0.0, 1.0, (1, 1, sets))
+        + rng.normal(0.0, 0.3, (seeds, groups, sets))
+    )
 
 
 def binomial_band(level: float, trials: int) -> tuple[float, float]:
@@ -84,7 +89,9 @@ def test_a_shared_reference_set_offset_cancels_in_the_paired_ratio() -> None:
     assert unpaired.high - unpaired.low > 10 * (paired.high - paired.low)
     # The same holds for an offset per (seed, reference set), with several seeds.
     seed_set = rng.uniform(0.0, 20.0, (3, 1, 6))
-    paired3 = ratio_interval(5.0 + seed_set + rng.normal(0, 0.05, (3, 4, 6)), 5.0 + seed_set + rng.normal(0, 0.05, (3, 4, 6)))
+    paired3 = ratio_interval(
+        5.0 + seed_set + rng.normal(0, 0.05, (3, 4, 6)), 5.0 + seed_set + rng.normal(0, 0.05, (3, 4, 6))
+    )
     assert paired3.high - paired3.low < 0.02
 
 

@@ -89,7 +89,11 @@ def test_any_size_from_eight_pixels_and_unequal_set_sizes():
     real = textured(5, generator, size=8)
     fake = textured(3, generator, size=8).expand(-1, 1, -1, -1)
     assert math.isfinite(kid_random(real, fake))
-    assert math.isfinite(kid_random(textured(4, generator, size=13).expand(-1, 3, -1, -1), textured(2, generator, size=13).repeat(1, 3, 1, 1)))
+    assert math.isfinite(
+        kid_random(
+            textured(4, generator, size=13).expand(-1, 3, -1, -1), textured(2, generator, size=13).repeat(1, 3, 1, 1)
+        )
+    )
 
 
 @pytest.mark.parametrize(

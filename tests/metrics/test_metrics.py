@@ -337,6 +337,7 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-10)
     # The distance does not depend on the basis: rotate both Gaussians.
     rotation, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+
     def rotate(mean, variances):
         return rotation @ mean, rotation @ np.diag(variances) @ rotation.T
 

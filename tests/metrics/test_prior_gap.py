@@ -50,8 +50,12 @@ def test_the_mmd_of_one_distribution_is_about_zero_and_its_p_values_are_not_smal
     spread = torch.tensor(values).std() / math.sqrt(len(values))
     assert abs(sum(values) / len(values)) < 3 * spread  # unbiased: centred on 0
     assert sum(p < 0.05 for p in p_values) <= 4  # about 1 in 20 under the null
-    shifted_p = mmd_test(torch.randn(60, 4, generator=generator, dtype=torch.float64),
-                         torch.randn(60, 4, generator=generator, dtype=torch.float64) + 1.0, 99, generator)[1]
+    shifted_p = mmd_test(
+        torch.randn(60, 4, generator=generator, dtype=torch.float64),
+        torch.randn(60, 4, generator=generator, dtype=torch.float64) + 1.0,
+        99,
+        generator,
+    )[1]
     assert shifted_p == pytest.approx(1 / 100)
 
 
@@ -63,7 +67,9 @@ def test_identical_laws_show_no_gap():
     assert gap.correlation_gap < 0.02 and gap.order_gap < 0.02 and gap.spread_gap < 0.02
     assert gap.p_value > 0.01 and gap.passes
     # i.i.d. von Mises: cos(θ_p − θ_q) averages to A(κ)² at every distance
-    a = torch.special.i1e(torch.tensor(1.5, dtype=torch.float64)) / torch.special.i0e(torch.tensor(1.5, dtype=torch.float64))
+    a = torch.special.i1e(torch.tensor(1.5, dtype=torch.float64)) / torch.special.i0e(
+        torch.tensor(1.5, dtype=torch.float64)
+    )
     assert max(abs(c - float(a) ** 2) for c in gap.terminal_correlation) < 0.02
 
 

@@ -60,8 +60,12 @@ def test_phase_correlation_rejects_distances_beyond_the_image():
 def test_zero_coupling_gives_the_same_chain_statistics_for_local_and_global():
     theta0 = _uniform((4, 1, 16, 16), 2) * 0.5
     stats = [
-        forward_synchrony(KuramotoProcess(coupling=coupling, coupling_range=(0.0, 0.0)), theta0, (0, 25, 50, 100),
-                          generator=torch.Generator().manual_seed(3))
+        forward_synchrony(
+            KuramotoProcess(coupling=coupling, coupling_range=(0.0, 0.0)),
+            theta0,
+            (0, 25, 50, 100),
+            generator=torch.Generator().manual_seed(3),
+        )
         for coupling in ("local", "global")
     ]
     assert torch.equal(stats[0].correlation, stats[1].correlation) and torch.equal(stats[0].order, stats[1].order)
@@ -75,13 +79,18 @@ def test_strong_coupling_without_pull_orders_locally_only_with_local_coupling():
     stats = {
         coupling: forward_synchrony(
             KuramotoProcess(coupling=coupling, ref_strength=0.0, coupling_range=(0.3, 0.3), coupling_shape="constant"),
-            theta0, (t,), generator=torch.Generator().manual_seed(5))
+            theta0,
+            (t,),
+            generator=torch.Generator().manual_seed(5),
+        )
         for coupling in ("local", "global")
     }
     local, global_ = stats["local"], stats["global"]
     assert local.at(t, 1) - local.at(t, 8) > 0.3
     assert abs(global_.at(t, 1) - global_.at(t, 8)) < 0.03
-    assert global_.at(t, 1) > 0.5  # the global chain did synchronise: flat because ordered everywhere, not because noisy
+    assert (
+        global_.at(t, 1) > 0.5
+    )  # the global chain did synchronise: flat because ordered everywhere, not because noisy
     assert bool(global_.order.mean() > local.order.mean())
 
 

@@ -98,8 +98,14 @@ def _assert_all_parameters_get_gradient(net: torch.nn.Module) -> None:
 def test_unet_gradients_reach_every_parameter() -> None:
     torch.manual_seed(0)
     config = tiny(
-        channel_mults=(1, 2, 2), image_size=16, attention_resolutions=(8,), middle_attention=True,
-        middle_channels=64, condition_channels=1, num_classes=3, dropout=0.1,
+        channel_mults=(1, 2, 2),
+        image_size=16,
+        attention_resolutions=(8,),
+        middle_attention=True,
+        middle_channels=64,
+        condition_channels=1,
+        num_classes=3,
+        dropout=0.1,
     )
     net = UNet(config)
     randomize_output_layer(net)
@@ -125,8 +131,12 @@ def test_mlp_gradients_reach_every_parameter() -> None:
 def _shift_error(padding_mode: str, shift: tuple[int, int]) -> float:
     torch.manual_seed(0)
     config = tiny(
-        padding_mode=padding_mode, channel_mults=(1, 2, 2), image_size=16,
-        attention_resolutions=(8,), middle_attention=True, condition_channels=1,
+        padding_mode=padding_mode,
+        channel_mults=(1, 2, 2),
+        image_size=16,
+        attention_resolutions=(8,),
+        middle_attention=True,
+        condition_channels=1,
     )
     net = UNet(config).double().eval()
     randomize_output_layer(net)

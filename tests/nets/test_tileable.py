@@ -24,7 +24,9 @@ def tileable_images(count: int, size: int, seed: int) -> np.ndarray:
     y, x = np.mgrid[0:size, 0:size] / size
     images = []
     for _ in range(count):
-        wave = sum(np.cos(2 * np.pi * (rng.integers(-3, 4) * x + rng.integers(1, 4) * y) + rng.uniform(0, 6)) for _ in range(2))
+        wave = sum(
+            np.cos(2 * np.pi * (rng.integers(-3, 4) * x + rng.integers(1, 4) * y) + rng.uniform(0, 6)) for _ in range(2)
+        )
         images.append(np.rint(127.5 + 60 * wave).astype(np.uint8))
     return np.stack(images)
 
@@ -56,8 +58,13 @@ def test_tiling_seam_ratio():
 
 def test_circular_padding_makes_the_untrained_model_equivariant_to_wrap_around_shifts():
     torch.manual_seed(0)
-    config = image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, padding="circular", steps=10), 1, 16,
-                                "tiny", padding_mode="circular")
+    config = image_model_config(
+        KuramotoConfig(coupling="local", neighbourhood=3, padding="circular", steps=10),
+        1,
+        16,
+        "tiny",
+        padding_mode="circular",
+    )
     model = DiffusionModel(config)
     with torch.no_grad():
         for parameter in model.network.parameters():
@@ -78,11 +85,44 @@ def test_a_model_trained_with_circular_padding_generates_tileable_images(tmp_pat
     ratios = {}
     for padding in ("circular", "reflect"):
         run = tmp_path / padding
-        subprocess.run([sys.executable, "-m", "kuramoto_diffusion", "train", "--data", str(folder), "--image-size", "16",
-                        "--preset", "tiny", "--steps", "50", "--neighbourhood", "3", "--padding", padding,
-                        "--train-steps", "600", "--batch-size", "32", "--lr", "1e-3", "--ema-decay", "0.99",
-                        "--sample-every", "0", "--checkpoint-every", "600", "--out", str(run), "--quiet"],
-                       check=True, env=environment, timeout=900)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kuramoto_diffusion",
+                "train",
+                "--data",
+                str(folder),
+                "--image-size",
+                "16",
+                "--preset",
+                "tiny",
+                "--steps",
+                "50",
+                "--neighbourhood",
+                "3",
+                "--padding",
+                padding,
+                "--train-steps",
+                "600",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-3",
+                "--ema-decay",
+                "0.99",
+                "--sample-every",
+                "0",
+                "--checkpoint-every",
+                "600",
+                "--out",
+                str(run),
+                "--quiet",
+            ],
+            check=True,
+            env=environment,
+            timeout=900,
+        )
         model = DiffusionModel.from_pretrained(run)
         images, _ = model.decode(model.sample(64, generator=torch.Generator().manual_seed(0)).states)
         ratios[padding] = tiling_seam_ratio(images)

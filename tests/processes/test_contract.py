@@ -48,22 +48,43 @@ def _cases() -> dict[str, Case]:
     flows = process_config("phase-amplitude", steps=STEPS)
     return {
         "kuramoto-local": Case("kuramoto-local", local),
-        "kuramoto-local-unit": Case("kuramoto-local", process_config("kuramoto-local", steps=STEPS, coupling_norm="unit")),
-        "kuramoto-local-unit-gaussian-circular-even-paper": Case("kuramoto-local", dataclasses.replace(
-            local, coupling_norm="unit", kernel="gaussian", padding="circular", neighbourhood=4, schedule="paper-100")),
-        "kuramoto-local-constant-strong-no-pull": Case("kuramoto-local", process_config(
-            "kuramoto-local", steps=STEPS, coupling_shape="constant", coupling_range=(0.0, 0.3), ref_strength=0.0)),
-        "kuramoto-local-relaxed-prior": Case("kuramoto-local", dataclasses.replace(local, prior="relaxed", prior_relax_steps=5)),
+        "kuramoto-local-unit": Case(
+            "kuramoto-local", process_config("kuramoto-local", steps=STEPS, coupling_norm="unit")
+        ),
+        "kuramoto-local-unit-gaussian-circular-even-paper": Case(
+            "kuramoto-local",
+            dataclasses.replace(
+                local,
+                coupling_norm="unit",
+                kernel="gaussian",
+                padding="circular",
+                neighbourhood=4,
+                schedule="paper-100",
+            ),
+        ),
+        "kuramoto-local-constant-strong-no-pull": Case(
+            "kuramoto-local",
+            process_config(
+                "kuramoto-local", steps=STEPS, coupling_shape="constant", coupling_range=(0.0, 0.3), ref_strength=0.0
+            ),
+        ),
+        "kuramoto-local-relaxed-prior": Case(
+            "kuramoto-local", dataclasses.replace(local, prior="relaxed", prior_relax_steps=5)
+        ),
         "kuramoto-global": Case("kuramoto-global", process_config("kuramoto-global", steps=STEPS)),
         "kuramoto-global-forward-chain-prior": Case(
-            "kuramoto-global", process_config("kuramoto-global", steps=STEPS, prior="forward-chain")),
-        "kuramoto-global-unit": Case("kuramoto-global", process_config("kuramoto-global", steps=STEPS, coupling_norm="unit")),
+            "kuramoto-global", process_config("kuramoto-global", steps=STEPS, prior="forward-chain")
+        ),
+        "kuramoto-global-unit": Case(
+            "kuramoto-global", process_config("kuramoto-global", steps=STEPS, coupling_norm="unit")
+        ),
         "kuramoto-none": Case("kuramoto-none", process_config("kuramoto-none", steps=STEPS)),
         "kuramoto-none-no-pull": Case("kuramoto-none", process_config("kuramoto-none", steps=STEPS, ref_strength=0.0)),
         "euclidean": Case("euclidean", process_config("euclidean", steps=STEPS)),
         "phase-amplitude": Case("phase-amplitude", flows, channels=2),
         "phase-amplitude-gaussian-paper": Case(
-            "phase-amplitude", dataclasses.replace(flows, kernel="gaussian", schedule="paper-100"), channels=2),
+            "phase-amplitude", dataclasses.replace(flows, kernel="gaussian", schedule="paper-100"), channels=2
+        ),
     }
 
 
@@ -78,7 +99,9 @@ def _process(name: str, **changes: object) -> ForwardProcess:
 def _states(name: str, seed: int, batch: int = 2) -> torch.Tensor:
     """Prior samples as generic states (every process's own domain, every channel filled)."""
     generator = torch.Generator().manual_seed(seed)
-    return _process(name).prior_sample((batch, CASES[name].channels, SIDE, SIDE), generator=generator, dtype=torch.float64)
+    return _process(name).prior_sample(
+        (batch, CASES[name].channels, SIDE, SIDE), generator=generator, dtype=torch.float64
+    )
 
 
 def _periodic_channels(process: ForwardProcess, x: torch.Tensor) -> list[bool]:
@@ -87,7 +110,9 @@ def _periodic_channels(process: ForwardProcess, x: torch.Tensor) -> list[bool]:
     return [bool(torch.allclose(shifted[:, c], process.project(x)[:, c], atol=1e-9)) for c in range(x.shape[1])]
 
 
-REAL_LIMIT = 12.0  # real channels are integrated over [−12, 12]: every density here has scale ≤ ~1.5 and centre within ±5
+REAL_LIMIT = (
+    12.0  # real channels are integrated over [−12, 12]: every density here has scale ≤ ~1.5 and centre within ±5
+)
 
 
 def _cdf(log_density, x: torch.Tensor, periodic: list[bool], nodes: int) -> torch.Tensor:
@@ -132,9 +157,14 @@ def test_every_registered_process_and_choice_has_a_case():
                 continue
             for choice in field_choices(cls, field.name):
                 assert any(getattr(config, field.name) == choice for config in configs), (
-                    f"add a case with {cls.__name__}.{field.name} = {choice!r} to CASES in tests/processes/test_contract.py")
+                    f"add a case with {cls.__name__}.{field.name} = {choice!r} to CASES in tests/processes/test_contract.py"
+                )
     # κ_ref = 0 (no reference pull) is a regime of its own where the process allows it.
-    assert any(getattr(case.config, "ref_strength", None) == 0.0 for case in CASES.values() if case.registry_name == "kuramoto-none")
+    assert any(
+        getattr(case.config, "ref_strength", None) == 0.0
+        for case in CASES.values()
+        if case.registry_name == "kuramoto-none"
+    )
     for name, case in CASES.items():
         assert build_process(case.config).steps == STEPS, name
 
@@ -151,7 +181,9 @@ def test_kernel_score_is_the_gradient_of_a_normalised_kernel_density(name, t, st
         target = target.requires_grad_(True)
         (gradient,) = torch.autograd.grad(process.kernel_log_prob(target, mean, scale).sum(), target)
         torch.testing.assert_close(process.kernel_score(target.detach(), mean, scale), gradient, rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(process.transition_score(target.detach(), x, t, stride), gradient, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            process.transition_score(target.detach(), x, t, stride), gradient, rtol=1e-9, atol=1e-9
+        )
     periodic = _periodic_channels(process, x)
     kernel = lambda probe: process.kernel_log_prob(probe, mean, scale)  # noqa: E731
     mass = _cdf(kernel, _domain_end(x, periodic), periodic, nodes=400)  # 400 nodes: a kernel can be narrow
@@ -165,10 +197,15 @@ def test_the_sdes_coefficients_over_a_stride_are_the_sums_over_its_steps(name):
     x = _states(name, seed=4)
     t, stride = STEPS // 4, 7
     steps = range(t, t + stride)
-    torch.testing.assert_close(process.flow_drift(x, t, stride), sum(process.flow_drift(x, s, 1) for s in steps),
-                               rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(process.flow_noise_variance(t, stride, like=x),
-                               sum(process.flow_noise_variance(s, 1, like=x) for s in steps), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        process.flow_drift(x, t, stride), sum(process.flow_drift(x, s, 1) for s in steps), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(
+        process.flow_noise_variance(t, stride, like=x),
+        sum(process.flow_noise_variance(s, 1, like=x) for s in steps),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 def _jacobian(function, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +232,9 @@ def test_a_merged_stride_is_the_composed_chain_where_the_process_says_it_is_exac
     torch.testing.assert_close(process.transition_mean(x, t, stride), mean, rtol=1e-12, atol=1e-12)
     merged = process.noise_variance(t, stride, like=x).expand_as(x).reshape(-1)
     torch.testing.assert_close(covariance, torch.diag(merged), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(process.transition_scale(t, stride, like=x) ** 2, process.noise_variance(t, stride, like=x))
+    torch.testing.assert_close(
+        process.transition_scale(t, stride, like=x) ** 2, process.noise_variance(t, stride, like=x)
+    )
     linearised_mean, linearised_variance = process.linearised_kernel(x, torch.tensor([t]), torch.tensor([stride]))
     torch.testing.assert_close(linearised_mean, mean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(linearised_variance.reshape(-1), merged, rtol=1e-12, atol=1e-12)
@@ -222,15 +261,19 @@ def test_the_linearised_kernel_is_the_moment_closure_of_the_chain(name):
     starts, strides = torch.tensor([0, STEPS // 2, STEPS - 4]), torch.tensor([1, 5, 4])
     mean, variance = process.linearised_kernel(x, starts, strides)
     for row, (start, stride) in enumerate(zip(starts.tolist(), strides.tolist(), strict=True)):
-        expected_mean, expected_variance = x[row:row + 1], torch.zeros_like(x[row:row + 1])
+        expected_mean, expected_variance = x[row : row + 1], torch.zeros_like(x[row : row + 1])
         for s in range(start, start + stride):
-            slope = _jacobian(lambda state, s=s: process.drift(state, s), expected_mean).diagonal().reshape(expected_mean.shape)
+            slope = (
+                _jacobian(lambda state, s=s: process.drift(state, s), expected_mean)
+                .diagonal()
+                .reshape(expected_mean.shape)
+            )
             expected_variance = (1 + slope) ** 2 * expected_variance + process.noise_variance(s, 1, like=x)
             expected_mean = process.transition_mean(expected_mean, s)
         if stride == 1:
-            torch.testing.assert_close(expected_mean, process.transition_mean(x[row:row + 1], start), rtol=0, atol=0)
-        torch.testing.assert_close(mean[row:row + 1], expected_mean, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(variance[row:row + 1], expected_variance, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(expected_mean, process.transition_mean(x[row : row + 1], start), rtol=0, atol=0)
+        torch.testing.assert_close(mean[row : row + 1], expected_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(variance[row : row + 1], expected_variance, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -241,10 +284,15 @@ def test_per_example_steps_and_strides_match_scalar_ones(name):
     means = process.transition_mean(x, starts, strides)
     scales = process.transition_scale(starts, strides, like=x)
     for row, (start, stride) in enumerate(zip(starts.tolist(), strides.tolist(), strict=True)):
-        torch.testing.assert_close(means[row:row + 1], process.transition_mean(x[row:row + 1], start, stride),
-                                   rtol=1e-14, atol=1e-14)
-        torch.testing.assert_close(scales[row].expand_as(x[row]),
-                                   process.transition_scale(start, stride, like=x).expand_as(x[row]), rtol=1e-14, atol=0)
+        torch.testing.assert_close(
+            means[row : row + 1], process.transition_mean(x[row : row + 1], start, stride), rtol=1e-14, atol=1e-14
+        )
+        torch.testing.assert_close(
+            scales[row].expand_as(x[row]),
+            process.transition_scale(start, stride, like=x).expand_as(x[row]),
+            rtol=1e-14,
+            atol=0,
+        )
 
 
 # ----- the prior ---------------------------------------------------------------------------------------------
@@ -256,8 +304,9 @@ def test_prior_samples_follow_the_prior_density(name):
     integrates to 1. A prior with no closed-form density (``relaxed``, ``forward-chain``: docs/priors.md) must say so
     with a UserError, which the likelihood turns into its refusal, and still draw wrapped, finite phases."""
     process = _process(name)
-    samples = process.prior_sample((4000, CASES[name].channels, SIDE, SIDE), generator=torch.Generator().manual_seed(9),
-                                   dtype=torch.float64)
+    samples = process.prior_sample(
+        (4000, CASES[name].channels, SIDE, SIDE), generator=torch.Generator().manual_seed(9), dtype=torch.float64
+    )
     if getattr(process.config, "prior", "von-mises") != "von-mises":
         with pytest.raises(UserError, match="no closed-form density"):
             process.prior_log_prob(samples)
@@ -303,8 +352,10 @@ def test_the_reverse_step_with_the_exact_score_returns_to_a_point_mass(name):
     fine_error, fine_move = _reverse_error(name, 4 * STEPS)
     if _process(name).closed_form_marginal:
         assert coarse_error < 1e-12 and fine_error < 1e-12
-    assert fine_error / fine_move <= 0.5 * coarse_error / coarse_move + 1e-12, (coarse_error / coarse_move,
-                                                                              fine_error / fine_move)
+    assert fine_error / fine_move <= 0.5 * coarse_error / coarse_move + 1e-12, (
+        coarse_error / coarse_move,
+        fine_error / fine_move,
+    )
     assert coarse_error / coarse_move < 1.0  # and it does get back closer than where it started
 
 
@@ -329,8 +380,10 @@ def test_the_config_round_trips_through_json_to_the_same_process(name, tmp_path)
     for t in (0, STEPS // 2):
         assert torch.equal(rebuilt.drift(x, t, 3), original.drift(x, t, 3))
         assert torch.equal(rebuilt.noise_variance(t, 3, like=x), original.noise_variance(t, 3, like=x))
-    draws = [process.prior_sample(tuple(x.shape), generator=torch.Generator().manual_seed(13), dtype=torch.float64)
-             for process in (original, rebuilt)]
+    draws = [
+        process.prior_sample(tuple(x.shape), generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+        for process in (original, rebuilt)
+    ]
     assert torch.equal(draws[0], draws[1])
     if getattr(config, "prior", "von-mises") == "von-mises":
         assert torch.equal(rebuilt.prior_log_prob(x), original.prior_log_prob(x))
@@ -350,9 +403,18 @@ def test_a_process_that_declares_a_prior_fit_fits_its_prior_and_the_others_refus
     assert type(fitted) is type(process) and math.isfinite(report.concentration) and report.concentration >= 0
     assert fitted.config.prior_concentration == report.concentration
     assert dataclasses.replace(fitted.config, prior_concentration=process.config.prior_concentration) == (
-        dataclasses.replace(process.config, **({"prior_start_phase": fitted.config.prior_start_phase,
-                                                 "prior_start_concentration": fitted.config.prior_start_concentration,
-                                                 "prior_start_deviation": fitted.config.prior_start_deviation}
-                                                if process.compares_priors else {})))
+        dataclasses.replace(
+            process.config,
+            **(
+                {
+                    "prior_start_phase": fitted.config.prior_start_phase,
+                    "prior_start_concentration": fitted.config.prior_start_concentration,
+                    "prior_start_deviation": fitted.config.prior_start_deviation,
+                }
+                if process.compares_priors
+                else {}
+            ),
+        )
+    )
     if process.compares_priors:  # the choice of prior that metrics.prior_gap compares lives in the config
         assert "prior" in {field.name for field in dataclasses.fields(process.config)}

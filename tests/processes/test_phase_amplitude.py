@@ -36,7 +36,11 @@ def _brute_force_neighbourhood(phase: torch.Tensor, size: int) -> tuple[torch.Te
     for b in range(batch):
         for i in range(height):
             for j in range(width):
-                values = [phase[b, 0, (i + a - before) % height, (j + e - before) % width] for a in range(size) for e in range(size)]
+                values = [
+                    phase[b, 0, (i + a - before) % height, (j + e - before) % width]
+                    for a in range(size)
+                    for e in range(size)
+                ]
                 mean_cos[b, 0, i, j] = sum(math.cos(v) for v in values) / size**2
                 mean_sin[b, 0, i, j] = sum(math.sin(v) for v in values) / size**2
     return mean_cos, mean_sin
@@ -175,7 +179,9 @@ def test_flow_model_encodes_and_decodes_velocities(process):
 def test_sampling_a_flow_model_gives_finite_velocities_of_the_data_shape():
     torch.manual_seed(0)
     velocity = _velocity().float()
-    model = DiffusionModel(flow_model_config(PhaseAmplitudeConfig(steps=8), 8, FlowNormalisation.measure(velocity), "tiny"))
+    model = DiffusionModel(
+        flow_model_config(PhaseAmplitudeConfig(steps=8), 8, FlowNormalisation.measure(velocity), "tiny")
+    )
     for sampler in ("sde", "ode-heun"):
         result = model.sample(3, sampler=sampler, generator=torch.Generator().manual_seed(1), record_trajectory=True)
         decoded, _ = model.decode(result.states)
@@ -209,11 +215,17 @@ def test_an_exact_score_brings_the_data_back(sampler, nfe):
     # Start from the exact marginal at T (not the von Mises prior, which this process without pull does not reach).
     start_var = phase_std**2 + float(process.noise_variance(0, 40, like=torch.zeros(1, 2, 1, 1))[0])
     signal = math.exp(-_beta(process.config, 0, 40) / 2)
-    start = torch.cat([
-        wrap(phase_mean + math.sqrt(start_var) * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64)),
-        signal * amplitude_mean + math.sqrt(signal**2 * amplitude_std**2 + 1 - signal**2)
-        * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64),
-    ], dim=1)
+    start = torch.cat(
+        [
+            wrap(
+                phase_mean + math.sqrt(start_var) * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64)
+            ),
+            signal * amplitude_mean
+            + math.sqrt(signal**2 * amplitude_std**2 + 1 - signal**2)
+            * torch.randn(2000, 1, 4, 4, generator=generator, dtype=torch.float64),
+        ],
+        dim=1,
+    )
     result = reverse_sweep(process, true_score, start, sampler=sampler, nfe=nfe, generator=generator)
     phase, amplitude = result.states[:, 0], result.states[:, 1]
     circular_mean = torch.atan2(torch.sin(phase).mean(), torch.cos(phase).mean())
@@ -258,8 +270,21 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
     from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
-    common = ["--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "10", "--batch-size", "4",
-              "--checkpoint-every", "3", "--out", str(run), "--quiet"]
+    common = [
+        "--data",
+        f"flows:{flow_folder}",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     if process == "euclidean":
         common += ["--process", "euclidean"]
     assert main(["train", *common, "--train-steps", "3"]) == 0
@@ -272,20 +297,71 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
     if process == "phase-amplitude":
         assert model.config.process.neighbourhood == 4  # SPEC §7's M for flows
     samples, picture = tmp_path / "samples.npz", tmp_path / "fields.png"
-    assert main(["sample", "--checkpoint", str(run), "--num", "3", "--nfe", "5", "--out", str(samples),
-                 "--out-plot", str(picture), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run),
+                "--num",
+                "3",
+                "--nfe",
+                "5",
+                "--out",
+                str(samples),
+                "--out-plot",
+                str(picture),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with np.load(samples) as arrays:
         velocity = arrays["velocity"]
     assert velocity.shape == (3, 2, 16, 16) and velocity.dtype == np.float32 and np.isfinite(velocity).all()
     assert picture.stat().st_size > 0
     report = tmp_path / "metrics.json"
-    assert main(["evaluate", "--real", f"flows:{flow_folder}", "--real-split", "all", "--fake", str(samples),
-                 "--num", "3", "--json", str(report), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--real",
+                f"flows:{flow_folder}",
+                "--real-split",
+                "all",
+                "--fake",
+                str(samples),
+                "--num",
+                "3",
+                "--json",
+                str(report),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(report.read_text())["metrics"]
     assert set(metrics) >= {"spectrum_log_mse", "vorticity_w1", "divergence_fake", "slope_difference"}
     # a set against itself is at the floor of every metric
-    assert main(["evaluate", "--real", f"flows:{flow_folder}", "--real-split", "all", "--fake", str(flow_folder),
-                 "--num", "16", "--json", str(report), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--real",
+                f"flows:{flow_folder}",
+                "--real-split",
+                "all",
+                "--fake",
+                str(flow_folder),
+                "--num",
+                "16",
+                "--json",
+                str(report),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     same = json.loads(report.read_text())["metrics"]
     assert same["spectrum_log_mse"] < metrics["spectrum_log_mse"] and same["vorticity_w1"] < metrics["vorticity_w1"]
 
@@ -294,7 +370,9 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
 def _forecasting_model(process=None, frames: int = 2) -> DiffusionModel:
     torch.manual_seed(0)
     process = process or PhaseAmplitudeConfig(steps=8)
-    config = flow_model_config(process, 8, FlowNormalisation(log_speed_std=0.8, velocity_std=0.7), "tiny", context_frames=frames)
+    config = flow_model_config(
+        process, 8, FlowNormalisation(log_speed_std=0.8, velocity_std=0.7), "tiny", context_frames=frames
+    )
     model = DiffusionModel(config)
     model.network.double()
     with torch.no_grad():  # the output layer starts at zero: give every weight a value, so the condition matters
@@ -312,9 +390,12 @@ def test_context_features_stack_the_frames_as_the_network_sees_states(process):
     assert features.shape == (3, 2 * width + 1, 8, 8) == (3, model.config.unet.condition_channels, 8, 8)
     for frame in range(2):
         states = model.encode(previous[:, 2 + frame])
-        expected = torch.cat([torch.cos(states[:, :1]), torch.sin(states[:, :1]), states[:, 1:]], 1) \
-            if model.config.periodic else states
-        assert torch.allclose(features[:, frame * width:(frame + 1) * width], expected)
+        expected = (
+            torch.cat([torch.cos(states[:, :1]), torch.sin(states[:, :1]), states[:, 1:]], 1)
+            if model.config.periodic
+            else states
+        )
+        assert torch.allclose(features[:, frame * width : (frame + 1) * width], expected)
     assert bool((features[:, -1] == 1).all())  # "context given"
     with pytest.raises(UserError, match="at least 2 frames"):
         model.context_features(previous[:, :1])
@@ -386,16 +467,31 @@ def test_trainer_pairs_each_frame_with_the_frames_before_it_and_drops_contexts(t
     config = RunConfig(
         model=flow_model_config(process, 8, normalisation, "tiny", context_frames=2),
         data=DataConfig(source="flows:unused", image_size=8, channels=2, flip=False),
-        training=TrainConfig(train_steps=2, batch_size=4, checkpoint_every=1, sample_every=0, warmup_steps=0,
-                             class_dropout=0.25, fit_prior=False),
+        training=TrainConfig(
+            train_steps=2,
+            batch_size=4,
+            checkpoint_every=1,
+            sample_every=0,
+            warmup_steps=0,
+            class_dropout=0.25,
+            fit_prior=False,
+        ),
     )
     trainer = Trainer(config, _CountingFlows(), tmp_path / "run", quiet=True)
     targets, context = trainer.encoded_batch(64)
     velocity, _ = trainer.model.decode(targets)
     width = trainer.model.config.backbone_channels
-    latest_context_speed = trainer.model.decode(context[:, width:2 * width] if process.kind == "euclidean"
-                                                else torch.cat([torch.atan2(context[:, width + 1:width + 2], context[:, width:width + 1]),
-                                                                context[:, width + 2:width + 3]], 1))[0]
+    latest_context_speed = trainer.model.decode(
+        context[:, width : 2 * width]
+        if process.kind == "euclidean"
+        else torch.cat(
+            [
+                torch.atan2(context[:, width + 1 : width + 2], context[:, width : width + 1]),
+                context[:, width + 2 : width + 3],
+            ],
+            1,
+        )
+    )[0]
     # the target is the frame after the last context frame: speed one more
     assert torch.allclose(velocity[:, 0].mean((1, 2)), latest_context_speed[:, 0].mean((1, 2)) + 1.0, atol=1e-4)
     dropped = trainer.drop_conditions(context.repeat(200, 1, 1, 1))
@@ -414,12 +510,56 @@ def test_cli_forecasts_a_rollout_and_scores_it(flow_folder, tmp_path):
     from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",
-                 "--train-steps", "2", "--context-frames", "2", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                f"flows:{flow_folder}",
+                "--preset",
+                "tiny",
+                "--steps",
+                "8",
+                "--batch-size",
+                "4",
+                "--train-steps",
+                "2",
+                "--context-frames",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out, picture = tmp_path / "forecast.npz", tmp_path / "forecast.png"
     context = sorted(flow_folder.glob("trajectory_*.npz"))[0]
-    assert main(["sample", "--checkpoint", str(run), "--context", str(context), "--rollout", "2", "--num", "2",
-                 "--guidance", "1.5", "--nfe", "4", "--out", str(out), "--out-plot", str(picture), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run),
+                "--context",
+                str(context),
+                "--rollout",
+                "2",
+                "--num",
+                "2",
+                "--guidance",
+                "1.5",
+                "--nfe",
+                "4",
+                "--out",
+                str(out),
+                "--out-plot",
+                str(picture),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as arrays, np.load(context) as given:
         assert arrays["forecast"].shape == (2, 2, 2, 16, 16) and np.isfinite(arrays["forecast"]).all()
         assert np.array_equal(arrays["context"], given["velocity"][:2])
@@ -446,9 +586,12 @@ class _DriftingFlows:
     def sample_sequences(self, count, length, generator):
         which = torch.randint(len(self.fields), (count,), generator=generator)
         shifts = torch.randint(16, (count,), generator=generator)
-        return torch.stack([
-            torch.stack([torch.roll(self.fields[w], int(s) + k, dims=-1) for k in range(length)]) for w, s in zip(which, shifts)
-        ])
+        return torch.stack(
+            [
+                torch.stack([torch.roll(self.fields[w], int(s) + k, dims=-1) for k in range(length)])
+                for w, s in zip(which, shifts)
+            ]
+        )
 
     def sample_batch(self, count, generator):
         return self.sample_sequences(count, 1, generator)[:, 0]
@@ -466,8 +609,17 @@ def test_a_trained_forecaster_uses_its_context(tmp_path, process):
     config = RunConfig(
         model=flow_model_config(process, 16, normalisation, "tiny", context_frames=2),
         data=DataConfig(source="flows:unused", image_size=16, channels=2, flip=False),
-        training=TrainConfig(train_steps=600, batch_size=32, lr=1e-3, warmup_steps=50, ema_decay=0.99,
-                             checkpoint_every=10**6, sample_every=0, log_every=100, class_dropout=0.1),
+        training=TrainConfig(
+            train_steps=600,
+            batch_size=32,
+            lr=1e-3,
+            warmup_steps=50,
+            ema_decay=0.99,
+            checkpoint_every=10**6,
+            sample_every=0,
+            log_every=100,
+            class_dropout=0.1,
+        ),
     )
     trainer = Trainer(config, source, tmp_path / "run", quiet=True)
     trainer.start()
@@ -476,7 +628,7 @@ def test_a_trained_forecaster_uses_its_context(tmp_path, process):
     errors = {}
     for guidance in (0.0, 1.0):
         forecast = model.forecast(sequences[:, :2], guidance=guidance, generator=torch.Generator().manual_seed(3))
-        errors[guidance] = sum(forecast_error(forecast[i, None, None], sequences[i, 2:]) [0] for i in range(8)) / 8
+        errors[guidance] = sum(forecast_error(forecast[i, None, None], sequences[i, 2:])[0] for i in range(8)) / 8
     assert errors[1.0] < 0.7 * errors[0.0], errors
 
 
@@ -513,13 +665,66 @@ def test_cli_trains_split_networks_and_refuses_them_elsewhere(flow_folder, tmp_p
     from kuramoto_diffusion.app.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--data", f"flows:{flow_folder}", "--preset", "tiny", "--steps", "8", "--batch-size", "4",
-                 "--train-steps", "2", "--flow-networks", "split", "--context-frames", "2", "--out", str(run), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                f"flows:{flow_folder}",
+                "--preset",
+                "tiny",
+                "--steps",
+                "8",
+                "--batch-size",
+                "4",
+                "--train-steps",
+                "2",
+                "--flow-networks",
+                "split",
+                "--context-frames",
+                "2",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     model = DiffusionModel.from_pretrained(run)
     assert model.config.flow_networks == "split"
     context = sorted(flow_folder.glob("trajectory_*.npz"))[0]
-    assert main(["sample", "--checkpoint", str(run), "--context", str(context), "--nfe", "3", "--num", "1",
-                 "--out", str(tmp_path / "f.npz"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--checkpoint",
+                str(run),
+                "--context",
+                str(context),
+                "--nfe",
+                "3",
+                "--num",
+                "1",
+                "--out",
+                str(tmp_path / "f.npz"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(UserError, match="--flow-networks split is for phase-amplitude"):
-        main(["train", "--debug", "--data", f"flows:{flow_folder}", "--process", "euclidean", "--flow-networks", "split",
-              "--out", str(tmp_path / "other"), "--quiet"])
+        main(
+            [
+                "train",
+                "--debug",
+                "--data",
+                f"flows:{flow_folder}",
+                "--process",
+                "euclidean",
+                "--flow-networks",
+                "split",
+                "--out",
+                str(tmp_path / "other"),
+                "--quiet",
+            ]
+        )

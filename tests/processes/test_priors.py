@@ -17,7 +17,10 @@ from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.processes.priors import chain_start, fit_chain_start, relax
 from kuramoto_diffusion.serialization import config_from_dict, config_to_dict
 
-STRONG = {"coupling_range": (3e-4, 0.3), "ref_strength": 0.0}  # K × 10 of the default, no pull: ordered by coupling alone
+STRONG = {
+    "coupling_range": (3e-4, 0.3),
+    "ref_strength": 0.0,
+}  # K × 10 of the default, no pull: ordered by coupling alone
 
 
 def _smooth_images(seed: int, count: int = 64, side: int = 16) -> torch.Tensor:
@@ -36,7 +39,9 @@ def _wrapped_normal_density(x: torch.Tensor, mean: torch.Tensor, std: float) -> 
 
 def test_relaxed_without_coupling_follows_the_exact_one_site_chain():
     """coupling 'none': each element is its own Markov chain; propagate its density on a grid (brute force)."""
-    config = KuramotoConfig(coupling="none", prior="relaxed", prior_relax_steps=30, prior_concentration=0.4, ref_phase=0.5)
+    config = KuramotoConfig(
+        coupling="none", prior="relaxed", prior_relax_steps=30, prior_concentration=0.4, ref_phase=0.5
+    )
     process = KuramotoProcess(config)
     draws = process.prior_sample((200_000,), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     grid = torch.linspace(-math.pi, math.pi, 721, dtype=torch.float64)[:-1]
@@ -58,8 +63,14 @@ def test_relaxed_without_coupling_follows_the_exact_one_site_chain():
 
 def test_relaxed_without_coupling_reaches_the_closed_form_stationary_law():
     """Small steps, many of them: the Langevin sampler's law is von Mises(ψ_ref, 2Kκ_ref/σ²) up to O(step)."""
-    config = KuramotoConfig(coupling="none", coupling_range=(3e-5, 0.003), noise_var_range=(1e-5, 0.01), ref_phase=-1.0,
-                            prior="relaxed", prior_relax_steps=3000)
+    config = KuramotoConfig(
+        coupling="none",
+        coupling_range=(3e-5, 0.003),
+        noise_var_range=(1e-5, 0.01),
+        ref_phase=-1.0,
+        prior="relaxed",
+        prior_relax_steps=3000,
+    )
     process = KuramotoProcess(config)
     draws = process.prior_sample((20_000,), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     strength = float(process.coupling_strength(config.steps - 1))
@@ -74,8 +85,12 @@ def test_relaxed_without_coupling_reaches_the_closed_form_stationary_law():
 def test_with_strong_coupling_the_relaxed_prior_is_far_closer_to_the_terminal_states():
     for coupling in ("local", "global"):
         process = KuramotoProcess(KuramotoConfig(coupling=coupling, **STRONG))
-        _, report = compare_priors(process, ImageCodec.for_process(process).encode(_smooth_images(0)), torch.Generator().manual_seed(1),
-                                   draws_generator=torch.Generator().manual_seed(2))
+        _, report = compare_priors(
+            process,
+            ImageCodec.for_process(process).encode(_smooth_images(0)),
+            torch.Generator().manual_seed(1),
+            draws_generator=torch.Generator().manual_seed(2),
+        )
         gaps = {gap.prior: gap for gap in report.gaps}
         assert not gaps["von-mises"].passes and gaps["von-mises"].correlation_gap > 0.1
         assert gaps["relaxed"].correlation_gap < 0.4 * gaps["von-mises"].correlation_gap
@@ -97,8 +112,14 @@ def test_relaxing_draws_of_the_stationary_law_keeps_their_statistics():
 
 
 def test_the_forward_chain_prior_draws_terminal_states_when_the_data_are_its_start():
-    config = KuramotoConfig(coupling="local", prior="forward-chain", prior_start_phase=0.3, prior_start_concentration=4.0,
-                            prior_start_deviation=2.0, **STRONG)
+    config = KuramotoConfig(
+        coupling="local",
+        prior="forward-chain",
+        prior_start_phase=0.3,
+        prior_start_concentration=4.0,
+        prior_start_deviation=2.0,
+        **STRONG,
+    )
     process = KuramotoProcess(config)
     generator = torch.Generator().manual_seed(3)
     theta0 = chain_start(process, (96, 1, 16, 16), generator, torch.float64, None)
@@ -122,8 +143,11 @@ def test_fit_prior_stores_the_fitted_start_and_von_mises_prior_sampling_is_uncha
     theta0 = ImageCodec.for_process(process).encode(_smooth_images(5, count=16))
     fitted, report = process.fit_prior(theta0, generator=torch.Generator().manual_seed(0))
     assert report.start == fit_chain_start(theta0)
-    assert (fitted.config.prior_start_phase, fitted.config.prior_start_concentration,
-            fitted.config.prior_start_deviation) == report.start
+    assert (
+        fitted.config.prior_start_phase,
+        fitted.config.prior_start_concentration,
+        fitted.config.prior_start_deviation,
+    ) == report.start
     assert fitted.config.prior == "forward-chain"
     plain = KuramotoProcess(KuramotoConfig(prior_concentration=0.7))
     expected = von_mises_sample((3, 1, 8, 8), 0.0, 0.7, generator=torch.Generator().manual_seed(9))
@@ -141,18 +165,24 @@ def test_only_the_von_mises_prior_has_a_log_density():
 def test_prior_settings_round_trip_and_old_configs_read_as_von_mises():
     config = KuramotoConfig(prior="relaxed", prior_relax_steps=50, prior_start_phase=0.2, prior_start_concentration=3.0)
     assert config_from_dict(KuramotoConfig, json.loads(json.dumps(config_to_dict(config)))) == config
-    old = {key: value for key, value in config_to_dict(KuramotoConfig()).items() if not key.startswith("prior_")
-           and key != "prior"}
+    old = {
+        key: value
+        for key, value in config_to_dict(KuramotoConfig()).items()
+        if not key.startswith("prior_") and key != "prior"
+    }
     old["prior_concentration"] = 1.1
     loaded = config_from_dict(KuramotoConfig, old)
     assert loaded.prior == "von-mises" and loaded.prior_concentration == 1.1
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"prior_relax_steps": -1}, "prior_relax_steps must be an integer ≥ 0"),
-    ({"prior": "langevin"}, "prior"),
-    ({"prior_start_deviation": -0.5}, "prior_start_deviation must be finite and ≥ 0"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"prior_relax_steps": -1}, "prior_relax_steps must be an integer ≥ 0"),
+        ({"prior": "langevin"}, "prior"),
+        ({"prior_start_deviation": -0.5}, "prior_start_deviation must be finite and ≥ 0"),
+    ],
+)
 def test_bad_prior_settings_are_user_errors(settings, message):
     with pytest.raises(UserError, match=message):
         KuramotoConfig(**settings)

@@ -151,7 +151,9 @@ def test_paper_schedule_ends_near_fitted_von_mises(coupling):
     assert 0.5 < report.concentration < 3.0
     # The terminal states are much more synchronised than the data, and the data's structure is gone.
     r0 = order_parameter(theta0)[0].mean()
-    assert report.terminal_order_parameter > 0.3 and report.terminal_order_parameter != pytest.approx(float(r0), abs=0.02)
+    assert report.terminal_order_parameter > 0.3 and report.terminal_order_parameter != pytest.approx(
+        float(r0), abs=0.02
+    )
 
 
 def test_euclidean_variance_matches_closed_form():

@@ -27,12 +27,14 @@ REGIMES = {
     "local": KuramotoConfig(coupling="local"),
     "global-unit": KuramotoConfig(coupling="global", coupling_norm="unit"),
     "local-unit": KuramotoConfig(coupling="local", coupling_norm="unit"),
-    "local-unit-gaussian-circular": KuramotoConfig(coupling="local", coupling_norm="unit", kernel="gaussian",
-                                                   padding="circular", neighbourhood=4),
+    "local-unit-gaussian-circular": KuramotoConfig(
+        coupling="local", coupling_norm="unit", kernel="gaussian", padding="circular", neighbourhood=4
+    ),
     "none": KuramotoConfig(coupling="none"),
     "none-no-pull": KuramotoConfig(coupling="none", ref_strength=0.0),
-    "local-constant-strong": KuramotoConfig(coupling="local", coupling_shape="constant", coupling_range=(0.0, 0.3),
-                                            ref_strength=0.0),
+    "local-constant-strong": KuramotoConfig(
+        coupling="local", coupling_shape="constant", coupling_range=(0.0, 0.3), ref_strength=0.0
+    ),
 }
 
 
@@ -87,7 +89,9 @@ def test_wrapped_brownian_motion_without_coupling_or_pull():
 def test_zero_coupling_gives_identical_local_and_global_chains():
     x0 = _phases(6, (2, 1, 8, 8))
     chains = [
-        KuramotoProcess(coupling=coupling, coupling_range=(0.0, 0.0)).simulate(x0, 50, generator=torch.Generator().manual_seed(7))
+        KuramotoProcess(coupling=coupling, coupling_range=(0.0, 0.0)).simulate(
+            x0, 50, generator=torch.Generator().manual_seed(7)
+        )
         for coupling in ("local", "global")
     ]
     assert torch.equal(chains[0], chains[1])
@@ -97,7 +101,9 @@ def test_constant_shape_holds_k_at_the_top_of_the_range_every_step():
     for steps in (100, 1000):
         process = KuramotoProcess(coupling_shape="constant", coupling_range=(1e-5, 0.03), steps=steps)
         per_step = torch.stack([process.coupling_strength(t) for t in range(steps)])
-        torch.testing.assert_close(per_step, torch.full((steps,), 0.03 * 100 / steps, dtype=torch.float64), rtol=1e-9, atol=0)
+        torch.testing.assert_close(
+            per_step, torch.full((steps,), 0.03 * 100 / steps, dtype=torch.float64), rtol=1e-9, atol=0
+        )
     # The noise keeps its own schedule.
     assert KuramotoProcess(coupling_shape="constant").noise_variance(0) < KuramotoProcess().noise_variance(99) / 100
 
@@ -108,11 +114,17 @@ def test_propagated_score_of_the_new_regimes_matches_an_explicit_jacobian(name):
     process = KuramotoProcess(dataclasses.replace(REGIMES[name], coupling_range=(0.02, 0.05)))
     x, estimate = _phases(8, (1, 1, 5, 5)), _phases(9, (1, 1, 5, 5))
     step = 30
-    jacobian = torch.autograd.functional.jacobian(lambda state: process.drift(state, step), x).reshape(x.numel(), x.numel())
+    jacobian = torch.autograd.functional.jacobian(lambda state: process.drift(state, step), x).reshape(
+        x.numel(), x.numel()
+    )
 
     def trace(state: torch.Tensor) -> torch.Tensor:
-        return torch.autograd.functional.jacobian(lambda s: process.drift(s, step), state, create_graph=True).reshape(
-            x.numel(), x.numel()).diagonal().sum()
+        return (
+            torch.autograd.functional.jacobian(lambda s: process.drift(s, step), state, create_graph=True)
+            .reshape(x.numel(), x.numel())
+            .diagonal()
+            .sum()
+        )
 
     log_det_gradient = torch.autograd.functional.jacobian(trace, x).reshape(-1)
     carried = estimate.reshape(-1) - log_det_gradient
@@ -144,24 +156,30 @@ def test_regime_config_round_trips_and_old_configs_read_as_today():
     loaded = config_from_dict(KuramotoConfig, process_dict)
     assert (loaded.coupling_norm, loaded.coupling_shape) == ("mean-field", "schedule")
     # Today's chain: the drift of a config written out field by field, with none of the new fields.
-    explicit = KuramotoProcess(KuramotoConfig(**{k: v for k, v in process_dict.items()
-                                                 if k not in ("kind", "coupling_range", "noise_var_range")},
-                                              coupling_range=tuple(process_dict["coupling_range"]),
-                                              noise_var_range=tuple(process_dict["noise_var_range"])))
+    explicit = KuramotoProcess(
+        KuramotoConfig(
+            **{k: v for k, v in process_dict.items() if k not in ("kind", "coupling_range", "noise_var_range")},
+            coupling_range=tuple(process_dict["coupling_range"]),
+            noise_var_range=tuple(process_dict["noise_var_range"]),
+        )
+    )
     x = _phases(11)
     assert torch.equal(KuramotoProcess(loaded).drift_and_derivative(x, 37)[1], explicit.drift_and_derivative(x, 37)[1])
 
 
-@pytest.mark.parametrize("settings, words", [
-    ({"coupling_range": (-1e-3, 0.03)}, "coupling_range must be two finite values ≥ 0"),
-    ({"coupling_range": (0.0, float("nan"))}, "coupling_range must be two finite values ≥ 0"),
-    ({"coupling_range": (0.0, float("inf"))}, "coupling_range must be two finite values ≥ 0"),
-    ({"ref_strength": -0.1}, "ref_strength (κ_ref) must be finite and ≥ 0"),
-    ({"ref_strength": float("nan")}, "ref_strength (κ_ref) must be finite and ≥ 0"),
-    ({"coupling_norm": "max"}, "valid values are mean-field, unit"),
-    ({"coupling_shape": "cosine"}, "valid values are schedule, constant"),
-    ({"coupling": "none", "coupling_norm": "unit"}, "with coupling 'none'"),
-])
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ({"coupling_range": (-1e-3, 0.03)}, "coupling_range must be two finite values ≥ 0"),
+        ({"coupling_range": (0.0, float("nan"))}, "coupling_range must be two finite values ≥ 0"),
+        ({"coupling_range": (0.0, float("inf"))}, "coupling_range must be two finite values ≥ 0"),
+        ({"ref_strength": -0.1}, "ref_strength (κ_ref) must be finite and ≥ 0"),
+        ({"ref_strength": float("nan")}, "ref_strength (κ_ref) must be finite and ≥ 0"),
+        ({"coupling_norm": "max"}, "valid values are mean-field, unit"),
+        ({"coupling_shape": "cosine"}, "valid values are schedule, constant"),
+        ({"coupling": "none", "coupling_norm": "unit"}, "with coupling 'none'"),
+    ],
+)
 def test_bad_regime_settings_are_one_line_user_errors(settings, words):
     with pytest.raises(UserError) as caught:
         KuramotoConfig(**settings)
@@ -171,8 +189,9 @@ def test_bad_regime_settings_are_one_line_user_errors(settings, words):
 def test_process_config_builds_each_regime():
     config = process_config("kuramoto-none", steps=100, ref_strength=0.0)
     assert (config.coupling, config.ref_strength) == ("none", 0.0)
-    config = process_config("kuramoto-local", steps=50, coupling_range=[0.0, 0.09], coupling_shape="constant",
-                            coupling_norm="unit")
+    config = process_config(
+        "kuramoto-local", steps=50, coupling_range=[0.0, 0.09], coupling_shape="constant", coupling_norm="unit"
+    )
     assert (config.coupling_range, config.coupling_shape, config.coupling_norm) == ((0.0, 0.09), "constant", "unit")
     with pytest.raises(UserError, match="ref_strength set"):
         process_config("euclidean", steps=100, ref_strength=0.5)
@@ -182,7 +201,9 @@ def test_the_exact_chain_marginal_takes_no_coupling():
     """No coupling with κ_ref = 0 and global coupling with K = 0 are the same wrapped Brownian motion on the 2-torus."""
     data = open_torus_source("wrapped-mixture")
     none = ChainMarginal(KuramotoProcess(coupling="none", ref_strength=0.0, steps=10), data, 32)
-    zero = ChainMarginal(KuramotoProcess(coupling="global", coupling_range=(0.0, 0.0), ref_strength=0.0, steps=10), data, 32)
+    zero = ChainMarginal(
+        KuramotoProcess(coupling="global", coupling_range=(0.0, 0.0), ref_strength=0.0, steps=10), data, 32
+    )
     torch.testing.assert_close(none.density(10), zero.density(10), rtol=0, atol=0)
     with pytest.raises(UserError, match="needs global coupling or none"):
         ChainMarginal(KuramotoProcess(coupling="local", steps=10), data, 32)

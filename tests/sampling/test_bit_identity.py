@@ -58,8 +58,14 @@ SAMPLERS: dict[str, Sampler] = {
 }
 SAMPLERS["pc2-uniform"] = Sampler("pc", corrector_steps=2, snr=0.1)
 SCHEDULER_SAMPLERS = ("sde", "ode", "ode-heun")
-PRETRAINED = sorted(path for path in (Path(kuramoto_diffusion.__file__).parent / "pretrained").iterdir() if path.is_dir())
-PRETRAINED_SAMPLERS = {"sde-uniform": Sampler("sde"), "ode-heun-rho": Sampler("ode-heun", grid="rho"), "pc-uniform": Sampler("pc")}
+PRETRAINED = sorted(
+    path for path in (Path(kuramoto_diffusion.__file__).parent / "pretrained").iterdir() if path.is_dir()
+)
+PRETRAINED_SAMPLERS = {
+    "sde-uniform": Sampler("sde"),
+    "ode-heun-rho": Sampler("ode-heun", grid="rho"),
+    "pc-uniform": Sampler("pc"),
+}
 
 
 def _model(name: str) -> DiffusionModel:
@@ -118,6 +124,7 @@ def _cases() -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
     """(case id, a function computing its record); each case builds its own model, so cases are independent."""
     for process_name, process in PROCESSES.items():
         for sampler_name, sampler in SAMPLERS.items():
+
             def sample(process_name: str = process_name, sampler: Sampler = sampler) -> dict[str, object]:
                 model = _model(process_name)
                 result = model.sample(BATCH, sampler=sampler, nfe=NFE, generator=torch.Generator().manual_seed(1))
@@ -127,26 +134,45 @@ def _cases() -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
 
         def sdedit(process_name: str = process_name) -> dict[str, object]:
             model = _model(process_name)
-            result = model.forward_then_reverse(_data(model, 2), 8, sampler="ode-heun", nfe=5,
-                                                generator=torch.Generator().manual_seed(3))
+            result = model.forward_then_reverse(
+                _data(model, 2), 8, sampler="ode-heun", nfe=5, generator=torch.Generator().manual_seed(3)
+            )
             return _sweep_record(result)
 
         yield f"{process_name}/forward-then-reverse/ode-heun", sdedit
 
-        for sampler_name, resample in (("sde", 1), ("sde", 2), ("ode", 1), ("ode-heun", 1), ("pc", 1), ("euler-maruyama", 1)):
-            def inpaint(process_name: str = process_name, sampler_name: str = sampler_name, resample: int = resample) -> dict[str, object]:
+        for sampler_name, resample in (
+            ("sde", 1),
+            ("sde", 2),
+            ("ode", 1),
+            ("ode-heun", 1),
+            ("pc", 1),
+            ("euler-maruyama", 1),
+        ):
+
+            def inpaint(
+                process_name: str = process_name, sampler_name: str = sampler_name, resample: int = resample
+            ) -> dict[str, object]:
                 model = _model(process_name)
                 mask = torch.zeros(1, 1, SIZE, SIZE)
                 mask[..., 2:6, 1:5] = 1.0  # fill a block, keep the rest
-                result = model.inpaint(_data(model, 4), mask, sampler=sampler_name, nfe=NFE, resample=resample,
-                                       generator=torch.Generator().manual_seed(5))
+                result = model.inpaint(
+                    _data(model, 4),
+                    mask,
+                    sampler=sampler_name,
+                    nfe=NFE,
+                    resample=resample,
+                    generator=torch.Generator().manual_seed(5),
+                )
                 return _sweep_record(result)
 
             yield f"{process_name}/inpaint/{sampler_name}-resample{resample}", inpaint
 
         for sampler_name in SCHEDULER_SAMPLERS:
-            def scheduled(process_name: str = process_name, process: ProcessConfig = process,
-                          sampler_name: str = sampler_name) -> dict[str, object]:
+
+            def scheduled(
+                process_name: str = process_name, process: ProcessConfig = process, sampler_name: str = sampler_name
+            ) -> dict[str, object]:
                 return {"states": _digest(_scheduler_states(_model(process_name), process, sampler_name))}
 
             yield f"{process_name}/scheduler/{sampler_name}", scheduled
@@ -154,13 +180,16 @@ def _cases() -> Iterator[tuple[str, Callable[[], dict[str, object]]]]:
         def likelihood(process_name: str = process_name) -> dict[str, object]:
             model = _model(process_name)
             result = model.log_likelihood(_data(model, 6), nfe=6, probes=2, generator=torch.Generator().manual_seed(7))
-            return {"log_likelihood": _digest(result.log_likelihood, result.prior_log_likelihood), "steps": result.steps}
+            return {
+                "log_likelihood": _digest(result.log_likelihood, result.prior_log_likelihood),
+                "steps": result.steps,
+            }
 
         yield f"{process_name}/log-likelihood", likelihood
 
-
     for directory in PRETRAINED:
         for sampler_name, sampler in PRETRAINED_SAMPLERS.items():
+
             def shipped(directory: Path = directory, sampler: Sampler = sampler) -> dict[str, object]:
                 model = DiffusionModel.from_pretrained(directory)
                 result = model.sample(2, sampler=sampler, nfe=5, generator=torch.Generator().manual_seed(8))

@@ -54,15 +54,28 @@ def run_loop(each: KuramotoDiffusersScheduler, seed: int) -> torch.Tensor:
 def test_from_pretrained_accepts_diffusers_loading_kwargs(tmp_path):
     original = scheduler("ode")
     original.save_pretrained(tmp_path / "pipe" / "scheduler")
-    loading = {"local_files_only": True, "cache_dir": str(tmp_path / "cache"), "revision": "main", "token": None,
-               "proxies": None, "force_download": False}
+    loading = {
+        "local_files_only": True,
+        "cache_dir": str(tmp_path / "cache"),
+        "revision": "main",
+        "token": None,
+        "proxies": None,
+        "force_download": False,
+    }
     assert set(loading) <= HUB_LOADING_KWARGS
     loaded = KuramotoDiffusersScheduler.from_pretrained(tmp_path / "pipe", subfolder="scheduler", **loading)
     assert public(loaded.config) == public(original.config)
     assert not (tmp_path / "cache").exists()  # nothing fetched or cached
     # A config entry given as a keyword overrides the file, as in diffusers' from_config.
-    assert KuramotoDiffusersScheduler.from_pretrained(tmp_path / "pipe", subfolder="scheduler", sampler="sde").config.sampler == "sde"
-    loaded, unused = KuramotoDiffusersScheduler.from_pretrained(tmp_path / "pipe" / "scheduler", return_unused_kwargs=True)
+    assert (
+        KuramotoDiffusersScheduler.from_pretrained(
+            tmp_path / "pipe", subfolder="scheduler", sampler="sde"
+        ).config.sampler
+        == "sde"
+    )
+    loaded, unused = KuramotoDiffusersScheduler.from_pretrained(
+        tmp_path / "pipe" / "scheduler", return_unused_kwargs=True
+    )
     assert isinstance(loaded, KuramotoDiffusersScheduler) and public(unused) == {}
 
 
@@ -106,14 +119,21 @@ def test_num_inference_steps_is_exactly_the_network_evaluations(sampler):
         assert calls == n
 
 
-@pytest.mark.parametrize("sampler,n,message", [
-    ("sde", STEPS + 1, rf"num_inference_steps = {STEPS + 1} is more than a sde sweep from step {STEPS} can spend \({STEPS} evaluations\)"),
-    ("ode", 200, r"more than a ode sweep"),
-    ("ode-heun", 2 * STEPS + 1, rf"use at most {2 * STEPS - 1}"),
-    ("ode-heun", 6, r"num_inference_steps is 2k − 1 for k intervals; got 6: use 5 or 7"),
-    ("sde", 0, r"num_inference_steps must be an integer ≥ 1 \(network evaluations\), got 0"),
-    ("sde", 2.5, r"must be an integer ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "sampler,n,message",
+    [
+        (
+            "sde",
+            STEPS + 1,
+            rf"num_inference_steps = {STEPS + 1} is more than a sde sweep from step {STEPS} can spend \({STEPS} evaluations\)",
+        ),
+        ("ode", 200, r"more than a ode sweep"),
+        ("ode-heun", 2 * STEPS + 1, rf"use at most {2 * STEPS - 1}"),
+        ("ode-heun", 6, r"num_inference_steps is 2k − 1 for k intervals; got 6: use 5 or 7"),
+        ("sde", 0, r"num_inference_steps must be an integer ≥ 1 \(network evaluations\), got 0"),
+        ("sde", 2.5, r"must be an integer ≥ 1"),
+    ],
+)
 def test_num_inference_steps_that_the_sweep_cannot_spend_raise(sampler, n, message):
     with pytest.raises(UserError, match=message) as error:
         scheduler(sampler).set_timesteps(n)
@@ -155,17 +175,28 @@ def test_custom_timesteps_step_between_the_given_steps():
     output = fake_output(x, torch.tensor(12))
     process = each.process
     score = process.constrain_score(x, 12, output / process.output_scale(12, like=x))
-    expected, _ = probability_flow_step(process.probability_flow(lambda state, step: score, 12, 7), x, 12, 7, second_order=False)
+    expected, _ = probability_flow_step(
+        process.probability_flow(lambda state, step: score, 12, 7), x, 12, 7, second_order=False
+    )
     assert torch.equal(each.step(output, 12, x).prev_sample, expected)
     heun = scheduler("ode-heun")
     heun.set_timesteps(timesteps=[12, 7, 3])
     assert heun.timesteps.tolist() == [12, 7, 7, 3, 3] and heun.num_inference_steps == 5
 
 
-@pytest.mark.parametrize("timesteps,extra", [
-    ([3, 7], {}), ([12, 12, 3], {}), ([13, 5], {}), ([5, 0], {}), ([], {}), ([5.0, 2.0], {}),
-    (torch.tensor([5.0, 2.0]), {}), ([5, 2], {"num_inference_steps": 2}),
-])
+@pytest.mark.parametrize(
+    "timesteps,extra",
+    [
+        ([3, 7], {}),
+        ([12, 12, 3], {}),
+        ([13, 5], {}),
+        ([5, 0], {}),
+        ([], {}),
+        ([5.0, 2.0], {}),
+        (torch.tensor([5.0, 2.0]), {}),
+        ([5, 2], {"num_inference_steps": 2}),
+    ],
+)
 def test_bad_custom_timesteps_raise(timesteps, extra):
     with pytest.raises(UserError, match=r"strictly decreasing integer steps in 1…12|either num_inference_steps"):
         scheduler().set_timesteps(timesteps=timesteps, **extra)
@@ -237,4 +268,7 @@ def test_readme_diffusers_loop_runs_as_written(tmp_path, monkeypatch):
     assert len(namespace["scheduler"]) == 100 and namespace["scheduler"].num_inference_steps is None
     assert (tmp_path / "my-pipeline" / "scheduler" / "scheduler_config.json").is_file()
     assert isinstance(namespace["unet"], UNet2DModel)
-    assert sorted(os.listdir(tmp_path / "my-pipeline" / "unet")) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "my-pipeline" / "unet")) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]

@@ -195,7 +195,9 @@ def test_missing_diffusers_is_a_one_line_user_error(monkeypatch):
     # A fresh import of the module with diffusers blocked; monkeypatch puts the real module back afterwards.
     monkeypatch.setitem(sys.modules, "diffusers", None)
     monkeypatch.delitem(sys.modules, "kuramoto_diffusion.sampling.diffusers")
-    with pytest.raises(UserError, match=r"pip install diffusers \(or pip install kuramoto-diffusion\[diffusers\]\)") as caught:
+    with pytest.raises(
+        UserError, match=r"pip install diffusers \(or pip install kuramoto-diffusion\[diffusers\]\)"
+    ) as caught:
         importlib.import_module("kuramoto_diffusion.sampling.diffusers")
     assert "\n" not in str(caught.value)
 

@@ -38,13 +38,19 @@ def test_sde_heun_is_the_exact_posterior_draw_for_point_mass_data(upper, lower):
     def score(y: torch.Tensor, t: int) -> torch.Tensor:
         return -wrap(y - CENTRE) / _level(process, t)
 
-    got, evaluations = reverse_interval(process, score, x, upper, lower, Sampler("sde-heun"), torch.Generator().manual_seed(5))
+    got, evaluations = reverse_interval(
+        process, score, x, upper, lower, Sampler("sde-heun"), torch.Generator().manual_seed(5)
+    )
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    expected = wrap(CENTRE + s_lower / s_upper * wrap(x - CENTRE) + math.sqrt((s_upper - s_lower) * s_lower / s_upper) * z)
+    expected = wrap(
+        CENTRE + s_lower / s_upper * wrap(x - CENTRE) + math.sqrt((s_upper - s_lower) * s_lower / s_upper) * z
+    )
     assert evaluations == 2
     assert torch.allclose(wrap(got - expected), torch.zeros_like(got), atol=1e-12)
     # Euler–Maruyama on the same interval is not exact there (the test can tell the two apart).
-    euler, _ = reverse_interval(process, score, x, upper, lower, Sampler("euler-maruyama"), torch.Generator().manual_seed(5))
+    euler, _ = reverse_interval(
+        process, score, x, upper, lower, Sampler("euler-maruyama"), torch.Generator().manual_seed(5)
+    )
     assert wrap(euler - expected).abs().max() > 1e-3
 
 
@@ -65,8 +71,12 @@ def test_sde_heun_tends_to_euler_maruyama_as_the_stride_shrinks():
     score = lambda y, t: -torch.sin(y - 0.5) * (1 + t / 1000)  # noqa: E731
     gaps, moves = [], []
     for stride in (64, 8, 1):
-        heun, _ = reverse_interval(process, score, x, 600, 600 - stride, Sampler("sde-heun"), torch.Generator().manual_seed(2))
-        euler, _ = reverse_interval(process, score, x, 600, 600 - stride, Sampler("euler-maruyama"), torch.Generator().manual_seed(2))
+        heun, _ = reverse_interval(
+            process, score, x, 600, 600 - stride, Sampler("sde-heun"), torch.Generator().manual_seed(2)
+        )
+        euler, _ = reverse_interval(
+            process, score, x, 600, 600 - stride, Sampler("euler-maruyama"), torch.Generator().manual_seed(2)
+        )
         gaps.append(wrap(heun - euler).abs().mean().item())
         moves.append(wrap(euler - x).abs().mean().item())
     ratios = [gap / move for gap, move in zip(gaps, moves)]

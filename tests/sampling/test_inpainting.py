@@ -46,7 +46,9 @@ def zero_score(x: torch.Tensor, t: int) -> torch.Tensor:
 def test_known_pixels_are_kept_whatever_the_network(name, sampler):
     model = tiny_model(PROCESSES[name])
     images, mask = random_images(5), centre_mask()
-    result = model.inpaint(images, mask, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(1))
+    result = model.inpaint(
+        images, mask, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(1)
+    )
     decoded, _ = model.decode(result.states)
     assert (decoded - images).mul(1 - mask).abs().max() <= GREY_LEVEL
     assert not torch.allclose(decoded * mask, images * mask, atol=0.1)  # the hole was filled, not copied
@@ -62,7 +64,9 @@ def test_all_black_mask_gives_the_known_images_and_all_white_mask_gives_plain_sa
     # An all-white mask must reproduce `sample` bit for bit, also across batches: the sweep is shared
     # and the known data's chain does not consume the sweep's random numbers.
     with pytest.warns(UserWarning, match=r"mask is all 1 \(white = fill\): nothing of the images is kept"):
-        empty = model.inpaint(images, torch.ones(5, 1, 1, 1), nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3))
+        empty = model.inpaint(
+            images, torch.ones(5, 1, 1, 1), nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3)
+        )
     plain = model.sample(5, nfe=6, batch_size=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(empty.states, plain.states)
     assert empty.function_evaluations == plain.function_evaluations == 6
@@ -84,8 +88,16 @@ def test_euclidean_known_chain_has_the_vp_marginal():
     count, x0 = 40000, 0.5
     known = torch.full((count, 1), x0, dtype=torch.float64)
     start = process.prior_sample((count, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = inpaint_sweep(process, zero_score, start, known, torch.ones(1, 1), nfe=7,
-                           generator=torch.Generator().manual_seed(1), record_trajectory=True)
+    result = inpaint_sweep(
+        process,
+        zero_score,
+        start,
+        known,
+        torch.ones(1, 1),
+        nfe=7,
+        generator=torch.Generator().manual_seed(1),
+        record_trajectory=True,
+    )
     assert result.steps[0] == 100 and len(result.steps) == 8
     for step, states in zip(result.steps, result.trajectory):
         signal = math.exp(float(process.log_signal(0, step))) if step > 0 else 1.0
@@ -126,7 +138,9 @@ def test_resampling_counts_every_evaluation_and_keeps_known_pixels(name, sampler
         return DiffusionModel.score(model, x, t, condition, class_labels)
 
     model.score = counting_score  # type: ignore[method-assign]
-    result = model.inpaint(images, mask, sampler=sampler, nfe=nfe, resample=2, generator=torch.Generator().manual_seed(7))
+    result = model.inpaint(
+        images, mask, sampler=sampler, nfe=nfe, resample=2, generator=torch.Generator().manual_seed(7)
+    )
     assert result.function_evaluations == len(calls) == 2 * per_sweep
     decoded, _ = model.decode(result.states)
     assert (decoded - images).mul(1 - mask).abs().max() <= GREY_LEVEL
@@ -196,8 +210,16 @@ def train_on_gratings(process, run_dir) -> DiffusionModel:
     config = RunConfig(
         model=image_model_config(process, 1, GRATING_SIZE, "tiny"),
         data=DataConfig(image_size=GRATING_SIZE),
-        training=TrainConfig(train_steps=300, batch_size=32, lr=2e-3, warmup_steps=20, ema_decay=0.99,
-                             checkpoint_every=10_000, sample_every=0, log_every=50),
+        training=TrainConfig(
+            train_steps=300,
+            batch_size=32,
+            lr=2e-3,
+            warmup_steps=20,
+            ema_decay=0.99,
+            checkpoint_every=10_000,
+            sample_every=0,
+            log_every=50,
+        ),
     )
     trainer = Trainer(config, GratingSource(), run_dir, quiet=True)
     trainer.start()

@@ -45,7 +45,9 @@ def mixture_score(process: KuramotoProcess):  # noqa: ANN201 - ScoreFn
 def mixture_samples(count: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     component = torch.randint(0, 2, (count, *shape), generator=generator)
-    x = torch.tensor(CENTRES, dtype=torch.float64)[component] + WIDTH * torch.randn(count, *shape, generator=generator, dtype=torch.float64)
+    x = torch.tensor(CENTRES, dtype=torch.float64)[component] + WIDTH * torch.randn(
+        count, *shape, generator=generator, dtype=torch.float64
+    )
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
@@ -53,14 +55,16 @@ def mixture_samples(count: int, shape: tuple[int, ...], seed: int) -> torch.Tens
 def test_ode_likelihood_of_wrapped_brownian_motion_is_the_true_log_density(shape):
     process = KuramotoProcess(BROWNIAN)
     x0 = mixture_samples(100, shape, seed=1)  # held-out points of the data density
-    result = ode_log_likelihood(process, mixture_score(process), x0,
-                                terminal_log_prob=lambda x: mixture_log_prob(process, x, 100))
+    result = ode_log_likelihood(
+        process, mixture_score(process), x0, terminal_log_prob=lambda x: mixture_log_prob(process, x, 100)
+    )
     error = result.log_likelihood - mixture_log_prob(process, x0, 0)
     assert result.probe_standard_error is None and result.function_evaluations == 200
     assert float(error.abs().max()) < 0.02 * len(shape)  # nats; measured 0.013 on the 2-torus
     # Fewer evaluations: strided Heun, a larger but bounded error (measured 0.04 at NFE 100).
-    strided = ode_log_likelihood(process, mixture_score(process), x0, nfe=100,
-                                 terminal_log_prob=lambda x: mixture_log_prob(process, x, 100))
+    strided = ode_log_likelihood(
+        process, mixture_score(process), x0, nfe=100, terminal_log_prob=lambda x: mixture_log_prob(process, x, 100)
+    )
     assert strided.function_evaluations == 100
     assert float((strided.log_likelihood - mixture_log_prob(process, x0, 0)).abs().max()) < 0.1
 
@@ -78,7 +82,9 @@ def test_ode_likelihood_of_the_vp_process_on_gaussian_data_is_the_true_log_densi
         signal = math.exp(-float(process._cumulative_beta[t]))
         return -(x - math.sqrt(signal) * mean) / (signal * variance + 1 - signal)
 
-    x0 = mean + math.sqrt(variance) * torch.randn(100, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x0 = mean + math.sqrt(variance) * torch.randn(
+        100, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     result = ode_log_likelihood(process, score, x0)  # the N(0, 1) prior: ᾱ_T ≈ 4e-5
     assert float((result.log_likelihood - log_prob(x0, 0)).abs().max()) < 0.06  # nats in 3 dimensions; measured 0.038
     assert torch.allclose(result.prior_log_likelihood, process.prior_log_prob(result_states(process, score, x0)).sum(1))
@@ -114,8 +120,10 @@ def test_hutchinson_agrees_with_the_exact_divergence_and_is_reproducible():
     x0 = mixture_samples(16, (1, 6, 6), seed=3)  # 36 elements: above the exact limit of 32
     score = mixture_score(brownian)
     exact = ode_log_likelihood(process, score, x0, nfe=16, exact_dimension_limit=36)
-    estimates = [ode_log_likelihood(process, score, x0, nfe=16, probes=8, generator=torch.Generator().manual_seed(seed))
-                 for seed in (5, 5, 6)]
+    estimates = [
+        ode_log_likelihood(process, score, x0, nfe=16, probes=8, generator=torch.Generator().manual_seed(seed))
+        for seed in (5, 5, 6)
+    ]
     assert exact.probe_standard_error is None
     assert torch.equal(estimates[0].log_likelihood, estimates[1].log_likelihood)  # the probes come from the seed
     assert not torch.equal(estimates[0].log_likelihood, estimates[2].log_likelihood)
@@ -130,7 +138,9 @@ def test_hutchinson_agrees_with_the_exact_divergence_and_is_reproducible():
 def test_encoding_log_jacobian_matches_autograd():
     image_model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
     data = torch.rand(2, 1, 8, 8) * 2 - 1
-    assert torch.allclose(image_model.encoding_log_jacobian(data), torch.full((2,), 64 * math.log(IMAGE_PHASE_RANGE), dtype=torch.float64))
+    assert torch.allclose(
+        image_model.encoding_log_jacobian(data), torch.full((2,), 64 * math.log(IMAGE_PHASE_RANGE), dtype=torch.float64)
+    )
     euclidean = DiffusionModel(image_model_config(EuclideanConfig(), 1, 8, "tiny"))
     assert torch.equal(euclidean.encoding_log_jacobian(data), torch.zeros(2, dtype=torch.float64))
     norm = FlowNormalisation(log_speed_mean=-0.5, log_speed_std=0.7, velocity_std=0.8)
@@ -139,6 +149,7 @@ def test_encoding_log_jacobian_matches_autograd():
     expected = 0.0
     for i in range(4):
         for j in range(4):
+
             def encode_pixel(v: torch.Tensor, i: int = i, j: int = j) -> torch.Tensor:
                 field = velocity.clone()
                 field[0, :, i, j] = v
@@ -153,9 +164,12 @@ def test_bits_per_dim_is_the_cell_probability_of_a_toy_density():
     # A toy density on phases, uniform on [-π, π): each grey level's cell has probability
     # (a/127.5)/(2π), so bits/dim = log2(2π·127.5/a) exactly, whatever the dequantisation.
     dimension = 5
-    uniform_log_p_y = torch.tensor([dimension * (math.log(IMAGE_PHASE_RANGE) - math.log(2 * math.pi))], dtype=torch.float64)
+    uniform_log_p_y = torch.tensor(
+        [dimension * (math.log(IMAGE_PHASE_RANGE) - math.log(2 * math.pi))], dtype=torch.float64
+    )
     assert float(bits_per_dim(uniform_log_p_y, dimension)[0]) == pytest.approx(
-        math.log2(2 * math.pi * PIXEL_STEP / IMAGE_PHASE_RANGE), rel=1e-12)
+        math.log2(2 * math.pi * PIXEL_STEP / IMAGE_PHASE_RANGE), rel=1e-12
+    )
     # A smooth density in y, N(0.1, 0.2²): the dequantised estimate is the exact −log2 ∫_cell p_y (fine
     # quadrature) up to Jensen's gap, which is ~1e-6 bits for a cell this narrow, and the Monte Carlo error.
     pixel = 140
@@ -166,7 +180,9 @@ def test_bits_per_dim_is_the_cell_probability_of_a_toy_density():
     estimate = float(bits_per_dim(log_p.mean()[None], 1)[0])
     edges = torch.linspace((pixel - 0.5) / PIXEL_STEP - 1, (pixel + 0.5) / PIXEL_STEP - 1, 10001, dtype=torch.float64)
     centres = 0.5 * (edges[1:] + edges[:-1])
-    cell = float((torch.exp(-0.5 * ((centres - 0.1) / 0.2) ** 2) / (0.2 * math.sqrt(2 * math.pi))).sum() * (edges[1] - edges[0]))
+    cell = float(
+        (torch.exp(-0.5 * ((centres - 0.1) / 0.2) ** 2) / (0.2 * math.sqrt(2 * math.pi))).sum() * (edges[1] - edges[0])
+    )
     exact = -math.log2(cell)
     assert estimate == pytest.approx(exact, abs=1e-4)
     assert abs(estimate - float(bits_per_dim(torch.tensor([math.log(cell * PIXEL_STEP)]), 1)[0])) < 1e-4
@@ -174,9 +190,15 @@ def test_bits_per_dim_is_the_cell_probability_of_a_toy_density():
 
 def test_model_log_likelihood_runs_for_images_angles_and_flows():
     torch.manual_seed(0)
-    image_model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=10), 1, 8, "tiny"))
-    images = dequantise(torch.round((torch.rand(3, 1, 8, 8) * 2 - 1) * PIXEL_STEP) / PIXEL_STEP, torch.Generator().manual_seed(1))
-    result = image_model.log_likelihood(images, nfe=4, probes=2, generator=torch.Generator().manual_seed(2), batch_size=2)
+    image_model = DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=10), 1, 8, "tiny")
+    )
+    images = dequantise(
+        torch.round((torch.rand(3, 1, 8, 8) * 2 - 1) * PIXEL_STEP) / PIXEL_STEP, torch.Generator().manual_seed(1)
+    )
+    result = image_model.log_likelihood(
+        images, nfe=4, probes=2, generator=torch.Generator().manual_seed(2), batch_size=2
+    )
     assert result.log_likelihood.shape == (3,) and bool(torch.isfinite(result.log_likelihood).all())
     assert result.probe_standard_error is not None and result.function_evaluations == 4
     angle_model = DiffusionModel(angle_model_config(KuramotoConfig(steps=10), 3, hidden_features=16, num_layers=1))
@@ -188,7 +210,9 @@ def test_model_log_likelihood_runs_for_images_angles_and_flows():
 
 
 def test_bad_input_is_a_one_line_error():
-    model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=10), 1, 8, "tiny"))
+    model = DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=10), 1, 8, "tiny")
+    )
     with pytest.raises(UserError, match="NaN or infinite"):
         model.log_likelihood(torch.full((1, 1, 8, 8), math.nan))
     with pytest.raises(UserError, match=r"data of size 1×1×16×16 do not fit this model's data of size N×1×8×8"):

@@ -33,7 +33,9 @@ def test_step_grid():
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_runs_on_an_untrained_model(sampler):
     model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
-    result = model.sample(5, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(0), record_trajectory=True)
+    result = model.sample(
+        5, sampler=sampler, nfe=9, batch_size=3, generator=torch.Generator().manual_seed(0), record_trajectory=True
+    )
     assert result.states.shape == (5, 1, 8, 8)
     assert result.states.min() >= -math.pi and result.states.max() < math.pi
     # Per sample, whatever the number of batches; pc spends 2 per interval (corrector + predictor): 4 × 2.
@@ -63,18 +65,34 @@ def _gaussian_score(process: EuclideanVPProcess, mean: float, var: float):
 RHO_SDE, RHO_HEUN = Sampler("sde", grid="rho"), Sampler("ode-heun", grid="rho")
 
 
-@pytest.mark.parametrize("sampler,nfe,tolerance", [
-    ("sde", 100, 0.1), ("sde", 25, 0.1), ("ode", 100, 0.15), ("ode-heun", 51, 0.3),
-    ("pc", 100, 0.1), (Sampler("pc", corrector_steps=2, snr=0.1), 60, 0.1), (RHO_SDE, 50, 0.2), (RHO_HEUN, 51, 0.1),
-], ids=["sde", "sde25", "ode", "heun", "pc", "pc2", "sde50-rho", "heun51-rho"])
+@pytest.mark.parametrize(
+    "sampler,nfe,tolerance",
+    [
+        ("sde", 100, 0.1),
+        ("sde", 25, 0.1),
+        ("ode", 100, 0.15),
+        ("ode-heun", 51, 0.3),
+        ("pc", 100, 0.1),
+        (Sampler("pc", corrector_steps=2, snr=0.1), 60, 0.1),
+        (RHO_SDE, 50, 0.2),
+        (RHO_HEUN, 51, 0.1),
+    ],
+    ids=["sde", "sde25", "ode", "heun", "pc", "pc2", "sde50-rho", "heun51-rho"],
+)
 def test_euclidean_samplers_recover_gaussian_data_with_exact_score(sampler, nfe, tolerance):
     # The ODE's last interval jumps from σ(t₁) to 0, which is coarse for narrow data at T = 100:
     # hence the looser variance tolerance of the deterministic samplers (a missing ½ is far outside it).
     process = EuclideanVPProcess(steps=100)
     mean, var = 0.3, 0.04
     prior = process.prior_sample((20000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler=sampler, nfe=nfe,
-                           generator=torch.Generator().manual_seed(1))
+    result = reverse_sweep(
+        process,
+        _gaussian_score(process, mean, var),
+        prior,
+        sampler=sampler,
+        nfe=nfe,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert result.states.mean().item() == pytest.approx(mean, abs=0.01)
     assert result.states.var().item() == pytest.approx(var, rel=tolerance)
 
@@ -94,10 +112,21 @@ def _mixture_score(process: KuramotoProcess, centres: list[float], width: float)
     return score
 
 
-@pytest.mark.parametrize("sampler,nfe", [
-    ("sde", 100), ("ode", 100), ("ode-heun", 51), ("sde", 20), ("pc", 40), (RHO_SDE, 20), (RHO_HEUN, 21),
-    ("sde-heun", 19), ("sde-heun", 99),
-], ids=["sde", "ode", "heun", "sde20", "pc40", "sde20-rho", "heun21-rho", "sde-heun19", "sde-heun99"])
+@pytest.mark.parametrize(
+    "sampler,nfe",
+    [
+        ("sde", 100),
+        ("ode", 100),
+        ("ode-heun", 51),
+        ("sde", 20),
+        ("pc", 40),
+        (RHO_SDE, 20),
+        (RHO_HEUN, 21),
+        ("sde-heun", 19),
+        ("sde-heun", 99),
+    ],
+    ids=["sde", "ode", "heun", "sde20", "pc40", "sde20-rho", "heun21-rho", "sde-heun19", "sde-heun99"],
+)
 def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
     # No coupling and no reference pull: the forward process is wrapped Brownian motion, whose
     # marginals are wrapped normals of the data mixture, so the exact score is known. The mixture
@@ -107,10 +136,18 @@ def test_torus_samplers_recover_a_mixture_with_exact_score(sampler, nfe):
     generator = torch.Generator().manual_seed(0)
     count = 20000
     component = torch.randint(0, 2, (count, 1), generator=generator)
-    x0 = torch.tensor(centres, dtype=torch.float64)[component] + width * torch.randn(count, 1, generator=generator, dtype=torch.float64)
+    x0 = torch.tensor(centres, dtype=torch.float64)[component] + width * torch.randn(
+        count, 1, generator=generator, dtype=torch.float64
+    )
     x_end = process.simulate(x0, 100, generator=generator)
-    result = reverse_sweep(process, _mixture_score(process, centres, width), x_end, sampler=sampler, nfe=nfe,
-                           generator=torch.Generator().manual_seed(1))
+    result = reverse_sweep(
+        process,
+        _mixture_score(process, centres, width),
+        x_end,
+        sampler=sampler,
+        nfe=nfe,
+        generator=torch.Generator().manual_seed(1),
+    )
     samples = result.states[:, 0]
     for centre in centres:
         near = torch.cos(samples - centre) > math.cos(4 * width)
@@ -129,8 +166,14 @@ def test_euler_maruyama_on_vp_follows_the_gaussian_moment_recursion(nfe):
     mean, var = 0.3, 0.04
     count = 200_000
     prior = process.prior_sample((count, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler="euler-maruyama",
-                           nfe=nfe, generator=torch.Generator().manual_seed(1))
+    result = reverse_sweep(
+        process,
+        _gaussian_score(process, mean, var),
+        prior,
+        sampler="euler-maruyama",
+        nfe=nfe,
+        generator=torch.Generator().manual_seed(1),
+    )
     cumulative = process._cumulative_beta.double()
     grid = step_grid(100, nfe)
     assert result.steps == grid and result.function_evaluations == len(grid) - 1
@@ -152,8 +195,13 @@ def test_euler_maruyama_recovers_gaussian_data_at_t1000():
     process = EuclideanVPProcess(steps=1000)
     mean, var = 0.3, 0.04
     prior = process.prior_sample((20000, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = reverse_sweep(process, _gaussian_score(process, mean, var), prior, sampler="euler-maruyama",
-                           generator=torch.Generator().manual_seed(1))
+    result = reverse_sweep(
+        process,
+        _gaussian_score(process, mean, var),
+        prior,
+        sampler="euler-maruyama",
+        generator=torch.Generator().manual_seed(1),
+    )
     assert result.states.mean().item() == pytest.approx(mean, abs=0.01)
     assert result.states.var().item() == pytest.approx(var, rel=0.1)
 
@@ -196,15 +244,23 @@ def test_clip_denoised_keeps_samples_of_a_bad_score_in_range(sampler):
         process = EuclideanVPProcess(EuclideanConfig(steps=50, clip_denoised=clip))
         prior = process.prior_sample((500, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         score_fn = lambda x, t, process=process: process.constrain_score(x, t, bad_score(x, t))  # noqa: E731
-        results[clip] = reverse_sweep(process, score_fn, prior, sampler=sampler, nfe=20,
-                                      generator=torch.Generator().manual_seed(1)).states
+        results[clip] = reverse_sweep(
+            process, score_fn, prior, sampler=sampler, nfe=20, generator=torch.Generator().manual_seed(1)
+        ).states
     assert results[False].abs().max() > 5
     assert results[True].abs().max() <= 1 + 1e-9
 
 
 # ----- time grids and the corrector ----------------------------------------------------------------
-@pytest.mark.parametrize("process", [KuramotoProcess(KuramotoConfig(steps=100)), EuclideanVPProcess(steps=100),
-                                     KuramotoProcess(KuramotoConfig(steps=1000))], ids=["kuramoto", "vp", "kuramoto-T1000"])
+@pytest.mark.parametrize(
+    "process",
+    [
+        KuramotoProcess(KuramotoConfig(steps=100)),
+        EuclideanVPProcess(steps=100),
+        KuramotoProcess(KuramotoConfig(steps=1000)),
+    ],
+    ids=["kuramoto", "vp", "kuramoto-T1000"],
+)
 @pytest.mark.parametrize("intervals", [1, 2, 5, 10, 25, 60])
 def test_rho_grid_is_the_nearest_step_to_each_rho_spaced_level(process, intervals):
     start, rho = process.steps, 7.0
@@ -243,8 +299,14 @@ def test_pc_counts_its_corrector_evaluations():
         return -torch.sin(x)
 
     prior = process.prior_sample((6, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    result = reverse_sweep(process, score, prior, sampler=Sampler("pc", corrector_steps=3), nfe=40,
-                           generator=torch.Generator().manual_seed(1))
+    result = reverse_sweep(
+        process,
+        score,
+        prior,
+        sampler=Sampler("pc", corrector_steps=3),
+        nfe=40,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert result.steps == step_grid(40, 10)  # 10 intervals of 1 corrector... ×3 + 1 predictor
     assert result.function_evaluations == len(calls) == 40
     # Each grid step is corrected 3 times, then predicted from: four queries at every step but 0.
@@ -261,7 +323,8 @@ def test_langevin_corrector_step_is_score_sdes_formula():
     epsilon = 2 * 0.2**2 * sum(float(z) ** 2 for z in noise.flatten()) / sum(float(g) ** 2 for g in score.flatten())
     drift = epsilon * score  # snr times the noise in root-mean-square size:
     assert float(drift.square().mean().sqrt()) == pytest.approx(
-        0.2 * float((math.sqrt(2 * epsilon) * noise).square().mean().sqrt()), rel=1e-12)
+        0.2 * float((math.sqrt(2 * epsilon) * noise).square().mean().sqrt()), rel=1e-12
+    )
     expected = torch.remainder(x + drift + math.sqrt(2 * epsilon) * noise + math.pi, 2 * math.pi) - math.pi
     assert torch.allclose(stepped, expected, atol=1e-12)
     assert torch.equal(langevin_corrector_step(process, x, torch.zeros_like(x), 0.2), x)  # a zero score: no step
@@ -289,16 +352,19 @@ def test_langevin_corrector_alone_samples_its_target_on_the_circle():
     assert spread == pytest.approx(width, rel=0.03)
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"name": "ode", "corrector_steps": 2}, "the ode sampler has no corrector"),
-    ({"name": "sde", "snr": 0.1}, "the sde sampler has no corrector"),
-    ({"name": "pc", "snr": 0.0}, r"snr must be a finite number > 0, got 0\.0"),
-    ({"name": "pc", "snr": -1.0}, "snr must be a finite number > 0"),
-    ({"name": "pc", "corrector_steps": 0}, "corrector steps must be an integer ≥ 1"),
-    ({"name": "sde", "grid": "log"}, "unknown time grid 'log'; valid values are uniform, rho"),
-    ({"name": "sde", "grid": "rho", "rho": 0.0}, "rho must be a finite number > 0"),
-    ({"name": "euler"}, "unknown sampler 'euler'; valid values are sde, ode, ode-heun, pc"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"name": "ode", "corrector_steps": 2}, "the ode sampler has no corrector"),
+        ({"name": "sde", "snr": 0.1}, "the sde sampler has no corrector"),
+        ({"name": "pc", "snr": 0.0}, r"snr must be a finite number > 0, got 0\.0"),
+        ({"name": "pc", "snr": -1.0}, "snr must be a finite number > 0"),
+        ({"name": "pc", "corrector_steps": 0}, "corrector steps must be an integer ≥ 1"),
+        ({"name": "sde", "grid": "log"}, "unknown time grid 'log'; valid values are uniform, rho"),
+        ({"name": "sde", "grid": "rho", "rho": 0.0}, "rho must be a finite number > 0"),
+        ({"name": "euler"}, "unknown sampler 'euler'; valid values are sde, ode, ode-heun, pc"),
+    ],
+)
 def test_bad_sampler_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=message):
         Sampler(**settings)
@@ -308,7 +374,9 @@ def test_seam_crossings_are_the_jumps_across_pi_between_grid_steps():
     model = DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3), 1, 8, "tiny"))
     result = model.sample(6, nfe=20, batch_size=4, generator=torch.Generator().manual_seed(0), record_trajectory=True)
     # Brute force from the recorded states: a wrapped state that moved by more than π passed ±π.
-    expected = [int(((after - before).abs() > math.pi).sum()) for before, after in zip(result.trajectory, result.trajectory[1:])]
+    expected = [
+        int(((after - before).abs() > math.pi).sum()) for before, after in zip(result.trajectory, result.trajectory[1:])
+    ]
     assert result.seam_crossings == expected and len(expected) == 20
     assert sum(expected) > 0  # the prior's spread phases do cross early on
     euclidean = DiffusionModel(image_model_config(EuclideanConfig(), 1, 8, "tiny"))

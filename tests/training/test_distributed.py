@@ -26,9 +26,12 @@ ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
 @pytest.mark.parametrize("world_size,grad_accum", [(1, 1), (1, 4), (2, 1), (4, 2), (3, 1)])
 def test_micro_batches_cover_the_batch_once(world_size, grad_accum):
     batch = 24
-    rows = [r for rank in range(world_size)
-            for piece in DistributedContext(rank, world_size).micro_batches(batch, grad_accum)
-            for r in range(piece.start, piece.stop)]
+    rows = [
+        r
+        for rank in range(world_size)
+        for piece in DistributedContext(rank, world_size).micro_batches(batch, grad_accum)
+        for r in range(piece.start, piece.stop)
+    ]
     assert rows == list(range(batch))
     with pytest.raises(UserError, match="use a multiple of"):
         DistributedContext(0, world_size).micro_batches(batch + 1, grad_accum * 2)
@@ -42,14 +45,27 @@ class FixedImages:
         return self.images[torch.randint(0, 6, (batch_size,), generator=generator)]
 
 
-@pytest.mark.parametrize("process", [KuramotoConfig(coupling="local", neighbourhood=3, steps=20), EuclideanConfig(steps=20)],
-                         ids=["kuramoto", "euclidean"])
+@pytest.mark.parametrize(
+    "process",
+    [KuramotoConfig(coupling="local", neighbourhood=3, steps=20), EuclideanConfig(steps=20)],
+    ids=["kuramoto", "euclidean"],
+)
 def test_gradient_accumulation_gives_the_same_step(tmp_path, process):
     weights = []
     for grad_accum in (1, 4):
-        config = RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
-                           training=TrainConfig(train_steps=3, batch_size=16, grad_accum=grad_accum, draws=2,
-                                                checkpoint_every=3, sample_every=0, warmup_steps=1))
+        config = RunConfig(
+            model=image_model_config(process, 1, 8, "tiny"),
+            data=DataConfig(image_size=8),
+            training=TrainConfig(
+                train_steps=3,
+                batch_size=16,
+                grad_accum=grad_accum,
+                draws=2,
+                checkpoint_every=3,
+                sample_every=0,
+                warmup_steps=1,
+            ),
+        )
         trainer = Trainer(config, FixedImages(), tmp_path / f"accumulate-{grad_accum}", quiet=True)
         trainer.start()
         trainer.train()
@@ -59,9 +75,31 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path, process):
 
 
 def _train(out: Path, processes: int, steps: int, *extra: str) -> subprocess.CompletedProcess:
-    arguments = ["-m", "kuramoto_diffusion", "train", "--data", "textures", "--image-size", "16", "--preset", "tiny",
-                 "--steps", "10", "--batch-size", "8", "--train-steps", str(steps), "--checkpoint-every", "2",
-                 "--sample-every", "0", "--out", str(out), "--quiet", *extra]
+    arguments = [
+        "-m",
+        "kuramoto_diffusion",
+        "train",
+        "--data",
+        "textures",
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--train-steps",
+        str(steps),
+        "--checkpoint-every",
+        "2",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     if processes == 1:
         command = [sys.executable, *arguments]
     else:
@@ -118,17 +156,48 @@ def test_resume_with_another_number_of_processes(tmp_path):
 @pytest.mark.slow
 def test_killing_one_process_stops_the_job_and_resume_continues(tmp_path):
     run = tmp_path / "run"
-    arguments = ["-m", "kuramoto_diffusion", "train", "--data", "textures", "--image-size", "16", "--preset", "tiny",
-                 "--steps", "10", "--batch-size", "8", "--train-steps", "100000", "--checkpoint-every", "5",
-                 "--sample-every", "0", "--out", str(run), "--quiet"]
-    job = subprocess.Popen([*TORCHRUN, "--nproc_per_node", "2", *arguments], env=ENVIRONMENT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    arguments = [
+        "-m",
+        "kuramoto_diffusion",
+        "train",
+        "--data",
+        "textures",
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--train-steps",
+        "100000",
+        "--checkpoint-every",
+        "5",
+        "--sample-every",
+        "0",
+        "--out",
+        str(run),
+        "--quiet",
+    ]
+    job = subprocess.Popen(
+        [*TORCHRUN, "--nproc_per_node", "2", *arguments],
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
-        while not (run / "checkpoints").exists() or not any(p.name.startswith("step-") for p in (run / "checkpoints").iterdir()):
+        while not (run / "checkpoints").exists() or not any(
+            p.name.startswith("step-") for p in (run / "checkpoints").iterdir()
+        ):
             assert time.time() < deadline and job.poll() is None, "no checkpoint appeared"
             time.sleep(0.5)
-        workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "kuramoto_diffusion"], capture_output=True, text=True)
+        workers = subprocess.run(
+            ["pgrep", "-f", "-P", str(job.pid), "kuramoto_diffusion"], capture_output=True, text=True
+        )
         pids = [int(p) for p in workers.stdout.split()]
         assert len(pids) == 2, workers.stdout
         os.kill(pids[1], signal.SIGKILL)
@@ -168,9 +237,13 @@ def test_mixed_precision_training_is_close_and_resumes_exactly(tmp_path, precisi
     process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
 
     def config(steps: int, precision: str) -> RunConfig:
-        return RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
-                         training=TrainConfig(train_steps=steps, batch_size=8, precision=precision, checkpoint_every=2,
-                                              sample_every=0, warmup_steps=1))
+        return RunConfig(
+            model=image_model_config(process, 1, 8, "tiny"),
+            data=DataConfig(image_size=8),
+            training=TrainConfig(
+                train_steps=steps, batch_size=8, precision=precision, checkpoint_every=2, sample_every=0, warmup_steps=1
+            ),
+        )
 
     full = Trainer(config(4, "fp32"), FixedImages(), tmp_path / "fp32", quiet=True)
     full.start()
@@ -198,8 +271,9 @@ def test_sample_folder_is_resumable_and_the_same_on_two_processes(tmp_path):
 
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
-    DiffusionModel(image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=6), 1, 8, "tiny")
-                   ).save_pretrained(model_dir)
+    DiffusionModel(
+        image_model_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=6), 1, 8, "tiny")
+    ).save_pretrained(model_dir)
     model = DiffusionModel.from_pretrained(model_dir)
     folder = tmp_path / "one"
     assert sample_to_folder(model, folder, 5, chunk_size=2, seed=3)[:2] == (5, 0)
@@ -207,9 +281,27 @@ def test_sample_folder_is_resumable_and_the_same_on_two_processes(tmp_path):
     (folder / "000003.png").unlink()
     assert sample_to_folder(model, folder, 5, chunk_size=2, seed=3)[:2] == (2, 3)  # only chunk 1 (images 2, 3) again
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
-    command = [*TORCHRUN, "--nproc_per_node", "2", "-m", "kuramoto_diffusion", "sample", "--checkpoint", str(model_dir),
-               "--num-images", "5", "--batch-size", "2", "--seed", "3", "--out-dir", str(tmp_path / "two"),
-               "--out", str(tmp_path / "two.png"), "--quiet"]
+    command = [
+        *TORCHRUN,
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kuramoto_diffusion",
+        "sample",
+        "--checkpoint",
+        str(model_dir),
+        "--num-images",
+        "5",
+        "--batch-size",
+        "2",
+        "--seed",
+        "3",
+        "--out-dir",
+        str(tmp_path / "two"),
+        "--out",
+        str(tmp_path / "two.png"),
+        "--quiet",
+    ]
     result = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in (tmp_path / "two").glob("*.png")} == first  # (and the command's manifest)
@@ -223,9 +315,13 @@ def test_compiled_training_takes_the_eager_steps(tmp_path):
     process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
     losses, weights = [], []
     for compiled in (False, True):
-        config = RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
-                           training=TrainConfig(train_steps=3, batch_size=8, compile=compiled, checkpoint_every=3,
-                                                sample_every=0, warmup_steps=1))
+        config = RunConfig(
+            model=image_model_config(process, 1, 8, "tiny"),
+            data=DataConfig(image_size=8),
+            training=TrainConfig(
+                train_steps=3, batch_size=8, compile=compiled, checkpoint_every=3, sample_every=0, warmup_steps=1
+            ),
+        )
         trainer = Trainer(config, FixedImages(), tmp_path / f"compiled-{compiled}", quiet=True)
         trainer.start()
         losses.append([trainer.train_step() for _ in range(3)])

@@ -49,11 +49,14 @@ def random_images(count: int = 4, size: int = 8) -> torch.Tensor:
     return torch.rand(count, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
-def make_trainer(folder: Path, process=LOCAL, steps: int = 20, images: torch.Tensor | None = None, **training) -> Trainer:
+def make_trainer(
+    folder: Path, process=LOCAL, steps: int = 20, images: torch.Tensor | None = None, **training
+) -> Trainer:
     settings = dict(train_steps=steps, batch_size=8, checkpoint_every=10, sample_every=0, warmup_steps=2, log_every=5)
     settings.update(training)
-    config = RunConfig(model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8),
-                       training=TrainConfig(**settings))
+    config = RunConfig(
+        model=image_model_config(process, 1, 8, "tiny"), data=DataConfig(image_size=8), training=TrainConfig(**settings)
+    )
     trainer = Trainer(config, FixedImages(random_images() if images is None else images), folder, quiet=True)
     trainer.start()
     return trainer
@@ -134,9 +137,34 @@ def test_a_nan_checkpoint_is_never_written(tmp_path):
 
 
 def _train_cli(out: Path, steps: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "kuramoto_diffusion", "train", "--data", "textures", "--image-size", "16",
-            "--preset", "tiny", "--steps", "10", "--batch-size", "8", "--train-steps", str(steps),
-            "--checkpoint-every", "3", "--keep-checkpoints", "2", "--sample-every", "0", "--out", str(out), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "kuramoto_diffusion",
+        "train",
+        "--data",
+        "textures",
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--train-steps",
+        str(steps),
+        "--checkpoint-every",
+        "3",
+        "--keep-checkpoints",
+        "2",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -198,9 +226,27 @@ def test_sample_command_is_reproducible_byte_for_byte(tmp_path):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     outputs = []
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
-        subprocess.run([sys.executable, "-m", "kuramoto_diffusion", "sample", "--checkpoint", str(model_dir), "--num", "4",
-                        "--seed", seed, "--out", str(tmp_path / f"{name}.png"), "--quiet", "--deterministic"],
-                       check=True, env=environment, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kuramoto_diffusion",
+                "sample",
+                "--checkpoint",
+                str(model_dir),
+                "--num",
+                "4",
+                "--seed",
+                seed,
+                "--out",
+                str(tmp_path / f"{name}.png"),
+                "--quiet",
+                "--deterministic",
+            ],
+            check=True,
+            env=environment,
+            timeout=120,
+        )
         outputs.append((tmp_path / f"{name}.png").read_bytes())
     assert outputs[0] == outputs[1] and outputs[0] != outputs[2]
 
@@ -244,10 +290,15 @@ FLAT_IMAGES = {
 
 @pytest.mark.parametrize("name", list(FLAT_IMAGES))
 # The paper's phase range puts black and white next to the seam, the hard case.
-@pytest.mark.parametrize("process", [dataclasses.replace(LOCAL, phase_range=0.9 * math.pi),
-                                     KuramotoConfig(coupling="global", steps=20, phase_range=0.9 * math.pi),
-                                     EuclideanConfig(steps=20)],
-                         ids=["local", "global", "euclidean"])
+@pytest.mark.parametrize(
+    "process",
+    [
+        dataclasses.replace(LOCAL, phase_range=0.9 * math.pi),
+        KuramotoConfig(coupling="global", steps=20, phase_range=0.9 * math.pi),
+        EuclideanConfig(steps=20),
+    ],
+    ids=["local", "global", "euclidean"],
+)
 def test_flat_and_seam_images_train_and_sample_without_nan(tmp_path, name, process):
     images = FLAT_IMAGES[name]
     trainer = make_trainer(tmp_path / "run", process, steps=3, images=images)

@@ -84,7 +84,9 @@ def test_antithetic_pairs_cancel_the_leading_gradient_noise():
     # same number of network evaluations, and has the same mean (it is unbiased).
     torch.manual_seed(0)
     process = KuramotoProcess(coupling="global")
-    network = DiffusionModel(angle_model_config(KuramotoConfig(coupling="global"), 2, hidden_features=32, num_layers=2)).network.double()
+    network = DiffusionModel(
+        angle_model_config(KuramotoConfig(coupling="global"), 2, hidden_features=32, num_layers=2)
+    ).network.double()
     for parameter in network.parameters():  # a non-trivial fixed network
         torch.nn.init.normal_(parameter, std=0.3)
     x = random_phases((64, 2), seed=1)
@@ -96,8 +98,9 @@ def test_antithetic_pairs_cancel_the_leading_gradient_noise():
         rows = []
         for _ in range(repeats):
             half = torch.arange(0, 64, 2)  # 32 states × 2 draws: 64 network evaluations either way
-            loss = dsm_loss_of(network, objective_for(process, objective=objective, draws=2), x[half], t[half],
-                               stride[half], generator)
+            loss = dsm_loss_of(
+                network, objective_for(process, objective=objective, draws=2), x[half], t[half], stride[half], generator
+            )
             rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(network.parameters()))]))
         return torch.stack(rows)
 
@@ -108,8 +111,11 @@ def test_antithetic_pairs_cancel_the_leading_gradient_noise():
 
 
 def test_linearised_with_the_whole_horizon_starts_every_example_from_the_data(tmp_path):
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised"),
-                      FixedImages(), tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised"),
+        FixedImages(),
+        tmp_path / "run",
+    )
     trainer.start()
     objective = trainer.objective
     assert objective.window == 20 and objective.anchored_at_data and trainer.pool is None
@@ -121,8 +127,11 @@ def test_linearised_with_the_whole_horizon_starts_every_example_from_the_data(tm
 
 
 def test_linearised_with_a_shorter_window_draws_from_the_chain_pool(tmp_path):
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised",
-                                 window=5), FixedImages(), tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="linearised", window=5),
+        FixedImages(),
+        tmp_path / "run",
+    )
     trainer.start()
     assert trainer.pool is not None and not trainer.objective.anchored_at_data
     _, t_start, stride, _, _ = trainer.objective.starting_states(16, trainer.noise_generator)
@@ -136,8 +145,11 @@ def test_every_objective_trains_and_resumes_exactly(tmp_path, objective):
     whole = Trainer(config, FixedImages(), tmp_path / "whole")
     whole.start()
     whole.train()
-    first = Trainer(run_config(process, steps=3, objective=objective, draws=2, checkpoint_every=3), FixedImages(),
-                    tmp_path / "resumed")
+    first = Trainer(
+        run_config(process, steps=3, objective=objective, draws=2, checkpoint_every=3),
+        FixedImages(),
+        tmp_path / "resumed",
+    )
     first.start()
     first.train()
     resumed = Trainer.resume(tmp_path / "resumed", FixedImages(), train_steps=6)
@@ -160,7 +172,9 @@ def test_the_window_defaults_to_the_objectives_and_is_checked():
 
 
 def test_training_config_checks_the_objective():
-    with pytest.raises(UserError, match="unknown objective 'ddpm'; valid values are auto, markov, antithetic, linearised"):
+    with pytest.raises(
+        UserError, match="unknown objective 'ddpm'; valid values are auto, markov, antithetic, linearised"
+    ):
         TrainConfig(objective="ddpm")
     with pytest.raises(UserError, match="draws must be even"):
         TrainConfig(objective="linearised-antithetic", draws=3)
@@ -188,11 +202,26 @@ def test_linearised_target_is_noise_free_for_a_single_data_point(tmp_path):
         losses: list[float] = []
         config = RunConfig(
             model=angle_model_config(KuramotoConfig(coupling="global", steps=20), 2, hidden_features=64, num_layers=2),
-            training=TrainConfig(train_steps=300, batch_size=64, objective=objective, lr=3e-3, warmup_steps=10,
-                                 ema_decay=0.9, checkpoint_every=10**6, sample_every=0, log_every=50, fit_prior=False),
+            training=TrainConfig(
+                train_steps=300,
+                batch_size=64,
+                objective=objective,
+                lr=3e-3,
+                warmup_steps=10,
+                ema_decay=0.9,
+                checkpoint_every=10**6,
+                sample_every=0,
+                log_every=50,
+                fit_prior=False,
+            ),
         )
-        trainer = Trainer(config, OnePoint(), tmp_path / objective, quiet=True,
-                          on_log=lambda step, scalars: losses.append(scalars["loss"]))
+        trainer = Trainer(
+            config,
+            OnePoint(),
+            tmp_path / objective,
+            quiet=True,
+            on_log=lambda step, scalars: losses.append(scalars["loss"]),
+        )
         trainer.start()
         trainer.train()
         return losses[-1]
@@ -212,8 +241,16 @@ def test_linearised_objectives_train_a_phase_amplitude_model(tmp_path):
     for objective in ("linearised", "linearised-antithetic"):
         config = RunConfig(
             model=flow_model_config(PhaseAmplitudeConfig(steps=12), 8, FlowNormalisation(), "tiny"),
-            training=TrainConfig(train_steps=2, batch_size=4, draws=2, objective=objective, checkpoint_every=10,
-                                 sample_every=0, warmup_steps=0, fit_prior=False),
+            training=TrainConfig(
+                train_steps=2,
+                batch_size=4,
+                draws=2,
+                objective=objective,
+                checkpoint_every=10,
+                sample_every=0,
+                warmup_steps=0,
+                fit_prior=False,
+            ),
         )
         trainer = Trainer(config, Flows(), tmp_path / objective)
         trainer.start()
@@ -223,8 +260,11 @@ def test_linearised_objectives_train_a_phase_amplitude_model(tmp_path):
 
 
 def test_anchored_queries_start_from_the_data_and_keep_their_step(tmp_path):
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), batch_size=64, anchor=6),
-                      FixedImages(), tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), batch_size=64, anchor=6),
+        FixedImages(),
+        tmp_path / "run",
+    )
     trainer.start()
     assert trainer.pool is not None and trainer.objective.anchor == 6
     images = set(map(tuple, ImageCodec.for_process(trainer.process).encode(FixedImages().images).flatten(1).tolist()))
@@ -330,15 +370,20 @@ def test_each_objective_loss_is_the_direct_computation_in_float64(name):
         assert torch.allclose(propagation_schedule(process).weight, torch.tensor(beta, dtype=torch.float64), atol=1e-15)
     torch.testing.assert_close(example.x, x_next, rtol=0, atol=1e-12)
     torch.testing.assert_close(example.target, target, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(loss, direct_loss(network, process, x_next, t + stride, target, scale), rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        loss, direct_loss(network, process, x_next, t + stride, target, scale), rtol=1e-10, atol=0
+    )
     assert float(loss.detach()) > 0.01  # a real loss: the comparison could fail
 
 
 def test_examples_are_the_objectives_draws_in_a_fixed_order(tmp_path):
     # examples() = starting states, then condition dropout, then kernel noise, from one generator: replaying the
     # same generator through the pieces gives the same example bit for bit.
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="markov",
-                                 draws=2), FixedImages(), tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="markov", draws=2),
+        FixedImages(),
+        tmp_path / "run",
+    )
     trainer.start()
     objective = trainer.objective
     state = trainer.noise_generator.get_state()
@@ -362,7 +407,9 @@ def test_capabilities_are_declared_and_the_registry_is_the_configs_list():
     )
 
     assert set(OBJECTIVES) | {"auto"} == set(CONFIG_OBJECTIVES)
-    assert {name for name, choice in OBJECTIVES.items() if choice.antithetic} == {n for n in OBJECTIVES if n.endswith("antithetic")}
+    assert {name for name, choice in OBJECTIVES.items() if choice.antithetic} == {
+        n for n in OBJECTIVES if n.endswith("antithetic")
+    }
     assert not MarkovObjective.corrects_chain_kernel and LinearisedObjective.corrects_chain_kernel
     assert PropagatedObjective.carry is not None and MarkovObjective.carry is None
     assert not PropagatedObjective.takes_window and not PropagatedObjective.takes_anchor
@@ -376,12 +423,18 @@ def test_configs_and_checkpoints_saved_with_the_old_name_flow_load_as_linearised
     from kuramoto_diffusion.model import CONFIG_NAME, load_run_config
 
     process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
-    straight = Trainer(run_config(process, steps=4, objective="linearised", window=5, checkpoint_every=2),
-                       FixedImages(), tmp_path / "straight")
+    straight = Trainer(
+        run_config(process, steps=4, objective="linearised", window=5, checkpoint_every=2),
+        FixedImages(),
+        tmp_path / "straight",
+    )
     straight.start()
     straight.train()
-    first = Trainer(run_config(process, steps=2, objective="linearised", window=5, checkpoint_every=2), FixedImages(),
-                    tmp_path / "old")
+    first = Trainer(
+        run_config(process, steps=2, objective="linearised", window=5, checkpoint_every=2),
+        FixedImages(),
+        tmp_path / "old",
+    )
     first.start()
     first.train()
     written = [tmp_path / "old" / CONFIG_NAME, *sorted((tmp_path / "old" / "checkpoints").glob(f"*/{CONFIG_NAME}"))]

@@ -54,7 +54,7 @@ def exact_propagated_score(process: KuramotoProcess, x: torch.Tensor, t: int, es
     state = x.reshape(-1).clone().requires_grad_(True)
     jacobian = step_jacobian(state)
     (log_det_gradient,) = torch.autograd.grad(torch.linalg.slogdet(jacobian)[1], state)
-    right = (estimate.reshape(-1) - log_det_gradient)
+    right = estimate.reshape(-1) - log_det_gradient
     return torch.linalg.solve(jacobian.detach().T, right).reshape(x.shape)
 
 
@@ -85,9 +85,11 @@ def test_the_closed_form_propagation_equals_the_autograd_definition(config):
     # average_transpose is the transpose of the averaging matrix (reflect padding makes it non-symmetric).
     field = random_phases((1, 1, 6, 7), seed=8)
     transpose = torch.autograd.functional.jacobian(
-        lambda v: process.average_transpose(v.reshape(field.shape)).expand_as(field).reshape(-1), field.reshape(-1))
+        lambda v: process.average_transpose(v.reshape(field.shape)).expand_as(field).reshape(-1), field.reshape(-1)
+    )
     average = torch.autograd.functional.jacobian(
-        lambda v: _average(process, v.reshape(field.shape)).expand_as(field).reshape(-1), field.reshape(-1))
+        lambda v: _average(process, v.reshape(field.shape)).expand_as(field).reshape(-1), field.reshape(-1)
+    )
     torch.testing.assert_close(transpose, average.T, rtol=0, atol=1e-14)
     if config.coupling == "local" and config.padding == "reflect":
         assert not torch.allclose(average, average.T)
@@ -108,7 +110,8 @@ def test_more_inverse_rounds_converge_to_the_first_order_log_determinant():
     state = x.clone().requires_grad_(True)
     (first_order,) = torch.autograd.grad(process.drift_derivative(state, 80).sum(), state)
     jacobian = torch.eye(16, dtype=torch.float64) + torch.autograd.functional.jacobian(
-        lambda y: process.drift(y.reshape(x.shape), 80).reshape(-1), x.reshape(-1))
+        lambda y: process.drift(y.reshape(x.shape), 80).reshape(-1), x.reshape(-1)
+    )
     solved = torch.linalg.solve(jacobian.T, (estimate - first_order).reshape(-1)).reshape(x.shape)
     torch.testing.assert_close(many, solved, rtol=0, atol=1e-12)
     assert float((two - solved).abs().max()) < 1e-4 * float(solved.abs().max())  # two rounds: O(|KJ|³)
@@ -179,8 +182,9 @@ def test_the_pool_with_estimates_walks_the_same_chains():
     def pool(carry: bool) -> ChainPool:
         data_generator = torch.Generator().manual_seed(1)
         data_fn = lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None)  # noqa: E731
-        return ChainPool(process, 24, data_fn, torch.Generator().manual_seed(0),
-                         carry=propagated_chain_step if carry else None)
+        return ChainPool(
+            process, 24, data_fn, torch.Generator().manual_seed(0), carry=propagated_chain_step if carry else None
+        )
 
     plain, carrying = pool(False), pool(True)
     torch.testing.assert_close(plain.states, carrying.states, rtol=0, atol=1e-6)
@@ -205,8 +209,9 @@ def test_resimulation_with_estimates_reaches_the_same_states():
     x0 = ImageCodec.for_process(process).encode(FixedImages(6).images[:6].repeat(2, 1, 1, 1)[:6])
     t = torch.tensor([0, 1, 5, 11, 3, 7])
     states = resimulate_states(process, x0, t, torch.Generator().manual_seed(3))
-    carried, estimates = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(3),
-                                                      propagated_chain_step)
+    carried, estimates = resimulate_states_and_scores(
+        process, x0, t, torch.Generator().manual_seed(3), propagated_chain_step
+    )
     torch.testing.assert_close(states, carried, rtol=0, atol=1e-6)
     assert bool((estimates[0] == 0).all()) and bool((estimates[1:] != 0).any(dim=(1, 2, 3)).all())
 
@@ -216,12 +221,15 @@ def test_the_contraction_bound_covers_the_synchronised_jacobian():
     # is a circulant average whose smallest eigenvalue approaches the kernel's minimum frequency response.
     process = KuramotoProcess(coupling="local", neighbourhood=5, padding="circular")
     theta = torch.zeros(1, 1, 20, 20, dtype=torch.float64)
-    jacobian = torch.autograd.functional.jacobian(lambda y: process.drift(y.reshape(theta.shape), 60).reshape(-1),
-                                                  theta.reshape(-1))
+    jacobian = torch.autograd.functional.jacobian(
+        lambda y: process.drift(y.reshape(theta.shape), 60).reshape(-1), theta.reshape(-1)
+    )
     fastest = -float(torch.linalg.eigvalsh((jacobian + jacobian.T) / 2).min())
     bound = process.contraction_bound(60)
     assert fastest <= bound * (1 + 1e-9) and fastest > 0.97 * bound
-    assert bound == pytest.approx(float(process.coupling_strength(60)) * (1.25 + 1.5), rel=1e-3)  # box 5: min response −¼
+    assert bound == pytest.approx(
+        float(process.coupling_strength(60)) * (1.25 + 1.5), rel=1e-3
+    )  # box 5: min response −¼
     global_process = KuramotoProcess(coupling="global")
     assert global_process.contraction_bound(60) == pytest.approx(float(global_process.coupling_strength(60)) * 2.5)
 
@@ -239,13 +247,19 @@ def test_the_weights_start_at_the_data_and_stay_below_one():
 def test_propagated_objectives_train_and_resume_exactly(tmp_path):
     process = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
     for objective, draws in (("propagated-antithetic", 2),):  # antithetic pairs and draws on top of the estimates
-        whole = Trainer(run_config(process, steps=6, objective=objective, draws=draws, checkpoint_every=3),
-                        FixedImages(), tmp_path / f"{objective}-whole")
+        whole = Trainer(
+            run_config(process, steps=6, objective=objective, draws=draws, checkpoint_every=3),
+            FixedImages(),
+            tmp_path / f"{objective}-whole",
+        )
         whole.start()
         assert whole.objective.window == 1 and whole.pool is not None and whole.pool.estimates is not None
         whole.train()
-        first = Trainer(run_config(process, steps=3, objective=objective, draws=draws, checkpoint_every=3),
-                        FixedImages(), tmp_path / f"{objective}-resumed")
+        first = Trainer(
+            run_config(process, steps=3, objective=objective, draws=draws, checkpoint_every=3),
+            FixedImages(),
+            tmp_path / f"{objective}-resumed",
+        )
         first.start()
         first.train()
         resumed = Trainer.resume(tmp_path / f"{objective}-resumed", FixedImages(), train_steps=6)
@@ -256,8 +270,15 @@ def test_propagated_objectives_train_and_resume_exactly(tmp_path):
 
 def test_propagated_starting_states_take_one_step_and_carry_estimates(tmp_path):
     for forward_states in ("pool", "resimulate"):
-        trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="propagated",
-                                     forward_states=forward_states), FixedImages(), tmp_path / forward_states)
+        trainer = Trainer(
+            run_config(
+                KuramotoConfig(coupling="local", neighbourhood=3, steps=20),
+                objective="propagated",
+                forward_states=forward_states,
+            ),
+            FixedImages(),
+            tmp_path / forward_states,
+        )
         trainer.start()
         start = trainer.objective.starting_states(16, trainer.noise_generator)
         assert torch.equal(start.stride, torch.ones_like(start.stride))
@@ -289,8 +310,11 @@ def test_auto_is_the_propagated_objective_where_the_process_supports_it(tmp_path
     assert resolve_objective("auto", KuramotoProcess(), window=10) == "markov"  # a merged window asks for markov
     assert resolve_objective("auto", KuramotoProcess(), anchor=25) == "markov"
     # The run's saved config names the objective it resolved to, so a resume or a reader sees what was trained.
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1), FixedImages(),
-                      tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1),
+        FixedImages(),
+        tmp_path / "run",
+    )
     assert trainer.train_config.objective == "propagated" and trainer.config.training.objective == "propagated"
     euclidean = Trainer(run_config(EuclideanConfig(steps=20), steps=1), FixedImages(), tmp_path / "euclidean")
     assert euclidean.train_config.objective == "markov"
@@ -301,8 +325,11 @@ def test_a_run_saved_before_the_objective_setting_resumes_with_its_own_loss(tmp_
 
     from kuramoto_diffusion.config_file import CONFIG_NAME, load_run_config
 
-    trainer = Trainer(run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1, objective="markov"),
-                      FixedImages(), tmp_path / "run")
+    trainer = Trainer(
+        run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), steps=1, objective="markov"),
+        FixedImages(),
+        tmp_path / "run",
+    )
     trainer.start()
     path = tmp_path / "run" / CONFIG_NAME
     data = json.loads(path.read_text())

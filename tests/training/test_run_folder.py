@@ -29,8 +29,22 @@ from kuramoto_diffusion.training.checkpointing import DamagedCheckpoint, resumab
 from kuramoto_diffusion.training.run_lock import RunFolderBusy, RunLock
 from test_faults import FixedImages, make_trainer, random_images
 
-TRAIN = ["train", "--data", "textures", "--image-size", "16", "--preset", "tiny", "--steps", "10", "--batch-size", "8",
-         "--sample-every", "0", "--quiet"]
+TRAIN = [
+    "train",
+    "--data",
+    "textures",
+    "--image-size",
+    "16",
+    "--preset",
+    "tiny",
+    "--steps",
+    "10",
+    "--batch-size",
+    "8",
+    "--sample-every",
+    "0",
+    "--quiet",
+]
 
 
 def finished_run(folder: Path, steps: int = 30, every: int = 10, keep: int = 5) -> Path:
@@ -45,9 +59,13 @@ def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 # ----- §1 one writer ---------------------------------------------------------------------------------
 def test_a_second_lock_on_a_held_folder_fails_at_once_naming_the_holder(tmp_path):
-    code = ("import sys, time; from pathlib import Path; from kuramoto_diffusion.training.run_lock import RunLock; "
-            "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=ENVIRONMENT)
+    code = (
+        "import sys, time; from pathlib import Path; from kuramoto_diffusion.training.run_lock import RunLock; "
+        "lock = RunLock(Path(sys.argv[1])); lock.acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=ENVIRONMENT
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
@@ -65,9 +83,26 @@ def test_a_second_lock_on_a_held_folder_fails_at_once_naming_the_holder(tmp_path
 
 def test_concurrent_train_in_one_folder_stops_the_second_with_exit_2(tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "kuramoto_diffusion", *TRAIN, "--train-steps", "400",
-                              "--checkpoint-every", "1", "--keep-checkpoints", "100", "--out", str(run)],
-                             env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kuramoto_diffusion",
+            *TRAIN,
+            "--train-steps",
+            "400",
+            "--checkpoint-every",
+            "1",
+            "--keep-checkpoints",
+            "100",
+            "--out",
+            str(run),
+        ],
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while not list_checkpoints(run):
@@ -78,7 +113,9 @@ def test_concurrent_train_in_one_folder_stops_the_second_with_exit_2(tmp_path):
             second = shared_cli().run([*TRAIN, "--train-steps", "400", "--lr", "1e-3", "--out", str(run), *extra])
             assert second.returncode == 2, second.stderr
             lines = second.stderr.strip().splitlines()
-            assert len(lines) == 1 and f"PID {first.pid}" in lines[0] and "in use by another training process" in lines[0]
+            assert (
+                len(lines) == 1 and f"PID {first.pid}" in lines[0] and "in use by another training process" in lines[0]
+            )
         assert first.poll() is None  # the first writer goes on undisturbed
         # kill -9 the writer: the lock it left does not block a resume, which finishes the run
         first.send_signal(signal.SIGKILL)
@@ -170,8 +207,15 @@ def _config_wrong_type(checkpoint: Path) -> str:
     return r"config.json.training.lr: expected a number"
 
 
-DAMAGE = [_zero_byte_state, _state_without_step, _trainer_tensors_missing_a_key, _nan_weights,
-          _weights_missing_a_tensor, _optimizer_truncated, _config_wrong_type]
+DAMAGE = [
+    _zero_byte_state,
+    _state_without_step,
+    _trainer_tensors_missing_a_key,
+    _nan_weights,
+    _weights_missing_a_tensor,
+    _optimizer_truncated,
+    _config_wrong_type,
+]
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +241,11 @@ def test_resume_skips_a_damaged_newest_checkpoint_with_one_warning(damage, clean
         warnings.simplefilter("always")
         chosen, _ = resumable_checkpoint(run)
     assert chosen == list_checkpoints(run)[-2]
-    assert len(caught) == 1 and str(newest) in str(caught[0].message) and "resuming from step-00000020" in str(caught[0].message)
+    assert (
+        len(caught) == 1
+        and str(newest) in str(caught[0].message)
+        and "resuming from step-00000020" in str(caught[0].message)
+    )
 
 
 def test_resume_from_a_damaged_run_ends_bit_identical_to_an_uninterrupted_one(clean_run, tmp_path):
@@ -216,7 +264,9 @@ def test_resume_from_a_damaged_run_ends_bit_identical_to_an_uninterrupted_one(cl
 
 def test_resume_from_names_the_checkpoint_and_refuses_a_damaged_one(clean_run, tmp_path):
     run = _copy_run(clean_run, tmp_path / "run")
-    trainer = Trainer.resume(run, FixedImages(random_images()), checkpoint=run / "checkpoints" / "step-00000010", quiet=True)
+    trainer = Trainer.resume(
+        run, FixedImages(random_images()), checkpoint=run / "checkpoints" / "step-00000010", quiet=True
+    )
     assert trainer.step == 10
     trainer.lock.release()
     _state_without_step(run / "checkpoints" / "step-00000020")
@@ -247,8 +297,9 @@ def test_an_app_resume_takes_the_lock_once_and_validates_its_checkpoint_once(cle
 
     monkeypatch.setattr(checkpointing, "validate_checkpoint", counting_validate)
     monkeypatch.setattr(RunLock, "acquire", counting_acquire)
-    trainer = train_app._resumed_trainer(train_app.TrainRequest(out=run, resume=True, quiet=True), SINGLE_PROCESS,
-                                         torch.device("cpu"))
+    trainer = train_app._resumed_trainer(
+        train_app.TrainRequest(out=run, resume=True, quiet=True), SINGLE_PROCESS, torch.device("cpu")
+    )
     try:
         assert trainer.step == 30 and validated == ["step-00000030"] and taken == [run]
         with pytest.raises(RunFolderBusy):  # the lock taken before validating is the one the trainer keeps
@@ -257,8 +308,11 @@ def test_an_app_resume_takes_the_lock_once_and_validates_its_checkpoint_once(cle
         trainer.lock.release()
     # A resume that fails lets the lock go: the next one is not told the folder is busy.
     with pytest.raises(UserError, match="not a complete checkpoint"):
-        train_app._resumed_trainer(train_app.TrainRequest(out=run, resume_from=run / "nowhere", quiet=True),
-                                   SINGLE_PROCESS, torch.device("cpu"))
+        train_app._resumed_trainer(
+            train_app.TrainRequest(out=run, resume_from=run / "nowhere", quiet=True),
+            SINGLE_PROCESS,
+            torch.device("cpu"),
+        )
     lock = RunLock(run)
     lock.acquire()
     lock.release()
@@ -277,7 +331,9 @@ def test_sample_and_info_report_damage_in_one_line(clean_run, tmp_path):
     newest = list_checkpoints(run)[-1]
     _nan_weights(newest)
     cli = shared_cli()
-    result = cli.run(["sample", "--checkpoint", str(newest), "--num", "2", "--nfe", "2", "--out", str(tmp_path / "s.png")])
+    result = cli.run(
+        ["sample", "--checkpoint", str(newest), "--num", "2", "--nfe", "2", "--out", str(tmp_path / "s.png")]
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "ema.safetensors: tensor" in result.stderr and "NaN" in result.stderr
     assert not (tmp_path / "s.png").exists()
@@ -331,15 +387,53 @@ def test_resume_below_the_current_step_and_conflicting_options_are_one_line_erro
     result = cli.run(["train", "--out", str(run), "--resume", "--train-steps", "15"])
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "--train-steps 15 is below the step 20" in result.stderr
-    result = cli.run(["train", "--out", str(run), "--resume", "--lr", "1e-3", "--batch-size", "4", "--preset", "small",
-                      "--process", "euclidean", "--image-size", "32"])
+    result = cli.run(
+        [
+            "train",
+            "--out",
+            str(run),
+            "--resume",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "4",
+            "--preset",
+            "small",
+            "--process",
+            "euclidean",
+            "--image-size",
+            "32",
+        ]
+    )
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    for expected in ("--lr 0.001 (the run: 0.0002)", "--batch-size 4 (the run: 8)", "--preset small",
-                     "--process euclidean (the run: kuramoto-local)", "--image-size 32 (the run: 16)"):
+    for expected in (
+        "--lr 0.001 (the run: 0.0002)",
+        "--batch-size 4 (the run: 8)",
+        "--preset small",
+        "--process euclidean (the run: kuramoto-local)",
+        "--image-size 32 (the run: 16)",
+    ):
         assert expected in result.stderr
     # options equal to the run's, and the ones that only schedule files, are accepted
-    result = cli.run(["train", "--out", str(run), "--resume", "--lr", "2e-4", "--preset", "tiny", "--image-size", "16",
-                      "--keep-checkpoints", "1", "--train-steps", "22", "--quiet"])
+    result = cli.run(
+        [
+            "train",
+            "--out",
+            str(run),
+            "--resume",
+            "--lr",
+            "2e-4",
+            "--preset",
+            "tiny",
+            "--image-size",
+            "16",
+            "--keep-checkpoints",
+            "1",
+            "--train-steps",
+            "22",
+            "--quiet",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert [p.name for p in list_checkpoints(run)] == ["step-00000022"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) != before
@@ -357,17 +451,35 @@ def test_a_run_resumes_from_another_folder_and_accepts_its_data_given_another_wa
     work = tmp_path / "work"
     work.mkdir()
     cli = shared_cli()
-    base = ["--image-size", "16", "--preset", "tiny", "--steps", "10", "--batch-size", "4", "--sample-every", "0", "--quiet"]
-    result = cli.run(["train", "--data", "../data", *base, "--train-steps", "4", "--checkpoint-every", "2",
-                      "--out", "run"], cwd=work)
+    base = [
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "0",
+        "--quiet",
+    ]
+    result = cli.run(
+        ["train", "--data", "../data", *base, "--train-steps", "4", "--checkpoint-every", "2", "--out", "run"], cwd=work
+    )
     assert result.returncode == 0, result.stderr
-    assert _saved_training(work / "run") and json.loads((work / "run" / "config.json").read_text())["data"]["source"] == str(data.resolve())
+    assert _saved_training(work / "run") and json.loads((work / "run" / "config.json").read_text())["data"][
+        "source"
+    ] == str(data.resolve())
     result = cli.run(["train", "--out", str(work / "run"), "--resume", "--train-steps", "6", "--quiet"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    result = cli.run(["train", "--out", "work/run", "--data", "./data/", "--resume", "--train-steps", "8", "--quiet"],
-                     cwd=tmp_path)
+    result = cli.run(
+        ["train", "--out", "work/run", "--data", "./data/", "--resume", "--train-steps", "8", "--quiet"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
-    result = cli.run(["train", "--out", "work/run", "--data", "textures", "--resume", "--train-steps", "10"], cwd=tmp_path)
+    result = cli.run(
+        ["train", "--out", "work/run", "--data", "textures", "--resume", "--train-steps", "10"], cwd=tmp_path
+    )
     assert result.returncode == 2 and "was trained on" in result.stderr
 
 
@@ -378,7 +490,9 @@ def test_a_full_disk_inside_safetensors_is_a_user_error_and_keeps_the_last_check
 
     def full(tensors, filename):  # what safetensors raises when the disk fills
         Path(filename).write_bytes(b"partial")
-        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(checkpoint_module, "save_file", full)
     trainer.train_config = type(trainer.train_config)(**{**trainer.train_config.__dict__, "train_steps": 20})
@@ -394,8 +508,10 @@ def test_a_full_disk_inside_safetensors_is_a_user_error_and_keeps_the_last_check
 def test_a_wrong_type_in_a_config_section_names_the_key_and_the_type(clean_run):
     config = json.loads((list_checkpoints(clean_run)[-1] / "config.json").read_text())
     config.pop("format_version")
-    for section, key, value, expected in (("training", "batch_size", "8", "expected an integer"),
-                                          ("data", "flip", "yes", "expected true or false")):
+    for section, key, value, expected in (
+        ("training", "batch_size", "8", "expected an integer"),
+        ("data", "flip", "yes", "expected true or false"),
+    ):
         broken = json.loads(json.dumps(config))
         broken[section][key] = value
         with pytest.raises(UserError) as caught:
@@ -409,8 +525,23 @@ CHAOS_STEPS = 40
 
 
 def _writer(run: Path, resume: bool) -> subprocess.Popen:
-    command = [sys.executable, "-m", "kuramoto_diffusion", *TRAIN, "--train-steps", str(CHAOS_STEPS), "--checkpoint-every", "2",
-               "--keep-checkpoints", "4", "--seed", "5", "--out", str(run), *(["--resume"] if resume else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "kuramoto_diffusion",
+        *TRAIN,
+        "--train-steps",
+        str(CHAOS_STEPS),
+        "--checkpoint-every",
+        "2",
+        "--keep-checkpoints",
+        "4",
+        "--seed",
+        "5",
+        "--out",
+        str(run),
+        *(["--resume"] if resume else []),
+    ]
     return subprocess.Popen(command, env=ENVIRONMENT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -132,9 +132,33 @@ STEPS = 40
 
 
 def train_command(out: Path, *extra: str) -> list[str]:
-    return ["-m", "kuramoto_diffusion", "train", "--data", "textures", "--image-size", "16", "--preset", "tiny",
-            "--steps", "10", "--batch-size", "8", "--train-steps", str(STEPS), "--checkpoint-every", "2",
-            "--keep-checkpoints", "1", "--sample-every", "0", "--out", str(out), "--quiet", *extra]
+    return [
+        "-m",
+        "kuramoto_diffusion",
+        "train",
+        "--data",
+        "textures",
+        "--image-size",
+        "16",
+        "--preset",
+        "tiny",
+        "--steps",
+        "10",
+        "--batch-size",
+        "8",
+        "--train-steps",
+        str(STEPS),
+        "--checkpoint-every",
+        "2",
+        "--keep-checkpoints",
+        "1",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def wait_for(path_exists, job: subprocess.Popen, what: str, timeout: float = 120.0) -> None:  # noqa: ANN001
@@ -146,7 +170,9 @@ def wait_for(path_exists, job: subprocess.Popen, what: str, timeout: float = 120
 
 
 def first_checkpoint_exists(run: Path):  # noqa: ANN201
-    return lambda: (run / "checkpoints").exists() and any(p.name.startswith("step-") for p in (run / "checkpoints").iterdir())
+    return lambda: (
+        (run / "checkpoints").exists() and any(p.name.startswith("step-") for p in (run / "checkpoints").iterdir())
+    )
 
 
 def launcher(processes: int) -> list[str]:
@@ -155,8 +181,9 @@ def launcher(processes: int) -> list[str]:
 
 def uninterrupted(tmp_path_factory, processes: int) -> Path:
     run = tmp_path_factory.mktemp(f"straight{processes}") / "run"
-    result = subprocess.run([*launcher(processes), *train_command(run)], env=ENVIRONMENT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [*launcher(processes), *train_command(run)], env=ENVIRONMENT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return run
 
@@ -173,8 +200,13 @@ def straight_run_of_two(tmp_path_factory) -> Path:
 
 def assert_resumes_to_the_straight_run(run: Path, straight: Path, processes: int = 1) -> None:
     """Resume ``run`` with as many processes as ``straight`` had: the final weights are bit-identical."""
-    result = subprocess.run([*launcher(processes), *train_command(run, "--resume")], env=ENVIRONMENT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [*launcher(processes), *train_command(run, "--resume")],
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     final = f"checkpoints/step-{STEPS:08d}"
     for name in ("model.safetensors", "ema.safetensors"):
@@ -189,8 +221,10 @@ def stopped_step(message: str, signal_name: str, run: Path) -> int:
     assert len(lines) == 1, message[-3000:]
     line = lines[0]
     step = int(line.split("stopped at step ")[1].split()[0])
-    assert line == (f"kuramoto-diffusion train: stopped at step {step} by {signal_name}; checkpoint saved: "
-                    f"{run / 'checkpoints' / f'step-{step:08d}'}; continue with: kuramoto-diffusion train --out {run} --resume")
+    assert line == (
+        f"kuramoto-diffusion train: stopped at step {step} by {signal_name}; checkpoint saved: "
+        f"{run / 'checkpoints' / f'step-{step:08d}'}; continue with: kuramoto-diffusion train --out {run} --resume"
+    )
     assert checkpoint_names(run) == [f"step-{step:08d}"]
     return step
 
@@ -199,8 +233,13 @@ def stopped_step(message: str, signal_name: str, run: Path) -> int:
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_train_stops_on_a_signal_says_so_in_one_line_and_resumes_bit_identical(tmp_path, straight_run, signal_number):
     run = tmp_path / "run"
-    job = subprocess.Popen([sys.executable, *train_command(run)], env=ENVIRONMENT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [sys.executable, *train_command(run)],
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(first_checkpoint_exists(run), job, "a checkpoint")
         job.send_signal(signal_number)
@@ -220,8 +259,14 @@ def test_train_stops_on_a_signal_says_so_in_one_line_and_resumes_bit_identical(t
 def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight_run_of_two, target):
     """SIGTERM to torchrun (which forwards it), to rank 1 alone, or SIGINT to the whole group (Ctrl-C)."""
     run = tmp_path / "run"
-    job = subprocess.Popen([*TORCHRUN, "--nproc_per_node", "2", *train_command(run)], env=ENVIRONMENT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    job = subprocess.Popen(
+        [*TORCHRUN, "--nproc_per_node", "2", *train_command(run)],
+        env=ENVIRONMENT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(first_checkpoint_exists(run), job, "a checkpoint")
         if target == "torchrun":
@@ -229,7 +274,9 @@ def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight
         elif target == "process group":
             os.killpg(job.pid, signal.SIGINT)
         else:
-            workers = subprocess.run(["pgrep", "-f", "-P", str(job.pid), "kuramoto_diffusion"], capture_output=True, text=True)
+            workers = subprocess.run(
+                ["pgrep", "-f", "-P", str(job.pid), "kuramoto_diffusion"], capture_output=True, text=True
+            )
             ranks = {int(pid): Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in workers.stdout.split()}
             rank_1 = [pid for pid, environ in ranks.items() if b"RANK=1" in environ]
             assert len(ranks) == 2 and len(rank_1) == 1, workers.stdout
@@ -249,9 +296,27 @@ def test_two_processes_stop_at_the_same_step_and_rank_0_saves(tmp_path, straight
 @pytest.mark.slow
 def test_sample_out_dir_stops_after_a_chunk_and_continues_there(tmp_path, straight_run):
     def sample(folder: Path) -> list[str]:
-        return [sys.executable, "-m", "kuramoto_diffusion", "sample", "--checkpoint", str(straight_run), "--num", "400",
-                "--batch-size", "8", "--nfe", "5", "--out-dir", str(folder), "--out", str(folder.parent / "grid.png"),
-                "--seed", "3", "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "kuramoto_diffusion",
+            "sample",
+            "--checkpoint",
+            str(straight_run),
+            "--num",
+            "400",
+            "--batch-size",
+            "8",
+            "--nfe",
+            "5",
+            "--out-dir",
+            str(folder),
+            "--out",
+            str(folder.parent / "grid.png"),
+            "--seed",
+            "3",
+            "--quiet",
+        ]
 
     reference, stopped = tmp_path / "reference" / "images", tmp_path / "stopped" / "images"
     assert subprocess.run(sample(reference), env=ENVIRONMENT, timeout=600).returncode == 0

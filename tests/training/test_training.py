@@ -89,7 +89,9 @@ def test_euclidean_loss_is_epsilon_prediction():
             return torch.zeros_like(x)
 
     recorder = Recorder()
-    loss = dsm_loss_of(recorder, objective_for(process, objective="markov"), x0, torch.zeros_like(stride), stride, generator)
+    loss = dsm_loss_of(
+        recorder, objective_for(process, objective="markov"), x0, torch.zeros_like(stride), stride, generator
+    )
     alpha_bar = torch.exp(-process._cumulative_beta[stride]).reshape(-1, 1, 1, 1)
     expected_x = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * epsilon
     assert torch.allclose(recorder.x, expected_x, atol=1e-10)
@@ -142,8 +144,14 @@ def test_one_trajectory_per_chain_is_the_independent_fill(carry):
     process = KuramotoProcess(steps=12, coupling="local", neighbourhood=3)
     x0 = ImageCodec.for_process(process).encode(FixedImages(9).images)
     t = torch.tensor([3, 0, 11, 7, 3, 12, 5, 9, 1])
-    states, estimates = snapshot_states(process, x0, t, torch.arange(9), torch.Generator().manual_seed(4),
-                                          carry=propagated_chain_step if carry else None)
+    states, estimates = snapshot_states(
+        process,
+        x0,
+        t,
+        torch.arange(9),
+        torch.Generator().manual_seed(4),
+        carry=propagated_chain_step if carry else None,
+    )
     if carry:
         expected = resimulate_states_and_scores(process, x0, t, torch.Generator().manual_seed(4), propagated_chain_step)
         assert torch.equal(states, expected[0]) and torch.equal(estimates, expected[1])
@@ -211,8 +219,14 @@ def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
         served[0] += n
         return ImageCodec.for_process(process).encode(images[torch.arange(start, start + n) % 30]), None
 
-    pool = ChainPool(process, 30, data_fn, torch.Generator().manual_seed(0),
-                     carry=propagated_chain_step if carry else None, advance_count=7)
+    pool = ChainPool(
+        process,
+        30,
+        data_fn,
+        torch.Generator().manual_seed(0),
+        carry=propagated_chain_step if carry else None,
+        advance_count=7,
+    )
     start_t = pool.t.clone()
     moves = torch.zeros(30, dtype=torch.long)
     for advance in range(1, 12):
@@ -228,7 +242,9 @@ def test_a_pool_advancing_some_chains_walks_exact_chains_in_turn(carry):
     for index in range(30):
         if restarted[index]:
             continue  # it restarted from a later image
-        expected = process.simulate(ImageCodec.for_process(process).encode(images[index : index + 1]), int(pool.t[index]))
+        expected = process.simulate(
+            ImageCodec.for_process(process).encode(images[index : index + 1]), int(pool.t[index])
+        )
         torch.testing.assert_close(pool.states[index], expected[0], rtol=0, atol=1e-4)
 
 
@@ -238,8 +254,13 @@ def test_a_partially_advancing_pool_resumes_exactly():
 
     def make() -> ChainPool:
         data_generator = torch.Generator().manual_seed(2)
-        return ChainPool(process, 20, lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None),
-                         torch.Generator().manual_seed(0), advance_count=6)
+        return ChainPool(
+            process,
+            20,
+            lambda n: (ImageCodec.for_process(process).encode(source.sample_batch(n, data_generator)), None),
+            torch.Generator().manual_seed(0),
+            advance_count=6,
+        )
 
     straight, interrupted = make(), make()
     for _ in range(4):
@@ -271,8 +292,12 @@ def test_resimulation_is_each_example_simulated_to_its_own_step():
 def test_default_pool_advance_is_every_chain_at_t100_and_a_quarter_at_t1000(tmp_path):
     assert default_pool_advance(default_pool_size(100, 32), 32) == 200 == default_pool_size(100, 32)
     assert default_pool_size(1000, 32) == 1000 and default_pool_advance(1000, 32) == 256
-    trainer = Trainer(run_config(dataclasses.replace(LOCAL, steps=50), batch_size=4, pool_advance=9), FixedImages(4),
-                      tmp_path / "run", quiet=True)
+    trainer = Trainer(
+        run_config(dataclasses.replace(LOCAL, steps=50), batch_size=4, pool_advance=9),
+        FixedImages(4),
+        tmp_path / "run",
+        quiet=True,
+    )
     trainer.start()
     assert trainer.pool is not None and trainer.pool.size == 50 and trainer.pool.advance_count == 9
     with pytest.raises(UserError, match="pool-advance must be ≥ 0"):
@@ -329,7 +354,9 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, process):
     straight = Trainer(config, FixedImages(), tmp_path / "straight", quiet=True)
     straight.start()
     straight.train()
-    interrupted = Trainer(run_config(process, steps=20, checkpoint_every=10), FixedImages(), tmp_path / "resumed", quiet=True)
+    interrupted = Trainer(
+        run_config(process, steps=20, checkpoint_every=10), FixedImages(), tmp_path / "resumed", quiet=True
+    )
     interrupted.start()
     interrupted.train()
     # Pretend the run died after step 20's checkpoint, mid-way to 30: resume to 30.
@@ -411,8 +438,12 @@ def test_tiny_kuramoto_model_memorises_two_images(tmp_path):
     # The one-step DSM target carries irreducible noise of variance ≈ 1 (SPEC §3), so the Kuramoto
     # loss cannot fall by a large factor; what must happen is that samples move onto the data.
     source = FixedImages(2)
-    trainer = Trainer(run_config(LOCAL, steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=1000, ema_decay=0.99,
-                                 fit_prior=False), source, tmp_path / "run", quiet=True)
+    trainer = Trainer(
+        run_config(LOCAL, steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=1000, ema_decay=0.99, fit_prior=False),
+        source,
+        tmp_path / "run",
+        quiet=True,
+    )
     trainer.start()
 
     def distance_to_data(model: DiffusionModel) -> float:
@@ -452,8 +483,9 @@ def test_the_trainer_asks_a_source_for_what_it_declares(tmp_path):
     plain = Trainer(run_config(LOCAL, fit_prior=False), FixedImages(), tmp_path / "b", quiet=True)
     assert torch.equal(plain.encoded_batch(4, rows=rows)[0], states)
     # a class-conditional model needs labels: a source without them is a UserError naming what is missing
-    labelled = dataclasses.replace(run_config(LOCAL, fit_prior=False),
-                                   model=image_model_config(LOCAL, 1, 8, "tiny", class_names=("a", "b")))
+    labelled = dataclasses.replace(
+        run_config(LOCAL, fit_prior=False), model=image_model_config(LOCAL, 1, 8, "tiny", class_names=("a", "b"))
+    )
     with pytest.raises(UserError, match="has no class labels"):
         Trainer(labelled, FixedImages(), tmp_path / "c", quiet=True).encoded_batch(4)
     labels = Trainer(labelled, recording, tmp_path / "d", quiet=True).encoded_batch(4, rows=rows)[1]

@@ -52,7 +52,9 @@ def test_flow_field_grid_draws_and_follows_its_input():
 def test_flow_field_grid_grows_with_the_number_of_rows():
     fields = taylor_green()
     one = flow_field_grid({"real": fields}, columns=2)
-    three = flow_field_grid({"real": fields, "Kuramoto": smooth_random(), "Euclidean": smooth_random(seed=1)}, columns=2)
+    three = flow_field_grid(
+        {"real": fields, "Kuramoto": smooth_random(), "Euclidean": smooth_random(seed=1)}, columns=2
+    )
     assert three.height > 2 * one.height
     assert abs(three.width - one.width) < 0.2 * one.width
 

@@ -53,8 +53,11 @@ class ShippedSamples:
 
 def complete_pairs(root: Path, pairs: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
     """The entries of ``pairs`` whose two model folders under ``root`` both hold weights."""
-    return {data: names for data, names in pairs.items()
-            if all((root / name / "model.safetensors").is_file() for name in names)}
+    return {
+        data: names
+        for data, names in pairs.items()
+        if all((root / name / "model.safetensors").is_file() for name in names)
+    }
 
 
 def compare_shipped_models(
@@ -77,8 +80,12 @@ def compare_shipped_models(
     for data, names in complete_pairs(root, pairs).items():
         models = [DiffusionModel.from_pretrained(root / name, device=device) for name in names]
         # the Euclidean models (the pairs' non-periodic ones) with x₀ clipping
-        models = [model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
-                  if isinstance(model.config.process, EuclideanConfig) else model for model in models]
+        models = [
+            model.with_process(dataclasses.replace(model.config.process, clip_denoised=True))
+            if isinstance(model.config.process, EuclideanConfig)
+            else model
+            for model in models
+        ]
         real = open_image_source(data, models[0].config.image_size, channels=1, split="val").fixed_batch(num, seed=seed)
         rows.append((f"{data}: real", image_grid(real, columns=num, upscale=2)))
         for name, model in zip(names, models):
@@ -92,27 +99,47 @@ def compare_shipped_models(
     return drawn
 
 
-def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", seed: int = 0, quiet: bool = False) -> None:
+def run_demo(
+    out: Path, *, fine_tune_steps: int = 100, device: str = "auto", seed: int = 0, quiet: bool = False
+) -> None:
     began = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda message: None) if quiet else print
     say("1/5 forward processes: Kuramoto global, Kuramoto local and Euclidean on texture crops")
-    forward_path = forward_picture(ForwardRequest(data="textures", image_size=32, num=3, frames=9, out=out / "forward.png", seed=seed))
+    forward_path = forward_picture(
+        ForwardRequest(data="textures", image_size=32, num=3, frames=9, out=out / "forward.png", seed=seed)
+    )
 
     run_dir = out / "run"
     have_pretrained = (PRETRAINED / "model.safetensors").is_file()
     say(
-        f"2/5 fine-tuning the shipped model for {fine_tune_steps} steps" if have_pretrained
+        f"2/5 fine-tuning the shipped model for {fine_tune_steps} steps"
+        if have_pretrained
         else f"2/5 no shipped model found: training from scratch for {fine_tune_steps} steps (expect noise-like samples)"
     )
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     steps = max(fine_tune_steps, 1)
     request = TrainRequest(
-        out=run_dir, device=device, data="textures", image_size=32, channels="1", process="kuramoto-local",
+        out=run_dir,
+        device=device,
+        data="textures",
+        image_size=32,
+        channels="1",
+        process="kuramoto-local",
         # The shipped model's own network and objective (the defaults, propagated); the preset only matters without it.
-        preset="tiny", train_steps=steps, batch_size=32, lr=1e-4, ema_decay=0.999,
-        checkpoint_every=steps, keep_checkpoints=1, sample_every=0, steps=100,
-        seed=seed, quiet=quiet, resume=resume, init_from=PRETRAINED if have_pretrained and not resume else None,
+        preset="tiny",
+        train_steps=steps,
+        batch_size=32,
+        lr=1e-4,
+        ema_decay=0.999,
+        checkpoint_every=steps,
+        keep_checkpoints=1,
+        sample_every=0,
+        steps=100,
+        seed=seed,
+        quiet=quiet,
+        resume=resume,
+        init_from=PRETRAINED if have_pretrained and not resume else None,
     )
     model = train(request)
 
@@ -121,13 +148,20 @@ def run_demo(out: Path, *, fine_tune_steps: int = 100, device: str = "auto", see
     result = model.sample(36, sampler="sde", generator=generator, record_trajectory=True)
     samples, clipped = model.decode(result.states)
     real = open_image_source("textures", 32, channels=1, split="val").fixed_batch(36, seed=seed)
-    comparison = labelled_rows([("generated", image_grid(samples, columns=6, upscale=3)), ("real crops", image_grid(real, columns=6, upscale=3))])
+    comparison = labelled_rows(
+        [
+            ("generated", image_grid(samples, columns=6, upscale=3)),
+            ("real crops", image_grid(real, columns=6, upscale=3)),
+        ]
+    )
     save_image_atomic(comparison, out / "samples_vs_real.png")
 
     say("4/5 animation and order parameter R(t)")
     save_trajectory_animation(model, result, out / "generation.gif")
     # One forward simulation of the real crops serves both the animation and R(t).
-    forward_states = model.process.simulate(model.encode(real), model.process.steps, generator=generator, return_trajectory=True)
+    forward_states = model.process.simulate(
+        model.encode(real), model.process.steps, generator=generator, return_trajectory=True
+    )
     forward_then_reverse_animation(model, forward_states[:, :16], result, out / "forward_reverse.gif")
     forward_r = order_parameter_curve(forward_states)
     T = model.process.steps
@@ -163,7 +197,11 @@ def forward_then_reverse_animation(model: DiffusionModel, forward_states: torch.
         frames.append(labelled_rows([(f"forward t={t}", image_grid(images, columns=4, upscale=3))], label_width=110))
     for index in range(0, len(result.steps), max(1, len(result.steps) // 25)):
         images, _ = model.decode(result.trajectory[index][:16])
-        frames.append(labelled_rows([(f"reverse t={result.steps[index]}", image_grid(images, columns=4, upscale=3))], label_width=110))
+        frames.append(
+            labelled_rows(
+                [(f"reverse t={result.steps[index]}", image_grid(images, columns=4, upscale=3))], label_width=110
+            )
+        )
     images, _ = model.decode(result.states[:16])
     frames += [labelled_rows([("generated", image_grid(images, columns=4, upscale=3))], label_width=110)] * 12
     save_animation(frames, path, duration_ms=90)

@@ -65,7 +65,9 @@ def protocol_sizes(request: EvaluateRequest) -> tuple[int, int] | None:
     return groups, sets
 
 
-NEITHER_FAKE_NOR_CHECKPOINT = "nothing to evaluate: pass --fake (generated images or flows) or --checkpoint (a model to sample)"
+NEITHER_FAKE_NOR_CHECKPOINT = (
+    "nothing to evaluate: pass --fake (generated images or flows) or --checkpoint (a model to sample)"
+)
 
 
 def load_model(request: EvaluateRequest, checkpoint: Path) -> DiffusionModel:
@@ -89,7 +91,12 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         return evaluate_flows_command(request)
     groups = 1 if sizes is None else sizes[0]
     fake_clipped: float | None = None
-    settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
+    settings: dict[str, object] = {
+        "real": request.real,
+        "real_split": request.real_split,
+        "seed": request.seed,
+        "num": request.num,
+    }
     if request.checkpoint is not None:
         model = with_clip_denoised(load_model(request, request.checkpoint), request.clip_denoised)
         if model.config.data_kind == "flow":
@@ -101,20 +108,34 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
             )
         image_size, channels = model.config.image_size, model.config.channels
         check_evaluate_sizes(request, channels, image_size, groups)
-        result = model.sample(groups * request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe,
-                              batch_size=request.batch_size, generator=torch.Generator().manual_seed(request.seed))
+        result = model.sample(
+            groups * request.num,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            batch_size=request.batch_size,
+            generator=torch.Generator().manual_seed(request.seed),
+        )
         fake, clipped = model.decode(result.states)
         fake = fake.cpu()
         fake_clipped = clipped / fake.numel()
         warn_if_undertrained(fake_clipped, request.checkpoint)
-        settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations,
-                        clip_denoised=request.clip_denoised, ema=not request.no_ema)
+        settings.update(
+            checkpoint=str(request.checkpoint),
+            sampler=request.sampling.build().label,
+            nfe=result.function_evaluations,
+            clip_denoised=request.clip_denoised,
+            ema=not request.no_ema,
+        )
     elif request.fake is None:
         raise UserError(NEITHER_FAKE_NOR_CHECKPOINT)
     else:
         fake_source = open_image_source(
-            request.fake, request.image_size, channels=None if request.channels == "auto" else int(request.channels), split="all",
-            on_bad_image=request.on_bad_image, max_image_pixels=request.max_image_pixels,
+            request.fake,
+            request.image_size,
+            channels=None if request.channels == "auto" else int(request.channels),
+            split="all",
+            on_bad_image=request.on_bad_image,
+            max_image_pixels=request.max_image_pixels,
         )
         image_size, channels = request.image_size, fake_source.channels
         check_evaluate_sizes(request, channels, image_size, groups)
@@ -122,21 +143,32 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         wanted = groups * request.num
         count = wanted if request.fake in DATA_CHOICES else min(wanted, len(fake_source))
         if count // groups < 2:
-            raise UserError(f"{request.fake}: {count} image(s) make fewer than 2 per group for --groups {groups}; "
-                            "add images or pass fewer groups")
+            raise UserError(
+                f"{request.fake}: {count} image(s) make fewer than 2 per group for --groups {groups}; "
+                "add images or pass fewer groups"
+            )
         fake = fake_source.fixed_batch(count - count % groups, seed=request.seed)
         settings.update(fake=request.fake)
     if sizes is not None:
         return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings)
     real_source = open_image_source(
-        request.real, image_size, channels=channels, split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
+        request.real,
+        image_size,
+        channels=channels,
+        split=request.real_split,
+        seed=request.seed,
+        on_bad_image=request.on_bad_image,
         max_image_pixels=request.max_image_pixels,
     )
     real = real_source.fixed_batch(distinct_reference_count(request, real_source), seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
         print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see docs/evaluating.md) to add them")
     metrics: dict[str, float] = evaluate_images(
-        real, fake, seed=request.seed, inception_weights=request.inception_weights, fingerprints=request.real == "fingerprints"
+        real,
+        fake,
+        seed=request.seed,
+        inception_weights=request.inception_weights,
+        fingerprints=request.real == "fingerprints",
     )
     if fake_clipped is not None:
         metrics["clipped_fraction"] = fake_clipped
@@ -148,14 +180,29 @@ def check_evaluate_sizes(request: EvaluateRequest, channels: int, image_size: in
     """Refuse --num and --batch-size whose real and generated sets (held together) or sampling batch exceed the caps."""
     per_example = values_per_example(channels, image_size)
     held = (groups + max(1, request.reference_sets or 1)) * request.num
-    check_values(held * per_example, MAX_HELD_VALUES,
-                 f"{held} images (--num {request.num} per group and reference set) of {per_example:,} values", "lower --num")
-    check_values(min(request.batch_size, request.num) * per_example, MAX_BATCH_VALUES,
-                 f"--batch-size {request.batch_size} images of {per_example:,} values", "lower --batch-size")
+    check_values(
+        held * per_example,
+        MAX_HELD_VALUES,
+        f"{held} images (--num {request.num} per group and reference set) of {per_example:,} values",
+        "lower --num",
+    )
+    check_values(
+        min(request.batch_size, request.num) * per_example,
+        MAX_BATCH_VALUES,
+        f"--batch-size {request.batch_size} images of {per_example:,} values",
+        "lower --batch-size",
+    )
 
 
-def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_clipped: float | None, image_size: int,
-                            channels: int, sizes: tuple[int, int], settings: dict[str, object]) -> dict[str, object]:
+def evaluate_with_intervals(
+    request: EvaluateRequest,
+    fake: torch.Tensor,
+    fake_clipped: float | None,
+    image_size: int,
+    channels: int,
+    sizes: tuple[int, int],
+    settings: dict[str, object],
+) -> dict[str, object]:
     """The interval protocol (docs/benchmarks-protocol.md): ``fake`` in G equal groups, each scored against R
     disjoint held-out reference sets of --num crops; each metric's mean over the G × R cells with its
     percentile-bootstrap 95 % interval (``metrics.intervals``)."""
@@ -165,38 +212,69 @@ def evaluate_with_intervals(request: EvaluateRequest, fake: torch.Tensor, fake_c
 
     groups, sets = sizes
     if request.real_split == "val":
-        real_source = held_out_source(request.real, image_size, seed=request.seed, channels=channels,
-                                      minimum=sets * request.num, on_bad_image=request.on_bad_image)
+        real_source = held_out_source(
+            request.real,
+            image_size,
+            seed=request.seed,
+            channels=channels,
+            minimum=sets * request.num,
+            on_bad_image=request.on_bad_image,
+        )
     else:
-        real_source = open_image_source(request.real, image_size, channels=channels, split=request.real_split,
-                                        seed=request.seed, on_bad_image=request.on_bad_image,
-                                        max_image_pixels=request.max_image_pixels)
+        real_source = open_image_source(
+            request.real,
+            image_size,
+            channels=channels,
+            split=request.real_split,
+            seed=request.seed,
+            on_bad_image=request.on_bad_image,
+            max_image_pixels=request.max_image_pixels,
+        )
     try:
         references = disjoint_crop_sets(in_memory(real_source), sets, request.num, seed=request.seed + 1)
     except UserError as error:
         raise UserError(f"--reference-sets {sets} of --num {request.num}: {error}") from None
     if request.inception_weights is None and not request.quiet:
-        print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them")
+        print(
+            "FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see README, 'Evaluating') to add them"
+        )
     cells: dict[str, list[list[float]]] = {}
     fake_groups = fake.split(fake.shape[0] // groups)[:groups]
     for g, group in enumerate(fake_groups):
         for reference in references:
-            scores = evaluate_images(reference, group, seed=request.seed, inception_weights=request.inception_weights,
-                                     fingerprints=request.real == "fingerprints")
+            scores = evaluate_images(
+                reference,
+                group,
+                seed=request.seed,
+                inception_weights=request.inception_weights,
+                fingerprints=request.real == "fingerprints",
+            )
             for name, value in scores.items():
                 cells.setdefault(name, [[] for _ in range(groups)])[g].append(value)
     intervals = {name: mean_interval(table, seed=request.seed) for name, table in cells.items()}
     metrics: dict[str, float] = {name: interval.mean for name, interval in intervals.items()}
     if fake_clipped is not None:
         metrics["clipped_fraction"] = fake_clipped
-    settings.update(image_size=image_size, channels=channels, groups=groups, reference_sets=sets,
-                    group_size=int(fake_groups[0].shape[0]), reference_size=request.num,
-                    held_out_images=len(real_source))
-    payload: dict[str, object] = {"metrics": metrics, "intervals": {name: i.as_dict() for name, i in intervals.items()},
-                                  "tables": cells, "settings": settings}
+    settings.update(
+        image_size=image_size,
+        channels=channels,
+        groups=groups,
+        reference_sets=sets,
+        group_size=int(fake_groups[0].shape[0]),
+        reference_size=request.num,
+        held_out_images=len(real_source),
+    )
+    payload: dict[str, object] = {
+        "metrics": metrics,
+        "intervals": {name: i.as_dict() for name, i in intervals.items()},
+        "tables": cells,
+        "settings": settings,
+    }
     if not request.quiet:
-        print(f"{groups} groups of {settings['group_size']} against {sets} disjoint held-out sets of {request.num}; "
-              "mean [95 % bootstrap interval]")
+        print(
+            f"{groups} groups of {settings['group_size']} against {sets} disjoint held-out sets of {request.num}; "
+            "mean [95 % bootstrap interval]"
+        )
         width = max(len(name) for name in metrics)
         for name, value in metrics.items():
             extra = f"  [{intervals[name].low:.6g}, {intervals[name].high:.6g}]" if name in intervals else ""
@@ -217,7 +295,8 @@ def distinct_reference_count(request: EvaluateRequest, source: object) -> int:
         warnings.warn(
             f"--real {request.real} has {available} image(s) in its {request.real_split!r} split, fewer than --num "
             f"{request.num}: the metrics compare against these {available} distinct reference images (num_real in --json); "
-            "more reference images give steadier metrics (e.g. --real-split all)", stacklevel=2,
+            "more reference images give steadier metrics (e.g. --real-split all)",
+            stacklevel=2,
         )
     return min(request.num, available)
 
@@ -237,20 +316,36 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     model = load_model(request, request.checkpoint)
     prior = getattr(model.process.config, "prior", "von-mises")
     if prior != "von-mises":
-        raise UserError(f"{request.checkpoint}: the model's prior ({prior}) has no closed-form density, which --nll needs; "
-                        "retrain it with --prior von-mises")
+        raise UserError(
+            f"{request.checkpoint}: the model's prior ({prior}) has no closed-form density, which --nll needs; "
+            "retrain it with --prior von-mises"
+        )
     kind = model.config.data_kind
-    check_values(request.num * values_per_example(model.config.channels, model.config.image_size), MAX_HELD_VALUES,
-                 f"--num {request.num} examples held in memory", "lower --num")
+    check_values(
+        request.num * values_per_example(model.config.channels, model.config.image_size),
+        MAX_HELD_VALUES,
+        f"--num {request.num} examples held in memory",
+        "lower --num",
+    )
     generator = torch.Generator().manual_seed(request.seed)
     if request.degrees and kind != "angle":
-        raise UserError(f"--degrees is for angle data (--real angles:FILE); {request.checkpoint} is a{'n' if kind == 'image' else ''} {kind} model")
+        raise UserError(
+            f"--degrees is for angle data (--real angles:FILE); {request.checkpoint} is a{'n' if kind == 'image' else ''} {kind} model"
+        )
     if kind == "image":
         if is_flow_spec(request.real) or is_angle_spec(request.real):
-            raise UserError(f"{request.checkpoint} is an image model; --real must be images (textures, fingerprints or a folder)")
-        source = open_image_source(request.real, model.config.image_size, channels=model.config.channels,
-                                   split=request.real_split, seed=request.seed, on_bad_image=request.on_bad_image,
-                                   max_image_pixels=request.max_image_pixels)
+            raise UserError(
+                f"{request.checkpoint} is an image model; --real must be images (textures, fingerprints or a folder)"
+            )
+        source = open_image_source(
+            request.real,
+            model.config.image_size,
+            channels=model.config.channels,
+            split=request.real_split,
+            seed=request.seed,
+            on_bad_image=request.on_bad_image,
+            max_image_pixels=request.max_image_pixels,
+        )
         data = dequantise(source.fixed_batch(request.num, seed=request.seed + 1), generator)
     elif kind == "flow":
         if not is_flow_spec(request.real):
@@ -260,12 +355,20 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         data = flow_source.sample_batch(request.num, torch.Generator().manual_seed(request.seed + 1))
     else:
         if not is_angle_spec(request.real):
-            raise UserError(f"{request.checkpoint} is an angle model; pass its data as --real angles:FILE or torus:NAME")
+            raise UserError(
+                f"{request.checkpoint} is an angle model; pass its data as --real angles:FILE or torus:NAME"
+            )
         degrees = angle_unit_is_degrees(request, model)
-        angle_source = open_angle_source(request.real, degrees=degrees and not request.real.startswith("torus:"),
-                                         split=request.real_split, seed=request.seed)
+        angle_source = open_angle_source(
+            request.real,
+            degrees=degrees and not request.real.startswith("torus:"),
+            split=request.real_split,
+            seed=request.seed,
+        )
         data = angle_source.fixed_batch(request.num, seed=request.seed + 1)
-    nfe = None if request.sampling.nfe is None else request.sampling.nfe + request.sampling.nfe % 2  # Heun: 2 per interval
+    nfe = (
+        None if request.sampling.nfe is None else request.sampling.nfe + request.sampling.nfe % 2
+    )  # Heun: 2 per interval
     began = time.perf_counter()
     result = model.log_likelihood(data, nfe=nfe, probes=probes, generator=generator, batch_size=request.batch_size)
     seconds = time.perf_counter() - began
@@ -285,10 +388,18 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         metrics["bits_per_dim"] = float(bits.mean())
         metrics["bits_per_dim_standard_error"] = float(bits.std() / math.sqrt(count)) if count > 1 else math.nan
     metrics["seconds_per_example"] = seconds / count
-    settings = {"checkpoint": str(request.checkpoint), "real": request.real, "real_split": request.real_split, "num": count,
-                "seed": request.seed, "nfe": result.function_evaluations, "probes": probes if result.probe_standard_error is not None else 0,
-                "divergence": "exact" if result.probe_standard_error is None else "hutchinson",
-                "dequantisation": "uniform" if kind == "image" else None, "nll_unit": nll_unit(kind, dimension)}
+    settings = {
+        "checkpoint": str(request.checkpoint),
+        "real": request.real,
+        "real_split": request.real_split,
+        "num": count,
+        "seed": request.seed,
+        "nfe": result.function_evaluations,
+        "probes": probes if result.probe_standard_error is not None else 0,
+        "divergence": "exact" if result.probe_standard_error is None else "hutchinson",
+        "dequantisation": "uniform" if kind == "image" else None,
+        "nll_unit": nll_unit(kind, dimension),
+    }
     if not request.quiet:
         print(f"NLL in {settings['nll_unit']}")
     return report_metrics(request, metrics, settings)
@@ -303,16 +414,23 @@ def angle_unit_is_degrees(request: EvaluateRequest, model: DiffusionModel) -> bo
 def nll_unit(kind: str, dimension: int) -> str:
     """What the NLL numbers measure, by data kind (the density is over the model's own coordinates)."""
     if kind == "image":
-        return ("nats per image (nll_nats) and per value (nll_nats_per_dim), of pixel values in [-1, 1] dequantised; "
-                "bits_per_dim over 8-bit pixel levels (the usual image-model unit)")
+        return (
+            "nats per image (nll_nats) and per value (nll_nats_per_dim), of pixel values in [-1, 1] dequantised; "
+            "bits_per_dim over 8-bit pixel levels (the usual image-model unit)"
+        )
     if kind == "angle":
-        return (f"nats per example of {dimension} angle(s) (nll_nats) and per angle (nll_nats_per_dim), of the density "
-                f"over radians whatever the file's unit (over degrees: add ln(180/π) = {math.log(180 / math.pi):.4f} per angle)")
-    return "nats per velocity field (nll_nats) and per value (nll_nats_per_dim), of the velocities in the data's own units"
+        return (
+            f"nats per example of {dimension} angle(s) (nll_nats) and per angle (nll_nats_per_dim), of the density "
+            f"over radians whatever the file's unit (over degrees: add ln(180/π) = {math.log(180 / math.pi):.4f} per angle)"
+        )
+    return (
+        "nats per velocity field (nll_nats) and per value (nll_nats_per_dim), of the velocities in the data's own units"
+    )
 
 
-
-def report_metrics(request: EvaluateRequest, metrics: dict[str, float], settings: dict[str, object]) -> dict[str, object]:
+def report_metrics(
+    request: EvaluateRequest, metrics: dict[str, float], settings: dict[str, object]
+) -> dict[str, object]:
     """Print the metrics as a table (unless --quiet), write them with the settings to --json, and return both."""
     payload: dict[str, object] = {"metrics": metrics, "settings": settings}
     if not request.quiet:
@@ -325,7 +443,9 @@ def report_metrics(request: EvaluateRequest, metrics: dict[str, float], settings
 
 def check_same_flow_size(fake_size: int, real_size: int) -> None:
     if fake_size != real_size:
-        raise UserError(f"the generated fields are {fake_size} px and the real ones {real_size} px; compare flows of one size")
+        raise UserError(
+            f"the generated fields are {fake_size} px and the real ones {real_size} px; compare flows of one size"
+        )
 
 
 def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
@@ -333,18 +453,32 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
     velocity fields (--fake: a samples .npz or a flows folder; or --checkpoint: a flow model) against real ones."""
     from ..metrics.flows import evaluate_flows
 
-    settings: dict[str, object] = {"real": request.real, "real_split": request.real_split, "seed": request.seed, "num": request.num}
+    settings: dict[str, object] = {
+        "real": request.real,
+        "real_split": request.real_split,
+        "seed": request.seed,
+        "num": request.num,
+    }
     real_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
     if request.checkpoint is not None:
         model = load_model(request, request.checkpoint)
         if model.config.data_kind != "flow":
-            raise UserError(f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model")
+            raise UserError(
+                f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model"
+            )
         check_same_flow_size(model.config.image_size, real_source.size)
-        result = model.sample(request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, batch_size=request.batch_size,
-                              generator=torch.Generator().manual_seed(request.seed))
+        result = model.sample(
+            request.num,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            batch_size=request.batch_size,
+            generator=torch.Generator().manual_seed(request.seed),
+        )
         fake, clipped = model.decode(result.states)
         fake = fake.cpu()
-        settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations)
+        settings.update(
+            checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations
+        )
     elif request.fake is None:
         raise UserError(NEITHER_FAKE_NOR_CHECKPOINT)
     else:

@@ -36,13 +36,26 @@ class ForwardRequest:
 def forward_picture(request: ForwardRequest) -> Path:
     """Strips of ``num`` images through Kuramoto global, local and Euclidean diffusion, plus R(t), to ``out``."""
     data, image_size, num, seed = request.data, request.image_size, request.num, request.seed
-    source = open_image_source(data, image_size, split="all", seed=seed, on_bad_image=request.on_bad_image,
-                               max_image_pixels=request.max_image_pixels)
+    source = open_image_source(
+        data,
+        image_size,
+        split="all",
+        seed=seed,
+        on_bad_image=request.on_bad_image,
+        max_image_pixels=request.max_image_pixels,
+    )
     images = source.fixed_batch(num, seed=seed)
     order_batch = source.fixed_batch(32, seed=seed + 1)
     processes = {
-        name: build_process(process_config(name, steps=request.steps, schedule=request.schedule, neighbourhood=request.neighbourhood,
-                             padding=request.padding))
+        name: build_process(
+            process_config(
+                name,
+                steps=request.steps,
+                schedule=request.schedule,
+                neighbourhood=request.neighbourhood,
+                padding=request.padding,
+            )
+        )
         for name in ("kuramoto-global", "kuramoto-local", "euclidean")
     }
     picture = forward_figure(processes, images, frames=request.frames, generator_seed=seed, order_batch=order_batch)

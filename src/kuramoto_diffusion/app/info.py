@@ -40,8 +40,10 @@ def info_text(path: Path, *, show_all: bool = False) -> str:
         if cfg.prior == "relaxed":
             lines.append(f"prior: relaxed, {von_mises} moved {cfg.prior_relax_steps} chain steps at the t = T rates")
         elif cfg.prior == "forward-chain":
-            lines.append(f"prior: forward-chain, the chain run from a common phase von Mises({cfg.prior_start_phase:.3f}, "
-                         f"κ = {cfg.prior_start_concentration:.3f}) plus deviations von Mises(0, κ = {cfg.prior_start_deviation:.3f})")
+            lines.append(
+                f"prior: forward-chain, the chain run from a common phase von Mises({cfg.prior_start_phase:.3f}, "
+                f"κ = {cfg.prior_start_concentration:.3f}) plus deviations von Mises(0, κ = {cfg.prior_start_deviation:.3f})"
+            )
         else:
             lines.append(f"prior: {von_mises}")
     else:

@@ -57,7 +57,9 @@ class SamplerOptions:
         name = corrected_sampler(self.sampler) if corrector else self.sampler
         if name is None:
             takers = " or ".join(other for other in REVERSE_STEPS if corrected_sampler(other) is not None)
-            raise UserError(f"--corrector-steps and --snr are for --sampler {takers}; the {self.sampler} sampler has no corrector")
+            raise UserError(
+                f"--corrector-steps and --snr are for --sampler {takers}; the {self.sampler} sampler has no corrector"
+            )
         if self.rho != 7.0 and self.grid != "rho":
             raise UserError("--rho sets the exponent of --grid rho; add --grid rho or leave --rho out")
         return Sampler(name, grid=self.grid, rho=self.rho, corrector_steps=self.corrector_steps, snr=self.snr)
@@ -126,7 +128,8 @@ def warn_if_undertrained(fraction: float, checkpoint: object) -> None:
     if fraction > UNDERTRAINED_CLIPPED_FRACTION:
         warnings.warn(
             f"{100 * fraction:.1f} % of decoded values were clipped: {checkpoint} is probably undertrained "
-            "(train longer; a trained model clips under 1 %)", stacklevel=2,
+            "(train longer; a trained model clips under 1 %)",
+            stacklevel=2,
         )
 
 
@@ -142,16 +145,28 @@ def with_clip_denoised(model: DiffusionModel, clip: bool) -> DiffusionModel:
 def check_sample_sizes(request: SampleRequest, model: DiffusionModel) -> None:
     """Refuse a --batch-size, or a --num held in memory (all but plain sampling into --out-dir), beyond the caps."""
     per_example = values_per_example(model.config.channels, model.config.image_size)
-    check_values(min(request.batch_size, request.num) * per_example, MAX_BATCH_VALUES,
-                 f"--batch-size {request.batch_size} examples of {per_example:,} values", "lower --batch-size")
+    check_values(
+        min(request.batch_size, request.num) * per_example,
+        MAX_BATCH_VALUES,
+        f"--batch-size {request.batch_size} examples of {per_example:,} values",
+        "lower --batch-size",
+    )
     held_examples = request.num * (request.rollout if model.config.context_frames else 1)
-    plain_folder = (request.out_dir is not None and request.inpaint is None and request.from_data is None
-                    and request.save_trajectory is None and request.out_npy is None)
+    plain_folder = (
+        request.out_dir is not None
+        and request.inpaint is None
+        and request.from_data is None
+        and request.save_trajectory is None
+        and request.out_npy is None
+    )
     if not plain_folder:
-        check_values(held_examples * per_example, MAX_HELD_VALUES,
-                     f"--num {request.num}{f' × --rollout {request.rollout}' if model.config.context_frames else ''} examples "
-                     f"of {per_example:,} values held in memory",
-                     "lower --num, or write images in chunks with --out-dir DIR (image models)")
+        check_values(
+            held_examples * per_example,
+            MAX_HELD_VALUES,
+            f"--num {request.num}{f' × --rollout {request.rollout}' if model.config.context_frames else ''} examples "
+            f"of {per_example:,} values held in memory",
+            "lower --num, or write images in chunks with --out-dir DIR (image models)",
+        )
 
 
 MANIFEST_NAME = "sample-manifest.json"
@@ -170,13 +185,23 @@ def folder_manifest(request: SampleRequest, model: DiffusionModel, plain: bool) 
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     settings: dict[str, object] = {
-        "seed": request.seed, "batch_size": request.batch_size, "class": request.class_name, "guidance": request.guidance,
-        "clip_denoised": request.clip_denoised, "no_ema": request.no_ema, **dataclasses.asdict(request.sampling),
+        "seed": request.seed,
+        "batch_size": request.batch_size,
+        "class": request.class_name,
+        "guidance": request.guidance,
+        "clip_denoised": request.clip_denoised,
+        "no_ema": request.no_ema,
+        **dataclasses.asdict(request.sampling),
     }
     if not plain:
-        settings.update(inpaint=None if request.inpaint is None else str(request.inpaint),
-                        mask=None if request.mask is None else str(request.mask), invert_mask=request.invert_mask,
-                        resample=request.resample, from_data=request.from_data, start_step=request.start_step)
+        settings.update(
+            inpaint=None if request.inpaint is None else str(request.inpaint),
+            mask=None if request.mask is None else str(request.mask),
+            invert_mask=request.invert_mask,
+            resample=request.resample,
+            from_data=request.from_data,
+            start_step=request.start_step,
+        )
     checkpoint = model.checkpoint_path or request.checkpoint
     return {"checkpoint": str(Path(checkpoint).resolve()), "weights_sha256": digest.hexdigest(), "settings": settings}
 
@@ -222,20 +247,34 @@ def claim_out_dir(request: SampleRequest, model: DiffusionModel, plain: bool, co
 
 
 def sample_into_folder(
-    request: SampleRequest, model: DiffusionModel, class_labels: torch.Tensor | None, out: Path, context: DistributedContext,
+    request: SampleRequest,
+    model: DiffusionModel,
+    class_labels: torch.Tensor | None,
+    out: Path,
+    context: DistributedContext,
     out_dir: Path,
 ) -> None:
     """``sample --out-dir``: numbered PNGs in ``out_dir`` (``request.out_dir``) in resumable chunks, split over torchrun
     processes; a grid of the first."""
     try:
         written, present, clipped = sample_to_folder(
-            model, out_dir, request.num, chunk_size=request.batch_size, seed=request.seed, sampler=request.sampling.build(), nfe=request.sampling.nfe,
-            class_labels=class_labels, guidance=request.guidance, context=context, quiet=request.quiet or not context.is_main,
+            model,
+            out_dir,
+            request.num,
+            chunk_size=request.batch_size,
+            seed=request.seed,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            class_labels=class_labels,
+            guidance=request.guidance,
+            context=context,
+            quiet=request.quiet or not context.is_main,
         )
     except Stopped as stop:
         rank = f"process {context.rank}: " if context.distributed else ""
-        raise Stopped(stop.signal_number, f"{rank}{stop}; run the same command again to continue (complete "
-                      "images are skipped)") from None
+        raise Stopped(
+            stop.signal_number, f"{rank}{stop}; run the same command again to continue (complete images are skipped)"
+        ) from None
     if context.is_main:
         total = written * model.config.channels * model.config.image_size**2
         if total:
@@ -244,8 +283,10 @@ def sample_into_folder(
         grid = uint8_batch_to_tensor(np.stack([read_image(path) for path in first]))
         save_image_atomic(image_grid(grid, upscale=2), out)
         if not request.quiet:
-            print(f"wrote {written} images to {out_dir} ({present} were there already) and a grid of the first "
-                  f"{len(first)} to {out}; in the new images {clipped_summary(model, clipped, total)}")
+            print(
+                f"wrote {written} images to {out_dir} ({present} were there already) and a grid of the first "
+                f"{len(first)} to {out}; in the new images {clipped_summary(model, clipped, total)}"
+            )
 
 
 def sample(request: SampleRequest) -> None:
@@ -253,10 +294,15 @@ def sample(request: SampleRequest) -> None:
     ``sample_angles``; flow models ``sample_flows``); under torchrun, plain sampling into ``out_dir`` split over
     the processes."""
     if launched_by_torchrun() and (
-        request.out_dir is None or request.inpaint is not None or request.from_data is not None or request.save_trajectory
+        request.out_dir is None
+        or request.inpaint is not None
+        or request.from_data is not None
+        or request.save_trajectory
     ):
-        raise UserError("under torchrun, sample splits plain sampling into --out-dir DIR --num N; pass --out-dir "
-                        "and leave out --inpaint, --from-data and --save-trajectory")
+        raise UserError(
+            "under torchrun, sample splits plain sampling into --out-dir DIR --num N; pass --out-dir "
+            "and leave out --inpaint, --from-data and --save-trajectory"
+        )
     context, device = init_distributed(request.device)
     try:
         _sample(request, context, device)
@@ -266,7 +312,8 @@ def sample(request: SampleRequest) -> None:
 
 def _sample(request: SampleRequest, context: DistributedContext, device: torch.device) -> None:
     model = with_clip_denoised(
-        DiffusionModel.from_pretrained(request.checkpoint, use_ema=not request.no_ema, device=device), request.clip_denoised
+        DiffusionModel.from_pretrained(request.checkpoint, use_ema=not request.no_ema, device=device),
+        request.clip_denoised,
     )
     generator = torch.Generator().manual_seed(request.seed)
     record = request.save_trajectory is not None
@@ -309,8 +356,15 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
             mask = 1 - mask
         shown = torch.where(mask == 0, image, -1.0)
         result = model.inpaint(
-            image.expand(request.num, -1, -1, -1), mask, sampler=request.sampling.build(), nfe=request.sampling.nfe, resample=request.resample,
-            generator=generator, batch_size=request.batch_size, record_trajectory=record, **guided,
+            image.expand(request.num, -1, -1, -1),
+            mask,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            resample=request.resample,
+            generator=generator,
+            batch_size=request.batch_size,
+            record_trajectory=record,
+            **guided,
         )
     elif request.from_data is not None:
         start = request.start_step if request.start_step is not None else model.process.steps // 2
@@ -322,18 +376,34 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
             shown = image
         else:
             source = open_image_source(
-                request.from_data, size, channels=channels, split="all", seed=request.seed, on_bad_image=request.on_bad_image,
+                request.from_data,
+                size,
+                channels=channels,
+                split="all",
+                seed=request.seed,
+                on_bad_image=request.on_bad_image,
                 max_image_pixels=request.max_image_pixels,
             )
             real = source.fixed_batch(request.num, seed=request.seed)
         result = model.forward_then_reverse(
-            real, start, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size,
-            record_trajectory=record, **guided,
+            real,
+            start,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            generator=generator,
+            batch_size=request.batch_size,
+            record_trajectory=record,
+            **guided,
         )
     else:
         result = model.sample(
-            request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size,
-            record_trajectory=record, **guided,
+            request.num,
+            sampler=request.sampling.build(),
+            nfe=request.sampling.nfe,
+            generator=generator,
+            batch_size=request.batch_size,
+            record_trajectory=record,
+            **guided,
         )
     images, clipped = model.decode(result.states)
     grid = images if shown is None else torch.cat([shown.to(images.device), images])
@@ -348,8 +418,11 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         save_trajectory_animation(model, result, request.save_trajectory)
     warn_if_undertrained(clipped / images.numel(), request.checkpoint)
     if not request.quiet:
-        named = {request.out_npy: "the images as an array", request.out_dir: "one PNG per image",
-                 request.save_trajectory: "the reverse process, animated"}
+        named = {
+            request.out_npy: "the images as an array",
+            request.out_dir: "one PNG per image",
+            request.save_trajectory: "the reverse process, animated",
+        }
         also = "".join(f", {path} ({what})" for path, what in named.items() if path is not None)
         print(
             f"wrote {out}{also}: {request.num} images, {request.sampling.build().label} with "
@@ -363,8 +436,12 @@ def check_non_image_sample_options(
     """Refuse the image-only options of ``sample`` for ``kind`` ("a flow model", "an angle model") and return
     --out, which must end in one of ``suffixes`` (default: samples + the first suffix)."""
     image_options = {
-        "--inpaint": request.inpaint, "--from-data": request.from_data, "--out-dir": request.out_dir,
-        "--save-trajectory": request.save_trajectory, "--out-npy": request.out_npy, **(extra or {}),
+        "--inpaint": request.inpaint,
+        "--from-data": request.from_data,
+        "--out-dir": request.out_dir,
+        "--save-trajectory": request.save_trajectory,
+        "--out-npy": request.out_npy,
+        **(extra or {}),
     }
     written = " or FILE".join(suffixes)
     given = [name for name, value in image_options.items() if value is not None]
@@ -375,7 +452,9 @@ def check_non_image_sample_options(
         )
     out = request.out if request.out is not None else Path("samples" + suffixes[0])
     if out.suffix.lower() not in suffixes:
-        raise UserError(f"{out}: {kind} writes its samples as {' or '.join(suffixes)}; pass e.g. --out samples{suffixes[0]}")
+        raise UserError(
+            f"{out}: {kind} writes its samples as {' or '.join(suffixes)}; pass e.g. --out samples{suffixes[0]}"
+        )
     return out
 
 
@@ -388,25 +467,39 @@ def sample_flows(request: SampleRequest, model: DiffusionModel, generator: torch
     if model.config.context_frames:
         return forecast_flows(request, model, generator, out)
     if request.context is not None or request.rollout != 1:
-        raise UserError(f"{request.checkpoint} does not forecast (trained without --context-frames); drop --context and --rollout")
+        raise UserError(
+            f"{request.checkpoint} does not forecast (trained without --context-frames); drop --context and --rollout"
+        )
     data = model.run_config.data if model.run_config is not None else None
     real: Tensor | None = None
     if request.out_plot is not None and data is not None:
         # Opened before sampling, so that moved training data fails fast.
         real = open_source(data, split="all").fixed_batch(min(request.num, 4), seed=request.seed)
-    result = model.sample(request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size,
-                          guidance=request.guidance)
+    result = model.sample(
+        request.num,
+        sampler=request.sampling.build(),
+        nfe=request.sampling.nfe,
+        generator=generator,
+        batch_size=request.batch_size,
+        guidance=request.guidance,
+    )
     velocity, clipped = model.decode(result.states)
     velocity = velocity.detach().cpu().float()
     out.parent.mkdir(parents=True, exist_ok=True)
     save_npz_atomic(out, {"velocity": velocity.numpy()})
     if request.out_plot is not None:
         shown = min(request.num, 4)
-        rows = {"training data": real[:shown], "generated": velocity[:shown]} if real is not None else {"generated": velocity[:shown]}
+        rows = (
+            {"training data": real[:shown], "generated": velocity[:shown]}
+            if real is not None
+            else {"generated": velocity[:shown]}
+        )
         save_image_atomic(flow_field_grid(rows, columns=shown), request.out_plot)
     if not request.quiet:
-        print(f"wrote {out}: {request.num} velocity fields, {request.sampling.build().label} with {result.function_evaluations} network "
-              f"evaluations; {clipped} of {velocity[:, :1].numel()} speeds clipped at decode")
+        print(
+            f"wrote {out}: {request.num} velocity fields, {request.sampling.build().label} with {result.function_evaluations} network "
+            f"evaluations; {clipped} of {velocity[:, :1].numel()} speeds clipped at decode"
+        )
     return velocity
 
 
@@ -418,18 +511,25 @@ def forecast_flows(request: SampleRequest, model: DiffusionModel, generator: tor
 
     frames = model.config.context_frames
     if request.context is None:
-        raise UserError(f"{request.checkpoint} forecasts from {frames} previous frames; pass --context FILE.npz with at least "
-                        f"{frames} frames (e.g. a trajectory file of 'flows generate')")
+        raise UserError(
+            f"{request.checkpoint} forecasts from {frames} previous frames; pass --context FILE.npz with at least "
+            f"{frames} frames (e.g. a trajectory file of 'flows generate')"
+        )
     sequence = open_flow_source(str(request.context), split="all").trajectory(0)
     if sequence.shape[0] < frames or sequence.shape[-1] != model.config.image_size:
         raise UserError(
             f"{request.context}: holds {sequence.shape[0]} frame(s) of {sequence.shape[-1]} px; this model needs at least "
             f"{frames} frames of {model.config.image_size} px"
         )
-    context, truth = sequence[:frames], sequence[frames:frames + request.rollout]
+    context, truth = sequence[:frames], sequence[frames : frames + request.rollout]
     forecast = model.rollout(
-        context[None].expand(request.num, -1, -1, -1, -1), request.rollout, guidance=request.guidance, sampler=request.sampling.build(),
-        nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size,
+        context[None].expand(request.num, -1, -1, -1, -1),
+        request.rollout,
+        guidance=request.guidance,
+        sampler=request.sampling.build(),
+        nfe=request.sampling.nfe,
+        generator=generator,
+        batch_size=request.batch_size,
     ).cpu()
     arrays = {"forecast": forecast.numpy(), "context": context.numpy()}
     errors = forecast_error(forecast, truth) if truth.shape[0] else []
@@ -442,11 +542,15 @@ def forecast_flows(request: SampleRequest, model: DiffusionModel, generator: tor
         save_image_atomic(flow_field_grid(rows, columns=min(4, rows["forecast"].shape[0])), request.out_plot)
     if not request.quiet:
         scored = f"; relative L2 error per frame {', '.join(f'{e:.3f}' for e in errors)}" if errors else ""
-        print(f"wrote {out}: {request.num} rollout(s) of {request.rollout} frame(s) after {frames} context frames{scored}")
+        print(
+            f"wrote {out}: {request.num} rollout(s) of {request.rollout} frame(s) after {frames} context frames{scored}"
+        )
     return forecast
 
 
-def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torch.Generator, guided: Guided) -> np.ndarray:
+def sample_angles(
+    request: SampleRequest, model: DiffusionModel, generator: torch.Generator, guided: Guided
+) -> np.ndarray:
     """``sample`` for angle models: the angles to --out (.csv or .npy) in the training data's units (degrees if the
     run was trained with --degrees, else radians), and --out-plot, the training data beside the samples."""
     out = check_non_image_sample_options(request, "an angle model", (".csv", ".npy"))
@@ -457,7 +561,12 @@ def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torc
         # Opened before sampling, so that a moved training file fails fast.
         real = radians_to_user_units(open_source(data).fixed_batch(request.num, seed=request.seed), degrees=degrees)
     result = model.sample(
-        request.num, sampler=request.sampling.build(), nfe=request.sampling.nfe, generator=generator, batch_size=request.batch_size, **guided,
+        request.num,
+        sampler=request.sampling.build(),
+        nfe=request.sampling.nfe,
+        generator=generator,
+        batch_size=request.batch_size,
+        **guided,
     )
     angles, _ = model.decode(result.states)
     written = save_angles(out, angles, degrees=degrees)
@@ -466,7 +575,9 @@ def sample_angles(request: SampleRequest, model: DiffusionModel, generator: torc
         dims = written.shape[1]
         panels = {"training data": real, "generated": written} if real is not None else {"generated": written}
         shown = "" if dims <= 2 else f" (angles 1 and 2 of {dims})"
-        process = f"Kuramoto {model.process.config.coupling}" if isinstance(model.process, KuramotoProcess) else "Euclidean"
+        process = (
+            f"Kuramoto {model.process.config.coupling}" if isinstance(model.process, KuramotoProcess) else "Euclidean"
+        )
         title = f"{process} model, {request.sampling.build().label} sampler, {result.function_evaluations} network evaluations{shown}"
         save_image_atomic(angle_density_plot(panels, degrees=degrees, title=title), request.out_plot)
     if not request.quiet:
@@ -486,7 +597,9 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
     frames = []
     for index, states in enumerate(result.trajectory):
         images, _ = model.decode(states[:max_images])
-        plot = order_parameter_plot({"generation": (times[: index + 1], result.order_parameter[: index + 1])}, f"t = {result.steps[index]}")
+        plot = order_parameter_plot(
+            {"generation": (times[: index + 1], result.order_parameter[: index + 1])}, f"t = {result.steps[index]}"
+        )
         frames.append(labelled_rows([("samples", image_grid(images, upscale=2)), ("R(t)", plot)], label_width=60))
     frames += [frames[-1]] * 10  # hold the final frame
     save_animation(frames, path)

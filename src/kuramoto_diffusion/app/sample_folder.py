@@ -61,8 +61,15 @@ def sample_to_folder(
                 present += len(paths)
                 continue
             labels = None if class_labels is None else class_labels[indices.start : indices.stop]
-            result = model.sample(len(paths), sampler=sampler, nfe=nfe, generator=chunk_generator(seed, chunk),
-                                  batch_size=len(paths), class_labels=labels, guidance=guidance)
+            result = model.sample(
+                len(paths),
+                sampler=sampler,
+                nfe=nfe,
+                generator=chunk_generator(seed, chunk),
+                batch_size=len(paths),
+                class_labels=labels,
+                guidance=guidance,
+            )
             images, clipped = model.decode(result.states)
             clipped_values += clipped
             for path, image in zip(paths, images):
@@ -70,8 +77,11 @@ def sample_to_folder(
             written += len(paths)
             if stop.signal_number is not None and chunk != chunks[-1]:  # stop.requested, with the number typed
                 # Each process stops on its own: its chunks are independent of the others'.
-                raise Stopped(stop.signal_number, f"stopped by {signal_name(stop.signal_number)} after chunk {chunk} "
-                              f"(images {indices.start}–{indices.stop - 1}); wrote {written} images, "
-                              f"{present} were there already")
+                raise Stopped(
+                    stop.signal_number,
+                    f"stopped by {signal_name(stop.signal_number)} after chunk {chunk} "
+                    f"(images {indices.start}–{indices.stop - 1}); wrote {written} images, "
+                    f"{present} were there already",
+                )
     context.barrier()
     return written, present, clipped_values

@@ -128,7 +128,10 @@ class TrainRequest:
 
 # Train options whose TrainConfig field has another name; every other option sets the field of its own name, if
 # TrainConfig has one. option → (field, negated: the option says "no" to what the field says "yes" to).
-RENAMED_TRAIN_OPTIONS: dict[str, tuple[str, bool]] = {"on_nan": ("on_nonfinite", False), "no_fit_prior": ("fit_prior", True)}
+RENAMED_TRAIN_OPTIONS: dict[str, tuple[str, bool]] = {
+    "on_nan": ("on_nonfinite", False),
+    "no_fit_prior": ("fit_prior", True),
+}
 _TRAIN_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(TrainConfig))
 # TrainRequest option → the TrainConfig field it sets (TrainConfig fields without an option keep their defaults).
 TRAIN_OPTION_FIELDS: dict[str, str] = {
@@ -146,7 +149,9 @@ def train_option_value(option: str, value: object) -> object:
 
 def train_config_from(request: TrainRequest) -> TrainConfig:
     """The TrainConfig that ``request``'s options set, matched by name (``TRAIN_OPTION_FIELDS``)."""
-    values = {field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()}
+    values = {
+        field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()
+    }
     return TrainConfig(**values)  # type: ignore[arg-type]  # each value has its TrainRequest field's type, the field's own
 
 
@@ -167,7 +172,9 @@ def _train(request: TrainRequest, context: DistributedContext, device: torch.dev
     if context.is_main:
         trainer.validation = validation_probe(trainer, open_validation_source(trainer.config.data))
     if not request.quiet and trainer.on_log is None:
-        trainer.on_log = FirstEstimate(trainer.train_config.train_steps, trainer.train_config.batch_size * trainer.train_config.draws)
+        trainer.on_log = FirstEstimate(
+            trainer.train_config.train_steps, trainer.train_config.batch_size * trainer.train_config.draws
+        )
     try:
         model = trainer.train()
     except Stopped as stop:
@@ -196,7 +203,9 @@ def _resumed_trainer(request: TrainRequest, context: DistributedContext, device:
             lock.release()
         raise
     if trainer.step >= trainer.train_config.train_steps and not request.quiet:
-        print(f"{request.out} is already at step {trainer.step}, its target; pass a larger --train-steps to train further")
+        print(
+            f"{request.out} is already at step {trainer.step}, its target; pass a larger --train-steps to train further"
+        )
     return trainer
 
 
@@ -221,11 +230,24 @@ def _resume_under_lock(
     source = open_source(data)
     given = request.given
     # --train-steps and --grad-accum are passed on their own (Trainer.resume checks them against the run).
-    changes = {field: train_option_value(option, getattr(request, option)) for option, field in TRAIN_OPTION_FIELDS.items()
-               if option in given and field in RESUME_CHANGEABLE and field not in ("train_steps", "grad_accum")}
+    changes = {
+        field: train_option_value(option, getattr(request, option))
+        for option, field in TRAIN_OPTION_FIELDS.items()
+        if option in given and field in RESUME_CHANGEABLE and field not in ("train_steps", "grad_accum")
+    }
     train_steps = request.train_steps if "train_steps" in given else None
-    return Trainer.resume(request.out, source, checkpoint=point, train_steps=train_steps, device=device, quiet=request.quiet,
-                          context=context, grad_accum=request.grad_accum, training_changes=changes, lock=lock)
+    return Trainer.resume(
+        request.out,
+        source,
+        checkpoint=point,
+        train_steps=train_steps,
+        device=device,
+        quiet=request.quiet,
+        context=context,
+        grad_accum=request.grad_accum,
+        training_changes=changes,
+        lock=lock,
+    )
 
 
 def resumed_data_spec(request: TrainRequest, saved_spec: str) -> str:
@@ -264,7 +286,7 @@ def _spec_path(spec: str) -> Path | None:
     """The file or folder a data spec names, or None for the embedded sets and ``torus:NAME``."""
     for prefix in (ANGLE_PREFIX, FLOW_PREFIX):
         if spec.startswith(prefix):
-            return Path(spec[len(prefix):]).expanduser()
+            return Path(spec[len(prefix) :]).expanduser()
     if spec in DATA_CHOICES or is_angle_spec(spec):
         return None
     return Path(spec).expanduser()
@@ -285,8 +307,11 @@ def _saved_training_value(option: str) -> Callable[[RunConfig], object]:
 # cannot change: each defines the run's model, data or arithmetic. Every TrainConfig option but those a resume may
 # change (RESUME_CHANGEABLE) is one (--objective is compared on its own: "auto" agrees with any resolved objective).
 _SAVED_VALUES: dict[str, Callable[[RunConfig], object]] = {
-    **{option: _saved_training_value(option) for option, field in TRAIN_OPTION_FIELDS.items()
-       if field not in RESUME_CHANGEABLE and option != "objective"},
+    **{
+        option: _saved_training_value(option)
+        for option, field in TRAIN_OPTION_FIELDS.items()
+        if field not in RESUME_CHANGEABLE and option != "objective"
+    },
     "process": lambda run: process_name_of(run.model.process),
     "steps": lambda run: run.model.process.steps,
     "schedule": lambda run: getattr(run.model.process, "schedule", None),
@@ -327,7 +352,9 @@ def resume_conflicts(request: TrainRequest, saved: RunConfig) -> list[str]:
         elif name == "phase_range" and given is not None:
             saved_range = getattr(saved.model.process, "phase_range", None)
             if saved_range is None or not math.isclose(given * math.pi, saved_range, rel_tol=1e-9):
-                found.append(f"--phase-range {given} (the run: {'none' if saved_range is None else saved_range / math.pi:.4g})")
+                found.append(
+                    f"--phase-range {given} (the run: {'none' if saved_range is None else saved_range / math.pi:.4g})"
+                )
         elif name == "preset" and isinstance(given, str) and not preset_matches(given, saved):
             found.append(f"--preset {given} (the run's network is another size)")
         elif name in _SAVED_VALUES:
@@ -359,7 +386,9 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     data_spec = request.data if request.data is not None else "textures"
     check_fresh_out(request.out, data_spec)
     angles, flows = is_angle_spec(data_spec), is_flow_spec(data_spec)
-    process_name = request.process or ("kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local")
+    process_name = request.process or (
+        "kuramoto-global" if angles else "phase-amplitude" if flows else "kuramoto-local"
+    )
     check_process_fits_data(process_name, angles=angles, flows=flows)
     regime = kuramoto_regime(request, process_name)
     # M = 4 is SPEC §7's neighbourhood for flows; images default to 5.
@@ -369,7 +398,9 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
     if request.flow_networks is not None and not flows:
         raise UserError("--flow-networks is for flow models (--data flows:PATH)")
     if request.flow_networks == "split" and process_name != "phase-amplitude":
-        raise UserError("--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network")
+        raise UserError(
+            "--flow-networks split is for phase-amplitude flow models; the euclidean baseline has one network"
+        )
     # What the model's shape needs of the data is in ``data`` (flows: image_size is the grid, channels 2; angles:
     # channels are the angles per row; images: both) and ``class_names``; the trainer needs only a BatchSource.
     source: BatchSource
@@ -383,28 +414,56 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                 f"{data_spec}: --context-frames {request.context_frames} needs trajectories of at least "
                 f"{request.context_frames + 1} frames, and the shortest has {min(flow_source.frame_counts)}; use fewer context frames"
             )
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=flow_source.size, channels=2, flip=False,
-                          seed=request.seed)
+        data = DataConfig(
+            source=canonical_data_spec(data_spec),
+            image_size=flow_source.size,
+            channels=2,
+            flip=False,
+            seed=request.seed,
+        )
     elif angles:
         check_angle_training_options(process_name, request.classes)
         source = angle_source = open_angle_source(data_spec, degrees=request.degrees, split="train", seed=request.seed)
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=0, channels=angle_source.dims, seed=request.seed,
-                          degrees=request.degrees)
+        data = DataConfig(
+            source=canonical_data_spec(data_spec),
+            image_size=0,
+            channels=angle_source.dims,
+            seed=request.seed,
+            degrees=request.degrees,
+        )
     else:
         source = image_source = open_image_source(
-            data_spec, request.image_size, channels=channels, split="train", seed=request.seed, on_bad_image=request.on_bad_image,
-            classes=request.classes, lazy=request.lazy, max_image_pixels=request.max_image_pixels,
+            data_spec,
+            request.image_size,
+            channels=channels,
+            split="train",
+            seed=request.seed,
+            on_bad_image=request.on_bad_image,
+            classes=request.classes,
+            lazy=request.lazy,
+            max_image_pixels=request.max_image_pixels,
         )
-        data = DataConfig(source=canonical_data_spec(data_spec), image_size=request.image_size, channels=image_source.channels,
-                          seed=request.seed, on_bad_image=request.on_bad_image, classes=request.classes, degrees=request.degrees,
-                          lazy=request.lazy, max_image_pixels=request.max_image_pixels)
+        data = DataConfig(
+            source=canonical_data_spec(data_spec),
+            image_size=request.image_size,
+            channels=image_source.channels,
+            seed=request.seed,
+            on_bad_image=request.on_bad_image,
+            classes=request.classes,
+            degrees=request.degrees,
+            lazy=request.lazy,
+            max_image_pixels=request.max_image_pixels,
+        )
         class_names = image_source.class_names if request.classes else ()
     per_example = values_per_example(data.channels, data.image_size) * (1 + request.context_frames)
     micro_batch = -(-request.batch_size // request.grad_accum)  # what one forward pass holds
-    check_values(micro_batch * request.draws * per_example, MAX_BATCH_VALUES,
-                 f"--batch-size {request.batch_size} ÷ --grad-accum {request.grad_accum} × --draws {request.draws} × "
-                 f"{per_example:,} values per example",
-                 "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)")
+    check_values(
+        micro_batch * request.draws * per_example,
+        MAX_BATCH_VALUES,
+        f"--batch-size {request.batch_size} ÷ --grad-accum {request.grad_accum} × --draws {request.draws} × "
+        f"{per_example:,} values per example",
+        "lower --batch-size or --draws, or raise --grad-accum (micro-batches: same result, less memory)",
+    )
     training = train_config_from(request)
     pretrained = DiffusionModel.from_pretrained(request.init_from) if request.init_from else None
     if pretrained is not None:
@@ -420,14 +479,20 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
                 f"data has {data.channels} angle(s) per row; fine-tune an angle model of the same number of angles"
             )
         if flows and (model_config.data_kind, model_config.image_size, model_config.context_frames) != (
-            "flow", data.image_size, request.context_frames
+            "flow",
+            data.image_size,
+            request.context_frames,
         ):
             raise UserError(
                 f"{request.init_from}: the model takes {model_config.data_kind} data at {model_config.image_size} px with "
                 f"{model_config.context_frames} context frame(s) but the data is flows at {data.image_size} px and "
                 f"--context-frames is {request.context_frames}; fine-tune a flow model of the same size and context"
             )
-        if not angles and not flows and (model_config.channels != data.channels or model_config.image_size != request.image_size):
+        if (
+            not angles
+            and not flows
+            and (model_config.channels != data.channels or model_config.image_size != request.image_size)
+        ):
             raise UserError(
                 f"{request.init_from}: the model takes {model_config.channels} channel(s) at {model_config.image_size} px but "
                 f"the data has {data.channels} at {request.image_size} px; match --channels and --image-size"
@@ -442,13 +507,26 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
         if request.phase_range is not None and (angles or flows):
             raise UserError("--phase-range sets how images become phases; angle and flow data are phases already")
         process = process_config(
-            process_name, steps=request.steps, schedule=request.schedule, neighbourhood=neighbourhood, padding=request.padding,
-            phase_range=None if request.phase_range is None else request.phase_range * math.pi, **process_regime(request, regime),
+            process_name,
+            steps=request.steps,
+            schedule=request.schedule,
+            neighbourhood=neighbourhood,
+            padding=request.padding,
+            phase_range=None if request.phase_range is None else request.phase_range * math.pi,
+            **process_regime(request, regime),
         )
         if flows:
-            normalisation = FlowNormalisation.measure(source.sample_batch(512, torch.Generator().manual_seed(request.seed)))
-            model_config = flow_model_config(process, data.image_size, normalisation, request.preset,
-                                             context_frames=request.context_frames, networks=request.flow_networks)
+            normalisation = FlowNormalisation.measure(
+                source.sample_batch(512, torch.Generator().manual_seed(request.seed))
+            )
+            model_config = flow_model_config(
+                process,
+                data.image_size,
+                normalisation,
+                request.preset,
+                context_frames=request.context_frames,
+                networks=request.flow_networks,
+            )
         elif angles:
             model_config = angle_model_config(process, data.channels, request.preset)
         else:
@@ -456,7 +534,11 @@ def _new_trainer(request: TrainRequest, context: DistributedContext, device: tor
             # samples tile seamlessly; otherwise the network pads with zeros.
             padding_mode = "circular" if request.padding == "circular" else "zeros"
             model_config = image_model_config(
-                process, data.channels, request.image_size, request.preset, class_names=class_names,
+                process,
+                data.channels,
+                request.image_size,
+                request.preset,
+                class_names=class_names,
                 padding_mode=padding_mode,
             )
     run_config = RunConfig(model=model_config, data=data, training=training)
@@ -498,19 +580,25 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
     from ..config import FLOW_PREFIX, is_angle_spec
 
     if data_spec not in ("textures", "fingerprints") and not is_angle_spec(data_spec):
-        data_path = Path(data_spec[len(FLOW_PREFIX):] if data_spec.startswith(FLOW_PREFIX) else data_spec).expanduser()
+        data_path = Path(data_spec[len(FLOW_PREFIX) :] if data_spec.startswith(FLOW_PREFIX) else data_spec).expanduser()
         if data_path.is_dir():
             resolved_out, resolved_data = out.expanduser().resolve(), data_path.resolve()
             if resolved_out == resolved_data or resolved_data in resolved_out.parents:
-                raise UserError(f"{out}: is inside the --data folder {data_path}; the run's files (sample grids) would be "
-                                "read as training data; put --out outside it")
+                raise UserError(
+                    f"{out}: is inside the --data folder {data_path}; the run's files (sample grids) would be "
+                    "read as training data; put --out outside it"
+                )
     if not out.is_dir():
         return  # new (created by the trainer) or not a folder (the trainer's check names it)
-    foreign = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(".") and entry.name not in RUN_ENTRIES)
+    foreign = sorted(
+        entry.name for entry in out.iterdir() if not entry.name.startswith(".") and entry.name not in RUN_ENTRIES
+    )
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise UserError(f"{out}: is not empty and not a run folder (it holds {shown}); a new run would overwrite files "
-                        "there; pass a new or empty --out")
+        raise UserError(
+            f"{out}: is not empty and not a run folder (it holds {shown}); a new run would overwrite files "
+            "there; pass a new or empty --out"
+        )
     config = out / CONFIG_NAME
     if config.is_file():
         try:
@@ -520,12 +608,19 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
         except (OSError, ValueError, AttributeError):
             is_run = False
         if not is_run:
-            raise UserError(f"{config}: is not a run's config.json and a new run would overwrite it; pass a new or empty --out")
+            raise UserError(
+                f"{config}: is not a run's config.json and a new run would overwrite it; pass a new or empty --out"
+            )
 
 
-REGIME_FLAGS = {"coupling_range": "--coupling-range", "coupling_shape": "--coupling-shape",
-                "coupling_norm": "--coupling-norm", "ref_strength": "--ref-strength", "prior": "--prior",
-                "prior_relax_steps": "--prior-relax-steps"}
+REGIME_FLAGS = {
+    "coupling_range": "--coupling-range",
+    "coupling_shape": "--coupling-shape",
+    "coupling_norm": "--coupling-norm",
+    "ref_strength": "--ref-strength",
+    "prior": "--prior",
+    "prior_relax_steps": "--prior-relax-steps",
+}
 
 
 def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, object]:
@@ -540,13 +635,19 @@ def kuramoto_regime(request: TrainRequest, process_name: str) -> dict[str, objec
             "has none: drop it or use --process kuramoto-local, kuramoto-global or kuramoto-none"
         )
     if "coupling_norm" in changed and process_name == "kuramoto-none":
-        raise UserError("--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm")
+        raise UserError(
+            "--coupling-norm normalises a coupling, and --process kuramoto-none has none; drop --coupling-norm"
+        )
     if request.prior == "auto" and request.no_fit_prior:
-        raise UserError("--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off; drop "
-                        "--no-fit-prior or name the prior (--prior von-mises, relaxed or forward-chain)")
+        raise UserError(
+            "--prior auto chooses the prior at the prior fit, which --no-fit-prior turns off; drop "
+            "--no-fit-prior or name the prior (--prior von-mises, relaxed or forward-chain)"
+        )
     if "prior_relax_steps" in changed and request.prior not in ("relaxed", "auto"):
-        raise UserError(f"--prior-relax-steps sets the relaxed prior, and --prior is {request.prior}; add --prior relaxed "
-                        "or drop --prior-relax-steps")
+        raise UserError(
+            f"--prior-relax-steps sets the relaxed prior, and --prior is {request.prior}; add --prior relaxed "
+            "or drop --prior-relax-steps"
+        )
     return changed
 
 
@@ -586,7 +687,9 @@ def check_process_fits_data(process_name: str, *, angles: bool, flows: bool) -> 
     if flows and process_name not in ("phase-amplitude", "euclidean"):
         raise UserError(f"--process {process_name} does not model flows; use phase-amplitude (default) or euclidean")
     if not flows and process_name == "phase-amplitude":
-        raise UserError("--process phase-amplitude models flows; pass --data flows:PATH (see 'kuramoto-diffusion flows generate')")
+        raise UserError(
+            "--process phase-amplitude models flows; pass --data flows:PATH (see 'kuramoto-diffusion flows generate')"
+        )
 
 
 def check_angle_training_options(process_name: str, classes: bool) -> None:
@@ -647,9 +750,11 @@ def ema_description(decay: float, warmup_steps: int, train_steps: int) -> str:
     if warmup_steps:
         return f"decay {decay:g}, ramped as {ramp} up to step {warmup_steps}, then {decay:g}"
     if full >= train_steps:
-        return (f"decay {decay:g}, ramped as {ramp}: below {decay:g} for the whole run of {train_steps} steps "
-                f"(at the end {(1 + train_steps) / (10 + train_steps):.4f}, an average over about the last "
-                f"{(10 + train_steps) / 9:.0f} steps)")
+        return (
+            f"decay {decay:g}, ramped as {ramp}: below {decay:g} for the whole run of {train_steps} steps "
+            f"(at the end {(1 + train_steps) / (10 + train_steps):.4f}, an average over about the last "
+            f"{(10 + train_steps) / 9:.0f} steps)"
+        )
     return f"decay {decay:g}, ramped as {ramp}: reaches {decay:g} at step {full}"
 
 
@@ -673,10 +778,14 @@ def startup_summary(trainer: Trainer, request: TrainRequest, source: object, val
         shape = f"velocity fields (2 channels), {model.image_size}×{model.image_size} px"
     process = model.process
     if process.kind == "kuramoto":
-        local = f", neighbourhood {process.neighbourhood}, padding {process.padding}" if process.coupling == "local" else ""
+        local = (
+            f", neighbourhood {process.neighbourhood}, padding {process.padding}" if process.coupling == "local" else ""
+        )
         name = f"Kuramoto {process.coupling}{local}"
     else:
-        name = {"euclidean": "Euclidean VP (DDPM)", "phase-amplitude": "phase–amplitude"}.get(process.kind, process.kind)
+        name = {"euclidean": "Euclidean VP (DDPM)", "phase-amplitude": "phase–amplitude"}.get(
+            process.kind, process.kind
+        )
     network = f"from {request.init_from}" if request.init_from else f"preset {request.preset}"
     parameters = count_parameters(trainer.model.network)
     if training.warmup_steps:
@@ -688,8 +797,10 @@ def startup_summary(trainer: Trainer, request: TrainRequest, source: object, val
     validation = ""
     if trainer.context.is_main and val_source is not None and not model.context_frames:
         steps = ", ".join(str(t) for t in validation_steps(process.steps))
-        validation = (f"\n  validation: loss at t = {steps} on {min(VALIDATION_BATCH, len(val_source))} held-out example(s), "  # type: ignore[arg-type]
-                      f"every {training.log_every * 4} steps (TensorBoard val/)")
+        validation = (
+            f"\n  validation: loss at t = {steps} on {min(VALIDATION_BATCH, len(val_source))} held-out example(s), "  # type: ignore[arg-type]
+            f"every {training.log_every * 4} steps (TensorBoard val/)"
+        )
     return (
         f"training {training.train_steps} steps of batch {training.batch_size} into {request.out}:\n"
         f"  data: {found}\n"
@@ -719,5 +830,7 @@ class FirstEstimate:
         left = max(self.train_steps - step, 0)
         from tqdm.auto import tqdm
 
-        tqdm.write(f"first estimate at step {step}: {per_step:.2f} s per step, {left} steps left: about "
-                   f"{describe_duration(left * per_step)} to finish (sample grids and checkpoints add to it)")
+        tqdm.write(
+            f"first estimate at step {step}: {per_step:.2f} s per step, {left} steps left: about "
+            f"{describe_duration(left * per_step)} to finish (sample grids and checkpoints add to it)"
+        )

@@ -97,15 +97,21 @@ def open_image_source(
     before it is decoded (a decompression-bomb guard; default Pillow's 89,478,485); raise it for trusted large files.
     """
     if classes and spec in ("textures", "fingerprints"):
-        raise UserError(f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class")
+        raise UserError(
+            f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class"
+        )
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec:
         raise UserError(f"data must be one of {', '.join(DATA_CHOICES)} or a path, got {spec!r}")
     if is_angle_spec(spec):
-        raise UserError(f"{spec} is angle data, not images; this command needs images (textures, fingerprints, a folder)")
+        raise UserError(
+            f"{spec} is angle data, not images; this command needs images (textures, fingerprints, a folder)"
+        )
     if is_flow_spec(spec):
-        raise UserError(f"{spec} is flow data, not images; this command needs images (textures, fingerprints, a folder)")
+        raise UserError(
+            f"{spec} is flow data, not images; this command needs images (textures, fingerprints, a folder)"
+        )
     if spec == "textures":
         return TextureSource(image_size, channels=channels, split=split, val_fraction=val_fraction, flip=flip)
     if spec == "fingerprints":
@@ -122,13 +128,23 @@ def open_image_source(
             )
         raise UserError(f"{path}: no such file or folder; check the path")
     if path.is_file() and path.suffix.lower() in ANGLE_EXTENSIONS:
-        raise UserError(f"{path}: a {path.suffix} file is angle data; pass the data as angles:{spec} (and degrees=True if it holds degrees)")
+        raise UserError(
+            f"{path}: a {path.suffix} file is angle data; pass the data as angles:{spec} (and degrees=True if it holds degrees)"
+        )
     if is_cifar_path(path):
         return Cifar10Source(path, image_size, channels=channels, split=split, flip=flip)
     folder_source = LazyImageFolderSource if lazy else ImageFolderSource
     return folder_source(
-        path, image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip,
-        on_bad_image=on_bad_image, classes=classes, max_image_pixels=max_image_pixels,
+        path,
+        image_size,
+        channels=channels,
+        split=split,
+        val_fraction=val_fraction,
+        seed=seed,
+        flip=flip,
+        on_bad_image=on_bad_image,
+        classes=classes,
+        max_image_pixels=max_image_pixels,
     )
 
 
@@ -137,11 +153,20 @@ def open_source(data: DataConfig, split: str = "train") -> ImageSource | AngleSo
     if is_flow_spec(data.source):
         return open_flow_source(data.source, split=split, val_fraction=data.val_fraction, seed=data.seed)
     if is_angle_spec(data.source):
-        return open_angle_source(data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction,
-                                 seed=data.seed)
+        return open_angle_source(
+            data.source, degrees=data.degrees, split=split, val_fraction=data.val_fraction, seed=data.seed
+        )
     return open_image_source(
-        data.source, data.image_size, channels=data.channels, split=split, val_fraction=data.val_fraction,
-        seed=data.seed, flip=data.flip, on_bad_image=data.on_bad_image, classes=data.classes, lazy=data.lazy,
+        data.source,
+        data.image_size,
+        channels=data.channels,
+        split=split,
+        val_fraction=data.val_fraction,
+        seed=data.seed,
+        flip=data.flip,
+        on_bad_image=data.on_bad_image,
+        classes=data.classes,
+        lazy=data.lazy,
         max_image_pixels=data.max_image_pixels,
     )
 

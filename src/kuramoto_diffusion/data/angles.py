@@ -99,7 +99,9 @@ def _read_npy(path: Path) -> np.ndarray:
                 f"{path}: holds Python objects, which would need unpickling (it can run arbitrary code) and is "
                 "never done; save a numeric array: np.save(path, np.asarray(angles, dtype=np.float64))"
             ) from None
-        raise UserError(f"{path}: not a readable .npy file ({' '.join(str(error).split())}); re-create it with np.save") from None
+        raise UserError(
+            f"{path}: not a readable .npy file ({' '.join(str(error).split())}); re-create it with np.save"
+        ) from None
     except (OSError, EOFError) as error:
         raise UserError(f"{path}: not a readable .npy file ({error}); re-create it with np.save") from None
     if not isinstance(array, np.ndarray):  # np.load gives an NpzFile for .npz data under a .npy name
@@ -122,8 +124,11 @@ def _read_csv(path: Path) -> np.ndarray:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file; a .csv file must hold comma-separated numbers") from None
-    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if lines and not any(_numeric_cells(cell) for cell in lines[0][1].split(",")):
         lines = lines[1:]  # a header line such as "phi,psi"
     if not lines:
@@ -298,8 +303,8 @@ def open_angle_source(
     if spec.startswith(TORUS_PREFIX):
         if degrees:
             raise UserError(f"{spec}: the torus densities are defined in radians; drop degrees=True")
-        return TorusAngleSource(open_torus_source(spec[len(TORUS_PREFIX):]))
-    path = spec[len(ANGLE_PREFIX):]
+        return TorusAngleSource(open_torus_source(spec[len(TORUS_PREFIX) :]))
+    path = spec[len(ANGLE_PREFIX) :]
     if not path:
         raise UserError(f"{spec!r} names no file; write {ANGLE_PREFIX}PATH, e.g. {ANGLE_PREFIX}dihedrals.csv")
     return AngleFileSource(path, degrees=degrees, split=split, val_fraction=val_fraction, seed=seed)
@@ -315,7 +320,9 @@ def radians_to_user_units(radians: Tensor, *, degrees: bool) -> np.ndarray:
     return np.where(converted >= 180.0, converted - 360.0, converted)
 
 
-def save_array_atomic(path: str | os.PathLike[str], array: np.ndarray, *, csv_header: Sequence[str] = (), csv_decimals: int = 6) -> None:
+def save_array_atomic(
+    path: str | os.PathLike[str], array: np.ndarray, *, csv_header: Sequence[str] = (), csv_decimals: int = 6
+) -> None:
     """Write ``array`` as .npy (np.save) or .csv (comma-separated, ``csv_decimals`` decimals, optional header
     line) through a temporary file in the same folder and ``os.replace``: never half a file."""
     path = Path(path)
@@ -329,7 +336,9 @@ def save_array_atomic(path: str | os.PathLike[str], array: np.ndarray, *, csv_he
                 np.save(handle, array, allow_pickle=False)
         else:
             with open(temporary, "w", encoding="utf-8", newline="") as handle:
-                np.savetxt(handle, array, fmt=f"%.{csv_decimals}f", delimiter=",", header=",".join(csv_header), comments="")
+                np.savetxt(
+                    handle, array, fmt=f"%.{csv_decimals}f", delimiter=",", header=",".join(csv_header), comments=""
+                )
 
 
 def save_angles(path: str | os.PathLike[str], radians: Tensor, *, degrees: bool) -> np.ndarray:

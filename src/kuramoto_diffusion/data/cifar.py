@@ -56,8 +56,7 @@ def is_cifar_path(path: Path) -> bool:
     if not path.is_dir():
         return False
     return path.name in (BINARY_FOLDER, PICKLE_FOLDER) or any(
-        (path / name).exists()
-        for name in (TRAIN_BATCHES[0], TEST_BATCH, "data_batch_1", BINARY_FOLDER, PICKLE_FOLDER)
+        (path / name).exists() for name in (TRAIN_BATCHES[0], TEST_BATCH, "data_batch_1", BINARY_FOLDER, PICKLE_FOLDER)
     )
 
 
@@ -128,12 +127,16 @@ def _decode_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     labels = records[:, 0].astype(np.int64)
     if labels.max() > 9:
-        raise UserError(f"{where}: label {labels.max()} outside 0-9, not a CIFAR-10 batch; download cifar-10-binary.tar.gz again")
+        raise UserError(
+            f"{where}: label {labels.max()} outside 0-9, not a CIFAR-10 batch; download cifar-10-binary.tar.gz again"
+        )
     images = records[:, 1:].reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)  # planes -> HWC
     return np.ascontiguousarray(images), labels
 
 
-def read_cifar10_binary(path: str | os.PathLike[str], split: str = "train") -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_cifar10_binary(
+    path: str | os.PathLike[str], split: str = "train"
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read a CIFAR-10 binary archive or folder -> (images uint8 (N, 32, 32, 3), labels int64 (N,) in 0..9,
     class names). Batches come in file order (data_batch_1..5, then test_batch)."""
     split = check_split(split, CIFAR_SPLITS)
@@ -188,6 +191,11 @@ class Cifar10Source(InMemoryImageSource):
         if image_size != CIFAR_SIDE:
             images = np.stack([resize_uint8(image, image_size, image_size) for image in images])
         super().__init__(
-            images, image_size, name=str(Path(path).expanduser()), channels=channels, flip=flip, labels=labels,
+            images,
+            image_size,
+            name=str(Path(path).expanduser()),
+            channels=channels,
+            flip=flip,
+            labels=labels,
             class_names=class_names,
         )

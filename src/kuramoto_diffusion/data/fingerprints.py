@@ -181,13 +181,17 @@ def synthesize_fingerprint(size: int = 96, seed: int = 0) -> np.ndarray:
     ridge_profile = np.tanh(1.5 * ridges)
     pressure = 0.8 + 0.2 * _smooth_field(size, rng)  # contrast varies like finger pressure
     ridge_dark, valley_light, paper = 0.12, 0.9, 0.95
-    finger = 0.5 * (valley_light + ridge_dark) - 0.5 * (valley_light - ridge_dark) * ridge_profile * np.clip(pressure, 0.3, 1.0)
+    finger = 0.5 * (valley_light + ridge_dark) - 0.5 * (valley_light - ridge_dark) * ridge_profile * np.clip(
+        pressure, 0.3, 1.0
+    )
 
     # Elliptical fingertip mask (taller than wide), fading over the outer ~15 % of the radius.
     coords = (np.arange(size) - (size - 1) / 2) / (size / 2)
     center_x, center_y = rng.normal(0, 0.03, size=2)
     half_width, half_height = rng.uniform(0.74, 0.86), rng.uniform(0.9, 1.0)
-    radius = np.sqrt(((coords[None, :] - center_x) / half_width) ** 2 + ((coords[:, None] - center_y) / half_height) ** 2)
+    radius = np.sqrt(
+        ((coords[None, :] - center_x) / half_width) ** 2 + ((coords[:, None] - center_y) / half_height) ** 2
+    )
     fade = np.clip((1.0 - radius) / 0.15, 0.0, 1.0)
     mask = fade * fade * (3 - 2 * fade)  # smoothstep: no visible edge
 

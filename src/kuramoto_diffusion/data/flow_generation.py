@@ -75,8 +75,13 @@ class FlowSettings:
         if self.forcing not in FORCINGS:
             raise UserError(f"unknown forcing {self.forcing!r}; valid values are {', '.join(FORCINGS)}")
         for name, low, inclusive in (
-            ("viscosity", 0.0, False), ("drag", 0.0, True), ("forcing_amplitude", 0.0, True), ("spinup_time", 0.0, True),
-            ("frame_interval", 0.0, False), ("initial_peak_wavenumber", 0.0, False), ("initial_velocity_rms", 0.0, False),
+            ("viscosity", 0.0, False),
+            ("drag", 0.0, True),
+            ("forcing_amplitude", 0.0, True),
+            ("spinup_time", 0.0, True),
+            ("frame_interval", 0.0, False),
+            ("initial_peak_wavenumber", 0.0, False),
+            ("initial_velocity_rms", 0.0, False),
         ):
             value = getattr(self, name)
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -105,22 +110,36 @@ def trajectory_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
 
 
-def simulate_trajectory(settings: FlowSettings, index: int, *, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+def simulate_trajectory(
+    settings: FlowSettings, index: int, *, device: torch.device | str = "cpu"
+) -> dict[str, np.ndarray]:
     """Trajectory ``index`` of ``settings`` as the arrays of its .npz file (see the module docstring)."""
     seed = trajectory_seed(settings.seed, index)
     generator = torch.Generator().manual_seed(seed)
     initial = random_vorticity(
-        settings.size, generator, peak_wavenumber=settings.initial_peak_wavenumber,
+        settings.size,
+        generator,
+        peak_wavenumber=settings.initial_peak_wavenumber,
         velocity_rms=settings.initial_velocity_rms,
     )
     forcing = forcing_field(
-        settings.forcing, settings.size, amplitude=settings.forcing_amplitude, wavenumber=settings.forcing_wavenumber,
+        settings.forcing,
+        settings.size,
+        amplitude=settings.forcing_amplitude,
+        wavenumber=settings.forcing_wavenumber,
         generator=generator,
     )
     solver = NavierStokes2D(
-        settings.size, viscosity=settings.viscosity, drag=settings.drag, forcing=forcing, cfl=settings.cfl, device=device,
+        settings.size,
+        viscosity=settings.viscosity,
+        drag=settings.drag,
+        forcing=forcing,
+        cfl=settings.cfl,
+        device=device,
     )
-    state = solver.advance(solver.to_spectral(initial.to(device)), settings.spinup_time, max_chunk=settings.frame_interval)
+    state = solver.advance(
+        solver.to_spectral(initial.to(device)), settings.spinup_time, max_chunk=settings.frame_interval
+    )
     velocity, vorticity = [], []
     for frame in range(settings.frames):
         if frame:
@@ -177,7 +196,13 @@ def generate_flows(
         num_recorded = num
     write_json_atomic(
         metadata_path,
-        {"format": FORMAT, "num": num_recorded, "settings": config_to_dict(settings), "layout": LAYOUT, "equations": EQUATIONS},
+        {
+            "format": FORMAT,
+            "num": num_recorded,
+            "settings": config_to_dict(settings),
+            "layout": LAYOUT,
+            "equations": EQUATIONS,
+        },
     )
     _remove_stale_temporaries(out)
     written, skipped = [], []

@@ -46,10 +46,16 @@ PDEARENA_GROUPS = ("train", "valid", "test")
 DEFAULT_MAX_FLOW_BYTES = 4 * 2**30
 
 
-def open_flow_source(spec: str, *, split: str = "train", val_fraction: float = 0.1, seed: int = 0,
-                     max_bytes: int = DEFAULT_MAX_FLOW_BYTES) -> FlowSource:
+def open_flow_source(
+    spec: str,
+    *,
+    split: str = "train",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_bytes: int = DEFAULT_MAX_FLOW_BYTES,
+) -> FlowSource:
     """The ``FlowSource`` of a ``flows:PATH`` spec."""
-    path = spec[len(FLOW_PREFIX):] if is_flow_spec(spec) else spec
+    path = spec[len(FLOW_PREFIX) :] if is_flow_spec(spec) else spec
     if not path:
         raise UserError("flows: needs a path, e.g. flows:data/flows (a folder written by 'flows generate')")
     return FlowSource(path, split=split, val_fraction=val_fraction, seed=seed, max_bytes=max_bytes)
@@ -85,7 +91,9 @@ class _HDF5Trajectory(_Trajectory):
         vy = np.asarray(data["vy"][self.index, start:stop], dtype=np.float32)
         velocity = np.stack([vx, vy], axis=1).transpose(0, 1, 3, 2)  # [t, c, x, y] -> [t, c, y, x]
         if not np.isfinite(velocity).all():
-            raise UserError(f"{self.where}: frames {start}-{stop - 1} hold NaN or infinite values; remove or regenerate that sample")
+            raise UserError(
+                f"{self.where}: frames {start}-{stop - 1} hold NaN or infinite values; remove or regenerate that sample"
+            )
         return np.ascontiguousarray(velocity)
 
 
@@ -110,7 +118,9 @@ def _import_h5py(path: Path) -> Any:
     try:
         import h5py
     except ImportError:
-        raise UserError(f"{path}: reading HDF5 files needs h5py; pip install h5py (or pip install 'kuramoto-diffusion[flows]')") from None
+        raise UserError(
+            f"{path}: reading HDF5 files needs h5py; pip install h5py (or pip install 'kuramoto-diffusion[flows]')"
+        ) from None
     return h5py
 
 
@@ -215,7 +225,9 @@ class FlowSource:
             raise ValueError(f"length must be a positive int, got {length!r}")
         shortest = min(self.frame_counts)
         if length > shortest:
-            raise UserError(f"{self.name}: sequences of {length} frames asked for, but a trajectory has only {shortest}; ask for ≤ {shortest}")
+            raise UserError(
+                f"{self.name}: sequences of {length} frames asked for, but a trajectory has only {shortest}; ask for ≤ {shortest}"
+            )
         which = torch.randint(len(self.trajectories), (batch_size,), generator=generator).tolist()
         positions = torch.rand(batch_size, generator=generator, dtype=torch.float64).tolist()
         batch = np.empty((batch_size, length, 2, self.size, self.size), dtype=np.float32)
@@ -242,16 +254,22 @@ def _find_flow_files(path: Path) -> tuple[list[Path], list[Path]]:
             return [path], []
         if suffix in HDF5_EXTENSIONS:
             return [], [path]
-        raise UserError(f"{path}: flow data is a .npz or .h5/.hdf5 file, or a folder of them; got a {path.suffix or 'suffix-less'} file")
+        raise UserError(
+            f"{path}: flow data is a .npz or .h5/.hdf5 file, or a folder of them; got a {path.suffix or 'suffix-less'} file"
+        )
     visible = sorted(entry for entry in path.iterdir() if not entry.name.startswith("."))
     npz = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in NPZ_EXTENSIONS]
     hdf5 = [entry for entry in visible if entry.is_file() and entry.suffix.lower() in HDF5_EXTENSIONS]
     if not visible:
-        raise UserError(f"{path}: folder is empty; generate trajectories into it first ('kuramoto-diffusion flows generate', or generate_flows)")
+        raise UserError(
+            f"{path}: folder is empty; generate trajectories into it first ('kuramoto-diffusion flows generate', or generate_flows)"
+        )
     if npz and hdf5:
         raise UserError(f"{path}: holds both .npz and .h5 files; keep one kind per folder")
     if not npz and not hdf5:
-        raise UserError(f"{path}: no .npz or .h5/.hdf5 flow files found; generate data with 'kuramoto-diffusion flows generate'")
+        raise UserError(
+            f"{path}: no .npz or .h5/.hdf5 flow files found; generate data with 'kuramoto-diffusion flows generate'"
+        )
     return npz, hdf5
 
 
@@ -273,7 +291,9 @@ def _npz_velocity_bytes(path: Path) -> int:
             names = archive.namelist()
             if "velocity.npy" not in names:
                 found = ", ".join(name.removesuffix(".npy") for name in names) or "nothing"
-                raise UserError(f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)")
+                raise UserError(
+                    f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)"
+                )
             with archive.open("velocity.npy") as member:
                 version = np.lib.format.read_magic(member)
                 if version == (1, 0):
@@ -285,13 +305,17 @@ def _npz_velocity_bytes(path: Path) -> int:
     except UserError:
         raise
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError) as error:
-        raise UserError(f"{path}: not a readable .npz file ({' '.join(str(error).split()) or type(error).__name__}); regenerate it") from None
+        raise UserError(
+            f"{path}: not a readable .npz file ({' '.join(str(error).split()) or type(error).__name__}); regenerate it"
+        ) from None
     if dtype.hasobject:
         raise UserError(f"{path}: 'velocity' holds Python objects (never unpickled); save a float array")
     if dtype.kind not in "iuf":
         raise UserError(f"{path}: 'velocity' holds {dtype} values; save a float array")
     if len(shape) != 4 or shape[1] != 2:
-        raise UserError(f"{path}: 'velocity' has shape {tuple(shape)}; expected (frames, 2, N, N) with channels (vx, vy)")
+        raise UserError(
+            f"{path}: 'velocity' has shape {tuple(shape)}; expected (frames, 2, N, N) with channels (vx, vy)"
+        )
     return math.prod(int(n) for n in shape) * 4  # Python ints: a forged shape cannot overflow
 
 
@@ -302,7 +326,9 @@ def _read_npz_trajectory(path: Path) -> _ArrayTrajectory:
         with np.load(path, allow_pickle=False) as archive:
             if "velocity" not in archive.files:
                 found = ", ".join(archive.files) or "nothing"
-                raise UserError(f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)")
+                raise UserError(
+                    f"{path}: has no 'velocity' array (found {found}); expected velocity of shape (frames, 2, N, N)"
+                )
             velocity = archive["velocity"]
     except UserError:
         raise
@@ -315,15 +341,21 @@ def _read_npz_trajectory(path: Path) -> _ArrayTrajectory:
     if velocity.dtype.kind not in "iuf":
         raise UserError(f"{path}: 'velocity' holds {velocity.dtype} values; save a float array")
     if velocity.ndim != 4 or velocity.shape[1] != 2:
-        raise UserError(f"{path}: 'velocity' has shape {velocity.shape}; expected (frames, 2, N, N) with channels (vx, vy)")
+        raise UserError(
+            f"{path}: 'velocity' has shape {velocity.shape}; expected (frames, 2, N, N) with channels (vx, vy)"
+        )
     if velocity.shape[0] < 1:
         raise UserError(f"{path}: 'velocity' holds no frames")
     if velocity.shape[2] != velocity.shape[3]:
-        raise UserError(f"{path}: frames are {velocity.shape[2]} × {velocity.shape[3]} (rows × columns); flow frames must be square N × N")
+        raise UserError(
+            f"{path}: frames are {velocity.shape[2]} × {velocity.shape[3]} (rows × columns); flow frames must be square N × N"
+        )
     velocity = velocity.astype(np.float32, copy=False)
     if not np.isfinite(velocity).all():
         bad = np.flatnonzero(~np.isfinite(velocity).reshape(velocity.shape[0], -1).all(axis=1))
-        raise UserError(f"{path}: 'velocity' holds NaN or infinite values (frame {int(bad[0])}); remove or regenerate the file")
+        raise UserError(
+            f"{path}: 'velocity' holds NaN or infinite values (frame {int(bad[0])}); remove or regenerate the file"
+        )
     return _ArrayTrajectory(velocity, str(path))
 
 
@@ -334,7 +366,9 @@ def _choose_group(paths: Sequence[Path], group: str | None, files: _HDF5Files) -
         lacking = [path for path, groups in groups_per_file.items() if group not in groups]
         if lacking:
             path = lacking[0]
-            raise UserError(f"{path}: has no group {group!r} (groups: {', '.join(groups_per_file[path]) or 'none'}); pick another group")
+            raise UserError(
+                f"{path}: has no group {group!r} (groups: {', '.join(groups_per_file[path]) or 'none'}); pick another group"
+            )
         return group
     all_groups = sorted({name for groups in groups_per_file.values() for name in groups})
     if len(all_groups) != 1:
@@ -350,7 +384,9 @@ def _open_hdf5(path: Path, files: _HDF5Files) -> Any:
     try:
         return files.open(path)
     except OSError as error:  # h5py reports unreadable and non-HDF5 files as OSError
-        raise UserError(f"{path}: not a readable HDF5 file ({' '.join(str(error).split())}); re-download or regenerate it") from None
+        raise UserError(
+            f"{path}: not a readable HDF5 file ({' '.join(str(error).split())}); re-download or regenerate it"
+        ) from None
 
 
 def _hdf5_samples(paths: Sequence[Path], group: str, files: _HDF5Files) -> list[tuple[Path, int, int]]:
@@ -367,9 +403,13 @@ def _hdf5_samples(paths: Sequence[Path], group: str, files: _HDF5Files) -> list[
             )
         vx, vy = data["vx"], data["vy"]
         if vx.ndim != 4 or vx.shape != vy.shape:
-            raise UserError(f"{path}: group {group!r} has vx {vx.shape} and vy {vy.shape}; expected two equal shapes (samples, time, x, y)")
+            raise UserError(
+                f"{path}: group {group!r} has vx {vx.shape} and vy {vy.shape}; expected two equal shapes (samples, time, x, y)"
+            )
         if vx.shape[2] != vx.shape[3]:
-            raise UserError(f"{path}: group {group!r} frames are {vx.shape[2]} × {vx.shape[3]} (x × y); flow frames must be square N × N")
+            raise UserError(
+                f"{path}: group {group!r} frames are {vx.shape[2]} × {vx.shape[3]} (x × y); flow frames must be square N × N"
+            )
         if vx.shape[1] < 1:
             raise UserError(f"{path}: group {group!r} holds no time steps")
         samples.extend((path, index, vx.shape[1]) for index in range(vx.shape[0]))

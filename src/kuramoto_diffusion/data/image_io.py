@@ -108,7 +108,9 @@ def folder_classes(folder: Path, paths: Sequence[Path]) -> tuple[str, ...]:
         )
     names = tuple(sorted({path.relative_to(folder).parts[0] for path in paths}))
     if len(names) < 2:
-        raise UserError(f"{folder}: class-conditional training needs at least 2 class subfolders with images, found {len(names)}")
+        raise UserError(
+            f"{folder}: class-conditional training needs at least 2 class subfolders with images, found {len(names)}"
+        )
     return names
 
 
@@ -140,7 +142,11 @@ def list_folder_images(
 
 def check_max_image_pixels(max_image_pixels: object) -> int:
     """Return ``max_image_pixels`` if it is a positive int; otherwise raise a one-line UserError."""
-    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)) or max_image_pixels < 1:
+    if (
+        isinstance(max_image_pixels, bool)
+        or not isinstance(max_image_pixels, (int, np.integer))
+        or max_image_pixels < 1
+    ):
         raise UserError(f"max_image_pixels must be a positive whole number of pixels, got {max_image_pixels!r}")
     return int(max_image_pixels)
 
@@ -262,8 +268,9 @@ def centre_square(image: np.ndarray, size: int, resample: Image.Resampling = Ima
     return image[top : top + size, left : left + size].copy()  # writable: Pillow's arrays are read-only
 
 
-def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels: int,
-                         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[torch.Tensor, tuple[int, int]]:
+def read_image_for_model(
+    path: str | os.PathLike[str], image_size: int, channels: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """One image file as a (1, channels, image_size, image_size) tensor in [-1, 1], and its original (width, height).
 
     The image is resized so that its shorter side is image_size and centre-cropped to a square.
@@ -277,8 +284,13 @@ def read_image_for_model(path: str | os.PathLike[str], image_size: int, channels
     return uint8_batch_to_tensor(square[None]), size
 
 
-def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_path: str | os.PathLike[str], image_dims: tuple[int, int],
-                        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
+def read_mask_for_model(
+    path: str | os.PathLike[str],
+    image_size: int,
+    image_path: str | os.PathLike[str],
+    image_dims: tuple[int, int],
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> torch.Tensor:
     """A mask file as a (1, 1, image_size, image_size) tensor of 0/1: 1 where it is white (the region to
     fill, in the convention of ``DiffusionModel.inpaint``), 0 where it is black.
 
@@ -305,8 +317,9 @@ def read_mask_for_model(path: str | os.PathLike[str], image_size: int, image_pat
     return torch.from_numpy((square[..., 0] >= 128).astype(np.float32))[None, None]
 
 
-def read_image_at_least(path: Path, image_size: int, channels: int, shorter: int,
-                        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+def read_image_at_least(
+    path: Path, image_size: int, channels: int, shorter: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """``read_image``, converted to ``channels`` and resized so the shorter side is ``shorter``; a UserError
     naming the file and the fix if the image is smaller than ``image_size``."""
     pixels = read_image(path, max_image_pixels)

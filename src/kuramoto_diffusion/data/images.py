@@ -45,7 +45,9 @@ from .image_io import (
 from .splits import check_split, check_val_fraction, split_indices
 
 
-def draw_crop_picks(count: int, batch_size: int, generator: torch.Generator) -> tuple[list[int], np.ndarray, list[bool]]:
+def draw_crop_picks(
+    count: int, batch_size: int, generator: torch.Generator
+) -> tuple[list[int], np.ndarray, list[bool]]:
     """The random part of a crop batch, in a fixed order: which of ``count`` images, where (fractions in [0, 1))
     and whether to flip. Every folder source draws its batches this way, so they agree crop for crop."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -56,7 +58,9 @@ def draw_crop_picks(count: int, batch_size: int, generator: torch.Generator) -> 
     return which, positions, coins
 
 
-def crop_batch(images: Sequence[np.ndarray], positions: np.ndarray, coins: Sequence[bool], size: int, *, flip: bool) -> torch.Tensor:
+def crop_batch(
+    images: Sequence[np.ndarray], positions: np.ndarray, coins: Sequence[bool], size: int, *, flip: bool
+) -> torch.Tensor:
     """One size × size crop of each uint8 (H, W, C) image at the given fractional positions, flipped where
     ``flip`` and its coin say so: float32 (N, C, size, size) in [-1, 1]."""
     batch = np.empty((len(images), size, size, images[0].shape[2]), dtype=np.uint8)
@@ -125,11 +129,15 @@ class InMemoryImageSource:
     def sample_labelled_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``sample_batch`` and the (batch_size,) class index of each crop's image (labelled sources only)."""
         if self.labels is None:
-            raise UserError(f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders")
+            raise UserError(
+                f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders"
+            )
         batch, which = self._random_crops(batch_size, generator, flip=self.flip)
         return batch, self.labels[which]
 
-    def _random_crops(self, batch_size: int, generator: torch.Generator, *, flip: bool) -> tuple[torch.Tensor, list[int]]:
+    def _random_crops(
+        self, batch_size: int, generator: torch.Generator, *, flip: bool
+    ) -> tuple[torch.Tensor, list[int]]:
         images = self.images
         which, positions, coins = draw_crop_picks(len(images), batch_size, generator)
         return crop_batch([images[index] for index in which], positions, coins, self.image_size, flip=flip), which
@@ -214,7 +222,9 @@ class ImageFolderSource(InMemoryImageSource):
 
         if channels is None:
             # Header-only probe of every file (not just this split) so that train and val agree.
-            channels = 3 if any(usable(lambda p: image_is_colour(p, max_image_pixels), path) for path in all_paths) else 1
+            channels = (
+                3 if any(usable(lambda p: image_is_colour(p, max_image_pixels), path) for path in all_paths) else 1
+            )
             self.skipped.clear()  # reported below, for this split's files only
         indices = split_indices(len(all_paths), split, val_fraction, seed, where=str(folder))
         self.crop_scale = float(crop_scale)

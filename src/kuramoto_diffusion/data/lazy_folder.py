@@ -83,8 +83,12 @@ def indexed_image_files(folder: Path, cache: Path | None = None) -> list[Path]:
     index_path = cache / f"index-{key}.json"
     try:
         stored = json.loads(index_path.read_text())
-        if (stored.get("version") == INDEX_VERSION and stored.get("folder") == str(folder)
-                and isinstance(stored.get("times"), dict) and _unchanged(folder, stored["times"])):
+        if (
+            stored.get("version") == INDEX_VERSION
+            and stored.get("folder") == str(folder)
+            and isinstance(stored.get("times"), dict)
+            and _unchanged(folder, stored["times"])
+        ):
             return [folder / name for name in stored["files"]]
     except (OSError, ValueError, TypeError, AttributeError):
         pass  # missing, unreadable or foreign: list the folder again
@@ -92,8 +96,15 @@ def indexed_image_files(folder: Path, cache: Path | None = None) -> list[Path]:
     files = find_image_files(folder)
     try:
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(index_path, {"version": INDEX_VERSION, "folder": str(folder), "times": times,
-                                       "files": [str(path.relative_to(folder)) for path in files]})
+        write_json_atomic(
+            index_path,
+            {
+                "version": INDEX_VERSION,
+                "folder": str(folder),
+                "times": times,
+                "files": [str(path.relative_to(folder)) for path in files],
+            },
+        )
     except OSError:
         pass  # a cache we cannot write only costs time
     return files
@@ -183,8 +194,9 @@ class LazyImageFolderSource:
             f"(first: {first}); fix or remove the files"
         )
 
-    def _crops(self, which: list[int], positions: np.ndarray, coins: Sequence[bool], flip: bool,
-               rows: slice | None = None) -> tuple[torch.Tensor, list[int]]:
+    def _crops(
+        self, which: list[int], positions: np.ndarray, coins: Sequence[bool], flip: bool, rows: slice | None = None
+    ) -> tuple[torch.Tensor, list[int]]:
         """Decode the picked files of ``rows`` (all rows if None) in parallel and crop them; other rows stay 0.
 
         A skipped bad file is replaced by the next file of the list (not by a new random pick: every process
@@ -212,9 +224,12 @@ class LazyImageFolderSource:
             warnings.warn(f"skipped {path} ({reason}){more}; {len(self.skipped)} skipped so far", stacklevel=3)
         batch = torch.zeros(len(which), self.channels, self.image_size, self.image_size)
         if images:
-            batch[chosen.start:chosen.stop] = crop_batch(
-                [images[row] for row in chosen], positions[chosen.start:chosen.stop],
-                [coins[row] for row in chosen], self.image_size, flip=flip,
+            batch[chosen.start : chosen.stop] = crop_batch(
+                [images[row] for row in chosen],
+                positions[chosen.start : chosen.stop],
+                [coins[row] for row in chosen],
+                self.image_size,
+                flip=flip,
             )
         return batch, which
 
@@ -233,11 +248,15 @@ class LazyImageFolderSource:
         self, batch_size: int, generator: torch.Generator, rows: slice | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.labels is None:
-            raise UserError(f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders")
+            raise UserError(
+                f"{self.name}: has no class labels; class-conditional training needs a folder of class subfolders"
+            )
         batch, which = self._random_crops(batch_size, generator, rows)
         return batch, self.labels[which]
 
-    def _random_crops(self, batch_size: int, generator: torch.Generator, rows: slice | None) -> tuple[torch.Tensor, list[int]]:
+    def _random_crops(
+        self, batch_size: int, generator: torch.Generator, rows: slice | None
+    ) -> tuple[torch.Tensor, list[int]]:
         which, positions, coins = draw_crop_picks(len(self.paths), batch_size, generator)
         return self._crops(which, positions, coins, self.flip, rows)
 

@@ -62,7 +62,9 @@ class SpectralGrid:
         return 2.0 * math.pi / self.size
 
 
-def spectral_grid(size: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> SpectralGrid:
+def spectral_grid(
+    size: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> SpectralGrid:
     """The wavenumbers of an N × N grid (N even, ≥ 8) as real tensors of ``dtype`` on ``device``."""
     check_grid_size(size)
     kx = torch.fft.rfftfreq(size, d=1.0 / size, dtype=dtype, device=device)  # 0 … N/2
@@ -145,7 +147,9 @@ def enstrophy(vorticity: Tensor) -> Tensor:
 
 
 # ----- forcing and initial conditions -----------------------------------------------------------------
-def grid_coordinates(size: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+def grid_coordinates(
+    size: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
     """(x, y) as (N, N) tensors indexed [i, j] = (y_i, x_j), with x_j = 2πj/N and y_i = 2πi/N."""
     points = torch.arange(size, dtype=dtype, device=device) * (2.0 * math.pi / size)
     y, x = torch.meshgrid(points, points, indexing="ij")
@@ -153,7 +157,12 @@ def grid_coordinates(size: int, *, dtype: torch.dtype = torch.float64, device: t
 
 
 def forcing_field(
-    kind: str, size: int, *, amplitude: float = 1.0, wavenumber: int = 4, generator: torch.Generator | None = None,
+    kind: str,
+    size: int,
+    *,
+    amplitude: float = 1.0,
+    wavenumber: int = 4,
+    generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor | None:
     """The (N, N) vorticity forcing F of ``kind`` (see the module docstring), or None for "none".
@@ -174,14 +183,21 @@ def forcing_field(
         field = torch.fft.irfft2(noise_hat * shell * grid.dealias, s=(size, size))
         rms = field.square().mean().sqrt()
         if not rms > 0:
-            raise UserError(f"forcing wavenumber {wavenumber} has no modes on a {size} × {size} grid; use a smaller one")
+            raise UserError(
+                f"forcing wavenumber {wavenumber} has no modes on a {size} × {size} grid; use a smaller one"
+            )
         return field * (amplitude * wavenumber / math.sqrt(2.0) / rms)
     raise UserError(f"unknown forcing {kind!r}; valid values are {', '.join(FORCINGS)}")
 
 
 def random_vorticity(
-    size: int, generator: torch.Generator, *, peak_wavenumber: float = 4.0, velocity_rms: float = 1.0,
-    batch_shape: tuple[int, ...] = (), dtype: torch.dtype = torch.float64,
+    size: int,
+    generator: torch.Generator,
+    *,
+    peak_wavenumber: float = 4.0,
+    velocity_rms: float = 1.0,
+    batch_shape: tuple[int, ...] = (),
+    dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """A smooth random vorticity field (*batch_shape, N, N), dealiased, with zero mean.
 
@@ -221,8 +237,15 @@ class NavierStokes2D:
     """
 
     def __init__(
-        self, size: int, *, viscosity: float, drag: float = 0.0, forcing: Tensor | None = None, cfl: float = 0.5,
-        dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+        self,
+        size: int,
+        *,
+        viscosity: float,
+        drag: float = 0.0,
+        forcing: Tensor | None = None,
+        cfl: float = 0.5,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
     ) -> None:
         if not (isinstance(viscosity, (int, float)) and math.isfinite(viscosity) and viscosity >= 0):
             raise UserError(f"viscosity must be a finite number ≥ 0, got {viscosity!r}")
@@ -238,13 +261,23 @@ class NavierStokes2D:
         else:
             if tuple(forcing.shape) != (size, size):
                 raise ValueError(f"forcing must be ({size}, {size}), got {tuple(forcing.shape)}")
-            self.forcing_hat = torch.fft.rfft2(forcing.to(dtype=dtype, device=self.grid.k_squared.device)) * self.grid.dealias
+            self.forcing_hat = (
+                torch.fft.rfft2(forcing.to(dtype=dtype, device=self.grid.k_squared.device)) * self.grid.dealias
+            )
         grid = self.grid
         inverse = _inverse_laplacian(grid)
         # ω̂ -> (û, v̂, ∂ω/∂x ^, ∂ω/∂y ^) in one multiplication, so that one batched irfft2 gives all four.
-        self._to_fields = torch.stack(
-            [1j * grid.ky * inverse, -1j * grid.kx * inverse, 1j * grid.kx + 0 * inverse, 1j * grid.ky + 0 * inverse]
-        ) * grid.dealias
+        self._to_fields = (
+            torch.stack(
+                [
+                    1j * grid.ky * inverse,
+                    -1j * grid.kx * inverse,
+                    1j * grid.kx + 0 * inverse,
+                    1j * grid.ky + 0 * inverse,
+                ]
+            )
+            * grid.dealias
+        )
         self._minus_dealias = -grid.dealias
         self._work: _Workspace | None = None
         self._exponentials: tuple[float, Tensor, Tensor] | None = None
@@ -320,7 +353,9 @@ class NavierStokes2D:
         speed = self.to_velocity(state).abs().sum(dim=-3).max().item()
         return math.inf if speed == 0 else self.cfl * self.grid.spacing / speed
 
-    def advance(self, state: Tensor, duration: float, *, max_chunk: float | None = None, max_dt: float | None = None) -> Tensor:
+    def advance(
+        self, state: Tensor, duration: float, *, max_chunk: float | None = None, max_dt: float | None = None
+    ) -> Tensor:
         """Integrate ``state`` over ``duration`` ≥ 0 time units, landing on it exactly.
 
         The time is cut into chunks of at most ``max_chunk`` (default: all at once); each chunk takes

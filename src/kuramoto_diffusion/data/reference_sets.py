@@ -51,8 +51,10 @@ class _Block:
 def in_memory(source: object) -> InMemoryImageSource:
     """``source`` where its images are held in memory, which disjoint reference sets need; else a UserError."""
     if not isinstance(source, InMemoryImageSource):
-        raise UserError(f"{getattr(source, 'name', source)}: disjoint reference sets need a source held in memory "
-                        "(textures, fingerprints or an image folder opened without lazy loading)")
+        raise UserError(
+            f"{getattr(source, 'name', source)}: disjoint reference sets need a source held in memory "
+            "(textures, fingerprints or an image folder opened without lazy loading)"
+        )
     return source
 
 
@@ -108,8 +110,10 @@ def _draw(source: InMemoryImageSource, blocks: Sequence[_Block], size: int, rng:
         image = images[block.image]
         chosen.append(image)
         # crop_batch takes fractional positions: the centre of the pixel's bin maps back to it exactly.
-        positions[row] = ((top + 0.5) / (image.shape[0] - source.image_size + 1),
-                          (left + 0.5) / (image.shape[1] - source.image_size + 1))
+        positions[row] = (
+            (top + 0.5) / (image.shape[0] - source.image_size + 1),
+            (left + 0.5) / (image.shape[1] - source.image_size + 1),
+        )
     coins = (rng.random(size) < 0.5).tolist()
     return crop_batch(chosen, positions, coins, source.image_size, flip=source.flip)
 
@@ -123,13 +127,17 @@ def disjoint_crop_sets(source: InMemoryImageSource, parts: int, size: int, seed:
     partition = partition_windows(source, parts, seed)
     capacity = min(sum(block.count for block in part) for part in partition)
     if capacity < size:
-        raise UserError(f"{source.name}: the held-out split fills {parts} disjoint sets with at most {capacity} "
-                        f"distinct crops each, not {size}; ask for fewer sets or smaller ones")
+        raise UserError(
+            f"{source.name}: the held-out split fills {parts} disjoint sets with at most {capacity} "
+            f"distinct crops each, not {size}; ask for fewer sets or smaller ones"
+        )
     rng = np.random.default_rng([seed, 1])
     return [_draw(source, part, size, rng) for part in partition]
 
 
-def complement_crops(source: InMemoryImageSource, parts: int, excluded: int, size: int, seed: int = 0) -> tuple[torch.Tensor, int]:
+def complement_crops(
+    source: InMemoryImageSource, parts: int, excluded: int, size: int, seed: int = 0
+) -> tuple[torch.Tensor, int]:
     """``size`` crops from the windows outside part ``excluded`` of ``disjoint_crop_sets``' partition (same
     ``parts`` and ``seed``): a real set that shares no window with reference set ``excluded``, e.g. to measure
     the real-against-real floor. Windows repeat only where the other parts hold fewer than ``size``. Returns
@@ -151,8 +159,14 @@ def _extra_prints(seed: int, first: int, count: int, cache_dir: Path | None) -> 
     machine). A missing, partial or foreign cache file is only synthesized again."""
     from .fingerprints import NATIVE_PRINT_SIZE, SYNTHESIZER_VERSION, print_seed, synthesize_fingerprint
 
-    path = None if cache_dir is None else (
-        Path(cache_dir) / f"fingerprints-v{SYNTHESIZER_VERSION}-{NATIVE_PRINT_SIZE}px-from{first}-n{count}-seed{seed}.npz")
+    path = (
+        None
+        if cache_dir is None
+        else (
+            Path(cache_dir)
+            / f"fingerprints-v{SYNTHESIZER_VERSION}-{NATIVE_PRINT_SIZE}px-from{first}-n{count}-seed{seed}.npz"
+        )
+    )
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as stored:  # never unpickle
@@ -161,8 +175,12 @@ def _extra_prints(seed: int, first: int, count: int, cache_dir: Path | None) -> 
                 return prints
         except Exception:  # noqa: BLE001 - any unreadable cache file is synthesized again
             pass
-    prints = np.stack([np.rint(synthesize_fingerprint(NATIVE_PRINT_SIZE, print_seed(seed, index)) * 255.0).astype(np.uint8)
-                       for index in range(first, first + count)])
+    prints = np.stack(
+        [
+            np.rint(synthesize_fingerprint(NATIVE_PRINT_SIZE, print_seed(seed, index)) * 255.0).astype(np.uint8)
+            for index in range(first, first + count)
+        ]
+    )
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +194,16 @@ def _extra_prints(seed: int, first: int, count: int, cache_dir: Path | None) -> 
     return prints
 
 
-def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int | None = None, minimum: int = 0,
-                    on_bad_image: str = "error", cache_dir: str | os.PathLike[str] | None | bool = True) -> ImageSource:
+def held_out_source(
+    spec: str,
+    image_size: int,
+    *,
+    seed: int = 0,
+    channels: int | None = None,
+    minimum: int = 0,
+    on_bad_image: str = "error",
+    cache_dir: str | os.PathLike[str] | None | bool = True,
+) -> ImageSource:
     """The held-out ("val") split of ``spec`` as ``open_image_source`` opens it, except for the synthetic
     fingerprints when their held-out prints (51 of the default 512) are fewer than ``minimum``: then the
     held-out prints followed by prints 512, 513, … of the same seed's sequence, ``minimum`` in all. Those lie
@@ -192,9 +218,17 @@ def held_out_source(spec: str, image_size: int, *, seed: int = 0, channels: int 
     held_out = FingerprintSource(image_size, channels=channels, split="val", seed=seed)
     if minimum <= len(held_out):
         return held_out
-    folder = default_cache_dir() if cache_dir is True else (None if cache_dir is None or cache_dir is False else Path(cache_dir))
+    folder = (
+        default_cache_dir()
+        if cache_dir is True
+        else (None if cache_dir is None or cache_dir is False else Path(cache_dir))
+    )
     natives = _extra_prints(seed, held_out.num_prints, minimum - len(held_out), folder)
-    extra = np.stack([np.repeat(resize_uint8(native[..., None], image_size, image_size), held_out.channels, axis=-1)
-                      for native in natives])
+    extra = np.stack(
+        [
+            np.repeat(resize_uint8(native[..., None], image_size, image_size), held_out.channels, axis=-1)
+            for native in natives
+        ]
+    )
     images = np.concatenate([np.asarray(held_out.images), extra])
     return InMemoryImageSource(images, image_size, name="fingerprints", channels=held_out.channels, flip=held_out.flip)

@@ -119,7 +119,9 @@ class TorusDensity(ABC):
 class _ProductMixture(TorusDensity):
     """Σ_c w_c · f_c(θ₁) · g_c(θ₂) with one-dimensional circular factors; parameters of shape (C, 2)."""
 
-    def __init__(self, means: Sequence[Sequence[float]], spreads: object, weights: Sequence[float] | None, what: str) -> None:
+    def __init__(
+        self, means: Sequence[Sequence[float]], spreads: object, weights: Sequence[float] | None, what: str
+    ) -> None:
         means_t = torch.as_tensor([tuple(m) for m in means], dtype=torch.float64)
         if means_t.dim() != 2 or means_t.shape[1] != 2 or means_t.shape[0] < 1:
             raise UserError(f"means must be a non-empty list of (θ₁, θ₂) pairs, got {means!r}")
@@ -165,7 +167,11 @@ class _ProductMixture(TorusDensity):
     def sample(self, n: int, generator: torch.Generator | None = None, *, dtype: torch.dtype = torch.float32) -> Tensor:
         if n < 0:
             raise UserError(f"number of samples must be ≥ 0, got {n}")
-        component = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else torch.zeros(0, dtype=torch.long)
+        component = (
+            torch.multinomial(self.weights, n, replacement=True, generator=generator)
+            if n
+            else torch.zeros(0, dtype=torch.long)
+        )
         out = torch.empty(n, 2, dtype=torch.float64)
         for c in range(self.num_components):
             index = (component == c).nonzero().squeeze(1)

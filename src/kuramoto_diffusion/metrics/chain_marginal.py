@@ -144,7 +144,7 @@ class ChainMarginal:
             raise UserError(f"the chain marginal needs a KuramotoProcess, got {type(process).__name__}")
         if process.config.coupling == "local":  # global and none act on any state shape
             raise UserError(
-                "the exact chain marginal needs global coupling or none (KuramotoConfig(coupling=\"global\")); local coupling acts on images"
+                'the exact chain marginal needs global coupling or none (KuramotoConfig(coupling="global")); local coupling acts on images'
             )
         if getattr(density, "dims", 2) != 2:
             raise UserError("the exact chain marginal is for densities on the 2-torus")
@@ -167,7 +167,9 @@ class ChainMarginal:
         self.cell_area = self.cell_width**2
         self.nodes = grid_nodes(grid)
         axis_1, axis_2 = torch.meshgrid(self.nodes, self.nodes, indexing="ij")
-        self.points = torch.stack([axis_1, axis_2], dim=-1).reshape(-1, 2)  # the nodes (G², 2), row i·G + j: node (i, j)
+        self.points = torch.stack([axis_1, axis_2], dim=-1).reshape(
+            -1, 2
+        )  # the nodes (G², 2), row i·G + j: node (i, j)
         self._densities: dict[int, Tensor] = {}
         self._scores: dict[int, Tensor] = {}
         start = time.perf_counter()

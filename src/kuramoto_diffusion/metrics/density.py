@@ -91,8 +91,15 @@ def histogram_kl(density, samples: Tensor, bins: int = 50, *, pseudo_count: floa
     return float((p[support] * (torch.log(p[support]) - torch.log(q[support]))).sum())
 
 
-def kl_floor(density, num_samples: int, bins: int = 50, seed: int = 0, repeats: int = 3,
-             *, pseudo_count: float = DEFAULT_PSEUDO_COUNT) -> float:
+def kl_floor(
+    density,
+    num_samples: int,
+    bins: int = 50,
+    seed: int = 0,
+    repeats: int = 3,
+    *,
+    pseudo_count: float = DEFAULT_PSEUDO_COUNT,
+) -> float:
     """Mean ``histogram_kl`` of ``num_samples`` exact samples of ``density`` over ``repeats`` seeds.
 
     The histogram's own error at that sample size: the best a sampler can score.
@@ -102,8 +109,11 @@ def kl_floor(density, num_samples: int, bins: int = 50, seed: int = 0, repeats: 
     values = []
     for r in range(repeats):
         generator = torch.Generator().manual_seed(seed + r)
-        values.append(histogram_kl(density, density.sample(num_samples, generator, dtype=torch.float64), bins,
-                                   pseudo_count=pseudo_count))
+        values.append(
+            histogram_kl(
+                density, density.sample(num_samples, generator, dtype=torch.float64), bins, pseudo_count=pseudo_count
+            )
+        )
     return float(sum(values) / len(values))
 
 
@@ -137,8 +147,9 @@ def _kde_log_norm(kappa: Tensor) -> float:
     return float((math.log(TWO_PI) + torch.log(torch.special.i0e(kappa)) + kappa).sum())
 
 
-def _kde_log_density(points: Tensor, centres: Tensor, kappa: Tensor, *, chunk_size: int,
-                     leave_out_self: bool = False) -> Tensor:
+def _kde_log_density(
+    points: Tensor, centres: Tensor, kappa: Tensor, *, chunk_size: int, leave_out_self: bool = False
+) -> Tensor:
     """log p̂ at ``points`` (M,) of the von Mises product KDE on ``centres``; with ``leave_out_self``
     point m is centre m (leave-one-out, for bandwidth selection)."""
     centre_features = _features(centres, torch.ones_like(kappa))
@@ -161,8 +172,14 @@ _CV_OCTAVES = tuple(range(-4, 2))
 _CV_REFINEMENTS = (0.5, 0.25)
 
 
-def select_bandwidth(samples: Tensor, bandwidth: float | tuple[float, float] | str | None = None,
-                     *, cv_points: int = 1000, seed: int = 0, chunk_size: int = 512) -> Tensor:
+def select_bandwidth(
+    samples: Tensor,
+    bandwidth: float | tuple[float, float] | str | None = None,
+    *,
+    cv_points: int = 1000,
+    seed: int = 0,
+    chunk_size: int = 512,
+) -> Tensor:
     """The KDE bandwidth (h₁, h₂) in radians, float64.
 
     - ``None`` or ``"scott"``: ``circular_scott_bandwidth`` (oversmooths multimodal data: see below);
@@ -187,8 +204,9 @@ def select_bandwidth(samples: Tensor, bandwidth: float | tuple[float, float] | s
         def score(octave: float) -> float:
             if octave not in scores:
                 h = (scott * 2.0**octave).clamp(1e-3, TWO_PI)
-                log_density = _kde_log_density(subset, shuffled, kernel_concentration(h), chunk_size=chunk_size,
-                                               leave_out_self=True)
+                log_density = _kde_log_density(
+                    subset, shuffled, kernel_concentration(h), chunk_size=chunk_size, leave_out_self=True
+                )
                 scores[octave] = float(log_density.mean())
             return scores[octave]
 
@@ -204,8 +222,13 @@ def select_bandwidth(samples: Tensor, bandwidth: float | tuple[float, float] | s
     return h
 
 
-def heldout_nll(samples: Tensor, heldout: Tensor, bandwidth: float | tuple[float, float] | str | None = "cv",
-                *, chunk_size: int = 512) -> float:
+def heldout_nll(
+    samples: Tensor,
+    heldout: Tensor,
+    bandwidth: float | tuple[float, float] | str | None = "cv",
+    *,
+    chunk_size: int = 512,
+) -> float:
     """Mean −log p̂(x) (nats per point) of the ``heldout`` points under a periodic KDE on ``samples``.
 
     p̂(x) = (1/N) Σ_n Π_d VM(x_d; s_nd, κ_d): a product of von Mises kernels, the circle's Gaussian,

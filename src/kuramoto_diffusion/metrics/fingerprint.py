@@ -111,7 +111,9 @@ def poincare_index(vector: Tensor, radius: float, energy: Tensor | None = None) 
             coherences.append(torch.ones_like(sample[:, 0]))
         else:
             at = F.grid_sample(energy[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0]
-            coherences.append((torch.sqrt(sample[:, 0] ** 2 + sample[:, 1] ** 2) / at.clamp_min(1e-300)).clamp(0.0, 1.0))
+            coherences.append(
+                (torch.sqrt(sample[:, 0] ** 2 + sample[:, 1] ** 2) / at.clamp_min(1e-300)).clamp(0.0, 1.0)
+            )
     loop = torch.stack(angles + angles[:1])
     steps = torch.remainder(loop[1:] - loop[:-1] + math.pi, 2.0 * math.pi) - math.pi  # each step wrapped to (−π, π]
     # The field's angle and the loop are both measured in (col, row) coordinates; a mirror flips both the loop's

@@ -108,7 +108,9 @@ def forecast_error(forecast: Tensor, truth: Tensor) -> list[float]:
     per forecast frame (the first min(K, K')), averaged over the rollouts."""
     forecast, truth = torch.as_tensor(forecast, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)
     if forecast.dim() != 5 or truth.dim() != 4 or forecast.shape[2:] != truth.shape[1:]:
-        raise UserError(f"forecasts (M, K, 2, N, N) and truth (K, 2, N, N) must agree, got {tuple(forecast.shape)} and {tuple(truth.shape)}")
+        raise UserError(
+            f"forecasts (M, K, 2, N, N) and truth (K, 2, N, N) must agree, got {tuple(forecast.shape)} and {tuple(truth.shape)}"
+        )
     steps = min(forecast.shape[1], truth.shape[0])
     difference = (forecast[:, :steps] - truth[None, :steps]).flatten(2).norm(dim=2)
     return (difference / truth[:steps].flatten(1).norm(dim=1).clamp_min(1e-300)).mean(dim=0).tolist()
@@ -123,4 +125,3 @@ __all__ = [
     "spectrum_log_mse",
     "vorticity_w1",
 ]
-

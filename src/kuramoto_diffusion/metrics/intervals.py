@@ -63,11 +63,15 @@ def as_table(values: ArrayLike, name: str = "table") -> np.ndarray:
     if table.ndim == 2:
         table = table[None]
     if table.ndim != 3 or 0 in table.shape:
-        raise UserError(f"{name} must be a (groups, reference sets) or (seeds, groups, reference sets) table, "
-                        f"got shape {tuple(np.shape(values))}")
+        raise UserError(
+            f"{name} must be a (groups, reference sets) or (seeds, groups, reference sets) table, "
+            f"got shape {tuple(np.shape(values))}"
+        )
     if table.shape[1] < 2 or table.shape[2] < 2:
-        raise UserError(f"{name} has {table.shape[1]} group(s) and {table.shape[2]} reference set(s); "
-                        "an interval needs at least 2 of each")
+        raise UserError(
+            f"{name} has {table.shape[1]} group(s) and {table.shape[2]} reference set(s); "
+            "an interval needs at least 2 of each"
+        )
     if not np.isfinite(table).all():
         raise UserError(f"{name} holds non-finite values; every cell must be a finite metric value")
     return table
@@ -98,8 +102,9 @@ def _percentiles(point: float, draws: np.ndarray, level: float) -> Interval:
     return Interval(float(point), float(low), float(high))
 
 
-def mean_interval(values: ArrayLike, *, level: float = 0.95, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                  name: str = "table") -> Interval:
+def mean_interval(
+    values: ArrayLike, *, level: float = 0.95, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, name: str = "table"
+) -> Interval:
     """The mean of a (groups, reference sets) or (seeds, groups, reference sets) table of one metric, with a
     percentile-bootstrap interval at ``level`` (0.95: 95 %).
 
@@ -115,8 +120,15 @@ def mean_interval(values: ArrayLike, *, level: float = 0.95, resamples: int = DE
     return _percentiles(table.mean(), _resampled_means(table, seeds, sets, rng), level)
 
 
-def ratio_interval(numerator: ArrayLike, denominator: ArrayLike, *, level: float = 0.95,
-                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0, paired: bool = True) -> Interval:
+def ratio_interval(
+    numerator: ArrayLike,
+    denominator: ArrayLike,
+    *,
+    level: float = 0.95,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    paired: bool = True,
+) -> Interval:
     """The ratio of two methods' means, mean(numerator) / mean(denominator) (e.g. Kuramoto / Euclidean), with a
     percentile-bootstrap interval.
 
@@ -129,8 +141,10 @@ def ratio_interval(numerator: ArrayLike, denominator: ArrayLike, *, level: float
     _check_level(level, resamples)
     top, bottom = as_table(numerator, "numerator"), as_table(denominator, "denominator")
     if top.shape[0] != bottom.shape[0] or top.shape[2] != bottom.shape[2]:
-        raise UserError(f"the two tables must share seeds and reference sets: (seeds, groups, sets) "
-                        f"{top.shape} against {bottom.shape}")
+        raise UserError(
+            f"the two tables must share seeds and reference sets: (seeds, groups, sets) "
+            f"{top.shape} against {bottom.shape}"
+        )
     if not bottom.mean() > 0.0:
         raise UserError(f"the denominator's mean is {bottom.mean():.4g}; a ratio needs a positive denominator")
     rng = np.random.default_rng(seed)
@@ -155,6 +169,8 @@ def difference_table(values: ArrayLike, floor: ArrayLike) -> np.ndarray:
     table = np.asarray(values, dtype=np.float64)
     base = np.asarray(floor, dtype=np.float64)
     if base.ndim != 2 or table.shape[-1] != base.shape[-1]:
-        raise UserError(f"the floor table {base.shape} must be (groups, reference sets) with the table's "
-                        f"{table.shape[-1]} reference sets")
+        raise UserError(
+            f"the floor table {base.shape} must be (groups, reference sets) with the table's "
+            f"{table.shape[-1]} reference sets"
+        )
     return table - base.mean(axis=0)

@@ -61,7 +61,8 @@ class RandomFeatureNet:
         for in_width, out_width in zip(FEATURE_WIDTHS[:-1], FEATURE_WIDTHS[1:]):
             fan_in = in_width * 9
             self.weights.append(
-                torch.randn((out_width, in_width, 3, 3), generator=generator, dtype=torch.float64) * math.sqrt(2.0 / fan_in)
+                torch.randn((out_width, in_width, 3, 3), generator=generator, dtype=torch.float64)
+                * math.sqrt(2.0 / fan_in)
             )
 
     @property
@@ -72,9 +73,13 @@ class RandomFeatureNet:
         """(N, 176) float64 features of images (N, C, H, W) with C = ``channels`` and H, W ≥ 8."""
         images = check_images(images)
         if images.shape[1] != self.channels:
-            raise UserError(f"this feature network takes {self.channels}-channel images, got shape {tuple(images.shape)}")
+            raise UserError(
+                f"this feature network takes {self.channels}-channel images, got shape {tuple(images.shape)}"
+            )
         if min(images.shape[2:]) < MIN_IMAGE_SIZE:
-            raise UserError(f"kid_random needs images of at least {MIN_IMAGE_SIZE} px per side, got {tuple(images.shape[2:])}")
+            raise UserError(
+                f"kid_random needs images of at least {MIN_IMAGE_SIZE} px per side, got {tuple(images.shape[2:])}"
+            )
         features = []
         with torch.inference_mode():
             for batch in images.split(batch_size):

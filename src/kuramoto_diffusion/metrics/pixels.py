@@ -93,6 +93,8 @@ def tiling_seam_ratio(images: Tensor) -> float:
     images = torch.as_tensor(images, dtype=torch.float64)
     if images.dim() != 4 or min(images.shape[-2:]) < 2:
         raise UserError(f"tiling_seam_ratio needs images (N, C, H, W) with H, W ≥ 2, got {tuple(images.shape)}")
-    across = torch.cat([(images[..., :, 0] - images[..., :, -1]).flatten(), (images[..., 0, :] - images[..., -1, :]).flatten()])
+    across = torch.cat(
+        [(images[..., :, 0] - images[..., :, -1]).flatten(), (images[..., 0, :] - images[..., -1, :]).flatten()]
+    )
     inside = torch.cat([images.diff(dim=-1).flatten(), images.diff(dim=-2).flatten()])
     return float(across.abs().mean() / inside.abs().mean().clamp_min(1e-12))

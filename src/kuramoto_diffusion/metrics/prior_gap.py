@@ -41,7 +41,9 @@ class PriorTolerance:
     correlation: float = 0.05  # max over d of |Δ mean cos(θ_p − θ_q)|
     order: float = 0.05  # |Δ mean R|
     spread: float = 0.05  # |Δ std R| across images
-    mmd2: float = 0.05  # unbiased MMD² of the standardised features (kernel units; i.i.d. against ordered fields: ≈ 0.3–1)
+    mmd2: float = (
+        0.05  # unbiased MMD² of the standardised features (kernel units; i.i.d. against ordered fields: ≈ 0.3–1)
+    )
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,16 @@ def _mmd2_from_kernel(kernel: Tensor, first: Tensor) -> Tensor:
     return within_a / (n * (n - 1)) + within_b / (m * (m - 1)) - 2.0 * across / (n * m)
 
 
-def mmd_test(x: Tensor, y: Tensor, permutations: int = 200, generator: torch.Generator | None = None) -> tuple[float, float]:
+def mmd_test(
+    x: Tensor, y: Tensor, permutations: int = 200, generator: torch.Generator | None = None
+) -> tuple[float, float]:
     """(unbiased MMD², permutation p-value) of feature sets (n, d) and (m, d), n, m ≥ 2, with the module's kernel:
     features standardised by their pooled mean and std, Gaussian kernel at the median pooled distance."""
     x, y = x.to(torch.float64), y.to(torch.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
-        raise UserError(f"the MMD test needs (n, d) and (m, d) features with n, m ≥ 2, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise UserError(
+            f"the MMD test needs (n, d) and (m, d) features with n, m ≥ 2, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     if permutations < 1:
         raise UserError(f"permutations must be ≥ 1, got {permutations}")
     pooled = torch.cat([x, y])
@@ -122,7 +128,9 @@ def prior_gap(
 ) -> PriorGap:
     """The gap of prior ``draws`` to ``terminal`` states, both phase images (batch ≥ 2, channels, height, width)."""
     if terminal.dim() != 4 or draws.dim() != 4 or terminal.shape[1:] != draws.shape[1:]:
-        raise UserError(f"prior_gap compares phase images of one shape, got {tuple(terminal.shape)} and {tuple(draws.shape)}")
+        raise UserError(
+            f"prior_gap compares phase images of one shape, got {tuple(terminal.shape)} and {tuple(draws.shape)}"
+        )
     features_t = image_features(terminal, distances, ref_phase)
     features_p = image_features(draws, distances, ref_phase)
     count = len(distances)
@@ -132,10 +140,27 @@ def prior_gap(
     mmd2, p_value = mmd_test(features_t, features_p, permutations, generator)
     correlation_gap = float((curve_t - curve_p).abs().max())
     order_gap, spread_gap = abs(order_t[0] - order_p[0]), abs(order_t[1] - order_p[1])
-    passes = (correlation_gap <= tolerance.correlation and order_gap <= tolerance.order
-              and spread_gap <= tolerance.spread and mmd2 <= tolerance.mmd2)
-    return PriorGap(prior, tuple(distances), tuple(curve_t.tolist()), tuple(curve_p.tolist()), correlation_gap, order_t,
-                    order_p, order_gap, spread_gap, mmd2, p_value, passes, chain_steps)
+    passes = (
+        correlation_gap <= tolerance.correlation
+        and order_gap <= tolerance.order
+        and spread_gap <= tolerance.spread
+        and mmd2 <= tolerance.mmd2
+    )
+    return PriorGap(
+        prior,
+        tuple(distances),
+        tuple(curve_t.tolist()),
+        tuple(curve_p.tolist()),
+        correlation_gap,
+        order_t,
+        order_p,
+        order_gap,
+        spread_gap,
+        mmd2,
+        p_value,
+        passes,
+        chain_steps,
+    )
 
 
 def compare_priors(
@@ -162,11 +187,21 @@ def compare_priors(
     gaps = []
     for prior in candidates:
         candidate = KuramotoProcess(dataclasses.replace(fitted.config, prior=prior))
-        draws = candidate.prior_sample(tuple(terminal.shape), generator=draws_generator, dtype=terminal.dtype,
-                                       device=terminal.device)
-        gaps.append(prior_gap(terminal.cpu(), draws.cpu(), prior=prior, ref_phase=fitted.config.ref_phase,
-                              tolerance=tolerance, permutations=permutations, generator=permutation_generator,
-                              chain_steps=prior_chain_steps(candidate, prior)))
+        draws = candidate.prior_sample(
+            tuple(terminal.shape), generator=draws_generator, dtype=terminal.dtype, device=terminal.device
+        )
+        gaps.append(
+            prior_gap(
+                terminal.cpu(),
+                draws.cpu(),
+                prior=prior,
+                ref_phase=fitted.config.ref_phase,
+                tolerance=tolerance,
+                permutations=permutations,
+                generator=permutation_generator,
+                chain_steps=prior_chain_steps(candidate, prior),
+            )
+        )
     return fitted, dataclasses.replace(report, gaps=tuple(gaps))
 
 

@@ -59,5 +59,6 @@ def forward_synchrony(
         if t < times[-1]:
             state = process.step(state, t, generator=generator)
     order = torch.stack(orders)
-    return ChainSynchrony(times, tuple(distances), torch.stack(correlations), torch.stack(gaps), order.mean(dim=1),
-                          order.std(dim=1))
+    return ChainSynchrony(
+        times, tuple(distances), torch.stack(correlations), torch.stack(gaps), order.mean(dim=1), order.std(dim=1)
+    )

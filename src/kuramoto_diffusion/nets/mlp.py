@@ -75,9 +75,7 @@ class MLP(nn.Module):
         self.config = config
         cfg = config
         self.time_embedding = TimeEmbedding(cfg.time_embedding_dim)
-        self.class_embedding = (
-            ClassEmbedding(cfg.num_classes, cfg.time_embedding_dim) if cfg.num_classes > 0 else None
-        )
+        self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.time_embedding_dim) if cfg.num_classes > 0 else None
         self.input_layer = nn.Linear(cfg.in_features + cfg.condition_features, cfg.hidden_features)
         self.blocks = nn.ModuleList(
             ResidualMLPBlock(cfg.hidden_features, cfg.time_embedding_dim, cfg.dropout) for _ in range(cfg.num_layers)

@@ -55,7 +55,7 @@ class ScoreNetwork(nn.Module):
             return self.backbone(x, time, condition, class_labels)
         phase = x[:, :periodic]
         output = self.backbone(state_features(x, periodic), time, condition, class_labels)
-        a, b, rest_output = output[:, :periodic], output[:, periodic:2 * periodic], output[:, 2 * periodic:]
+        a, b, rest_output = output[:, :periodic], output[:, periodic : 2 * periodic], output[:, 2 * periodic :]
         return torch.cat([tangent_projection(a, b, phase), rest_output], dim=1)
 
 

@@ -127,8 +127,11 @@ class UNetConfig:
                 f"{min(self.groups, self.middle_channels)}; use a multiple or change groups"
             )
 
-        attended = [(f"level at side {side}", width) for side, width in zip(sides, self.level_channels)
-                    if side in self.attention_resolutions]
+        attended = [
+            (f"level at side {side}", width)
+            for side, width in zip(sides, self.level_channels)
+            if side in self.attention_resolutions
+        ]
         if self.middle_attention:
             attended.append(("middle block", self.bottleneck_channels))
         for where, width in attended:
@@ -338,8 +341,12 @@ class UNet(nn.Module):
 
         def res_block(in_channels: int, out_channels: int) -> ResBlock:
             return ResBlock(
-                in_channels, out_channels, embedding_dim,
-                dropout=cfg.dropout, padding_mode=cfg.padding_mode, groups=cfg.groups,
+                in_channels,
+                out_channels,
+                embedding_dim,
+                dropout=cfg.dropout,
+                padding_mode=cfg.padding_mode,
+                groups=cfg.groups,
             )
 
         def attention(channels: int, side: int) -> SelfAttention | None:
@@ -371,7 +378,9 @@ class UNet(nn.Module):
         middle = cfg.bottleneck_channels
         self.middle_in = res_block(channels, middle)
         self.middle_attention = (
-            SelfAttention(middle, heads=cfg.attention_heads, groups=cfg.groups) if cfg.middle_attention else nn.Identity()
+            SelfAttention(middle, heads=cfg.attention_heads, groups=cfg.groups)
+            if cfg.middle_attention
+            else nn.Identity()
         )
         self.middle_out = res_block(middle, channels)
 

@@ -33,10 +33,19 @@ PROCESS_NAMES = ("kuramoto-local", "kuramoto-global", "kuramoto-none", "euclidea
 
 
 def process_config(
-    name: str, *, steps: int, schedule: ScheduleShape = "linear", neighbourhood: int = 5, padding: Padding = "reflect",
-    phase_range: float | None = None, coupling_range: tuple[float, float] | None = None,
-    coupling_shape: CouplingShape | None = None, coupling_norm: CouplingNorm | None = None,
-    ref_strength: float | None = None, prior: PriorKind | None = None, prior_relax_steps: int | None = None,
+    name: str,
+    *,
+    steps: int,
+    schedule: ScheduleShape = "linear",
+    neighbourhood: int = 5,
+    padding: Padding = "reflect",
+    phase_range: float | None = None,
+    coupling_range: tuple[float, float] | None = None,
+    coupling_shape: CouplingShape | None = None,
+    coupling_norm: CouplingNorm | None = None,
+    ref_strength: float | None = None,
+    prior: PriorKind | None = None,
+    prior_relax_steps: int | None = None,
 ) -> ProcessConfig:
     """The config of the process ``name`` (one of ``PROCESS_NAMES``) at T = ``steps``; ``phase_range`` (radians,
     in (0, π)) sets the Kuramoto image encoding θ = a·x. The Kuramoto regime settings ``coupling_range`` (K per step
@@ -48,9 +57,14 @@ def process_config(
         raise UserError(f"phase_range sets the image encoding of the Kuramoto processes; the {name} process has none")
     regime: dict[str, Any] = {
         key: value
-        for key, value in (("coupling_range", coupling_range), ("coupling_shape", coupling_shape),
-                           ("coupling_norm", coupling_norm), ("ref_strength", ref_strength), ("prior", prior),
-                           ("prior_relax_steps", prior_relax_steps))
+        for key, value in (
+            ("coupling_range", coupling_range),
+            ("coupling_shape", coupling_shape),
+            ("coupling_norm", coupling_norm),
+            ("ref_strength", ref_strength),
+            ("prior", prior),
+            ("prior_relax_steps", prior_relax_steps),
+        )
         if value is not None
     }
     if regime and not name.startswith("kuramoto-"):
@@ -62,8 +76,14 @@ def process_config(
         return PhaseAmplitudeConfig(steps=steps, schedule=schedule, neighbourhood=neighbourhood)
     if coupling_range is not None:
         extra["coupling_range"] = tuple(coupling_range)
-    return KuramotoConfig(coupling=cast(Coupling, name.split("-", 1)[1]), steps=steps, schedule=schedule, neighbourhood=neighbourhood,
-                          padding=padding, **extra)
+    return KuramotoConfig(
+        coupling=cast(Coupling, name.split("-", 1)[1]),
+        steps=steps,
+        schedule=schedule,
+        neighbourhood=neighbourhood,
+        padding=padding,
+        **extra,
+    )
 
 
 # The process class of each config ``kind``: a new process is its module and one line here.

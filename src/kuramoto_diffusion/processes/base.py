@@ -264,7 +264,9 @@ class ForwardProcess(ABC):
             active = (stride > offset).reshape(shape)
             step = torch.clamp(t + offset, max=self.steps - 1)  # held rows: any valid step, the result is discarded
             drift, derivative = self.drift_and_derivative(mean, step)
-            variance = torch.where(active, (1.0 + derivative) ** 2 * variance + self.noise_variance(step, 1, like=x), variance)
+            variance = torch.where(
+                active, (1.0 + derivative) ** 2 * variance + self.noise_variance(step, 1, like=x), variance
+            )
             mean = torch.where(active, self.project(mean + drift), mean)
         return mean, variance
 
@@ -323,7 +325,9 @@ class ForwardProcess(ABC):
             carried = estimate - log_det_gradient
             inverse = carried
             for round_ in range(inverse_terms):
-                (transposed,) = torch.autograd.grad(drift, state, grad_outputs=inverse, retain_graph=round_ < inverse_terms - 1)
+                (transposed,) = torch.autograd.grad(
+                    drift, state, grad_outputs=inverse, retain_graph=round_ < inverse_terms - 1
+                )
                 inverse = carried - transposed
         return inverse.detach()
 

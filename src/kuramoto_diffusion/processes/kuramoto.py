@@ -101,13 +101,17 @@ class KuramotoConfig:
     def __post_init__(self) -> None:
         check_choices(self)
         if self.coupling == "none" and self.coupling_norm != "mean-field":
-            raise UserError(f"coupling_norm {self.coupling_norm!r} normalises a coupling; with coupling 'none' leave it 'mean-field'")
+            raise UserError(
+                f"coupling_norm {self.coupling_norm!r} normalises a coupling; with coupling 'none' leave it 'mean-field'"
+            )
         if self.neighbourhood < 1:
             raise UserError(f"neighbourhood must be ≥ 1 pixel, got {self.neighbourhood}")
         if self.steps < 1:
             raise UserError(f"steps must be ≥ 1, got {self.steps}")
         if len(self.coupling_range) != 2 or not all(math.isfinite(k) and k >= 0 for k in self.coupling_range):
-            raise UserError(f"coupling_range must be two finite values ≥ 0 (K per step at T = 100), got {tuple(self.coupling_range)}")
+            raise UserError(
+                f"coupling_range must be two finite values ≥ 0 (K per step at T = 100), got {tuple(self.coupling_range)}"
+            )
         if min(self.noise_var_range) <= 0:
             raise UserError("noise_var_range must be > 0")
         if not (math.isfinite(self.ref_strength) and self.ref_strength >= 0):
@@ -118,8 +122,14 @@ class KuramotoConfig:
             )
         if not math.isfinite(self.prior_concentration) or self.prior_concentration < 0:
             raise UserError(f"prior_concentration must be finite and ≥ 0, got {self.prior_concentration}")
-        if isinstance(self.prior_relax_steps, bool) or not isinstance(self.prior_relax_steps, int) or self.prior_relax_steps < 0:
-            raise UserError(f"prior_relax_steps must be an integer ≥ 0 (chain steps of the relaxed prior), got {self.prior_relax_steps!r}")
+        if (
+            isinstance(self.prior_relax_steps, bool)
+            or not isinstance(self.prior_relax_steps, int)
+            or self.prior_relax_steps < 0
+        ):
+            raise UserError(
+                f"prior_relax_steps must be an integer ≥ 0 (chain steps of the relaxed prior), got {self.prior_relax_steps!r}"
+            )
         for name in ("prior_start_concentration", "prior_start_deviation"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise UserError(f"{name} must be finite and ≥ 0, got {getattr(self, name)!r}")
@@ -186,7 +196,9 @@ class KuramotoProcess(ForwardProcess):
         batch, channels, height, width = field.shape
         size = self.config.neighbourhood
         if size > min(height, width):
-            raise UserError(f"neighbourhood {size} is larger than the {height}×{width} image; use at most {min(height, width)}")
+            raise UserError(
+                f"neighbourhood {size} is larger than the {height}×{width} image; use at most {min(height, width)}"
+            )
         flat = field.reshape(batch * channels, height, width)
         rows, columns = self._average_matrix(height, field), self._average_matrix(width, field)
         with torch.autocast(device_type=field.device.type, enabled=False):  # an average in the field's precision
@@ -427,15 +439,15 @@ class KuramotoProcess(ForwardProcess):
         terminal = self.simulate(theta0, self.steps, generator=generator)
         return self.with_prior_from_terminal(terminal, initial=theta0)
 
-    def with_prior_from_terminal(self, terminal: Tensor, initial: Tensor | None = None) -> tuple[KuramotoProcess, PriorFit]:
+    def with_prior_from_terminal(
+        self, terminal: Tensor, initial: Tensor | None = None
+    ) -> tuple[KuramotoProcess, PriorFit]:
         """The κ fit of ``fit_prior`` from given terminal states, and the start fit from ``initial`` if given."""
         ref = self.config.ref_phase
         free_mean, _ = fit_von_mises(terminal)
         _, kappa = fit_von_mises(terminal, loc=ref)
         centred = terminal.detach().to(torch.float64) - ref
-        gaps = tuple(
-            abs(float(torch.cos(n * centred).mean()) - von_mises_moment(n, kappa)) for n in (1, 2, 3)
-        )
+        gaps = tuple(abs(float(torch.cos(n * centred).mean()) - von_mises_moment(n, kappa)) for n in (1, 2, 3))
         order, _ = order_parameter(terminal)
         report = PriorFit(
             concentration=kappa,
@@ -450,8 +462,12 @@ class KuramotoProcess(ForwardProcess):
         fitted_config = dataclasses.replace(self.config, prior_concentration=kappa)
         if report.start is not None:
             phase, concentration, deviation = report.start
-            fitted_config = dataclasses.replace(fitted_config, prior_start_phase=phase,
-                                                prior_start_concentration=concentration, prior_start_deviation=deviation)
+            fitted_config = dataclasses.replace(
+                fitted_config,
+                prior_start_phase=phase,
+                prior_start_concentration=concentration,
+                prior_start_deviation=deviation,
+            )
         fitted = KuramotoProcess(fitted_config)
         return fitted, report
 

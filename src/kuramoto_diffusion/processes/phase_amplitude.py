@@ -83,9 +83,16 @@ class PhaseAmplitudeConfig:
     def phase_config(self) -> KuramotoConfig:
         """The local Kuramoto process of the phase channel (circular padding: the flow box is periodic)."""
         return KuramotoConfig(
-            coupling="local", neighbourhood=self.neighbourhood, kernel=self.kernel, padding="circular",
-            ref_phase=self.ref_phase, ref_strength=self.ref_strength, steps=self.steps, schedule=self.schedule,
-            coupling_range=self.coupling_range, noise_var_range=self.noise_var_range,
+            coupling="local",
+            neighbourhood=self.neighbourhood,
+            kernel=self.kernel,
+            padding="circular",
+            ref_phase=self.ref_phase,
+            ref_strength=self.ref_strength,
+            steps=self.steps,
+            schedule=self.schedule,
+            coupling_range=self.coupling_range,
+            noise_var_range=self.noise_var_range,
             prior_concentration=self.prior_concentration,
         )
 
@@ -141,7 +148,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
         return 1  # channel 0, the flow direction; the log speed is a real number
 
     def project(self, x: Tensor) -> Tensor:
-        return torch.cat([wrap(x[:, PHASE:PHASE + 1]), x[:, AMPLITUDE:]], dim=1)
+        return torch.cat([wrap(x[:, PHASE : PHASE + 1]), x[:, AMPLITUDE:]], dim=1)
 
     def local_order(self, phase: Tensor) -> Tensor:
         """r = |m| ∈ [0, 1]: length of the neighbourhood mean of e^{iφ}, (B, 1, N, N)."""
@@ -171,7 +178,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
     def _phase_drift_and_shifted_amplitude(self, x: Tensor, t: Step, stride: Step) -> tuple[Tensor, Tensor]:
         """The phase channel's drift over the stride, and b = a + λr, on which the amplitude is a VP process."""
         self._check_shape(x)
-        phase, amplitude = x[:, PHASE:PHASE + 1], x[:, AMPLITUDE:]
+        phase, amplitude = x[:, PHASE : PHASE + 1], x[:, AMPLITUDE:]
         cfg = self.config
         total = self.phase.coupling_strength(t, stride, like=phase)
         weighted = self._interval_sum("cumulative_weighted_coupling", t, stride, phase)
@@ -179,8 +186,9 @@ class PhaseAmplitudeProcess(ForwardProcess):
         # One neighbourhood average serves both the coupling and the local order r = |m|.
         mean_cos, mean_sin = self.phase.neighbourhood_mean(phase)
         coupling = coupling_from_mean(phase, mean_cos, mean_sin)
-        phase_drift = ((total - weighted) + weighted * weight) * coupling \
-            + total * cfg.ref_strength * torch.sin(cfg.ref_phase - phase)
+        phase_drift = ((total - weighted) + weighted * weight) * coupling + total * cfg.ref_strength * torch.sin(
+            cfg.ref_phase - phase
+        )
         offset = cfg.coherence * torch.hypot(mean_cos, mean_sin)
         return phase_drift, amplitude + offset
 
@@ -188,7 +196,7 @@ class PhaseAmplitudeProcess(ForwardProcess):
         """Diagonal of the drift's Jacobian: per phase, the amplitude-weighted coupling's and the reference
         pull's derivative; per amplitude, the VP factor √α − 1 (the coherence term depends on φ only)."""
         self._check_shape(x)
-        phase, amplitude = x[:, PHASE:PHASE + 1], x[:, AMPLITUDE:]
+        phase, amplitude = x[:, PHASE : PHASE + 1], x[:, AMPLITUDE:]
         cfg = self.config
         total = self.phase.coupling_strength(t, 1, like=phase)
         weighted = self._interval_sum("cumulative_weighted_coupling", t, 1, phase)
@@ -205,8 +213,8 @@ class PhaseAmplitudeProcess(ForwardProcess):
         """Euler–Maruyama on the phase (as Kuramoto); on the amplitude the VP process's ancestral step of
         b = a + λr (r at the later state), which inverts the forward mean exactly when r is unchanged."""
         variance = self.noise_variance(t, stride, like=x)
-        phase = self.project(x - self.drift(x, t, stride) + variance * score)[:, PHASE:PHASE + 1]
-        offset = self.coherence_offset(x[:, PHASE:PHASE + 1])
+        phase = self.project(x - self.drift(x, t, stride) + variance * score)[:, PHASE : PHASE + 1]
+        offset = self.coherence_offset(x[:, PHASE : PHASE + 1])
         amplitude = self.amplitude.reverse_sde_mean(x[:, AMPLITUDE:] + offset, score[:, AMPLITUDE:], t, stride) - offset
         return torch.cat([phase, amplitude], dim=1)
 
@@ -217,17 +225,23 @@ class PhaseAmplitudeProcess(ForwardProcess):
     def kernel_log_prob(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         """Per channel: the phase process's wrapped normal and the amplitude process's normal."""
         phase_scale, amplitude_scale = _split_scale(scale)
-        return torch.cat([
-            self.phase.kernel_log_prob(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale),
-            self.amplitude.kernel_log_prob(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
-        ], dim=1)
+        return torch.cat(
+            [
+                self.phase.kernel_log_prob(x[:, PHASE : PHASE + 1], mean[:, PHASE : PHASE + 1], phase_scale),
+                self.amplitude.kernel_log_prob(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
+            ],
+            dim=1,
+        )
 
     def kernel_score(self, x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
         phase_scale, amplitude_scale = _split_scale(scale)
-        return torch.cat([
-            self.phase.kernel_score(x[:, PHASE:PHASE + 1], mean[:, PHASE:PHASE + 1], phase_scale),
-            self.amplitude.kernel_score(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
-        ], dim=1)
+        return torch.cat(
+            [
+                self.phase.kernel_score(x[:, PHASE : PHASE + 1], mean[:, PHASE : PHASE + 1], phase_scale),
+                self.amplitude.kernel_score(x[:, AMPLITUDE:], mean[:, AMPLITUDE:], amplitude_scale),
+            ],
+            dim=1,
+        )
 
     # ----- prior -----------------------------------------------------------------------
     def prior_sample(
@@ -246,22 +260,22 @@ class PhaseAmplitudeProcess(ForwardProcess):
         return torch.cat([phase, noise - self.coherence_offset(phase)], dim=1)
 
     def prior_log_prob(self, x: Tensor) -> Tensor:
-        phase = x[:, PHASE:PHASE + 1]
+        phase = x[:, PHASE : PHASE + 1]
         amplitude = self.amplitude.prior_log_prob(x[:, AMPLITUDE:] + self.coherence_offset(phase))
         return torch.cat([self.phase.prior_log_prob(phase), amplitude], dim=1)
 
     def fit_prior(self, x0: Tensor, generator: torch.Generator | None = None) -> tuple[PhaseAmplitudeProcess, PriorFit]:
         """Simulate ``x0`` to t = T and fit the phase prior's κ by maximum likelihood (mean fixed at ψ_ref)."""
         terminal = self.simulate(x0, self.steps, generator=generator)
-        _, report = self.phase.with_prior_from_terminal(terminal[:, PHASE:PHASE + 1])
+        _, report = self.phase.with_prior_from_terminal(terminal[:, PHASE : PHASE + 1])
         return PhaseAmplitudeProcess(dataclasses.replace(self.config, prior_concentration=report.concentration)), report
 
 
 def _split_scale(scale: Tensor) -> tuple[Tensor, Tensor]:
     """(phase, amplitude) parts of a per-channel scale shaped (2, 1, 1) or (B, 2, 1, 1)."""
     if scale.dim() == 3:
-        return scale[PHASE:PHASE + 1], scale[AMPLITUDE:]
-    return scale[:, PHASE:PHASE + 1], scale[:, AMPLITUDE:]
+        return scale[PHASE : PHASE + 1], scale[AMPLITUDE:]
+    return scale[:, PHASE : PHASE + 1], scale[:, AMPLITUDE:]
 
 
 @dataclass(frozen=True)
@@ -282,7 +296,7 @@ class PhaseAmplitudeFlow(ChainFlow):
         score = self.score_fn(x, t)
         end, displacement = self.step(x, score)
         slope = self._amplitude_flow.slope_from_score(score[:, AMPLITUDE:], t)
-        return end[:, PHASE:PHASE + 1], torch.cat([displacement[:, PHASE:PHASE + 1], slope], dim=1)
+        return end[:, PHASE : PHASE + 1], torch.cat([displacement[:, PHASE : PHASE + 1], slope], dim=1)
 
     @property
     def _amplitude_flow(self) -> VPFlow:
@@ -291,7 +305,7 @@ class PhaseAmplitudeFlow(ChainFlow):
         return VPFlow(self.process.amplitude, self.score_fn, self.upper, self.lower)
 
     def _amplitude_advance(self, x: Tensor, slope: Tensor) -> Tensor:
-        offset = self.process.coherence_offset(x[:, PHASE:PHASE + 1])
+        offset = self.process.coherence_offset(x[:, PHASE : PHASE + 1])
         return self._amplitude_flow.advance(x[:, AMPLITUDE:] + offset, slope[:, AMPLITUDE:]) - offset
 
     def euler(self, x: Tensor, t: int) -> tuple[Tensor, Tensor]:
@@ -302,5 +316,5 @@ class PhaseAmplitudeFlow(ChainFlow):
         return self._phase_step(x, t)[1]
 
     def advance(self, x: Tensor, slope: Tensor) -> Tensor:
-        phase = wrap(x[:, PHASE:PHASE + 1] + slope[:, PHASE:PHASE + 1])
+        phase = wrap(x[:, PHASE : PHASE + 1] + slope[:, PHASE : PHASE + 1])
         return torch.cat([phase, self._amplitude_advance(x, slope)], dim=1)

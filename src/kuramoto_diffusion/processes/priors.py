@@ -35,11 +35,18 @@ PRIOR_KINDS: tuple[PriorKind, ...] = get_args(PriorKind)
 Device = torch.device | str | None
 
 
-def von_mises_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
-                    dtype: torch.dtype, device: Device) -> Tensor:
+def von_mises_prior(
+    process: KuramotoProcess,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: Device,
+) -> Tensor:
     """i.i.d. von Mises(ψ_ref, prior_concentration) in [-π, π)."""
     cfg = process.config
-    return von_mises_sample(tuple(shape), cfg.ref_phase, cfg.prior_concentration, generator=generator, dtype=dtype, device=device)
+    return von_mises_sample(
+        tuple(shape), cfg.ref_phase, cfg.prior_concentration, generator=generator, dtype=dtype, device=device
+    )
 
 
 def relax(process: KuramotoProcess, theta: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
@@ -55,27 +62,49 @@ def relax(process: KuramotoProcess, theta: Tensor, steps: int, generator: torch.
     return theta
 
 
-def relaxed_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
-                  dtype: torch.dtype, device: Device) -> Tensor:
+def relaxed_prior(
+    process: KuramotoProcess,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: Device,
+) -> Tensor:
     """von Mises draws relaxed by ``prior_relax_steps`` terminal-rate chain steps (module docstring)."""
     start = von_mises_prior(process, shape, generator, dtype, device)
     return relax(process, start, process.config.prior_relax_steps, generator)
 
 
-def chain_start(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
-                dtype: torch.dtype, device: Device) -> Tensor:
+def chain_start(
+    process: KuramotoProcess,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: Device,
+) -> Tensor:
     """The forward-chain prior's start: a common phase per example plus i.i.d. deviations (``fit_chain_start``)."""
     cfg = process.config
     common_shape = (shape[0], *([1] * (len(shape) - 1)))
-    common = von_mises_sample(common_shape, cfg.prior_start_phase, cfg.prior_start_concentration, generator=generator,
-                              dtype=torch.float64, device=device)
-    deviation = von_mises_sample(tuple(shape), 0.0, cfg.prior_start_deviation, generator=generator, dtype=torch.float64,
-                                 device=device)
+    common = von_mises_sample(
+        common_shape,
+        cfg.prior_start_phase,
+        cfg.prior_start_concentration,
+        generator=generator,
+        dtype=torch.float64,
+        device=device,
+    )
+    deviation = von_mises_sample(
+        tuple(shape), 0.0, cfg.prior_start_deviation, generator=generator, dtype=torch.float64, device=device
+    )
     return wrap(common + deviation).to(dtype)
 
 
-def forward_chain_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None,
-                        dtype: torch.dtype, device: Device) -> Tensor:
+def forward_chain_prior(
+    process: KuramotoProcess,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+    device: Device,
+) -> Tensor:
     """The forward chain run from ``chain_start`` to t = T."""
     return process.simulate(chain_start(process, shape, generator, dtype, device), process.steps, generator=generator)
 
@@ -87,8 +116,13 @@ PRIOR_SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
-def draw_prior(process: KuramotoProcess, shape: tuple[int, ...], generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32, device: Device = None) -> Tensor:
+def draw_prior(
+    process: KuramotoProcess,
+    shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: Device = None,
+) -> Tensor:
     """Draws of ``process.config.prior`` of the given shape (radians in [-π, π))."""
     return PRIOR_SAMPLERS[process.config.prior](process, tuple(shape), generator, dtype, device)
 

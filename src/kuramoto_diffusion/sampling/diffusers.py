@@ -53,10 +53,21 @@ except ImportError:
 UNET_TIME_SCALE = 1000.0
 
 # diffusers' Hub-loading keyword arguments (ConfigMixin.load_config): nothing to do for a local folder.
-HUB_LOADING_KWARGS = frozenset({
-    "cache_dir", "local_dir", "local_dir_use_symlinks", "force_download", "proxies", "token", "local_files_only",
-    "revision", "mirror", "user_agent", "resume_download",
-})
+HUB_LOADING_KWARGS = frozenset(
+    {
+        "cache_dir",
+        "local_dir",
+        "local_dir_use_symlinks",
+        "force_download",
+        "proxies",
+        "token",
+        "local_files_only",
+        "revision",
+        "mirror",
+        "user_agent",
+        "resume_download",
+    }
+)
 
 
 class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
@@ -93,7 +104,9 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
                 "use kuramoto_diffusion.sampling.scheduler.DiffusionScheduler for other processes"
             )
         parsed = config_from_dict(
-            SchedulerConfig, {"process": {"kind": "kuramoto", **process_dict}, "sampler": sampler}, where=type(self).__name__
+            SchedulerConfig,
+            {"process": {"kind": "kuramoto", **process_dict}, "sampler": sampler},
+            where=type(self).__name__,
         )
         steps = parsed.process.steps
         if num_train_timesteps is not None and num_train_timesteps != steps:
@@ -132,7 +145,9 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         if not (folder / cls.config_name).is_file():
             raise UserError(f"{folder}: no {cls.config_name} here; point to a local folder written by save_pretrained")
         overrides = {key: value for key, value in kwargs.items() if key not in HUB_LOADING_KWARGS}
-        return super().from_pretrained(folder, return_unused_kwargs=return_unused_kwargs, local_files_only=True, **overrides)
+        return super().from_pretrained(
+            folder, return_unused_kwargs=return_unused_kwargs, local_files_only=True, **overrides
+        )
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:

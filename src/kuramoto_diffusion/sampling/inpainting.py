@@ -60,10 +60,18 @@ def inpaint_sweep(
     grid = sweep_grid(process, sampler, nfe, start_step)
     known = known.to(dtype=x_start.dtype, device=x_start.device)
     keep = known_mask.to(device=x_start.device) != 0
-    region = KnownRegion(process, known_forward_chain(process, known, grid, independent_generator(generator)), keep, resample)
+    region = KnownRegion(
+        process, known_forward_chain(process, known, grid, independent_generator(generator)), keep, resample
+    )
     return run_sweep(
-        process, score_fn, x_start, grid, sampler=sampler, generator=generator,
-        record_trajectory=record_trajectory, constraint=region,
+        process,
+        score_fn,
+        x_start,
+        grid,
+        sampler=sampler,
+        generator=generator,
+        record_trajectory=record_trajectory,
+        constraint=region,
     )
 
 

@@ -152,7 +152,10 @@ class _LikelihoodFlow(ProbabilityFlow[tuple[Tensor, Tensor], _SlopeWithDivergenc
 
 
 def _with_divergence(
-    function, x: Tensor, query: int, probes: Tensor | None  # noqa: ANN001 - (states, step) -> increment
+    function,
+    x: Tensor,
+    query: int,
+    probes: Tensor | None,  # noqa: ANN001 - (states, step) -> increment
 ) -> tuple[Tensor, Tensor]:
     """(F(x), div F(x)): exact over every element when ``probes`` is None, else one Hutchinson estimate per probe (K, N)."""
     with torch.enable_grad():

@@ -149,8 +149,12 @@ class DiffusionScheduler:
         else:
             if num_inference_steps is None:
                 raise UserError("set_timesteps needs num_inference_steps (the NFE) or timesteps (the grid)")
-            grid = sweep_grid(self.process, self.config.sampler, self._checked_nfe(num_inference_steps, start_step), start_step)
-        uppers = [query for upper, lower in zip(grid[:-1], grid[1:]) for query in self._sampler.step.query_steps(upper, lower)]
+            grid = sweep_grid(
+                self.process, self.config.sampler, self._checked_nfe(num_inference_steps, start_step), start_step
+            )
+        uppers = [
+            query for upper, lower in zip(grid[:-1], grid[1:]) for query in self._sampler.step.query_steps(upper, lower)
+        ]
         self.timesteps = torch.tensor(uppers, dtype=torch.long)
         self.num_inference_steps = len(uppers)
         self._lower_of = dict(zip(grid[:-1], grid[1:]))
@@ -201,7 +205,11 @@ class DiffusionScheduler:
 
     def _describe_grid(self) -> str:
         grid = [*self._lower_of, 0]  # the upper ends in order, then the end of the sweep
-        shown = ", ".join(map(str, grid)) if len(grid) <= 6 else f"{grid[0]}, {grid[1]}, {grid[2]}, …, {grid[-2]}, {grid[-1]}"
+        shown = (
+            ", ".join(map(str, grid))
+            if len(grid) <= 6
+            else f"{grid[0]}, {grid[1]}, {grid[2]}, …, {grid[-2]}, {grid[-1]}"
+        )
         return f"[{shown}]"
 
     # ----- model input ------------------------------------------------------------------
@@ -371,7 +379,9 @@ def _replayed_scores(scores: list[tuple[int, Tensor]]) -> ScoreFn:
             raise _ScoreDue(state, step)
         evaluated_at, score = answer
         if evaluated_at != step:
-            raise RuntimeError(f"the reverse step asked for the score at step {step}, but it was evaluated at {evaluated_at}")
+            raise RuntimeError(
+                f"the reverse step asked for the score at step {step}, but it was evaluated at {evaluated_at}"
+            )
         return score
 
     return score_fn

@@ -76,7 +76,9 @@ class ReverseStep:
 
 
 # ----- the probability-flow ODE: Euler and Heun, once for every process ----------------------
-def probability_flow_step(flow: ProbabilityFlow[Any, Any], x: Any, start: int, end: int, second_order: bool) -> tuple[Any, int]:
+def probability_flow_step(
+    flow: ProbabilityFlow[Any, Any], x: Any, start: int, end: int, second_order: bool
+) -> tuple[Any, int]:
     """One Euler (or, with ``second_order``, Heun) step of ``flow`` from states x at step ``start`` to ``end``.
 
     Euler: x̃ = advance(x, d(x, start)). Heun: x ← advance(x, ½(d(x, start) + d(x̃, end))).
@@ -110,8 +112,15 @@ def langevin_corrector_step(
     return process.project(x + step_size * score + (2.0 * step_size).sqrt() * noise)
 
 
-def sde(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-        sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def sde(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """The reverse SDE: the process's mean step (``reverse_sde_mean``) plus √v·z noise, v = σ²(lower, upper − lower),
     drawn with ``generator`` on x's device; no noise when lower = 0."""
     stride = upper - lower
@@ -122,8 +131,15 @@ def sde(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower
     return process.project(x + process.transition_scale(lower, stride, like=x) * noise), 1
 
 
-def predictor_corrector(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-                        sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def predictor_corrector(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """``sampler.corrector_steps`` Langevin corrector steps at ``upper``, then the reverse SDE."""
     corrections = sampler.corrector_steps or 0
     for _ in range(corrections):
@@ -132,8 +148,15 @@ def predictor_corrector(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, u
     return x, evaluations + corrections
 
 
-def euler_maruyama(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-                   sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def euler_maruyama(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """Euler–Maruyama on the continuous reverse SDE: x ← project(x − F + G·s(x, upper) + √G·z) with F = ∫f
     (``flow_drift``) and G = ∫g² (``flow_noise_variance``) over the interval, both at x; no noise when lower = 0."""
     stride = upper - lower
@@ -144,21 +167,42 @@ def euler_maruyama(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper:
     return process.project(x), 1
 
 
-def ode_euler(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-              sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def ode_euler(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """The probability-flow ODE, one Euler step (DDIM for VP)."""
     return probability_flow_step(process.probability_flow(score_fn, upper, lower), x, upper, lower, second_order=False)
 
 
-def ode_heun(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-             sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def ode_heun(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """The probability-flow ODE, one Heun step (EDM's 2nd-order sampler for VP); Euler into t = 0."""
     flow = process.probability_flow(score_fn, upper, lower)
     return probability_flow_step(flow, x, upper, lower, second_order=lower > 0)
 
 
-def sde_heun(process: ForwardProcess, score_fn: ScoreFn, x: Tensor, upper: int, lower: int,
-             sampler: Sampler, generator: torch.Generator | None) -> tuple[Tensor, int]:
+def sde_heun(
+    process: ForwardProcess,
+    score_fn: ScoreFn,
+    x: Tensor,
+    upper: int,
+    lower: int,
+    sampler: Sampler,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, int]:
     """A second-order stochastic step for few NFE: Heun's average taken over denoised estimates, with the noise
     of the exact reverse kernel of a drift-free process.
 

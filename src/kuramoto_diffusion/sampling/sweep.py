@@ -90,7 +90,9 @@ def reverse_sweep(
     """Run the reverse process from states ``x_start`` at ``start_step`` (default T) down to t = 0."""
     sampler = as_sampler(sampler)
     grid = sweep_grid(process, sampler, nfe, start_step)
-    return run_sweep(process, score_fn, x_start, grid, sampler=sampler, generator=generator, record_trajectory=record_trajectory)
+    return run_sweep(
+        process, score_fn, x_start, grid, sampler=sampler, generator=generator, record_trajectory=record_trajectory
+    )
 
 
 def run_sweep(

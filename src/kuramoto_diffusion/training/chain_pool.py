@@ -151,11 +151,15 @@ class ChainPool:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         if state["states"].shape != self.states.shape:
-            raise ValueError(f"pool states of shape {tuple(state['states'].shape)} do not fit {tuple(self.states.shape)}")
+            raise ValueError(
+                f"pool states of shape {tuple(state['states'].shape)} do not fit {tuple(self.states.shape)}"
+            )
         if (self.conditions is None) != ("labels" not in state) or (
             self.conditions is not None and state["labels"].shape != self.conditions.shape
         ):
-            raise ValueError("pool conditions do not fit: the checkpoint and the run disagree on class labels or context")
+            raise ValueError(
+                "pool conditions do not fit: the checkpoint and the run disagree on class labels or context"
+            )
         if (self.estimates is None) != ("estimates" not in state):
             raise ValueError("pool score estimates do not fit: the checkpoint and the run disagree on the objective")
         self.states = state["states"].to(self.states)
@@ -187,12 +191,18 @@ def resimulate_states_and_scores(
 
 
 def snapshot_states(
-    process: ForwardProcess, x0: Tensor, t: Tensor, owner: Tensor, generator: torch.Generator | None, *,
+    process: ForwardProcess,
+    x0: Tensor,
+    t: Tensor,
+    owner: Tensor,
+    generator: torch.Generator | None,
+    *,
     carry: CarriedStep | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """(x_t, the score estimates ``carry`` updates, or None) for each row i: trajectory owner[i]'s state after t_i
     steps, each trajectory (a row of x0) simulated once, to the largest t of its rows (see the module docstring)."""
     if carry is not None:
+
         def step_rows(rows: tuple[Tensor, ...], step: int) -> tuple[Tensor, ...]:
             x, estimate = rows
             return carry(process, x, torch.full((len(x),), step, device=x.device), estimate, generator)
@@ -204,7 +214,10 @@ def snapshot_states(
 
 
 def _snapshot_each(
-    tensors: tuple[Tensor, ...], t: Tensor, owner: Tensor, step_rows: Callable[[tuple[Tensor, ...], int], tuple[Tensor, ...]]
+    tensors: tuple[Tensor, ...],
+    t: Tensor,
+    owner: Tensor,
+    step_rows: Callable[[tuple[Tensor, ...], int], tuple[Tensor, ...]],
 ) -> tuple[Tensor, ...]:
     """Row i of the results is trajectory owner[i]'s tensors after t_i steps of ``step_rows`` (``_advance_each``'s
     contract): the trajectories are advanced together, those that still have rows ahead of them (a prefix once
@@ -221,7 +234,7 @@ def _snapshot_each(
     by_step = torch.argsort(t, stable=True)
     boundaries = torch.searchsorted(t[by_step], torch.arange(int(t.max()) + 2)).tolist()
     for step in range(int(t.max()) + 1):
-        due = by_step[boundaries[step]:boundaries[step + 1]]  # the rows whose t is this step
+        due = by_step[boundaries[step] : boundaries[step + 1]]  # the rows whose t is this step
         if len(due):
             source = position[owner[due]].to(device)
             for result, row in zip(results, rows):
@@ -259,4 +272,3 @@ def _advance_each(
         result[device_order] = row
         results.append(result)
     return tuple(results)
-

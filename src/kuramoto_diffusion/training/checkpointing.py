@@ -77,8 +77,13 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
         if state.pool is not None:
             trainer_tensors.update({f"pool.{k}": v for k, v in state.pool.state_dict().items()})
         if state.scaler.is_enabled():
-            trainer_tensors.update({f"scaler.{k}": torch.as_tensor(v) for k, v in state.scaler.state_dict().items()
-                                    if isinstance(v, (int, float))})
+            trainer_tensors.update(
+                {
+                    f"scaler.{k}": torch.as_tensor(v)
+                    for k, v in state.scaler.state_dict().items()
+                    if isinstance(v, (int, float))
+                }
+            )
         save_tensors(trainer_tensors, temporary / TRAINER_TENSORS)
         write_json_atomic(temporary / CONFIG_NAME, config_payload)
         # state.json is written last: its presence marks the checkpoint as complete.
@@ -110,7 +115,9 @@ def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
             state.pool.load_state_dict(pool_state)
         except (KeyError, ValueError, RuntimeError) as error:
             reason = f"no {error}" if isinstance(error, KeyError) else str(error)
-            raise DamagedCheckpoint(f"{checkpoint / TRAINER_TENSORS}: the chain pool does not fit the run ({reason})") from None
+            raise DamagedCheckpoint(
+                f"{checkpoint / TRAINER_TENSORS}: the chain pool does not fit the run ({reason})"
+            ) from None
     scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
     if state.scaler.is_enabled() and scaler_state:
         state.scaler.load_state_dict({**state.scaler.state_dict(), **scaler_state})
@@ -127,11 +134,17 @@ def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
     try:
         marker = checkpoint / COMPLETE_MARKER
         saved = read_json(marker)
-        if not isinstance(saved, dict) or not isinstance(saved.get("step"), int) or not isinstance(saved.get("optimizer"), dict):
+        if (
+            not isinstance(saved, dict)
+            or not isinstance(saved.get("step"), int)
+            or not isinstance(saved.get("optimizer"), dict)
+        ):
             raise UserError(f"{marker}: lacks its 'step' number or 'optimizer' settings; the file is damaged")
         match = CHECKPOINT_PATTERN.match(checkpoint.name)
         if match is not None and int(match.group(1)) != saved["step"]:
-            raise UserError(f"{marker}: says step {saved['step']} in a folder named {checkpoint.name}; the file is damaged")
+            raise UserError(
+                f"{marker}: says step {saved['step']} in a folder named {checkpoint.name}; the file is damaged"
+            )
         _, run_config = load_run_config(checkpoint / CONFIG_NAME)
         if run_config is None or run_config.training is None:
             raise UserError(f"{checkpoint / CONFIG_NAME}: has no training settings; it cannot be resumed")
@@ -143,7 +156,9 @@ def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
         try:
             optimizer_from_tensors(optimizer, load_tensors(checkpoint / OPTIMIZER_TENSORS), saved["optimizer"])
         except (KeyError, ValueError, RuntimeError, TypeError) as error:
-            raise UserError(f"{checkpoint / OPTIMIZER_TENSORS}: does not fit the weights ({error}); the file is damaged") from None
+            raise UserError(
+                f"{checkpoint / OPTIMIZER_TENSORS}: does not fit the weights ({error}); the file is damaged"
+            ) from None
         tensors = load_tensors(checkpoint / TRAINER_TENSORS)
         missing = [key for key in GENERATOR_KEYS if key not in tensors]
         if missing:
@@ -171,7 +186,9 @@ def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) 
     if chosen is not None:
         chosen = Path(chosen)
         if not (chosen / COMPLETE_MARKER).is_file():
-            raise UserError(f"{chosen}: not a complete checkpoint (no {COMPLETE_MARKER}); choose one of {run_dir / 'checkpoints'}")
+            raise UserError(
+                f"{chosen}: not a complete checkpoint (no {COMPLETE_MARKER}); choose one of {run_dir / 'checkpoints'}"
+            )
         return ResumePoint(chosen, validate_checkpoint(chosen)[1])
     candidates = list_checkpoints(run_dir)
     if not candidates:

@@ -49,8 +49,15 @@ class TrainingDiverged(UserError):
 
 
 # TrainConfig fields a resume may change: they schedule logging and files, not the arithmetic of a step.
-RESUME_CHANGEABLE = ("train_steps", "grad_accum", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every",
-                     "on_nonfinite")
+RESUME_CHANGEABLE = (
+    "train_steps",
+    "grad_accum",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "log_every",
+    "on_nonfinite",
+)
 
 
 class _NoLock:
@@ -96,7 +103,9 @@ class Trainer:
         if run_config.training is None:
             raise UserError("the run config has no training settings")
         training = run_config.training
-        objective = resolve_objective(training.objective, build_process(run_config.model.process), training.window, training.anchor)
+        objective = resolve_objective(
+            training.objective, build_process(run_config.model.process), training.window, training.anchor
+        )
         self.train_config = dataclasses.replace(run_config.training, objective=objective)
         self.config = dataclasses.replace(run_config, training=self.train_config)  # saved with the resolved objective
         self.source = source
@@ -106,7 +115,9 @@ class Trainer:
         self.quiet = quiet or not context.is_main
         context.micro_batches(run_config.training.batch_size, run_config.training.grad_accum)  # checks divisibility
         self.on_log = on_log
-        self.validation: Any = None  # a ValidationProbe (training/validation.py): val/ scalars every VALIDATE_EVERY logs
+        self.validation: Any = (
+            None  # a ValidationProbe (training/validation.py): val/ scalars every VALIDATE_EVERY logs
+        )
         self.step = 0
         self.checkpointed_step: int | None = None  # the step of the last checkpoint this trainer wrote or loaded
         seed = self.train_config.seed
@@ -158,10 +169,21 @@ class Trainer:
     def _build_objective(self) -> Objective:
         """The DSM objective of this run on the current process (rebuilt when ``fit_prior`` replaces it)."""
         model = self.config.model
-        conditioning = (Conditioning("context") if model.context_frames else
-                        Conditioning("labels", len(model.class_names)) if model.class_names else Conditioning())
-        return build_objective(self.process, self.train_config, data=self.encoded_batch, rows=self.own_rows(),
-                               conditioning=conditioning, autocast_dtype=self.autocast_dtype)
+        conditioning = (
+            Conditioning("context")
+            if model.context_frames
+            else Conditioning("labels", len(model.class_names))
+            if model.class_names
+            else Conditioning()
+        )
+        return build_objective(
+            self.process,
+            self.train_config,
+            data=self.encoded_batch,
+            rows=self.own_rows(),
+            conditioning=conditioning,
+            autocast_dtype=self.autocast_dtype,
+        )
 
     @property
     def pool(self) -> ChainPool | None:
@@ -180,8 +202,10 @@ class Trainer:
         frames = self.config.model.context_frames
         if frames:
             if not isinstance(source, SequenceSource):
-                raise UserError(f"{source!r} holds no frame sequences; a forecasting model (context_frames "
-                                f"{frames}) trains on flow data")
+                raise UserError(
+                    f"{source!r} holds no frame sequences; a forecasting model (context_frames "
+                    f"{frames}) trains on flow data"
+                )
             sequences = source.sample_sequences(count, frames + 1, generator).to(self.device)
             return self.model.encode(sequences[:, -1]), self.model.context_features(sequences[:, :-1])
         if self.class_conditional:
@@ -190,8 +214,9 @@ class Trainer:
             elif isinstance(source, LabelledSource):
                 data, labels = source.sample_labelled_batch(count, generator)
             else:
-                raise UserError(f"{source!r} has no class labels; class-conditional training needs a folder of "
-                                "class subfolders")
+                raise UserError(
+                    f"{source!r} has no class labels; class-conditional training needs a folder of class subfolders"
+                )
             return self.model.encode(data.to(self.device)), labels.to(self.device)
         if isinstance(source, RowDecodingSource) and rows is not None:
             batch = source.sample_batch(count, generator, rows=rows)
@@ -217,8 +242,9 @@ class Trainer:
             # The terminal states take the same noise as before the gaps existed; the candidates' draws and the
             # permutations a generator of their own, so that the training noise that follows is unchanged.
             draws_generator = torch.Generator(device=self.device).manual_seed(self.train_config.seed + 2)
-            fitted, report = compare_priors(self.process, self.encoded_batch(num)[0], self.noise_generator,
-                                            draws_generator=draws_generator)
+            fitted, report = compare_priors(
+                self.process, self.encoded_batch(num)[0], self.noise_generator, draws_generator=draws_generator
+            )
             process_config = fitted.config
             if self.train_config.prior == "auto":  # resolved here and saved so, as the objective is
                 chosen = resolve_prior(report)
@@ -304,7 +330,9 @@ class Trainer:
         changes = dict(training_changes or {})
         unsafe = sorted(set(changes) - set(RESUME_CHANGEABLE))
         if unsafe:
-            raise UserError(f"{', '.join(unsafe)} cannot change when a run resumes; start a new run (init_from) instead")
+            raise UserError(
+                f"{', '.join(unsafe)} cannot change when a run resumes; start a new run (init_from) instead"
+            )
         if grad_accum is not None:  # a memory setting: it does not change the result
             changes["grad_accum"] = grad_accum
         if train_steps is not None:
@@ -376,7 +404,9 @@ class Trainer:
             self._non_finite("loss")  # raises, unless the step is skipped
             return None
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            network.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        )
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler.is_enabled():
@@ -398,7 +428,9 @@ class Trainer:
             self.skipped_steps += 1
             return None
         in_a_row = f" ({self._skipped_in_a_row} steps in a row)" if self._skipped_in_a_row > 1 else ""
-        raise TrainingDiverged(self._diverged_message(f"the {what} became NaN or infinite at step {self.step + 1}{in_a_row}"))
+        raise TrainingDiverged(
+            self._diverged_message(f"the {what} became NaN or infinite at step {self.step + 1}{in_a_row}")
+        )
 
     def _diverged_message(self, what: str) -> str:
         last = latest_checkpoint(self.run_dir)
@@ -447,9 +479,13 @@ class Trainer:
                                 "examples_per_second": examples * window_steps / max(elapsed, 1e-9),
                                 "lr": self.optimizer.param_groups[0]["lr"],
                             }
-                            progress.set_postfix(loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}")
-                            if main and self.validation is not None and (
-                                self.step % (cfg.log_every * VALIDATE_EVERY) == 0 or self.step == cfg.train_steps
+                            progress.set_postfix(
+                                loss=f"{scalars['loss']:.4f}", ex_s=f"{scalars['examples_per_second']:.0f}"
+                            )
+                            if (
+                                main
+                                and self.validation is not None
+                                and (self.step % (cfg.log_every * VALIDATE_EVERY) == 0 or self.step == cfg.train_steps)
                             ):
                                 scalars.update(self.validation.scalars(self.model.network, self.ema_network))
                             if writer is not None:
@@ -461,7 +497,11 @@ class Trainer:
                         if main and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.train_steps):
                             self.save_checkpoint()
                         pictures = main and self.config.model.data_kind == "image"
-                        if pictures and cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps):
+                        if (
+                            pictures
+                            and cfg.sample_every
+                            and (self.step % cfg.sample_every == 0 or self.step == cfg.train_steps)
+                        ):
                             self.write_samples(writer)
                     # Every process takes part, so that all of them stop after the same step.
                     signal_number = self.context.max_over_ranks(stop.signal_number or 0)
@@ -492,7 +532,10 @@ class Trainer:
             self.save_checkpoint()
         self.context.barrier()
         checkpoint = self.run_dir / "checkpoints" / checkpoint_name(self.step)
-        raise Stopped(signal_number, f"stopped at step {self.step} by {signal_name(signal_number)}; checkpoint saved: {checkpoint}")
+        raise Stopped(
+            signal_number,
+            f"stopped at step {self.step} by {signal_name(signal_number)}; checkpoint saved: {checkpoint}",
+        )
 
     def write_samples(self, writer: Any, num: int = 16) -> Path:
         """A grid of EMA samples (reverse SDE, fixed seed) to samples/step-N.png and TensorBoard."""
@@ -514,7 +557,11 @@ class Trainer:
     def checkpoint_bytes(self) -> int:
         """Estimated size of one checkpoint: weights, EMA, two AdamW moments and the chain pool."""
         weights = sum(p.numel() * p.element_size() for p in self.model.network.state_dict().values())
-        pool = 0 if self.objective.anchored_at_data else self.objective.pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        pool = (
+            0
+            if self.objective.anchored_at_data
+            else self.objective.pool_size * math.prod(self.config.model.state_shape(1)) * 4
+        )
         return 4 * weights + pool
 
     def save_checkpoint(self) -> Path:
@@ -523,8 +570,9 @@ class Trainer:
             if first_nonfinite(network.state_dict()) is not None:
                 raise TrainingDiverged(self._diverged_message(f"the {name} are NaN or infinite at step {self.step}"))
         try:
-            final = write_checkpoint(self.run_dir, self.step, self.training_state(),
-                                     run_config_dict(self.config.model, self.config))
+            final = write_checkpoint(
+                self.run_dir, self.step, self.training_state(), run_config_dict(self.config.model, self.config)
+            )
         except OSError as error:
             last = latest_checkpoint(self.run_dir)
             kept = f"the last good checkpoint {last} is kept" if last else "no checkpoint was written yet"
@@ -538,8 +586,15 @@ class Trainer:
 
     def training_state(self) -> TrainingState:
         """What a checkpoint saves of this trainer (the live objects: reading a checkpoint restores them)."""
-        return TrainingState(self.model.network, self.ema_network, self.optimizer, self.data_generator,
-                             self.noise_generator, self.pool, self.scaler)
+        return TrainingState(
+            self.model.network,
+            self.ema_network,
+            self.optimizer,
+            self.data_generator,
+            self.noise_generator,
+            self.pool,
+            self.scaler,
+        )
 
     def load_checkpoint(self, checkpoint: Path) -> None:
         """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""

@@ -30,7 +30,9 @@ class ValidationProbe:
     score, which training keeps through label dropout); None otherwise.
     """
 
-    def __init__(self, process: ForwardProcess, states: Tensor, *, seed: int = 0, class_labels: Tensor | None = None) -> None:
+    def __init__(
+        self, process: ForwardProcess, states: Tensor, *, seed: int = 0, class_labels: Tensor | None = None
+    ) -> None:
         self.process = process
         self.steps = validation_steps(process.steps)
         self.class_labels = class_labels
@@ -45,7 +47,11 @@ class ValidationProbe:
             if from_data:
                 x_start, t_start, stride = states, torch.zeros(count, dtype=torch.long), torch.full((count,), t)
             else:
-                x_start, t_start, stride = trajectory[t - 1], torch.full((count,), t - 1), torch.ones(count, dtype=torch.long)
+                x_start, t_start, stride = (
+                    trajectory[t - 1],
+                    torch.full((count,), t - 1),
+                    torch.ones(count, dtype=torch.long),
+                )
             noise = torch.randn(x_start.shape, generator=generator, device=states.device, dtype=states.dtype)
             self.batches[t] = (x_start, t_start.to(states.device), stride.to(states.device), noise)
 
@@ -56,7 +62,11 @@ class ValidationProbe:
         network.eval()
         try:
             return {
-                t: float(dsm_loss(network, self.process, kernel_example(self.process, x, s, stride, noise, self.class_labels)))
+                t: float(
+                    dsm_loss(
+                        network, self.process, kernel_example(self.process, x, s, stride, noise, self.class_labels)
+                    )
+                )
                 for t, (x, s, stride, noise) in self.batches.items()
             }
         finally:

@@ -34,7 +34,10 @@ def _checked_fields(fields: dict[str, Tensor]) -> dict[str, Tensor]:
     """Each entry as a float64 (B, 2, N, N) CPU tensor without grad (for numpy), or a UserError naming the bad label."""
     if not fields:
         raise UserError("no velocity fields to draw: pass at least one label -> (B, 2, N, N) tensor")
-    return {label: _check_velocity(torch.as_tensor(velocity).detach().cpu(), f"fields {label!r}") for label, velocity in fields.items()}
+    return {
+        label: _check_velocity(torch.as_tensor(velocity).detach().cpu(), f"fields {label!r}")
+        for label, velocity in fields.items()
+    }
 
 
 def flow_field_grid(rows: dict[str, Tensor], columns: int = 4, arrows: int = 16) -> Image.Image:
@@ -74,17 +77,21 @@ def flow_field_grid(rows: dict[str, Tensor], columns: int = 4, arrows: int = 16)
     extent = (-spacing / 2, 2 * math.pi - spacing / 2, -spacing / 2, 2 * math.pi - spacing / 2)
 
     plt = _pyplot()
-    figure, axes = plt.subplots(
-        len(fields), columns, figsize=(2.2 * columns + 1.2, 2.2 * len(fields)), squeeze=False
-    )
+    figure, axes = plt.subplots(len(fields), columns, figsize=(2.2 * columns + 1.2, 2.2 * len(fields)), squeeze=False)
     for axes_row, label in zip(axes, fields):
         for axis, velocity, vorticity in zip(axes_row, velocities[label], vorticities[label]):
             image = axis.imshow(
                 vorticity, cmap="RdBu_r", vmin=-colour_limit, vmax=colour_limit, origin="lower", extent=extent
             )
             axis.quiver(
-                points, points, velocity[0, ::stride, ::stride], velocity[1, ::stride, ::stride],
-                angles="xy", scale_units="xy", scale=speed_limit / (1.5 * stride * spacing), width=0.006,
+                points,
+                points,
+                velocity[0, ::stride, ::stride],
+                velocity[1, ::stride, ::stride],
+                angles="xy",
+                scale_units="xy",
+                scale=speed_limit / (1.5 * stride * spacing),
+                width=0.006,
             )
             axis.set_xticks([])
             axis.set_yticks([])

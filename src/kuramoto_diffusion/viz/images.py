@@ -74,7 +74,9 @@ def figure_to_image(figure: object) -> Image.Image:
     return Image.open(buffer).convert("RGB")
 
 
-def column_header(labels: Sequence[str], tile_width: int, padding: int = 2, upscale: int = 1, height: int = 14) -> Image.Image:
+def column_header(
+    labels: Sequence[str], tile_width: int, padding: int = 2, upscale: int = 1, height: int = 14
+) -> Image.Image:
     """A white strip with ``labels[c]`` over column c of an ``image_grid`` of tiles ``tile_width`` px wide (before
     ``upscale``), so that every column of a strip is named (e.g. by its step t)."""
     from PIL import ImageDraw
@@ -169,7 +171,9 @@ def forward_figure(
         curves[name] = ((torch.arange(process.steps + 1) / process.steps).tolist(), r.tolist())
     # With the image encoding θ = a·x the data sit within ±a of ψ_ref = 0, more ordered than the von Mises
     # prior, so R falls going forward; the title reports what the curves do rather than the textbook picture.
-    plot = order_parameter_plot(curves, order_parameter_title(curves, "order parameter R(t) along the forward process (t = 0: data)"))
+    plot = order_parameter_plot(
+        curves, order_parameter_title(curves, "order parameter R(t) along the forward process (t = 0: data)")
+    )
     return labelled_rows(rows + [("", plot)])
 
 
@@ -194,7 +198,14 @@ def angle_density_plot(
     if dims == {1}:
         figure, axis = plt.subplots(figsize=(6, 3.6))
         for name, values in panels.items():
-            axis.hist(values[:, 0], bins=edges.tolist(), density=True, histtype="step", linewidth=1.5, label=f"{name} ({len(values)})")
+            axis.hist(
+                values[:, 0],
+                bins=edges.tolist(),
+                density=True,
+                histtype="step",
+                linewidth=1.5,
+                label=f"{name} ({len(values)})",
+            )
         axis.set_xlim(-half_turn, half_turn)
         axis.set_xlabel(f"{labels[0] if labels else 'angle 1'} ({unit})")
         axis.set_ylabel(f"density (per {unit})")

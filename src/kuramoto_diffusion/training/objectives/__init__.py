@@ -63,9 +63,12 @@ def resolve_objective(
     if objective != "auto":
         return objective
     propagated = OBJECTIVES["propagated"].kind
-    fits = (not (propagated.corrects_chain_kernel and process.closed_form_marginal)
-            and (propagated.takes_window or window <= 1) and (propagated.takes_anchor or not anchor)
-            and (process.contraction_bounded or not propagated.needs_contraction_bound))
+    fits = (
+        not (propagated.corrects_chain_kernel and process.closed_form_marginal)
+        and (propagated.takes_window or window <= 1)
+        and (propagated.takes_anchor or not anchor)
+        and (process.contraction_bounded or not propagated.needs_contraction_bound)
+    )
     return "propagated" if fits else "markov"
 
 

@@ -69,8 +69,14 @@ class Conditioning:
 NO_CONDITIONING = Conditioning()
 
 
-def dsm_loss(network: torch.nn.Module, process: ForwardProcess, example: DSMExample, *, context: bool = False,
-             autocast_dtype: torch.dtype | None = None) -> Tensor:
+def dsm_loss(
+    network: torch.nn.Module,
+    process: ForwardProcess,
+    example: DSMExample,
+    *,
+    context: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> Tensor:
     """The mean weighted DSM loss of ``network`` on ``example`` (a scalar tensor in the target's dtype).
 
     ``context``: the example's condition is context features (else class labels). With ``autocast_dtype``
@@ -79,14 +85,20 @@ def dsm_loss(network: torch.nn.Module, process: ForwardProcess, example: DSMExam
     x, t_query = example.x, example.t_query
     c = process.output_scale(t_query, like=x)
     labels, features = (None, example.condition) if context else (example.condition, None)
-    with torch.autocast(device_type=x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        device_type=x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+    ):
         prediction = network(x, process.network_time(t_query).to(x.device), features, labels)
     # A mixed-precision prediction is compared in the target's precision (float32, or float64 in tests).
     return (((prediction.to(example.target.dtype) - c * example.target) * (example.scale / c.abs())) ** 2).mean()
 
 
 def kernel_noise(
-    shape: tuple[int, ...], draws: int, antithetic: bool, generator: torch.Generator | None, device: torch.device,
+    shape: tuple[int, ...],
+    draws: int,
+    antithetic: bool,
+    generator: torch.Generator | None,
+    device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """The standard normal z of every kernel draw, rows ordered (state 0: draws 0 … d−1, state 1: …).
@@ -105,7 +117,12 @@ def kernel_noise(
 
 
 def kernel_draw(
-    process: ForwardProcess, x_start: Tensor, t_start: Tensor, stride: Tensor, noise: Tensor, *,
+    process: ForwardProcess,
+    x_start: Tensor,
+    t_start: Tensor,
+    stride: Tensor,
+    noise: Tensor,
+    *,
     linearised: bool | Tensor = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One DSM example per row: (x', the target s* = ∂/∂x' log p(x' | x_s), the kernel scale σ).
@@ -132,8 +149,14 @@ def kernel_draw(
         return x_next, process.kernel_score(x_next, mean, scale), scale
 
 
-def kernel_example(process: ForwardProcess, x_start: Tensor, t_start: Tensor, stride: Tensor, noise: Tensor,
-                   condition: Tensor | None = None) -> DSMExample:
+def kernel_example(
+    process: ForwardProcess,
+    x_start: Tensor,
+    t_start: Tensor,
+    stride: Tensor,
+    noise: Tensor,
+    condition: Tensor | None = None,
+) -> DSMExample:
     """The merged-stride kernel's example from given states, strides and noise (one draw per state): what the
     validation probe scores."""
     x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise)
@@ -190,23 +213,33 @@ class Objective:
         steps = process.steps
         name = type(self).__name__
         if self.corrects_chain_kernel and process.closed_form_marginal:
-            raise UserError(f"the {name} corrects a chain's kernel, but the {type(process).__name__}'s strides are "
-                            "already exact; use objective 'markov' or 'antithetic'")
+            raise UserError(
+                f"the {name} corrects a chain's kernel, but the {type(process).__name__}'s strides are "
+                "already exact; use objective 'markov' or 'antithetic'"
+            )
         if training.window > steps:
-            raise UserError(f"the DSM window {training.window} is longer than the process's T = {steps}; use at most {steps}")
+            raise UserError(
+                f"the DSM window {training.window} is longer than the process's T = {steps}; use at most {steps}"
+            )
         if training.window > 1 and not self.takes_window:
-            raise UserError(f"the {name} takes exact one-step draws and carries the chain's history in its target; "
-                            "use window 1 (or 0), or objective 'markov' for a merged window")
+            raise UserError(
+                f"the {name} takes exact one-step draws and carries the chain's history in its target; "
+                "use window 1 (or 0), or objective 'markov' for a merged window"
+            )
         if self.needs_contraction_bound and not process.contraction_bounded:
             raise UserError(f"the {type(process).__name__} has no contraction bound; the {name} needs one")
         if training.anchor > steps:
-            raise UserError(f"the anchor horizon {training.anchor} is longer than the process's T = {steps}; use at most {steps}")
+            raise UserError(
+                f"the anchor horizon {training.anchor} is longer than the process's T = {steps}; use at most {steps}"
+            )
         if training.anchor and not self.takes_anchor:
             raise UserError(f"the {name} is anchored at the data through its carried estimate; use anchor 0")
         if conditioning.kind != "none" and not self.supports_conditioning:
             raise UserError(f"the {name} does not train conditional models; choose another objective")
         if antithetic and training.draws % 2:
-            raise UserError(f"antithetic draws come in ±z pairs: the number of draws must be even, got {training.draws}")
+            raise UserError(
+                f"antithetic draws come in ±z pairs: the number of draws must be even, got {training.draws}"
+            )
         self.process = process
         self.training = training
         self.antithetic = antithetic
@@ -247,23 +280,34 @@ class Objective:
     @property
     def pool_advance(self) -> int:
         """Chains the pool advances per training step: the configured number, or ``default_pool_advance``."""
-        return min(self.pool_size, self.training.pool_advance or default_pool_advance(self.pool_size, self.training.batch_size))
+        return min(
+            self.pool_size, self.training.pool_advance or default_pool_advance(self.pool_size, self.training.batch_size)
+        )
 
     def prepare(self, generator: torch.Generator, *, fill: bool = True) -> None:
         """Build the chain pool if this objective needs one, its chains drawing from ``generator``; ``fill=False``
         when a checkpoint's pool is loaded next (no chains simulated)."""
         if not self.needs_pool:
             return
-        self.pool = ChainPool(self.process, self.pool_size, self._data, generator, carry=type(self).carry,
-                              advance_count=self.pool_advance, fill_trajectories=self.training.pool_fill_trajectories,
-                              fill=fill)
+        self.pool = ChainPool(
+            self.process,
+            self.pool_size,
+            self._data,
+            generator,
+            carry=type(self).carry,
+            advance_count=self.pool_advance,
+            fill_trajectories=self.training.pool_fill_trajectories,
+            fill=fill,
+        )
 
     def _data(self, count: int, rows: slice | None = None) -> tuple[Tensor, Tensor | None]:
         if self.data is None:
             raise ValueError("this objective was built without data; pass data= to draw examples")
         return self.data(count, rows) if rows is not None else self.data(count)
 
-    def chain_states(self, batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def chain_states(
+        self, batch: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """(x_s, s, conditions, carried estimates) of ``batch`` chain states: from the pool (advanced first), or
         resimulated from fresh data with s uniform in 0 … T − 1."""
         if self.pool is not None:
@@ -288,8 +332,9 @@ class Objective:
             return StartingStates(x0, torch.zeros_like(stride), stride, conditions, None)
         return self.chain_strides(*self.chain_states(batch, generator), generator)
 
-    def chain_strides(self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None,
-                      generator: torch.Generator) -> StartingStates:
+    def chain_strides(
+        self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None, generator: torch.Generator
+    ) -> StartingStates:
         """The strides (and any re-anchored rows) of chain states; see the subclasses."""
         raise NotImplementedError
 
@@ -325,8 +370,9 @@ class Objective:
         """The kernel draws (``draws`` per state, z from ``generator``) from given starting states: this process's
         rows of them. The conditions are used as given (no dropout)."""
         x = start.x
-        noise = kernel_noise((x.shape[0] * self.draws, *x.shape[1:]), self.draws, self.antithetic, generator,
-                             x.device, x.dtype)
+        noise = kernel_noise(
+            (x.shape[0] * self.draws, *x.shape[1:]), self.draws, self.antithetic, generator, x.device, x.dtype
+        )
         own = self.rows or slice(0, x.shape[0])
         draws = self.draws
 
@@ -334,15 +380,22 @@ class Objective:
             return value[own].repeat_interleave(draws, 0) if draws > 1 else value[own]
 
         mine = StartingStates(
-            repeated(x), repeated(start.t), repeated(start.stride),
+            repeated(x),
+            repeated(start.t),
+            repeated(start.stride),
             None if start.conditions is None else repeated(start.conditions),
             None if start.estimates is None else repeated(start.estimates),
         )
-        x_next, target, scale = self.draw(mine, noise[own.start * draws:own.stop * draws])
+        x_next, target, scale = self.draw(mine, noise[own.start * draws : own.stop * draws])
         return DSMExample(x_next, mine.t + mine.stride, target, scale, mine.conditions)
 
     def loss(self, network: torch.nn.Module, example: DSMExample) -> Tensor:
         """The mean weighted DSM loss of ``network`` on ``example`` (``dsm_loss``; the network in this
         objective's mixed precision, if any)."""
-        return dsm_loss(network, self.process, example, context=self.conditioning.kind == "context",
-                        autocast_dtype=self.autocast_dtype)
+        return dsm_loss(
+            network,
+            self.process,
+            example,
+            context=self.conditioning.kind == "context",
+            autocast_dtype=self.autocast_dtype,
+        )

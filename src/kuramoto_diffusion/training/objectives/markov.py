@@ -36,8 +36,9 @@ class MarkovObjective(Objective):
     def default_window(self, window: int) -> int:
         return window or min(DEFAULT_MARKOV_WINDOW, self.process.steps)
 
-    def chain_strides(self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None,
-                      generator: torch.Generator) -> StartingStates:
+    def chain_strides(
+        self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None, generator: torch.Generator
+    ) -> StartingStates:
         stride = window_strides(t, self.process.steps, self.window, generator)
         if self.anchor:
             return self._anchor_early_queries(x, t, stride, conditions)

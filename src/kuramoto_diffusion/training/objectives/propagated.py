@@ -95,8 +95,9 @@ class PropagatedObjective(Objective):
     def default_window(self, window: int) -> int:
         return 1
 
-    def chain_strides(self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None,
-                      generator: torch.Generator) -> StartingStates:
+    def chain_strides(
+        self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None, generator: torch.Generator
+    ) -> StartingStates:
         return StartingStates(x, t, torch.ones_like(t), conditions, estimates)  # the history is in the estimate
 
     def draw(self, start: StartingStates, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
