@@ -353,7 +353,7 @@ class DiffusionModel:
 
         if self.config.data_kind != "image":
             raise UserError("sample_images needs an image model; use sample() and decode() for angle data")
-        images, _ = self.decode(self.sample(num, **options).states)  # type: ignore[arg-type]
+        images, _ = self.decode(self.sample(num, **options).states)  # type: ignore[arg-type]  # **options: object, checked by sample() itself
         pixels = to_uint8(images)
         return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
 
@@ -413,7 +413,7 @@ class DiffusionModel:
         return LikelihoodResult(
             log_likelihood=torch.cat([result.log_likelihood + jacobian for result, jacobian in pieces]),
             prior_log_likelihood=torch.cat([result.prior_log_likelihood for result in results]),
-            probe_standard_error=None if errors[0] is None else torch.cat(errors),  # type: ignore[arg-type]
+            probe_standard_error=None if errors[0] is None else torch.cat(errors),  # type: ignore[arg-type]  # all pieces share one estimator: all None or none
             function_evaluations=results[0].function_evaluations,
             steps=results[0].steps,
         )
@@ -561,7 +561,7 @@ def _concatenate(results: list[SampleResult]) -> SampleResult:
     first = results[0]
     trajectory = None
     if first.trajectory is not None:
-        trajectory = [torch.cat([r.trajectory[i] for r in results]) for i in range(len(first.trajectory))]  # type: ignore[index]
+        trajectory = [torch.cat([r.trajectory[i] for r in results]) for i in range(len(first.trajectory))]  # type: ignore[index]  # every piece was sampled with the same options: all have one
     weights = [r.states.shape[0] for r in results]
     order = [
         sum(w * r.order_parameter[i] for w, r in zip(weights, results)) / sum(weights)

@@ -50,7 +50,7 @@ def config_from_dict(cls: type[T], data: Any, *, where: str = "config") -> T:
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls: type[T] for any dataclass T; mypy cannot bound T to dataclasses
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise UserError(

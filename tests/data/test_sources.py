@@ -96,3 +96,16 @@ def test_a_source_without_a_capability_fails_the_protocol():
     assert capabilities(Plain()) == {"BatchSource"}
     assert capabilities(object()) == set()
     assert "RowDecodingSource" not in capabilities(MarkerOnly())  # a marker without the labelled method is not enough
+
+
+def test_the_embedded_sets_are_one_registry_that_open_image_source_and_the_cli_read():
+    """Every embedded set is one entry of EMBEDDED_IMAGE_SETS: open_image_source opens it by name with the same
+    arguments, and DATA_CHOICES (the CLI's names) are the registry's keys."""
+    from kuramoto_diffusion.data import DATA_CHOICES, EMBEDDED_IMAGE_SETS, open_image_source
+
+    assert DATA_CHOICES == tuple(EMBEDDED_IMAGE_SETS)
+    for name, source_class in EMBEDDED_IMAGE_SETS.items():
+        source = open_image_source(name, 16, split="val", seed=3)
+        assert type(source) is source_class
+        batch = source.sample_batch(2, torch.Generator().manual_seed(0))
+        assert batch.shape == (2, 1, 16, 16) and bool((batch.abs() <= 1).all())

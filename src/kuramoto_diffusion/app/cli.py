@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .. import __version__
 from ..config import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_CHANNELS, DataConfig, ModelConfig, TrainConfig
@@ -126,7 +126,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (the usage itself is one --help away)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 

@@ -290,7 +290,7 @@ def distinct_reference_count(request: EvaluateRequest, source: object) -> int:
     fewer than --num."""
     if request.real == "textures":
         return request.num
-    available = len(source)  # type: ignore[arg-type]
+    available = len(source)  # type: ignore[arg-type]  # every image source is Sized; the BatchSource protocol does not ask it
     if available < request.num:
         warnings.warn(
             f"--real {request.real} has {available} image(s) in its {request.real_split!r} split, fewer than --num "

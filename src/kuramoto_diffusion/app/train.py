@@ -579,7 +579,7 @@ def check_fresh_out(out: Path, data_spec: str) -> None:
     the run's sample grids would become training data."""
     from ..config import FLOW_PREFIX, is_angle_spec
 
-    if data_spec not in ("textures", "fingerprints") and not is_angle_spec(data_spec):
+    if data_spec not in DATA_CHOICES and not is_angle_spec(data_spec):
         data_path = Path(data_spec[len(FLOW_PREFIX) :] if data_spec.startswith(FLOW_PREFIX) else data_spec).expanduser()
         if data_path.is_dir():
             resolved_out, resolved_data = out.expanduser().resolve(), data_path.resolve()
@@ -715,7 +715,7 @@ def open_validation_source(data: DataConfig | None) -> object | None:
         source = open_source(data, split="val")
     except UserError:
         return None
-    return source if len(source) > 0 else None  # type: ignore[arg-type]
+    return source if len(source) > 0 else None  # type: ignore[arg-type]  # every source open_source returns is Sized
 
 
 def validation_probe(trainer: Trainer, val_source: object | None) -> ValidationProbe | None:
@@ -724,7 +724,7 @@ def validation_probe(trainer: Trainer, val_source: object | None) -> ValidationP
     model = trainer.config.model
     if val_source is None or model.context_frames:
         return None
-    batch = val_source.fixed_batch(VALIDATION_BATCH, seed=trainer.train_config.seed)  # type: ignore[attr-defined]
+    batch = val_source.fixed_batch(VALIDATION_BATCH, seed=trainer.train_config.seed)  # type: ignore[attr-defined]  # image, angle and flow sources all have fixed_batch; BatchSource does not ask it
     states = trainer.model.encode(batch.to(trainer.device))
     labels = None
     if model.class_names:  # the unconditional score: the "no class" label
@@ -765,11 +765,11 @@ def startup_summary(trainer: Trainer, request: TrainRequest, source: object, val
     model, data = config.model, config.data
     kind = model.data_kind
     unit = {"image": "image(s)", "angle": "row(s)", "flow": "trajectory(ies)"}[kind]
-    held_out = f"{len(val_source)} held out for validation" if val_source is not None else "no validation split"  # type: ignore[arg-type]
+    held_out = f"{len(val_source)} held out for validation" if val_source is not None else "no validation split"  # type: ignore[arg-type]  # sources are Sized (above)
     if data is not None and data.source == "textures":
-        found = f"textures: {len(source)} photo(s), random crops; validation: a strip of each photo never cropped for training"  # type: ignore[arg-type]
+        found = f"textures: {len(source)} photo(s), random crops; validation: a strip of each photo never cropped for training"  # type: ignore[arg-type]  # sources are Sized (above)
     else:
-        found = f"{data.source if data else 'data'}: {len(source)} {unit} for training, {held_out}"  # type: ignore[arg-type]
+        found = f"{data.source if data else 'data'}: {len(source)} {unit} for training, {held_out}"  # type: ignore[arg-type]  # sources are Sized (above)
     if kind == "image":
         shape = f"{model.channels} channel(s) ({'grey' if model.channels == 1 else 'RGB'}), {model.image_size}×{model.image_size} px"
     elif kind == "angle":
@@ -798,7 +798,7 @@ def startup_summary(trainer: Trainer, request: TrainRequest, source: object, val
     if trainer.context.is_main and val_source is not None and not model.context_frames:
         steps = ", ".join(str(t) for t in validation_steps(process.steps))
         validation = (
-            f"\n  validation: loss at t = {steps} on {min(VALIDATION_BATCH, len(val_source))} held-out example(s), "  # type: ignore[arg-type]
+            f"\n  validation: loss at t = {steps} on {min(VALIDATION_BATCH, len(val_source))} held-out example(s), "  # type: ignore[arg-type]  # sources are Sized (above)
             f"every {training.log_every * 4} steps (TensorBoard val/)"
         )
     return (

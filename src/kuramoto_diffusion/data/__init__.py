@@ -43,7 +43,13 @@ from .lazy_folder import LazyImageFolderSource
 from .sources import BatchSource, LabelledSource, RowDecodingSource, SequenceSource
 from .textures import TextureSource
 
-DATA_CHOICES = ("textures", "fingerprints")  # embedded sets
+# The embedded image data sets by name: adding one is its module (a source class taking image_size, channels, split,
+# val_fraction, seed and flip, as these do) and one line here. DATA_CHOICES, the CLI's names, follow.
+EMBEDDED_IMAGE_SETS: dict[str, type[TextureSource] | type[FingerprintSource]] = {
+    "textures": TextureSource,
+    "fingerprints": FingerprintSource,
+}
+DATA_CHOICES = tuple(EMBEDDED_IMAGE_SETS)
 
 
 @runtime_checkable
@@ -96,7 +102,7 @@ def open_image_source(
     ``max_image_pixels``: an image file of a folder whose header declares more pixels (width × height) is refused
     before it is decoded (a decompression-bomb guard; default Pillow's 89,478,485); raise it for trusted large files.
     """
-    if classes and spec in ("textures", "fingerprints"):
+    if classes and spec in EMBEDDED_IMAGE_SETS:
         raise UserError(
             f"{spec!r} has no classes; class-conditional training needs a folder with one subfolder per class"
         )
@@ -112,10 +118,8 @@ def open_image_source(
         raise UserError(
             f"{spec} is flow data, not images; this command needs images (textures, fingerprints, a folder)"
         )
-    if spec == "textures":
-        return TextureSource(image_size, channels=channels, split=split, val_fraction=val_fraction, flip=flip)
-    if spec == "fingerprints":
-        return FingerprintSource(
+    if spec in EMBEDDED_IMAGE_SETS:
+        return EMBEDDED_IMAGE_SETS[spec](
             image_size, channels=channels, split=split, val_fraction=val_fraction, seed=seed, flip=flip
         )
     path = Path(spec).expanduser()
@@ -191,6 +195,7 @@ __all__ = [
     "save_angles",
     "BAD_IMAGE_POLICIES",
     "DATA_CHOICES",
+    "EMBEDDED_IMAGE_SETS",
     "IMAGE_EXTENSIONS",
     "Cifar10Source",
     "FingerprintSource",

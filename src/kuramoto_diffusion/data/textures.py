@@ -64,6 +64,7 @@ class TextureSource(InMemoryImageSource):
         channels: int | None = None,
         split: str = "train",
         val_fraction: float = 0.1,
+        seed: int = 0,  # the split is spatial, so the seed plays no part; every embedded set takes the same arguments
         flip: bool = True,
         texture_scale: float = 4.0,
         photos: tuple[str, ...] = TEXTURE_PHOTOS,

@@ -193,7 +193,7 @@ def _per_component_pairs(value: object, count: int, what: str) -> Tensor:
     if isinstance(value, (int, float)):
         rows: list[tuple[float, ...]] = [(float(value), float(value))] * count
     else:
-        items = list(value)  # type: ignore[call-overload]
+        items = list(value)  # type: ignore[call-overload]  # value: object from JSON/kwargs; a non-iterable raises TypeError, reported below
         if len(items) != count:
             raise UserError(f"need one {what} per component ({count}), got {len(items)}")
         rows = [(float(v), float(v)) if isinstance(v, (int, float)) else tuple(float(u) for u in v) for v in items]

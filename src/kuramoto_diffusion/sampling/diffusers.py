@@ -114,7 +114,7 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
                 f"num_train_timesteps is {num_train_timesteps!r} but the process has steps = {steps}; "
                 "they must be equal (or leave num_train_timesteps out)"
             )
-        self.scheduler = KuramotoScheduler(parsed.process, parsed.sampler)  # type: ignore[arg-type]
+        self.scheduler = KuramotoScheduler(parsed.process, parsed.sampler)  # type: ignore[arg-type]  # diffusers' register_to_config erases the parsed types
         self._timestep_device: torch.device | None = None
         # The stored config is complete: every process field, and T, whatever was left to defaults.
         self.register_to_config(process=config_to_dict(parsed.process), num_train_timesteps=steps)
@@ -216,7 +216,7 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
 
     def scale_model_input(self, sample: Tensor, timestep: int | Tensor | None = None) -> Tensor:
         """The network input: the phases unchanged (the cos/sin embedding is inside the network)."""
-        return self.scheduler.scale_model_input(sample, timestep)  # type: ignore[arg-type]
+        return self.scheduler.scale_model_input(sample, timestep)  # type: ignore[arg-type]  # diffusers passes int or tensor timesteps; ours takes both at run time
 
     def network_time(self, timestep: int | Tensor, sample: Tensor) -> Tensor:
         """The network's time input t/T (float32, one entry per example), as ``ScoreNetwork`` expects."""

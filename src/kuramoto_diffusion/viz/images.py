@@ -69,7 +69,7 @@ def labelled_rows(rows: Sequence[tuple[str, Image.Image]], label_width: int = 15
 def figure_to_image(figure: object) -> Image.Image:
     """Render a matplotlib figure to a PIL image."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # type: ignore[attr-defined]
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # type: ignore[attr-defined]  # a matplotlib Figure, typed object so viz imports matplotlib lazily
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
 
