@@ -297,7 +297,7 @@ def test_an_app_resume_takes_the_lock_once_and_validates_its_checkpoint_once(cle
 
     monkeypatch.setattr(checkpointing, "validate_checkpoint", counting_validate)
     monkeypatch.setattr(RunLock, "acquire", counting_acquire)
-    trainer = train_app._resumed_trainer(
+    trainer = train_app.resumed_trainer(
         train_app.TrainRequest(out=run, resume=True, quiet=True), SINGLE_PROCESS, torch.device("cpu")
     )
     try:
@@ -308,7 +308,7 @@ def test_an_app_resume_takes_the_lock_once_and_validates_its_checkpoint_once(cle
         trainer.lock.release()
     # A resume that fails lets the lock go: the next one is not told the folder is busy.
     with pytest.raises(UserError, match="not a complete checkpoint"):
-        train_app._resumed_trainer(
+        train_app.resumed_trainer(
             train_app.TrainRequest(out=run, resume_from=run / "nowhere", quiet=True),
             SINGLE_PROCESS,
             torch.device("cpu"),

@@ -8,7 +8,8 @@ from typing import Any, cast
 from ..errors import UserError
 from .base import ForwardProcess, Step
 from .euclidean import EuclideanConfig, EuclideanVPProcess
-from .kuramoto import (
+from .kuramoto import KuramotoProcess
+from .kuramoto_config import (
     COUPLING_NORMS,
     COUPLING_SHAPES,
     COUPLINGS,
@@ -18,7 +19,6 @@ from .kuramoto import (
     CouplingNorm,
     CouplingShape,
     KuramotoConfig,
-    KuramotoProcess,
     Padding,
     PriorFit,
 )

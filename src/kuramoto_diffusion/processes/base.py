@@ -35,7 +35,7 @@ from torch import Tensor
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .kuramoto import PriorFit
+    from .kuramoto_config import PriorFit
 
 Step = int | Tensor
 ScoreFn = Callable[[Tensor, int], Tensor]  # (states, query step t ∈ 1 … T) -> score

@@ -39,7 +39,8 @@ from ..errors import UserError
 from ..serialization import check_choices
 from .base import ChainFlow, ForwardProcess, ScoreFn, Step, resolve_config
 from .euclidean import EuclideanConfig, EuclideanVPProcess, VPFlow
-from .kuramoto import Kernel, KuramotoConfig, KuramotoProcess, PriorFit, coupling_from_mean
+from .kuramoto import KuramotoProcess, coupling_from_mean
+from .kuramoto_config import Kernel, KuramotoConfig, PriorFit
 from .schedules import REFERENCE_STEPS, ScheduleShape
 
 PHASE, AMPLITUDE = 0, 1  # state channels

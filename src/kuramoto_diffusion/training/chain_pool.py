@@ -28,6 +28,7 @@ early holds correlated examples.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -272,3 +273,18 @@ def _advance_each(
         result[device_order] = row
         results.append(result)
     return tuple(results)
+
+
+def default_pool_size(steps: int, batch_size: int) -> int:
+    """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
+    wanted = max(steps, 4 * batch_size)
+    return math.ceil(wanted / steps) * steps
+
+
+def default_pool_advance(pool_size: int, batch_size: int) -> int:
+    """min(pool size, 8·batch): at most 8 chain steps per starting state and training step.
+
+    With the default pool this advances every chain up to T = 8·batch (T = 100: all 200 chains at batch 32).
+    At T = 1000 it is 256 of 1000 chains: the forward state's share of a step stays small (BENCHMARKS.md,
+    "Training throughput"), while each chain still walks the exact chain, only more slowly."""
+    return min(pool_size, 8 * batch_size)

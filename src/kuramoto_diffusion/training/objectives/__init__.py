@@ -16,6 +16,7 @@ from typing import NamedTuple
 from ...config import Objective as ObjectiveName
 from ...config import TrainConfig
 from ...processes import ForwardProcess
+from ..chain_pool import default_pool_advance, default_pool_size
 from .base import (
     NO_CONDITIONING,
     Conditioning,
@@ -23,8 +24,6 @@ from .base import (
     DSMExample,
     Objective,
     StartingStates,
-    default_pool_advance,
-    default_pool_size,
     dsm_loss,
     kernel_draw,
     kernel_example,

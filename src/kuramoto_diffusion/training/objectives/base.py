@@ -12,7 +12,6 @@ kernel and target they use; ``Objective.examples`` draws a batch and ``Objective
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal, NamedTuple
@@ -23,7 +22,14 @@ from torch import Tensor
 from ...config import TrainConfig
 from ...errors import UserError
 from ...processes import ForwardProcess
-from ..chain_pool import CarriedStep, ChainPool, resimulate_states, resimulate_states_and_scores
+from ..chain_pool import (
+    CarriedStep,
+    ChainPool,
+    default_pool_advance,
+    default_pool_size,
+    resimulate_states,
+    resimulate_states_and_scores,
+)
 
 # (count, rows this process uses or None) -> (encoded states at t = 0, their conditions or None). ``rows``: a source
 # that can (a lazy folder) decodes just those; the random draws are always the whole count's.
@@ -161,21 +167,6 @@ def kernel_example(
     validation probe scores."""
     x_next, target, scale = kernel_draw(process, x_start, t_start, stride, noise)
     return DSMExample(x_next, t_start + stride, target, scale, condition)
-
-
-def default_pool_size(steps: int, batch_size: int) -> int:
-    """max(T, 4·batch) rounded up to a multiple of T, so that t is exactly uniform in the pool."""
-    wanted = max(steps, 4 * batch_size)
-    return math.ceil(wanted / steps) * steps
-
-
-def default_pool_advance(pool_size: int, batch_size: int) -> int:
-    """min(pool size, 8·batch): at most 8 chain steps per starting state and training step.
-
-    With the default pool this advances every chain up to T = 8·batch (T = 100: all 200 chains at batch 32).
-    At T = 1000 it is 256 of 1000 chains: the forward state's share of a step stays small (BENCHMARKS.md,
-    "Training throughput"), while each chain still walks the exact chain, only more slowly."""
-    return min(pool_size, 8 * batch_size)
 
 
 class Objective:

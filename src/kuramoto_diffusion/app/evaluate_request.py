@@ -1,0 +1,82 @@
+"""The evaluate command's request (``EvaluateRequest``, its defaults the CLI's) and what its modes share: the
+protocol sizes, loading the model, reporting the metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..errors import UserError
+from ..model import DiffusionModel
+from ..runtime import resolve_device
+from ..serialization import write_json_atomic
+from .sample import SamplerOptions
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """The evaluate command's options (``kuramoto-diffusion evaluate --help`` says what each means); one of
+    ``fake`` and ``checkpoint``."""
+
+    real: str = "textures"
+    real_split: str = "val"
+    fake: str | None = None
+    checkpoint: Path | None = None
+    num: int = 256
+    sampling: SamplerOptions = field(default_factory=SamplerOptions)
+    batch_size: int = 64
+    image_size: int = 32
+    channels: str = "auto"
+    clip_denoised: bool = False
+    inception_weights: Path | None = None
+    nll: bool = False
+    probes: int | None = None  # None: 2
+    degrees: bool = False  # --real angles:FILE holds degrees (default: the unit the model was trained on)
+    json: Path | None = None
+    device: str = "auto"
+    on_bad_image: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    seed: int = 0
+    quiet: bool = False
+    no_ema: bool = False
+    groups: int | None = None  # with reference_sets: the interval protocol (None for both: one set against one)
+    reference_sets: int | None = None
+
+
+PROTOCOL_DEFAULT = 4  # groups or reference sets when only the other is given (bench/quality.py's default)
+
+
+def protocol_sizes(request: EvaluateRequest) -> tuple[int, int] | None:
+    """(groups, reference sets) of the interval protocol, or None for the single comparison."""
+    if request.groups is None and request.reference_sets is None:
+        return None
+    groups = PROTOCOL_DEFAULT if request.groups is None else request.groups
+    sets = PROTOCOL_DEFAULT if request.reference_sets is None else request.reference_sets
+    for flag, value in (("--groups", groups), ("--reference-sets", sets)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise UserError(f"{flag} {value}: an interval needs at least 2; pass {flag} 2 or more")
+    return groups, sets
+
+
+NEITHER_FAKE_NOR_CHECKPOINT = (
+    "nothing to evaluate: pass --fake (generated images or flows) or --checkpoint (a model to sample)"
+)
+
+
+def load_model(request: EvaluateRequest, checkpoint: Path) -> DiffusionModel:
+    """``checkpoint``'s (--checkpoint's) model, with its EMA weights unless --no-ema."""
+    return DiffusionModel.from_pretrained(checkpoint, use_ema=not request.no_ema, device=resolve_device(request.device))
+
+
+def report_metrics(
+    request: EvaluateRequest, metrics: dict[str, float], settings: dict[str, object]
+) -> dict[str, object]:
+    """Print the metrics as a table (unless --quiet), write them with the settings to --json, and return both."""
+    payload: dict[str, object] = {"metrics": metrics, "settings": settings}
+    if not request.quiet:
+        width = max(len(name) for name in metrics)
+        print("\n".join(f"{name:<{width}}  {value:.6g}" for name, value in metrics.items()))
+    if request.json is not None:
+        write_json_atomic(request.json, payload)
+    return payload
