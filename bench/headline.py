@@ -34,6 +34,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from kuramoto_diffusion.metrics.intervals import mean_interval, ratio_interval
 # The names the headline uses, and the quality rows' keys they come from (the same where not listed).
 METRIC_KEYS = {"swd": "swd_mean"}
 DEFAULT_METRICS = ("swd", "swd_excess", "kid_random", "minutiae_w1", "singular_points_w1", "orientation_w1")
+RESAMPLES = 4000  # bootstrap resamples of every interval
 PROTOCOL_KEYS = ("groups", "reference_sets", "group_size", "reference_size")
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 
@@ -123,51 +125,80 @@ def best_setting(settings: dict[str, dict], seeds: list[int], key: str) -> tuple
     return min(candidates.items(), key=lambda item: float(stacked(item[1], seeds, key).mean()))
 
 
-def build_rows(
-    paths: list[Path], metrics: list[str], command: str, *, resamples: int = 4000
-) -> tuple[list[dict], list[str]]:
-    """The headline rows (module docstring) from quality files, and notes about what was left out."""
-    found, notes = load_settings(paths)
+class Comparison(NamedTuple):
+    """Two method groups' best settings at the seeds both have: labels, (seeds, groups, sets) tables, paired ratio."""
+
+    seeds: list[int]
+    first_label: str
+    first_runs: dict
+    first: np.ndarray
+    second_label: str
+    second_runs: dict
+    second: np.ndarray
+    ratio: dict | None
+
+
+def compare(first: dict, second: dict, metric: str, where: str, notes: list[str], resamples: int) -> Comparison | None:
+    """The best setting of each group (labels → runs) on ``metric`` at the seeds both have, paired by (seed, reference
+    set) as K/E is; None where there is nothing to pair, with a note in ``notes`` where the reason is not obvious."""
+    key = METRIC_KEYS.get(metric, metric)
+    seeds = sorted(seeds_with(first, key) & seeds_with(second, key))
+    if not seeds:
+        return None
+    chosen = best_setting(first, seeds, key), best_setting(second, seeds, key)
+    if chosen[0] is None or chosen[1] is None:
+        notes.append(f"{where} {metric}: no setting of each method has rows at seeds {seeds}")
+        return None
+    (first_label, first_runs), (second_label, second_runs) = chosen
+    protocols = protocol_of(first_runs, seeds) | protocol_of(second_runs, seeds)
+    if len(protocols) > 1:
+        notes.append(
+            f"{where} {metric}: {first_label} and {second_label} were scored with different "
+            f"protocols {sorted(protocols, key=str)} (groups, sets, sizes); not paired"
+        )
+        return None
+    first_table, second_table = stacked(first_runs, seeds, key), stacked(second_runs, seeds, key)
+    try:
+        ratio = ratio_interval(first_table, second_table, resamples=resamples).as_dict()
+    except UserError as error:  # e.g. a non-positive mean excess in the denominator
+        notes.append(f"{where} {metric} {first_label} / {second_label}: no ratio ({error})")
+        ratio = None
+    return Comparison(seeds, first_label, first_runs, first_table, second_label, second_runs, second_table, ratio)
+
+
+def headline_rows(found: dict, metrics: list[str], command: str, notes: list[str], resamples: int) -> list[dict]:
+    """The headline rows (module docstring) from ``load_settings``'s settings; what was left out goes to ``notes``."""
     rows = []
     for (data, steps, budget), families in found.items():
+        where = f"{data} T={steps} {budget}"
         if not {"kuramoto", "euclidean"} <= set(families):
-            notes.append(f"{data} T={steps} {budget}: only {', '.join(families)} rows; a ratio needs both methods")
+            kinds = [kind for kind in families if not kind.startswith("method:")]
+            notes.append(f"{where}: only {', '.join(kinds)} rows; a ratio needs both methods")
             continue
         for metric in metrics:
-            key = METRIC_KEYS.get(metric, metric)
-            # The seeds at which both methods have some setting with this metric.
-            seeds = sorted(seeds_with(families["kuramoto"], key) & seeds_with(families["euclidean"], key))
-            if not seeds:
+            pair = compare(families["kuramoto"], families["euclidean"], metric, where, notes, resamples)
+            if pair is None:
                 continue
-            chosen = {kind: best_setting(families[kind], seeds, key) for kind in ("kuramoto", "euclidean")}
-            if None in chosen.values():
-                notes.append(f"{data} T={steps} {budget} {metric}: no setting of each method has rows at seeds {seeds}")
-                continue
-            (k_label, k_runs), (e_label, e_runs) = chosen["kuramoto"], chosen["euclidean"]
-            protocols = protocol_of(k_runs, seeds) | protocol_of(e_runs, seeds)
-            if len(protocols) > 1:
-                notes.append(
-                    f"{data} T={steps} {budget} {metric}: {k_label} and {e_label} were scored with different "
-                    f"protocols {sorted(protocols, key=str)} (groups, sets, sizes); not paired"
-                )
-                continue
-            kuramoto, euclidean = stacked(k_runs, seeds, key), stacked(e_runs, seeds, key)
-            try:
-                ratio = ratio_interval(kuramoto, euclidean, resamples=resamples).as_dict()
-            except UserError as error:  # e.g. a non-positive mean excess in the denominator
-                notes.append(f"{data} T={steps} {budget} {metric}: no ratio ({error})")
-                ratio = None
-            sources = sorted({json.dumps(runs[seed][1], sort_keys=True) for runs in (k_runs, e_runs) for seed in seeds})
+            sources = sorted(
+                {
+                    json.dumps(runs[seed][1], sort_keys=True)
+                    for runs in (pair.first_runs, pair.second_runs)
+                    for seed in pair.seeds
+                }
+            )
             rows.append(
                 {
                     "data": data,
                     "T": steps,
                     "budget": budget,
                     "metric": metric,
-                    "seeds": seeds,
-                    "kuramoto": {"label": k_label, **mean_interval(kuramoto, resamples=resamples).as_dict()},
-                    "euclidean": {"label": e_label, **mean_interval(euclidean, resamples=resamples).as_dict()},
-                    "ratio": ratio,
+                    "seeds": pair.seeds,
+                    "kuramoto": {"label": pair.first_label, **mean_interval(pair.first, resamples=resamples).as_dict()},
+                    "euclidean": {
+                        "label": pair.second_label,
+                        **mean_interval(pair.second, resamples=resamples).as_dict(),
+                    },
+                    "ratio": pair.ratio,
                     "command": command,
                     "sources": [json.loads(source) for source in sources],
                 }
@@ -181,16 +212,15 @@ def build_rows(
             row["metric"],
         )
     )
-    return rows, notes
+    return rows
 
 
-def ablation_rows(
-    paths: list[Path], ablations: list[tuple[str, str]], metrics: list[str], command: str, *, resamples: int = 4000
-) -> tuple[list[dict], list[str]]:
+def comparison_rows(
+    found: dict, ablations: list[tuple[str, str]], metrics: list[str], command: str, notes: list[str], resamples: int
+) -> list[dict]:
     """One row per (data, T, budget, metric, ablation A/B): the method labelled A against the one labelled B (each at
     its best sampler setting, over the seeds both have), paired by (seed, reference set) as K/E is. For example
     ``kuramoto-local`` against ``kuramoto-none``: what the coupling itself adds (ratio below 1: it helps)."""
-    found, notes = load_settings(paths)
     rows = []
     for (data, steps, budget), families in found.items():
         for numerator, denominator in ablations:
@@ -198,38 +228,45 @@ def ablation_rows(
                 continue
             a, b = families[f"method:{numerator}"], families[f"method:{denominator}"]
             for metric in metrics:
-                key = METRIC_KEYS.get(metric, metric)
-                seeds = sorted(seeds_with(a, key) & seeds_with(b, key))
-                best_a, best_b = (best_setting(a, seeds, key), best_setting(b, seeds, key)) if seeds else (None, None)
-                if best_a is None or best_b is None:
+                pair = compare(a, b, metric, f"{data} T={steps} {budget}", notes, resamples)
+                if pair is None:
                     continue
-                (a_label, a_runs), (b_label, b_runs) = best_a, best_b
-                if len(protocol_of(a_runs, seeds) | protocol_of(b_runs, seeds)) > 1:
-                    notes.append(
-                        f"{data} T={steps} {budget} {metric}: {a_label} and {b_label} were scored with "
-                        "different protocols; not paired"
-                    )
-                    continue
-                first, second = stacked(a_runs, seeds, key), stacked(b_runs, seeds, key)
-                try:
-                    ratio = ratio_interval(first, second, resamples=resamples).as_dict()
-                except UserError as error:
-                    notes.append(f"{data} T={steps} {budget} {metric} {numerator}/{denominator}: no ratio ({error})")
-                    ratio = None
                 rows.append(
                     {
                         "data": data,
                         "T": steps,
                         "budget": budget,
                         "metric": metric,
-                        "seeds": seeds,
-                        "numerator": {"label": a_label, **mean_interval(first, resamples=resamples).as_dict()},
-                        "denominator": {"label": b_label, **mean_interval(second, resamples=resamples).as_dict()},
-                        "ratio": ratio,
+                        "seeds": pair.seeds,
+                        "numerator": {
+                            "label": pair.first_label,
+                            **mean_interval(pair.first, resamples=resamples).as_dict(),
+                        },
+                        "denominator": {
+                            "label": pair.second_label,
+                            **mean_interval(pair.second, resamples=resamples).as_dict(),
+                        },
+                        "ratio": pair.ratio,
                         "command": command,
                     }
                 )
-    return rows, notes
+    return rows
+
+
+def build_rows(
+    paths: list[Path], metrics: list[str], command: str, *, resamples: int = RESAMPLES
+) -> tuple[list[dict], list[str]]:
+    """The headline rows from quality files, and notes about what was left out."""
+    found, notes = load_settings(paths)
+    return headline_rows(found, metrics, command, notes, resamples), notes
+
+
+def ablation_rows(
+    paths: list[Path], ablations: list[tuple[str, str]], metrics: list[str], command: str, *, resamples: int = RESAMPLES
+) -> tuple[list[dict], list[str]]:
+    """``comparison_rows`` from quality files, and notes about what was left out."""
+    found, notes = load_settings(paths)
+    return comparison_rows(found, ablations, metrics, command, notes, resamples), notes
 
 
 def ablation_table(rows: list[dict]) -> str:
@@ -305,16 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = shlex.join(["python", "bench/headline.py", *(sys.argv[1:] if argv is None else argv)])
     try:
-        rows, notes = build_rows(args.files, args.metrics, command)
+        found, notes = load_settings(args.files)  # read once: the headline and the ablations pair the same rows
+        rows = headline_rows(found, args.metrics, command, notes, RESAMPLES)
+        ablations = comparison_rows(
+            found, [tuple(pair) for pair in args.ablation], args.metrics, command, notes, RESAMPLES
+        )
         for note in notes:
             print(f"note: {note}")
         table = markdown_table(rows)
         print(table)
-        ablations, ablation_notes = ablation_rows(
-            args.files, [tuple(pair) for pair in args.ablation], args.metrics, command
-        )
-        for note in ablation_notes:
-            print(f"note: {note}")
         if ablations:
             print("\nAblations (A/B < 1: A is better)")
             print(ablation_table(ablations))
