@@ -192,7 +192,10 @@ def test_wrapper_is_the_tangent_projection_of_the_unet_at_1000_t_over_T():
 
 
 def test_missing_diffusers_is_a_one_line_user_error(monkeypatch):
-    # A fresh import of the module with diffusers blocked; monkeypatch puts the real module back afterwards.
+    # A fresh import of the module with diffusers and its submodules blocked (the module imports from the
+    # defining submodules); monkeypatch puts the real modules back afterwards.
+    for name in [name for name in sys.modules if name == "diffusers" or name.startswith("diffusers.")]:
+        monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "diffusers", None)
     monkeypatch.delitem(sys.modules, "kuramoto_diffusion.sampling.diffusers")
     with pytest.raises(

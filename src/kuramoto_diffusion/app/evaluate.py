@@ -13,7 +13,15 @@ from ..serialization import write_json_atomic
 from .evaluate_flows import evaluate_flows_command
 from .evaluate_likelihood import likelihood_command
 from .evaluate_likelihood import nll_unit as nll_unit  # re-exported
-from .evaluate_request import NEITHER_FAKE_NOR_CHECKPOINT, EvaluateRequest, load_model, protocol_sizes, report_metrics
+from .evaluate_request import (
+    NEITHER_FAKE_NOR_CHECKPOINT,
+    EvaluateRequest,
+    load_model,
+    open_real_images,
+    protocol_sizes,
+    report_metrics,
+    sample_model,
+)
 from .limits import MAX_BATCH_VALUES, MAX_HELD_VALUES, check_values, values_per_example
 from .sample import warn_if_undertrained, with_clip_denoised
 
@@ -51,21 +59,13 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
             )
         image_size, channels = model.config.image_size, model.config.channels
         check_evaluate_sizes(request, channels, image_size, groups)
-        result = model.sample(
-            groups * request.num,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
-            batch_size=request.batch_size,
-            generator=torch.Generator().manual_seed(request.seed),
-        )
-        fake, clipped = model.decode(result.states)
-        fake = fake.cpu()
+        fake, clipped, evaluations = sample_model(request, model, groups * request.num)
         fake_clipped = clipped / fake.numel()
         warn_if_undertrained(fake_clipped, request.checkpoint)
         settings.update(
             checkpoint=str(request.checkpoint),
             sampler=request.sampling.build().label,
-            nfe=result.function_evaluations,
+            nfe=evaluations,
             clip_denoised=request.clip_denoised,
             ema=not request.no_ema,
         )
@@ -94,15 +94,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         settings.update(fake=request.fake)
     if sizes is not None:
         return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings)
-    real_source = open_image_source(
-        request.real,
-        image_size,
-        channels=channels,
-        split=request.real_split,
-        seed=request.seed,
-        on_bad_image=request.on_bad_image,
-        max_image_pixels=request.max_image_pixels,
-    )
+    real_source = open_real_images(request, image_size, channels)
     real = real_source.fixed_batch(distinct_reference_count(request, real_source), seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
         print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see docs/evaluating.md) to add them")
@@ -164,15 +156,7 @@ def evaluate_with_intervals(
             on_bad_image=request.on_bad_image,
         )
     else:
-        real_source = open_image_source(
-            request.real,
-            image_size,
-            channels=channels,
-            split=request.real_split,
-            seed=request.seed,
-            on_bad_image=request.on_bad_image,
-            max_image_pixels=request.max_image_pixels,
-        )
+        real_source = open_real_images(request, image_size, channels)
     try:
         references = disjoint_crop_sets(in_memory(real_source), sets, request.num, seed=request.seed + 1)
     except UserError as error:

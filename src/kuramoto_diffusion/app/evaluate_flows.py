@@ -6,7 +6,7 @@ import torch
 
 from ..data import open_flow_source
 from ..errors import UserError
-from .evaluate_request import NEITHER_FAKE_NOR_CHECKPOINT, EvaluateRequest, load_model, report_metrics
+from .evaluate_request import NEITHER_FAKE_NOR_CHECKPOINT, EvaluateRequest, load_model, report_metrics, sample_model
 
 
 def check_same_flow_size(fake_size: int, real_size: int) -> None:
@@ -35,18 +35,8 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
                 f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model"
             )
         check_same_flow_size(model.config.image_size, real_source.size)
-        result = model.sample(
-            request.num,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
-            batch_size=request.batch_size,
-            generator=torch.Generator().manual_seed(request.seed),
-        )
-        fake, clipped = model.decode(result.states)
-        fake = fake.cpu()
-        settings.update(
-            checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=result.function_evaluations
-        )
+        fake, clipped, evaluations = sample_model(request, model, request.num)
+        settings.update(checkpoint=str(request.checkpoint), sampler=request.sampling.build().label, nfe=evaluations)
     elif request.fake is None:
         raise UserError(NEITHER_FAKE_NOR_CHECKPOINT)
     else:

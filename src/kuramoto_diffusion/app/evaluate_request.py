@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..data import ImageSource, open_image_source
 from ..errors import UserError
 from ..model import DiffusionModel
 from ..runtime import resolve_device
@@ -67,6 +70,33 @@ NEITHER_FAKE_NOR_CHECKPOINT = (
 def load_model(request: EvaluateRequest, checkpoint: Path) -> DiffusionModel:
     """``checkpoint``'s (--checkpoint's) model, with its EMA weights unless --no-ema."""
     return DiffusionModel.from_pretrained(checkpoint, use_ema=not request.no_ema, device=resolve_device(request.device))
+
+
+def sample_model(request: EvaluateRequest, model: DiffusionModel, num: int) -> tuple[torch.Tensor, int, int]:
+    """``num`` decoded samples (on the CPU) with --sampler/--nfe/--batch-size and --seed, how many values were
+    clipped, and the network evaluations they took."""
+    result = model.sample(
+        num,
+        sampler=request.sampling.build(),
+        nfe=request.sampling.nfe,
+        batch_size=request.batch_size,
+        generator=torch.Generator().manual_seed(request.seed),
+    )
+    fake, clipped = model.decode(result.states)
+    return fake.cpu(), clipped, result.function_evaluations
+
+
+def open_real_images(request: EvaluateRequest, image_size: int, channels: int) -> ImageSource:
+    """--real's images at ``image_size`` and ``channels``, --real-split of them."""
+    return open_image_source(
+        request.real,
+        image_size,
+        channels=channels,
+        split=request.real_split,
+        seed=request.seed,
+        on_bad_image=request.on_bad_image,
+        max_image_pixels=request.max_image_pixels,
+    )
 
 
 def report_metrics(

@@ -39,9 +39,10 @@ from ..serialization import config_from_dict, config_to_dict
 from .scheduler import KuramotoScheduler, SchedulerConfig
 
 try:
-    from diffusers import ConfigMixin, SchedulerMixin, UNet2DModel
-    from diffusers.configuration_utils import register_to_config
-    from diffusers.schedulers.scheduling_utils import SchedulerOutput
+    # From the defining modules: mypy reads ``from diffusers import ...`` as the torch-less dummy classes.
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.models import UNet2DModel
+    from diffusers.schedulers.scheduling_utils import SCHEDULER_CONFIG_NAME, SchedulerMixin, SchedulerOutput
 except ImportError:
     raise UserError(
         "kuramoto_diffusion.sampling.diffusers needs diffusers: "
@@ -70,7 +71,7 @@ HUB_LOADING_KWARGS = frozenset(
 )
 
 
-class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
+class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]  # diffusers' two bases type config_name differently (str, None); every diffusers scheduler inherits this
     """Reverse-time sampler of a Kuramoto process, one network evaluation per ``step``, as a diffusers scheduler.
 
     ``process``: the Kuramoto process config as a JSON dict (``config_to_dict(KuramotoConfig(...))``;
@@ -123,11 +124,11 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
+        pretrained_model_name_or_path: str | os.PathLike[Any] | None = None,
         subfolder: str | None = None,
         return_unused_kwargs: bool = False,
         **kwargs: Any,
-    ) -> KuramotoDiffusersScheduler:
+    ) -> KuramotoDiffusersScheduler | tuple[KuramotoDiffusersScheduler, dict[str, Any]]:
         """Load ``scheduler_config.json`` from a local folder; never from the Hugging Face Hub (nothing is downloaded).
 
         diffusers' loading keyword arguments (``HUB_LOADING_KWARGS``: ``local_files_only``,
@@ -136,14 +137,18 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         is refused. Other keyword arguments override config entries as in diffusers' ``from_config``
         (``sampler="ode"``), and unknown ones are an error.
         """
+        if pretrained_model_name_or_path is None:
+            raise UserError(f"{cls.__name__}.from_pretrained needs a local folder written by save_pretrained")
         if kwargs.get("force_download"):
             raise UserError(
                 f"force_download=True asks for a download from the Hugging Face Hub; {cls.__name__} loads only "
                 "local folders written by save_pretrained"
             )
         folder = Path(pretrained_model_name_or_path).expanduser() / (subfolder or "")
-        if not (folder / cls.config_name).is_file():
-            raise UserError(f"{folder}: no {cls.config_name} here; point to a local folder written by save_pretrained")
+        if not (folder / SCHEDULER_CONFIG_NAME).is_file():
+            raise UserError(
+                f"{folder}: no {SCHEDULER_CONFIG_NAME} here; point to a local folder written by save_pretrained"
+            )
         overrides = {key: value for key, value in kwargs.items() if key not in HUB_LOADING_KWARGS}
         return super().from_pretrained(
             folder, return_unused_kwargs=return_unused_kwargs, local_files_only=True, **overrides
@@ -159,13 +164,13 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
         class_name = config_dict.get("_class_name", cls.__name__)
         if class_name != cls.__name__:
             raise UserError(
-                f"{cls.config_name}: _class_name is {class_name!r}, not {cls.__name__!r}; load it with the class that wrote it"
+                f"{SCHEDULER_CONFIG_NAME}: _class_name is {class_name!r}, not {cls.__name__!r}; load it with the class that wrote it"
             )
         valid = ("process", "sampler", "num_train_timesteps")
         unknown = sorted(key for key in {**config_dict, **kwargs} if not key.startswith("_") and key not in valid)
         if unknown:
             raise UserError(
-                f"{cls.config_name}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; valid keys are {', '.join(valid)}"
+                f"{SCHEDULER_CONFIG_NAME}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; valid keys are {', '.join(valid)}"
             )
         return super().extract_init_dict(config_dict, **kwargs)
 
@@ -234,7 +239,9 @@ class KuramotoDiffusersScheduler(SchedulerMixin, ConfigMixin):
 
         Returns diffusers' ``SchedulerOutput(prev_sample)``, or ``(prev_sample,)`` when ``return_dict`` is False.
         """
-        (prev_sample,) = self.scheduler.step(model_output, timestep, sample, generator=generator, return_dict=False)
+        output = self.scheduler.step(model_output, timestep, sample, generator=generator)
+        assert not isinstance(output, tuple)  # return_dict=True; tells the type checker
+        prev_sample = output.prev_sample
         return SchedulerOutput(prev_sample=prev_sample) if return_dict else (prev_sample,)
 
     def add_noise(
@@ -285,9 +292,9 @@ class UNet2DBackbone(nn.Module):
     ) -> Tensor:
         if condition is not None:
             x = torch.cat([x, condition.to(x.dtype)], dim=1)
-        if x.shape[1] != self.unet.config.in_channels:
+        if x.shape[1] != self.unet.config["in_channels"]:
             raise UserError(
-                f"the UNet2DModel has in_channels = {self.unet.config.in_channels} but gets {x.shape[1]} channels "
+                f"the UNet2DModel has in_channels = {self.unet.config['in_channels']} but gets {x.shape[1]} channels "
                 "(2 per image channel for cos and sin, plus any condition channels)"
             )
         return self.unet(x, time * self.time_scale, class_labels=class_labels).sample
@@ -303,11 +310,11 @@ class PeriodicUNet2DWrapper(ScoreNetwork):
     """
 
     def __init__(self, unet: UNet2DModel, time_scale: float = UNET_TIME_SCALE) -> None:
-        out_channels = unet.config.out_channels
-        if out_channels % 2 or unet.config.in_channels < out_channels:
+        out_channels = unet.config["out_channels"]
+        if out_channels % 2 or unet.config["in_channels"] < out_channels:
             raise UserError(
                 f"PeriodicUNet2DWrapper needs a UNet2DModel with out_channels = 2C (a and b per phase channel) and "
-                f"in_channels = 2C (+ condition channels); got in_channels = {unet.config.in_channels}, "
+                f"in_channels = 2C (+ condition channels); got in_channels = {unet.config['in_channels']}, "
                 f"out_channels = {out_channels}"
             )
         super().__init__(UNet2DBackbone(unet, time_scale), periodic_channels=out_channels // 2)
@@ -315,7 +322,9 @@ class PeriodicUNet2DWrapper(ScoreNetwork):
     @property
     def unet(self) -> UNet2DModel:
         """The wrapped diffusers model (its own ``save_pretrained`` saves the weights)."""
-        return self.backbone.unet
+        backbone = self.backbone
+        assert isinstance(backbone, UNet2DBackbone)  # set so in __init__; tells the type checker
+        return backbone.unet
 
 
 def _process_dict(process: dict[str, Any] | KuramotoConfig | None) -> dict[str, Any]:
