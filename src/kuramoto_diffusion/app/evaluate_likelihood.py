@@ -27,10 +27,10 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         raise UserError("--groups and --reference-sets score samples; --nll scores held-out data, so leave them out")
     probes = 2 if request.probes is None else request.probes
     model = load_model(request, request.checkpoint)
-    prior = getattr(model.process.config, "prior", "von-mises")
-    if prior != "von-mises":
+    if not model.process.prior_has_density:
         raise UserError(
-            f"{request.checkpoint}: the model's prior ({prior}) has no closed-form density, which --nll needs; "
+            f"{request.checkpoint}: the model's prior ({model.process.config.prior}) has no closed-form density, "
+            "which --nll needs; "
             "retrain it with --prior von-mises"
         )
     kind = model.config.data_kind

@@ -124,6 +124,12 @@ class ForwardProcess(ABC):
     # ``metrics.prior_gap.compare_priors`` measures against the terminal states (Kuramoto).
     compares_priors: bool = False
 
+    @property
+    def prior_has_density(self) -> bool:
+        """True when ``prior_log_prob`` has a closed form (the likelihood needs it); a relaxed or forward-chain
+        prior (Kuramoto's ``prior``, processes/priors.py) draws samples only."""
+        return True
+
     def __init__(self, cumulative_noise_var: Tensor) -> None:
         # Tables are float64 on the CPU; _table() caches copies per device and dtype.
         self._cumulative_noise_var = cumulative_noise_var

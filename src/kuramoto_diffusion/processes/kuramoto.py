@@ -310,9 +310,13 @@ class KuramotoProcess(ForwardProcess):
         """Draws of the configured prior (``KuramotoConfig.prior``; processes/priors.py)."""
         return draw_prior(self, tuple(shape), generator=generator, dtype=dtype, device=device)
 
+    @property
+    def prior_has_density(self) -> bool:
+        return self.config.prior == "von-mises"
+
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """The von Mises prior's elementwise log density; the relaxed and forward-chain priors have no closed form."""
-        if self.config.prior != "von-mises":
+        if not self.prior_has_density:
             raise UserError(
                 f"the model's prior {self.config.prior!r} has no closed-form density, which the likelihood needs; "
                 "use a model trained with prior 'von-mises'"
