@@ -28,8 +28,8 @@ from ..processes import ProcessConfig
 from ..runtime import DistributedContext
 from ..training import Trainer
 from ..training.checkpointing import resumable_checkpoint
+from ..training.resume import RESUME_CHANGEABLE
 from ..training.run_lock import RunLock
-from ..training.trainer import RESUME_CHANGEABLE
 from .train_request import TRAIN_OPTION_FIELDS, TrainRequest, train_option_value
 
 

@@ -22,6 +22,7 @@ from ..checkpoint import (
     DamagedCheckpoint,
     checkpoint_name,
     commit_directory,
+    latest_checkpoint,
     list_checkpoints,
     load_module_weights,
     load_tensors,
@@ -37,6 +38,7 @@ from ..errors import UserError
 from ..model import build_network
 from ..serialization import read_json, write_json_atomic
 from .chain_pool import ChainPool
+from .failures import check_finite_weights, unwritable_checkpoint
 
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 TRAINER_TENSORS = "trainer.safetensors"
@@ -93,6 +95,23 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
         shutil.rmtree(temporary, ignore_errors=True)  # never leave half a checkpoint taking the space
         raise
     return final
+
+
+def estimated_checkpoint_bytes(network: torch.nn.Module, pool_values: int) -> int:
+    """Estimated size of one checkpoint in bytes: weights, EMA, two AdamW moments and a float32 chain pool of
+    ``pool_values`` numbers."""
+    weights = sum(p.numel() * p.element_size() for p in network.state_dict().values())
+    return 4 * weights + 4 * pool_values
+
+
+def save_checked_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payload: dict) -> Path:
+    """``write_checkpoint`` after checking that the weights are finite (else ``TrainingDiverged``: a checkpoint
+    of NaN weights would replace a good one); a write that fails is a one-line ``UserError``."""
+    check_finite_weights({"weights": state.network, "EMA weights": state.ema_network}, run_dir, step)
+    try:
+        return write_checkpoint(run_dir, step, state, config_payload)
+    except OSError as error:
+        raise unwritable_checkpoint(error, run_dir) from None
 
 
 GENERATOR_KEYS = ("rng.data", "rng.noise", "rng.global")
@@ -195,6 +214,16 @@ def resumable_checkpoint(run_dir: str | Path, chosen: str | Path | None = None) 
         raise UserError(f"{run_dir}: no complete checkpoint to resume from; start without resume=True")
     checkpoint, (_, run_config) = newest_loadable(run_dir, candidates, validate_checkpoint, "resuming from")
     return ResumePoint(checkpoint, run_config)
+
+
+def check_new_run_folder(run_dir: Path, checkpoint_bytes: int) -> None:
+    """A UserError unless ``run_dir`` holds no checkpoint yet, is writable and has room for two checkpoints."""
+    if latest_checkpoint(run_dir) is not None:
+        raise UserError(
+            f"{run_dir}: already holds checkpoints; pass resume=True to continue it or choose another run_dir"
+        )
+    check_writable(run_dir)
+    check_free_space(run_dir, checkpoint_bytes)
 
 
 def check_writable(folder: Path) -> None:

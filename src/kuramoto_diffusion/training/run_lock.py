@@ -59,6 +59,21 @@ class RunLock:
             self._lock.release(force=True)
 
 
+class NoLock:
+    """The lock of a process that does not write (torchrun ranks other than 0): holds nothing."""
+
+    held = False
+
+    def acquire(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+NO_LOCK = NoLock()
+
+
 def describe_holder(run_dir: Path) -> str:
     """'PID 123 on host h since …' from the holder file, or what is known when it cannot be read."""
     try:
