@@ -147,11 +147,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def newest_loadable(run_dir: Path, candidates: list[Path], load: Callable[[Path], T], done: str) -> tuple[Path, T]:
+def newest_loadable(
+    run_dir: Path, candidates: list[Path], load: Callable[[Path], T], done: str, stacklevel: int = 3
+) -> tuple[Path, T]:
     """The newest of ``candidates`` (complete checkpoints, oldest first) that ``load`` reads, and what it returned.
 
     Each newer one whose ``load`` raised a UserError is skipped with a one-line warning naming its file, the reason
     and ``done`` with the checkpoint used ("resuming from step-N"); when none loads, a ``DamagedCheckpoint``.
+    ``stacklevel``: the warning's, as ``warnings.warn`` counts from here (3: the caller's caller).
     """
     failures: list[str] = []
     for checkpoint in reversed(candidates):
@@ -161,7 +164,7 @@ def newest_loadable(run_dir: Path, candidates: list[Path], load: Callable[[Path]
             failures.append(str(error))
             continue
         for failure in failures:
-            warnings.warn(f"skipped a damaged checkpoint: {failure}; {done} {checkpoint.name}", stacklevel=3)
+            warnings.warn(f"skipped a damaged checkpoint: {failure}; {done} {checkpoint.name}", stacklevel=stacklevel)
         return checkpoint, loaded
     raise DamagedCheckpoint(
         f"{run_dir}: every checkpoint is damaged (newest: {failures[0]}); start a new run or repair a checkpoint"
