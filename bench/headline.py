@@ -19,7 +19,9 @@ builds one row per (data, T, budget, metric):
 - ``command``: this script's command line; ``sources``: the quality files and the commands that wrote them.
 
 ``--ablation A B`` adds rows comparing two methods by their own labels, paired the same way (key "ablations"; e.g.
-Kuramoto-local against Kuramoto without coupling: what the coupling itself adds).
+Kuramoto-local against Kuramoto without coupling: what the coupling itself adds). A side written
+``METHOD@SAMPLER:NFE`` is that one setting instead of the method's best (``kuramoto-local@sde-heun:25
+kuramoto-local@sde:100``: a few-step sampler against the model's own reverse SDE; NFE as the rows give it).
 
 Writes ``{"rows": [...], "ablations": [...]}`` (plus the machine and command) to --out and prints the Markdown "Where it stands"
 table; --write-table PATH replaces the text between ``<!-- headline:start -->`` and ``<!-- headline:end -->``
@@ -94,6 +96,7 @@ def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
             key = (str(row["data"]), steps, budget_of(payload))
             found.setdefault(key, {}).setdefault(kind, {}).setdefault(label, {})[seed] = (row, source)
             found[key].setdefault(f"method:{row['method']}", {}).setdefault(label, {})[seed] = (row, source)
+            found[key].setdefault(f"setting:{label}", {}).setdefault(label, {})[seed] = (row, source)
     return found, notes
 
 
@@ -224,9 +227,9 @@ def comparison_rows(
     rows = []
     for (data, steps, budget), families in found.items():
         for numerator, denominator in ablations:
-            if f"method:{numerator}" not in families or f"method:{denominator}" not in families:
+            a, b = families.get(group_key(numerator)), families.get(group_key(denominator))
+            if a is None or b is None:
                 continue
-            a, b = families[f"method:{numerator}"], families[f"method:{denominator}"]
             for metric in metrics:
                 pair = compare(a, b, metric, f"{data} T={steps} {budget}", notes, resamples)
                 if pair is None:
@@ -251,6 +254,12 @@ def comparison_rows(
                     }
                 )
     return rows
+
+
+def group_key(side: str) -> str:
+    """The ``load_settings`` key of an ablation side: a method's settings, or with ``@SAMPLER:NFE`` that one."""
+    method, _, setting = side.partition("@")
+    return f"setting:{method} {setting}" if setting else f"method:{method}"
 
 
 def build_rows(
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar=("A", "B"),
         help="also compare method A against method B (labels as in the quality rows, e.g. "
-        "kuramoto-local kuramoto-none: what the coupling adds); repeatable",
+        "kuramoto-local kuramoto-none: what the coupling adds; METHOD@SAMPLER:NFE for one setting); repeatable",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "headline.json")
     parser.add_argument(

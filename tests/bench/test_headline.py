@@ -177,3 +177,30 @@ def test_an_ablation_pairs_two_methods_by_their_own_labels(tmp_path: Path) -> No
     )
     assert "| kuramoto-local sde:100" not in headline.ablation_table(rows)  # labels sit in brackets after the values
     assert "(kuramoto-local sde:100)" in headline.ablation_table(rows)
+
+
+def test_an_ablation_side_can_be_one_setting(tmp_path: Path) -> None:
+    """A few-step sampler against the same model's reverse SDE: ``METHOD@SAMPLER:NFE`` fixes the setting where the
+    method's best (here the SDE) would otherwise be taken on both sides."""
+    paths = []
+    for seed, scale in zip((0, 1, 2), (10.0, 12.0, 9.0)):
+        rows = [
+            quality_row("kuramoto-local", "sde", 100, scale),
+            quality_row("kuramoto-local", "sde-heun", 25, 1.25 * scale),
+            quality_row("kuramoto-local", "sde-heun", 9, 2 * scale),
+        ]
+        paths.append(write_quality(tmp_path, seed, rows))
+    pairs = [("kuramoto-local@sde-heun:25", "kuramoto-local@sde:100"), ("kuramoto-local@sde-heun:10", "kuramoto-local")]
+    rows, notes = headline.ablation_rows(paths, pairs, ["swd"], "python bench/headline.py …", resamples=300)
+    assert notes == [] and len(rows) == 1  # no sde-heun:10 rows (they say NFE 9): no second row
+    row = rows[0]
+    assert row["numerator"]["label"] == "kuramoto-local sde-heun:25"
+    assert row["denominator"]["label"] == "kuramoto-local sde:100"
+    assert row["ratio"]["low"] == pytest.approx(1.25, rel=1e-12) and row["ratio"]["high"] == pytest.approx(
+        1.25, rel=1e-12
+    )
+    best, _ = headline.ablation_rows(
+        paths, [("kuramoto-local@sde-heun:9", "kuramoto-local")], ["swd"], "…", resamples=300
+    )
+    assert best[0]["denominator"]["label"] == "kuramoto-local sde:100"  # without @: the method's best setting
+    assert best[0]["ratio"]["mean"] == pytest.approx(2.0, rel=1e-12)
