@@ -30,6 +30,7 @@ from kuramoto_diffusion.sampling.sweep import SAMPLERS
 from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.training.objectives import base as objective_base
 from kuramoto_diffusion.training.objectives import markov
+from tiny_runs import tiny_train
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
@@ -232,32 +233,7 @@ def test_two_gpus_under_torchrun_take_the_steps_of_one(tmp_path):
     from safetensors.torch import load_file
 
     def train(out: Path, processes: int) -> None:
-        arguments = [
-            "-m",
-            "kuramoto_diffusion",
-            "train",
-            "--data",
-            "textures",
-            "--image-size",
-            "16",
-            "--preset",
-            "tiny",
-            "--steps",
-            "10",
-            "--batch-size",
-            "8",
-            "--train-steps",
-            "4",
-            "--checkpoint-every",
-            "2",
-            "--sample-every",
-            "0",
-            "--device",
-            "cuda",
-            "--out",
-            str(out),
-            "--quiet",
-        ]
+        arguments = ["-m", "kuramoto_diffusion", *tiny_train(out, 4, 2, "--device", "cuda")]
         command = (
             [
                 sys.executable,

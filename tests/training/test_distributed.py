@@ -18,6 +18,7 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import DistributedContext
 from kuramoto_diffusion.training import Trainer
+from tiny_runs import tiny_train
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -75,31 +76,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path, process):
 
 
 def _train(out: Path, processes: int, steps: int, *extra: str) -> subprocess.CompletedProcess:
-    arguments = [
-        "-m",
-        "kuramoto_diffusion",
-        "train",
-        "--data",
-        "textures",
-        "--image-size",
-        "16",
-        "--preset",
-        "tiny",
-        "--steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--train-steps",
-        str(steps),
-        "--checkpoint-every",
-        "2",
-        "--sample-every",
-        "0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    arguments = ["-m", "kuramoto_diffusion", *tiny_train(out, steps, 2, *extra)]
     if processes == 1:
         command = [sys.executable, *arguments]
     else:

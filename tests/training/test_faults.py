@@ -32,6 +32,7 @@ from kuramoto_diffusion.model import DiffusionModel
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, build_process
 from kuramoto_diffusion.training import MAX_SKIPPED_IN_A_ROW, Trainer, TrainingDiverged
 from kuramoto_diffusion.training import checkpointing as checkpointing_module
+from tiny_runs import tiny_train
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = KuramotoConfig(coupling="local", neighbourhood=3, steps=20)
@@ -137,34 +138,7 @@ def test_a_nan_checkpoint_is_never_written(tmp_path):
 
 
 def _train_cli(out: Path, steps: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kuramoto_diffusion",
-        "train",
-        "--data",
-        "textures",
-        "--image-size",
-        "16",
-        "--preset",
-        "tiny",
-        "--steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--train-steps",
-        str(steps),
-        "--checkpoint-every",
-        "3",
-        "--keep-checkpoints",
-        "2",
-        "--sample-every",
-        "0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    return [sys.executable, "-m", "kuramoto_diffusion", *tiny_train(out, steps, 3, *extra, keep=2)]
 
 
 @pytest.mark.slow

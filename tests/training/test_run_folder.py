@@ -28,23 +28,7 @@ from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.training.checkpointing import DamagedCheckpoint, resumable_checkpoint, validate_checkpoint
 from kuramoto_diffusion.training.run_lock import RunFolderBusy, RunLock
 from test_faults import FixedImages, make_trainer, random_images
-
-TRAIN = [
-    "train",
-    "--data",
-    "textures",
-    "--image-size",
-    "16",
-    "--preset",
-    "tiny",
-    "--steps",
-    "10",
-    "--batch-size",
-    "8",
-    "--sample-every",
-    "0",
-    "--quiet",
-]
+from tiny_runs import TINY_TRAIN
 
 
 def finished_run(folder: Path, steps: int = 30, every: int = 10, keep: int = 5) -> Path:
@@ -88,7 +72,7 @@ def test_concurrent_train_in_one_folder_stops_the_second_with_exit_2(tmp_path):
             sys.executable,
             "-m",
             "kuramoto_diffusion",
-            *TRAIN,
+            *TINY_TRAIN,
             "--train-steps",
             "400",
             "--checkpoint-every",
@@ -110,7 +94,7 @@ def test_concurrent_train_in_one_folder_stops_the_second_with_exit_2(tmp_path):
             assert time.time() < deadline
             time.sleep(0.05)
         for extra in ([], ["--resume"]):
-            second = shared_cli().run([*TRAIN, "--train-steps", "400", "--lr", "1e-3", "--out", str(run), *extra])
+            second = shared_cli().run([*TINY_TRAIN, "--train-steps", "400", "--lr", "1e-3", "--out", str(run), *extra])
             assert second.returncode == 2, second.stderr
             lines = second.stderr.strip().splitlines()
             assert (
@@ -120,7 +104,7 @@ def test_concurrent_train_in_one_folder_stops_the_second_with_exit_2(tmp_path):
         # kill -9 the writer: the lock it left does not block a resume, which finishes the run
         first.send_signal(signal.SIGKILL)
         first.wait()
-        resumed = shared_cli().run([*TRAIN, "--train-steps", "60", "--out", str(run), "--resume"], timeout=600)
+        resumed = shared_cli().run([*TINY_TRAIN, "--train-steps", "60", "--out", str(run), "--resume"], timeout=600)
         assert resumed.returncode == 0, resumed.stderr
         assert list_checkpoints(run)[-1].name == "step-00000060"
         for checkpoint in list_checkpoints(run):  # no mixed or empty checkpoint is left
@@ -351,7 +335,7 @@ def test_sample_and_info_report_damage_in_one_line(clean_run, tmp_path):
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("cli") / "run"
-    result = shared_cli().run([*TRAIN, "--train-steps", "20", "--checkpoint-every", "10", "--out", str(run)])
+    result = shared_cli().run([*TINY_TRAIN, "--train-steps", "20", "--checkpoint-every", "10", "--out", str(run)])
     assert result.returncode == 0, result.stderr
     return run
 
@@ -529,7 +513,7 @@ def _writer(run: Path, resume: bool) -> subprocess.Popen:
         sys.executable,
         "-m",
         "kuramoto_diffusion",
-        *TRAIN,
+        *TINY_TRAIN,
         "--train-steps",
         str(CHAOS_STEPS),
         "--checkpoint-every",

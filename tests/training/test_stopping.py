@@ -23,6 +23,7 @@ from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.training import checkpointing as checkpointing_module
 from test_distributed import ENVIRONMENT, TORCHRUN
 from test_faults import FixedImages, make_trainer, random_images
+from tiny_runs import tiny_train
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "trainer.safetensors")
 
@@ -132,33 +133,7 @@ STEPS = 40
 
 
 def train_command(out: Path, *extra: str) -> list[str]:
-    return [
-        "-m",
-        "kuramoto_diffusion",
-        "train",
-        "--data",
-        "textures",
-        "--image-size",
-        "16",
-        "--preset",
-        "tiny",
-        "--steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--train-steps",
-        str(STEPS),
-        "--checkpoint-every",
-        "2",
-        "--keep-checkpoints",
-        "1",
-        "--sample-every",
-        "0",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    return ["-m", "kuramoto_diffusion", *tiny_train(out, STEPS, 2, *extra, keep=1)]
 
 
 def wait_for(path_exists, job: subprocess.Popen, what: str, timeout: float = 120.0) -> None:  # noqa: ANN001
