@@ -133,30 +133,7 @@ def test_resume_with_another_number_of_processes(tmp_path):
 @pytest.mark.slow
 def test_killing_one_process_stops_the_job_and_resume_continues(tmp_path):
     run = tmp_path / "run"
-    arguments = [
-        "-m",
-        "kuramoto_diffusion",
-        "train",
-        "--data",
-        "textures",
-        "--image-size",
-        "16",
-        "--preset",
-        "tiny",
-        "--steps",
-        "10",
-        "--batch-size",
-        "8",
-        "--train-steps",
-        "100000",
-        "--checkpoint-every",
-        "5",
-        "--sample-every",
-        "0",
-        "--out",
-        str(run),
-        "--quiet",
-    ]
+    arguments = ["-m", "kuramoto_diffusion", *tiny_train(run, 100000, 5)]
     job = subprocess.Popen(
         [*TORCHRUN, "--nproc_per_node", "2", *arguments],
         env=ENVIRONMENT,
