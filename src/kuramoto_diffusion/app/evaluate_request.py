@@ -77,8 +77,7 @@ def sample_model(request: EvaluateRequest, model: DiffusionModel, num: int) -> t
     clipped, and the network evaluations they took."""
     result = model.sample(
         num,
-        sampler=request.sampling.build(),
-        nfe=request.sampling.nfe,
+        **request.sampling.arguments(),
         batch_size=request.batch_size,
         generator=torch.Generator().manual_seed(request.seed),
     )

@@ -153,8 +153,7 @@ def sample_into_folder(
             request.num,
             chunk_size=request.batch_size,
             seed=request.seed,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
+            **request.sampling.arguments(),
             class_labels=class_labels,
             guidance=request.guidance,
             context=context,
@@ -248,8 +247,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         result = model.inpaint(
             image.expand(request.num, -1, -1, -1),
             mask,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
+            **request.sampling.arguments(),
             resample=request.resample,
             generator=generator,
             batch_size=request.batch_size,
@@ -278,8 +276,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
         result = model.forward_then_reverse(
             real,
             start,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
+            **request.sampling.arguments(),
             generator=generator,
             batch_size=request.batch_size,
             record_trajectory=record,
@@ -288,8 +285,7 @@ def _sample(request: SampleRequest, context: DistributedContext, device: torch.d
     else:
         result = model.sample(
             request.num,
-            sampler=request.sampling.build(),
-            nfe=request.sampling.nfe,
+            **request.sampling.arguments(),
             generator=generator,
             batch_size=request.batch_size,
             record_trajectory=record,

@@ -73,8 +73,7 @@ def sample_flows(request: SampleRequest, model: DiffusionModel, generator: torch
         real = open_source(data, split="all").fixed_batch(min(request.num, 4), seed=request.seed)
     result = model.sample(
         request.num,
-        sampler=request.sampling.build(),
-        nfe=request.sampling.nfe,
+        **request.sampling.arguments(),
         generator=generator,
         batch_size=request.batch_size,
         guidance=request.guidance,
@@ -122,8 +121,7 @@ def forecast_flows(request: SampleRequest, model: DiffusionModel, generator: tor
         context[None].expand(request.num, -1, -1, -1, -1),
         request.rollout,
         guidance=request.guidance,
-        sampler=request.sampling.build(),
-        nfe=request.sampling.nfe,
+        **request.sampling.arguments(),
         generator=generator,
         batch_size=request.batch_size,
     ).cpu()
@@ -158,8 +156,7 @@ def sample_angles(
         real = radians_to_user_units(open_source(data).fixed_batch(request.num, seed=request.seed), degrees=degrees)
     result = model.sample(
         request.num,
-        sampler=request.sampling.build(),
-        nfe=request.sampling.nfe,
+        **request.sampling.arguments(),
         generator=generator,
         batch_size=request.batch_size,
         **guided,

@@ -15,6 +15,13 @@ from ..sampling import Sampler
 from ..sampling.steps import REVERSE_STEPS, corrected_sampler
 
 
+class SweepArguments(TypedDict):
+    """The keyword arguments ``SamplerOptions.arguments`` gives a sweep."""
+
+    sampler: Sampler
+    nfe: int | None
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     """--sampler, --nfe, --grid, --rho, --corrector-steps and --snr (sample and evaluate share them)."""
@@ -38,6 +45,10 @@ class SamplerOptions:
         if self.rho != 7.0 and self.grid != "rho":
             raise UserError("--rho sets the exponent of --grid rho; add --grid rho or leave --rho out")
         return Sampler(name, grid=self.grid, rho=self.rho, corrector_steps=self.corrector_steps, snr=self.snr)
+
+    def arguments(self) -> SweepArguments:
+        """``sampler=`` and ``nfe=`` for a model's sweep (``sample``, ``inpaint``, ``forward_then_reverse``, ``rollout``)."""
+        return {"sampler": self.build(), "nfe": self.nfe}
 
 
 @dataclass(frozen=True)
