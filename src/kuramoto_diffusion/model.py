@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from PIL import Image
+    pass
 
 from . import model_files, tasks
 from .codecs import AngleCodec, Codec, FlowCodec, ImageCodec
@@ -30,9 +30,6 @@ from .nets import MLP, UNet, UNetConfig
 from .nets.score import ScoreNetwork, SplitScoreNetwork, state_features
 from .processes import ForwardProcess, ProcessConfig, build_process
 from .sampling.inpainting import format_size
-from .sampling.likelihood import LikelihoodResult
-from .sampling.steps import Sampler
-from .sampling.sweep import SampleResult
 
 # Names other modules import from here (the file format is config_file.py's, persistence model_files.py's).
 __all__ = [
@@ -204,143 +201,15 @@ class DiffusionModel:
         return self.codec.log_jacobian(data)
 
     # ----- tasks (tasks/: one module each) -------------------------------------------------
-    def sample(
-        self,
-        num: int,
-        *,
-        sampler: str | Sampler = "sde",
-        nfe: int | None = None,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        record_trajectory: bool = False,
-        x_start: Tensor | None = None,
-        start_step: int | None = None,
-        class_labels: Tensor | None = None,
-        guidance: float = 1.0,
-        condition: Tensor | None = None,
-    ) -> SampleResult:
-        """Generate ``num`` states with a reverse sweep, in batches, from the prior or from ``x_start`` at
-        ``start_step``, optionally guided by ``class_labels`` or a forecasting ``condition``
-        (``tasks.generation.sample``). Decode with ``decode``."""
-        return tasks.sample(
-            self,
-            num,
-            sampler=sampler,
-            nfe=nfe,
-            generator=generator,
-            batch_size=batch_size,
-            record_trajectory=record_trajectory,
-            x_start=x_start,
-            start_step=start_step,
-            class_labels=class_labels,
-            guidance=guidance,
-            condition=condition,
-        )
-
-    def inpaint(
-        self,
-        images: Tensor,
-        mask: Tensor,
-        *,
-        sampler: str | Sampler = "sde",
-        nfe: int | None = None,
-        resample: int = 1,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        record_trajectory: bool = False,
-        class_labels: Tensor | None = None,
-        guidance: float = 1.0,
-    ) -> SampleResult:
-        """Fill the region where ``mask`` is 1 (white) so that it fits the known ``images`` where it is 0 (black);
-        ``resample`` r > 1 is RePaint's resampling (``tasks.inpainting.inpaint``)."""
-        return tasks.inpaint(
-            self,
-            images,
-            mask,
-            sampler=sampler,
-            nfe=nfe,
-            resample=resample,
-            generator=generator,
-            batch_size=batch_size,
-            record_trajectory=record_trajectory,
-            class_labels=class_labels,
-            guidance=guidance,
-        )
-
-    def forward_then_reverse(
-        self,
-        data: Tensor,
-        start_step: int,
-        *,
-        sampler: str | Sampler = "sde",
-        nfe: int | None = None,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-        record_trajectory: bool = False,
-        class_labels: Tensor | None = None,
-        guidance: float = 1.0,
-    ) -> SampleResult:
-        """Push data (in data units) forward to ``start_step`` and generate back from there (SDEdit-like)
-        (``tasks.generation.forward_then_reverse``)."""
-        return tasks.forward_then_reverse(
-            self,
-            data,
-            start_step,
-            sampler=sampler,
-            nfe=nfe,
-            generator=generator,
-            batch_size=batch_size,
-            record_trajectory=record_trajectory,
-            class_labels=class_labels,
-            guidance=guidance,
-        )
-
-    def sample_images(self, num: int, **options: object) -> list[Image.Image]:
-        """``sample`` (same keyword options) decoded to PIL images (image models only)."""
-        return tasks.sample_images(self, num, **options)
-
-    def forecast(
-        self,
-        previous: Tensor,
-        *,
-        guidance: float = 1.0,
-        sampler: str | Sampler = "sde",
-        nfe: int | None = None,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-    ) -> Tensor:
-        """The next velocity field (B, 2, N, N) after each run of previous frames (B, ≥F, 2, N, N), with
-        classifier-free ``guidance`` on the context (``tasks.forecasting.forecast``)."""
-        return tasks.forecast(
-            self, previous, guidance=guidance, sampler=sampler, nfe=nfe, generator=generator, batch_size=batch_size
-        )
-
-    def rollout(self, previous: Tensor, frames: int, **options: Any) -> Tensor:
-        """``frames`` frames forecast autoregressively after ``previous``: (B, frames, 2, N, N); ``options`` are
-        those of ``forecast`` (``tasks.forecasting.rollout``)."""
-        return tasks.rollout(self, previous, frames, **options)
-
-    def log_likelihood(
-        self,
-        data: Tensor,
-        *,
-        nfe: int | None = None,
-        probes: int = 2,
-        exact_dimension_limit: int = 32,
-        generator: torch.Generator | None = None,
-        batch_size: int = 64,
-    ) -> LikelihoodResult:
-        """log p_0 of ``data`` in data units, nats per sample, via the probability-flow ODE plus the encoding's
-        log-Jacobian (``tasks.likelihood.log_likelihood``)."""
-        return tasks.log_likelihood(
-            self,
-            data,
-            nfe=nfe,
-            probes=probes,
-            exact_dimension_limit=exact_dimension_limit,
-            generator=generator,
-            batch_size=batch_size,
-        )
+    # Each task is a function of the model, written once in its module; bound here as a method (``model.sample(16)``
+    # is ``tasks.sample(model, 16)``), so that its signature and docstring have one home.
+    sample = tasks.sample
+    inpaint = tasks.inpaint
+    forward_then_reverse = tasks.forward_then_reverse
+    sample_images = tasks.sample_images
+    forecast = tasks.forecast
+    rollout = tasks.rollout
+    log_likelihood = tasks.log_likelihood
 
     # ----- persistence (model_files.py) ---------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:

@@ -1,6 +1,7 @@
 """What a trained model is used for, one small module each, as functions of the model (the diffusers-pipeline /
 EDM ``generate.py`` split): ``DiffusionModel`` holds the process, codec, network and config and offers the score;
-these take it and run a job. ``DiffusionModel.sample``, ``.inpaint``, ``.forecast`` … are thin delegations.
+these take it and run a job. ``DiffusionModel`` binds each as its method of the same name (``model.sample(16)`` is
+``tasks.sample(model, 16)``), so a task's signature and docstring are written once.
 
 - ``batches``: the shared machinery: guided score functions per batch rows, prior draws in batches, joined results
 - ``generation``: ``sample``, ``forward_then_reverse`` (SDEdit-like editing), ``sample_images``

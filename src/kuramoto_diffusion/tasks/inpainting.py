@@ -18,9 +18,9 @@ from .batches import row_scores, sweep_in_batches
 if TYPE_CHECKING:
     from ..model import DiffusionModel
 
-# The mask warnings name the line that called DiffusionModel.inpaint: past this function, torch.no_grad's
-# wrapper and that method (before, stacklevel=2 named torch's wrapper).
-_CALLER = 4
+# The mask warnings name the line that called ``model.inpaint`` (this function, bound as DiffusionModel's method):
+# past this function and torch.no_grad's wrapper.
+_CALLER = 3
 
 
 @torch.no_grad()
