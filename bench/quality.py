@@ -55,6 +55,8 @@ docs/priors.md); the fit at the start of training prints no gaps here, bench/pri
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
+--val-fraction f holds out f of each data set, for training and the reference sets alike (DataConfig.val_fraction);
+textures at 32 px need 0.3 to fill 4 reference sets of 256 crops (docs/benchmarks-protocol.md).
 
 Figures in --figures: metric against NFE per data set (one line per method and sampler), sample
 grids side by side (real first), and R(t) along the reverse SDE of the Kuramoto models beside
@@ -120,6 +122,7 @@ class Budget:
     samples: int
     sample_batch: int
     sweeps: tuple[tuple[str, int], ...]  # (sampler, NFE); NFE 0 means T
+    val_fraction: float = 0.1  # DataConfig.val_fraction: the held-out share of each data set (--val-fraction)
 
 
 BUDGETS = {
@@ -226,7 +229,9 @@ def protocol_for(
     # Enough held-out images (fingerprints: extended as needed) for R sets of group_size, and for the floor's
     # G groups outside any one set: (R − 1)/R of them must hold G × group_size.
     minimum = max(reference_sets * group_size, -(-groups * group_size * reference_sets // (reference_sets - 1)))
-    source = held_out_source(data, budget.image_size, seed=seed, channels=1, minimum=minimum)
+    source = held_out_source(
+        data, budget.image_size, seed=seed, channels=1, minimum=minimum, val_fraction=budget.val_fraction
+    )
     capacity = crop_capacity(source, reference_sets, seed)
     size = reference_size or min(group_size, capacity)
     if size > capacity or size < min(MIN_REFERENCE_SIZE, group_size):
@@ -234,7 +239,14 @@ def protocol_for(
             f"--reference-sets {reference_sets}: the held-out split of {Path(data).name} fills "
             f"{reference_sets} disjoint sets with {capacity} distinct crops each"
             f"{f', not --reference-size {reference_size}' if reference_size else ''}; "
-            "ask for fewer reference sets or smaller ones"
+            "ask for fewer reference sets or smaller ones, or hold out more with a larger --val-fraction"
+        )
+    if size < group_size:
+        print(
+            f"note: {Path(data).name}: the held-out split (--val-fraction {budget.val_fraction:g}) fills "
+            f"{reference_sets} disjoint sets with only {size} crops each, fewer than the {group_size} samples per "
+            "group; a larger --val-fraction gives larger, less noisy reference sets",
+            file=sys.stderr,
         )
     return Protocol(groups, reference_sets, group_size, size), source
 
@@ -337,7 +349,9 @@ def train(
     groups: int | None = None,
     objective: Objective = Objective(),
 ) -> tuple[DiffusionModel, float]:
-    source = open_image_source(data, budget.image_size, channels=1, split="train", seed=seed)
+    source = open_image_source(
+        data, budget.image_size, channels=1, split="train", seed=seed, val_fraction=budget.val_fraction
+    )
     kuramoto = method != "euclidean"
     draws = objective.draws if kuramoto else 1
     process = process_for(method, budget.steps)
@@ -349,7 +363,9 @@ def train(
         model=image_model_config(
             process, 1, budget.image_size, budget.preset, **({} if groups is None else {"groups": groups})
         ),
-        data=DataConfig(source=str(data), image_size=budget.image_size, channels=1, seed=seed),
+        data=DataConfig(
+            source=str(data), image_size=budget.image_size, channels=1, seed=seed, val_fraction=budget.val_fraction
+        ),
         training=TrainConfig(
             train_steps=budget.train_steps,
             batch_size=budget.batch_size // draws,
@@ -660,6 +676,13 @@ def main() -> None:
     )
     parser.add_argument("--ema-decay", type=float, default=None, help="override the budget's EMA decay (all methods)")
     parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="the held-out share of each data set, for training and the reference sets (default: DataConfig's, "
+        "0.1; textures at 32 px need 0.3 for 4 reference sets of 256 crops)",
+    )
+    parser.add_argument(
         "--save-models", type=Path, default=None, help="save each trained model (EMA) under this folder"
     )
     parser.add_argument(
@@ -721,6 +744,10 @@ def run(args: argparse.Namespace) -> None:
         budget = dataclasses.replace(budget, ema_decay=args.ema_decay)
     if args.steps is not None:
         budget = dataclasses.replace(budget, steps=args.steps)
+    if args.val_fraction is not None:
+        if not 0.0 < args.val_fraction < 1.0:
+            raise UserError(f"--val-fraction {args.val_fraction:g}: the held-out share must lie in (0, 1), e.g. 0.3")
+        budget = dataclasses.replace(budget, val_fraction=args.val_fraction)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     rows: list[dict] = []
@@ -819,9 +846,9 @@ def run(args: argparse.Namespace) -> None:
             save(False)
         real_r = float(
             order_parameter(
-                open_image_source(data, budget.image_size, channels=1, split="val").sample_batch(
-                    16, torch.Generator().manual_seed(0)
-                )
+                open_image_source(
+                    data, budget.image_size, channels=1, split="val", val_fraction=budget.val_fraction
+                ).sample_batch(16, torch.Generator().manual_seed(0))
                 * (0.9 * torch.pi)
             )[0].mean()
         )

@@ -45,3 +45,36 @@ def test_protocol_sizes_and_errors() -> None:
         quality.protocol_for("textures", budget, 0, 4, 40)
     with pytest.raises(UserError, match="not --reference-size 100"):
         quality.protocol_for("textures", budget, 0, 4, 4, reference_size=100)
+
+
+def test_a_larger_val_fraction_fills_the_textures_reference_sets(capsys: pytest.CaptureFixture[str]) -> None:
+    budget = dataclasses.replace(quality.BUDGETS["tiny"], samples=1024)
+    quality.protocol_for("textures", budget, 0, 4, 4)
+    assert "a larger --val-fraction" in capsys.readouterr().err  # 72 crops < 256 samples per group: said
+    wider = dataclasses.replace(budget, val_fraction=0.3)
+    protocol, source = quality.protocol_for("textures", wider, 0, 4, 4)
+    # The photos are 128 px at 32-px crops; the held-out strip is round(0.3 · 128) = 38 px wide: 7 window columns
+    # × (24 or 25) rows of each row band × 3 photos ≥ 504 windows per set, so the sets hold the full 256.
+    assert (protocol.group_size, protocol.reference_size, len(source)) == (256, 256, 3)
+    assert all(image.shape[:2] == (128, 38) for image in source.images)
+    assert capsys.readouterr().err == ""
+    # Training and the reference sets split the photos at the same column: no training window is held out.
+    train = quality.open_image_source("textures", 32, channels=1, split="train", val_fraction=0.3)
+    assert all(image.shape[:2] == (128, 90) for image in train.images)
+
+
+@pytest.mark.parametrize("fraction", ["0", "1.5"])
+def test_a_val_fraction_outside_0_1_is_one_line_and_exit_2(fraction: str) -> None:
+    import subprocess
+
+    script = Path(quality.__file__)
+    result = subprocess.run(
+        [sys.executable, str(script), "--budget", "tiny", "--val-fraction", fraction, "--out", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --val-fraction {float(fraction):g}: the held-out share must lie in (0, 1), e.g. 0.3"
+    ]

@@ -105,3 +105,19 @@ def test_complement_crops_avoid_their_reference_set_and_repeat_only_when_short()
     short, distinct = complement_crops(source, 3, 0, 50, seed=4)  # 36 windows outside band 0
     counts = np.bincount(window_ids(short))
     assert distinct == 36 and len(set(window_ids(short))) == 36 and counts.max() == 2
+
+
+def test_held_out_source_takes_the_models_val_fraction() -> None:
+    for fraction in (0.1, 0.25):
+        expected = FingerprintSource(32, split="val", val_fraction=fraction)
+        held_out = held_out_source("fingerprints", 32, val_fraction=fraction)
+        assert len(held_out) == len(expected)
+        np.testing.assert_array_equal(np.asarray(held_out.images), np.asarray(expected.images))
+    assert len(held_out_source("fingerprints", 32, val_fraction=0.25)) > len(held_out_source("fingerprints", 32))
+    wide = held_out_source("textures", 32, val_fraction=0.3)
+    assert all(image.shape[1] == 38 for image in in_memory_images(wide))
+
+
+def in_memory_images(source: object) -> list[np.ndarray]:
+    assert isinstance(source, InMemoryImageSource)
+    return list(source.images)

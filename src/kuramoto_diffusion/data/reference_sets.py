@@ -203,19 +203,29 @@ def held_out_source(
     minimum: int = 0,
     on_bad_image: str = "error",
     cache_dir: str | os.PathLike[str] | None | bool = True,
+    val_fraction: float = 0.1,
 ) -> ImageSource:
     """The held-out ("val") split of ``spec`` as ``open_image_source`` opens it, except for the synthetic
     fingerprints when their held-out prints (51 of the default 512) are fewer than ``minimum``: then the
     held-out prints followed by prints 512, 513, … of the same seed's sequence, ``minimum`` in all. Those lie
     beyond the default set, so neither of its splits contains them and no model was trained on them.
-    ``cache_dir``: where the extra prints are kept (True: the fingerprints' default cache folder; None: nowhere)."""
+    ``cache_dir``: where the extra prints are kept (True: the fingerprints' default cache folder; None: nowhere).
+    ``val_fraction``: the held-out share, as ``open_image_source`` takes it (the model's ``DataConfig.val_fraction``)."""
     from . import open_image_source
     from .fingerprints import FingerprintSource, default_cache_dir
     from .image_io import resize_uint8
 
     if spec != "fingerprints":
-        return open_image_source(spec, image_size, channels=channels, split="val", seed=seed, on_bad_image=on_bad_image)
-    held_out = FingerprintSource(image_size, channels=channels, split="val", seed=seed)
+        return open_image_source(
+            spec,
+            image_size,
+            channels=channels,
+            split="val",
+            val_fraction=val_fraction,
+            seed=seed,
+            on_bad_image=on_bad_image,
+        )
+    held_out = FingerprintSource(image_size, channels=channels, split="val", val_fraction=val_fraction, seed=seed)
     if minimum <= len(held_out):
         return held_out
     folder = (
