@@ -33,6 +33,7 @@ import math
 import shlex
 import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
@@ -44,7 +45,8 @@ from torch import Tensor
 from common import print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
 from kuramoto_diffusion.runtime import resolve_device
-from kuramoto_diffusion.training.chain_pool import _propagated_step
+from kuramoto_diffusion.training.objectives.propagated import _COMPILED_DRAWS, draw_and_target
+from kuramoto_diffusion.training.objectives.propagated import propagated_chain_step as _propagated_step
 
 
 # ----- the implementation before 2026-12-06, for the same-run comparison ----------------------------------------
@@ -150,6 +152,24 @@ def _former_propagated_step(*args: object) -> object:
         return _propagated_step(*args)  # type: ignore[arg-type]
 
 
+@torch.compile(dynamic=True)
+def transcendental_floor(x: Tensor, estimate: Tensor, noise: Tensor) -> Tensor:
+    """One fused pass with the transcendental work any propagated step needs per value: cos θ and sin θ (the
+    drift and the score update) and the two exps of the wrapped-normal score's terms at ±2π."""
+    return (torch.cos(x) * estimate + torch.sin(x) * noise) * (torch.exp(-noise * noise) + torch.exp(-x * estimate))
+
+
+def propagated_compiled_draw(
+    process: KuramotoProcess, compiled: Callable, x: Tensor, t: Tensor, estimate: Tensor, device: torch.device
+) -> object:
+    """One compiled propagated step with the noise of generator seed 1 (as the gaps' eager draws take)."""
+    _COMPILED_DRAWS[process] = compiled
+    try:
+        return _propagated_step(process, x, t, estimate, torch.Generator(device=device).manual_seed(1))
+    finally:
+        del _COMPILED_DRAWS[process]
+
+
 def interleaved_medians(
     functions: dict[str, Callable[[], object]], repeat: int, device: torch.device
 ) -> dict[str, float]:
@@ -190,12 +210,26 @@ def main() -> None:
             noise = torch.randn(shape, generator=generator, device=device)
             out = torch.empty_like(x)
             t = torch.full((batch,), args.steps // 2, device=device)
+            compiled = torch.compile(draw_and_target, dynamic=True)
+
+            def propagated_compiled() -> object:
+                _COMPILED_DRAWS[process] = compiled  # noqa: B023 - called in this iteration only
+                try:
+                    return _propagated_step(process, x, t, estimate, generator)  # noqa: B023
+                finally:
+                    del _COMPILED_DRAWS[process]  # noqa: B023
+
+            start = time.perf_counter()
+            propagated_compiled()
+            compile_s = time.perf_counter() - start
             seconds = interleaved_medians(
                 {
                     "floor": lambda: torch.addcmul(x, estimate, noise, out=out),
+                    "transcendental_floor": lambda: transcendental_floor(x, estimate, noise),
                     "plain": lambda: process.step(x, t, generator=generator),
                     "propagated": lambda: _propagated_step(process, x, t, estimate, generator),
                     "propagated_before": lambda: _former_propagated_step(process, x, t, estimate, generator),
+                    "propagated_compiled": propagated_compiled,
                 },
                 args.repeat,
                 device,
@@ -203,6 +237,9 @@ def main() -> None:
             # The same draw both ways (same noise): the states and estimates agree to rounding.
             now = _propagated_step(process, x, t, estimate, torch.Generator(device=device).manual_seed(1))
             former = _former_propagated_step(process, x, t, estimate, torch.Generator(device=device).manual_seed(1))
+            fused = propagated_compiled_draw(process, compiled, x, t, estimate, device)
+            compiled_gap = float((now[0] - fused[0]).abs().max())
+            compiled_estimate_gap = float((now[1] - fused[1]).abs().max() / now[1].abs().max())
             state_gap = float((now[0] - former[0]).abs().max())
             estimate_gap = float((now[1] - former[1]).abs().max() / former[1].abs().max())
             row = {
@@ -210,14 +247,23 @@ def main() -> None:
                 "batch": batch,
                 "state_max_gap": state_gap,
                 "estimate_max_gap": estimate_gap,
+                "compiled_state_max_gap": compiled_gap,
+                "compiled_estimate_max_gap": compiled_estimate_gap,
+                "compile_s": compile_s,
                 **{f"{name}_us_per_image": 1e6 * value / batch for name, value in seconds.items()},
                 "plain_to_floor": seconds["plain"] / seconds["floor"],
                 "propagated_to_floor": seconds["propagated"] / seconds["floor"],
                 "speedup": seconds["propagated_before"] / seconds["propagated"],
+                "compiled_to_floor": seconds["propagated_compiled"] / seconds["floor"],
+                "compiled_to_transcendental_floor": seconds["propagated_compiled"] / seconds["transcendental_floor"],
+                "compiled_speedup": seconds["propagated"] / seconds["propagated_compiled"],
             }
             rows.append(row)
             for key, value in row.items():
-                if key not in ("coupling", "batch", "state_max_gap", "estimate_max_gap"):
+                if (
+                    key not in ("coupling", "batch", "state_max_gap", "estimate_max_gap", "compile_s")
+                    and "gap" not in key
+                ):
                     payload[f"{coupling}_B{batch}_{key}"] = value
     payload["rows"] = rows
     payload["table"] = print_table(
@@ -232,8 +278,15 @@ def main() -> None:
             "plain_to_floor",
             "propagated_to_floor",
             "speedup",
+            "transcendental_floor_us_per_image",
+            "propagated_compiled_us_per_image",
+            "compiled_to_floor",
+            "compiled_to_transcendental_floor",
+            "compiled_speedup",
+            "compile_s",
             "state_max_gap",
             "estimate_max_gap",
+            "compiled_estimate_max_gap",
         ],
     )
     write_json(args.out, payload)

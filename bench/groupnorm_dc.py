@@ -1,6 +1,6 @@
 """Can the UNet carry an image's mean brightness to its output? (why the Euclidean baseline once failed)
 
-    OMP_NUM_THREADS=2 python bench/groupnorm_dc.py
+    OMP_NUM_THREADS=2 python bench/groupnorm_dc.py [--out groupnorm_dc.json]
 
 A randomly perturbed UNet of each preset gets inputs that differ only by a constant shift (−2 … 2);
 the spread of the output's spatial mean, and its correlation with the shift, show whether per-image
@@ -10,6 +10,10 @@ group. Prints a table and writes bench/results/groupnorm_dc.json.
 """
 
 from __future__ import annotations
+
+import argparse
+import shlex
+import sys
 
 import torch
 
@@ -39,6 +43,9 @@ def mean_response(preset: str, groups: int | None, seed: int = 0) -> dict[str, f
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="groupnorm_dc.json", help="JSON file (a bare name goes into bench/results/)")
+    args = parser.parse_args()
     rows = []
     for preset in ("tiny", "small"):
         for groups in (32, None):
@@ -56,7 +63,7 @@ def main() -> None:
         rows,
         ["preset", "groups", "channels_per_group", "output_mean_spread", "correlation_with_input_mean", "output_std"],
     )
-    write_json("groupnorm_dc.json", {"command": "python bench/groupnorm_dc.py", "rows": rows})
+    write_json(args.out, {"command": shlex.join(["python", "bench/groupnorm_dc.py", *sys.argv[1:]]), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import resolve_device
-from kuramoto_diffusion.training import Trainer, default_pool_size
+from kuramoto_diffusion.training import Trainer
+from kuramoto_diffusion.training.objectives import compile_propagated_steps, default_pool_size
 
 
 def examples_per_second(
@@ -131,6 +132,8 @@ def interleaved_costs(
             )
             folders.append(tempfile.TemporaryDirectory())
             trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
+            if args.compile_chain and name != "euclidean":
+                compile_propagated_steps(trainer.process)  # the fill below includes the compile
             fill = synchronized_seconds(trainer.start, device)  # builds the pool (fit_prior is off): the fill
             if name != "euclidean":
                 fills[name] = fill
@@ -202,6 +205,12 @@ def main() -> None:
         type=int,
         default=0,
         help="--mode cost: TrainConfig.pool_fill_trajectories of the Kuramoto runs (0: the default fill)",
+    )
+    parser.add_argument(
+        "--compile-chain",
+        action="store_true",
+        help="--mode cost: the Kuramoto pools' propagated step through torch.compile (as TrainConfig.compile "
+        "does, without compiling the networks); the fill time includes the compile",
     )
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")

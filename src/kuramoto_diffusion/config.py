@@ -308,7 +308,9 @@ class TrainConfig:
     batch_size: int = 32  # starting states per step (all processes together); the network sees batch_size × draws
     grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
     precision: Precision = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
-    compile: bool = False  # torch.compile the training network (faster steps after a compile of a minute or more)
+    # torch.compile the training network and the chain pool's propagated step (faster steps after a compile of a
+    # minute or more; the chain step: ≈ 10–25 s, docs/performance.md)
+    compile: bool = False
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     objective: Objective = "auto"  # see OBJECTIVES and training/objectives/
     window: int = 0  # DSM window h: strides uniform in 1 … h (h = 1: the paper's loss); 0: markov 10, linearised T (anchored at the data)

@@ -18,6 +18,7 @@ from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import DistributedContext
 from kuramoto_diffusion.training import Trainer
+from kuramoto_diffusion.training.objectives import propagated
 from tiny_runs import tiny_train
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -281,6 +282,7 @@ def test_compiled_training_takes_the_eager_steps(tmp_path):
         losses.append([trainer.train_step() for _ in range(3)])
         weights.append(trainer.model.network.state_dict())
         assert isinstance(trainer.train_network, torch._dynamo.eval_frame.OptimizedModule) == compiled
+        assert (trainer.process in propagated._COMPILED_DRAWS) == compiled  # the pool's chain step too
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     for name, tensor in weights[0].items():
         assert torch.allclose(tensor, weights[1][name], atol=2e-3), name

@@ -7,6 +7,7 @@ marginal of the chain on the 2-torus (``ChainMarginal``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -29,12 +30,14 @@ from kuramoto_diffusion.processes import (
 from kuramoto_diffusion.training import ChainPool, Trainer, resimulate_states
 from kuramoto_diffusion.training.chain_pool import resimulate_states_and_scores
 from kuramoto_diffusion.training.objectives import (
+    compile_propagated_steps,
     kernel_draw,
     propagated_chain_step,
     propagated_draw,
     propagation_schedule,
     resolve_objective,
 )
+from kuramoto_diffusion.training.objectives import propagated as propagated_module
 from test_objectives import COUPLING_CONFIGS, COUPLING_IDS, anchor_of, window_of
 from test_training import FixedImages, run_config
 
@@ -337,3 +340,69 @@ def test_a_run_saved_before_the_objective_setting_resumes_with_its_own_loss(tmp_
     path.write_text(json.dumps(data))
     _, loaded = load_run_config(path)
     assert loaded.training.objective == "markov"
+
+
+def _draw_inputs(batch: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, estimate, noise = (random_phases((batch, 1, 8, 9), seed=seed + k) for k in range(3))
+    t = torch.randint(0, steps, (batch,), generator=torch.Generator().manual_seed(seed))
+    t[0] = 0  # a row whose weight β_0 is 0 beside rows that carry
+    return x, t, estimate, noise
+
+
+def test_a_compiled_process_draws_through_its_compiled_arithmetic_and_keeps_the_checks(monkeypatch):
+    # torch.compile replaced by a recorder: the dispatch and the eager checks, without the compiler's time (the
+    # compiled arithmetic itself is checked against the eager one in the slow test below).
+    calls = []
+
+    def recording_compile(function, **options):
+        assert options == {"dynamic": True}
+
+        def recorded(*args):
+            calls.append(args[0])
+            return function(*args)
+
+        return recorded
+
+    monkeypatch.setattr(propagated_module.torch, "compile", recording_compile)
+    monkeypatch.setattr(propagated_module, "_COMPILED_DRAWS", {})
+    process = KuramotoProcess(coupling="local", neighbourhood=3, steps=20)
+    x, t, estimate, noise = _draw_inputs(5, 20, seed=3)
+    eager = propagated_draw(process, x, t, estimate, noise)
+    assert calls == []
+    compile_propagated_steps(process)
+    compiled = propagated_draw(process, x, t, estimate, noise)
+    assert calls == [process]
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+    with pytest.raises(UserError, match="NaN"):
+        propagated_draw(process, x.clone().fill_(float("nan")), t, estimate, noise)
+    assert len(calls) == 1  # the checks ran before the compiled arithmetic
+    other = KuramotoProcess(coupling="global", steps=20)
+    propagated_draw(other, x, t, estimate, noise)
+    assert len(calls) == 1  # only the process that was compiled
+
+
+def test_training_with_compile_compiles_the_pools_chain_step(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(propagated_module, "compile_propagated_steps", compiled.append)
+    for flag in (False, True):
+        config = run_config(KuramotoConfig(coupling="local", neighbourhood=3, steps=20), objective="propagated")
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, compile=flag))
+        trainer = Trainer(config, FixedImages(), tmp_path / str(flag))
+        trainer.objective.prepare(trainer.noise_generator, fill=False)
+        assert compiled == ([trainer.process] if flag else [])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("coupling", ["global", "local"])
+def test_the_compiled_chain_step_is_the_eager_one_in_float64(coupling, monkeypatch):
+    monkeypatch.setattr(propagated_module, "_COMPILED_DRAWS", {})
+    process = KuramotoProcess(coupling=coupling, neighbourhood=3, steps=50)
+    cases = [_draw_inputs(batch, 50, seed=batch) for batch in (7, 12)]
+    cases.append((cases[0][0], torch.zeros(7, dtype=torch.long), *cases[0][2:]))  # every row at s = 0
+    eager = [propagated_draw(process, *case) for case in cases]
+    compile_propagated_steps(process)
+    for case, expected in zip(cases, eager):  # batch sizes and the s = 0 branch after one compile
+        for a, b in zip(propagated_draw(process, *case), expected):
+            assert a.dtype == torch.float64
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -90,7 +90,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="the network's arithmetic: bf16 or fp16 (loss-scaled) autocast on GPU; kernel draws stay fp32",
     )
     train.add_argument(
-        "--compile", action="store_true", help="torch.compile the network (the first steps wait for the compiler)"
+        "--compile",
+        action="store_true",
+        help="torch.compile the network and the chain pool's step (the first steps wait for the compiler)",
     )
     train.add_argument(
         "--draws", type=capped_positive_int(OPTION_CAPS["draws"]), default=1, help="kernel draws per starting state"

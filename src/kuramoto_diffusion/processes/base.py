@@ -150,6 +150,8 @@ class ForwardProcess(ABC):
         return self._table_cache[key]
 
     def _check_step(self, t: Step, stride: Step) -> None:
+        if torch.compiler.is_compiling():
+            return  # a compiled step's caller checked its steps eagerly (objectives/propagated.py)
         start_low = int(t.min()) if isinstance(t, Tensor) else t
         end = t + stride
         end_high = int(end.max()) if isinstance(end, Tensor) else end
@@ -191,6 +193,8 @@ class ForwardProcess(ABC):
 
     def check_state(self, x: Tensor) -> None:
         """Raise a UserError for non-finite values or a tensor without a batch axis."""
+        if torch.compiler.is_compiling():
+            return  # a compiled step's caller checked its states eagerly (objectives/propagated.py)
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise UserError(f"states must be a floating-point tensor, got {type(x).__name__}")
         if x.dim() < 2:

@@ -31,7 +31,13 @@ from .base import (
 )
 from .linearised import LinearisedObjective
 from .markov import DEFAULT_MARKOV_WINDOW, MarkovObjective, window_strides
-from .propagated import PropagatedObjective, propagated_chain_step, propagated_draw, propagation_schedule
+from .propagated import (
+    PropagatedObjective,
+    compile_propagated_steps,
+    propagated_chain_step,
+    propagated_draw,
+    propagation_schedule,
+)
 
 
 class ObjectiveChoice(NamedTuple):
@@ -101,6 +107,7 @@ __all__ = [
     "kernel_noise",
     "propagated_chain_step",
     "propagated_draw",
+    "compile_propagated_steps",
     "propagation_schedule",
     "resolve_objective",
     "window_strides",

@@ -22,6 +22,7 @@ carries e (``ChainPool(..., carry=propagated_chain_step)``); β_0 = 0 starts it 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -56,22 +57,58 @@ def propagated_draw(
     """One exact step from each row's state, with the propagated target: (x', e', the loss scale √v_{s+1}).
 
     ``estimate`` is e_s, the unbiased score estimate each state carries (any finite value where s = 0,
-    whose weight β_0 is 0). Computed in the states' own precision, outside autocast.
+    whose weight β_0 is 0). Computed in the states' own precision, outside autocast; through ``torch.compile``
+    once ``compile_propagated_steps`` was called for the process.
     """
     schedule = propagation_schedule(process)
     shape = (-1, *([1] * (x_start.dim() - 1)))
     index = t_start.cpu()
     weight = schedule.weight[index].to(x_start).reshape(shape)
+    carries = bool((index > 0).any())
+    compiled = _COMPILED_DRAWS.get(process)
     with torch.autocast(device_type=x_start.device.type, enabled=False):
-        mean = process.transition_mean(x_start, t_start, 1)
-        scale = process.transition_scale(t_start, 1, like=x_start)
-        x_next = process.project(mean + scale * noise)
-        fresh = process.kernel_score(x_next, mean, scale)
-        target = fresh
-        if bool((index > 0).any()):
-            carried = process.propagate_score(x_start, t_start, estimate)
-            target = (1.0 - weight) * fresh + weight * carried
+        if compiled is None:
+            x_next, target = draw_and_target(process, x_start, t_start, estimate, noise, weight, carries)
+        else:
+            # The compiled arithmetic skips the input checks (ForwardProcess.check_state, _check_step): run here.
+            process.check_state(x_start)
+            process.noise_variance(t_start, 1, like=x_start)
+            x_next, target = compiled(process, x_start, t_start, estimate, noise, weight, carries)
     return x_next, target, schedule.variance[index + 1].to(x_start).reshape(shape).sqrt()
+
+
+def draw_and_target(
+    process: ForwardProcess,
+    x_start: Tensor,
+    t_start: Tensor,
+    estimate: Tensor,
+    noise: Tensor,
+    weight: Tensor,
+    carries: bool,
+) -> tuple[Tensor, Tensor]:
+    """The arithmetic of ``propagated_draw`` (the module docstring's equations): x' and e', with β_s = ``weight``
+    per row; ``carries`` False when every row starts at s = 0 (β_0 = 0: the carried term is not computed)."""
+    mean = process.transition_mean(x_start, t_start, 1)
+    scale = process.transition_scale(t_start, 1, like=x_start)
+    x_next = process.project(mean + scale * noise)
+    fresh = process.kernel_score(x_next, mean, scale)
+    if not carries:
+        return x_next, fresh
+    carried = process.propagate_score(x_start, t_start, estimate)
+    return x_next, (1.0 - weight) * fresh + weight * carried
+
+
+# process -> ``draw_and_target`` through torch.compile (``compile_propagated_steps``).
+_COMPILED_DRAWS: dict[ForwardProcess, Callable[..., tuple[Tensor, Tensor]]] = {}
+
+
+def compile_propagated_steps(process: ForwardProcess) -> None:
+    """From now on, run ``propagated_draw`` on ``process`` through ``torch.compile`` (``TrainConfig.compile``).
+
+    The ~100 eager passes over the images of one step become a few fused kernels (docs/performance.md: 1.5–2.5 ×
+    per step on one CPU thread). The schedule look-ups and the input checks stay eager, so one compile (dynamic
+    batch; ≈ 10–25 s on one CPU thread, at the first call) serves every step t and batch size."""
+    _COMPILED_DRAWS[process] = torch.compile(draw_and_target, dynamic=True)
 
 
 def propagated_chain_step(
@@ -99,6 +136,11 @@ class PropagatedObjective(Objective):
         self, x: Tensor, t: Tensor, conditions: Tensor | None, estimates: Tensor | None, generator: torch.Generator
     ) -> StartingStates:
         return StartingStates(x, t, torch.ones_like(t), conditions, estimates)  # the history is in the estimate
+
+    def prepare(self, generator: torch.Generator, *, fill: bool = True) -> None:
+        if self.training.compile:
+            compile_propagated_steps(self.process)  # the pool's chain step, before it fills
+        super().prepare(generator, fill=fill)
 
     def draw(self, start: StartingStates, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if start.estimates is None or bool((start.stride != 1).any()):
