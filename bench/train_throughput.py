@@ -27,7 +27,9 @@ Kuramoto-local trainer are built in one process, then timed interleaved, ``--ste
 each in turn for ``--rounds`` rounds, the first round dropped (warm-up). Keys
 ``cost_ratio_<coupling>_T<steps>_<preset>`` (Kuramoto ÷ Euclidean seconds per step, summed over the kept
 rounds; ``cost_ratio_median_…`` the median of the rounds' ratios, with min and max in the table) and ``pool_fill_s_<coupling>_T<steps>`` (seconds to build the pool at the start, for the first
-preset; ``…_<preset>`` for each).
+preset; ``…_<preset>`` for each). ``--compile-chain`` adds ``global-compiled`` and ``local-compiled``: the same
+runs with the pool's propagated step through ``torch.compile`` (``compile_propagated_steps``), timed in the
+same rounds, so that the compiled and eager steps are compared on one machine state.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ def interleaved_costs(
         "global": KuramotoConfig(coupling="global", steps=steps),
         "local": KuramotoConfig(coupling="local", steps=steps),
     }
+    if args.compile_chain:  # beside the eager ones, in the same rounds
+        processes.update({f"{name}-compiled": processes[name] for name in ("global", "local")})
     trainers, fills, folders = {}, {}, []
     try:
         for name, process in processes.items():
@@ -132,7 +136,7 @@ def interleaved_costs(
             )
             folders.append(tempfile.TemporaryDirectory())
             trainer = Trainer(config, source, folders[-1].name, device=device, quiet=True)
-            if args.compile_chain and name != "euclidean":
+            if name.endswith("-compiled"):
                 compile_propagated_steps(trainer.process)  # the fill below includes the compile
             fill = synchronized_seconds(trainer.start, device)  # builds the pool (fit_prior is off): the fill
             if name != "euclidean":
@@ -209,8 +213,9 @@ def main() -> None:
     parser.add_argument(
         "--compile-chain",
         action="store_true",
-        help="--mode cost: the Kuramoto pools' propagated step through torch.compile (as TrainConfig.compile "
-        "does, without compiling the networks); the fill time includes the compile",
+        help="--mode cost: also time Kuramoto runs whose pools' propagated step goes through torch.compile (as "
+        "TrainConfig.compile does, without compiling the networks), rows '<coupling>-compiled'; their fill "
+        "time includes the compile",
     )
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
