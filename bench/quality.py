@@ -179,10 +179,14 @@ COLUMNS = [
 ]
 
 
-def process_for(method: str, steps: int) -> ProcessConfig:
+def process_for(method: str, steps: int, objective: Objective | None = None) -> ProcessConfig:
+    """The process a method trains with: Euclidean VP, or Kuramoto with the objective's encoding and regime."""
     if method == "euclidean":
         return EuclideanConfig(steps=steps)
-    return KuramotoConfig(coupling=method.removeprefix("kuramoto-"), steps=steps)
+    process = KuramotoConfig(coupling=method.removeprefix("kuramoto-"), steps=steps)
+    if objective is not None and objective.phase_range:
+        process = dataclasses.replace(process, phase_range=objective.phase_range * math.pi)
+    return process if objective is None else dataclasses.replace(process, **objective.regime())
 
 
 MIN_REFERENCE_SIZE = 8  # fewer distinct crops per reference set make SWD and the histograms meaningless
@@ -354,11 +358,7 @@ def train(
     )
     kuramoto = method != "euclidean"
     draws = objective.draws if kuramoto else 1
-    process = process_for(method, budget.steps)
-    if kuramoto and objective.phase_range:
-        process = dataclasses.replace(process, phase_range=objective.phase_range * math.pi)
-    if kuramoto:
-        process = dataclasses.replace(process, **objective.regime())
+    process = process_for(method, budget.steps, objective)
     config = RunConfig(
         model=image_model_config(
             process, 1, budget.image_size, budget.preset, **({} if groups is None else {"groups": groups})

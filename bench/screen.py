@@ -1,0 +1,141 @@
+"""The regime screen (issue 31 §5.1): every Kuramoto regime's chain statistics beside its quality against Euclidean.
+
+    python bench/screen.py bench/results/screen/fp_*.json [--metrics swd minutiae_w1 kid_random]
+                           [--images 64] [--out bench/results/screen.json]
+
+Reads quality JSON files (bench/quality.py with the interval protocol). For each Kuramoto method label (one
+regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
+
+- **the chain's statistics at t = T** (as bench/synchrony.py measures them, docs/synchrony.md): the mean
+  cos(θ_p − θ_q) of pixels 1 and 8 px apart (both axes) and the order parameter R, on ``--images`` held-out crops
+  of the data set, encoded as the model encodes them. The regime is rebuilt from the quality file's own settings
+  (its "objective" key, through ``quality.process_for``), so a row's statistics are those of the trained chain;
+- **its quality**: each metric's mean with its bootstrap 95 % interval over seeds, groups and reference sets, and
+  the ratio to the Euclidean baseline paired by (seed, reference set) over the seeds both have (``headline.compare``:
+  each side at its best sampler setting, the Euclidean side over every "euclidean…" label).
+
+Prints the table and writes ``{"rows": [...]}`` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+import headline
+import quality
+from common import RESULTS, print_table, write_json
+from kuramoto_diffusion.codecs import ImageCodec
+from kuramoto_diffusion.data import open_image_source
+from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.metrics.intervals import mean_interval
+from kuramoto_diffusion.metrics.synchrony import forward_synchrony
+from kuramoto_diffusion.processes import KuramotoProcess
+
+CROP_SEED = 50_000  # bench/synchrony.py's held-out crops
+DISTANCES = (1, 8)
+
+
+def regimes(paths: list[Path]) -> dict[str, quality.Objective]:
+    """{method label: the quality Objective it was trained with}, from each file's "objective" key."""
+    found: dict[str, quality.Objective] = {}
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        settings = dict(payload.get("objective") or {})
+        if settings.get("coupling_range") is not None:
+            settings["coupling_range"] = tuple(settings["coupling_range"])
+        objective = quality.Objective(**settings)
+        for row in payload["rows"]:
+            if str(row.get("method", "")).startswith("kuramoto"):
+                found[row["method"]] = objective
+    return found
+
+
+def chain_statistics(data: str, method: str, objective: quality.Objective, steps: int, images: int) -> dict:
+    """d1, d8 and R at t = T of the chain ``method`` trained with, from ``images`` held-out crops of ``data``."""
+    base = method.split("[")[0]
+    process = KuramotoProcess(quality.process_for(base, steps, objective))
+    crops = open_image_source(data, 32, channels=1, split="val").sample_batch(
+        images, torch.Generator().manual_seed(CROP_SEED)
+    )
+    theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
+    stats = forward_synchrony(process, theta0, [steps], DISTANCES, generator=torch.Generator().manual_seed(1))
+    return {"d1": stats.at(steps, 1), "d8": stats.at(steps, 8), "R": float(stats.order[-1])}
+
+
+def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str) -> tuple[list[dict], list[str]]:
+    found, notes = headline.load_settings(paths)
+    trained = regimes(paths)
+    rows = []
+    torch.set_grad_enabled(False)
+    for (data, steps, budget), families in found.items():
+        euclidean = families.get("euclidean")
+        for key, settings in families.items():
+            method = key.removeprefix("method:")
+            if not key.startswith("method:kuramoto") or method not in trained:
+                continue
+            row: dict = {"data": data, "T": steps, "budget": budget, "regime": method}
+            row.update(chain_statistics(data, method, trained[method], steps, images))
+            for metric in metrics:
+                metric_key = headline.METRIC_KEYS.get(metric, metric)
+                seeds = sorted(headline.seeds_with(settings, metric_key))
+                best = headline.best_setting(settings, seeds, metric_key) if seeds else None
+                if best is None:
+                    continue
+                row["seeds"] = seeds
+                row[metric] = {
+                    "setting": best[0],
+                    **mean_interval(headline.stacked(best[1], seeds, metric_key)).as_dict(),
+                }
+                pair = None if euclidean is None else headline.compare(settings, euclidean, metric, data, notes, 4000)
+                row[f"{metric}_over_euclidean"] = None if pair is None else {"seeds": pair.seeds, **(pair.ratio or {})}
+            row["command"] = command
+            rows.append(row)
+    return rows, notes
+
+
+def _interval(entry: dict | None) -> str:
+    if not entry or "mean" not in entry:
+        return "—"
+    return f"{entry['mean']:.3g} [{entry['low']:.3g}, {entry['high']:.3g}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path, help="quality JSON files of bench/quality.py")
+    parser.add_argument("--metrics", nargs="+", default=["swd", "minutiae_w1", "kid_random"])
+    parser.add_argument("--images", type=int, default=64, help="held-out crops for the chain statistics")
+    parser.add_argument("--out", type=Path, default=RESULTS / "screen.json")
+    args = parser.parse_args()
+    command = shlex.join(["python", "bench/screen.py", *sys.argv[1:]])
+    try:
+        rows, notes = screen_rows(args.files, args.metrics, args.images, command)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    table = [
+        {
+            "data": row["data"],
+            "regime": row["regime"],
+            "seeds": len(row.get("seeds", [])),
+            "d1 / d8 at T": f"{row['d1']:.3f} / {row['d8']:.3f}",
+            "R(T)": f"{row['R']:.2f}",
+            **{f"{metric} ÷ E": _interval(row.get(f"{metric}_over_euclidean")) for metric in args.metrics},
+            args.metrics[0]: _interval(row.get(args.metrics[0])),
+        }
+        for row in rows
+    ]
+    if table:
+        print_table(table, list(table[0]))
+    write_json(args.out, {"command": command, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

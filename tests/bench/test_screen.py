@@ -1,0 +1,67 @@
+"""bench/screen.py: a regime's chain statistics rebuilt from its quality file, and its ratio to Euclidean."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import quality  # noqa: E402 - bench/ is a folder of scripts, put on the path above
+import screen  # noqa: E402
+import synchrony  # noqa: E402
+from kuramoto_diffusion.data import open_image_source  # noqa: E402
+from test_headline import quality_row  # noqa: E402
+
+LABEL = "kuramoto-local[auto K9e-05,0.09 κ0.5]"
+OBJECTIVE = quality.Objective(coupling_range=(9e-05, 0.09), ref_strength=0.5)
+
+
+def test_the_chain_statistics_are_the_synchrony_benchmarks_for_the_same_regime() -> None:
+    # screen rebuilds the regime from the quality file's Objective; synchrony.py from its spec string.
+    steps, images = 12, 4
+    ours = screen.chain_statistics("fingerprints", LABEL, OBJECTIVE, steps, images)
+    crops = open_image_source("fingerprints", 32, channels=1, split="val").sample_batch(
+        images, torch.Generator().manual_seed(screen.CROP_SEED)
+    )
+    theirs = synchrony.curves("fingerprints", "local:k3:ref0.5", crops, steps, seed=1)
+    assert ours["d1"] == pytest.approx(synchrony.both_axes(theirs, 1, steps), abs=1e-5)
+    assert ours["d8"] == pytest.approx(synchrony.both_axes(theirs, 8, steps), abs=1e-5)
+    assert ours["R"] == pytest.approx(theirs["R"][steps], abs=1e-5)
+
+
+def test_a_screen_row_pairs_each_regime_with_euclidean(tmp_path: Path) -> None:
+    paths = []
+    for seed, scale in ((0, 10.0), (1, 12.0)):
+        for name, rows, objective in (
+            ("e", [quality_row("euclidean", "sde", 100, scale)], {}),
+            (
+                "k",
+                [quality_row(LABEL, "sde", 100, 0.75 * scale)],
+                {"coupling_range": [9e-05, 0.09], "ref_strength": 0.5},
+            ),
+        ):
+            path = tmp_path / f"{name}{seed}.json"
+            path.write_text(
+                json.dumps(
+                    {
+                        "command": f"python bench/quality.py --seed {seed}",
+                        "seed": seed,
+                        "settings": {"steps": 6},
+                        "objective": objective,
+                        "rows": rows,
+                    }
+                )
+            )
+            paths.append(path)
+    rows, notes = screen.screen_rows(paths, ["swd"], images=2, command="test")
+    assert notes == []
+    (row,) = rows
+    assert row["regime"] == LABEL and row["seeds"] == [0, 1]
+    assert row["swd_over_euclidean"]["mean"] == pytest.approx(0.75)
+    assert row["swd_over_euclidean"]["low"] == pytest.approx(0.75) == row["swd_over_euclidean"]["high"]
+    assert -1.0 <= row["d8"] <= row["d1"] <= 1.0 and 0.0 <= row["R"] <= 1.0
