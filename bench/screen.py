@@ -64,7 +64,8 @@ def chain_statistics(data: str, method: str, objective: quality.Objective, steps
         images, torch.Generator().manual_seed(CROP_SEED)
     )
     theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
-    stats = forward_synchrony(process, theta0, [steps], DISTANCES, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        stats = forward_synchrony(process, theta0, [steps], DISTANCES, generator=torch.Generator().manual_seed(1))
     return {"d1": stats.at(steps, 1), "d8": stats.at(steps, 8), "R": float(stats.order[-1])}
 
 
@@ -72,7 +73,6 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
     found, notes = headline.load_settings(paths)
     trained = regimes(paths)
     rows = []
-    torch.set_grad_enabled(False)
     for (data, steps, budget), families in found.items():
         euclidean = families.get("euclidean")
         for key, settings in families.items():

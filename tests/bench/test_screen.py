@@ -65,3 +65,4 @@ def test_a_screen_row_pairs_each_regime_with_euclidean(tmp_path: Path) -> None:
     assert row["swd_over_euclidean"]["mean"] == pytest.approx(0.75)
     assert row["swd_over_euclidean"]["low"] == pytest.approx(0.75) == row["swd_over_euclidean"]["high"]
     assert -1.0 <= row["d8"] <= row["d1"] <= 1.0 and 0.0 <= row["R"] <= 1.0
+    assert torch.is_grad_enabled()  # the statistics ran without autograd and left it on for the next test
