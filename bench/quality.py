@@ -184,9 +184,11 @@ def process_for(method: str, steps: int, objective: Objective | None = None) -> 
     if method == "euclidean":
         return EuclideanConfig(steps=steps)
     process = KuramotoConfig(coupling=method.removeprefix("kuramoto-"), steps=steps)
-    if objective is not None and objective.phase_range:
+    if objective is None:
+        return process
+    if objective.phase_range:
         process = dataclasses.replace(process, phase_range=objective.phase_range * math.pi)
-    return process if objective is None else dataclasses.replace(process, **objective.regime())
+    return dataclasses.replace(process, **objective.regime())
 
 
 MIN_REFERENCE_SIZE = 8  # fewer distinct crops per reference set make SWD and the histograms meaningless

@@ -309,7 +309,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per process and step (same result, less memory)
     precision: Precision = "fp32"  # fp32 | bf16 | fp16: the network's arithmetic (kernel draws and targets stay fp32)
     # torch.compile the training network and the chain pool's propagated step (faster steps after a compile of a
-    # minute or more; the chain step: ≈ 10–25 s, docs/performance.md)
+    # minute or more; the chain step: ≈ 7–10 s, docs/performance.md)
     compile: bool = False
     draws: int = 1  # kernel draws per starting state (the authors use 5)
     objective: Objective = "auto"  # see OBJECTIVES and training/objectives/

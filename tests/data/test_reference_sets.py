@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from kuramoto_diffusion.data import FingerprintSource, InMemoryImageSource
-from kuramoto_diffusion.data.reference_sets import complement_crops, crop_capacity, disjoint_crop_sets, held_out_source
+from kuramoto_diffusion.data.reference_sets import (
+    complement_crops,
+    crop_capacity,
+    disjoint_crop_sets,
+    held_out_source,
+    in_memory,
+)
 from kuramoto_diffusion.errors import UserError
 
 
@@ -115,9 +121,4 @@ def test_held_out_source_takes_the_models_val_fraction() -> None:
         np.testing.assert_array_equal(np.asarray(held_out.images), np.asarray(expected.images))
     assert len(held_out_source("fingerprints", 32, val_fraction=0.25)) > len(held_out_source("fingerprints", 32))
     wide = held_out_source("textures", 32, val_fraction=0.3)
-    assert all(image.shape[1] == 38 for image in in_memory_images(wide))
-
-
-def in_memory_images(source: object) -> list[np.ndarray]:
-    assert isinstance(source, InMemoryImageSource)
-    return list(source.images)
+    assert all(image.shape[1] == 38 for image in in_memory(wide).images)

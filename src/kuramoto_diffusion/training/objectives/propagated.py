@@ -105,9 +105,10 @@ _COMPILED_DRAWS: dict[ForwardProcess, Callable[..., tuple[Tensor, Tensor]]] = {}
 def compile_propagated_steps(process: ForwardProcess) -> None:
     """From now on, run ``propagated_draw`` on ``process`` through ``torch.compile`` (``TrainConfig.compile``).
 
-    The ~100 eager passes over the images of one step become a few fused kernels (docs/performance.md: 1.5–2.5 ×
-    per step on one CPU thread). The schedule look-ups and the input checks stay eager, so one compile (dynamic
-    batch; ≈ 10–25 s on one CPU thread, at the first call) serves every step t and batch size."""
+    The ~100 eager passes over the images of one step become a few fused kernels (docs/performance.md: 1.2 × per
+    call at 32 images, 1.8–2.0 × at 500, on one CPU thread). The schedule look-ups and the input checks stay
+    eager, so one compile (dynamic batch; ≈ 7–10 s on one CPU thread, at the first call) serves every step t and
+    batch size."""
     _COMPILED_DRAWS[process] = torch.compile(draw_and_target, dynamic=True)
 
 
