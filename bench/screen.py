@@ -56,13 +56,16 @@ def regimes(paths: list[Path]) -> dict[str, quality.Objective]:
     return found
 
 
-def chain_statistics(data: str, method: str, objective: quality.Objective, steps: int, images: int) -> dict:
-    """d1, d8 and R at t = T of the chain ``method`` trained with, from ``images`` held-out crops of ``data``."""
+def held_out_crops(data: str, images: int, size: int = 32) -> torch.Tensor:
+    """bench/synchrony.py's ``images`` held-out crops of ``data`` (size px, grey), the chain statistics' start."""
+    source = open_image_source(data, size, channels=1, split="val")
+    return source.sample_batch(images, torch.Generator().manual_seed(CROP_SEED))
+
+
+def chain_statistics(method: str, objective: quality.Objective, steps: int, crops: torch.Tensor) -> dict:
+    """d1, d8 and R at t = T of the chain ``method`` trained with, started from ``crops`` (``held_out_crops``)."""
     base = method.split("[")[0]
     process = KuramotoProcess(quality.process_for(base, steps, objective))
-    crops = open_image_source(data, 32, channels=1, split="val").sample_batch(
-        images, torch.Generator().manual_seed(CROP_SEED)
-    )
     theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
     with torch.no_grad():
         stats = forward_synchrony(process, theta0, [steps], DISTANCES, generator=torch.Generator().manual_seed(1))
@@ -73,6 +76,7 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
     found, notes = headline.load_settings(paths)
     trained = regimes(paths)
     rows = []
+    crops: dict[str, torch.Tensor] = {}  # per data set, read once for all its regimes
     for (data, steps, budget), families in found.items():
         euclidean = families.get("euclidean")
         for key, settings in families.items():
@@ -80,7 +84,9 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
             if not key.startswith("method:kuramoto") or method not in trained:
                 continue
             row: dict = {"data": data, "T": steps, "budget": budget, "regime": method}
-            row.update(chain_statistics(data, method, trained[method], steps, images))
+            if data not in crops:
+                crops[data] = held_out_crops(data, images)
+            row.update(chain_statistics(method, trained[method], steps, crops[data]))
             for metric in metrics:
                 metric_key = headline.METRIC_KEYS.get(metric, metric)
                 seeds = sorted(headline.seeds_with(settings, metric_key))
@@ -90,19 +96,20 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
                 row["seeds"] = seeds
                 row[metric] = {
                     "setting": best[0],
-                    **mean_interval(headline.stacked(best[1], seeds, metric_key)).as_dict(),
+                    **mean_interval(
+                        headline.stacked(best[1], seeds, metric_key), resamples=headline.RESAMPLES
+                    ).as_dict(),
                 }
-                pair = None if euclidean is None else headline.compare(settings, euclidean, metric, data, notes, 4000)
-                row[f"{metric}_over_euclidean"] = None if pair is None else {"seeds": pair.seeds, **(pair.ratio or {})}
+                pair = (
+                    None
+                    if euclidean is None
+                    else headline.compare(settings, euclidean, metric, data, notes, headline.RESAMPLES)
+                )
+                ratio = None if pair is None or pair.ratio is None else {"seeds": pair.seeds, **pair.ratio}
+                row[f"{metric}_over_euclidean"] = ratio
             row["command"] = command
             rows.append(row)
     return rows, notes
-
-
-def _interval(entry: dict | None) -> str:
-    if not entry or "mean" not in entry:
-        return "—"
-    return f"{entry['mean']:.3g} [{entry['low']:.3g}, {entry['high']:.3g}]"
 
 
 def main() -> None:
@@ -127,8 +134,8 @@ def main() -> None:
             "seeds": len(row.get("seeds", [])),
             "d1 / d8 at T": f"{row['d1']:.3f} / {row['d8']:.3f}",
             "R(T)": f"{row['R']:.2f}",
-            **{f"{metric} ÷ E": _interval(row.get(f"{metric}_over_euclidean")) for metric in args.metrics},
-            args.metrics[0]: _interval(row.get(args.metrics[0])),
+            **{f"{metric} ÷ E": headline._interval(row.get(f"{metric}_over_euclidean"), 3) for metric in args.metrics},
+            args.metrics[0]: headline._interval(row.get(args.metrics[0]), 3),
         }
         for row in rows
     ]

@@ -24,10 +24,10 @@ OBJECTIVE = quality.Objective(coupling_range=(9e-05, 0.09), ref_strength=0.5)
 def test_the_chain_statistics_are_the_synchrony_benchmarks_for_the_same_regime() -> None:
     # screen rebuilds the regime from the quality file's Objective; synchrony.py from its spec string.
     steps, images = 12, 4
-    ours = screen.chain_statistics("fingerprints", LABEL, OBJECTIVE, steps, images)
     crops = open_image_source("fingerprints", 32, channels=1, split="val").sample_batch(
         images, torch.Generator().manual_seed(screen.CROP_SEED)
     )
+    ours = screen.chain_statistics(LABEL, OBJECTIVE, steps, screen.held_out_crops("fingerprints", images))
     theirs = synchrony.curves("fingerprints", "local:k3:ref0.5", crops, steps, seed=1)
     assert ours["d1"] == pytest.approx(synchrony.both_axes(theirs, 1, steps), abs=1e-5)
     assert ours["d8"] == pytest.approx(synchrony.both_axes(theirs, 8, steps), abs=1e-5)
