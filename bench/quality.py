@@ -671,6 +671,13 @@ def main() -> None:
         help="the Kuramoto models' prior at t = T (KuramotoConfig.prior; docs/priors.md)",
     )
     parser.add_argument(
+        "--sample-prior",
+        choices=field_choices(KuramotoConfig, "prior"),
+        default=None,
+        help="sample the Kuramoto models from this prior instead of their own (the weights do not depend on it; "
+        "with --load-models this scores one trained model under several priors; rows say 'sample-prior:<name>')",
+    )
+    parser.add_argument(
         "--prior-relax-steps",
         type=int,
         default=None,
@@ -822,6 +829,9 @@ def run(args: argparse.Namespace) -> None:
             # conventions exist in the literature, and at small budgets they differ a lot.
             # With --steps the rows say their T, so --merge keeps them apart from the budget's.
             horizon = f" T{budget.steps}" if args.steps is not None else ""
+            if args.sample_prior is not None and trained.config.periodic:
+                trained = trained.with_process(dataclasses.replace(trained.config.process, prior=args.sample_prior))
+                horizon += f" sample-prior:{args.sample_prior}"
             variants = [(objective.label(method) + horizon, trained)]
             if method == "euclidean" and clip_sweeps:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
