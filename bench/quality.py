@@ -346,6 +346,17 @@ class Objective:
         return f"{method}[{self.name}{window}{anchor}{draws}{pool}{advance}{phase_range}{regime}]"
 
 
+def with_sample_prior(model: DiffusionModel, prior: str | None) -> tuple[DiffusionModel, str]:
+    """The model sampled from ``prior`` instead of its own, and the label suffix that says so.
+
+    The prior only starts the reverse chain, so the trained weights serve any of them; a model without a
+    Kuramoto prior (Euclidean) and ``prior=None`` come back unchanged, with an empty suffix.
+    """
+    if prior is None or not model.config.periodic:
+        return model, ""
+    return model.with_process(dataclasses.replace(model.config.process, prior=prior)), f" sample-prior:{prior}"
+
+
 def train(
     data: str,
     method: str,
@@ -829,9 +840,8 @@ def run(args: argparse.Namespace) -> None:
             # conventions exist in the literature, and at small budgets they differ a lot.
             # With --steps the rows say their T, so --merge keeps them apart from the budget's.
             horizon = f" T{budget.steps}" if args.steps is not None else ""
-            if args.sample_prior is not None and trained.config.periodic:
-                trained = trained.with_process(dataclasses.replace(trained.config.process, prior=args.sample_prior))
-                horizon += f" sample-prior:{args.sample_prior}"
+            trained, prior_label = with_sample_prior(trained, args.sample_prior)
+            horizon += prior_label
             variants = [(objective.label(method) + horizon, trained)]
             if method == "euclidean" and clip_sweeps:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)

@@ -78,3 +78,31 @@ def test_a_val_fraction_outside_0_1_is_one_line_and_exit_2(fraction: str) -> Non
     assert result.stderr.strip().splitlines() == [
         f"error: --val-fraction {float(fraction):g}: the held-out share must lie in (0, 1), e.g. 0.3"
     ]
+
+
+def test_sample_prior_swaps_only_the_kuramoto_prior_and_labels_the_rows() -> None:
+    import torch
+
+    from kuramoto_diffusion.config import image_model_config
+    from kuramoto_diffusion.model import DiffusionModel
+    from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig, KuramotoProcess
+
+    process_config = KuramotoConfig(steps=10, coupling="local")
+    model = DiffusionModel(image_model_config(process_config, 1, 8, "tiny"))
+    swapped, label = quality.with_sample_prior(model, "relaxed")
+    assert label == " sample-prior:relaxed"
+    assert swapped.network is model.network  # the same weights
+    assert swapped.config.process == dataclasses.replace(process_config, prior="relaxed")
+    assert (
+        model.config.process.prior == "von-mises"
+    )  # the model it came from (and what --save-models wrote) keeps its own
+
+    def draws(process: KuramotoProcess) -> torch.Tensor:
+        return process.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    relaxed = KuramotoProcess(dataclasses.replace(process_config, prior="relaxed"))
+    torch.testing.assert_close(draws(swapped.process), draws(relaxed), rtol=0, atol=0)
+    assert not torch.equal(draws(swapped.process), draws(model.process))
+    assert quality.with_sample_prior(model, None) == (model, "")
+    euclidean = DiffusionModel(image_model_config(EuclideanConfig(steps=10), 1, 8, "tiny"))
+    assert quality.with_sample_prior(euclidean, "relaxed") == (euclidean, "")
