@@ -19,7 +19,7 @@ from ..viz.images import (
     angle_density_plot,
     image_grid,
     labelled_rows,
-    order_parameter_plot,
+    order_parameter_frames,
     save_animation,
     save_image_atomic,
 )
@@ -187,12 +187,12 @@ def save_trajectory_animation(model: DiffusionModel, result, path: Path, max_ima
     assert result.trajectory is not None
     T = model.process.steps
     times = [s / T for s in result.steps]
+    plots = order_parameter_frames(
+        times, [float(r) for r in result.order_parameter], [f"t = {step}" for step in result.steps]
+    )
     frames = []
-    for index, states in enumerate(result.trajectory):
+    for states, plot in zip(result.trajectory, plots, strict=True):
         images, _ = model.decode(states[:max_images])
-        plot = order_parameter_plot(
-            {"generation": (times[: index + 1], result.order_parameter[: index + 1])}, f"t = {result.steps[index]}"
-        )
         frames.append(labelled_rows([("samples", image_grid(images, upscale=2)), ("R(t)", plot)], label_width=60))
     frames += [frames[-1]] * 10  # hold the final frame
     save_animation(frames, path)
