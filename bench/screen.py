@@ -12,7 +12,9 @@ regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
   (its "objective" key, through ``quality.process_for``), so a row's statistics are those of the trained chain;
 - **its quality**: each metric's mean with its bootstrap 95 % interval over seeds, groups and reference sets, and
   the ratio to the Euclidean baseline paired by (seed, reference set) over the seeds both have (``headline.compare``:
-  each side at its best sampler setting, the Euclidean side over every "euclidean…" label).
+  each side at its best sampler setting, the Euclidean side over every "euclidean…" label);
+- **its training cost**: training seconds ÷ the Euclidean model's over the same seeds (§5.5; separate jobs, so
+  indicative: ``bench/train_throughput.py --mode cost`` gives in-run ratios).
 
 Prints the table and writes ``{"rows": [...]}`` to --out.
 """
@@ -72,6 +74,30 @@ def chain_statistics(method: str, objective: quality.Objective, steps: int, crop
     return {"d1": stats.at(steps, 1), "d8": stats.at(steps, 8), "R": float(stats.order[-1])}
 
 
+def train_cost_ratio(kuramoto: dict, euclidean: dict) -> dict | None:
+    """Training seconds of the regime ÷ the Euclidean model's, over the seeds both trained (§5.5).
+
+    ``kuramoto`` and ``euclidean`` are ``headline.load_settings`` families ({setting: {seed: (row, source)}}); every
+    setting of one model carries the same ``train_s``. Rows of loaded models (``train_s`` 0) do not count. The two
+    were timed in separate jobs that shared the machine with others, so the ratio is indicative only: in-run cost
+    ratios are ``bench/train_throughput.py --mode cost``'s.
+    """
+
+    def seconds(family: dict) -> dict[int, float]:
+        found: dict[int, float] = {}
+        for by_seed in family.values():
+            for seed, (row, _) in by_seed.items():
+                if float(row.get("train_s") or 0.0) > 0.0:
+                    found[seed] = float(row["train_s"])
+        return found
+
+    mine, theirs = seconds(kuramoto), seconds(euclidean)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    return {"seeds": seeds, "ratio": sum(mine[s] for s in seeds) / sum(theirs[s] for s in seeds)}
+
+
 def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str) -> tuple[list[dict], list[str]]:
     found, notes = headline.load_settings(paths)
     trained = regimes(paths)
@@ -107,6 +133,7 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
                 )
                 ratio = None if pair is None or pair.ratio is None else {"seeds": pair.seeds, **pair.ratio}
                 row[f"{metric}_over_euclidean"] = ratio
+            row["train_s_over_euclidean"] = None if euclidean is None else train_cost_ratio(settings, euclidean)
             row["command"] = command
             rows.append(row)
     return rows, notes
@@ -136,6 +163,9 @@ def main() -> None:
             "R(T)": f"{row['R']:.2f}",
             **{f"{metric} ÷ E": headline._interval(row.get(f"{metric}_over_euclidean"), 3) for metric in args.metrics},
             args.metrics[0]: headline._interval(row.get(args.metrics[0]), 3),
+            "train s ÷ E": "—"
+            if row["train_s_over_euclidean"] is None
+            else f"{row['train_s_over_euclidean']['ratio']:.2f}",
         }
         for row in rows
     ]

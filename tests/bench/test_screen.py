@@ -36,6 +36,7 @@ def test_the_chain_statistics_are_the_synchrony_benchmarks_for_the_same_regime()
 
 def test_a_screen_row_pairs_each_regime_with_euclidean(tmp_path: Path) -> None:
     paths = []
+    train_s = {("e", 0): 100.0, ("k", 0): 110.0, ("e", 1): 200.0, ("k", 1): 230.0}
     for seed, scale in ((0, 10.0), (1, 12.0)):
         for name, rows, objective in (
             ("e", [quality_row("euclidean", "sde", 100, scale)], {}),
@@ -45,6 +46,7 @@ def test_a_screen_row_pairs_each_regime_with_euclidean(tmp_path: Path) -> None:
                 {"coupling_range": [9e-05, 0.09], "ref_strength": 0.5},
             ),
         ):
+            rows[0]["train_s"] = train_s[name, seed]
             path = tmp_path / f"{name}{seed}.json"
             path.write_text(
                 json.dumps(
@@ -64,5 +66,6 @@ def test_a_screen_row_pairs_each_regime_with_euclidean(tmp_path: Path) -> None:
     assert row["regime"] == LABEL and row["seeds"] == [0, 1]
     assert row["swd_over_euclidean"]["mean"] == pytest.approx(0.75)
     assert row["swd_over_euclidean"]["low"] == pytest.approx(0.75) == row["swd_over_euclidean"]["high"]
+    assert row["train_s_over_euclidean"] == {"seeds": [0, 1], "ratio": pytest.approx(340.0 / 300.0)}
     assert -1.0 <= row["d8"] <= row["d1"] <= 1.0 and 0.0 <= row["R"] <= 1.0
     assert torch.is_grad_enabled()  # the statistics ran without autograd and left it on for the next test
