@@ -24,8 +24,12 @@ check: $(STAMP)
 	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
 
+# One pytest worker per core (pytest-xdist), each test file in one worker so that its module fixtures are built
+# once; one thread per worker, since the workers already fill the cores.
+PARALLEL := -n auto --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow" $(PARALLEL) tests
 
 # The tests marked `gpu`, all in tests/test_gpu.py (which needs no optional extra), skipped with the
 # reason where no CUDA GPU is visible; bench/gpu_check.sh runs this.
@@ -33,7 +37,7 @@ test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu -rs tests/test_gpu.py $(PYTEST_EXTRA)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(PARALLEL) tests
 
 demo: $(STAMP)
 	$(VENV)/bin/kuramoto-diffusion demo --out runs/demo
