@@ -838,14 +838,13 @@ def run(args: argparse.Namespace) -> None:
                 trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
             # conventions exist in the literature, and at small budgets they differ a lot.
-            # With --steps the rows say their T, so --merge keeps them apart from the budget's.
-            horizon = f" T{budget.steps}" if args.steps is not None else ""
+            # With --steps the rows say their T, and with --sample-prior the prior, so --merge keeps them apart.
             trained, prior_label = with_sample_prior(trained, args.sample_prior)
-            horizon += prior_label
-            variants = [(objective.label(method) + horizon, trained)]
+            suffix = (f" T{budget.steps}" if args.steps is not None else "") + prior_label
+            variants = [(objective.label(method) + suffix, trained)]
             if method == "euclidean" and clip_sweeps:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)
-                variants.append(("euclidean-clip" + horizon, trained.with_process(clipped_process)))
+                variants.append(("euclidean-clip" + suffix, trained.with_process(clipped_process)))
             for name, model in variants:
                 for sampler, nfe in clip_sweeps if name.startswith("euclidean-clip") else budget.sweeps:
                     row, images = sample_and_evaluate(

@@ -93,9 +93,8 @@ def test_sample_prior_swaps_only_the_kuramoto_prior_and_labels_the_rows() -> Non
     assert label == " sample-prior:relaxed"
     assert swapped.network is model.network  # the same weights
     assert swapped.config.process == dataclasses.replace(process_config, prior="relaxed")
-    assert (
-        model.config.process.prior == "von-mises"
-    )  # the model it came from (and what --save-models wrote) keeps its own
+    # The model it came from (and what --save-models wrote) keeps its own prior.
+    assert model.config.process.prior == "von-mises"
 
     def draws(process: KuramotoProcess) -> torch.Tensor:
         return process.prior_sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(3), dtype=torch.float64)

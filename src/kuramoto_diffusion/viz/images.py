@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ from ..circular import IMAGE_PHASE_RANGE, order_parameter
 from ..codecs import ImageCodec, to_uint8
 from ..processes import ForwardProcess
 from ..serialization import atomic_path
+
+if TYPE_CHECKING:  # matplotlib is imported where a picture is drawn, so that importing viz stays light
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def image_grid(images: Tensor, columns: int | None = None, padding: int = 2, upscale: int = 1) -> Image.Image:
@@ -101,21 +106,30 @@ def order_parameter_title(curves: Mapping[str, tuple[Sequence[float], Sequence[f
     return f"{what}\n" + "; ".join(parts)
 
 
-def order_parameter_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Image.Image:
-    """R against diffusion time t/T, one line per named (times, values) curve."""
+def _order_parameter_axes() -> tuple[Figure, Axes]:
+    """A (figure, axis) pair for R against diffusion time t/T: the size, axis labels, R's range and the grid that
+    ``order_parameter_plot`` and ``order_parameter_frames`` share. Close it with ``matplotlib.pyplot.close``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5, 3.2))
-    for name, (times, values) in curves.items():
-        axis.plot(times, values, label=name)
     axis.set_xlabel("diffusion time t / T")
     axis.set_ylabel("order parameter R")
     axis.set_ylim(0, 1.02)
-    axis.set_title(title, fontsize=8)
     axis.grid(alpha=0.3)
+    return figure, axis
+
+
+def order_parameter_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str) -> Image.Image:
+    """R against diffusion time t/T, one line per named (times, values) curve."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = _order_parameter_axes()
+    for name, (times, values) in curves.items():
+        axis.plot(times, values, label=name)
+    axis.set_title(title, fontsize=8)
     axis.legend(fontsize=8)
     picture = figure_to_image(figure)
     plt.close(figure)
@@ -131,19 +145,12 @@ def order_parameter_frames(
     limits, which stay fixed (t/T in [0, 1]) so that the animation does not jump. One figure is redrawn for
     every frame: rendering a new figure each time cost ≈ 0.3 s per frame, most of a demo's GIF.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(5, 3.2))
+    figure, axis = _order_parameter_axes()
     (line,) = axis.plot([], [], label=name)
     axis.set_xlim(-0.02, 1.02)
-    axis.set_xlabel("diffusion time t / T")
-    axis.set_ylabel("order parameter R")
-    axis.set_ylim(0, 1.02)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="upper right")
+    axis.legend(fontsize=8, loc="upper right")  # fixed: "best" would move from frame to frame
     heading = axis.set_title(titles[0] if titles else "", fontsize=8)
     figure.tight_layout()  # with a title in place, so that the layout leaves room for every frame's
     frames = []
