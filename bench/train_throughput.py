@@ -22,12 +22,14 @@ the pool's examples/s with each other objective and its ratio to ``--objective``
 Writes bench/results/train_throughput.json.
 
 ``--mode cost`` (``all`` does both) instead compares a Kuramoto step with a Euclidean (VP) one, each with
-TrainConfig's defaults (the pool, the propagated objective): a Euclidean, a Kuramoto-global and a
-Kuramoto-local trainer are built in one process, then timed interleaved, ``--steps`` training steps of
-each in turn for ``--rounds`` rounds, the first round dropped (warm-up). Keys
-``cost_ratio_<coupling>_T<steps>_<preset>`` (Kuramoto ÷ Euclidean seconds per step, summed over the kept
-rounds; ``cost_ratio_median_…`` the median of the rounds' ratios, with min and max in the table) and ``pool_fill_s_<coupling>_T<steps>`` (seconds to build the pool at the start, for the first
-preset; ``…_<preset>`` for each). ``--compile-chain`` adds ``global-compiled`` and ``local-compiled``: the same
+TrainConfig's defaults (the pool, the propagated objective): a Euclidean trainer and one Kuramoto trainer per
+``--regimes`` spec (bench/synchrony.py's syntax, e.g. ``local:k3:ref0.5`` or ``none:ref1.95``; default global and
+local) are built in one process, then timed interleaved, ``--steps`` training steps of each in turn for
+``--rounds`` rounds, the first round dropped (warm-up). Keys ``cost_ratio_<regime>_T<steps>_<preset>``
+(Kuramoto ÷ Euclidean seconds per step, summed over the kept rounds; ``cost_ratio_median_…`` the median of the
+rounds' ratios, with min and max in the table) and ``pool_fill_s_<regime>_T<steps>`` (seconds to build the pool
+at the start, for the first preset; ``…_<preset>`` for each). Each cost row also carries the regime's process
+config, which bench/screen.py ``--costs`` matches against the screen's trained regimes (issue 31 §5.5). ``--compile-chain`` adds ``<regime>-compiled`` for each regime: the same
 runs with the pool's propagated step through ``torch.compile`` (``compile_propagated_steps``), timed in the
 same rounds, so that the compiled and eager steps are compared on one machine state.
 """
@@ -46,10 +48,13 @@ import torch
 from common import peak_rss_mib, print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
+from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import resolve_device
+from kuramoto_diffusion.serialization import config_to_dict
 from kuramoto_diffusion.training import Trainer
 from kuramoto_diffusion.training.objectives import compile_propagated_steps, default_pool_size
+from synchrony import regime_config
 
 
 def examples_per_second(
@@ -102,17 +107,15 @@ def examples_per_second(
 
 def interleaved_costs(
     steps: int, preset: str, args: argparse.Namespace, device: torch.device
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """({model: seconds per training step in each kept round}, {coupling: pool fill seconds}) for the Euclidean,
-    Kuramoto-global and Kuramoto-local models at T = ``steps``, timed interleaved (see the module docstring)."""
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, dict]]:
+    """({model: seconds per training step in each kept round}, {regime: pool fill seconds}, {model: process
+    config}) for the Euclidean model and each ``--regimes`` Kuramoto model at T = ``steps``, timed interleaved
+    (see the module docstring)."""
     source = open_image_source(args.dataset, args.image_size, channels=1)
-    processes = {
-        "euclidean": EuclideanConfig(steps=steps),
-        "global": KuramotoConfig(coupling="global", steps=steps),
-        "local": KuramotoConfig(coupling="local", steps=steps),
-    }
+    processes: dict[str, EuclideanConfig | KuramotoConfig] = {"euclidean": EuclideanConfig(steps=steps)}
+    processes.update({spec: regime_config(spec, steps) for spec in args.regimes})
     if args.compile_chain:  # beside the eager ones, in the same rounds
-        processes.update({f"{name}-compiled": processes[name] for name in ("global", "local")})
+        processes.update({f"{name}-compiled": processes[name] for name in args.regimes})
     trainers, fills, folders = {}, {}, []
     try:
         for name, process in processes.items():
@@ -151,7 +154,7 @@ def interleaved_costs(
                 )
                 if round_:  # the first round is a warm-up
                     rounds[name].append(seconds / args.steps)
-        return rounds, fills
+        return rounds, fills, {name: config_to_dict(process) for name, process in processes.items()}
     finally:
         for folder in folders:
             folder.cleanup()
@@ -162,7 +165,7 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
     rows = []
     for preset in args.presets:
         for steps in args.horizons:
-            rounds, fills = interleaved_costs(steps, preset, args, device)
+            rounds, fills, configs = interleaved_costs(steps, preset, args, device)
             reference = rounds["euclidean"]
             for name, seconds in rounds.items():
                 ratio = sum(seconds) / sum(reference)
@@ -174,11 +177,14 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
                         "model": name,
                         "T": steps,
                         "ms_per_step": 1e3 * statistics.mean(seconds),
+                        "ms_per_example": 1e3 * statistics.mean(seconds) / args.batch_size,
                         "cost_ratio": ratio,
                         "round_ratio_min": each[0],
                         "round_ratio_median": statistics.median(each),
                         "round_ratio_max": each[-1],
                         "pool_fill_s": fills.get(name, 0.0),
+                        "compiled": name.endswith("-compiled"),
+                        "config": configs[name],
                     }
                 )
                 if name == "euclidean":
@@ -217,6 +223,13 @@ def main() -> None:
         "TrainConfig.compile does, without compiling the networks), rows '<coupling>-compiled'; their fill "
         "time includes the compile",
     )
+    parser.add_argument(
+        "--regimes",
+        nargs="+",
+        default=["global", "local"],
+        help="--mode cost: the Kuramoto regimes timed against Euclidean, as bench/synchrony.py writes them "
+        "(COUPLING[:k<scale>][:kconst][:unit][:ref<κ>])",
+    )
     parser.add_argument("--presets", nargs="+", default=["small", "tiny"])
     parser.add_argument("--horizons", type=int, nargs="+", default=[100, 1000], help="the T of each run")
     parser.add_argument("--image-size", type=int, default=32)
@@ -236,6 +249,13 @@ def main() -> None:
         help="JSON file (a bare name goes into bench/results/)",
     )
     args = parser.parse_args()
+    try:  # a bad regime fails before any timing
+        for spec in args.regimes:
+            regime_config(spec, args.horizons[0])
+    except UserError as error:
+        parser.exit(2, f"error: --regimes: {error}\n")
+    if len(set(args.regimes)) != len(args.regimes):
+        parser.exit(2, "error: --regimes: each regime once; drop the repeated spec\n")
     device = resolve_device(args.device)
     rows, objective_rows = [], []
     payload: dict[str, object] = {
@@ -251,6 +271,7 @@ def main() -> None:
                 "model",
                 "T",
                 "ms_per_step",
+                "ms_per_example",
                 "cost_ratio",
                 "round_ratio_min",
                 "round_ratio_median",
