@@ -13,8 +13,12 @@ regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
 - **its quality**: each metric's mean with its bootstrap 95 % interval over seeds, groups and reference sets, and
   the ratio to the Euclidean baseline paired by (seed, reference set) over the seeds both have (``headline.compare``:
   each side at its best sampler setting, the Euclidean side over every "euclidean…" label);
-- **its training cost**: training seconds ÷ the Euclidean model's over the same seeds (§5.5; separate jobs, so
-  indicative: ``bench/train_throughput.py --mode cost`` gives in-run ratios).
+- **its training cost** (§5.5): with ``--costs`` (JSON of ``bench/train_throughput.py --mode cost --regimes …``),
+  milliseconds per training example and their ratio to a Euclidean model timed in the same interleaved rounds,
+  with the range of the rounds' ratios; the cost row is the one whose process config equals the trained regime's
+  in everything a training step uses (every key but the prior's), at the budget's network preset. Without it
+  (and always in the JSON, as ``train_s_over_euclidean``), the training seconds ÷ the Euclidean model's over the
+  same seeds: separate jobs on a shared machine, so indicative only.
 
 Prints the table and writes ``{"rows": [...]}`` to --out.
 """
@@ -37,7 +41,8 @@ from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.intervals import mean_interval
 from kuramoto_diffusion.metrics.synchrony import forward_synchrony
-from kuramoto_diffusion.processes import KuramotoProcess
+from kuramoto_diffusion.processes import KuramotoConfig, KuramotoProcess
+from kuramoto_diffusion.serialization import config_to_dict
 
 CROP_SEED = 50_000  # bench/synchrony.py's held-out crops
 DISTANCES = (1, 8)
@@ -64,10 +69,9 @@ def held_out_crops(data: str, images: int, size: int = 32) -> torch.Tensor:
     return source.sample_batch(images, torch.Generator().manual_seed(CROP_SEED))
 
 
-def chain_statistics(method: str, objective: quality.Objective, steps: int, crops: torch.Tensor) -> dict:
-    """d1, d8 and R at t = T of the chain ``method`` trained with, started from ``crops`` (``held_out_crops``)."""
-    base = method.split("[")[0]
-    process = KuramotoProcess(quality.process_for(base, steps, objective))
+def chain_statistics(config: KuramotoConfig, steps: int, crops: torch.Tensor) -> dict:
+    """d1, d8 and R at t = T of the chain ``config``, started from ``crops`` (``held_out_crops``)."""
+    process = KuramotoProcess(config)
     theta0 = ImageCodec.for_process(process).encode(crops.to(torch.float64))
     with torch.no_grad():
         stats = forward_synchrony(process, theta0, [steps], DISTANCES, generator=torch.Generator().manual_seed(1))
@@ -98,7 +102,40 @@ def train_cost_ratio(kuramoto: dict, euclidean: dict) -> dict | None:
     return {"seeds": seeds, "ratio": sum(mine[s] for s in seeds) / sum(theirs[s] for s in seeds)}
 
 
-def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str) -> tuple[list[dict], list[str]]:
+def training_signature(config: dict) -> dict:
+    """A process config's keys that a training step uses: all but the prior's (which only sampling reads)."""
+    return {key: value for key, value in json.loads(json.dumps(config)).items() if not key.startswith("prior")}
+
+
+def in_run_costs(paths: list[Path]) -> list[dict]:
+    """The eager cost rows of ``bench/train_throughput.py --mode cost`` files that carry their process config."""
+    rows: list[dict] = []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        if "cost_rows" not in payload:
+            raise UserError(f"{path}: no cost rows; make it with bench/train_throughput.py --mode cost --regimes …")
+        rows.extend(row for row in payload["cost_rows"] if "config" in row and not row.get("compiled"))
+    return rows
+
+
+def in_run_cost(config: KuramotoConfig, preset: str, costs: list[dict]) -> dict | None:
+    """ms per training example of ``config`` at network ``preset`` and its ratio to Euclidean in the same run
+    (``low``/``high``: the rounds' smallest and largest ratio), from ``in_run_costs``; None when no row matches."""
+    signature = training_signature(config_to_dict(config))
+    for row in costs:
+        if row["preset"] == preset and training_signature(row["config"]) == signature:
+            return {
+                "ms_per_example": row["ms_per_example"],
+                "ratio": row["cost_ratio"],
+                "low": row["round_ratio_min"],
+                "high": row["round_ratio_max"],
+            }
+    return None
+
+
+def screen_rows(
+    paths: list[Path], metrics: list[str], images: int, command: str, costs: list[dict] | None = None
+) -> tuple[list[dict], list[str]]:
     found, notes = headline.load_settings(paths)
     trained = regimes(paths)
     rows = []
@@ -112,7 +149,10 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
             row: dict = {"data": data, "T": steps, "budget": budget, "regime": method}
             if data not in crops:
                 crops[data] = held_out_crops(data, images)
-            row.update(chain_statistics(method, trained[method], steps, crops[data]))
+            base = method.split("[")[0]
+            config = quality.process_for(base, steps, trained[method])
+            assert isinstance(config, KuramotoConfig)  # a "kuramoto…" method's
+            row.update(chain_statistics(config, steps, crops[data]))
             for metric in metrics:
                 metric_key = headline.METRIC_KEYS.get(metric, metric)
                 seeds = sorted(headline.seeds_with(settings, metric_key))
@@ -134,9 +174,20 @@ def screen_rows(paths: list[Path], metrics: list[str], images: int, command: str
                 ratio = None if pair is None or pair.ratio is None else {"seeds": pair.seeds, **pair.ratio}
                 row[f"{metric}_over_euclidean"] = ratio
             row["train_s_over_euclidean"] = None if euclidean is None else train_cost_ratio(settings, euclidean)
+            if costs is not None:
+                row["train_cost_in_run"] = in_run_cost(config, quality.BUDGETS[budget].preset, costs)
+                if row["train_cost_in_run"] is None:
+                    notes.append(f"{data} {method}: no --costs row has its process config; time it with --regimes")
             row["command"] = command
             rows.append(row)
     return rows, notes
+
+
+def in_run_label(cost: dict | None) -> str:
+    """``ms ÷ E [lowest, highest round]`` of an ``in_run_cost``, or — without one."""
+    if cost is None:
+        return "—"
+    return f"{cost['ms_per_example']:.1f} ms, {cost['ratio']:.2f} [{cost['low']:.2f}, {cost['high']:.2f}]"
 
 
 def main() -> None:
@@ -144,11 +195,19 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path, help="quality JSON files of bench/quality.py")
     parser.add_argument("--metrics", nargs="+", default=["swd", "minutiae_w1", "kid_random"])
     parser.add_argument("--images", type=int, default=64, help="held-out crops for the chain statistics")
+    parser.add_argument(
+        "--costs",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="JSON of bench/train_throughput.py --mode cost --regimes …: the in-run training cost of each regime",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "screen.json")
     args = parser.parse_args()
     command = shlex.join(["python", "bench/screen.py", *sys.argv[1:]])
     try:
-        rows, notes = screen_rows(args.files, args.metrics, args.images, command)
+        costs = None if args.costs is None else in_run_costs(args.costs)
+        rows, notes = screen_rows(args.files, args.metrics, args.images, command, costs)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -163,9 +222,15 @@ def main() -> None:
             "R(T)": f"{row['R']:.2f}",
             **{f"{metric} ÷ E": headline._interval(row.get(f"{metric}_over_euclidean"), 3) for metric in args.metrics},
             args.metrics[0]: headline._interval(row.get(args.metrics[0]), 3),
-            "train s ÷ E": "—"
-            if row["train_s_over_euclidean"] is None
-            else f"{row['train_s_over_euclidean']['ratio']:.2f}",
+            **(
+                {"train ms/example ÷ E (same run)": in_run_label(row.get("train_cost_in_run"))}
+                if args.costs is not None
+                else {
+                    "train s ÷ E (separate jobs)": "—"
+                    if row["train_s_over_euclidean"] is None
+                    else f"{row['train_s_over_euclidean']['ratio']:.2f}"
+                }
+            ),
         }
         for row in rows
     ]

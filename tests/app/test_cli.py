@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from cli_runner import shared_cli
+from kuramoto_diffusion.app.evaluate_request import DataSplit, EvaluateRequest, data_split
+from kuramoto_diffusion.model import DiffusionModel
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -304,6 +307,27 @@ def test_channel_mismatch_with_init_from(trained_run, tmp_path):
         check=False,
     )
     assert_clean_error(result, "channel")
+
+
+def test_evaluate_scores_a_model_on_the_held_out_split_it_trained_with(trained_run, tmp_path, monkeypatch):
+    # --seed 5 draws the samples; the split stays the model's (seed 0) so that no training crop is scored.
+    out = tmp_path / "metrics.json"
+    common = ("--num", "4", "--nfe", "2", "--seed", "5", "--json", str(out), "--device", "cpu", "--quiet")
+    run("evaluate", "--checkpoint", str(trained_run), *common)
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["split_seed"], settings["val_fraction"], settings["models_own_split"]) == (0, 0.1, True)
+    run("evaluate", "--checkpoint", str(trained_run), "--real", "fingerprints", *common)
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["split_seed"], settings["models_own_split"]) == (5, False)
+    # A folder given by a relative path is the model's data when it resolves to the path the model saved.
+    model = DiffusionModel.from_pretrained(trained_run)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    data = replace(model.run_config.data, source=str(folder.resolve()), seed=7, val_fraction=0.3)
+    model.run_config = replace(model.run_config, data=data)
+    monkeypatch.chdir(tmp_path)
+    assert data_split(EvaluateRequest(real="images", seed=1), model) == DataSplit(7, 0.3, models_own=True)
+    assert data_split(EvaluateRequest(real="textures", seed=1), model) == DataSplit(1, 0.1, models_own=False)
 
 
 def test_evaluate_a_checkpoint_and_a_folder(trained_run, tmp_path):

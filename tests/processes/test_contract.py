@@ -295,6 +295,16 @@ def test_per_example_steps_and_strides_match_scalar_ones(name):
         )
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_check_steps_refuses_steps_outside_the_chain_and_empty_strides(name):
+    process = _process(name)
+    process.check_steps(0, STEPS)
+    process.check_steps(torch.tensor([0, STEPS - 1]))
+    for t, stride in ((STEPS, 1), (-1, 1), (0, STEPS + 1), (torch.tensor([0, STEPS]), 1), (0, torch.tensor([1, 0]))):
+        with pytest.raises(UserError):
+            process.check_steps(t, stride)
+
+
 # ----- the prior ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", NAMES)
 def test_prior_samples_follow_the_prior_density(name):

@@ -15,7 +15,9 @@ from .evaluate_likelihood import likelihood_command
 from .evaluate_likelihood import nll_unit as nll_unit  # re-exported
 from .evaluate_request import (
     NEITHER_FAKE_NOR_CHECKPOINT,
+    DataSplit,
     EvaluateRequest,
+    data_split,
     load_model,
     open_real_images,
     protocol_sizes,
@@ -48,8 +50,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
         "seed": request.seed,
         "num": request.num,
     }
+    split = data_split(request)
     if request.checkpoint is not None:
         model = with_clip_denoised(load_model(request, request.checkpoint), request.clip_denoised)
+        split = data_split(request, model)
         if model.config.data_kind == "flow":
             raise UserError(f"{request.checkpoint} is a flow model; compare it with flow data: --real flows:PATH")
         if model.config.data_kind != "image":
@@ -92,9 +96,10 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
             )
         fake = fake_source.fixed_batch(count - count % groups, seed=request.seed)
         settings.update(fake=request.fake)
+    settings.update(split_seed=split.seed, val_fraction=split.val_fraction, models_own_split=split.models_own)
     if sizes is not None:
-        return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings)
-    real_source = open_real_images(request, image_size, channels)
+        return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings, split)
+    real_source = open_real_images(request, image_size, channels, split)
     real = real_source.fixed_batch(distinct_reference_count(request, real_source), seed=request.seed + 1)
     if request.inception_weights is None and not request.quiet:
         print("FID/KID skipped: pass --inception-weights inception-2015-12-05.pt (see docs/evaluating.md) to add them")
@@ -137,6 +142,7 @@ def evaluate_with_intervals(
     channels: int,
     sizes: tuple[int, int],
     settings: dict[str, object],
+    split: DataSplit,
 ) -> dict[str, object]:
     """The interval protocol (docs/benchmarks-protocol.md): ``fake`` in G equal groups, each scored against R
     disjoint held-out reference sets of --num crops; each metric's mean over the G × R cells with its
@@ -150,13 +156,14 @@ def evaluate_with_intervals(
         real_source = held_out_source(
             request.real,
             image_size,
-            seed=request.seed,
+            seed=split.seed,
             channels=channels,
             minimum=sets * request.num,
             on_bad_image=request.on_bad_image,
+            val_fraction=split.val_fraction,
         )
     else:
-        real_source = open_real_images(request, image_size, channels)
+        real_source = open_real_images(request, image_size, channels, split)
     try:
         references = disjoint_crop_sets(in_memory(real_source), sets, request.num, seed=request.seed + 1)
     except UserError as error:

@@ -10,7 +10,7 @@ from ..data import is_angle_spec, is_flow_spec, open_angle_source, open_flow_sou
 from ..errors import UserError
 from ..model import DiffusionModel
 from .evaluate_flows import check_same_flow_size
-from .evaluate_request import EvaluateRequest, load_model, protocol_sizes, report_metrics
+from .evaluate_request import EvaluateRequest, data_split, load_model, protocol_sizes, report_metrics
 from .limits import MAX_HELD_VALUES, check_values, values_per_example
 
 
@@ -41,6 +41,7 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         "lower --num",
     )
     generator = torch.Generator().manual_seed(request.seed)
+    split = data_split(request, model)
     if request.degrees and kind != "angle":
         raise UserError(
             f"--degrees is for angle data (--real angles:FILE); {request.checkpoint} is a{'n' if kind == 'image' else ''} {kind} model"
@@ -55,7 +56,8 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
             model.config.image_size,
             channels=model.config.channels,
             split=request.real_split,
-            seed=request.seed,
+            val_fraction=split.val_fraction,
+            seed=split.seed,
             on_bad_image=request.on_bad_image,
             max_image_pixels=request.max_image_pixels,
         )
@@ -63,7 +65,9 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
     elif kind == "flow":
         if not is_flow_spec(request.real):
             raise UserError(f"{request.checkpoint} is a flow model; pass its data as --real flows:PATH")
-        flow_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
+        flow_source = open_flow_source(
+            request.real, split=request.real_split, val_fraction=split.val_fraction, seed=split.seed
+        )
         check_same_flow_size(model.config.image_size, flow_source.size)
         data = flow_source.sample_batch(request.num, torch.Generator().manual_seed(request.seed + 1))
     else:
@@ -76,7 +80,8 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
             request.real,
             degrees=degrees and not request.real.startswith("torus:"),
             split=request.real_split,
-            seed=request.seed,
+            val_fraction=split.val_fraction,
+            seed=split.seed,
         )
         data = angle_source.fixed_batch(request.num, seed=request.seed + 1)
     nfe = (
@@ -107,6 +112,9 @@ def likelihood_command(request: EvaluateRequest) -> dict[str, object]:
         "real_split": request.real_split,
         "num": count,
         "seed": request.seed,
+        "split_seed": split.seed,
+        "val_fraction": split.val_fraction,
+        "models_own_split": split.models_own,
         "nfe": result.function_evaluations,
         "probes": probes if result.probe_standard_error is not None else 0,
         "divergence": "exact" if result.probe_standard_error is None else "hutchinson",

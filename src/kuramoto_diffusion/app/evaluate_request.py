@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DEFAULT_MAX_IMAGE_PIXELS
+from ..config import DEFAULT_MAX_IMAGE_PIXELS, DataConfig
 from ..data import ImageSource, open_image_source
 from ..errors import UserError
 from ..model import DiffusionModel
@@ -85,14 +85,36 @@ def sample_model(request: EvaluateRequest, model: DiffusionModel, num: int) -> t
     return fake.cpu(), clipped, result.function_evaluations
 
 
-def open_real_images(request: EvaluateRequest, image_size: int, channels: int) -> ImageSource:
-    """--real's images at ``image_size`` and ``channels``, --real-split of them."""
+@dataclass(frozen=True)
+class DataSplit:
+    """Which train / held-out split of --real to read: the split's seed and held-out share (``DataConfig``'s)."""
+
+    seed: int
+    val_fraction: float
+    models_own: bool  # the split the model was trained with (its "val" holds only examples it never saw)
+
+
+def data_split(request: EvaluateRequest, model: DiffusionModel | None = None) -> DataSplit:
+    """--real's split: the one ``model`` trained with when --real is its training data (its ``DataConfig.seed`` and
+    ``val_fraction``), so that a model trained at another --seed or held-out share is never scored on its own
+    training examples; otherwise --seed's with the default held-out share."""
+    from .train_resume import canonical_data_spec
+
+    data = None if model is None or model.run_config is None else model.run_config.data
+    if data is not None and data.source == canonical_data_spec(request.real):
+        return DataSplit(data.seed, data.val_fraction, models_own=True)
+    return DataSplit(request.seed, DataConfig().val_fraction, models_own=False)
+
+
+def open_real_images(request: EvaluateRequest, image_size: int, channels: int, split: DataSplit) -> ImageSource:
+    """--real's images at ``image_size`` and ``channels``, --real-split of them under ``split``."""
     return open_image_source(
         request.real,
         image_size,
         channels=channels,
         split=request.real_split,
-        seed=request.seed,
+        val_fraction=split.val_fraction,
+        seed=split.seed,
         on_bad_image=request.on_bad_image,
         max_image_pixels=request.max_image_pixels,
     )

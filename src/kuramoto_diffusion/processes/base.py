@@ -149,7 +149,9 @@ class ForwardProcess(ABC):
             self._table_cache[key] = getattr(self, f"_{name}").to(device=like.device, dtype=like.dtype)
         return self._table_cache[key]
 
-    def _check_step(self, t: Step, stride: Step) -> None:
+    def check_steps(self, t: Step, stride: Step = 1) -> None:
+        """Raise a UserError unless the steps t … t + stride lie in 0 … T and stride ≥ 1 (t, stride: ints or
+        per-example tensors)."""
         if torch.compiler.is_compiling():
             return  # a compiled step's caller checked its steps eagerly (objectives/propagated.py)
         start_low = int(t.min()) if isinstance(t, Tensor) else t
@@ -170,7 +172,7 @@ class ForwardProcess(ABC):
 
     def _interval_sum(self, name: str, t: Step, stride: Step, like: Tensor) -> Tensor:
         """Σ of a per-step schedule over steps t … t+stride−1, from its cumulative table."""
-        self._check_step(t, stride)
+        self.check_steps(t, stride)
         return self._at(name, t + stride, like) - self._at(name, t, like)
 
     # ----- the chain: x_{t+stride} = project(x_t + drift + scale·z) --------------------
@@ -266,7 +268,7 @@ class ForwardProcess(ABC):
         Per example: t and stride are long tensors of shape (B,); the window is walked one fine step
         at a time (max(stride) steps for the batch, rows whose window has ended are held).
         """
-        self._check_step(t, stride)
+        self.check_steps(t, stride)
         mean = x
         variance = torch.zeros_like(x)
         shape = (-1, *([1] * (x.dim() - 1)))

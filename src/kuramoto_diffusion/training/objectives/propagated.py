@@ -70,9 +70,9 @@ def propagated_draw(
         if compiled is None:
             x_next, target = draw_and_target(process, x_start, t_start, estimate, noise, weight, carries)
         else:
-            # The compiled arithmetic skips the input checks (ForwardProcess.check_state, _check_step): run here.
+            # The compiled arithmetic skips the input checks (ForwardProcess.check_state, check_steps): run here.
             process.check_state(x_start)
-            process.noise_variance(t_start, 1, like=x_start)
+            process.check_steps(t_start)
             x_next, target = compiled(process, x_start, t_start, estimate, noise, weight, carries)
     return x_next, target, schedule.variance[index + 1].to(x_start).reshape(shape).sqrt()
 
