@@ -15,7 +15,7 @@ regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
   each side at its best sampler setting, the Euclidean side over every "euclidean…" label);
 - **its training cost** (§5.5): with ``--costs`` (JSON of ``bench/train_throughput.py --mode cost --regimes …``),
   milliseconds per training example and their ratio to a Euclidean model timed in the same interleaved rounds,
-  with the range of the rounds' ratios; the cost row is the one whose process config equals the trained regime's
+  with its bootstrap 95 % interval over rounds; the cost row is the one whose process config equals the trained regime's
   in everything a training step uses (every key but the prior's), at the budget's network preset. Without it
   (and always in the JSON, as ``train_s_over_euclidean``), the training seconds ÷ the Euclidean model's over the
   same seeds: separate jobs on a shared machine, so indicative only.
@@ -120,15 +120,16 @@ def in_run_costs(paths: list[Path]) -> list[dict]:
 
 def in_run_cost(config: KuramotoConfig, preset: str, costs: list[dict]) -> dict | None:
     """ms per training example of ``config`` at network ``preset`` and its ratio to Euclidean in the same run
-    (``low``/``high``: the rounds' smallest and largest ratio), from ``in_run_costs``; None when no row matches."""
+    (``low``/``high``: its bootstrap 95 % interval over the timing rounds), from ``in_run_costs``; None when no row
+    matches."""
     signature = training_signature(config_to_dict(config))
     for row in costs:
         if row["preset"] == preset and training_signature(row["config"]) == signature:
             return {
                 "ms_per_example": row["ms_per_example"],
                 "ratio": row["cost_ratio"],
-                "low": row["round_ratio_min"],
-                "high": row["round_ratio_max"],
+                "low": row["cost_ratio_low"],
+                "high": row["cost_ratio_high"],
             }
     return None
 

@@ -26,8 +26,9 @@ TrainConfig's defaults (the pool, the propagated objective): a Euclidean trainer
 ``--regimes`` spec (bench/synchrony.py's syntax, e.g. ``local:k3:ref0.5`` or ``none:ref1.95``; default global and
 local) are built in one process, then timed interleaved, ``--steps`` training steps of each in turn for
 ``--rounds`` rounds, the first round dropped (warm-up). Keys ``cost_ratio_<regime>_T<steps>_<preset>``
-(Kuramoto ÷ Euclidean seconds per step, summed over the kept rounds; ``cost_ratio_median_…`` the median of the
-rounds' ratios, with min and max in the table) and ``pool_fill_s_<regime>_T<steps>`` (seconds to build the pool
+(Kuramoto ÷ Euclidean seconds per step, summed over the kept rounds, with a paired bootstrap 95 % interval over
+rounds as ``cost_ratio_low``/``_high`` in the rows; ``cost_ratio_median_…`` the median of the rounds' ratios,
+with min and max in the table) and ``pool_fill_s_<regime>_T<steps>`` (seconds to build the pool
 at the start, for the first preset; ``…_<preset>`` for each). Each cost row also carries the regime's process
 config, which bench/screen.py ``--costs`` matches against the screen's trained regimes (issue 31 §5.5). ``--compile-chain`` adds ``<regime>-compiled`` for each regime: the same
 runs with the pool's propagated step through ``torch.compile`` (``compile_propagated_steps``), timed in the
@@ -49,6 +50,7 @@ from common import peak_rss_mib, print_table, synchronized_seconds, write_json
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
 from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.metrics.intervals import ratio_interval
 from kuramoto_diffusion.processes import EuclideanConfig, KuramotoConfig
 from kuramoto_diffusion.runtime import resolve_device
 from kuramoto_diffusion.serialization import config_to_dict
@@ -169,6 +171,8 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
             reference = rounds["euclidean"]
             for name, seconds in rounds.items():
                 ratio = sum(seconds) / sum(reference)
+                # Rounds are the resampling unit, each round's pair of timings drawn together (paired bootstrap).
+                interval = ratio_interval([seconds], [reference]) if name != "euclidean" else None
                 # Each round's ratio: their spread shows how much the machine's load moved the figure.
                 each = sorted(mine / theirs for mine, theirs in zip(seconds, reference))
                 rows.append(
@@ -179,6 +183,8 @@ def cost_rows(args: argparse.Namespace, device: torch.device, payload: dict[str,
                         "ms_per_step": 1e3 * statistics.mean(seconds),
                         "ms_per_example": 1e3 * statistics.mean(seconds) / args.batch_size,
                         "cost_ratio": ratio,
+                        "cost_ratio_low": interval.low if interval else 1.0,
+                        "cost_ratio_high": interval.high if interval else 1.0,
                         "round_ratio_min": each[0],
                         "round_ratio_median": statistics.median(each),
                         "round_ratio_max": each[-1],
@@ -273,6 +279,8 @@ def main() -> None:
                 "ms_per_step",
                 "ms_per_example",
                 "cost_ratio",
+                "cost_ratio_low",
+                "cost_ratio_high",
                 "round_ratio_min",
                 "round_ratio_median",
                 "round_ratio_max",

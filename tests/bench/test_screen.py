@@ -84,8 +84,8 @@ def cost_row(spec: str, steps: int, ratio: float, preset: str = "tiny") -> dict:
         "T": steps,
         "ms_per_example": 10.0 * ratio,
         "cost_ratio": ratio,
-        "round_ratio_min": ratio - 0.01,
-        "round_ratio_max": ratio + 0.02,
+        "cost_ratio_low": ratio - 0.01,
+        "cost_ratio_high": ratio + 0.02,
         "compiled": False,
         "config": config_to_dict(synchrony.regime_config(spec, steps)),
     }
