@@ -1,7 +1,8 @@
 """The regime screen (issue 31 §5.1): every Kuramoto regime's chain statistics beside its quality against Euclidean.
 
     python bench/screen.py bench/results/screen/fp_*.json [--metrics swd minutiae_w1 kid_random]
-                           [--images 64] [--out bench/results/screen.json]
+                           [--images 64] [--costs bench/results/train_cost_regimes.json]
+                           [--out bench/results/screen.json]
 
 Reads quality JSON files (bench/quality.py with the interval protocol). For each Kuramoto method label (one
 regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
@@ -15,8 +16,8 @@ regime: coupling, K range and shape, norm, κ_ref, prior), a row gives
   each side at its best sampler setting, the Euclidean side over every "euclidean…" label);
 - **its training cost** (§5.5): with ``--costs`` (JSON of ``bench/train_throughput.py --mode cost --regimes …``),
   milliseconds per training example and their ratio to a Euclidean model timed in the same interleaved rounds,
-  with its bootstrap 95 % interval over rounds; the cost row is the one whose process config equals the trained regime's
-  in everything a training step uses (every key but the prior's), at the budget's network preset. Without it
+  with its bootstrap 95 % interval over rounds; the cost row is the one whose process config equals the trained
+  regime's in everything a training step uses (every key but the prior's), at the budget's network preset. Without it
   (and always in the JSON, as ``train_s_over_euclidean``), the training seconds ÷ the Euclidean model's over the
   same seeds: separate jobs on a shared machine, so indicative only.
 
