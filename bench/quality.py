@@ -7,6 +7,7 @@
                             [--objective auto|markov|antithetic|linearised|linearised-antithetic|propagated] [--window H] [--anchor A] [--draws D]
                             [--sweeps sde:0 ode:50 ...] [--save-models DIR] [--ema-decay D] [--steps T]
                             [--groups 4] [--reference-sets 4] [--reference-size N] [--load-models DIR]
+                            [--run-dir DIR] [--checkpoint-every 500]
 
 For every data set, trains each method with the same UNet, the same number of training
 examples (steps × batch), the same optimiser settings and the same seed; then samples with the
@@ -55,6 +56,10 @@ docs/priors.md); the fit at the start of training prints no gaps here, bench/pri
 --steps T trains and samples every method at T diffusion steps instead of the budget's; its rows are
 labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --load-models DIR samples and evaluates the models that --save-models DIR wrote instead of training.
+--run-dir DIR trains each model in DIR/<data>_<label>_seed<S> with a checkpoint every --checkpoint-every steps
+(default 500); the same command run again resumes a model killed midway from its newest whole checkpoint, to the
+weights an uninterrupted run gives (the ``medium`` budget takes longer than a session on 2 cores). Its row's
+``train_s`` is then the last call's share.
 --val-fraction f holds out f of each data set, for training and the reference sets alike (DataConfig.val_fraction);
 textures at 32 px need 0.3 to fill 4 reference sets of 256 crops (docs/benchmarks-protocol.md).
 
@@ -365,7 +370,11 @@ def train(
     device: torch.device,
     groups: int | None = None,
     objective: Objective = Objective(),
+    run_dir: Path | None = None,
+    checkpoint_every: int = 10**9,
 ) -> tuple[DiffusionModel, float]:
+    """The EMA model of ``method`` trained at ``budget`` and the seconds it took; with ``run_dir``, trained there
+    with a checkpoint every ``checkpoint_every`` steps, resuming a run killed midway (``common.train_quietly``)."""
     source = open_image_source(
         data, budget.image_size, channels=1, split="train", seed=seed, val_fraction=budget.val_fraction
     )
@@ -391,13 +400,13 @@ def train(
             lr=budget.lr,
             warmup_steps=budget.warmup_steps,
             ema_decay=budget.ema_decay,
-            checkpoint_every=10**9,
+            checkpoint_every=checkpoint_every,
             sample_every=0,
             log_every=max(1, budget.train_steps // 20),
             seed=seed,
         ),
     )
-    return train_quietly(config, source, device)
+    return train_quietly(config, source, device, run_dir)
 
 
 def sample_and_evaluate(
@@ -709,6 +718,16 @@ def main() -> None:
         "--load-models", type=Path, default=None, help="evaluate the models --save-models wrote, without training"
     )
     parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="train each model in DIR/<data>_<label>_seed<S> with checkpoints, and resume one killed midway from its "
+        "newest whole checkpoint (rerun the same command): for budgets longer than a session",
+    )
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=500, help="with --run-dir: training steps between checkpoints"
+    )
+    parser.add_argument(
         "--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T"
     )
     parser.add_argument(
@@ -833,7 +852,19 @@ def run(args: argparse.Namespace) -> None:
                     0.0,
                 )
             else:
-                trained, train_s = train(data, method, budget, args.seed, device, args.norm_groups, objective)
+                trained, train_s = train(
+                    data,
+                    method,
+                    budget,
+                    args.seed,
+                    device,
+                    args.norm_groups,
+                    objective,
+                    None
+                    if args.run_dir is None
+                    else args.run_dir / f"{label}_{objective.label(method)}_seed{args.seed}",
+                    args.checkpoint_every,
+                )
             if args.save_models:
                 trained.save_pretrained(args.save_models / f"{label}_{objective.label(method)}")
             # The Euclidean model is also sampled with DDPM's x₀ clipping (same weights): both
