@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -108,6 +109,17 @@ def training_signature(config: dict) -> dict:
     return {key: value for key, value in json.loads(json.dumps(config)).items() if not key.startswith("prior")}
 
 
+def same_values(mine: object, theirs: object) -> bool:
+    """Equal JSON values, floats to 1e-9 relative (3e-5 × 10 written two ways differs in the last bit)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        return mine.keys() == theirs.keys() and all(same_values(mine[key], theirs[key]) for key in mine)
+    if isinstance(mine, list) and isinstance(theirs, list):
+        return len(mine) == len(theirs) and all(same_values(a, b) for a, b in zip(mine, theirs))
+    if isinstance(mine, float) or isinstance(theirs, float):
+        return isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) and math.isclose(mine, theirs)
+    return mine == theirs
+
+
 def in_run_costs(paths: list[Path]) -> list[dict]:
     """The eager cost rows of ``bench/train_throughput.py --mode cost`` files that carry their process config."""
     rows: list[dict] = []
@@ -125,7 +137,7 @@ def in_run_cost(config: KuramotoConfig, preset: str, costs: list[dict]) -> dict 
     matches."""
     signature = training_signature(config_to_dict(config))
     for row in costs:
-        if row["preset"] == preset and training_signature(row["config"]) == signature:
+        if row["preset"] == preset and same_values(training_signature(row["config"]), signature):
             return {
                 "ms_per_example": row["ms_per_example"],
                 "ratio": row["cost_ratio"],

@@ -109,6 +109,9 @@ def test_the_in_run_cost_is_the_row_of_the_same_training_regime(tmp_path: Path) 
         "high": pytest.approx(1.09),
     }
     assert screen.in_run_cost(relaxed, "small", costs) is None
+    # K × 10 written as the quality label's (0.0003, 0.3) and as 10 × (3e-5, 0.03) differ in the last bit.
+    strong = quality.process_for("kuramoto-local", steps, quality.Objective(coupling_range=(0.0003, 0.3)))
+    assert screen.in_run_cost(strong, "tiny", [cost_row("local:k10", steps, 1.1)])["ratio"] == 1.1
     unit = quality.process_for("kuramoto-local", steps, quality.Objective(coupling_norm="unit"))
     assert screen.in_run_cost(unit, "tiny", costs) is None
     (tmp_path / "other.json").write_text(json.dumps({"rows": []}))
