@@ -198,7 +198,7 @@ def screen_rows(
 
 
 def in_run_label(cost: dict | None) -> str:
-    """``ms ÷ E [lowest, highest round]`` of an ``in_run_cost``, or — without one."""
+    """``<ms per example> ms, <÷ E> [95 % interval]`` of an ``in_run_cost``, or — without one."""
     if cost is None:
         return "—"
     return f"{cost['ms_per_example']:.1f} ms, {cost['ratio']:.2f} [{cost['low']:.2f}, {cost['high']:.2f}]"

@@ -364,6 +364,11 @@ def test_cli_trains_resumes_samples_and_evaluates_a_flow_model(flow_folder, tmp_
     )
     same = json.loads(report.read_text())["metrics"]
     assert same["spectrum_log_mse"] < metrics["spectrum_log_mse"] and same["vorticity_w1"] < metrics["vorticity_w1"]
+    # The model's own data: scored on the held-out split it trained with (seed 0), not --seed 4's.
+    evaluate = ["evaluate", "--real", f"flows:{flow_folder}", "--checkpoint", str(run), "--num", "2", "--nfe", "2"]
+    assert main([*evaluate, "--seed", "4", "--real-split", "all", "--json", str(report), "--quiet"]) == 0
+    settings = json.loads(report.read_text())["settings"]
+    assert (settings["split_seed"], settings["models_own_split"]) == (0, True)
 
 
 # ----- forecasting -----------------------------------------------------------------------------------------------

@@ -6,7 +6,14 @@ import torch
 
 from ..data import open_flow_source
 from ..errors import UserError
-from .evaluate_request import NEITHER_FAKE_NOR_CHECKPOINT, EvaluateRequest, load_model, report_metrics, sample_model
+from .evaluate_request import (
+    NEITHER_FAKE_NOR_CHECKPOINT,
+    EvaluateRequest,
+    data_split,
+    load_model,
+    report_metrics,
+    sample_model,
+)
 
 
 def check_same_flow_size(fake_size: int, real_size: int) -> None:
@@ -27,9 +34,13 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
         "seed": request.seed,
         "num": request.num,
     }
-    real_source = open_flow_source(request.real, split=request.real_split, seed=request.seed)
-    if request.checkpoint is not None:
-        model = load_model(request, request.checkpoint)
+    model = None if request.checkpoint is None else load_model(request, request.checkpoint)
+    split = data_split(request, model)  # a flow model is scored on the split it did not train on
+    settings.update(split_seed=split.seed, val_fraction=split.val_fraction, models_own_split=split.models_own)
+    real_source = open_flow_source(
+        request.real, split=request.real_split, val_fraction=split.val_fraction, seed=split.seed
+    )
+    if model is not None:
         if model.config.data_kind != "flow":
             raise UserError(
                 f"{request.checkpoint} is an {model.config.data_kind} model; --real flows:… needs a flow model"
