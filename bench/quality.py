@@ -95,6 +95,7 @@ import numpy as np
 import torch
 
 from common import RESULTS, print_table, train_quietly, write_json
+from kuramoto_diffusion.app.options import positive_int
 from kuramoto_diffusion.circular import order_parameter
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
 from kuramoto_diffusion.data import open_image_source
@@ -725,7 +726,10 @@ def main() -> None:
         "newest whole checkpoint (rerun the same command): for budgets longer than a session",
     )
     parser.add_argument(
-        "--checkpoint-every", type=int, default=500, help="with --run-dir: training steps between checkpoints"
+        "--checkpoint-every",
+        type=positive_int,
+        default=500,
+        help="with --run-dir: training steps between checkpoints (≥ 1)",
     )
     parser.add_argument(
         "--sweeps", nargs="+", default=None, help="(sampler:NFE ...) instead of the budget's; NFE 0 is T"

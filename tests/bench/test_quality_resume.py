@@ -30,3 +30,13 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_to_the_uninterrupted_mo
         assert torch.equal(mine, theirs), name
     with pytest.raises(UserError, match="holds another run"):
         quality.train("fingerprints", "kuramoto-local", BUDGET, 1, CPU, run_dir=run_dir, checkpoint_every=4)
+
+
+def test_a_checkpoint_interval_below_one_is_refused_by_the_parser(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--run-dir", "unused", "--checkpoint-every", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main()
+    assert exit_info.value.code == 2
+    assert "--checkpoint-every: must be ≥ 1, got 0" in capsys.readouterr().err
