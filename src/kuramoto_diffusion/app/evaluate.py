@@ -96,7 +96,7 @@ def evaluate(request: EvaluateRequest) -> dict[str, object]:
             )
         fake = fake_source.fixed_batch(count - count % groups, seed=request.seed)
         settings.update(fake=request.fake)
-    settings.update(split_seed=split.seed, val_fraction=split.val_fraction, models_own_split=split.models_own)
+    settings.update(split.settings())
     if sizes is not None:
         return evaluate_with_intervals(request, fake, fake_clipped, image_size, channels, sizes, settings, split)
     real_source = open_real_images(request, image_size, channels, split)

@@ -36,7 +36,7 @@ def evaluate_flows_command(request: EvaluateRequest) -> dict[str, object]:
     }
     model = None if request.checkpoint is None else load_model(request, request.checkpoint)
     split = data_split(request, model)  # a flow model is scored on the split it did not train on
-    settings.update(split_seed=split.seed, val_fraction=split.val_fraction, models_own_split=split.models_own)
+    settings.update(split.settings())
     real_source = open_flow_source(
         request.real, split=request.real_split, val_fraction=split.val_fraction, seed=split.seed
     )

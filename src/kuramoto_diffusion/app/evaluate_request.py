@@ -93,6 +93,10 @@ class DataSplit:
     val_fraction: float
     models_own: bool  # the split the model was trained with (its "val" holds only examples it never saw)
 
+    def settings(self) -> dict[str, object]:
+        """The split as --json's settings record it."""
+        return {"split_seed": self.seed, "val_fraction": self.val_fraction, "models_own_split": self.models_own}
+
 
 def data_split(request: EvaluateRequest, model: DiffusionModel | None = None) -> DataSplit:
     """--real's split: the one ``model`` trained with when --real is its training data (its ``DataConfig.seed`` and
