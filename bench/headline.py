@@ -22,6 +22,8 @@ builds one row per (data, T, budget, metric):
 Kuramoto-local against Kuramoto without coupling: what the coupling itself adds). A side written
 ``METHOD@SAMPLER:NFE`` is that one setting instead of the method's best (``kuramoto-local@sde-heun:25
 kuramoto-local@sde:100``: a few-step sampler against the model's own reverse SDE; NFE as the rows give it).
+A label's " T<steps>" suffix (``quality.py --steps``) may be left out: ``kuramoto-local euclidean`` pairs the
+T = 100 rows and, in a row of its own, the ``kuramoto-local T1000`` and ``euclidean T1000`` rows.
 
 Writes ``{"rows": [...], "ablations": [...]}`` (plus the machine and command) to --out and prints the Markdown "Where it stands"
 table; --write-table PATH replaces the text between ``<!-- headline:start -->`` and ``<!-- headline:end -->``
@@ -68,6 +70,13 @@ def budget_of(payload: dict) -> str:
     return found.group(1) if found else "small"
 
 
+def ablation_names(method: str, steps: int) -> set[str]:
+    """The names an ablation side may give a method label: the label itself and, where quality.py's ``--steps``
+    added " T<steps>" to it, the label without that suffix, so that one ``--ablation`` pair matches at every T
+    (the rows' key holds T already)."""
+    return {method, re.sub(rf" T{steps}(?= |$)", "", method, count=1)}
+
+
 def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
     """{(data, T, budget): {family: {setting label: {seed: (row, source)}}}} and notes about skipped rows. Besides the
     two families, every method label is also a key of its own (its settings are its sampler:NFE), for ``--ablation``."""
@@ -95,8 +104,10 @@ def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:
             label = f"{row['method']} {row['sampler']}:{row['nfe']}"
             key = (str(row["data"]), steps, budget_of(payload))
             found.setdefault(key, {}).setdefault(kind, {}).setdefault(label, {})[seed] = (row, source)
-            found[key].setdefault(f"method:{row['method']}", {}).setdefault(label, {})[seed] = (row, source)
-            found[key].setdefault(f"setting:{label}", {}).setdefault(label, {})[seed] = (row, source)
+            for method in ablation_names(str(row["method"]), steps):
+                setting = f"{method} {row['sampler']}:{row['nfe']}"
+                found[key].setdefault(f"method:{method}", {}).setdefault(label, {})[seed] = (row, source)
+                found[key].setdefault(f"setting:{setting}", {}).setdefault(label, {})[seed] = (row, source)
     return found, notes
 
 

@@ -31,14 +31,14 @@ def quality_row(method: str, sampler: str, nfe: int, value: float, offsets: np.n
     }
 
 
-def write_quality(folder: Path, seed: int, rows: list[dict], name: str | None = None) -> Path:
+def write_quality(folder: Path, seed: int, rows: list[dict], name: str | None = None, steps: int = 100) -> Path:
     path = folder / (name or f"quality_seed{seed}.json")
     path.write_text(
         json.dumps(
             {
                 "command": f"python bench/quality.py --budget small --seed {seed}",
                 "seed": seed,
-                "settings": {"steps": 100},
+                "settings": {"steps": steps},
                 "rows": rows,
             }
         )
@@ -177,6 +177,40 @@ def test_an_ablation_pairs_two_methods_by_their_own_labels(tmp_path: Path) -> No
     )
     assert "| kuramoto-local sde:100" not in headline.ablation_table(rows)  # labels sit in brackets after the values
     assert "(kuramoto-local sde:100)" in headline.ablation_table(rows)
+
+
+def test_an_ablation_pair_matches_at_every_T_without_the_label_suffix(tmp_path: Path) -> None:
+    """quality.py --steps 1000 labels its rows "<method> T1000"; the pair written without the suffix makes one row
+    per T (0.9 at T = 100, 0.7 at T = 1000), and the suffixed labels still name the T = 1000 rows alone."""
+    paths = []
+    for seed, scale in zip((0, 1, 2), (10.0, 12.0, 9.0)):
+        short = [
+            quality_row("kuramoto-none", "sde", 100, scale),
+            quality_row("kuramoto-local", "sde", 100, 0.9 * scale),
+        ]
+        long = [
+            quality_row("kuramoto-none T1000", "sde", 100, scale),
+            quality_row("kuramoto-local T1000", "sde", 100, 0.7 * scale),
+            quality_row("kuramoto-local T1000 sample-prior:relaxed", "sde", 100, 0.5 * scale),
+        ]
+        paths.append(write_quality(tmp_path, seed, short, name=f"short_seed{seed}.json"))
+        paths.append(write_quality(tmp_path, seed, long, name=f"long_seed{seed}.json", steps=1000))
+    rows, notes = headline.ablation_rows(
+        paths, [("kuramoto-local", "kuramoto-none")], ["swd"], "python bench/headline.py …", resamples=300
+    )
+    assert notes == [] and sorted(row["T"] for row in rows) == [100, 1000]
+    by_steps = {row["T"]: row for row in rows}
+    assert by_steps[100]["ratio"]["mean"] == pytest.approx(0.9, rel=1e-12)
+    assert by_steps[1000]["ratio"]["mean"] == pytest.approx(0.7, rel=1e-12)  # the prior variant is another method
+    assert by_steps[1000]["numerator"]["label"] == "kuramoto-local T1000 sde:100"
+    prior, _ = headline.ablation_rows(
+        paths, [("kuramoto-local sample-prior:relaxed", "kuramoto-none")], ["swd"], "…", resamples=300
+    )
+    assert [row["T"] for row in prior] == [1000] and prior[0]["ratio"]["mean"] == pytest.approx(0.5, rel=1e-12)
+    suffixed, _ = headline.ablation_rows(
+        paths, [("kuramoto-local T1000@sde:100", "kuramoto-none T1000")], ["swd"], "…", resamples=300
+    )
+    assert [row["T"] for row in suffixed] == [1000] and suffixed[0]["ratio"]["mean"] == pytest.approx(0.7, rel=1e-12)
 
 
 def test_an_ablation_side_can_be_one_setting(tmp_path: Path) -> None:
