@@ -75,6 +75,12 @@ def _path_as_text(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def steps_suffix(steps: int) -> str:
+    """The suffix " T<steps>" that ``quality.py --steps`` appends to a method label (its rows then say their T);
+    ``headline.py`` strips it again so that one ``--ablation`` pair matches at every T."""
+    return f" T{steps}"
+
+
 def write_json(target: str | Path, payload: dict[str, object], *, quiet: bool = False) -> Path:
     """Write payload (with the machine facts) as JSON, atomically; a bare file name goes into bench/results/.
     Path values (argparse options in ``vars(args)``) are written as text."""

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from common import RESULTS, write_json
+from common import RESULTS, steps_suffix, write_json
 from kuramoto_diffusion.errors import UserError
 from kuramoto_diffusion.metrics.intervals import mean_interval, ratio_interval
 
@@ -74,7 +74,7 @@ def ablation_names(method: str, steps: int) -> set[str]:
     """The names an ablation side may give a method label: the label itself and, where quality.py's ``--steps``
     added " T<steps>" to it, the label without that suffix, so that one ``--ablation`` pair matches at every T
     (the rows' key holds T already)."""
-    return {method, re.sub(rf" T{steps}(?= |$)", "", method, count=1)}
+    return {method, re.sub(re.escape(steps_suffix(steps)) + "(?= |$)", "", method, count=1)}
 
 
 def load_settings(paths: list[Path]) -> tuple[dict, list[str]]:

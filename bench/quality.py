@@ -94,7 +94,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import RESULTS, print_table, train_quietly, write_json
+from common import RESULTS, print_table, steps_suffix, train_quietly, write_json
 from kuramoto_diffusion.app.options import positive_int
 from kuramoto_diffusion.circular import order_parameter
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
@@ -875,7 +875,7 @@ def run(args: argparse.Namespace) -> None:
             # conventions exist in the literature, and at small budgets they differ a lot.
             # With --steps the rows say their T, and with --sample-prior the prior, so --merge keeps them apart.
             trained, prior_label = with_sample_prior(trained, args.sample_prior)
-            suffix = (f" T{budget.steps}" if args.steps is not None else "") + prior_label
+            suffix = (steps_suffix(budget.steps) if args.steps is not None else "") + prior_label
             variants = [(objective.label(method) + suffix, trained)]
             if method == "euclidean" and clip_sweeps:
                 clipped_process = dataclasses.replace(trained.config.process, clip_denoised=True)

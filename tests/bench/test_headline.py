@@ -238,3 +238,19 @@ def test_an_ablation_side_can_be_one_setting(tmp_path: Path) -> None:
     )
     assert best[0]["denominator"]["label"] == "kuramoto-local sde:100"  # without @: the method's best setting
     assert best[0]["ratio"]["mean"] == pytest.approx(2.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("steps", [100, 1000])
+def test_ablation_names_strip_exactly_the_suffix_quality_writes(steps: int) -> None:
+    """The label suffix has one home (common.steps_suffix): whatever quality.py appends, headline.py strips, and
+    only where it stands as a whole word (T10 must not strip from T1000)."""
+    import common  # noqa: PLC0415 - on the path set above
+
+    label = f"kuramoto-local{common.steps_suffix(steps)} sample-prior:relaxed"
+    assert headline.ablation_names(label, steps) == {label, "kuramoto-local sample-prior:relaxed"}
+    assert headline.ablation_names(f"euclidean{common.steps_suffix(steps)}", steps) == {
+        f"euclidean{common.steps_suffix(steps)}",
+        "euclidean",
+    }
+    longer = f"euclidean{common.steps_suffix(steps * 10)}"
+    assert headline.ablation_names(longer, steps) == {longer}
