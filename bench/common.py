@@ -97,12 +97,13 @@ def write_json(target: str | Path, payload: dict[str, object], *, quiet: bool = 
 
 
 def train_quietly(config, source, device: torch.device, run_dir: Path | None = None):  # noqa: ANN001, ANN201 - RunConfig, BatchSource -> (DiffusionModel, s)
-    """Train a run config on a source; returns the EMA model and the seconds this call took.
+    """Train a run config on a source; returns the EMA model and the run's training seconds (``Trainer.train_seconds``).
 
     Without ``run_dir``, in a temporary folder. With it, in ``run_dir`` with the config's checkpoints, and a run
     killed midway resumes from its newest whole checkpoint (``Trainer.resume``), so a long benchmark can span
-    sessions; the seconds are then this call's share only. A folder holding another run (other data, seed or
-    length) is refused."""
+    sessions; the seconds then add the sessions up (those that reached the checkpoint, then this call's). A
+    checkpoint written before 2026-12-07 holds no seconds, and a run resumed from one counts from the resume. A
+    folder holding another run (other data, seed or length) is refused."""
     import tempfile
 
     from kuramoto_diffusion.checkpoint import latest_checkpoint
@@ -110,7 +111,6 @@ def train_quietly(config, source, device: torch.device, run_dir: Path | None = N
     from kuramoto_diffusion.training import Trainer
 
     if run_dir is not None and latest_checkpoint(Path(run_dir)) is not None:
-        start = time.perf_counter()
         trainer = Trainer.resume(run_dir, source, device=device, quiet=True)
         saved, wanted = trainer.config, config
         if (saved.data, saved.training.seed, saved.training.train_steps) != (
@@ -119,10 +119,10 @@ def train_quietly(config, source, device: torch.device, run_dir: Path | None = N
             wanted.training.train_steps,
         ):
             raise UserError(f"{run_dir} holds another run (data, seed or train_steps differ); pass an empty folder")
-        return trainer.train(), time.perf_counter() - start
+        model = trainer.train()
+        return model, trainer.train_seconds
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
         trainer = Trainer(config, source, run_dir or folder, device=device, quiet=True)
         trainer.start()
         model = trainer.train()
-        return model, time.perf_counter() - start
+        return model, trainer.train_seconds

@@ -59,7 +59,8 @@ labelled e.g. ``euclidean T1000`` so that --merge keeps them apart.
 --run-dir DIR trains each model in DIR/<data>_<label>_seed<S> with a checkpoint every --checkpoint-every steps
 (default 500); the same command run again resumes a model killed midway from its newest whole checkpoint, to the
 weights an uninterrupted run gives (the ``medium`` budget takes longer than a session on 2 cores). Its row's
-``train_s`` is then the last call's share.
+``train_s`` sums the sessions (``Trainer.train_seconds``: the seconds that reached the checkpoint, then the last
+call's), except after a checkpoint written before 2026-12-07, which holds no seconds: then it is the last call's share.
 --val-fraction f holds out f of each data set, for training and the reference sets alike (DataConfig.val_fraction);
 textures at 32 px need 0.3 to fill 4 reference sets of 256 crops (docs/benchmarks-protocol.md).
 

@@ -6,10 +6,13 @@ import dataclasses
 import json
 import math
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from kuramoto_diffusion.checkpoint import DamagedCheckpoint
 from kuramoto_diffusion.circular import order_parameter
 from kuramoto_diffusion.codecs import ImageCodec
 from kuramoto_diffusion.config import DataConfig, RunConfig, TrainConfig, image_model_config
@@ -25,6 +28,7 @@ from kuramoto_diffusion.training import (
     resimulate_states,
 )
 from kuramoto_diffusion.training.chain_pool import _snapshot_each, resimulate_states_and_scores, snapshot_states
+from kuramoto_diffusion.training.checkpointing import validate_checkpoint
 from kuramoto_diffusion.training.objectives import Objective, StartingStates, build_objective, propagated_chain_step
 
 
@@ -367,6 +371,54 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, process):
         assert torch.equal(tensor, resumed.model.network.state_dict()[name]), name
     for name, tensor in straight.ema_network.state_dict().items():
         assert torch.equal(tensor, resumed.ema_network.state_dict()[name]), name
+
+
+def _saved_seconds(run: Path, step: int) -> float:
+    return json.loads((run / "checkpoints" / f"step-{step:08d}" / "state.json").read_text())["train_seconds"]
+
+
+def test_training_seconds_add_up_over_a_resumed_runs_sessions(tmp_path):
+    """Each checkpoint records the wall-clock seconds that reached it; a resumed run starts from that count (work
+    redone after a kill is not counted twice) and adds its own, bracketed here by the test's own clock."""
+    run = tmp_path / "run"
+    first_started = time.perf_counter()
+    first = Trainer(run_config(LOCAL, steps=20, checkpoint_every=10), FixedImages(), run, quiet=True)
+    first.start()
+    first.train()
+    first_seconds = first.train_seconds  # read before the test's clock, which must bracket it
+    first_wall = time.perf_counter() - first_started
+    at_10, at_20 = _saved_seconds(run, 10), _saved_seconds(run, 20)
+    assert 0 < at_10 < at_20 <= first_seconds <= first_wall
+    # The run is killed after step 20 and had spent 1,000 s reaching it (say, on a slower machine).
+    marker = run / "checkpoints" / "step-00000020" / "state.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "train_seconds": 1000.0}))
+    resumed_started = time.perf_counter()
+    resumed = Trainer.resume(run, FixedImages(), train_steps=30, quiet=True)
+    resumed.train()
+    resumed_seconds = resumed.train_seconds
+    resumed_wall = time.perf_counter() - resumed_started
+    assert 1000.0 < _saved_seconds(run, 30) <= resumed_seconds <= 1000.0 + resumed_wall
+    # A checkpoint written before the seconds were recorded resumes, counting from the resume.
+    marker = run / "checkpoints" / "step-00000030" / "state.json"
+    old_format = json.loads(marker.read_text())
+    del old_format["train_seconds"]
+    marker.write_text(json.dumps(old_format))
+    again_started = time.perf_counter()
+    again = Trainer.resume(run, FixedImages(), train_steps=31, quiet=True)
+    again.train()
+    assert 0 < again.train_seconds <= time.perf_counter() - again_started
+
+
+@pytest.mark.parametrize("seconds", [-1.0, "ten", True, None])
+def test_a_checkpoint_with_bad_training_seconds_is_damaged(tmp_path, seconds):
+    run = tmp_path / "run"
+    trainer = Trainer(run_config(LOCAL, steps=10), FixedImages(), run, quiet=True)
+    trainer.start()
+    trainer.train()
+    marker = run / "checkpoints" / "step-00000010" / "state.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "train_seconds": seconds}))
+    with pytest.raises(DamagedCheckpoint, match="state.json: 'train_seconds' is .*not a finite number"):
+        validate_checkpoint(run / "checkpoints" / "step-00000010")
 
 
 def test_incomplete_checkpoint_is_ignored_and_old_ones_pruned(tmp_path):

@@ -49,7 +49,13 @@ from .train_request import TRAIN_OPTION_FIELDS as TRAIN_OPTION_FIELDS  # re-expo
 from .train_request import TrainRequest, train_config_from
 from .train_request import train_option_value as train_option_value  # re-exported
 from .train_resume import canonical_data_spec, resumed_trainer
-from .train_summary import FirstEstimate, open_validation_source, startup_summary, validation_probe
+from .train_summary import (
+    FirstEstimate,
+    describe_duration,
+    open_validation_source,
+    startup_summary,
+    validation_probe,
+)
 from .train_summary import ema_description as ema_description  # re-exported
 
 
@@ -79,7 +85,8 @@ def _train(request: TrainRequest, context: DistributedContext, device: torch.dev
         hint = f"; continue with: kuramoto-diffusion train --out {request.out} --resume" if context.is_main else ""
         raise Stopped(stop.signal_number, f"{stop}{hint}" if context.is_main else "") from None
     if not request.quiet:
-        print(f"trained to step {trainer.step}; checkpoints in {request.out / 'checkpoints'}")
+        took = describe_duration(trainer.train_seconds)  # over every session of a resumed run
+        print(f"trained to step {trainer.step} in {took}; checkpoints in {request.out / 'checkpoints'}")
         example = {"angle": "samples.csv", "flow": "samples.npz"}.get(trainer.config.model.data_kind, "samples.png")
         print(f"sample with: kuramoto-diffusion sample --checkpoint {request.out} --num 16 --out {example}")
     return model

@@ -2,13 +2,15 @@
 
 A checkpoint is a directory ``RUN/checkpoints/step-NNNNNNNN/`` holding the weights, the EMA weights
 (both safetensors), the AdamW state, the generators' states, the chain pool and the fp16 loss
-scale (``trainer.safetensors``), ``config.json``, and last ``state.json``, whose presence marks the
+scale (``trainer.safetensors``), ``config.json``, and last ``state.json`` (the step, the optimiser's settings and
+the wall-clock seconds the run has trained up to this step, across resumes), whose presence marks the
 checkpoint complete. It is written under a temporary name and renamed into place, so a run killed
 while writing keeps its previous checkpoint.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +59,18 @@ class TrainingState:
     scaler: torch.amp.GradScaler
 
 
-def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payload: dict) -> Path:
-    """Write ``state`` at ``step`` to RUN/checkpoints/step-N/ atomically and return that directory; an OSError
-    leaves no partial directory behind."""
+class Progress(NamedTuple):
+    """How far a checkpoint's run got: its step, and the wall-clock seconds of training that reached it (summed
+    over the sessions of a resumed run; 0 for checkpoints written before these were recorded, 2026-12-07)."""
+
+    step: int
+    train_seconds: float
+
+
+def write_checkpoint(run_dir: Path, progress: Progress, state: TrainingState, config_payload: dict) -> Path:
+    """Write ``state`` at ``progress.step`` to RUN/checkpoints/step-N/ atomically and return that directory; an
+    OSError leaves no partial directory behind."""
+    step = progress.step
     folder = run_dir / "checkpoints"
     final = folder / checkpoint_name(step)
     temporary = folder / temporary_directory_name(final.name)
@@ -89,7 +100,8 @@ def write_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payl
         save_tensors(trainer_tensors, temporary / TRAINER_TENSORS)
         write_json_atomic(temporary / CONFIG_NAME, config_payload)
         # state.json is written last: its presence marks the checkpoint as complete.
-        write_json_atomic(temporary / COMPLETE_MARKER, {"step": step, "optimizer": optimizer_meta})
+        marker = {"step": step, "train_seconds": progress.train_seconds, "optimizer": optimizer_meta}
+        write_json_atomic(temporary / COMPLETE_MARKER, marker)
         commit_directory(temporary, final)
     except OSError:
         shutil.rmtree(temporary, ignore_errors=True)  # never leave half a checkpoint taking the space
@@ -104,12 +116,12 @@ def estimated_checkpoint_bytes(network: torch.nn.Module, pool_values: int) -> in
     return 4 * weights + 4 * pool_values
 
 
-def save_checked_checkpoint(run_dir: Path, step: int, state: TrainingState, config_payload: dict) -> Path:
+def save_checked_checkpoint(run_dir: Path, progress: Progress, state: TrainingState, config_payload: dict) -> Path:
     """``write_checkpoint`` after checking that the weights are finite (else ``TrainingDiverged``: a checkpoint
     of NaN weights would replace a good one); a write that fails is a one-line ``UserError``."""
-    check_finite_weights({"weights": state.network, "EMA weights": state.ema_network}, run_dir, step)
+    check_finite_weights({"weights": state.network, "EMA weights": state.ema_network}, run_dir, progress.step)
     try:
-        return write_checkpoint(run_dir, step, state, config_payload)
+        return write_checkpoint(run_dir, progress, state, config_payload)
     except OSError as error:
         raise unwritable_checkpoint(error, run_dir) from None
 
@@ -117,9 +129,9 @@ def save_checked_checkpoint(run_dir: Path, step: int, state: TrainingState, conf
 GENERATOR_KEYS = ("rng.data", "rng.noise", "rng.global")
 
 
-def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
+def read_checkpoint(checkpoint: Path, state: TrainingState) -> Progress:
     """Restore ``state`` in place from a checkpoint that ``validate_checkpoint`` passed (``resumable_checkpoint``
-    returns only such); returns its step. A chain pool that does not fit the run is a ``DamagedCheckpoint``."""
+    returns only such); returns its progress. A chain pool that does not fit the run is a ``DamagedCheckpoint``."""
     load_module_weights(state.network, checkpoint / WEIGHTS_NAME)
     load_module_weights(state.ema_network, checkpoint / EMA_WEIGHTS_NAME)
     saved = read_json(checkpoint / COMPLETE_MARKER)
@@ -140,7 +152,7 @@ def read_checkpoint(checkpoint: Path, state: TrainingState) -> int:
     scaler_state = {k.removeprefix("scaler."): v.item() for k, v in tensors.items() if k.startswith("scaler.")}
     if state.scaler.is_enabled() and scaler_state:
         state.scaler.load_state_dict({**state.scaler.state_dict(), **scaler_state})
-    return int(saved["step"])
+    return Progress(int(saved["step"]), float(saved.get("train_seconds", 0.0)))
 
 
 def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
@@ -159,6 +171,9 @@ def validate_checkpoint(checkpoint: Path) -> tuple[int, RunConfig]:
             or not isinstance(saved.get("optimizer"), dict)
         ):
             raise UserError(f"{marker}: lacks its 'step' number or 'optimizer' settings; the file is damaged")
+        seconds = saved.get("train_seconds", 0.0)  # absent in checkpoints written before 2026-12-07
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.0 <= seconds < math.inf:
+            raise UserError(f"{marker}: 'train_seconds' is {seconds!r}, not a finite number ≥ 0; the file is damaged")
         match = CHECKPOINT_PATTERN.match(checkpoint.name)
         if match is not None and int(match.group(1)) != saved["step"]:
             raise UserError(

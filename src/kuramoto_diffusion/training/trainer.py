@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -35,6 +36,7 @@ from ..serialization import write_json_atomic
 from ..stopping import Stopped, signal_name, stop_requests
 from .chain_pool import ChainPool
 from .checkpointing import (
+    Progress,
     ResumePoint,
     TrainingState,
     estimated_checkpoint_bytes,
@@ -89,6 +91,10 @@ class Trainer:
         self.validation: Any = None
         self.step = 0
         self.checkpointed_step: int | None = None  # the step of the last checkpoint this trainer wrote or loaded
+        # Wall-clock seconds of training: those that reached the checkpoint a resume started from, plus this
+        # trainer's own since it was built (building, the prior fit and the chain pool are part of a run's cost).
+        self._seconds_before = 0.0
+        self._built_at = time.perf_counter()
         seed = self.train_config.seed
         torch.manual_seed(seed)  # before building the network: its initial weights come from this seed
         self.model = DiffusionModel(run_config.model, run_config=self.config).to(self.device)
@@ -364,10 +370,19 @@ class Trainer:
         pool_states = 0 if self.objective.anchored_at_data else self.objective.pool_size
         return estimated_checkpoint_bytes(self.model.network, pool_states * math.prod(self.config.model.state_shape(1)))
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds this run has trained, summed over its sessions: a resumed run counts the seconds
+        that reached its checkpoint (work redone after a kill counts once), then its own."""
+        return self._seconds_before + time.perf_counter() - self._built_at
+
     def save_checkpoint(self) -> Path:
         """Write everything needed to resume into step-NNNNNNNN/, atomically; prune old ones."""
         final = save_checked_checkpoint(
-            self.run_dir, self.step, self.training_state(), run_config_dict(self.config.model, self.config)
+            self.run_dir,
+            Progress(self.step, self.train_seconds),
+            self.training_state(),
+            run_config_dict(self.config.model, self.config),
         )
         self.checkpointed_step = self.step
         prune_checkpoints(self.run_dir, self.train_config.keep_checkpoints)
@@ -387,7 +402,9 @@ class Trainer:
 
     def load_checkpoint(self, checkpoint: Path) -> None:
         """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""
-        self.step = self.checkpointed_step = read_checkpoint(checkpoint, self.training_state())
+        progress = read_checkpoint(checkpoint, self.training_state())
+        self.step = self.checkpointed_step = progress.step
+        self._seconds_before = progress.train_seconds
 
     def restore(self, checkpoint: Path) -> None:
         """Resume from ``checkpoint``: ready the objective without filling its pool (the checkpoint holds the
