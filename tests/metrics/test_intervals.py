@@ -119,3 +119,15 @@ def test_bad_ratio_inputs_raise() -> None:
         mean_interval(np.array([[1.0, math.nan], [1.0, 2.0]]))
     with pytest.raises(UserError, match="level"):
         mean_interval(np.ones((2, 2)), level=1.5)
+
+
+def test_a_denominator_whose_resamples_reach_zero_gives_an_unbounded_ratio_not_nan() -> None:
+    """Denominator sets −1, −1, −1, 3.5 (mean 0.125): a resample of the 4 sets has k ~ Binomial(4, 1/4) copies of
+    the positive one and mean (4.5k − 4)/4, which is ≤ 0 when k = 0 (probability 0.32 > 2.5 %): the upper bound
+    is +inf. Enumerated exactly, the lower 2.5 % quantile lies among the k = 3 draws (P(k = 4) = 0.004, P(k ≥ 3) =
+    0.051), whose ratio is 1 / 2.375."""
+    denominator = np.tile([-1.0, -1.0, -1.0, 3.5], (2, 1))
+    interval = ratio_interval(np.ones((2, 4)), denominator)
+    assert interval.mean == pytest.approx(1 / 0.125)
+    assert interval.high == math.inf
+    assert interval.low == pytest.approx(1 / 2.375)

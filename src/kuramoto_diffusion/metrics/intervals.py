@@ -97,9 +97,14 @@ def _resampled_means(table: np.ndarray, seeds: np.ndarray, sets: np.ndarray, rng
 
 
 def _percentiles(point: float, draws: np.ndarray, level: float) -> Interval:
+    """The percentile interval of ``draws``, which may hold +inf (a ratio resample whose denominator is not
+    positive): a bound that falls among them is +inf, an unbounded interval, not the NaN that interpolating
+    between two infinities gives."""
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
-    return Interval(float(point), float(low), float(high))
+    with np.errstate(invalid="ignore"):  # inf − inf inside the interpolation; mapped to +inf below
+        bounds = np.quantile(draws, [alpha, 1.0 - alpha])
+    low, high = (math.inf if math.isnan(bound) else float(bound) for bound in bounds)
+    return Interval(float(point), low, high)
 
 
 def mean_interval(
@@ -136,7 +141,9 @@ def ratio_interval(
     same reference sets, in the same order; their group counts may differ. Resampling unit: the pair
     (seed, reference set), drawn once and applied to both tables; groups are drawn per method. With
     ``paired=False`` the seeds and sets are drawn independently per table (an unpaired comparison, for
-    contrast only). The denominator's mean must be positive (the metrics are distances).
+    contrast only). The denominator's mean must be positive (the metrics are distances). Where more than
+    (1 − level)/2 of the resamples have a denominator ≤ 0 (an excess over a floor can be), ``high`` is +inf: the
+    data bound the ratio from below only.
     """
     _check_level(level, resamples)
     top, bottom = as_table(numerator, "numerator"), as_table(denominator, "denominator")
