@@ -264,10 +264,13 @@ def _make_run(root: Path) -> dict[str, Path]:
     trainer.train()
     paths = {"run": root / "run"}
     newest = Path("checkpoints") / "step-00000002"
-    for name in ("run_damaged", "run_nan"):
+    for name in ("run_damaged", "run_nan", "run_bad_seconds"):
         shutil.copytree(root / "run", root / name)
         paths[name] = root / name
     (paths["run_damaged"] / newest / "state.json").write_bytes(b"")
+    marker = paths["run_bad_seconds"] / newest / "state.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "train_seconds": -5}))
+    paths["run_bad_seconds_checkpoint"] = paths["run_bad_seconds"] / newest
     tensors = load_file(str(paths["run_nan"] / newest / "ema.safetensors"))
     first = next(iter(tensors))
     tensors[first] = torch.full_like(tensors[first], float("nan"))
@@ -824,6 +827,14 @@ CASES = [
         lambda p: ["--out", str(p["run_damaged"]), "--resume-from", str(p["run_damaged_checkpoint"])],
         "error",
         "state.json: not valid JSON",
+    ),
+    Case(
+        "resume-from-bad-seconds",
+        "train",
+        "--resume-from a checkpoint whose state.json says train_seconds -5",
+        lambda p: ["--out", str(p["run_bad_seconds"]), "--resume-from", str(p["run_bad_seconds_checkpoint"])],
+        "error",
+        "'train_seconds' is -5, not a finite number ≥ 0",
     ),
     Case(
         "resume-disagreeing-options",
@@ -1558,7 +1569,8 @@ def robustness_markdown() -> str:
         "  and host (`RUN/.lock.json`). Under torchrun rank 0 holds it. A checkpoint is written under a name",
         "  unique to its process (`.tmp-step-N.HOST.PID`), and pruning removes only those of processes that",
         "  are gone (tests/training/test_run_folder.py).",
-        "- A checkpoint is checked whole before it is used (every file parses; `state.json` has its step; every",
+        "- A checkpoint is checked whole before it is used (every file parses; `state.json` has its step and, if",
+        "  given, finite training seconds ≥ 0; every",
         "  tensor is there with the config's shapes and is finite; the optimizer state fits the weights; the",
         "  generator states are there). `--resume` skips a damaged newest checkpoint with one warning naming",
         "  the file and the reason, and resumes from the newest whole one; `--resume-from CHECKPOINT` chooses",

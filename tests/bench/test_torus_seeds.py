@@ -16,15 +16,32 @@ import torus_seeds  # noqa: E402 - bench/ is a folder of scripts, put on the pat
 T_975_DF2 = 4.302652729911275  # Student-t 97.5 % quantile at 2 degrees of freedom (printed tables)
 
 
-def write_run(folder: Path, seed: int, kl: dict[tuple[str, int, str], float], name: str | None = None) -> Path:
-    """A torus.py --part main result of one seed: one sde row per (density, NFE, process) plus a prior row."""
+SETTINGS = {"budget": "small", "steps": 100, "part": ["main"], "bins": 50}
+
+
+def write_run(
+    folder: Path,
+    seed: int,
+    kl: dict[tuple[str, int, str], float],
+    name: str | None = None,
+    complete: bool = True,
+    **settings: object,
+) -> Path:
+    """A torus.py --part main result of one seed: one sde row per (density, NFE, process) at T = 100, plus a prior
+    row."""
     rows = [
-        {"part": "main", "density": d, "process": p, "sampler": "sde", "nfe": n, "kl": value}
+        {"part": "main", "density": d, "process": p, "T": 100, "sampler": "sde", "nfe": n, "kl": value}
         for (d, n, p), value in kl.items()
     ]
-    rows.append({"part": "main", "density": "wrapped-mixture", "process": "euclidean", "sampler": "prior", "nfe": 0})
+    prior = {"part": "main", "density": "wrapped-mixture", "process": "euclidean", "T": 100, "sampler": "prior"}
+    rows.append({**prior, "nfe": 0})
     path = folder / (name or f"torus_seed{seed}.json")
-    path.write_text(json.dumps({"settings": {"seed": seed}, "rows": rows}))
+    payload = {
+        "settings": {**SETTINGS, **settings, "seed": seed, "out": str(path)},
+        "complete": complete,
+        "rows": rows,
+    }
+    path.write_text(json.dumps(payload))
     return path
 
 
@@ -68,8 +85,8 @@ def test_only_cells_every_seed_has_are_summarised(tmp_path: Path, three_seeds: l
         {("wrapped-mixture", 100, "kuramoto-global"): 0.1, ("checkerboard", 100, "kuramoto-global"): 0.8},
     )
     rows = torus_seeds.summary_rows(torus_seeds.load_seeds([*three_seeds, extra]), "kuramoto-global")
-    assert [(row["density"], row["process"], row["seeds"]) for row in rows] == [
-        ("wrapped-mixture", "kuramoto-global", [0, 1, 2, 3])
+    assert [(row["density"], row["T"], row["process"], row["seeds"]) for row in rows] == [
+        ("wrapped-mixture", 100, "kuramoto-global", [0, 1, 2, 3])
     ]
 
 
@@ -81,6 +98,8 @@ def test_only_cells_every_seed_has_are_summarised(tmp_path: Path, three_seeds: l
         ("no main rows", "no --part main rows"),
         ("not json", "not a bench/torus.py result"),
         ("unknown against", "--against torus-brownian: no such process"),
+        ("other budget", "settings differ from"),
+        ("unfinished", "the run did not finish"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -99,6 +118,11 @@ def test_bad_input_is_one_line_and_exit_2(
         broken = tmp_path / "broken.json"
         broken.write_text("{")
         argv.append(str(broken))
+    elif case == "other budget":
+        other = write_run(tmp_path, 7, {("wrapped-mixture", 100, "euclidean"): 0.2}, budget="tiny", steps=1000)
+        argv.append(str(other))
+    elif case == "unfinished":
+        argv.append(str(write_run(tmp_path, 8, {("wrapped-mixture", 100, "euclidean"): 0.2}, complete=False)))
     else:
         argv += ["--against", "torus-brownian"]
     assert torus_seeds.main([*argv, "--out", str(tmp_path / "out.json")]) == 2

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kuramoto_diffusion.errors import UserError
+from kuramoto_diffusion.metrics import intervals
 from kuramoto_diffusion.metrics.intervals import difference_table, mean_interval, ratio_interval
 
 
@@ -131,3 +132,23 @@ def test_a_denominator_whose_resamples_reach_zero_gives_an_unbounded_ratio_not_n
     assert interval.mean == pytest.approx(1 / 0.125)
     assert interval.high == math.inf
     assert interval.low == pytest.approx(1 / 2.375)
+
+
+@pytest.mark.parametrize("resamples", [1001, 4000])
+def test_a_bound_on_the_last_finite_draw_stays_finite(resamples: int) -> None:
+    """Percentiles follow numpy's linear rule on finite draws; where that rule lands exactly on the last finite
+    draw with +inf beyond it, the bound is that draw, not inf (numpy's own quantile gives NaN there)."""
+    finite = np.linspace(1.0, 2.0, resamples - 25)
+    draws = np.concatenate([finite, np.full(25, np.inf)])
+    interval = intervals._percentiles(0.0, draws, 0.95)
+    position = (resamples - 1) * 0.975
+    assert interval.low == pytest.approx(np.quantile(finite, 0.025 * (resamples - 1) / (resamples - 26)))
+    if position <= resamples - 26:  # the upper bound lies on or before the last finite draw
+        assert interval.high == pytest.approx(np.interp(position, np.arange(resamples - 25), finite))
+    else:
+        assert interval.high == math.inf
+    for q in (0.1, 0.5, 0.9):  # on finite draws, exactly numpy's rule
+        plain = np.random.default_rng(resamples).normal(size=resamples)
+        expected = np.quantile(plain, [q / 2, 1 - q / 2])
+        got = intervals._percentiles(0.0, plain, 1 - q)
+        assert (got.low, got.high) == pytest.approx(tuple(expected))

@@ -409,7 +409,7 @@ def test_training_seconds_add_up_over_a_resumed_runs_sessions(tmp_path):
     assert 0 < again.train_seconds <= time.perf_counter() - again_started
 
 
-@pytest.mark.parametrize("seconds", [-1.0, "ten", True, None])
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf, "ten", True, None])
 def test_a_checkpoint_with_bad_training_seconds_is_damaged(tmp_path, seconds):
     run = tmp_path / "run"
     trainer = Trainer(run_config(LOCAL, steps=10), FixedImages(), run, quiet=True)

@@ -101,10 +101,21 @@ def _percentiles(point: float, draws: np.ndarray, level: float) -> Interval:
     positive): a bound that falls among them is +inf, an unbounded interval, not the NaN that interpolating
     between two infinities gives."""
     alpha = (1.0 - level) / 2.0
-    with np.errstate(invalid="ignore"):  # inf − inf inside the interpolation; mapped to +inf below
-        bounds = np.quantile(draws, [alpha, 1.0 - alpha])
-    low, high = (math.inf if math.isnan(bound) else float(bound) for bound in bounds)
-    return Interval(float(point), low, high)
+    ordered = np.sort(draws)
+
+    def quantile(q: float) -> float:
+        # numpy's linear rule (position (n − 1)·q between two order statistics), written out so that a bound on
+        # the last finite draw stays finite (numpy's a + (b − a)·0 is NaN when b is inf) and one past it is inf.
+        position = (ordered.size - 1) * q
+        below = math.floor(position)
+        fraction = position - below
+        if fraction == 0.0:
+            return float(ordered[below])
+        if math.isinf(ordered[below + 1]):
+            return math.inf
+        return float(ordered[below] + (ordered[below + 1] - ordered[below]) * fraction)
+
+    return Interval(float(point), quantile(alpha), quantile(1.0 - alpha))
 
 
 def mean_interval(

@@ -401,7 +401,9 @@ class Trainer:
         )
 
     def load_checkpoint(self, checkpoint: Path) -> None:
-        """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory."""
+        """Restore weights, EMA, optimizer, pool and generator states from a checkpoint directory, on a trainer just
+        built for it: the checkpoint's training seconds become this trainer's start, and its own clock runs since it
+        was built."""
         progress = read_checkpoint(checkpoint, self.training_state())
         self.step = self.checkpointed_step = progress.step
         self._seconds_before = progress.train_seconds
